@@ -1,0 +1,403 @@
+//! The component traits: [`Receiver`], [`Processor`], [`Exporter`], and the [`Lifecycle`]
+//! hooks through which stateful components start, flush and shut down.
+//!
+//! # How a pipeline is built
+//! The builder builds from the end: first the exporters, then the processors from last to
+//! first (each wraps the consumer built before it, as `tower::Layer` wraps a service), then
+//! it starts the receivers with the head of the chain. A component that owns state or a
+//! background task registers a [`Lifecycle`] in its [`ComponentContext`]; the runtime starts
+//! those in build order (exporters first) and shuts them down in reverse (processors from
+//! first to last, exporters at the end), so every stage flushes into a stage that is still
+//! running.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::consumer::{BoxFuture, Consumer};
+use crate::signal::Signal;
+use crate::telemetry::{ComponentTelemetry, Telemetry};
+
+/// A boxed error from a component's start or shutdown.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A component id in the Collector's `type[/name]` form: `otlp`, `batch/agent`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ComponentId {
+    kind: Cow<'static, str>,
+    name: Option<Cow<'static, str>>,
+}
+
+impl ComponentId {
+    /// An id with only a type, e.g. `ComponentId::new("batch")`.
+    pub fn new(kind: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind: kind.into(),
+            name: None,
+        }
+    }
+
+    /// The same type with a name: `batch` becomes `batch/agent`.
+    pub fn with_name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The component type (`batch` in `batch/agent`).
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The name after the slash, if any.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+}
+
+impl fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{}/{}", self.kind, name),
+            None => f.write_str(&self.kind),
+        }
+    }
+}
+
+impl std::str::FromStr for ComponentId {
+    type Err = BuildError;
+
+    /// Parse `type` or `type/name`; the type must be non-empty.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, name) = match s.split_once('/') {
+            Some((k, n)) => (k, Some(n)),
+            None => (s, None),
+        };
+        if kind.is_empty() || name.is_some_and(str::is_empty) {
+            return Err(BuildError::InvalidId(s.to_string()));
+        }
+        let id = Self::new(kind.to_string());
+        Ok(match name {
+            Some(n) => id.with_name(n.to_string()),
+            None => id,
+        })
+    }
+}
+
+/// Which role a component plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ComponentKind {
+    /// Brings data in.
+    Receiver,
+    /// Transforms, filters, batches or samples.
+    Processor,
+    /// Sends data out.
+    Exporter,
+}
+
+impl ComponentKind {
+    /// `receiver`, `processor` or `exporter`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Receiver => "receiver",
+            Self::Processor => "processor",
+            Self::Exporter => "exporter",
+        }
+    }
+}
+
+/// Why a pipeline could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A component's configuration is invalid. `path` names the offending setting.
+    #[error("{component}: invalid `{path}`: {message}")]
+    InvalidConfig {
+        /// The component.
+        component: ComponentId,
+        /// The setting, e.g. `policies[2].latency.threshold_ms`.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A component id is not of the form `type[/name]`.
+    #[error("invalid component id `{0}`: expected `type` or `type/name`")]
+    InvalidId(String),
+    /// Two components of the same kind share an id in one pipeline.
+    #[error("duplicate {kind} id `{id}` in pipeline `{pipeline}`", kind = .kind.as_str())]
+    DuplicateId {
+        /// Receiver, processor or exporter.
+        kind: ComponentKind,
+        /// The repeated id.
+        id: ComponentId,
+        /// The pipeline.
+        pipeline: String,
+    },
+}
+
+/// Start, flush and shutdown hooks of a component that owns state or tasks.
+///
+/// Object-safe on purpose: lifecycle calls happen a few times per run, so boxing their
+/// futures costs nothing that matters, and it lets one list hold every stage.
+pub trait Lifecycle: Send + Sync + 'static {
+    /// Called once before any data flows; spawn background tasks here.
+    fn start(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Push out whatever is held without stopping.
+    fn force_flush(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Stop: flush everything held downstream (or drop it, counted) before `deadline`.
+    /// Upstream stages have already stopped when this is called.
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>>;
+}
+
+/// A registered lifecycle, as the runtime keeps it.
+pub(crate) struct Stage {
+    pub(crate) kind: ComponentKind,
+    pub(crate) id: ComponentId,
+    pub(crate) lifecycle: Arc<dyn Lifecycle>,
+}
+
+/// Pipeline-wide state while a pipeline is built.
+#[derive(Debug)]
+pub struct BuildContext {
+    pipeline: String,
+    item: &'static str,
+    telemetry: Telemetry,
+    seen: Vec<(ComponentKind, ComponentId)>,
+    pub(crate) stages: Vec<Stage>,
+}
+
+impl fmt::Debug for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind.as_str(), self.id)
+    }
+}
+
+impl BuildContext {
+    /// A context for pipeline `pipeline` of signal `S`, counting into `telemetry`.
+    pub fn new<S: Signal>(pipeline: impl Into<String>, telemetry: Telemetry) -> Self {
+        Self {
+            pipeline: pipeline.into(),
+            item: S::ITEM,
+            telemetry,
+            seen: Vec::new(),
+            stages: Vec::new(),
+        }
+    }
+
+    /// The pipeline's name (`traces`, `traces/agent`).
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// The telemetry registry.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// The context of one component: its counters and its lifecycle registration.
+    /// Fails if a component of the same kind and id is already in this pipeline.
+    pub fn component(
+        &mut self,
+        kind: ComponentKind,
+        id: ComponentId,
+    ) -> Result<ComponentContext<'_>, BuildError> {
+        if self.seen.iter().any(|(k, i)| *k == kind && *i == id) {
+            return Err(BuildError::DuplicateId {
+                kind,
+                id,
+                pipeline: self.pipeline.clone(),
+            });
+        }
+        self.seen.push((kind, id.clone()));
+        let telemetry =
+            self.telemetry
+                .component(kind, id.clone(), self.pipeline.clone(), self.item);
+        Ok(ComponentContext {
+            build: self,
+            kind,
+            id,
+            telemetry,
+        })
+    }
+}
+
+/// What a component sees while it is built: its id, its counters, and where to register
+/// its [`Lifecycle`].
+#[derive(Debug)]
+pub struct ComponentContext<'a> {
+    build: &'a mut BuildContext,
+    kind: ComponentKind,
+    id: ComponentId,
+    telemetry: Arc<ComponentTelemetry>,
+}
+
+impl ComponentContext<'_> {
+    /// The component's id.
+    pub fn id(&self) -> &ComponentId {
+        &self.id
+    }
+
+    /// The pipeline being built.
+    pub fn pipeline(&self) -> &str {
+        &self.build.pipeline
+    }
+
+    /// The component's counters.
+    pub fn telemetry(&self) -> Arc<ComponentTelemetry> {
+        Arc::clone(&self.telemetry)
+    }
+
+    /// Register start/flush/shutdown hooks.
+    pub fn register_lifecycle(&mut self, lifecycle: Arc<dyn Lifecycle>) {
+        self.build.stages.push(Stage {
+            kind: self.kind,
+            id: self.id.clone(),
+            lifecycle,
+        });
+    }
+
+    /// An [`BuildError::InvalidConfig`] for this component.
+    pub fn invalid(&self, path: impl Into<String>, message: impl Into<String>) -> BuildError {
+        BuildError::InvalidConfig {
+            component: self.id.clone(),
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A processor: given the next consumer, it builds the consumer that stands before it.
+///
+/// Implement it for a signal only when the processor understands that signal; the typed
+/// builder then refuses at compile time to put it anywhere else.
+///
+/// ```
+/// use otel_pipeline_core::{
+///     Batch, BuildError, ComponentContext, ComponentId, ConsumeError, Consumer, Processor, Traces,
+/// };
+///
+/// /// Drops batches that hold no spans.
+/// #[derive(Debug)]
+/// struct DropEmpty;
+///
+/// #[derive(Debug)]
+/// struct DropEmptyConsumer<N>(N);
+///
+/// impl<N: Consumer<Traces>> Consumer<Traces> for DropEmptyConsumer<N> {
+///     async fn consume(&self, batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
+///         if batch.item_count() == 0 { return Ok(()); }
+///         self.0.consume(batch).await
+///     }
+/// }
+///
+/// impl Processor<Traces> for DropEmpty {
+///     type Consumer<N: Consumer<Traces>> = DropEmptyConsumer<N>;
+///     fn id(&self) -> ComponentId { ComponentId::new("drop_empty") }
+///     fn build<N: Consumer<Traces>>(
+///         self, next: N, _ctx: &mut ComponentContext<'_>,
+///     ) -> Result<Self::Consumer<N>, BuildError> {
+///         Ok(DropEmptyConsumer(next))
+///     }
+/// }
+/// ```
+pub trait Processor<S: Signal>: Send + 'static {
+    /// The consumer this processor builds in front of `N`.
+    type Consumer<N: Consumer<S>>: Consumer<S>;
+
+    /// The component id (`batch`, `filter/health`).
+    fn id(&self) -> ComponentId;
+
+    /// Validate the configuration and build the consumer in front of `next`.
+    fn build<N: Consumer<S>>(
+        self,
+        next: N,
+        ctx: &mut ComponentContext<'_>,
+    ) -> Result<Self::Consumer<N>, BuildError>;
+}
+
+/// An exporter: the terminal consumer of a pipeline.
+pub trait Exporter<S: Signal>: Send + 'static {
+    /// The consumer that sends data out.
+    type Consumer: Consumer<S>;
+
+    /// The component id (`otlp`, `debug`).
+    fn id(&self) -> ComponentId;
+
+    /// Validate the configuration and build the consumer. Register a [`Lifecycle`] to
+    /// drain queues on shutdown.
+    fn build(self, ctx: &mut ComponentContext<'_>) -> Result<Self::Consumer, BuildError>;
+}
+
+/// Tells a running receiver to stop accepting.
+#[derive(Debug, Clone)]
+pub struct ShutdownSignal(watch::Receiver<bool>);
+
+impl ShutdownSignal {
+    pub(crate) fn new() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Self(rx))
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutdown(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves when shutdown begins (at once if it already has).
+    pub async fn wait(&mut self) {
+        // An error means the runtime is gone, which is shutdown too.
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+/// What a receiver gets when it starts.
+#[derive(Debug)]
+pub struct ReceiverContext {
+    /// The receiver's counters.
+    pub telemetry: Arc<ComponentTelemetry>,
+    /// Fires when the receiver must stop accepting.
+    pub shutdown: ShutdownSignal,
+}
+
+/// A receiver that has started: it has bound its sockets and accepts data until its
+/// [`ShutdownSignal`] fires, then the task ends.
+#[derive(Debug)]
+pub struct RunningReceiver {
+    task: JoinHandle<Result<(), BoxError>>,
+}
+
+impl RunningReceiver {
+    /// Wrap the task that serves the receiver.
+    pub fn new(task: JoinHandle<Result<(), BoxError>>) -> Self {
+        Self { task }
+    }
+
+    pub(crate) fn into_task(self) -> JoinHandle<Result<(), BoxError>> {
+        self.task
+    }
+}
+
+/// A receiver: brings data into a pipeline and maps refusals to its protocol's
+/// back-pressure (gRPC `RESOURCE_EXHAUSTED`, HTTP 429/503 with `Retry-After`).
+pub trait Receiver<S: Signal>: Send + 'static {
+    /// The component id (`otlp`, `memory`).
+    fn id(&self) -> ComponentId;
+
+    /// Bind and start serving into `consumer`. Return once the receiver accepts data, so
+    /// a bind error fails the pipeline's start instead of surfacing later.
+    fn start<C: Consumer<S> + Clone>(
+        self,
+        consumer: C,
+        ctx: ReceiverContext,
+    ) -> impl Future<Output = Result<RunningReceiver, BoxError>> + Send;
+}

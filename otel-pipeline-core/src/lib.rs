@@ -1,0 +1,85 @@
+//! # otel-pipeline-core
+//!
+//! The foundation of otel-pipeline: the data model, the component traits, the typed
+//! builder and runtime, self-telemetry, and trace-context propagators.
+//!
+//! ## Feature flags
+//! - `pipeline` (default): the OTLP data model, [`Consumer`], [`Processor`],
+//!   [`Exporter`], [`Receiver`], the typed [`Pipeline`] builder, the tokio runtime,
+//!   [`Telemetry`] and the [`testing`] helpers.
+//!
+//! With default features off, the crate is propagation only and pulls in neither tokio
+//! nor prost.
+//!
+//! ## A pipeline in a few lines
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use otel_pipeline_core::{BoundedQueue, Pipeline, QueueConfig};
+//! use otel_pipeline_core::testing::{InMemoryExporter, InMemoryReceiver, generate_traces};
+//!
+//! let (receiver, sender) = InMemoryReceiver::new();
+//! let (exporter, exported) = InMemoryExporter::new();
+//! let running = Pipeline::traces()
+//!     .receiver(receiver)
+//!     .processor(BoundedQueue::new(QueueConfig::default()))
+//!     .exporter(exporter)
+//!     .build()?
+//!     .start()
+//!     .await?;
+//!
+//! sender.send(generate_traces(10, 5, 42)).await?;
+//! running.shutdown(Duration::from_secs(5)).await?; // drains the queue
+//! assert_eq!(exported.item_count(), 50);
+//! # Ok(()) }
+//! ```
+
+pub mod hex;
+
+#[cfg(feature = "pipeline")]
+mod builder;
+#[cfg(feature = "pipeline")]
+mod component;
+#[cfg(feature = "pipeline")]
+mod consumer;
+#[cfg(feature = "pipeline")]
+pub mod queue;
+#[cfg(feature = "pipeline")]
+mod runtime;
+#[cfg(feature = "pipeline")]
+mod signal;
+#[cfg(feature = "pipeline")]
+pub mod telemetry;
+#[cfg(feature = "pipeline")]
+pub mod testing;
+#[cfg(feature = "pipeline")]
+mod transform;
+
+#[cfg(feature = "pipeline")]
+pub use builder::{
+    AddExporter, Built, BuiltPipeline, CountIn, CountOut, ExporterSet, Identity, ManyExporters,
+    NoExporters, NoReceivers, OneExporter, Pipeline, PipelineBuilder, ProcessorChain, ReceiverSet,
+    ReceiverStart, Stack,
+};
+#[cfg(feature = "pipeline")]
+pub use component::{
+    BoxError, BuildContext, BuildError, ComponentContext, ComponentId, ComponentKind, Exporter,
+    Lifecycle, Processor, Receiver, ReceiverContext, RunningReceiver, ShutdownSignal,
+};
+#[cfg(feature = "pipeline")]
+pub use consumer::{BoxConsumer, BoxFuture, ConsumeError, Consumer, FanOut, Refusal, Rejection};
+#[cfg(feature = "pipeline")]
+pub use queue::{BoundedQueue, QueueConfig, QueueConsumer, WhenFull};
+#[cfg(feature = "pipeline")]
+pub use runtime::{Health, HealthState, RunningPipeline, ShutdownError, StartError};
+#[cfg(feature = "pipeline")]
+pub use signal::{Batch, ClientInfo, Logs, Metrics, Signal, Traces};
+#[cfg(feature = "pipeline")]
+pub use telemetry::{ComponentTelemetry, MetricPoint, Telemetry};
+#[cfg(feature = "pipeline")]
+pub use transform::{Transform, TransformConsumer};
+
+/// The OTLP protobuf types (re-exported from `opentelemetry-proto`), the pipeline's data
+/// model.
+#[cfg(feature = "pipeline")]
+pub use opentelemetry_proto::tonic as proto;

@@ -1,0 +1,333 @@
+//! [`BoundedQueue`]: a bounded, counted hand-off between two stages.
+//!
+//! Put it where a slow stage must not hold up a fast one (typically in front of an
+//! exporter). It is bounded by items (spans, points, records), not batches, so its memory
+//! is predictable. When it is full it either refuses (the caller gets the batch back and
+//! pushes back to its client) or makes the caller wait, as configured. Its workers deliver
+//! downstream and retry refusals with exponential backoff; on shutdown they drain what is
+//! queued before the deadline and count whatever they had to give up.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::component::{BoxError, BuildError, ComponentContext, ComponentId, Lifecycle, Processor};
+use crate::consumer::{BoxFuture, ConsumeError, Consumer};
+use crate::signal::{Batch, Signal};
+use crate::telemetry::ComponentTelemetry;
+
+/// What a full queue does with a new batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Hand the batch back at once as a retryable refusal (the default: receivers turn it
+    /// into `RESOURCE_EXHAUSTED` / HTTP 429 so clients back off).
+    #[default]
+    Refuse,
+    /// Make the caller wait until there is room.
+    Block,
+}
+
+/// Settings of a [`BoundedQueue`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueConfig {
+    /// Most items held at once (default 10 000). A batch larger than this takes the whole
+    /// queue rather than being refused forever.
+    pub capacity: usize,
+    /// Concurrent deliveries downstream (default 1, which keeps order).
+    pub workers: usize,
+    /// Behaviour when full (default [`WhenFull::Refuse`]).
+    pub when_full: WhenFull,
+    /// First wait after a downstream refusal (default 50 ms); doubles up to `retry_max`.
+    pub retry_initial: Duration,
+    /// Longest wait between retries (default 1 s).
+    pub retry_max: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 10_000,
+            workers: 1,
+            when_full: WhenFull::Refuse,
+            retry_initial: Duration::from_millis(50),
+            retry_max: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A bounded queue processor. See the [module docs](self).
+///
+/// ```
+/// use otel_pipeline_core::{BoundedQueue, Pipeline, QueueConfig, WhenFull, testing::InMemoryExporter};
+/// let (exporter, _spans) = InMemoryExporter::new();
+/// let queue = BoundedQueue::new(QueueConfig { capacity: 2048, when_full: WhenFull::Refuse, ..Default::default() });
+/// let pipeline = Pipeline::traces().processor(queue).exporter(exporter).build();
+/// assert!(pipeline.is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct BoundedQueue {
+    id: ComponentId,
+    config: QueueConfig,
+}
+
+impl BoundedQueue {
+    /// A queue with id `queue`.
+    pub fn new(config: QueueConfig) -> Self {
+        Self {
+            id: ComponentId::new("queue"),
+            config,
+        }
+    }
+
+    /// Give the queue another id (needed for a second queue in one pipeline).
+    pub fn with_id(mut self, id: ComponentId) -> Self {
+        self.id = id;
+        self
+    }
+}
+
+impl<S: Signal> Processor<S> for BoundedQueue {
+    type Consumer<N: Consumer<S>> = QueueConsumer<S>;
+
+    fn id(&self) -> ComponentId {
+        self.id.clone()
+    }
+
+    fn build<N: Consumer<S>>(
+        self,
+        next: N,
+        ctx: &mut ComponentContext<'_>,
+    ) -> Result<QueueConsumer<S>, BuildError> {
+        let c = &self.config;
+        if c.capacity == 0 {
+            return Err(ctx.invalid("capacity", "must be at least 1"));
+        }
+        if c.capacity > Semaphore::MAX_PERMITS {
+            return Err(ctx.invalid("capacity", "too large"));
+        }
+        if c.workers == 0 {
+            return Err(ctx.invalid("workers", "must be at least 1"));
+        }
+        if c.retry_initial.is_zero() || c.retry_max < c.retry_initial {
+            return Err(ctx.invalid(
+                "retry_initial",
+                "must be non-zero and no more than retry_max",
+            ));
+        }
+        let telemetry = ctx.telemetry();
+        telemetry.set_queue_capacity(c.capacity);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            tx,
+            permits: Arc::new(Semaphore::new(c.capacity)),
+            held: AtomicUsize::new(0),
+            deadline: Mutex::new(None),
+            config: self.config,
+            telemetry,
+        });
+        ctx.register_lifecycle(Arc::new(QueueWorkers {
+            shared: Arc::clone(&shared),
+            next: Mutex::new(Some(next)),
+            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            stop_tx,
+            stop_rx,
+            tasks: Mutex::new(Vec::new()),
+        }));
+        Ok(QueueConsumer { shared })
+    }
+}
+
+struct Item<S: Signal> {
+    batch: Batch<S>,
+    items: usize,
+    _permit: OwnedSemaphorePermit,
+}
+
+struct Shared<S: Signal> {
+    tx: mpsc::UnboundedSender<Item<S>>,
+    permits: Arc<Semaphore>,
+    /// Items accepted and not yet delivered or dropped.
+    held: AtomicUsize,
+    deadline: Mutex<Option<Instant>>,
+    config: QueueConfig,
+    telemetry: Arc<ComponentTelemetry>,
+}
+
+impl<S: Signal> Shared<S> {
+    fn release(&self, items: usize) {
+        let left = self.held.fetch_sub(items, Ordering::AcqRel) - items;
+        self.telemetry.set_queue_size(left);
+    }
+}
+
+/// The consumer side of a [`BoundedQueue`].
+pub struct QueueConsumer<S: Signal> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: Signal> fmt::Debug for QueueConsumer<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueConsumer")
+            .field("held", &self.shared.held.load(Ordering::Relaxed))
+            .field("capacity", &self.shared.config.capacity)
+            .finish()
+    }
+}
+
+impl<S: Signal> Consumer<S> for QueueConsumer<S> {
+    async fn consume(&self, batch: Batch<S>) -> Result<(), ConsumeError<S>> {
+        let shared = &self.shared;
+        let items = batch.item_count();
+        let want = items.clamp(1, shared.config.capacity) as u32;
+        let permit = match shared.config.when_full {
+            WhenFull::Refuse => match Arc::clone(&shared.permits).try_acquire_many_owned(want) {
+                Ok(p) => p,
+                Err(TryAcquireError::NoPermits) => {
+                    return Err(ConsumeError::refused(batch, "queue is full"));
+                }
+                Err(TryAcquireError::Closed) => {
+                    return Err(ConsumeError::refused(batch, "queue is shutting down"));
+                }
+            },
+            WhenFull::Block => match Arc::clone(&shared.permits).acquire_many_owned(want).await {
+                Ok(p) => p,
+                Err(_) => return Err(ConsumeError::refused(batch, "queue is shutting down")),
+            },
+        };
+        let held = shared.held.fetch_add(items, Ordering::AcqRel) + items;
+        let item = Item {
+            batch,
+            items,
+            _permit: permit,
+        };
+        if let Err(mpsc::error::SendError(item)) = shared.tx.send(item) {
+            shared.release(items);
+            return Err(ConsumeError::refused(item.batch, "queue is shutting down"));
+        }
+        shared.telemetry.set_queue_size(held);
+        Ok(())
+    }
+}
+
+type SharedRx<S> = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Item<S>>>>;
+
+struct QueueWorkers<S: Signal, N> {
+    shared: Arc<Shared<S>>,
+    next: Mutex<Option<N>>,
+    rx: SharedRx<S>,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl<S: Signal, N: Consumer<S>> Lifecycle for QueueWorkers<S, N> {
+    fn start(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move {
+            let next = Arc::new(self.next.lock().take().ok_or("queue started twice")?);
+            let mut tasks = self.tasks.lock();
+            for _ in 0..self.shared.config.workers {
+                tasks.push(tokio::spawn(worker(
+                    Arc::clone(&self.shared),
+                    Arc::clone(&next),
+                    Arc::clone(&self.rx),
+                    self.stop_rx.clone(),
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move {
+            *self.shared.deadline.lock() = Some(deadline);
+            self.shared.permits.close();
+            let _ = self.stop_tx.send(true);
+            let tasks = std::mem::take(&mut *self.tasks.lock());
+            let mut timed_out = false;
+            for mut task in tasks {
+                if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                    task.abort();
+                    timed_out = true;
+                }
+            }
+            let left = self.shared.held.swap(0, Ordering::AcqRel);
+            if left > 0 {
+                self.shared.telemetry.add_dropped("shutdown_deadline", left);
+                self.shared.telemetry.set_queue_size(0);
+            }
+            let dropped = self.shared.telemetry.dropped("shutdown_deadline");
+            if timed_out || dropped > 0 {
+                return Err(format!(
+                    "deadline passed before the queue drained; dropped {dropped} items (counted)"
+                )
+                .into());
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn worker<S: Signal, N: Consumer<S>>(
+    shared: Arc<Shared<S>>,
+    next: Arc<N>,
+    rx: SharedRx<S>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let item = {
+            let mut rx = rx.lock().await;
+            let stopping = tokio::select! {
+                biased;
+                item = rx.recv() => Ok(item),
+                _ = stop.wait_for(|s| *s) => Err(()),
+            };
+            match stopping {
+                Ok(item) => item,
+                Err(()) => {
+                    // Stop taking new work; what is buffered is still delivered.
+                    rx.close();
+                    rx.recv().await
+                }
+            }
+        };
+        let Some(item) = item else { return };
+        deliver(&shared, &*next, item).await;
+    }
+}
+
+async fn deliver<S: Signal, N: Consumer<S>>(shared: &Shared<S>, next: &N, item: Item<S>) {
+    let Item {
+        mut batch,
+        items,
+        _permit,
+    } = item;
+    let mut backoff = shared.config.retry_initial;
+    loop {
+        match next.consume(batch).await {
+            // A rejection was counted by the stage that rejected it.
+            Ok(()) | Err(ConsumeError::Rejected(_)) => break,
+            Err(ConsumeError::Refused(refusal)) => {
+                batch = refusal.batch;
+                let wait = refusal
+                    .retry_after
+                    .unwrap_or(backoff)
+                    .min(shared.config.retry_max);
+                let deadline = *shared.deadline.lock();
+                if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                    shared.telemetry.add_dropped("shutdown_deadline", items);
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+                backoff = (backoff * 2).min(shared.config.retry_max);
+            }
+        }
+    }
+    shared.release(items);
+}

@@ -1,0 +1,240 @@
+//! The runtime: ordered start, health, and graceful shutdown with a deadline.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::component::{BoxError, BuildContext, ComponentId, RunningReceiver, Stage};
+use crate::telemetry::Telemetry;
+
+/// Where a pipeline is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthState {
+    /// Built, starting components.
+    Starting,
+    /// Every component started; receivers accept data.
+    Ready,
+    /// Shutdown has begun: receivers stopped, stages flushing.
+    Draining,
+    /// Everything stopped.
+    Stopped,
+}
+
+/// Live/ready state that a health endpoint can serve. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Health(Arc<AtomicU8>);
+
+impl Health {
+    pub(crate) fn new() -> Self {
+        Self(Arc::new(AtomicU8::new(0)))
+    }
+
+    /// The current state.
+    pub fn state(&self) -> HealthState {
+        match self.0.load(Ordering::Acquire) {
+            0 => HealthState::Starting,
+            1 => HealthState::Ready,
+            2 => HealthState::Draining,
+            _ => HealthState::Stopped,
+        }
+    }
+
+    /// Live: the process is working (starting, ready or draining), not stopped.
+    pub fn is_live(&self) -> bool {
+        self.state() != HealthState::Stopped
+    }
+
+    /// Ready: receivers accept data.
+    pub fn is_ready(&self) -> bool {
+        self.state() == HealthState::Ready
+    }
+
+    pub(crate) fn set_ready(&self) {
+        self.0.store(1, Ordering::Release);
+    }
+
+    fn set_draining(&self) {
+        self.0.store(2, Ordering::Release);
+    }
+
+    fn set_stopped(&self) {
+        self.0.store(3, Ordering::Release);
+    }
+}
+
+/// A component failed to start.
+#[derive(Debug, thiserror::Error)]
+#[error("{component} failed to start: {source}")]
+pub struct StartError {
+    /// The component.
+    pub component: ComponentId,
+    /// Why.
+    #[source]
+    pub source: BoxError,
+}
+
+impl StartError {
+    pub(crate) fn new(
+        component: ComponentId,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            component,
+            source: Box::new(source),
+        }
+    }
+
+    pub(crate) fn from_boxed(component: ComponentId, source: BoxError) -> Self {
+        Self { component, source }
+    }
+}
+
+/// Shutdown finished, but not cleanly: each entry names a component and what went wrong
+/// (an error, or the deadline passing before it finished).
+#[derive(Debug, thiserror::Error)]
+pub struct ShutdownError {
+    /// `(component, problem)` pairs in shutdown order.
+    pub failures: Vec<(ComponentId, String)>,
+}
+
+impl fmt::Display for ShutdownError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("shutdown was not clean:")?;
+        for (id, problem) in &self.failures {
+            write!(f, " {id}: {problem};")?;
+        }
+        Ok(())
+    }
+}
+
+/// A started pipeline. Shut it down with [`RunningPipeline::shutdown`]; dropping it leaves
+/// its tasks running until the tokio runtime ends.
+pub struct RunningPipeline {
+    name: String,
+    telemetry: Telemetry,
+    stages: Vec<Stage>,
+    receivers: Vec<(ComponentId, RunningReceiver)>,
+    shutdown_tx: watch::Sender<bool>,
+    health: Health,
+}
+
+impl fmt::Debug for RunningPipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningPipeline")
+            .field("name", &self.name)
+            .field("health", &self.health.state())
+            .field("stages", &self.stages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningPipeline {
+    pub(crate) fn new(ctx: BuildContext, shutdown_tx: watch::Sender<bool>, health: Health) -> Self {
+        let name = ctx.pipeline().to_string();
+        let telemetry = ctx.telemetry().clone();
+        Self {
+            name,
+            telemetry,
+            stages: ctx.stages,
+            receivers: Vec::new(),
+            shutdown_tx,
+            health,
+        }
+    }
+
+    /// Start every registered stage in build order (exporters first). On failure, shut
+    /// down those already started, in reverse.
+    pub(crate) async fn start_stages(self) -> Result<Self, StartError> {
+        for (i, stage) in self.stages.iter().enumerate() {
+            if let Err(source) = stage.lifecycle.start().await {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                for started in self.stages[..i].iter().rev() {
+                    let _ = started.lifecycle.shutdown(deadline).await;
+                }
+                self.health.set_stopped();
+                return Err(StartError::from_boxed(stage.id.clone(), source));
+            }
+        }
+        Ok(self)
+    }
+
+    pub(crate) fn set_receivers(&mut self, receivers: Vec<(ComponentId, RunningReceiver)>) {
+        self.receivers = receivers;
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The self-telemetry registry the pipeline counts into.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Live/ready state.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Ask every stage, first to last, to push out what it holds.
+    pub async fn force_flush(&self) -> Result<(), ShutdownError> {
+        let mut failures = Vec::new();
+        for stage in self.stages.iter().rev() {
+            if let Err(e) = stage.lifecycle.force_flush().await {
+                failures.push((stage.id.clone(), e.to_string()));
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(ShutdownError { failures })
+        }
+    }
+
+    /// Stop receivers, then let processors flush (first to last) and exporters drain, all
+    /// within `timeout`. A stage that has not finished by the deadline is abandoned and
+    /// named in the error; stages count what they had to drop.
+    pub async fn shutdown(mut self, timeout: Duration) -> Result<(), ShutdownError> {
+        let deadline = Instant::now() + timeout;
+        self.health.set_draining();
+        let _ = self.shutdown_tx.send(true);
+        let mut failures = Vec::new();
+
+        for (id, receiver) in std::mem::take(&mut self.receivers) {
+            let mut task = receiver.into_task();
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => failures.push((id, e.to_string())),
+                Ok(Err(join)) => failures.push((id, format!("task failed: {join}"))),
+                Err(_) => {
+                    task.abort();
+                    failures.push((id, "did not stop before the deadline".to_string()));
+                }
+            }
+        }
+
+        // Reverse of start order: the first processor flushes into the second, ..., and
+        // the exporters drain last.
+        for stage in self.stages.iter().rev() {
+            match tokio::time::timeout_at(deadline, stage.lifecycle.shutdown(deadline)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.push((stage.id.clone(), e.to_string())),
+                Err(_) => failures.push((
+                    stage.id.clone(),
+                    "did not finish before the deadline".to_string(),
+                )),
+            }
+        }
+        self.health.set_stopped();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(ShutdownError { failures })
+        }
+    }
+}

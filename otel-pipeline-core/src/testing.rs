@@ -1,0 +1,448 @@
+//! Test support shared by every crate's tests, examples and benches: an in-memory receiver
+//! you push batches into, an in-memory exporter that keeps what reaches it (and can be told
+//! to refuse), and a generator of realistic traces.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    AnyValue, InstrumentationScope, KeyValue, any_value::Value,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::component::{
+    BoxError, BuildError, ComponentContext, ComponentId, Exporter, Lifecycle, Receiver,
+    ReceiverContext, RunningReceiver,
+};
+use crate::consumer::{BoxConsumer, BoxFuture, ConsumeError, Consumer};
+use crate::signal::{Batch, Signal, Traces};
+use crate::telemetry::ComponentTelemetry;
+
+/// A receiver fed by test code through an [`InMemorySender`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use otel_pipeline_core::{Pipeline, testing::{InMemoryExporter, InMemoryReceiver, generate_traces}};
+/// let (receiver, sender) = InMemoryReceiver::new();
+/// let (exporter, exported) = InMemoryExporter::new();
+/// let running = Pipeline::traces().receiver(receiver).exporter(exporter)
+///     .build().unwrap().start().await.unwrap();
+/// sender.send(generate_traces(2, 3, 7)).await.unwrap();
+/// assert_eq!(exported.item_count(), 6);
+/// running.shutdown(std::time::Duration::from_secs(1)).await.unwrap();
+/// # }
+/// ```
+pub struct InMemoryReceiver<S: Signal> {
+    id: ComponentId,
+    slot: Arc<SenderSlot<S>>,
+}
+
+struct SenderSlot<S: Signal> {
+    target: OnceLock<(BoxConsumer<S>, Arc<ComponentTelemetry>)>,
+    /// Readers are sends in flight; the receiver takes the write side to stop, so shutdown
+    /// waits for them.
+    stopped: tokio::sync::RwLock<bool>,
+}
+
+/// Pushes batches into an [`InMemoryReceiver`], the way a network client would.
+pub struct InMemorySender<S: Signal> {
+    slot: Arc<SenderSlot<S>>,
+}
+
+impl<S: Signal> Clone for InMemorySender<S> {
+    fn clone(&self) -> Self {
+        Self {
+            slot: Arc::clone(&self.slot),
+        }
+    }
+}
+
+impl<S: Signal> fmt::Debug for InMemoryReceiver<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryReceiver")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl<S: Signal> fmt::Debug for InMemorySender<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemorySender")
+            .field("started", &self.slot.target.get().is_some())
+            .finish()
+    }
+}
+
+impl<S: Signal> InMemoryReceiver<S> {
+    /// A receiver with id `memory` and the sender that feeds it.
+    pub fn new() -> (Self, InMemorySender<S>) {
+        let slot = Arc::new(SenderSlot {
+            target: OnceLock::new(),
+            stopped: tokio::sync::RwLock::new(false),
+        });
+        (
+            Self {
+                id: ComponentId::new("memory"),
+                slot: Arc::clone(&slot),
+            },
+            InMemorySender { slot },
+        )
+    }
+
+    /// Use another id (for a second in-memory receiver in one pipeline).
+    pub fn with_id(mut self, id: ComponentId) -> Self {
+        self.id = id;
+        self
+    }
+}
+
+impl<S: Signal> InMemorySender<S> {
+    /// Push one batch and wait for the pipeline's answer. Counts accepted, refused and
+    /// rejected items like a network receiver does.
+    pub async fn send(&self, batch: impl Into<Batch<S>>) -> Result<(), ConsumeError<S>> {
+        self.send_batch(batch.into()).await
+    }
+
+    /// Push one [`Batch`] (with client info, if any).
+    pub async fn send_batch(&self, batch: Batch<S>) -> Result<(), ConsumeError<S>> {
+        let stopped = self.slot.stopped.read().await;
+        let Some((consumer, telemetry)) = self.slot.target.get() else {
+            return Err(ConsumeError::refused(batch, "receiver not started"));
+        };
+        if *stopped {
+            return Err(ConsumeError::refused(batch, "receiver stopped"));
+        }
+        let n = batch.item_count();
+        let result = consumer.consume(batch).await;
+        match &result {
+            Ok(()) => telemetry.add_accepted(n),
+            Err(ConsumeError::Refused(_)) => telemetry.add_refused(n),
+            Err(ConsumeError::Rejected(_)) => telemetry.add_rejected(n),
+        }
+        result
+    }
+}
+
+impl<S: Signal> Receiver<S> for InMemoryReceiver<S> {
+    fn id(&self) -> ComponentId {
+        self.id.clone()
+    }
+
+    async fn start<C: Consumer<S> + Clone>(
+        self,
+        consumer: C,
+        mut ctx: ReceiverContext,
+    ) -> Result<RunningReceiver, BoxError> {
+        self.slot
+            .target
+            .set((BoxConsumer::new(consumer), ctx.telemetry))
+            .map_err(|_| "in-memory receiver started twice")?;
+        let slot = self.slot;
+        Ok(RunningReceiver::new(tokio::spawn(async move {
+            ctx.shutdown.wait().await;
+            *slot.stopped.write().await = true;
+            Ok(())
+        })))
+    }
+}
+
+/// Keeps every batch that reaches it; can be switched to refuse or reject.
+#[derive(Debug)]
+pub struct InMemoryExporter<S: Signal> {
+    id: ComponentId,
+    store: Arc<Store<S>>,
+}
+
+/// Read and steer what an [`InMemoryExporter`] holds. Cheap to clone.
+pub struct Exported<S: Signal> {
+    store: Arc<Store<S>>,
+}
+
+impl<S: Signal> Clone for Exported<S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+        }
+    }
+}
+
+struct Store<S: Signal> {
+    batches: Mutex<Vec<Batch<S>>>,
+    refuse: AtomicBool,
+    reject: AtomicBool,
+    shut_down: AtomicBool,
+    telemetry: OnceLock<Arc<ComponentTelemetry>>,
+}
+
+impl<S: Signal> fmt::Debug for Store<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("batches", &self.batches.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Signal> fmt::Debug for Exported<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.store.fmt(f)
+    }
+}
+
+impl<S: Signal> InMemoryExporter<S> {
+    /// An exporter with id `memory` and the handle to read what it got.
+    pub fn new() -> (Self, Exported<S>) {
+        let store = Arc::new(Store {
+            batches: Mutex::new(Vec::new()),
+            refuse: AtomicBool::new(false),
+            reject: AtomicBool::new(false),
+            shut_down: AtomicBool::new(false),
+            telemetry: OnceLock::new(),
+        });
+        (
+            Self {
+                id: ComponentId::new("memory"),
+                store: Arc::clone(&store),
+            },
+            Exported { store },
+        )
+    }
+
+    /// Use another id (needed for a second in-memory exporter in one pipeline).
+    pub fn with_id(mut self, id: ComponentId) -> Self {
+        self.id = id;
+        self
+    }
+}
+
+impl<S: Signal> Exported<S> {
+    /// Copies of the batches received so far.
+    pub fn batches(&self) -> Vec<Batch<S>> {
+        self.store.batches.lock().clone()
+    }
+
+    /// Items (spans, points, records) received so far.
+    pub fn item_count(&self) -> usize {
+        self.store
+            .batches
+            .lock()
+            .iter()
+            .map(Batch::item_count)
+            .sum()
+    }
+
+    /// Forget what was received.
+    pub fn clear(&self) {
+        self.store.batches.lock().clear();
+    }
+
+    /// While `true`, refuse every batch with a retryable error (a backend under pressure).
+    pub fn set_refusing(&self, refuse: bool) {
+        self.store.refuse.store(refuse, Ordering::SeqCst);
+    }
+
+    /// While `true`, reject every batch permanently (a backend that says the data is bad).
+    pub fn set_rejecting(&self, reject: bool) {
+        self.store.reject.store(reject, Ordering::SeqCst);
+    }
+
+    /// Whether the exporter's shutdown ran.
+    pub fn is_shut_down(&self) -> bool {
+        self.store.shut_down.load(Ordering::SeqCst)
+    }
+}
+
+impl Exported<Traces> {
+    /// Every span received, flattened.
+    pub fn spans(&self) -> Vec<Span> {
+        self.store
+            .batches
+            .lock()
+            .iter()
+            .flat_map(|b| &b.data.resource_spans)
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| ss.spans.iter().cloned())
+            .collect()
+    }
+}
+
+/// The consumer built by [`InMemoryExporter`].
+#[derive(Debug)]
+pub struct InMemoryExporterConsumer<S: Signal> {
+    store: Arc<Store<S>>,
+    telemetry: Arc<ComponentTelemetry>,
+}
+
+impl<S: Signal> Exporter<S> for InMemoryExporter<S> {
+    type Consumer = InMemoryExporterConsumer<S>;
+
+    fn id(&self) -> ComponentId {
+        self.id.clone()
+    }
+
+    fn build(self, ctx: &mut ComponentContext<'_>) -> Result<Self::Consumer, BuildError> {
+        let telemetry = ctx.telemetry();
+        let _ = self.store.telemetry.set(Arc::clone(&telemetry));
+        ctx.register_lifecycle(Arc::new(StoreLifecycle(Arc::clone(&self.store))));
+        Ok(InMemoryExporterConsumer {
+            store: self.store,
+            telemetry,
+        })
+    }
+}
+
+struct StoreLifecycle<S: Signal>(Arc<Store<S>>);
+
+impl<S: Signal> Lifecycle for StoreLifecycle<S> {
+    fn shutdown(&self, _deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
+        self.0.shut_down.store(true, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl<S: Signal> Consumer<S> for InMemoryExporterConsumer<S> {
+    async fn consume(&self, batch: Batch<S>) -> Result<(), ConsumeError<S>> {
+        let n = batch.item_count();
+        if self.store.reject.load(Ordering::SeqCst) {
+            self.telemetry.add_send_failed(n);
+            return Err(ConsumeError::rejected(
+                n,
+                "in-memory exporter set to reject",
+            ));
+        }
+        if self.store.refuse.load(Ordering::SeqCst) {
+            self.telemetry.add_enqueue_failed(n);
+            return Err(ConsumeError::refused(
+                batch,
+                "in-memory exporter set to refuse",
+            ));
+        }
+        self.store.batches.lock().push(batch);
+        self.telemetry.add_sent(n);
+        Ok(())
+    }
+}
+
+/// A small deterministic pseudo-random generator (SplitMix64) for test data, so tests and
+/// benches need no `rand` dependency and are reproducible from a seed.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// Seeded generator.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+fn kv(key: &str, value: Value) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+/// Generate `traces` traces of `spans_per_trace` spans each, deterministic in `seed`:
+/// one resource per batch (`service.name`), a root span and children, realistic HTTP
+/// attributes, random W3C-style ids.
+pub fn generate_traces(
+    traces: usize,
+    spans_per_trace: usize,
+    seed: u64,
+) -> ExportTraceServiceRequest {
+    let mut rng = SplitMix64::new(seed);
+    let mut spans = Vec::with_capacity(traces * spans_per_trace);
+    for _ in 0..traces {
+        let trace_id: Vec<u8> =
+            [rng.next_u64().to_be_bytes(), rng.next_u64().to_be_bytes()].concat();
+        let root_id = rng.next_u64().max(1).to_be_bytes().to_vec();
+        let start = 1_700_000_000_000_000_000u64 + rng.below(1_000_000_000);
+        for i in 0..spans_per_trace {
+            let span_id = if i == 0 {
+                root_id.clone()
+            } else {
+                rng.next_u64().max(1).to_be_bytes().to_vec()
+            };
+            let duration = 1_000_000 + rng.below(50_000_000);
+            spans.push(Span {
+                trace_id: trace_id.clone(),
+                span_id,
+                parent_span_id: if i == 0 { Vec::new() } else { root_id.clone() },
+                flags: 0x101,
+                name: if i == 0 {
+                    "GET /api/orders".into()
+                } else {
+                    format!("SELECT orders {i}")
+                },
+                kind: if i == 0 {
+                    span::SpanKind::Server
+                } else {
+                    span::SpanKind::Client
+                } as i32,
+                start_time_unix_nano: start,
+                end_time_unix_nano: start + duration,
+                attributes: vec![
+                    kv("http.request.method", Value::StringValue("GET".into())),
+                    kv("http.route", Value::StringValue("/api/orders".into())),
+                    kv("http.response.status_code", Value::IntValue(200)),
+                    kv("server.address", Value::StringValue("orders.svc".into())),
+                ],
+                status: Some(Status::default()),
+                ..Default::default()
+            });
+        }
+    }
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", Value::StringValue("orders".into()))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "otel-pipeline.testing".into(),
+                    ..Default::default()
+                }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Wait until `condition` holds, checking every 10 ms, for at most `timeout`. Returns
+/// whether it held. For tests that wait on background tasks (with tokio's paused clock the
+/// wait costs no real time).
+pub async fn eventually(timeout: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
