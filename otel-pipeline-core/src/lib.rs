@@ -35,6 +35,7 @@
 //! ```
 
 pub mod hex;
+pub mod propagation;
 
 #[cfg(feature = "pipeline")]
 mod builder;
