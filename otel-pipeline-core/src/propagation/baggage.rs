@@ -2,7 +2,8 @@
 //!
 //! - Values are percent-decoded on extraction (bytes that are not valid UTF-8 become
 //!   U+FFFD) and percent-encoded on injection: every byte outside the baggage-octet set,
-//!   and `%` itself, so a value always survives a round trip.
+//!   and `%` itself, so a value always survives a round trip (`=` is sent as `%3D` too, for
+//!   parsers that split at every `=`).
 //! - `=` may appear in a value (only the first `=` separates key and value).
 //! - Properties (`;k=v`, `;flag`) are kept as the entry's metadata and sent back.
 //! - Several `baggage` lines are combined in order.
@@ -64,11 +65,15 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Percent-encode every byte of `s` that is not a baggage-octet, and `%`.
+/// Percent-encode every byte of `s` that is not a baggage-octet, and `%` and `=`.
+///
+/// `=` is legal in a value, but parsers that split a member at every `=` (the
+/// `opentelemetry_sdk` one among them) would cut the value short; `%3D` reads the same
+/// everywhere.
 pub fn percent_encode(s: &str, out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &c in s.as_bytes() {
-        if is_baggage_octet(c) && c != b'%' {
+        if is_baggage_octet(c) && c != b'%' && c != b'=' {
             out.push(c as char);
         } else {
             out.push('%');
@@ -209,7 +214,7 @@ pub fn format_baggage(baggage: &Baggage) -> Option<String> {
 /// assert_eq!(cx.baggage().get("query").map(|v| v.as_str()), Some("a=b"));
 /// let mut out = HashMap::new();
 /// p.inject_context(&cx, &mut out);
-/// assert_eq!(out["baggage"], "query=a=b,tenant=acme%2Cinc;source=edge");
+/// assert_eq!(out["baggage"], "query=a%3Db,tenant=acme%2Cinc;source=edge");
 /// ```
 #[derive(Clone)]
 pub struct W3cBaggagePropagator {
