@@ -10,10 +10,14 @@ const DIGITS: &[u8; 16] = b"0123456789abcdef";
 /// assert_eq!(s, "0aff");
 /// ```
 pub fn encode_to(bytes: &[u8], out: &mut String) {
-    out.reserve(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 0x0f) as usize] as char);
+    let mut buf = [0u8; 64];
+    for chunk in bytes.chunks(32) {
+        for (i, b) in chunk.iter().enumerate() {
+            buf[2 * i] = DIGITS[(b >> 4) as usize];
+            buf[2 * i + 1] = DIGITS[(b & 0x0f) as usize];
+        }
+        // Hex digits are ASCII.
+        out.push_str(std::str::from_utf8(&buf[..2 * chunk.len()]).unwrap_or_default());
     }
 }
 
@@ -35,6 +39,22 @@ pub fn lower_digit(c: u8) -> Option<u8> {
     }
 }
 
+/// Digit values of lowercase hex; 0xff marks every other byte.
+const LOWER: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 /// Decode lowercase hex into `out`, which must be exactly half as long as `hex`.
 /// Returns `false` (leaving `out` partly written) on any other character or length.
 ///
@@ -49,11 +69,12 @@ pub fn decode_lower(hex: &[u8], out: &mut [u8]) -> bool {
     if hex.len() != out.len() * 2 {
         return false;
     }
+    // Table lookups with one check at the end: no branch per digit.
+    let mut bad = 0u8;
     for (pair, byte) in hex.chunks_exact(2).zip(out.iter_mut()) {
-        match (lower_digit(pair[0]), lower_digit(pair[1])) {
-            (Some(h), Some(l)) => *byte = (h << 4) | l,
-            _ => return false,
-        }
+        let (h, l) = (LOWER[pair[0] as usize], LOWER[pair[1] as usize]);
+        bad |= h | l;
+        *byte = (h << 4) | (l & 0x0f);
     }
-    true
+    bad & 0xf0 == 0
 }

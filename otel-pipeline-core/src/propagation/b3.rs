@@ -263,13 +263,11 @@ impl TextMapPropagator for B3Propagator {
         } else {
             SamplingDecision::Deny
         });
-        let trace = hex::encode(&sc.trace_id().to_bytes());
-        let span_id = hex::encode(&sc.span_id().to_bytes());
         if single {
             let mut v = String::with_capacity(32 + 1 + 16 + 2);
-            v.push_str(&trace);
+            hex::encode_to(&sc.trace_id().to_bytes(), &mut v);
             v.push('-');
-            v.push_str(&span_id);
+            hex::encode_to(&sc.span_id().to_bytes(), &mut v);
             if let Some(c) = sampling_char(decision) {
                 v.push('-');
                 v.push_str(c);
@@ -277,8 +275,8 @@ impl TextMapPropagator for B3Propagator {
             injector.set(B3_SINGLE, v);
         }
         if multi {
-            injector.set(B3_TRACE_ID, trace);
-            injector.set(B3_SPAN_ID, span_id);
+            injector.set(B3_TRACE_ID, hex::encode(&sc.trace_id().to_bytes()));
+            injector.set(B3_SPAN_ID, hex::encode(&sc.span_id().to_bytes()));
             match decision {
                 SamplingDecision::Debug => injector.set(B3_FLAGS, "1".into()),
                 SamplingDecision::Defer => {}

@@ -413,7 +413,10 @@ impl TextMapPropagator for W3cTraceContextPropagator {
         }
         let buf = format_traceparent(sc);
         // The buffer is ASCII by construction.
-        injector.set(TRACEPARENT, String::from_utf8_lossy(&buf).into_owned());
+        injector.set(
+            TRACEPARENT,
+            std::str::from_utf8(&buf).unwrap_or_default().to_owned(),
+        );
         if let Some(state) = format_tracestate(sc.trace_state()) {
             injector.set(TRACESTATE, state);
         }
