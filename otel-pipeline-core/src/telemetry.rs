@@ -51,6 +51,7 @@ pub struct ComponentTelemetry {
     send_failed: AtomicU64,
     enqueue_failed: AtomicU64,
     dropped: Mutex<Vec<(&'static str, u64)>>,
+    failed_requests: Mutex<Vec<(&'static str, u64)>>,
     queue_size: AtomicI64,
     queue_capacity: AtomicI64,
 }
@@ -91,6 +92,7 @@ impl ComponentTelemetry {
             send_failed: AtomicU64::new(0),
             enqueue_failed: AtomicU64::new(0),
             dropped: Mutex::new(Vec::new()),
+            failed_requests: Mutex::new(Vec::new()),
             queue_size: AtomicI64::new(0),
             queue_capacity: AtomicI64::new(0),
         }
@@ -137,15 +139,25 @@ impl ComponentTelemetry {
     /// Items dropped on purpose or by necessity; `reason` is a short fixed label such as
     /// `"filtered"`, `"queue_full"`, `"shutdown_deadline"`.
     pub fn add_dropped(&self, reason: &'static str, n: usize) {
-        if n == 0 {
-            return;
-        }
-        let mut dropped = self.dropped.lock();
-        match dropped.iter_mut().find(|(r, _)| *r == reason) {
-            Some((_, v)) => *v += n as u64,
-            None => dropped.push((reason, n as u64)),
+        if n > 0 {
+            bump(&self.dropped, reason, n as u64);
         }
     }
+    /// A request refused before its items could be counted (malformed, oversize, wrong
+    /// content type); `reason` is a short fixed label such as `"malformed"`.
+    pub fn add_failed_request(&self, reason: &'static str) {
+        bump(&self.failed_requests, reason, 1);
+    }
+
+    /// Requests failed for `reason` so far.
+    pub fn failed_requests(&self, reason: &str) -> u64 {
+        self.failed_requests
+            .lock()
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, v)| *v)
+    }
+
     /// Set the current queue length gauge.
     pub fn set_queue_size(&self, n: usize) {
         self.queue_size.store(n as i64, Ordering::Relaxed);
@@ -237,16 +249,22 @@ impl ComponentTelemetry {
                 value: value as i64,
             });
         }
-        for (reason, value) in self.dropped.lock().iter() {
-            let mut attributes = self.attributes();
-            attributes.push(("reason", (*reason).to_string()));
-            out.push(MetricPoint {
-                name: format!("{prefix}_dropped_{}", self.item),
-                attributes,
-                value: *value as i64,
-            });
+        let by_reason = [
+            (format!("{prefix}_dropped_{}", self.item), &self.dropped),
+            (format!("{prefix}_failed_requests"), &self.failed_requests),
+        ];
+        for (name, counts) in by_reason {
+            for (reason, value) in counts.lock().iter() {
+                let mut attributes = self.attributes();
+                attributes.push(("reason", (*reason).to_string()));
+                out.push(MetricPoint {
+                    name: name.clone(),
+                    attributes,
+                    value: *value as i64,
+                });
+            }
         }
-        if self.kind == ComponentKind::Exporter && self.queue_capacity.load(Ordering::Relaxed) > 0 {
+        if self.queue_capacity.load(Ordering::Relaxed) > 0 {
             out.push(MetricPoint {
                 name: format!("{prefix}_queue_size"),
                 attributes: self.attributes(),
@@ -258,6 +276,14 @@ impl ComponentTelemetry {
                 value: self.queue_capacity.load(Ordering::Relaxed),
             });
         }
+    }
+}
+
+fn bump(counts: &Mutex<Vec<(&'static str, u64)>>, reason: &'static str, n: u64) {
+    let mut counts = counts.lock();
+    match counts.iter_mut().find(|(r, _)| *r == reason) {
+        Some((_, v)) => *v += n,
+        None => counts.push((reason, n)),
     }
 }
 
@@ -359,39 +385,50 @@ impl Telemetry {
         for (kind, suffixes) in KIND_COUNTERS {
             for suffix in *suffixes {
                 for item in ITEMS {
-                    let name = format!("otelcol_{}_{suffix}_{item}", kind.as_str());
-                    let registry = self.clone();
-                    let wanted = name.clone();
-                    meter
-                        .u64_observable_counter(name)
-                        .with_callback(move |observer| {
-                            for p in registry.snapshot().iter().filter(|p| p.name == wanted) {
-                                let attrs: Vec<KeyValue> = p
-                                    .attributes
-                                    .iter()
-                                    .map(|(k, v)| KeyValue::new(*k, v.clone()))
-                                    .collect();
-                                observer.observe(p.value.max(0) as u64, &attrs);
-                            }
-                        })
-                        .build();
+                    self.observe(meter, format!("otelcol_{}_{suffix}_{item}", kind.as_str()), false);
                 }
             }
+            self.observe(meter, format!("otelcol_{}_failed_requests", kind.as_str()), false);
+            for gauge in ["queue_size", "queue_capacity"] {
+                self.observe(meter, format!("otelcol_{}_{gauge}", kind.as_str()), true);
+            }
         }
-        for gauge in ["queue_size", "queue_capacity"] {
-            let name = format!("otelcol_exporter_{gauge}");
-            let registry = self.clone();
-            let wanted = name.clone();
+    }
+
+    /// One observable instrument that reports every point named `name`.
+    fn observe(&self, meter: &Meter, name: String, gauge: bool) {
+        let registry = self.clone();
+        let wanted = name.clone();
+        let points = move || {
+            registry
+                .snapshot()
+                .into_iter()
+                .filter(|p| p.name == wanted)
+                .map(|p| {
+                    let attrs: Vec<KeyValue> = p
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| KeyValue::new(*k, v.clone()))
+                        .collect();
+                    (p.value, attrs)
+                })
+                .collect::<Vec<_>>()
+        };
+        if gauge {
             meter
                 .i64_observable_gauge(name)
                 .with_callback(move |observer| {
-                    for p in registry.snapshot().iter().filter(|p| p.name == wanted) {
-                        let attrs: Vec<KeyValue> = p
-                            .attributes
-                            .iter()
-                            .map(|(k, v)| KeyValue::new(*k, v.clone()))
-                            .collect();
-                        observer.observe(p.value, &attrs);
+                    for (value, attrs) in points() {
+                        observer.observe(value, &attrs);
+                    }
+                })
+                .build();
+        } else {
+            meter
+                .u64_observable_counter(name)
+                .with_callback(move |observer| {
+                    for (value, attrs) in points() {
+                        observer.observe(value.max(0) as u64, &attrs);
                     }
                 })
                 .build();

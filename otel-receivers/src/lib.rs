@@ -1,5 +1,13 @@
 //! # otel-receivers
 //!
-//! Receivers for otel-pipeline. Planned here (see `docs/architecture.md`): OTLP over gRPC
-//! and HTTP, and the in-process `opentelemetry_sdk` bridge. This crate has no components
-//! yet; the in-memory receiver for tests lives in `otel_pipeline_core::testing`.
+//! Receivers for otel-pipeline:
+//! - [`otlp`]: OTLP over gRPC and HTTP (protobuf and JSON, gzip), all signals on shared
+//!   ports, with limits, counted rejections and protocol-correct back-pressure.
+//! - [`sdk`]: an `opentelemetry_sdk` `SpanExporter` that feeds a pipeline in-process, so a
+//!   service can sample and redact before anything leaves it.
+
+pub mod otlp;
+pub mod sdk;
+
+pub use otlp::{BoundAddrs, OtlpConfig, OtlpReceiver, OtlpSignal, OtlpSignalReceiver};
+pub use sdk::{SdkBridge, SdkBridgeReceiver};

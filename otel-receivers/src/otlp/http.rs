@@ -1,0 +1,212 @@
+//! OTLP over HTTP: `POST /v1/{traces,metrics,logs}`, protobuf or JSON, optionally gzip.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use otel_pipeline_core::{Logs, Metrics, Traces};
+
+use super::server::{Peer, ResBody, full};
+use super::{OtlpSignal, Outcome, Shared, client_info, count_failed, deliver};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Protobuf => "application/x-protobuf",
+            Self::Json => "application/json",
+        }
+    }
+}
+
+/// `google.rpc.Status`, the body of OTLP/HTTP error responses.
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: Peer) -> Response<ResBody> {
+    let path = req.uri().path();
+    if path == Traces::HTTP_PATH {
+        export::<Traces>(shared, req, peer).await
+    } else if path == Metrics::HTTP_PATH {
+        export::<Metrics>(shared, req, peer).await
+    } else if path == Logs::HTTP_PATH {
+        export::<Logs>(shared, req, peer).await
+    } else {
+        plain(StatusCode::NOT_FOUND, format!("no OTLP endpoint at {path}"))
+    }
+}
+
+fn plain(status: StatusCode, message: String) -> Response<ResBody> {
+    let mut r = Response::new(full(message));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn encoded<M: prost::Message + serde::Serialize>(status: StatusCode, encoding: Encoding, message: &M) -> Response<ResBody> {
+    let body = match encoding {
+        Encoding::Protobuf => message.encode_to_vec(),
+        Encoding::Json => serde_json::to_vec(message).unwrap_or_else(|_| b"{}".to_vec()),
+    };
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(encoding.content_type()));
+    r
+}
+
+/// An error answer, counted under `reason`.
+fn fail<S: OtlpSignal>(shared: &Shared, encoding: Encoding, status: StatusCode, reason: &'static str, message: String) -> Response<ResBody>
+where
+    S::Data: serde::de::DeserializeOwned,
+{
+    count_failed::<S>(shared, reason);
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => 8, // RESOURCE_EXHAUSTED in google.rpc.Code
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,
+        _ => 3, // INVALID_ARGUMENT
+    };
+    encoded(status, encoding, &RpcStatus { code, message })
+}
+
+async fn export<S: OtlpSignal>(shared: Arc<Shared>, req: Request<Incoming>, peer: Peer) -> Response<ResBody>
+where
+    S::Data: serde::de::DeserializeOwned,
+{
+    if req.method() != Method::POST {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, format!("{} accepts POST only", S::HTTP_PATH));
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    if shared.sinks.get::<S>().is_none() {
+        return plain(StatusCode::NOT_FOUND, format!("this receiver has no {} pipeline", S::NAME));
+    }
+    let headers = req.headers();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let encoding = match content_type.as_deref() {
+        Some("application/x-protobuf") | Some("application/protobuf") => Encoding::Protobuf,
+        Some("application/json") => Encoding::Json,
+        other => {
+            let msg = format!(
+                "unsupported content type {:?}: use application/x-protobuf or application/json",
+                other.unwrap_or("(none)")
+            );
+            return fail::<S>(&shared, Encoding::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", msg);
+        }
+    };
+    let gzip = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+        None | Some("identity") => false,
+        Some(e) if e.eq_ignore_ascii_case("gzip") => true,
+        Some(other) => {
+            let msg = format!("unsupported content encoding {other:?}: use gzip or none");
+            return fail::<S>(&shared, encoding, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", msg);
+        }
+    };
+    let max = shared.config.max_request_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        let msg = format!("request body of {} bytes exceeds the limit of {max}", declared.unwrap_or(0));
+        return fail::<S>(&shared, encoding, StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg);
+    }
+    let client = client_info(&shared, Some(peer), headers);
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            let msg = format!("request body exceeds the limit of {max} bytes");
+            return fail::<S>(&shared, encoding, StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg);
+        }
+        Err(e) => {
+            return fail::<S>(&shared, encoding, StatusCode::BAD_REQUEST, "read_error", format!("reading the body: {e}"));
+        }
+    };
+    let body = if gzip {
+        match gunzip(&body, shared.config.max_decompressed_bytes) {
+            Ok(b) => b,
+            Err(Gunzip::TooLarge) => {
+                let msg = format!(
+                    "decompressed body exceeds the limit of {} bytes",
+                    shared.config.max_decompressed_bytes
+                );
+                return fail::<S>(&shared, encoding, StatusCode::PAYLOAD_TOO_LARGE, "decompressed_too_large", msg);
+            }
+            Err(Gunzip::Invalid(e)) => {
+                return fail::<S>(&shared, encoding, StatusCode::BAD_REQUEST, "malformed", format!("invalid gzip body: {e}"));
+            }
+        }
+    } else {
+        body
+    };
+    let data: S::Data = match encoding {
+        Encoding::Protobuf => match <S::Data as prost::Message>::decode(body) {
+            Ok(d) => d,
+            Err(e) => {
+                let msg = format!("malformed OTLP {} protobuf: {e}", S::NAME);
+                return fail::<S>(&shared, encoding, StatusCode::BAD_REQUEST, "malformed", msg);
+            }
+        },
+        Encoding::Json => match serde_json::from_slice(&body) {
+            Ok(d) => d,
+            Err(e) => {
+                let msg = format!("malformed OTLP {} JSON: {e}", S::NAME);
+                return fail::<S>(&shared, encoding, StatusCode::BAD_REQUEST, "malformed", msg);
+            }
+        },
+    };
+    match deliver::<S>(&shared, data, client).await {
+        None => plain(StatusCode::NOT_FOUND, format!("no {} pipeline", S::NAME)),
+        Some(Outcome::Accepted) => encoded(StatusCode::OK, encoding, &S::Response::default()),
+        Some(Outcome::Rejected { items, message }) => {
+            encoded(StatusCode::OK, encoding, &S::partial_success(items, message))
+        }
+        Some(Outcome::Refused { retry_after, message }) => {
+            let mut r = encoded(
+                StatusCode::TOO_MANY_REQUESTS,
+                encoding,
+                &RpcStatus { code: 8, message },
+            );
+            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+    }
+}
+
+enum Gunzip {
+    TooLarge,
+    Invalid(std::io::Error),
+}
+
+/// Decompress at most `limit` bytes; a body that inflates past it (a gzip bomb) is refused
+/// without inflating the rest.
+fn gunzip(body: &Bytes, limit: usize) -> Result<Bytes, Gunzip> {
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    let mut decoder = flate2::read::GzDecoder::new(&body[..]).take(limit as u64 + 1);
+    decoder.read_to_end(&mut out).map_err(Gunzip::Invalid)?;
+    if out.len() > limit {
+        return Err(Gunzip::TooLarge);
+    }
+    Ok(Bytes::from(out))
+}

@@ -1,0 +1,311 @@
+//! The OTLP receiver: gRPC (default `0.0.0.0:4317`) and HTTP (default `0.0.0.0:4318`),
+//! traces, metrics and logs on the same ports.
+//!
+//! One [`OtlpReceiver`] serves every signal; each pipeline takes the part for its signal
+//! (`otlp.traces()`, `otlp.metrics()`, `otlp.logs()`). The listeners bind when the first of
+//! those starts and close when the last one stops; a signal without a pipeline answers
+//! `UNIMPLEMENTED` / `404`.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use otel_pipeline_core::{Pipeline, testing::InMemoryExporter};
+//! use otel_receivers::{OtlpConfig, OtlpReceiver};
+//!
+//! let otlp = OtlpReceiver::new(OtlpConfig::default());
+//! let (exporter, _spans) = InMemoryExporter::new();
+//! let running = Pipeline::traces().receiver(otlp.traces()).exporter(exporter).build()?.start().await?;
+//! # let _ = running; Ok(()) }
+//! ```
+//!
+//! # Answers
+//! | pipeline says | gRPC | HTTP |
+//! |---|---|---|
+//! | accepted | `OK` | `200` |
+//! | rejected N items (bad data) | `OK` with `partial_success.rejected_*` = N | `200` with the same body |
+//! | refused (back-pressure) | `RESOURCE_EXHAUSTED` with `RetryInfo` | `429` with `Retry-After` |
+//! | malformed payload | `INVALID_ARGUMENT` | `400` with a `google.rpc.Status` body |
+//! | too large (wire or decompressed) | `INVALID_ARGUMENT` | `413` |
+//! | wrong content type | `INVALID_ARGUMENT` | `415` |
+//!
+//! Every malformed, oversize or unsupported request is counted in
+//! `otelcol_receiver_failed_requests{reason}`; items in
+//! `otelcol_receiver_{accepted,refused,rejected}_<items>`.
+
+mod grpc;
+mod http;
+mod server;
+mod signal;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use otel_pipeline_core::{
+    Batch, BoxConsumer, BoxError, ClientInfo, ComponentId, ConsumeError, Consumer, Receiver,
+    ReceiverContext, RunningReceiver,
+};
+use parking_lot::Mutex;
+
+pub use signal::OtlpSignal;
+use signal::{Sink, Sinks};
+
+/// Settings of the OTLP receiver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpConfig {
+    /// gRPC listen address; `None` disables gRPC. Default `0.0.0.0:4317`.
+    pub grpc: Option<SocketAddr>,
+    /// HTTP listen address; `None` disables HTTP. Default `0.0.0.0:4318`.
+    pub http: Option<SocketAddr>,
+    /// Largest request accepted on the wire (compressed), in bytes. Default 4 MiB.
+    pub max_request_bytes: usize,
+    /// Largest request after decompression, in bytes. Default 16 MiB.
+    pub max_decompressed_bytes: usize,
+    /// Keep request headers / gRPC metadata in the batch's [`ClientInfo`] (the
+    /// Collector's `include_metadata`). The peer address is always kept. Default off.
+    pub include_metadata: bool,
+    /// `Retry-After` / `RetryInfo` delay sent with back-pressure when the pipeline gives
+    /// none. Default 1 s.
+    pub default_retry_after: Duration,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            grpc: Some(SocketAddr::from(([0, 0, 0, 0], 4317))),
+            http: Some(SocketAddr::from(([0, 0, 0, 0], 4318))),
+            max_request_bytes: 4 << 20,
+            max_decompressed_bytes: 16 << 20,
+            include_metadata: false,
+            default_retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+impl OtlpConfig {
+    /// Both protocols on loopback with OS-chosen ports: for tests.
+    pub fn loopback() -> Self {
+        Self {
+            grpc: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..Self::default()
+        }
+    }
+}
+
+/// Addresses the receiver actually bound (useful with port 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BoundAddrs {
+    /// The gRPC listener.
+    pub grpc: Option<SocketAddr>,
+    /// The HTTP listener.
+    pub http: Option<SocketAddr>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: OtlpConfig,
+    pub(crate) sinks: Sinks,
+    state: tokio::sync::Mutex<ServerState>,
+    bound: Mutex<BoundAddrs>,
+}
+
+#[derive(Default)]
+struct ServerState {
+    running: usize,
+    server: Option<server::Server>,
+}
+
+/// The OTLP receiver. Cheap to clone; all clones share the listeners.
+#[derive(Clone)]
+pub struct OtlpReceiver {
+    id: ComponentId,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for OtlpReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpReceiver")
+            .field("id", &self.id)
+            .field("config", &self.shared.config)
+            .finish()
+    }
+}
+
+impl OtlpReceiver {
+    /// A receiver with id `otlp`.
+    pub fn new(config: OtlpConfig) -> Self {
+        Self {
+            id: ComponentId::new("otlp"),
+            shared: Arc::new(Shared {
+                config,
+                sinks: Sinks::default(),
+                state: tokio::sync::Mutex::new(ServerState::default()),
+                bound: Mutex::new(BoundAddrs::default()),
+            }),
+        }
+    }
+
+    /// Use another id (`otlp/internal`).
+    pub fn with_id(mut self, id: ComponentId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// The part that feeds a trace pipeline.
+    pub fn traces(&self) -> OtlpSignalReceiver<otel_pipeline_core::Traces> {
+        OtlpSignalReceiver::new(self)
+    }
+
+    /// The part that feeds a metrics pipeline.
+    pub fn metrics(&self) -> OtlpSignalReceiver<otel_pipeline_core::Metrics> {
+        OtlpSignalReceiver::new(self)
+    }
+
+    /// The part that feeds a logs pipeline.
+    pub fn logs(&self) -> OtlpSignalReceiver<otel_pipeline_core::Logs> {
+        OtlpSignalReceiver::new(self)
+    }
+
+    /// The addresses bound, once a pipeline has started the receiver.
+    pub fn local_addrs(&self) -> BoundAddrs {
+        *self.shared.bound.lock()
+    }
+}
+
+/// The part of an [`OtlpReceiver`] that feeds the pipeline of signal `S`.
+pub struct OtlpSignalReceiver<S> {
+    receiver: OtlpReceiver,
+    _signal: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S> std::fmt::Debug for OtlpSignalReceiver<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.receiver.fmt(f)
+    }
+}
+
+impl<S> OtlpSignalReceiver<S> {
+    fn new(receiver: &OtlpReceiver) -> Self {
+        Self {
+            receiver: receiver.clone(),
+            _signal: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<S: OtlpSignal> Receiver<S> for OtlpSignalReceiver<S>
+where
+    S::Data: serde::de::DeserializeOwned,
+{
+    fn id(&self) -> ComponentId {
+        self.receiver.id.clone()
+    }
+
+    async fn start<C: Consumer<S> + Clone>(
+        self,
+        consumer: C,
+        mut ctx: ReceiverContext,
+    ) -> Result<RunningReceiver, BoxError> {
+        let shared = Arc::clone(&self.receiver.shared);
+        let sink = Sink {
+            consumer: BoxConsumer::new(consumer),
+            telemetry: Arc::clone(&ctx.telemetry),
+        };
+        if !shared.sinks.set(sink) {
+            return Err(format!("the OTLP receiver already feeds a {} pipeline", S::NAME).into());
+        }
+        {
+            let mut state = shared.state.lock().await;
+            if state.server.is_none() {
+                let server = server::Server::start(Arc::clone(&shared)).await?;
+                *shared.bound.lock() = server.addrs();
+                state.server = Some(server);
+            }
+            state.running += 1;
+        }
+        let task = tokio::spawn(async move {
+            ctx.shutdown.wait().await;
+            let mut state = shared.state.lock().await;
+            state.running -= 1;
+            if state.running == 0 {
+                if let Some(server) = state.server.take() {
+                    server.stop().await;
+                }
+            }
+            Ok(())
+        });
+        Ok(RunningReceiver::new(task))
+    }
+}
+
+/// What the pipeline said about one request, in protocol-neutral terms.
+pub(crate) enum Outcome {
+    Accepted,
+    Rejected { items: usize, message: String },
+    Refused { retry_after: Duration, message: String },
+}
+
+/// Push a decoded request into the signal's pipeline and count the result.
+pub(crate) async fn deliver<S: OtlpSignal>(
+    shared: &Shared,
+    data: S::Data,
+    client: Arc<ClientInfo>,
+) -> Option<Outcome>
+where
+    S::Data: serde::de::DeserializeOwned,
+{
+    let sink = shared.sinks.get::<S>()?;
+    let batch = Batch::<S>::with_client(data, client);
+    let n = batch.item_count();
+    Some(match sink.consumer.consume(batch).await {
+        Ok(()) => {
+            sink.telemetry.add_accepted(n);
+            Outcome::Accepted
+        }
+        Err(ConsumeError::Refused(r)) => {
+            sink.telemetry.add_refused(n);
+            Outcome::Refused {
+                retry_after: r.retry_after.unwrap_or(shared.config.default_retry_after),
+                message: r.reason.into_owned(),
+            }
+        }
+        Err(ConsumeError::Rejected(r)) => {
+            sink.telemetry.add_rejected(r.items);
+            Outcome::Rejected {
+                items: r.items,
+                message: r.reason.into_owned(),
+            }
+        }
+    })
+}
+
+/// Count a request that failed before decoding, on the signal's counters if it has a
+/// pipeline.
+pub(crate) fn count_failed<S: OtlpSignal>(shared: &Shared, reason: &'static str)
+where
+    S::Data: serde::de::DeserializeOwned,
+{
+    if let Some(sink) = shared.sinks.get::<S>() {
+        sink.telemetry.add_failed_request(reason);
+    }
+}
+
+/// Build the [`ClientInfo`] of a request.
+pub(crate) fn client_info(
+    shared: &Shared,
+    peer: Option<SocketAddr>,
+    headers: &::http::HeaderMap,
+) -> Arc<ClientInfo> {
+    let metadata = if shared.config.include_metadata {
+        headers
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "content-length" | "content-type" | "content-encoding" | "te" | "grpc-encoding" | "grpc-accept-encoding" | "accept-encoding"))
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Arc::new(ClientInfo {
+        addr: peer,
+        metadata,
+    })
+}
