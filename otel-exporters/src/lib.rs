@@ -4,7 +4,10 @@
 //!
 //! - [`debug`]: prints what reaches it in a readable form, like the Collector's `debug`
 //!   exporter.
+//! - [`otlp`]: OTLP over gRPC or HTTP with retry, backoff and a bounded sending queue.
 
 pub mod debug;
+pub mod otlp;
 
 pub use debug::{DebugExporter, Verbosity};
+pub use otlp::{OtlpExporter, OtlpExporterConfig};

@@ -44,6 +44,8 @@ mod component;
 #[cfg(feature = "pipeline")]
 mod consumer;
 #[cfg(feature = "pipeline")]
+pub mod otlp;
+#[cfg(feature = "pipeline")]
 pub mod queue;
 #[cfg(feature = "pipeline")]
 mod runtime;
@@ -69,6 +71,8 @@ pub use component::{
 };
 #[cfg(feature = "pipeline")]
 pub use consumer::{BoxConsumer, BoxFuture, ConsumeError, Consumer, FanOut, Refusal, Rejection};
+#[cfg(feature = "pipeline")]
+pub use otlp::OtlpSignal;
 #[cfg(feature = "pipeline")]
 pub use queue::{BoundedQueue, QueueConfig, QueueConsumer, WhenFull};
 #[cfg(feature = "pipeline")]

@@ -39,6 +39,9 @@ pub struct QueueConfig {
     /// Most items held at once (default 10 000). A batch larger than this takes the whole
     /// queue rather than being refused forever.
     pub capacity: usize,
+    /// Most bytes held at once, measured as the batches' protobuf-encoded size (default:
+    /// no byte bound). A batch larger than this takes the whole budget.
+    pub max_bytes: Option<usize>,
     /// Concurrent deliveries downstream (default 1, which keeps order).
     pub workers: usize,
     /// Behaviour when full (default [`WhenFull::Refuse`]).
@@ -53,6 +56,7 @@ impl Default for QueueConfig {
     fn default() -> Self {
         Self {
             capacity: 10_000,
+            max_bytes: None,
             workers: 1,
             when_full: WhenFull::Refuse,
             retry_initial: Duration::from_millis(50),
@@ -111,6 +115,9 @@ impl<S: Signal> Processor<S> for BoundedQueue {
         if c.capacity > Semaphore::MAX_PERMITS {
             return Err(ctx.invalid("capacity", "too large"));
         }
+        if c.max_bytes == Some(0) || c.max_bytes.is_some_and(|b| b > Semaphore::MAX_PERMITS) {
+            return Err(ctx.invalid("max_bytes", "must be between 1 and 2^61"));
+        }
         if c.workers == 0 {
             return Err(ctx.invalid("workers", "must be at least 1"));
         }
@@ -127,6 +134,7 @@ impl<S: Signal> Processor<S> for BoundedQueue {
         let shared = Arc::new(Shared {
             tx,
             permits: Arc::new(Semaphore::new(c.capacity)),
+            bytes: c.max_bytes.map(|b| Arc::new(Semaphore::new(b))),
             held: AtomicUsize::new(0),
             deadline: Mutex::new(None),
             config: self.config,
@@ -147,12 +155,13 @@ impl<S: Signal> Processor<S> for BoundedQueue {
 struct Item<S: Signal> {
     batch: Batch<S>,
     items: usize,
-    _permit: OwnedSemaphorePermit,
+    _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
 }
 
 struct Shared<S: Signal> {
     tx: mpsc::UnboundedSender<Item<S>>,
     permits: Arc<Semaphore>,
+    bytes: Option<Arc<Semaphore>>,
     /// Items accepted and not yet delivered or dropped.
     held: AtomicUsize,
     deadline: Mutex<Option<Instant>>,
@@ -186,33 +195,61 @@ impl<S: Signal> Consumer<S> for QueueConsumer<S> {
         let shared = &self.shared;
         let items = batch.item_count();
         let want = items.clamp(1, shared.config.capacity) as u32;
-        let permit = match shared.config.when_full {
-            WhenFull::Refuse => match Arc::clone(&shared.permits).try_acquire_many_owned(want) {
-                Ok(p) => p,
-                Err(TryAcquireError::NoPermits) => {
-                    return Err(ConsumeError::refused(batch, "queue is full"));
+        let permit = match acquire(&shared.permits, want, shared.config.when_full).await {
+            Ok(p) => p,
+            Err(reason) => return Err(shared.refuse(batch, items, reason)),
+        };
+        let byte_permit = match &shared.bytes {
+            None => None,
+            Some(sem) => {
+                let size = prost::Message::encoded_len(&batch.data);
+                let limit = shared.config.max_bytes.unwrap_or(usize::MAX);
+                let want = size.clamp(1, limit).min(u32::MAX as usize) as u32;
+                match acquire(sem, want, shared.config.when_full).await {
+                    Ok(p) => Some(p),
+                    Err(reason) => return Err(shared.refuse(batch, items, reason)),
                 }
-                Err(TryAcquireError::Closed) => {
-                    return Err(ConsumeError::refused(batch, "queue is shutting down"));
-                }
-            },
-            WhenFull::Block => match Arc::clone(&shared.permits).acquire_many_owned(want).await {
-                Ok(p) => p,
-                Err(_) => return Err(ConsumeError::refused(batch, "queue is shutting down")),
-            },
+            }
         };
         let held = shared.held.fetch_add(items, Ordering::AcqRel) + items;
         let item = Item {
             batch,
             items,
-            _permit: permit,
+            _permits: (permit, byte_permit),
         };
         if let Err(mpsc::error::SendError(item)) = shared.tx.send(item) {
             shared.release(items);
-            return Err(ConsumeError::refused(item.batch, "queue is shutting down"));
+            return Err(shared.refuse(item.batch, items, "queue is shutting down"));
         }
         shared.telemetry.set_queue_size(held);
         Ok(())
+    }
+}
+
+/// Take `n` permits, or say why not.
+async fn acquire(
+    sem: &Arc<Semaphore>,
+    n: u32,
+    when_full: WhenFull,
+) -> Result<OwnedSemaphorePermit, &'static str> {
+    match when_full {
+        WhenFull::Refuse => match Arc::clone(sem).try_acquire_many_owned(n) {
+            Ok(p) => Ok(p),
+            Err(TryAcquireError::NoPermits) => Err("queue is full"),
+            Err(TryAcquireError::Closed) => Err("queue is shutting down"),
+        },
+        WhenFull::Block => Arc::clone(sem)
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| "queue is shutting down"),
+    }
+}
+
+impl<S: Signal> Shared<S> {
+    /// Hand `batch` back, counted as not enqueued.
+    fn refuse(&self, batch: Batch<S>, items: usize, reason: &'static str) -> ConsumeError<S> {
+        self.telemetry.add_enqueue_failed(items);
+        ConsumeError::refused(batch, reason)
     }
 }
 
@@ -248,6 +285,9 @@ impl<S: Signal, N: Consumer<S>> Lifecycle for QueueWorkers<S, N> {
         Box::pin(async move {
             *self.shared.deadline.lock() = Some(deadline);
             self.shared.permits.close();
+            if let Some(bytes) = &self.shared.bytes {
+                bytes.close();
+            }
             let _ = self.stop_tx.send(true);
             let tasks = std::mem::take(&mut *self.tasks.lock());
             let mut timed_out = false;
@@ -306,7 +346,7 @@ async fn deliver<S: Signal, N: Consumer<S>>(shared: &Shared<S>, next: &N, item: 
     let Item {
         mut batch,
         items,
-        _permit,
+        _permits,
     } = item;
     let mut backoff = shared.config.retry_initial;
     loop {

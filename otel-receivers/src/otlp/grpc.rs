@@ -8,13 +8,13 @@ use std::sync::Arc;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use otel_pipeline_core::{BoxFuture, ClientInfo, Logs, Metrics, Traces};
+use otel_pipeline_core::{BoxFuture, ClientInfo, Logs, Metrics, OtlpSignal, Traces};
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::server::{Peer, ResBody};
-use super::{OtlpSignal, Outcome, Shared, client_info, count_failed, deliver};
+use super::{WireSignal, Outcome, Shared, client_info, count_failed, deliver};
 
 pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: Peer) -> Response<ResBody> {
     let path = req.uri().path();
@@ -38,9 +38,7 @@ fn status_response(status: &Status) -> Response<ResBody> {
     response.map(|b| b.map_err(|e| Box::new(e) as otel_pipeline_core::BoxError).boxed_unsync())
 }
 
-async fn unary<S: OtlpSignal>(shared: Arc<Shared>, req: Request<Incoming>, peer: Peer) -> Response<ResBody>
-where
-    S::Data: serde::de::DeserializeOwned,
+async fn unary<S: WireSignal>(shared: Arc<Shared>, req: Request<Incoming>, peer: Peer) -> Response<ResBody>
 {
     if shared.sinks.get::<S>().is_none() {
         return status_response(&Status::unimplemented(format!(
@@ -81,9 +79,7 @@ struct ExportService<S> {
     _signal: PhantomData<fn() -> S>,
 }
 
-impl<S: OtlpSignal> tonic::server::UnaryService<S::Data> for ExportService<S>
-where
-    S::Data: serde::de::DeserializeOwned,
+impl<S: WireSignal> tonic::server::UnaryService<S::Data> for ExportService<S>
 {
     type Response = S::Response;
     type Future = BoxFuture<'static, Result<tonic::Response<S::Response>, Status>>;
@@ -114,9 +110,7 @@ struct OtlpCodec<S> {
     _signal: PhantomData<fn() -> S>,
 }
 
-impl<S: OtlpSignal> Codec for OtlpCodec<S>
-where
-    S::Data: serde::de::DeserializeOwned,
+impl<S: WireSignal> Codec for OtlpCodec<S>
 {
     type Encode = S::Response;
     type Decode = S::Data;
@@ -151,9 +145,7 @@ struct CountingDecoder<S> {
     _signal: PhantomData<fn() -> S>,
 }
 
-impl<S: OtlpSignal> Decoder for CountingDecoder<S>
-where
-    S::Data: serde::de::DeserializeOwned,
+impl<S: WireSignal> Decoder for CountingDecoder<S>
 {
     type Item = S::Data;
     type Error = Status;

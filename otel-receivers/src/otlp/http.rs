@@ -8,10 +8,10 @@ use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use otel_pipeline_core::{Logs, Metrics, Traces};
+use otel_pipeline_core::{Logs, Metrics, OtlpSignal, Traces};
 
 use super::server::{Peer, ResBody, full};
-use super::{OtlpSignal, Outcome, Shared, client_info, count_failed, deliver};
+use super::{WireSignal, Outcome, Shared, client_info, count_failed, deliver};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Encoding {
@@ -71,9 +71,7 @@ fn encoded<M: prost::Message + serde::Serialize>(status: StatusCode, encoding: E
 }
 
 /// An error answer, counted under `reason`.
-fn fail<S: OtlpSignal>(shared: &Shared, encoding: Encoding, status: StatusCode, reason: &'static str, message: String) -> Response<ResBody>
-where
-    S::Data: serde::de::DeserializeOwned,
+fn fail<S: WireSignal>(shared: &Shared, encoding: Encoding, status: StatusCode, reason: &'static str, message: String) -> Response<ResBody>
 {
     count_failed::<S>(shared, reason);
     let code = match status {
@@ -84,9 +82,7 @@ where
     encoded(status, encoding, &RpcStatus { code, message })
 }
 
-async fn export<S: OtlpSignal>(shared: Arc<Shared>, req: Request<Incoming>, peer: Peer) -> Response<ResBody>
-where
-    S::Data: serde::de::DeserializeOwned,
+async fn export<S: WireSignal>(shared: Arc<Shared>, req: Request<Incoming>, peer: Peer) -> Response<ResBody>
 {
     if req.method() != Method::POST {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, format!("{} accepts POST only", S::HTTP_PATH));

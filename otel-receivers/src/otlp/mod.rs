@@ -41,13 +41,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use otel_pipeline_core::{
-    Batch, BoxConsumer, BoxError, ClientInfo, ComponentId, ConsumeError, Consumer, Receiver,
-    ReceiverContext, RunningReceiver,
+    Batch, BoxConsumer, BoxError, ClientInfo, ComponentId, ConsumeError, Consumer, OtlpSignal,
+    Receiver, ReceiverContext, RunningReceiver, Signal,
 };
 use parking_lot::Mutex;
 
-pub use signal::OtlpSignal;
 use signal::{Sink, Sinks};
+
+/// An OTLP signal whose messages also read and write OTLP/JSON (all three do, through
+/// `opentelemetry-proto`'s `with-serde` feature).
+pub trait WireSignal:
+    OtlpSignal<Response: serde::Serialize> + Signal<Data: serde::de::DeserializeOwned>
+{
+}
+
+impl<S> WireSignal for S where
+    S: OtlpSignal<Response: serde::Serialize> + Signal<Data: serde::de::DeserializeOwned>
+{
+}
 
 /// Settings of the OTLP receiver.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,9 +203,7 @@ impl<S> OtlpSignalReceiver<S> {
     }
 }
 
-impl<S: OtlpSignal> Receiver<S> for OtlpSignalReceiver<S>
-where
-    S::Data: serde::de::DeserializeOwned,
+impl<S: WireSignal> Receiver<S> for OtlpSignalReceiver<S>
 {
     fn id(&self) -> ComponentId {
         self.receiver.id.clone()
@@ -245,13 +254,11 @@ pub(crate) enum Outcome {
 }
 
 /// Push a decoded request into the signal's pipeline and count the result.
-pub(crate) async fn deliver<S: OtlpSignal>(
+pub(crate) async fn deliver<S: WireSignal>(
     shared: &Shared,
     data: S::Data,
     client: Arc<ClientInfo>,
 ) -> Option<Outcome>
-where
-    S::Data: serde::de::DeserializeOwned,
 {
     let sink = shared.sinks.get::<S>()?;
     let batch = Batch::<S>::with_client(data, client);
@@ -280,9 +287,7 @@ where
 
 /// Count a request that failed before decoding, on the signal's counters if it has a
 /// pipeline.
-pub(crate) fn count_failed<S: OtlpSignal>(shared: &Shared, reason: &'static str)
-where
-    S::Data: serde::de::DeserializeOwned,
+pub(crate) fn count_failed<S: WireSignal>(shared: &Shared, reason: &'static str)
 {
     if let Some(sink) = shared.sinks.get::<S>() {
         sink.telemetry.add_failed_request(reason);

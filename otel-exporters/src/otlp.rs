@@ -1,0 +1,542 @@
+//! The OTLP exporter: gRPC or HTTP (protobuf or JSON), gzip, headers, per-attempt timeout,
+//! retry with exponential backoff and jitter, and a bounded sending queue.
+//!
+//! # Failure handling
+//! - **Retryable** answers are retried with exponential backoff and jitter until
+//!   `retry.max_elapsed`: gRPC `UNAVAILABLE`, `CANCELLED`, `DEADLINE_EXCEEDED`, `ABORTED`,
+//!   `OUT_OF_RANGE`, `DATA_LOSS`, and `RESOURCE_EXHAUSTED` when the server sent `RetryInfo`;
+//!   HTTP 429, 502, 503, 504; connection errors and timeouts. A server's `RetryInfo` or
+//!   `Retry-After` replaces the computed wait.
+//! - **Permanent** answers are not retried: the items are counted in
+//!   `otelcol_exporter_send_failed_*` and dropped.
+//! - A **partial success** counts the items the server rejected as send-failed, the rest as
+//!   sent.
+//! - With the **sending queue** on (the default), `consume` only enqueues: the queue's
+//!   workers send. When it is full it refuses (back-pressure to the receiver) or blocks,
+//!   as configured; refusals count in `otelcol_exporter_enqueue_failed_*`. On shutdown the
+//!   queue drains until the deadline; what cannot be sent by then is counted as dropped
+//!   with reason `shutdown_deadline`.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use otel_pipeline_core::{
+    Batch, BoundedQueue, BoxError, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
+    ConsumeError, Consumer, Exporter, Lifecycle, OtlpSignal, Processor, QueueConfig, Signal,
+    WhenFull,
+};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tonic::codec::CompressionEncoding;
+use tonic_types::StatusExt;
+
+/// An OTLP signal whose messages also write and read OTLP/JSON.
+pub trait WireSignal:
+    OtlpSignal<Response: serde::de::DeserializeOwned> + Signal<Data: serde::Serialize>
+{
+}
+
+impl<S> WireSignal for S where
+    S: OtlpSignal<Response: serde::de::DeserializeOwned> + Signal<Data: serde::Serialize>
+{
+}
+
+/// Wire protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// OTLP/gRPC (default).
+    #[default]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies.
+    HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies.
+    HttpJson,
+}
+
+/// Request compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// None.
+    None,
+    /// gzip (default, as the Collector's).
+    #[default]
+    Gzip,
+}
+
+/// Retry settings (defaults as the Collector's `retry_on_failure`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// Retry at all (default true).
+    pub enabled: bool,
+    /// First wait (default 5 s).
+    pub initial_interval: Duration,
+    /// Longest wait (default 30 s).
+    pub max_interval: Duration,
+    /// Give up after this long since the first attempt (default 300 s).
+    pub max_elapsed: Duration,
+    /// Each wait is multiplied by this (default 1.5).
+    pub multiplier: f64,
+    /// Each wait varies randomly by up to this fraction either way (default 0.5).
+    pub randomization: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial_interval: Duration::from_secs(5),
+            max_interval: Duration::from_secs(30),
+            max_elapsed: Duration::from_secs(300),
+            multiplier: 1.5,
+            randomization: 0.5,
+        }
+    }
+}
+
+/// Sending-queue settings (the Collector's `sending_queue`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendingQueueConfig {
+    /// Use a queue (default true). Off, `consume` sends and retries inline.
+    pub enabled: bool,
+    /// Concurrent senders (default 10).
+    pub num_consumers: usize,
+    /// Most items queued (default 100 000).
+    pub max_items: usize,
+    /// Most bytes queued, protobuf-encoded (default none).
+    pub max_bytes: Option<usize>,
+    /// When full, wait for room instead of refusing (default false: refuse).
+    pub block_on_overflow: bool,
+}
+
+impl Default for SendingQueueConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            num_consumers: 10,
+            max_items: 100_000,
+            max_bytes: None,
+            block_on_overflow: false,
+        }
+    }
+}
+
+/// Settings of the OTLP exporter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpExporterConfig {
+    /// `http://host:port`. For HTTP, the signal path (`/v1/traces`) is appended unless the
+    /// endpoint already has a path. Default `http://localhost:4317`.
+    pub endpoint: String,
+    /// Wire protocol (default gRPC).
+    pub protocol: Protocol,
+    /// Compression (default gzip).
+    pub compression: Compression,
+    /// Extra headers / metadata on every request (e.g. an API key).
+    pub headers: Vec<(String, String)>,
+    /// Per-attempt timeout (default 10 s).
+    pub timeout: Duration,
+    /// Retry settings.
+    pub retry: RetryConfig,
+    /// Queue settings.
+    pub queue: SendingQueueConfig,
+}
+
+impl Default for OtlpExporterConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "http://localhost:4317".into(),
+            protocol: Protocol::Grpc,
+            compression: Compression::Gzip,
+            headers: Vec::new(),
+            timeout: Duration::from_secs(10),
+            retry: RetryConfig::default(),
+            queue: SendingQueueConfig::default(),
+        }
+    }
+}
+
+/// The OTLP exporter for signal `S`.
+///
+/// ```
+/// use otel_pipeline_core::{Pipeline, Traces, testing::InMemoryReceiver};
+/// use otel_exporters::otlp::{OtlpExporter, OtlpExporterConfig, Protocol};
+/// let (receiver, _sender) = InMemoryReceiver::new();
+/// let exporter = OtlpExporter::<Traces>::new(OtlpExporterConfig {
+///     endpoint: "http://gateway:4318".into(),
+///     protocol: Protocol::HttpProtobuf,
+///     ..Default::default()
+/// });
+/// assert!(Pipeline::traces().receiver(receiver).exporter(exporter).build().is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct OtlpExporter<S> {
+    id: ComponentId,
+    config: OtlpExporterConfig,
+    _signal: PhantomData<fn() -> S>,
+}
+
+impl<S> OtlpExporter<S> {
+    /// An exporter with id `otlp`.
+    pub fn new(config: OtlpExporterConfig) -> Self {
+        Self {
+            id: ComponentId::new("otlp"),
+            config,
+            _signal: PhantomData,
+        }
+    }
+
+    /// Use another id (`otlp/backend`).
+    pub fn with_id(mut self, id: ComponentId) -> Self {
+        self.id = id;
+        self
+    }
+}
+
+enum Transport {
+    Grpc(tonic::transport::Channel),
+    Http {
+        client: Client<HttpConnector, Full<Bytes>>,
+        uri: http::Uri,
+    },
+}
+
+/// Sends one batch, retrying as configured. The terminal stage behind the queue.
+pub struct OtlpSender<S> {
+    transport: Transport,
+    config: OtlpExporterConfig,
+    headers: http::HeaderMap,
+    telemetry: Arc<ComponentTelemetry>,
+    /// Set when shutdown begins, so retries stop at the deadline.
+    deadline: Arc<Mutex<Option<Instant>>>,
+    jitter: AtomicU64,
+    _signal: PhantomData<fn() -> S>,
+}
+
+impl<S> std::fmt::Debug for OtlpSender<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpSender")
+            .field("endpoint", &self.config.endpoint)
+            .field("protocol", &self.config.protocol)
+            .finish()
+    }
+}
+
+/// The consumer the exporter builds: the queue in front of the sender, or the sender.
+#[derive(Debug)]
+pub enum OtlpExporterConsumer<S: Signal> {
+    /// Sending through the queue.
+    Queued(otel_pipeline_core::QueueConsumer<S>),
+    /// Sending inline.
+    Direct(OtlpSender<S>),
+}
+
+impl<S: WireSignal> Consumer<S> for OtlpExporterConsumer<S> {
+    async fn consume(&self, batch: Batch<S>) -> Result<(), ConsumeError<S>> {
+        match self {
+            Self::Queued(q) => q.consume(batch).await,
+            Self::Direct(s) => s.consume(batch).await,
+        }
+    }
+}
+
+struct DeadlineLifecycle(Arc<Mutex<Option<Instant>>>);
+
+impl Lifecycle for DeadlineLifecycle {
+    fn shutdown(&self, deadline: Instant) -> otel_pipeline_core::BoxFuture<'_, Result<(), BoxError>> {
+        *self.0.lock() = Some(deadline);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
+    type Consumer = OtlpExporterConsumer<S>;
+
+    fn id(&self) -> ComponentId {
+        self.id.clone()
+    }
+
+    fn build(self, ctx: &mut ComponentContext<'_>) -> Result<Self::Consumer, BuildError> {
+        let config = self.config;
+        let endpoint: http::Uri = config
+            .endpoint
+            .parse()
+            .map_err(|e| ctx.invalid("endpoint", format!("`{}` is not a URI: {e}", config.endpoint)))?;
+        if endpoint.scheme_str() != Some("http") {
+            return Err(ctx.invalid(
+                "endpoint",
+                "only http:// endpoints are supported (TLS is not built in yet)",
+            ));
+        }
+        if config.timeout.is_zero() {
+            return Err(ctx.invalid("timeout", "must be positive"));
+        }
+        let r = &config.retry;
+        if r.enabled && (r.initial_interval.is_zero() || r.multiplier < 1.0 || !(0.0..=1.0).contains(&r.randomization)) {
+            return Err(ctx.invalid(
+                "retry_on_failure",
+                "initial_interval must be positive, multiplier >= 1, randomization_factor in [0, 1]",
+            ));
+        }
+        let mut headers = http::HeaderMap::new();
+        for (k, v) in &config.headers {
+            let name = http::header::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .map_err(|e| ctx.invalid(format!("headers.{k}"), e.to_string()))?;
+            let value = http::HeaderValue::from_str(v).map_err(|e| ctx.invalid(format!("headers.{k}"), e.to_string()))?;
+            headers.insert(name, value);
+        }
+        let transport = match config.protocol {
+            Protocol::Grpc => {
+                let channel = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
+                    .map_err(|e| ctx.invalid("endpoint", e.to_string()))?
+                    .timeout(config.timeout)
+                    .connect_timeout(config.timeout)
+                    .connect_lazy();
+                Transport::Grpc(channel)
+            }
+            Protocol::HttpProtobuf | Protocol::HttpJson => {
+                let uri = if endpoint.path() == "/" || endpoint.path().is_empty() {
+                    format!("{}{}", config.endpoint.trim_end_matches('/'), S::HTTP_PATH)
+                        .parse()
+                        .map_err(|e| ctx.invalid("endpoint", format!("{e}")))?
+                } else {
+                    endpoint
+                };
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                connector.set_connect_timeout(Some(config.timeout));
+                Transport::Http {
+                    client: Client::builder(TokioExecutor::new()).build(connector),
+                    uri,
+                }
+            }
+        };
+        let deadline = Arc::new(Mutex::new(None));
+        let sender = OtlpSender::<S> {
+            transport,
+            headers,
+            telemetry: ctx.telemetry(),
+            deadline: Arc::clone(&deadline),
+            jitter: AtomicU64::new(0x9E37_79B9_7F4A_7C15 ^ Instant::now().elapsed().as_nanos() as u64),
+            config: config.clone(),
+            _signal: PhantomData,
+        };
+        // Registered before the queue's, so it runs after the queue on shutdown... and
+        // before it: lifecycles shut down in reverse, so register the deadline last.
+        let consumer = if config.queue.enabled {
+            let q = &config.queue;
+            let queue = BoundedQueue::new(QueueConfig {
+                capacity: q.max_items,
+                max_bytes: q.max_bytes,
+                workers: q.num_consumers,
+                when_full: if q.block_on_overflow { WhenFull::Block } else { WhenFull::Refuse },
+                ..QueueConfig::default()
+            });
+            let consumer = <BoundedQueue as Processor<S>>::build(queue, sender, ctx)?;
+            OtlpExporterConsumer::Queued(consumer)
+        } else {
+            OtlpExporterConsumer::Direct(sender)
+        };
+        ctx.register_lifecycle(Arc::new(DeadlineLifecycle(deadline)));
+        Ok(consumer)
+    }
+}
+
+/// How one attempt went.
+enum Attempt {
+    Sent { rejected: usize, message: String },
+    Retryable { reason: String, retry_after: Option<Duration> },
+    Permanent { reason: String },
+}
+
+impl<S: WireSignal> OtlpSender<S> {
+    fn encode(&self, data: &S::Data) -> Result<Vec<u8>, String> {
+        let raw = match self.config.protocol {
+            Protocol::HttpJson => serde_json::to_vec(data).map_err(|e| format!("encoding JSON: {e}"))?,
+            _ => prost::Message::encode_to_vec(data),
+        };
+        Ok(match self.config.compression {
+            Compression::None => raw,
+            Compression::Gzip => {
+                use std::io::Write;
+                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(&raw).map_err(|e| format!("gzip: {e}"))?;
+                enc.finish().map_err(|e| format!("gzip: {e}"))?
+            }
+        })
+    }
+
+    async fn attempt(&self, data: &S::Data) -> Attempt {
+        match &self.transport {
+            Transport::Grpc(channel) => self.attempt_grpc(channel.clone(), data).await,
+            Transport::Http { client, uri } => self.attempt_http(client, uri, data).await,
+        }
+    }
+
+    async fn attempt_grpc(&self, channel: tonic::transport::Channel, data: &S::Data) -> Attempt {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        if self.config.compression == Compression::Gzip {
+            grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+        }
+        grpc = grpc.accept_compressed(CompressionEncoding::Gzip);
+        if let Err(e) = grpc.ready().await {
+            return Attempt::Retryable { reason: format!("connecting: {e}"), retry_after: None };
+        }
+        let mut request = tonic::Request::new(data.clone());
+        request.set_timeout(self.config.timeout);
+        for (k, v) in &self.headers {
+            if let (Ok(key), Ok(value)) = (
+                tonic::metadata::MetadataKey::from_bytes(k.as_str().as_bytes()),
+                tonic::metadata::MetadataValue::try_from(v.as_bytes()),
+            ) {
+                request.metadata_mut().insert(key, value);
+            }
+        }
+        let path = http::uri::PathAndQuery::from_static(S::GRPC_PATH);
+        let codec = tonic_prost::ProstCodec::<S::Data, S::Response>::default();
+        match grpc.unary(request, path, codec).await {
+            Ok(response) => sent_from::<S>(response.get_ref()),
+            Err(status) => classify_grpc(&status),
+        }
+    }
+
+    async fn attempt_http(&self, client: &Client<HttpConnector, Full<Bytes>>, uri: &http::Uri, data: &S::Data) -> Attempt {
+        let body = match self.encode(data) {
+            Ok(b) => b,
+            Err(reason) => return Attempt::Permanent { reason },
+        };
+        let content_type = if self.config.protocol == Protocol::HttpJson {
+            "application/json"
+        } else {
+            "application/x-protobuf"
+        };
+        let mut req = http::Request::post(uri.clone())
+            .header(http::header::CONTENT_TYPE, content_type);
+        if self.config.compression == Compression::Gzip {
+            req = req.header(http::header::CONTENT_ENCODING, "gzip");
+        }
+        let mut req = match req.body(Full::new(Bytes::from(body))) {
+            Ok(r) => r,
+            Err(e) => return Attempt::Permanent { reason: format!("building the request: {e}") },
+        };
+        req.headers_mut().extend(self.headers.clone());
+        let response = match tokio::time::timeout(self.config.timeout, client.request(req)).await {
+            Err(_) => return Attempt::Retryable { reason: "timed out".into(), retry_after: None },
+            Ok(Err(e)) => return Attempt::Retryable { reason: format!("sending: {e}"), retry_after: None },
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let is_json = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        let body = match tokio::time::timeout(self.config.timeout, response.into_body().collect()).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            _ => Bytes::new(),
+        };
+        if status.is_success() {
+            let parsed: Option<S::Response> = if body.is_empty() {
+                Some(S::Response::default())
+            } else if is_json {
+                serde_json::from_slice(&body).ok()
+            } else {
+                prost::Message::decode(body).ok()
+            };
+            return match parsed {
+                Some(r) => sent_from::<S>(&r),
+                None => Attempt::Sent { rejected: 0, message: String::new() },
+            };
+        }
+        let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+        let reason = format!("HTTP {status}: {text}");
+        match status.as_u16() {
+            429 | 502 | 503 | 504 => Attempt::Retryable { reason, retry_after },
+            _ => Attempt::Permanent { reason },
+        }
+    }
+
+    /// A random factor in `[1 - r, 1 + r]`.
+    fn jitter(&self, r: f64) -> f64 {
+        let mut x = self.jitter.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.jitter.store(x, Ordering::Relaxed);
+        let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
+        1.0 - r + 2.0 * r * unit
+    }
+}
+
+fn sent_from<S: OtlpSignal>(response: &S::Response) -> Attempt {
+    match S::rejected(response) {
+        Some((n, msg)) if n > 0 => Attempt::Sent {
+            rejected: n as usize,
+            message: msg.to_string(),
+        },
+        _ => Attempt::Sent { rejected: 0, message: String::new() },
+    }
+}
+
+fn classify_grpc(status: &tonic::Status) -> Attempt {
+    use tonic::Code;
+    let reason = format!("gRPC {:?}: {}", status.code(), status.message());
+    let retry_after = status.get_details_retry_info().and_then(|r| r.retry_delay);
+    match status.code() {
+        Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted | Code::OutOfRange | Code::DataLoss => {
+            Attempt::Retryable { reason, retry_after }
+        }
+        Code::ResourceExhausted if retry_after.is_some() => Attempt::Retryable { reason, retry_after },
+        _ => Attempt::Permanent { reason },
+    }
+}
+
+impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
+    async fn consume(&self, batch: Batch<S>) -> Result<(), ConsumeError<S>> {
+        let n = batch.item_count();
+        let started = Instant::now();
+        let mut wait = self.config.retry.initial_interval;
+        loop {
+            let (reason, retry_after) = match self.attempt(&batch.data).await {
+                Attempt::Sent { rejected, message } => {
+                    let rejected = rejected.min(n);
+                    self.telemetry.add_sent(n - rejected);
+                    if rejected > 0 {
+                        self.telemetry.add_send_failed(rejected);
+                        return Err(ConsumeError::rejected(rejected, format!("backend rejected {rejected} items: {message}")));
+                    }
+                    return Ok(());
+                }
+                Attempt::Permanent { reason } => {
+                    self.telemetry.add_send_failed(n);
+                    return Err(ConsumeError::rejected(n, reason));
+                }
+                Attempt::Retryable { reason, retry_after } => (reason, retry_after),
+            };
+            let r = &self.config.retry;
+            let backoff = Duration::from_secs_f64(wait.as_secs_f64() * self.jitter(r.randomization));
+            let pause = retry_after.unwrap_or(backoff);
+            let shutdown = *self.deadline.lock();
+            if shutdown.is_some_and(|d| Instant::now() + pause >= d) {
+                self.telemetry.add_dropped("shutdown_deadline", n);
+                return Err(ConsumeError::rejected(n, format!("gave up at shutdown: {reason}")));
+            }
+            if !r.enabled || started.elapsed() + pause > r.max_elapsed {
+                self.telemetry.add_send_failed(n);
+                return Err(ConsumeError::rejected(n, format!("gave up after {:?}: {reason}", started.elapsed())));
+            }
+            tokio::time::sleep(pause).await;
+            wait = Duration::from_secs_f64((wait.as_secs_f64() * r.multiplier).min(r.max_interval.as_secs_f64()));
+        }
+    }
+}
