@@ -6,11 +6,16 @@
 //! This facade re-exports the member crates behind features:
 //! - everything from [`otel_pipeline_core`] at the root (data model, traits, builder,
 //!   runtime, telemetry, propagation);
+//! - [`receivers`] (feature `receivers`, default): `otel-receivers`;
 //! - [`exporters`] (feature `exporters`, default): `otel-exporters`.
 //!
 //! See `examples/demo.rs` for a pipeline end to end.
 
 pub use otel_pipeline_core::*;
+
+/// Receivers (`otel-receivers`).
+#[cfg(feature = "receivers")]
+pub use otel_receivers as receivers;
 
 /// Exporters (`otel-exporters`).
 #[cfg(feature = "exporters")]

@@ -326,8 +326,9 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
             config: config.clone(),
             _signal: PhantomData,
         };
-        // Registered before the queue's, so it runs after the queue on shutdown... and
-        // before it: lifecycles shut down in reverse, so register the deadline last.
+        // Lifecycles shut down in reverse order of registration: registering the deadline
+        // after the queue makes it run first, so the queue's senders know when to stop
+        // retrying while they drain.
         let consumer = if config.queue.enabled {
             let q = &config.queue;
             let queue = BoundedQueue::new(QueueConfig {
