@@ -201,7 +201,7 @@ impl<S> OtlpExporter<S> {
 enum Transport {
     Grpc(tonic::transport::Channel),
     Http {
-        client: Client<HttpConnector, Full<Bytes>>,
+        client: Box<Client<HttpConnector, Full<Bytes>>>,
         uri: http::Uri,
     },
 }
@@ -233,7 +233,7 @@ pub enum OtlpExporterConsumer<S: Signal> {
     /// Sending through the queue.
     Queued(otel_pipeline_core::QueueConsumer<S>),
     /// Sending inline.
-    Direct(OtlpSender<S>),
+    Direct(Box<OtlpSender<S>>),
 }
 
 impl<S: WireSignal> Consumer<S> for OtlpExporterConsumer<S> {
@@ -248,7 +248,10 @@ impl<S: WireSignal> Consumer<S> for OtlpExporterConsumer<S> {
 struct DeadlineLifecycle(Arc<Mutex<Option<Instant>>>);
 
 impl Lifecycle for DeadlineLifecycle {
-    fn shutdown(&self, deadline: Instant) -> otel_pipeline_core::BoxFuture<'_, Result<(), BoxError>> {
+    fn shutdown(
+        &self,
+        deadline: Instant,
+    ) -> otel_pipeline_core::BoxFuture<'_, Result<(), BoxError>> {
         *self.0.lock() = Some(deadline);
         Box::pin(async { Ok(()) })
     }
@@ -263,10 +266,12 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
 
     fn build(self, ctx: &mut ComponentContext<'_>) -> Result<Self::Consumer, BuildError> {
         let config = self.config;
-        let endpoint: http::Uri = config
-            .endpoint
-            .parse()
-            .map_err(|e| ctx.invalid("endpoint", format!("`{}` is not a URI: {e}", config.endpoint)))?;
+        let endpoint: http::Uri = config.endpoint.parse().map_err(|e| {
+            ctx.invalid(
+                "endpoint",
+                format!("`{}` is not a URI: {e}", config.endpoint),
+            )
+        })?;
         if endpoint.scheme_str() != Some("http") {
             return Err(ctx.invalid(
                 "endpoint",
@@ -277,7 +282,11 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
             return Err(ctx.invalid("timeout", "must be positive"));
         }
         let r = &config.retry;
-        if r.enabled && (r.initial_interval.is_zero() || r.multiplier < 1.0 || !(0.0..=1.0).contains(&r.randomization)) {
+        if r.enabled
+            && (r.initial_interval.is_zero()
+                || r.multiplier < 1.0
+                || !(0.0..=1.0).contains(&r.randomization))
+        {
             return Err(ctx.invalid(
                 "retry_on_failure",
                 "initial_interval must be positive, multiplier >= 1, randomization_factor in [0, 1]",
@@ -287,7 +296,8 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
         for (k, v) in &config.headers {
             let name = http::header::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
                 .map_err(|e| ctx.invalid(format!("headers.{k}"), e.to_string()))?;
-            let value = http::HeaderValue::from_str(v).map_err(|e| ctx.invalid(format!("headers.{k}"), e.to_string()))?;
+            let value = http::HeaderValue::from_str(v)
+                .map_err(|e| ctx.invalid(format!("headers.{k}"), e.to_string()))?;
             headers.insert(name, value);
         }
         let transport = match config.protocol {
@@ -311,7 +321,7 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
                 connector.set_nodelay(true);
                 connector.set_connect_timeout(Some(config.timeout));
                 Transport::Http {
-                    client: Client::builder(TokioExecutor::new()).build(connector),
+                    client: Box::new(Client::builder(TokioExecutor::new()).build(connector)),
                     uri,
                 }
             }
@@ -322,7 +332,9 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
             headers,
             telemetry: ctx.telemetry(),
             deadline: Arc::clone(&deadline),
-            jitter: AtomicU64::new(0x9E37_79B9_7F4A_7C15 ^ Instant::now().elapsed().as_nanos() as u64),
+            jitter: AtomicU64::new(
+                0x9E37_79B9_7F4A_7C15 ^ Instant::now().elapsed().as_nanos() as u64,
+            ),
             config: config.clone(),
             _signal: PhantomData,
         };
@@ -335,13 +347,17 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
                 capacity: q.max_items,
                 max_bytes: q.max_bytes,
                 workers: q.num_consumers,
-                when_full: if q.block_on_overflow { WhenFull::Block } else { WhenFull::Refuse },
+                when_full: if q.block_on_overflow {
+                    WhenFull::Block
+                } else {
+                    WhenFull::Refuse
+                },
                 ..QueueConfig::default()
             });
             let consumer = <BoundedQueue as Processor<S>>::build(queue, sender, ctx)?;
             OtlpExporterConsumer::Queued(consumer)
         } else {
-            OtlpExporterConsumer::Direct(sender)
+            OtlpExporterConsumer::Direct(Box::new(sender))
         };
         ctx.register_lifecycle(Arc::new(DeadlineLifecycle(deadline)));
         Ok(consumer)
@@ -350,22 +366,33 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
 
 /// How one attempt went.
 enum Attempt {
-    Sent { rejected: usize, message: String },
-    Retryable { reason: String, retry_after: Option<Duration> },
-    Permanent { reason: String },
+    Sent {
+        rejected: usize,
+        message: String,
+    },
+    Retryable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    Permanent {
+        reason: String,
+    },
 }
 
 impl<S: WireSignal> OtlpSender<S> {
     fn encode(&self, data: &S::Data) -> Result<Vec<u8>, String> {
         let raw = match self.config.protocol {
-            Protocol::HttpJson => serde_json::to_vec(data).map_err(|e| format!("encoding JSON: {e}"))?,
+            Protocol::HttpJson => {
+                serde_json::to_vec(data).map_err(|e| format!("encoding JSON: {e}"))?
+            }
             _ => prost::Message::encode_to_vec(data),
         };
         Ok(match self.config.compression {
             Compression::None => raw,
             Compression::Gzip => {
                 use std::io::Write;
-                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 enc.write_all(&raw).map_err(|e| format!("gzip: {e}"))?;
                 enc.finish().map_err(|e| format!("gzip: {e}"))?
             }
@@ -386,7 +413,10 @@ impl<S: WireSignal> OtlpSender<S> {
         }
         grpc = grpc.accept_compressed(CompressionEncoding::Gzip);
         if let Err(e) = grpc.ready().await {
-            return Attempt::Retryable { reason: format!("connecting: {e}"), retry_after: None };
+            return Attempt::Retryable {
+                reason: format!("connecting: {e}"),
+                retry_after: None,
+            };
         }
         let mut request = tonic::Request::new(data.clone());
         request.set_timeout(self.config.timeout);
@@ -406,7 +436,12 @@ impl<S: WireSignal> OtlpSender<S> {
         }
     }
 
-    async fn attempt_http(&self, client: &Client<HttpConnector, Full<Bytes>>, uri: &http::Uri, data: &S::Data) -> Attempt {
+    async fn attempt_http(
+        &self,
+        client: &Client<HttpConnector, Full<Bytes>>,
+        uri: &http::Uri,
+        data: &S::Data,
+    ) -> Attempt {
         let body = match self.encode(data) {
             Ok(b) => b,
             Err(reason) => return Attempt::Permanent { reason },
@@ -416,19 +451,33 @@ impl<S: WireSignal> OtlpSender<S> {
         } else {
             "application/x-protobuf"
         };
-        let mut req = http::Request::post(uri.clone())
-            .header(http::header::CONTENT_TYPE, content_type);
+        let mut req =
+            http::Request::post(uri.clone()).header(http::header::CONTENT_TYPE, content_type);
         if self.config.compression == Compression::Gzip {
             req = req.header(http::header::CONTENT_ENCODING, "gzip");
         }
         let mut req = match req.body(Full::new(Bytes::from(body))) {
             Ok(r) => r,
-            Err(e) => return Attempt::Permanent { reason: format!("building the request: {e}") },
+            Err(e) => {
+                return Attempt::Permanent {
+                    reason: format!("building the request: {e}"),
+                };
+            }
         };
         req.headers_mut().extend(self.headers.clone());
         let response = match tokio::time::timeout(self.config.timeout, client.request(req)).await {
-            Err(_) => return Attempt::Retryable { reason: "timed out".into(), retry_after: None },
-            Ok(Err(e)) => return Attempt::Retryable { reason: format!("sending: {e}"), retry_after: None },
+            Err(_) => {
+                return Attempt::Retryable {
+                    reason: "timed out".into(),
+                    retry_after: None,
+                };
+            }
+            Ok(Err(e)) => {
+                return Attempt::Retryable {
+                    reason: format!("sending: {e}"),
+                    retry_after: None,
+                };
+            }
             Ok(Ok(r)) => r,
         };
         let status = response.status();
@@ -442,10 +491,11 @@ impl<S: WireSignal> OtlpSender<S> {
             .headers()
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-        let body = match tokio::time::timeout(self.config.timeout, response.into_body().collect()).await {
-            Ok(Ok(b)) => b.to_bytes(),
-            _ => Bytes::new(),
-        };
+        let body =
+            match tokio::time::timeout(self.config.timeout, response.into_body().collect()).await {
+                Ok(Ok(b)) => b.to_bytes(),
+                _ => Bytes::new(),
+            };
         if status.is_success() {
             let parsed: Option<S::Response> = if body.is_empty() {
                 Some(S::Response::default())
@@ -456,13 +506,19 @@ impl<S: WireSignal> OtlpSender<S> {
             };
             return match parsed {
                 Some(r) => sent_from::<S>(&r),
-                None => Attempt::Sent { rejected: 0, message: String::new() },
+                None => Attempt::Sent {
+                    rejected: 0,
+                    message: String::new(),
+                },
             };
         }
         let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
         let reason = format!("HTTP {status}: {text}");
         match status.as_u16() {
-            429 | 502 | 503 | 504 => Attempt::Retryable { reason, retry_after },
+            429 | 502 | 503 | 504 => Attempt::Retryable {
+                reason,
+                retry_after,
+            },
             _ => Attempt::Permanent { reason },
         }
     }
@@ -485,7 +541,10 @@ fn sent_from<S: OtlpSignal>(response: &S::Response) -> Attempt {
             rejected: n as usize,
             message: msg.to_string(),
         },
-        _ => Attempt::Sent { rejected: 0, message: String::new() },
+        _ => Attempt::Sent {
+            rejected: 0,
+            message: String::new(),
+        },
     }
 }
 
@@ -494,10 +553,19 @@ fn classify_grpc(status: &tonic::Status) -> Attempt {
     let reason = format!("gRPC {:?}: {}", status.code(), status.message());
     let retry_after = status.get_details_retry_info().and_then(|r| r.retry_delay);
     match status.code() {
-        Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted | Code::OutOfRange | Code::DataLoss => {
-            Attempt::Retryable { reason, retry_after }
-        }
-        Code::ResourceExhausted if retry_after.is_some() => Attempt::Retryable { reason, retry_after },
+        Code::Unavailable
+        | Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::DataLoss => Attempt::Retryable {
+            reason,
+            retry_after,
+        },
+        Code::ResourceExhausted if retry_after.is_some() => Attempt::Retryable {
+            reason,
+            retry_after,
+        },
         _ => Attempt::Permanent { reason },
     }
 }
@@ -514,7 +582,10 @@ impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
                     self.telemetry.add_sent(n - rejected);
                     if rejected > 0 {
                         self.telemetry.add_send_failed(rejected);
-                        return Err(ConsumeError::rejected(rejected, format!("backend rejected {rejected} items: {message}")));
+                        return Err(ConsumeError::rejected(
+                            rejected,
+                            format!("backend rejected {rejected} items: {message}"),
+                        ));
                     }
                     return Ok(());
                 }
@@ -522,22 +593,34 @@ impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
                     self.telemetry.add_send_failed(n);
                     return Err(ConsumeError::rejected(n, reason));
                 }
-                Attempt::Retryable { reason, retry_after } => (reason, retry_after),
+                Attempt::Retryable {
+                    reason,
+                    retry_after,
+                } => (reason, retry_after),
             };
             let r = &self.config.retry;
-            let backoff = Duration::from_secs_f64(wait.as_secs_f64() * self.jitter(r.randomization));
+            let backoff =
+                Duration::from_secs_f64(wait.as_secs_f64() * self.jitter(r.randomization));
             let pause = retry_after.unwrap_or(backoff);
             let shutdown = *self.deadline.lock();
             if shutdown.is_some_and(|d| Instant::now() + pause >= d) {
                 self.telemetry.add_dropped("shutdown_deadline", n);
-                return Err(ConsumeError::rejected(n, format!("gave up at shutdown: {reason}")));
+                return Err(ConsumeError::rejected(
+                    n,
+                    format!("gave up at shutdown: {reason}"),
+                ));
             }
             if !r.enabled || started.elapsed() + pause > r.max_elapsed {
                 self.telemetry.add_send_failed(n);
-                return Err(ConsumeError::rejected(n, format!("gave up after {:?}: {reason}", started.elapsed())));
+                return Err(ConsumeError::rejected(
+                    n,
+                    format!("gave up after {:?}: {reason}", started.elapsed()),
+                ));
             }
             tokio::time::sleep(pause).await;
-            wait = Duration::from_secs_f64((wait.as_secs_f64() * r.multiplier).min(r.max_interval.as_secs_f64()));
+            wait = Duration::from_secs_f64(
+                (wait.as_secs_f64() * r.multiplier).min(r.max_interval.as_secs_f64()),
+            );
         }
     }
 }

@@ -385,10 +385,18 @@ impl Telemetry {
         for (kind, suffixes) in KIND_COUNTERS {
             for suffix in *suffixes {
                 for item in ITEMS {
-                    self.observe(meter, format!("otelcol_{}_{suffix}_{item}", kind.as_str()), false);
+                    self.observe(
+                        meter,
+                        format!("otelcol_{}_{suffix}_{item}", kind.as_str()),
+                        false,
+                    );
                 }
             }
-            self.observe(meter, format!("otelcol_{}_failed_requests", kind.as_str()), false);
+            self.observe(
+                meter,
+                format!("otelcol_{}_failed_requests", kind.as_str()),
+                false,
+            );
             for gauge in ["queue_size", "queue_capacity"] {
                 self.observe(meter, format!("otelcol_{}_{gauge}", kind.as_str()), true);
             }

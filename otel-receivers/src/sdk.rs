@@ -64,7 +64,9 @@ impl std::fmt::Debug for SdkBridge {
 
 impl std::fmt::Debug for SdkBridgeReceiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SdkBridgeReceiver").field("id", &self.id).finish()
+        f.debug_struct("SdkBridgeReceiver")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -106,18 +108,25 @@ impl SdkBridge {
             }
             Err(e @ ConsumeError::Refused(_)) => {
                 telemetry.add_refused(n);
-                Err(OTelSdkError::InternalFailure(format!("pipeline refused the spans: {e}")))
+                Err(OTelSdkError::InternalFailure(format!(
+                    "pipeline refused the spans: {e}"
+                )))
             }
             Err(e @ ConsumeError::Rejected(_)) => {
                 telemetry.add_rejected(e.items());
-                Err(OTelSdkError::InternalFailure(format!("pipeline rejected the spans: {e}")))
+                Err(OTelSdkError::InternalFailure(format!(
+                    "pipeline rejected the spans: {e}"
+                )))
             }
         }
     }
 }
 
 impl SpanExporter for SdkBridge {
-    fn export(&self, batch: Vec<SpanData>) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+    fn export(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
         self.push(batch)
     }
 
@@ -143,7 +152,8 @@ impl Receiver<Traces> for SdkBridgeReceiver {
         let slot = self.slot;
         Ok(RunningReceiver::new(tokio::spawn(async move {
             ctx.shutdown.wait().await;
-            slot.stopped.store(true, std::sync::atomic::Ordering::Release);
+            slot.stopped
+                .store(true, std::sync::atomic::Ordering::Release);
             Ok(())
         })))
     }

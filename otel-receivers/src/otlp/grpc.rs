@@ -14,9 +14,13 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::server::{Peer, ResBody};
-use super::{WireSignal, Outcome, Shared, client_info, count_failed, deliver};
+use super::{Outcome, Shared, WireSignal, client_info, count_failed, deliver};
 
-pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: Peer) -> Response<ResBody> {
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: Peer,
+) -> Response<ResBody> {
     let path = req.uri().path();
     if path == Traces::GRPC_PATH {
         unary::<Traces>(shared, req, peer).await
@@ -35,11 +39,17 @@ fn status_response(status: &Status) -> Response<ResBody> {
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/grpc"),
     );
-    response.map(|b| b.map_err(|e| Box::new(e) as otel_pipeline_core::BoxError).boxed_unsync())
+    response.map(|b| {
+        b.map_err(|e| Box::new(e) as otel_pipeline_core::BoxError)
+            .boxed_unsync()
+    })
 }
 
-async fn unary<S: WireSignal>(shared: Arc<Shared>, req: Request<Incoming>, peer: Peer) -> Response<ResBody>
-{
+async fn unary<S: WireSignal>(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: Peer,
+) -> Response<ResBody> {
     if shared.sinks.get::<S>().is_none() {
         return status_response(&Status::unimplemented(format!(
             "this receiver has no {} pipeline",
@@ -70,7 +80,10 @@ async fn unary<S: WireSignal>(shared: Arc<Shared>, req: Request<Incoming>, peer:
             .headers_mut()
             .insert("grpc-status", http::HeaderValue::from_static("3"));
     }
-    response.map(|b| b.map_err(|e| Box::new(e) as otel_pipeline_core::BoxError).boxed_unsync())
+    response.map(|b| {
+        b.map_err(|e| Box::new(e) as otel_pipeline_core::BoxError)
+            .boxed_unsync()
+    })
 }
 
 struct ExportService<S> {
@@ -79,8 +92,7 @@ struct ExportService<S> {
     _signal: PhantomData<fn() -> S>,
 }
 
-impl<S: WireSignal> tonic::server::UnaryService<S::Data> for ExportService<S>
-{
+impl<S: WireSignal> tonic::server::UnaryService<S::Data> for ExportService<S> {
     type Response = S::Response;
     type Future = BoxFuture<'static, Result<tonic::Response<S::Response>, Status>>;
 
@@ -94,7 +106,10 @@ impl<S: WireSignal> tonic::server::UnaryService<S::Data> for ExportService<S>
                 Some(Outcome::Rejected { items, message }) => {
                     Ok(tonic::Response::new(S::partial_success(items, message)))
                 }
-                Some(Outcome::Refused { retry_after, message }) => Err(Status::with_error_details(
+                Some(Outcome::Refused {
+                    retry_after,
+                    message,
+                }) => Err(Status::with_error_details(
                     Code::ResourceExhausted,
                     message,
                     ErrorDetails::with_retry_info(Some(retry_after)),
@@ -110,8 +125,7 @@ struct OtlpCodec<S> {
     _signal: PhantomData<fn() -> S>,
 }
 
-impl<S: WireSignal> Codec for OtlpCodec<S>
-{
+impl<S: WireSignal> Codec for OtlpCodec<S> {
     type Encode = S::Response;
     type Decode = S::Data;
     type Encoder = ProstEncoder<S::Response>;
@@ -136,7 +150,8 @@ impl<T: prost::Message> Encoder for ProstEncoder<T> {
     type Error = Status;
 
     fn encode(&mut self, item: T, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst).map_err(|e| Status::internal(format!("encoding the response: {e}")))
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding the response: {e}")))
     }
 }
 
@@ -145,8 +160,7 @@ struct CountingDecoder<S> {
     _signal: PhantomData<fn() -> S>,
 }
 
-impl<S: WireSignal> Decoder for CountingDecoder<S>
-{
+impl<S: WireSignal> Decoder for CountingDecoder<S> {
     type Item = S::Data;
     type Error = Status;
 

@@ -11,7 +11,7 @@ use hyper::{Request, Response};
 use otel_pipeline_core::{Logs, Metrics, OtlpSignal, Traces};
 
 use super::server::{Peer, ResBody, full};
-use super::{WireSignal, Outcome, Shared, client_info, count_failed, deliver};
+use super::{Outcome, Shared, WireSignal, client_info, count_failed, deliver};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Encoding {
@@ -37,7 +37,11 @@ struct RpcStatus {
     message: String,
 }
 
-pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: Peer) -> Response<ResBody> {
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: Peer,
+) -> Response<ResBody> {
     let path = req.uri().path();
     if path == Traces::HTTP_PATH {
         export::<Traces>(shared, req, peer).await
@@ -53,26 +57,39 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: Pe
 fn plain(status: StatusCode, message: String) -> Response<ResBody> {
     let mut r = Response::new(full(message));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
-fn encoded<M: prost::Message + serde::Serialize>(status: StatusCode, encoding: Encoding, message: &M) -> Response<ResBody> {
+fn encoded<M: prost::Message + serde::Serialize>(
+    status: StatusCode,
+    encoding: Encoding,
+    message: &M,
+) -> Response<ResBody> {
     let body = match encoding {
         Encoding::Protobuf => message.encode_to_vec(),
         Encoding::Json => serde_json::to_vec(message).unwrap_or_else(|_| b"{}".to_vec()),
     };
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(encoding.content_type()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(encoding.content_type()),
+    );
     r
 }
 
 /// An error answer, counted under `reason`.
-fn fail<S: WireSignal>(shared: &Shared, encoding: Encoding, status: StatusCode, reason: &'static str, message: String) -> Response<ResBody>
-{
+fn fail<S: WireSignal>(
+    shared: &Shared,
+    encoding: Encoding,
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+) -> Response<ResBody> {
     count_failed::<S>(shared, reason);
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => 8, // RESOURCE_EXHAUSTED in google.rpc.Code
@@ -82,21 +99,37 @@ fn fail<S: WireSignal>(shared: &Shared, encoding: Encoding, status: StatusCode, 
     encoded(status, encoding, &RpcStatus { code, message })
 }
 
-async fn export<S: WireSignal>(shared: Arc<Shared>, req: Request<Incoming>, peer: Peer) -> Response<ResBody>
-{
+async fn export<S: WireSignal>(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: Peer,
+) -> Response<ResBody> {
     if req.method() != Method::POST {
-        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, format!("{} accepts POST only", S::HTTP_PATH));
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        let mut r = plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{} accepts POST only", S::HTTP_PATH),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
     if shared.sinks.get::<S>().is_none() {
-        return plain(StatusCode::NOT_FOUND, format!("this receiver has no {} pipeline", S::NAME));
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!("this receiver has no {} pipeline", S::NAME),
+        );
     }
     let headers = req.headers();
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
     let encoding = match content_type.as_deref() {
         Some("application/x-protobuf") | Some("application/protobuf") => Encoding::Protobuf,
         Some("application/json") => Encoding::Json,
@@ -105,15 +138,30 @@ async fn export<S: WireSignal>(shared: Arc<Shared>, req: Request<Incoming>, peer
                 "unsupported content type {:?}: use application/x-protobuf or application/json",
                 other.unwrap_or("(none)")
             );
-            return fail::<S>(&shared, Encoding::Json, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", msg);
+            return fail::<S>(
+                &shared,
+                Encoding::Json,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                msg,
+            );
         }
     };
-    let gzip = match headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    {
         None | Some("identity") => false,
         Some(e) if e.eq_ignore_ascii_case("gzip") => true,
         Some(other) => {
             let msg = format!("unsupported content encoding {other:?}: use gzip or none");
-            return fail::<S>(&shared, encoding, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_encoding", msg);
+            return fail::<S>(
+                &shared,
+                encoding,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                msg,
+            );
         }
     };
     let max = shared.config.max_request_bytes;
@@ -122,18 +170,42 @@ async fn export<S: WireSignal>(shared: Arc<Shared>, req: Request<Incoming>, peer
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > max) {
-        let msg = format!("request body of {} bytes exceeds the limit of {max}", declared.unwrap_or(0));
-        return fail::<S>(&shared, encoding, StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg);
+        let msg = format!(
+            "request body of {} bytes exceeds the limit of {max}",
+            declared.unwrap_or(0)
+        );
+        return fail::<S>(
+            &shared,
+            encoding,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            msg,
+        );
     }
     let client = client_info(&shared, Some(peer), headers);
     let body = match Limited::new(req.into_body(), max).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             let msg = format!("request body exceeds the limit of {max} bytes");
-            return fail::<S>(&shared, encoding, StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg);
+            return fail::<S>(
+                &shared,
+                encoding,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                msg,
+            );
         }
         Err(e) => {
-            return fail::<S>(&shared, encoding, StatusCode::BAD_REQUEST, "read_error", format!("reading the body: {e}"));
+            return fail::<S>(
+                &shared,
+                encoding,
+                StatusCode::BAD_REQUEST,
+                "read_error",
+                format!("reading the body: {e}"),
+            );
         }
     };
     let body = if gzip {
@@ -144,10 +216,22 @@ async fn export<S: WireSignal>(shared: Arc<Shared>, req: Request<Incoming>, peer
                     "decompressed body exceeds the limit of {} bytes",
                     shared.config.max_decompressed_bytes
                 );
-                return fail::<S>(&shared, encoding, StatusCode::PAYLOAD_TOO_LARGE, "decompressed_too_large", msg);
+                return fail::<S>(
+                    &shared,
+                    encoding,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "decompressed_too_large",
+                    msg,
+                );
             }
             Err(Gunzip::Invalid(e)) => {
-                return fail::<S>(&shared, encoding, StatusCode::BAD_REQUEST, "malformed", format!("invalid gzip body: {e}"));
+                return fail::<S>(
+                    &shared,
+                    encoding,
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    format!("invalid gzip body: {e}"),
+                );
             }
         }
     } else {
@@ -172,10 +256,15 @@ async fn export<S: WireSignal>(shared: Arc<Shared>, req: Request<Incoming>, peer
     match deliver::<S>(&shared, data, client).await {
         None => plain(StatusCode::NOT_FOUND, format!("no {} pipeline", S::NAME)),
         Some(Outcome::Accepted) => encoded(StatusCode::OK, encoding, &S::Response::default()),
-        Some(Outcome::Rejected { items, message }) => {
-            encoded(StatusCode::OK, encoding, &S::partial_success(items, message))
-        }
-        Some(Outcome::Refused { retry_after, message }) => {
+        Some(Outcome::Rejected { items, message }) => encoded(
+            StatusCode::OK,
+            encoding,
+            &S::partial_success(items, message),
+        ),
+        Some(Outcome::Refused {
+            retry_after,
+            message,
+        }) => {
             let mut r = encoded(
                 StatusCode::TOO_MANY_REQUESTS,
                 encoding,

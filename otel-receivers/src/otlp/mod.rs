@@ -203,8 +203,7 @@ impl<S> OtlpSignalReceiver<S> {
     }
 }
 
-impl<S: WireSignal> Receiver<S> for OtlpSignalReceiver<S>
-{
+impl<S: WireSignal> Receiver<S> for OtlpSignalReceiver<S> {
     fn id(&self) -> ComponentId {
         self.receiver.id.clone()
     }
@@ -235,10 +234,9 @@ impl<S: WireSignal> Receiver<S> for OtlpSignalReceiver<S>
             ctx.shutdown.wait().await;
             let mut state = shared.state.lock().await;
             state.running -= 1;
-            if state.running == 0 {
-                if let Some(server) = state.server.take() {
-                    server.stop().await;
-                }
+            let last = state.running == 0;
+            if let Some(server) = state.server.take_if(|_| last) {
+                server.stop().await;
             }
             Ok(())
         });
@@ -249,8 +247,14 @@ impl<S: WireSignal> Receiver<S> for OtlpSignalReceiver<S>
 /// What the pipeline said about one request, in protocol-neutral terms.
 pub(crate) enum Outcome {
     Accepted,
-    Rejected { items: usize, message: String },
-    Refused { retry_after: Duration, message: String },
+    Rejected {
+        items: usize,
+        message: String,
+    },
+    Refused {
+        retry_after: Duration,
+        message: String,
+    },
 }
 
 /// Push a decoded request into the signal's pipeline and count the result.
@@ -258,8 +262,7 @@ pub(crate) async fn deliver<S: WireSignal>(
     shared: &Shared,
     data: S::Data,
     client: Arc<ClientInfo>,
-) -> Option<Outcome>
-{
+) -> Option<Outcome> {
     let sink = shared.sinks.get::<S>()?;
     let batch = Batch::<S>::with_client(data, client);
     let n = batch.item_count();
@@ -287,8 +290,7 @@ pub(crate) async fn deliver<S: WireSignal>(
 
 /// Count a request that failed before decoding, on the signal's counters if it has a
 /// pipeline.
-pub(crate) fn count_failed<S: WireSignal>(shared: &Shared, reason: &'static str)
-{
+pub(crate) fn count_failed<S: WireSignal>(shared: &Shared, reason: &'static str) {
     if let Some(sink) = shared.sinks.get::<S>() {
         sink.telemetry.add_failed_request(reason);
     }
@@ -303,7 +305,18 @@ pub(crate) fn client_info(
     let metadata = if shared.config.include_metadata {
         headers
             .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "content-length" | "content-type" | "content-encoding" | "te" | "grpc-encoding" | "grpc-accept-encoding" | "accept-encoding"))
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "content-length"
+                        | "content-type"
+                        | "content-encoding"
+                        | "te"
+                        | "grpc-encoding"
+                        | "grpc-accept-encoding"
+                        | "accept-encoding"
+                )
+            })
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect()
     } else {
