@@ -1,6 +1,9 @@
 //! Bad input and back-pressure over real sockets: each malformed request gets the right
 //! status, is counted, and the receiver keeps serving.
 
+// Test helpers unwrap: a failure there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
