@@ -1,0 +1,183 @@
+//! Fault tests: the downstream goes away and comes back.
+//! - With a queue large enough, every span arrives, exactly once in count.
+//! - With a small queue, what was dropped or refused equals what the counters say.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use otel_pipeline::exporters::otlp::{
+    OtlpExporter, OtlpExporterConfig, Protocol, RetryConfig, SendingQueueConfig,
+};
+use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
+use otel_pipeline::testing::{
+    Exported, InMemoryExporter, InMemoryReceiver, InMemorySender, eventually, generate_traces,
+};
+use otel_pipeline::{ComponentKind, Pipeline, RunningPipeline, Traces};
+
+async fn gateway_on(addr: SocketAddr) -> (RunningPipeline, Exported<Traces>, SocketAddr) {
+    let otlp = OtlpReceiver::new(OtlpConfig {
+        grpc: Some(addr),
+        http: None,
+        ..OtlpConfig::loopback()
+    });
+    let (exporter, exported) = InMemoryExporter::new();
+    let running = Pipeline::traces()
+        .receiver(otlp.traces())
+        .exporter(exporter)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    (running, exported, otlp.local_addrs().grpc.expect("grpc"))
+}
+
+async fn agent_to(
+    addr: SocketAddr,
+    queue: SendingQueueConfig,
+) -> (RunningPipeline, InMemorySender<Traces>) {
+    let (receiver, sender) = InMemoryReceiver::new();
+    let exporter = OtlpExporter::<Traces>::new(OtlpExporterConfig {
+        endpoint: format!("http://{addr}"),
+        protocol: Protocol::Grpc,
+        timeout: Duration::from_secs(2),
+        retry: RetryConfig {
+            initial_interval: Duration::from_millis(20),
+            max_interval: Duration::from_millis(100),
+            max_elapsed: Duration::from_secs(60),
+            ..RetryConfig::default()
+        },
+        queue,
+        ..OtlpExporterConfig::default()
+    });
+    let running = Pipeline::traces()
+        .receiver(receiver)
+        .exporter(exporter)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    (running, sender)
+}
+
+fn ids(exported: &Exported<Traces>) -> Vec<Vec<u8>> {
+    exported.spans().into_iter().map(|s| s.span_id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_queue_rides_out_a_downstream_restart() {
+    let (gw1, out1, addr) = gateway_on("127.0.0.1:0".parse().expect("addr")).await;
+    let (agent, sender) = agent_to(
+        addr,
+        SendingQueueConfig {
+            max_items: 10_000,
+            ..SendingQueueConfig::default()
+        },
+    )
+    .await;
+
+    for seed in 0..20 {
+        sender
+            .send(generate_traces(2, 5, seed))
+            .await
+            .expect("accepted");
+    }
+    assert!(eventually(Duration::from_secs(10), || out1.item_count() == 200).await);
+
+    // The gateway goes away; the agent keeps accepting into its queue.
+    gw1.shutdown(Duration::from_secs(5))
+        .await
+        .expect("gateway stops");
+    for seed in 100..130 {
+        sender
+            .send(generate_traces(2, 5, seed))
+            .await
+            .expect("queued while downstream is down");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // It comes back on the same address.
+    let (gw2, out2, _) = gateway_on(addr).await;
+    assert!(
+        eventually(Duration::from_secs(20), || out2.item_count() == 300).await,
+        "got {} of 300 after the restart",
+        out2.item_count()
+    );
+    let telemetry = agent.telemetry().clone();
+    agent
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("agent drains");
+    let mut all = ids(&out1);
+    all.extend(ids(&out2));
+    assert_eq!(all.len(), 500, "exactly once in count");
+    assert_eq!(
+        all.iter().collect::<HashSet<_>>().len(),
+        500,
+        "no duplicates"
+    );
+    let exporter = telemetry
+        .find(ComponentKind::Exporter, "otlp")
+        .expect("exporter");
+    assert_eq!(exporter.sent(), 500);
+    assert_eq!(
+        exporter.send_failed() + exporter.dropped_total() + exporter.enqueue_failed(),
+        0
+    );
+    gw2.shutdown(Duration::from_secs(5))
+        .await
+        .expect("gateway stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_queue_refuses_and_drops_exactly_what_it_counts() {
+    // A port with nothing behind it.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let (agent, sender) = agent_to(
+        dead,
+        SendingQueueConfig {
+            max_items: 30,
+            num_consumers: 2,
+            ..SendingQueueConfig::default()
+        },
+    )
+    .await;
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for seed in 0..20 {
+        match sender.send(generate_traces(1, 10, seed)).await {
+            Ok(()) => accepted += 10,
+            Err(e) => {
+                assert!(e.is_retryable(), "{e}");
+                refused += 10;
+            }
+        }
+    }
+    assert_eq!(accepted, 30);
+    assert_eq!(refused, 170);
+    let telemetry = agent.telemetry().clone();
+    let err = agent
+        .shutdown(Duration::from_millis(800))
+        .await
+        .expect_err("undeliverable data is reported");
+    assert!(err.to_string().contains("otlp"), "{err}");
+    let receiver = telemetry
+        .find(ComponentKind::Receiver, "memory")
+        .expect("receiver");
+    let exporter = telemetry
+        .find(ComponentKind::Exporter, "otlp")
+        .expect("exporter");
+    assert_eq!(receiver.accepted(), accepted);
+    assert_eq!(receiver.refused(), refused);
+    assert_eq!(exporter.enqueue_failed(), refused);
+    assert_eq!(exporter.sent(), 0);
+    assert_eq!(
+        exporter.dropped("shutdown_deadline") + exporter.send_failed(),
+        accepted,
+        "every accepted span is accounted for"
+    );
+}

@@ -1,0 +1,150 @@
+//! Python's `opentelemetry-sdk` with its OTLP gRPC and HTTP exporters as real clients:
+//! python -> agent (OTLP receiver -> OTLP exporter) -> gateway, every span intact.
+//!
+//! The Python packages come from `tests/python/requirements.txt`, installed by `.ci/run`
+//! into `.venv`. Set `OTEL_PIPELINE_PYTHON` to use another interpreter. Without a Python
+//! that has them, the test says so and skips.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use otel_pipeline::exporters::otlp::{OtlpExporter, OtlpExporterConfig, Protocol};
+use otel_pipeline::proto::common::v1::any_value::Value as PV;
+use otel_pipeline::proto::trace::v1::status::StatusCode;
+use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
+use otel_pipeline::testing::{InMemoryExporter, eventually};
+use otel_pipeline::{Pipeline, Traces};
+
+fn python() -> Option<PathBuf> {
+    let candidate = std::env::var_os("OTEL_PIPELINE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let ok = Command::new(&candidate)
+        .args([
+            "-c",
+            "import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(candidate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_grpc_and_http_exporters() {
+    let Some(python) = python() else {
+        eprintln!(
+            "SKIPPED: no Python with opentelemetry-exporter-otlp found (run .ci/run, or set OTEL_PIPELINE_PYTHON)"
+        );
+        return;
+    };
+    let gateway_otlp = OtlpReceiver::new(OtlpConfig::loopback());
+    let (kept, exported) = InMemoryExporter::new();
+    let gateway = Pipeline::traces()
+        .named("traces/gateway")
+        .receiver(gateway_otlp.traces())
+        .exporter(kept)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let agent_otlp = OtlpReceiver::new(OtlpConfig::loopback());
+    let agent = Pipeline::traces()
+        .named("traces/agent")
+        .receiver(agent_otlp.traces())
+        .exporter(OtlpExporter::<Traces>::new(OtlpExporterConfig {
+            endpoint: format!("http://{}", gateway_otlp.local_addrs().grpc.expect("grpc")),
+            protocol: Protocol::Grpc,
+            ..OtlpExporterConfig::default()
+        }))
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+
+    let addrs = agent_otlp.local_addrs();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/send_traces.py");
+    for (protocol, endpoint) in [
+        ("grpc", format!("http://{}", addrs.grpc.expect("grpc"))),
+        ("http", format!("http://{}", addrs.http.expect("http"))),
+    ] {
+        let out = tokio::task::spawn_blocking({
+            let (python, script) = (python.clone(), script.clone());
+            move || {
+                Command::new(python)
+                    .arg(script)
+                    .args([protocol, &endpoint, "25"])
+                    .output()
+            }
+        })
+        .await
+        .expect("join")
+        .expect("python runs");
+        assert!(
+            out.status.success(),
+            "python {protocol}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    assert!(
+        eventually(Duration::from_secs(15), || exported.item_count() == 50).await,
+        "got {} of 50 spans",
+        exported.item_count()
+    );
+    let spans = exported.spans();
+    for protocol in ["grpc", "http"] {
+        for i in 0..25 {
+            let name = format!("py-{protocol}-{i}");
+            let span = spans
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap_or_else(|| panic!("missing {name}"));
+            let attr = |k: &str| {
+                span.attributes
+                    .iter()
+                    .find(|a| a.key == k)
+                    .and_then(|a| a.value.clone())
+                    .and_then(|v| v.value)
+            };
+            assert_eq!(attr("http.route"), Some(PV::StringValue("/cart".into())));
+            assert_eq!(attr("http.response.status_code"), Some(PV::IntValue(503)));
+            assert_eq!(attr("retry"), Some(PV::BoolValue(true)));
+            assert_eq!(span.events[0].name, "retrying");
+            assert_eq!(
+                otel_pipeline::hex::encode(&span.links[0].span_id),
+                "b7ad6b7169203331"
+            );
+            let status = span.status.as_ref().expect("status");
+            assert_eq!(
+                (status.code, status.message.as_str()),
+                (StatusCode::Error as i32, "backend down")
+            );
+        }
+    }
+    let batch = &exported.batches()[0];
+    let rs = &batch.data.resource_spans[0];
+    assert!(
+        rs.resource
+            .as_ref()
+            .expect("resource")
+            .attributes
+            .iter()
+            .any(|a| a.key == "service.name")
+    );
+    let scope = rs.scope_spans[0].scope.as_ref().expect("scope");
+    assert_eq!(
+        (scope.name.as_str(), scope.version.as_str()),
+        ("py-client", "4.5.6")
+    );
+    agent
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("agent stops");
+    gateway
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("gateway stops");
+}
