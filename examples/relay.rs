@@ -1,0 +1,64 @@
+//! An OTLP relay: receive OTLP (gRPC and HTTP) and export it over OTLP/gRPC, with the
+//! default sending queue. The smallest useful collector, and the process
+//! `examples/loadgen.rs --relay` measures.
+//!
+//! ```text
+//! cargo run --release --example relay -- --grpc 127.0.0.1:4317 --http 127.0.0.1:4318 --to http://127.0.0.1:14317
+//! ```
+//! Prints `ready grpc=... http=...` once listening; stops on end of standard input (or
+//! Ctrl-C), drains, and prints its self-telemetry.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use otel_pipeline::exporters::otlp::{OtlpExporter, OtlpExporterConfig, Protocol};
+use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
+use otel_pipeline::{Pipeline, Traces};
+use tokio::io::AsyncReadExt;
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let grpc: SocketAddr = arg(&args, "--grpc").unwrap_or_else(|| "127.0.0.1:4317".into()).parse()?;
+    let http: SocketAddr = arg(&args, "--http").unwrap_or_else(|| "127.0.0.1:4318".into()).parse()?;
+    let to = arg(&args, "--to").unwrap_or_else(|| "http://127.0.0.1:14317".into());
+
+    let otlp = OtlpReceiver::new(OtlpConfig {
+        grpc: Some(grpc),
+        http: Some(http),
+        ..OtlpConfig::default()
+    });
+    let running = Pipeline::traces()
+        .named("traces/relay")
+        .receiver(otlp.traces())
+        .exporter(OtlpExporter::<Traces>::new(OtlpExporterConfig {
+            endpoint: to,
+            protocol: Protocol::Grpc,
+            ..OtlpExporterConfig::default()
+        }))
+        .build()?
+        .start()
+        .await?;
+    let addrs = otlp.local_addrs();
+    println!(
+        "ready grpc={} http={}",
+        addrs.grpc.map(|a| a.to_string()).unwrap_or_default(),
+        addrs.http.map(|a| a.to_string()).unwrap_or_default()
+    );
+
+    // Run until standard input closes (the load generator holds it) or Ctrl-C.
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    tokio::select! {
+        _ = async { while let Ok(n) = stdin.read(&mut buf).await { if n == 0 { break; } } } => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    let telemetry = running.telemetry().clone();
+    running.shutdown(Duration::from_secs(10)).await?;
+    print!("{}", telemetry.render_prometheus());
+    Ok(())
+}
