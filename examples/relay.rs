@@ -1,9 +1,10 @@
 //! An OTLP relay: receive OTLP (gRPC and HTTP) and export it over OTLP/gRPC, with the
 //! default sending queue. The smallest useful collector, and the process
 //! `examples/loadgen.rs --relay` measures.
+//! Prints its self-telemetry to standard error when it stops.
 //!
 //! ```text
-//! cargo run --release --example relay -- --grpc 127.0.0.1:4317 --http 127.0.0.1:4318 --to http://127.0.0.1:14317
+//! cargo run --release --example relay -- --grpc 127.0.0.1:4317 --http 127.0.0.1:4318 --to http://127.0.0.1:14317 [--compression gzip|none]
 //! ```
 //! Prints `ready grpc=... http=...` once listening; stops on end of standard input (or
 //! Ctrl-C), drains, and prints its self-telemetry.
@@ -11,21 +12,32 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use otel_pipeline::exporters::otlp::{OtlpExporter, OtlpExporterConfig, Protocol};
+use otel_pipeline::exporters::otlp::{Compression, OtlpExporter, OtlpExporterConfig, Protocol};
 use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
 use otel_pipeline::{Pipeline, Traces};
 use tokio::io::AsyncReadExt;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let grpc: SocketAddr = arg(&args, "--grpc").unwrap_or_else(|| "127.0.0.1:4317".into()).parse()?;
-    let http: SocketAddr = arg(&args, "--http").unwrap_or_else(|| "127.0.0.1:4318".into()).parse()?;
+    let grpc: SocketAddr = arg(&args, "--grpc")
+        .unwrap_or_else(|| "127.0.0.1:4317".into())
+        .parse()?;
+    let http: SocketAddr = arg(&args, "--http")
+        .unwrap_or_else(|| "127.0.0.1:4318".into())
+        .parse()?;
     let to = arg(&args, "--to").unwrap_or_else(|| "http://127.0.0.1:14317".into());
+    let compression = match arg(&args, "--compression").as_deref() {
+        None | Some("gzip") => Compression::Gzip,
+        Some("none") => Compression::None,
+        Some(other) => return Err(format!("--compression {other}: use gzip or none").into()),
+    };
 
     let otlp = OtlpReceiver::new(OtlpConfig {
         grpc: Some(grpc),
@@ -38,6 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .exporter(OtlpExporter::<Traces>::new(OtlpExporterConfig {
             endpoint: to,
             protocol: Protocol::Grpc,
+            compression,
             ..OtlpExporterConfig::default()
         }))
         .build()?
@@ -59,6 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let telemetry = running.telemetry().clone();
     running.shutdown(Duration::from_secs(10)).await?;
-    print!("{}", telemetry.render_prometheus());
+    // Standard error: the load generator may have closed our standard output by now.
+    eprint!("{}", telemetry.render_prometheus());
     Ok(())
 }

@@ -6,7 +6,7 @@
 //!   decision without ids and is kept. `X-B3-Sampled` also accepts the legacy `true`/`false`;
 //!   `X-B3-Flags: 1` is debug.
 //! - Debug, deferred and id-less decisions are kept as a
-//!   [`SamplingState`](super::SamplingState) in the context, never as W3C flag bits.
+//!   [`SamplingState`] in the context, never as W3C flag bits.
 //! - Injection writes the single header by default, the multi headers on request, or both;
 //!   it never writes a parent id (the receiver does not need it and it is often wrong).
 

@@ -4,7 +4,7 @@
 //! | carrier | extract | inject |
 //! |---|---|---|
 //! | `HashMap<String, String>` | `opentelemetry`'s own impl | same |
-//! | [`HeaderMapExtractor`] / [`HeaderMapInjector`] (feature `http`) | every value of a repeated header | replaces |
+//! | `HeaderMapExtractor` / `HeaderMapInjector` (feature `http`) | every value of a repeated header | replaces |
 //! | [`KafkaHeaders`] (`Vec<(String, Vec<u8>)>`) | case-insensitive, UTF-8 values only | **replaces** an existing key instead of appending a stale duplicate |
 //! | [`SqsAttributes`] | case-sensitive map | within a member budget (10 by default); reports what did not fit |
 

@@ -4,7 +4,7 @@
 //! - Ids are hex of any length up to 32 (trace) or 16 (span) characters, left-padded; the
 //!   flags are hex (`0x01` sampled, `0x02` debug). The separators may arrive URL-encoded as
 //!   `%3A` or `%3a`.
-//! - Debug is kept as a [`SamplingState`](super::SamplingState), not as a W3C flag bit.
+//! - Debug is kept as a [`SamplingState`], not as a W3C flag bit.
 //! - `uberctx-*` headers map to Baggage both ways (values percent-decoded and encoded), and
 //!   are merged with any baggage already in the context.
 
