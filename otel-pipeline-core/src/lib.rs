@@ -74,7 +74,7 @@ pub use consumer::{BoxConsumer, BoxFuture, ConsumeError, Consumer, FanOut, Refus
 #[cfg(feature = "pipeline")]
 pub use otlp::OtlpSignal;
 #[cfg(feature = "pipeline")]
-pub use queue::{BoundedQueue, QueueConfig, QueueConsumer, WhenFull};
+pub use queue::{BoundedQueue, Delivered, QueueConfig, QueueConsumer, Redelivery, WhenFull};
 #[cfg(feature = "pipeline")]
 pub use runtime::{Health, HealthState, RunningPipeline, ShutdownError, StartError};
 #[cfg(feature = "pipeline")]

@@ -344,30 +344,71 @@ async fn worker<S: Signal, N: Consumer<S>>(
 
 async fn deliver<S: Signal, N: Consumer<S>>(shared: &Shared<S>, next: &N, item: Item<S>) {
     let Item {
-        mut batch,
+        batch,
         items,
         _permits,
     } = item;
-    let mut backoff = shared.config.retry_initial;
-    loop {
-        match next.consume(batch).await {
-            // A rejection was counted by the stage that rejected it.
-            Ok(()) | Err(ConsumeError::Rejected(_)) => break,
-            Err(ConsumeError::Refused(refusal)) => {
-                batch = refusal.batch;
-                let wait = refusal
-                    .retry_after
-                    .unwrap_or(backoff)
-                    .min(shared.config.retry_max);
-                let deadline = *shared.deadline.lock();
-                if deadline.is_some_and(|d| Instant::now() + wait >= d) {
-                    shared.telemetry.add_dropped("shutdown_deadline", items);
-                    break;
+    let redelivery = Redelivery {
+        initial: shared.config.retry_initial,
+        max: shared.config.retry_max,
+    };
+    redelivery
+        .deliver(next, batch, &shared.deadline, &shared.telemetry)
+        .await;
+    shared.release(items);
+}
+
+/// Hands a batch the caller has already accepted to the next stage, retrying refusals with
+/// exponential backoff (or the refusal's `retry_after`) until the next stage takes it, or
+/// until a shutdown deadline would pass, when the items are counted as dropped with
+/// reason `shutdown_deadline`. For stateful stages (queues, batchers, samplers) that own
+/// data and must not lose it quietly.
+#[derive(Debug, Clone, Copy)]
+pub struct Redelivery {
+    /// First wait after a refusal.
+    pub initial: Duration,
+    /// Longest wait.
+    pub max: Duration,
+}
+
+/// How a redelivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// The next stage took the batch.
+    Accepted,
+    /// The next stage rejected it permanently (and counted that).
+    Rejected,
+    /// Given up at the shutdown deadline; counted as dropped.
+    DroppedAtDeadline,
+}
+
+impl Redelivery {
+    /// Deliver `batch` to `next`. `deadline` is set when shutdown begins.
+    pub async fn deliver<S: Signal, N: Consumer<S>>(
+        &self,
+        next: &N,
+        mut batch: Batch<S>,
+        deadline: &Mutex<Option<Instant>>,
+        telemetry: &ComponentTelemetry,
+    ) -> Delivered {
+        let mut backoff = self.initial;
+        loop {
+            match next.consume(batch).await {
+                Ok(()) => return Delivered::Accepted,
+                // A rejection was counted by the stage that rejected it.
+                Err(ConsumeError::Rejected(_)) => return Delivered::Rejected,
+                Err(ConsumeError::Refused(refusal)) => {
+                    batch = refusal.batch;
+                    let wait = refusal.retry_after.unwrap_or(backoff).min(self.max);
+                    let stop = *deadline.lock();
+                    if stop.is_some_and(|d| Instant::now() + wait >= d) {
+                        telemetry.add_dropped("shutdown_deadline", batch.item_count());
+                        return Delivered::DroppedAtDeadline;
+                    }
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(self.max);
                 }
-                tokio::time::sleep(wait).await;
-                backoff = (backoff * 2).min(shared.config.retry_max);
             }
         }
     }
-    shared.release(items);
 }

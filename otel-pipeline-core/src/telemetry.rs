@@ -52,6 +52,8 @@ pub struct ComponentTelemetry {
     enqueue_failed: AtomicU64,
     dropped: Mutex<Vec<(&'static str, u64)>>,
     failed_requests: Mutex<Vec<(&'static str, u64)>>,
+    dropped_events: Mutex<Vec<(&'static str, u64)>>,
+    redacted: AtomicU64,
     queue_size: AtomicI64,
     queue_capacity: AtomicI64,
 }
@@ -93,6 +95,8 @@ impl ComponentTelemetry {
             enqueue_failed: AtomicU64::new(0),
             dropped: Mutex::new(Vec::new()),
             failed_requests: Mutex::new(Vec::new()),
+            dropped_events: Mutex::new(Vec::new()),
+            redacted: AtomicU64::new(0),
             queue_size: AtomicI64::new(0),
             queue_capacity: AtomicI64::new(0),
         }
@@ -146,7 +150,41 @@ impl ComponentTelemetry {
     /// A request refused before its items could be counted (malformed, oversize, wrong
     /// content type); `reason` is a short fixed label such as `"malformed"`.
     pub fn add_failed_request(&self, reason: &'static str) {
-        bump(&self.failed_requests, reason, 1);
+        self.add_failed_requests(reason, 1);
+    }
+
+    /// `n` requests (or evaluations) failed for `reason`.
+    pub fn add_failed_requests(&self, reason: &'static str, n: usize) {
+        if n > 0 {
+            bump(&self.failed_requests, reason, n as u64);
+        }
+    }
+
+    /// Span events dropped for `reason` (events are not pipeline items, so they have their
+    /// own counter, `otelcol_<kind>_dropped_span_events`).
+    pub fn add_dropped_events(&self, reason: &'static str, n: usize) {
+        if n > 0 {
+            bump(&self.dropped_events, reason, n as u64);
+        }
+    }
+
+    /// Attribute values removed or masked by redaction (`otelcol_<kind>_redacted_attributes`).
+    pub fn add_redacted_attributes(&self, n: usize) {
+        self.redacted.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Attribute values redacted so far.
+    pub fn redacted_attributes(&self) -> u64 {
+        self.redacted.load(Ordering::Relaxed)
+    }
+
+    /// Span events dropped for `reason` so far.
+    pub fn dropped_events(&self, reason: &str) -> u64 {
+        self.dropped_events
+            .lock()
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, v)| *v)
     }
 
     /// Requests failed for `reason` so far.
@@ -252,6 +290,7 @@ impl ComponentTelemetry {
         let by_reason = [
             (format!("{prefix}_dropped_{}", self.item), &self.dropped),
             (format!("{prefix}_failed_requests"), &self.failed_requests),
+            (format!("{prefix}_dropped_span_events"), &self.dropped_events),
         ];
         for (name, counts) in by_reason {
             for (reason, value) in counts.lock().iter() {
@@ -263,6 +302,13 @@ impl ComponentTelemetry {
                     value: *value as i64,
                 });
             }
+        }
+        if self.redacted_attributes() > 0 {
+            out.push(MetricPoint {
+                name: format!("{prefix}_redacted_attributes"),
+                attributes: self.attributes(),
+                value: self.redacted_attributes() as i64,
+            });
         }
         if self.queue_capacity.load(Ordering::Relaxed) > 0 {
             out.push(MetricPoint {

@@ -1,5 +1,20 @@
 //! # otel-processors
 //!
-//! Processors for otel-pipeline. Planned here (see `docs/architecture.md`): memory
-//! limiter, batch, filter, attribute redaction, tail sampling. This crate has no components
-//! yet; the core crate ships `BoundedQueue` and `Transform`.
+//! The Collector's everyday processors, configurable from Rust or from the Collector's
+//! YAML shape ([`config::from_yaml`]):
+//! - [`memory_limiter`]: refuse new data while memory is over the limit;
+//! - [`batch`]: combine and split batches by span count;
+//! - [`filter`]: drop spans and span events by OTTL conditions ([`condition`]);
+//! - [`attributes`]: attribute actions and redaction ([`AttributeRedactor`]).
+
+pub mod attributes;
+pub mod batch;
+pub mod condition;
+pub mod config;
+pub mod filter;
+pub mod memory_limiter;
+
+pub use attributes::{AttributeRedactor, AttributesConfig, RedactionConfig};
+pub use batch::{BatchConfig, BatchProcessor};
+pub use filter::{FilterConfig, FilterProcessor};
+pub use memory_limiter::{MemoryLimiter, MemoryLimiterConfig};

@@ -1,0 +1,725 @@
+//! [`AttributeRedactor`]: the Collector's `attributes` actions and its `redaction` mode.
+//!
+//! ```yaml
+//! attributes/redact:
+//!   apply_to: [span, resource, event]     # default: [span]
+//!   include: { match_type: strict, services: [checkout] }
+//!   actions:
+//!     - { key: http.request.header.authorization, action: delete }
+//!     - { key: db.statement, action: hash }
+//!     - { pattern: '^http\.request\.header\.x-api-.*', action: delete }
+//!     - { key: env, value: prod, action: upsert }
+//!     - { key: http.url, pattern: '^(?P<scheme>\w+)://(?P<host>[^/:]+)', action: extract }
+//!     - { key: http.response.status_code, action: convert, converted_type: int }
+//! redaction:
+//!   allow_all_keys: true
+//!   blocked_values: ['4[0-9]{12}(?:[0-9]{3})?']
+//!   summary: info
+//! ```
+//!
+//! Actions run in order: `insert` (only if absent), `update` (only if present), `upsert`,
+//! `delete` and `hash` (by `key` or by key `pattern`), `extract` (named regex groups of the
+//! value become attributes), `convert` (`int`, `double`, `string`, `bool`). `hash` replaces
+//! the value with the lowercase hex SHA-256 of its string form. Redaction then removes every
+//! key not allowed (unless `allow_all_keys`), masks the parts of values that match a
+//! `blocked_values` regex with `****`, leaves `ignored_keys` alone, and adds summary
+//! attributes (`redaction.redacted.keys`/`.count`, `redaction.masked.keys`/`.count`).
+//! Every pattern is compiled once, when the pipeline is built.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use otel_pipeline_core::proto::common::v1::{AnyValue, KeyValue, any_value};
+use otel_pipeline_core::proto::resource::v1::Resource;
+use otel_pipeline_core::proto::trace::v1::Span;
+use otel_pipeline_core::{
+    Batch, BuildError, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError, Consumer,
+    Processor, Traces,
+};
+use regex::{Regex, RegexSet};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::condition::find_attr;
+
+/// A value in a config: string, integer, float or boolean.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    /// Boolean.
+    Bool(bool),
+    /// Integer.
+    Int(i64),
+    /// Float.
+    Double(f64),
+    /// String.
+    Str(String),
+}
+
+impl ConfigValue {
+    fn to_any(&self) -> AnyValue {
+        AnyValue {
+            value: Some(match self {
+                Self::Bool(b) => any_value::Value::BoolValue(*b),
+                Self::Int(i) => any_value::Value::IntValue(*i),
+                Self::Double(d) => any_value::Value::DoubleValue(*d),
+                Self::Str(s) => any_value::Value::StringValue(s.clone()),
+            }),
+        }
+    }
+}
+
+/// What an action does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKind {
+    /// Add if absent.
+    Insert,
+    /// Change if present.
+    Update,
+    /// Add or change.
+    Upsert,
+    /// Remove.
+    Delete,
+    /// Replace with SHA-256 hex.
+    Hash,
+    /// Named regex groups of the value become attributes.
+    Extract,
+    /// Change the value's type.
+    Convert,
+}
+
+/// One action.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionConfig {
+    /// The attribute key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// For `delete`/`hash`: a regex on keys. For `extract`: a regex on the value.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// For `insert`/`update`/`upsert`: the value.
+    #[serde(default)]
+    pub value: Option<ConfigValue>,
+    /// For `insert`/`update`/`upsert`: copy the value of this attribute.
+    #[serde(default)]
+    pub from_attribute: Option<String>,
+    /// For `convert`: `int`, `double`, `string` or `bool`.
+    #[serde(default)]
+    pub converted_type: Option<String>,
+    /// The action.
+    pub action: ActionKind,
+}
+
+/// How `include`/`exclude` values match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchType {
+    /// Exact equality (default).
+    #[default]
+    Strict,
+    /// Regular expressions.
+    Regexp,
+}
+
+/// An attribute to match.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeMatch {
+    /// Key that must be present.
+    pub key: String,
+    /// Value it must have (or match); any value when absent.
+    #[serde(default)]
+    pub value: Option<ConfigValue>,
+}
+
+/// Which spans an action list applies to. All given properties must match.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// Strict or regexp.
+    #[serde(default)]
+    pub match_type: MatchType,
+    /// Resource `service.name` is one of these.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Span name is one of these.
+    #[serde(default)]
+    pub span_names: Vec<String>,
+    /// Every listed attribute matches.
+    #[serde(default)]
+    pub attributes: Vec<AttributeMatch>,
+}
+
+/// Where actions and redaction apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// Span attributes.
+    Span,
+    /// Resource attributes.
+    Resource,
+    /// Span event attributes.
+    Event,
+}
+
+fn default_targets() -> Vec<Target> {
+    vec![Target::Span]
+}
+
+/// Configuration of the `attributes` processor.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributesConfig {
+    /// Actions, in order.
+    #[serde(default)]
+    pub actions: Vec<ActionConfig>,
+    /// Only spans that match.
+    #[serde(default)]
+    pub include: Option<MatchConfig>,
+    /// Not spans that match.
+    #[serde(default)]
+    pub exclude: Option<MatchConfig>,
+    /// Which attribute sets to change (default: span attributes).
+    #[serde(default = "default_targets")]
+    pub apply_to: Vec<Target>,
+}
+
+impl Default for AttributesConfig {
+    fn default() -> Self {
+        Self { actions: Vec::new(), include: None, exclude: None, apply_to: default_targets() }
+    }
+}
+
+/// How much the redaction reports about itself on each span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Summary {
+    /// Keys and counts.
+    Debug,
+    /// Counts (default).
+    #[default]
+    Info,
+    /// Nothing.
+    Silent,
+}
+
+/// Configuration of the `redaction` mode.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionConfig {
+    /// Keep every key (then only `blocked_values` applies).
+    #[serde(default)]
+    pub allow_all_keys: bool,
+    /// Keys kept when `allow_all_keys` is false.
+    #[serde(default)]
+    pub allowed_keys: Vec<String>,
+    /// Keys neither removed nor masked.
+    #[serde(default)]
+    pub ignored_keys: Vec<String>,
+    /// Regexes whose matches in values are masked.
+    #[serde(default)]
+    pub blocked_values: Vec<String>,
+    /// Summary attributes.
+    #[serde(default)]
+    pub summary: Summary,
+    /// Which attribute sets to redact (default: span attributes).
+    #[serde(default = "default_targets")]
+    pub apply_to: Vec<Target>,
+}
+
+enum Action {
+    Set { key: String, source: Source, mode: ActionKind },
+    Delete(KeySel),
+    Hash(KeySel),
+    Extract { key: String, re: Regex, names: Vec<String> },
+    Convert { key: String, to: Conversion },
+}
+
+enum Source {
+    Value(AnyValue),
+    From(String),
+}
+
+enum KeySel {
+    Key(String),
+    Pattern(Regex),
+}
+
+impl KeySel {
+    fn matches(&self, key: &str) -> bool {
+        match self {
+            Self::Key(k) => k == key,
+            Self::Pattern(re) => re.is_match(key),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Conversion {
+    Int,
+    Double,
+    Str,
+    Bool,
+}
+
+enum Matcher {
+    Strict(Vec<String>),
+    Regexp(RegexSet),
+}
+
+impl Matcher {
+    fn new(match_type: MatchType, values: &[String]) -> Result<Option<Self>, String> {
+        if values.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(match match_type {
+            MatchType::Strict => Self::Strict(values.to_vec()),
+            MatchType::Regexp => Self::Regexp(RegexSet::new(values).map_err(|e| e.to_string())?),
+        }))
+    }
+
+    fn is_match(&self, s: &str) -> bool {
+        match self {
+            Self::Strict(v) => v.iter().any(|x| x == s),
+            Self::Regexp(set) => set.is_match(s),
+        }
+    }
+}
+
+struct SpanFilter {
+    services: Option<Matcher>,
+    names: Option<Matcher>,
+    attributes: Vec<(String, Option<AttrValueMatch>)>,
+}
+
+enum AttrValueMatch {
+    Equal(AnyValue),
+    Regex(Regex),
+}
+
+impl SpanFilter {
+    fn new(c: &MatchConfig) -> Result<Self, String> {
+        let attributes = c
+            .attributes
+            .iter()
+            .map(|a| {
+                let m = match (&a.value, c.match_type) {
+                    (None, _) => None,
+                    (Some(ConfigValue::Str(s)), MatchType::Regexp) => {
+                        Some(AttrValueMatch::Regex(Regex::new(s).map_err(|e| format!("attributes {}: {e}", a.key))?))
+                    }
+                    (Some(v), _) => Some(AttrValueMatch::Equal(v.to_any())),
+                };
+                Ok((a.key.clone(), m))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            services: Matcher::new(c.match_type, &c.services).map_err(|e| format!("services: {e}"))?,
+            names: Matcher::new(c.match_type, &c.span_names).map_err(|e| format!("span_names: {e}"))?,
+            attributes,
+        })
+    }
+
+    fn matches(&self, span: &Span, resource: Option<&Resource>) -> bool {
+        if let Some(m) = &self.services {
+            let service = resource
+                .and_then(|r| find_attr(&r.attributes, "service.name"))
+                .and_then(|v| match &v.value {
+                    Some(any_value::Value::StringValue(s)) => Some(s.as_str()),
+                    _ => None,
+                });
+            if !service.is_some_and(|s| m.is_match(s)) {
+                return false;
+            }
+        }
+        if let Some(m) = &self.names {
+            if !m.is_match(&span.name) {
+                return false;
+            }
+        }
+        self.attributes.iter().all(|(key, want)| match (find_attr(&span.attributes, key), want) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(v), Some(AttrValueMatch::Equal(w))) => v == w,
+            (Some(v), Some(AttrValueMatch::Regex(re))) => {
+                matches!(&v.value, Some(any_value::Value::StringValue(s)) if re.is_match(s))
+            }
+        })
+    }
+}
+
+struct Redaction {
+    allow_all: bool,
+    allowed: Vec<String>,
+    ignored: Vec<String>,
+    blocked: Option<(RegexSet, Vec<Regex>)>,
+    summary: Summary,
+    targets: Vec<Target>,
+}
+
+/// Attribute actions and redaction, compiled.
+struct Rules {
+    actions: Vec<Action>,
+    targets: Vec<Target>,
+    include: Option<SpanFilter>,
+    exclude: Option<SpanFilter>,
+    redaction: Option<Redaction>,
+}
+
+/// The attributes / redaction processor.
+///
+/// ```
+/// use otel_processors::attributes::{AttributeRedactor, AttributesConfig};
+/// use otel_processors::config::from_yaml;
+/// let config: AttributesConfig = from_yaml("processors.attributes", r#"
+/// actions:
+///   - { key: db.statement, action: hash }
+/// "#).unwrap();
+/// let _processor = AttributeRedactor::attributes(config);
+/// ```
+#[derive(Debug, Clone)]
+pub struct AttributeRedactor {
+    id: ComponentId,
+    attributes: AttributesConfig,
+    redaction: Option<RedactionConfig>,
+}
+
+impl AttributeRedactor {
+    /// The `attributes` processor (id `attributes`).
+    pub fn attributes(config: AttributesConfig) -> Self {
+        Self { id: ComponentId::new("attributes"), attributes: config, redaction: None }
+    }
+
+    /// The `redaction` processor (id `redaction`).
+    pub fn redaction(config: RedactionConfig) -> Self {
+        Self { id: ComponentId::new("redaction"), attributes: AttributesConfig::default(), redaction: Some(config) }
+    }
+
+    /// Actions followed by redaction, as one stage.
+    pub fn attributes_and_redaction(attributes: AttributesConfig, redaction: RedactionConfig) -> Self {
+        Self { id: ComponentId::new("attributes"), attributes, redaction: Some(redaction) }
+    }
+
+    /// Use another id (`attributes/redact`).
+    pub fn with_id(mut self, id: ComponentId) -> Self {
+        self.id = id;
+        self
+    }
+
+    fn compile(&self, ctx: &ComponentContext<'_>) -> Result<Rules, BuildError> {
+        let mut actions = Vec::new();
+        for (i, a) in self.attributes.actions.iter().enumerate() {
+            let at = |field: &str| format!("actions[{i}].{field}");
+            let need_key = || a.key.clone().ok_or_else(|| ctx.invalid(at("key"), format!("`{:?}` needs a key", a.action)));
+            let sel = || match (&a.key, &a.pattern) {
+                (Some(k), None) => Ok(KeySel::Key(k.clone())),
+                (None, Some(p)) => Regex::new(p).map(KeySel::Pattern).map_err(|e| ctx.invalid(at("pattern"), e.to_string())),
+                _ => Err(ctx.invalid(at("key"), "give exactly one of `key` and `pattern`")),
+            };
+            actions.push(match a.action {
+                ActionKind::Insert | ActionKind::Update | ActionKind::Upsert => {
+                    let source = match (&a.value, &a.from_attribute) {
+                        (Some(v), None) => Source::Value(v.to_any()),
+                        (None, Some(f)) => Source::From(f.clone()),
+                        _ => return Err(ctx.invalid(at("value"), "give exactly one of `value` and `from_attribute`")),
+                    };
+                    Action::Set { key: need_key()?, source, mode: a.action }
+                }
+                ActionKind::Delete => Action::Delete(sel()?),
+                ActionKind::Hash => Action::Hash(sel()?),
+                ActionKind::Extract => {
+                    let key = need_key()?;
+                    let pattern = a.pattern.as_ref().ok_or_else(|| ctx.invalid(at("pattern"), "extract needs a pattern"))?;
+                    let re = Regex::new(pattern).map_err(|e| ctx.invalid(at("pattern"), e.to_string()))?;
+                    let names: Vec<String> = re.capture_names().flatten().map(String::from).collect();
+                    if names.is_empty() {
+                        return Err(ctx.invalid(at("pattern"), "extract needs named groups, like (?P<name>...)"));
+                    }
+                    Action::Extract { key, re, names }
+                }
+                ActionKind::Convert => {
+                    let to = match a.converted_type.as_deref() {
+                        Some("int") => Conversion::Int,
+                        Some("double") => Conversion::Double,
+                        Some("string") => Conversion::Str,
+                        Some("bool") => Conversion::Bool,
+                        other => {
+                            return Err(ctx.invalid(at("converted_type"), format!("{other:?}: use int, double, string or bool")));
+                        }
+                    };
+                    Action::Convert { key: need_key()?, to }
+                }
+            });
+        }
+        let filter = |c: &Option<MatchConfig>, name: &str| {
+            c.as_ref().map(SpanFilter::new).transpose().map_err(|e| ctx.invalid(name, e))
+        };
+        let redaction = match &self.redaction {
+            None => None,
+            Some(r) => {
+                let blocked = if r.blocked_values.is_empty() {
+                    None
+                } else {
+                    let set = RegexSet::new(&r.blocked_values).map_err(|e| ctx.invalid("blocked_values", e.to_string()))?;
+                    let each = r
+                        .blocked_values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| Regex::new(p).map_err(|e| ctx.invalid(format!("blocked_values[{i}]"), e.to_string())))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Some((set, each))
+                };
+                if !r.allow_all_keys && r.allowed_keys.is_empty() && r.ignored_keys.is_empty() {
+                    return Err(ctx.invalid(
+                        "allowed_keys",
+                        "with allow_all_keys false and no allowed_keys every attribute would be removed; list the keys to keep or set allow_all_keys",
+                    ));
+                }
+                Some(Redaction {
+                    allow_all: r.allow_all_keys,
+                    allowed: r.allowed_keys.clone(),
+                    ignored: r.ignored_keys.clone(),
+                    blocked,
+                    summary: r.summary,
+                    targets: r.apply_to.clone(),
+                })
+            }
+        };
+        Ok(Rules {
+            actions,
+            targets: self.attributes.apply_to.clone(),
+            include: filter(&self.attributes.include, "include")?,
+            exclude: filter(&self.attributes.exclude, "exclude")?,
+            redaction,
+        })
+    }
+}
+
+/// The consumer built by [`AttributeRedactor`].
+pub struct AttributesConsumer<N> {
+    rules: Arc<Rules>,
+    telemetry: Arc<ComponentTelemetry>,
+    next: N,
+}
+
+impl<N: std::fmt::Debug> std::fmt::Debug for AttributesConsumer<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttributesConsumer").field("next", &self.next).finish_non_exhaustive()
+    }
+}
+
+impl Processor<Traces> for AttributeRedactor {
+    type Consumer<N: Consumer<Traces>> = AttributesConsumer<N>;
+
+    fn id(&self) -> ComponentId {
+        self.id.clone()
+    }
+
+    fn build<N: Consumer<Traces>>(self, next: N, ctx: &mut ComponentContext<'_>) -> Result<AttributesConsumer<N>, BuildError> {
+        let rules = self.compile(ctx)?;
+        Ok(AttributesConsumer { rules: Arc::new(rules), telemetry: ctx.telemetry(), next })
+    }
+}
+
+fn string_form(v: &AnyValue) -> String {
+    match &v.value {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::BytesValue(b)) => otel_pipeline_core::hex::encode(b),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    otel_pipeline_core::hex::encode(&Sha256::digest(s.as_bytes()))
+}
+
+fn str_value(s: String) -> AnyValue {
+    AnyValue { value: Some(any_value::Value::StringValue(s)) }
+}
+
+fn set(attrs: &mut Vec<KeyValue>, key: &str, value: AnyValue) {
+    match attrs.iter_mut().find(|kv| kv.key == key) {
+        Some(kv) => kv.value = Some(value),
+        None => attrs.push(KeyValue { key: key.to_string(), value: Some(value), ..Default::default() }),
+    }
+}
+
+fn convert(v: &AnyValue, to: Conversion) -> Option<AnyValue> {
+    use any_value::Value::*;
+    let out = match (to, v.value.as_ref()?) {
+        (Conversion::Int, StringValue(s)) => IntValue(s.trim().parse().ok()?),
+        (Conversion::Int, DoubleValue(d)) => IntValue(*d as i64),
+        (Conversion::Int, BoolValue(b)) => IntValue(i64::from(*b)),
+        (Conversion::Double, StringValue(s)) => DoubleValue(s.trim().parse().ok()?),
+        (Conversion::Double, IntValue(i)) => DoubleValue(*i as f64),
+        (Conversion::Bool, StringValue(s)) => BoolValue(s.trim().parse().ok()?),
+        (Conversion::Str, _) => StringValue(string_form(v)),
+        (_, other) => other.clone(),
+    };
+    Some(AnyValue { value: Some(out) })
+}
+
+impl Rules {
+    fn apply_actions(&self, attrs: &mut Vec<KeyValue>) {
+        for action in &self.actions {
+            match action {
+                Action::Set { key, source, mode } => {
+                    let value = match source {
+                        Source::Value(v) => Some(v.clone()),
+                        Source::From(f) => find_attr(attrs, f).cloned(),
+                    };
+                    let Some(value) = value else { continue };
+                    let exists = attrs.iter().any(|kv| kv.key == *key);
+                    let go = match mode {
+                        ActionKind::Insert => !exists,
+                        ActionKind::Update => exists,
+                        _ => true,
+                    };
+                    if go {
+                        set(attrs, key, value);
+                    }
+                }
+                Action::Delete(sel) => attrs.retain(|kv| !sel.matches(&kv.key)),
+                Action::Hash(sel) => {
+                    for kv in attrs.iter_mut().filter(|kv| sel.matches(&kv.key)) {
+                        let s = kv.value.as_ref().map(string_form).unwrap_or_default();
+                        kv.value = Some(str_value(sha256_hex(&s)));
+                    }
+                }
+                Action::Extract { key, re, names } => {
+                    let Some(any_value::Value::StringValue(s)) = find_attr(attrs, key).and_then(|v| v.value.clone()) else {
+                        continue;
+                    };
+                    if let Some(caps) = re.captures(&s) {
+                        for name in names {
+                            if let Some(m) = caps.name(name) {
+                                set(attrs, name, str_value(m.as_str().to_string()));
+                            }
+                        }
+                    }
+                }
+                Action::Convert { key, to } => {
+                    if let Some(kv) = attrs.iter_mut().find(|kv| kv.key == *key) {
+                        if let Some(v) = kv.value.as_ref().and_then(|v| convert(v, *to)) {
+                            kv.value = Some(v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Redact one attribute set; returns (removed keys, masked keys).
+    fn redact(r: &Redaction, attrs: &mut Vec<KeyValue>) -> (Vec<String>, Vec<String>) {
+        let mut removed = Vec::new();
+        let mut masked = Vec::new();
+        attrs.retain(|kv| {
+            let keep = r.allow_all || r.allowed.iter().any(|k| *k == kv.key) || r.ignored.iter().any(|k| *k == kv.key);
+            if !keep {
+                removed.push(kv.key.clone());
+            }
+            keep
+        });
+        if let Some((set, each)) = &r.blocked {
+            for kv in attrs.iter_mut() {
+                if r.ignored.iter().any(|k| *k == kv.key) {
+                    continue;
+                }
+                let Some(any_value::Value::StringValue(s)) = kv.value.as_mut().and_then(|v| v.value.as_mut()) else {
+                    continue;
+                };
+                let hits = set.matches(s);
+                if !hits.matched_any() {
+                    continue;
+                }
+                let mut out = std::mem::take(s);
+                for i in hits.iter() {
+                    out = each[i].replace_all(&out, "****").into_owned();
+                }
+                *s = out;
+                masked.push(kv.key.clone());
+            }
+        }
+        (removed, masked)
+    }
+
+    fn summarize(summary: Summary, attrs: &mut Vec<KeyValue>, removed: &[String], masked: &[String]) {
+        let int = |n: usize| AnyValue { value: Some(any_value::Value::IntValue(n as i64)) };
+        let keys = |k: &[String]| {
+            let sorted: BTreeSet<&str> = k.iter().map(String::as_str).collect();
+            str_value(sorted.into_iter().collect::<Vec<_>>().join(","))
+        };
+        if summary == Summary::Silent {
+            return;
+        }
+        if !removed.is_empty() {
+            if summary == Summary::Debug {
+                set(attrs, "redaction.redacted.keys", keys(removed));
+            }
+            set(attrs, "redaction.redacted.count", int(removed.len()));
+        }
+        if !masked.is_empty() {
+            if summary == Summary::Debug {
+                set(attrs, "redaction.masked.keys", keys(masked));
+            }
+            set(attrs, "redaction.masked.count", int(masked.len()));
+        }
+    }
+
+    /// Actions and redaction on one attribute set of kind `target`.
+    fn process(&self, target: Target, attrs: &mut Vec<KeyValue>) -> usize {
+        if self.targets.contains(&target) {
+            self.apply_actions(attrs);
+        }
+        let Some(r) = self.redaction.as_ref().filter(|r| r.targets.contains(&target)) else {
+            return 0;
+        };
+        let (removed, masked) = Self::redact(r, attrs);
+        Self::summarize(r.summary, attrs, &removed, &masked);
+        removed.len() + masked.len()
+    }
+
+    fn selected(&self, span: &Span, resource: Option<&Resource>) -> bool {
+        self.include.as_ref().is_none_or(|f| f.matches(span, resource))
+            && !self.exclude.as_ref().is_some_and(|f| f.matches(span, resource))
+    }
+}
+
+impl<N: Consumer<Traces>> Consumer<Traces> for AttributesConsumer<N> {
+    async fn consume(&self, mut batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
+        let rules = &*self.rules;
+        let mut redacted = 0;
+        for rs in &mut batch.data.resource_spans {
+            // Resource attributes: changed when any span of the resource is selected.
+            let resource_selected = rs
+                .scope_spans
+                .iter()
+                .flat_map(|ss| &ss.spans)
+                .any(|span| rules.selected(span, rs.resource.as_ref()));
+            for ss in &mut rs.scope_spans {
+                for span in &mut ss.spans {
+                    if !rules.selected(span, rs.resource.as_ref()) {
+                        continue;
+                    }
+                    redacted += rules.process(Target::Span, &mut span.attributes);
+                    for event in &mut span.events {
+                        redacted += rules.process(Target::Event, &mut event.attributes);
+                    }
+                }
+            }
+            if resource_selected {
+                if let Some(resource) = rs.resource.as_mut() {
+                    redacted += rules.process(Target::Resource, &mut resource.attributes);
+                }
+            }
+        }
+        self.telemetry.add_redacted_attributes(redacted);
+        self.next.consume(batch).await
+    }
+}

@@ -1,0 +1,308 @@
+//! The `batch` processor: combine small batches and split large ones by span count.
+//!
+//! ```yaml
+//! batch:
+//!   send_batch_size: 8192      # send when this many spans are waiting
+//!   send_batch_max_size: 10000 # never send more than this in one batch (0: no limit)
+//!   timeout: 200ms             # send whatever is waiting after this long
+//! ```
+//!
+//! Resource and scope grouping is preserved: batches are combined by appending their
+//! `ResourceSpans`, and a split clones the resource and scope of a group it cuts in two.
+//! Client information does not survive combining (the combined batch came from several
+//! clients). Waiting spans are sent on timeout and on shutdown; a refusal downstream is
+//! retried until the shutdown deadline, after which the spans are counted as dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
+use otel_pipeline_core::proto::trace::v1::{ResourceSpans, ScopeSpans};
+use otel_pipeline_core::{
+    Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
+    ConsumeError, Consumer, Lifecycle, Processor, Redelivery, Traces,
+};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+fn default_size() -> usize {
+    8192
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_millis(200)
+}
+
+/// Configuration of the batch processor (defaults as the Collector's).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Send when this many spans wait (default 8192).
+    #[serde(default = "default_size")]
+    pub send_batch_size: usize,
+    /// Largest batch sent; 0 for no limit (default 0).
+    #[serde(default)]
+    pub send_batch_max_size: usize,
+    /// Send what waits after this long (default 200 ms).
+    #[serde(default = "default_timeout", deserialize_with = "crate::config::duration")]
+    pub timeout: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self { send_batch_size: default_size(), send_batch_max_size: 0, timeout: default_timeout() }
+    }
+}
+
+/// The batch processor.
+#[derive(Debug, Clone)]
+pub struct BatchProcessor {
+    id: ComponentId,
+    config: BatchConfig,
+}
+
+impl BatchProcessor {
+    /// A batcher with id `batch`.
+    pub fn new(config: BatchConfig) -> Self {
+        Self { id: ComponentId::new("batch"), config }
+    }
+
+    /// Use another id.
+    pub fn with_id(mut self, id: ComponentId) -> Self {
+        self.id = id;
+        self
+    }
+}
+
+/// Take the first `n` spans of `req` out into a new request, keeping resource and scope.
+pub fn split_front(req: &mut ExportTraceServiceRequest, n: usize) -> ExportTraceServiceRequest {
+    let mut out = ExportTraceServiceRequest::default();
+    let mut left = n;
+    while left > 0 && !req.resource_spans.is_empty() {
+        let rs = &mut req.resource_spans[0];
+        let rs_count: usize = rs.scope_spans.iter().map(|s| s.spans.len()).sum();
+        if rs_count <= left {
+            left -= rs_count;
+            out.resource_spans.push(req.resource_spans.remove(0));
+            continue;
+        }
+        // Cut inside this resource.
+        let mut part = ResourceSpans { resource: rs.resource.clone(), schema_url: rs.schema_url.clone(), scope_spans: Vec::new() };
+        while left > 0 {
+            let ss = &mut rs.scope_spans[0];
+            if ss.spans.len() <= left {
+                left -= ss.spans.len();
+                part.scope_spans.push(rs.scope_spans.remove(0));
+            } else {
+                let rest = ss.spans.split_off(left);
+                let taken = std::mem::replace(&mut ss.spans, rest);
+                part.scope_spans.push(ScopeSpans { scope: ss.scope.clone(), schema_url: ss.schema_url.clone(), spans: taken });
+                left = 0;
+            }
+        }
+        out.resource_spans.push(part);
+    }
+    out
+}
+
+struct Worker<N> {
+    next: Mutex<Option<N>>,
+    rx: Mutex<Option<mpsc::Receiver<Batch<Traces>>>>,
+    config: BatchConfig,
+    deadline: Arc<Mutex<Option<Instant>>>,
+    telemetry: Arc<ComponentTelemetry>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+}
+
+/// The consumer built by [`BatchProcessor`].
+#[derive(Debug)]
+pub struct BatchConsumer {
+    tx: mpsc::Sender<Batch<Traces>>,
+}
+
+impl Processor<Traces> for BatchProcessor {
+    type Consumer<N: Consumer<Traces>> = BatchConsumer;
+
+    fn id(&self) -> ComponentId {
+        self.id.clone()
+    }
+
+    fn build<N: Consumer<Traces>>(self, next: N, ctx: &mut ComponentContext<'_>) -> Result<BatchConsumer, BuildError> {
+        let c = &self.config;
+        if c.send_batch_size == 0 {
+            return Err(ctx.invalid("send_batch_size", "must be at least 1"));
+        }
+        if c.send_batch_max_size != 0 && c.send_batch_max_size < c.send_batch_size {
+            return Err(ctx.invalid("send_batch_max_size", "must be 0 or at least send_batch_size"));
+        }
+        if c.timeout.is_zero() {
+            return Err(ctx.invalid("timeout", "must be positive"));
+        }
+        // A small hand-off: callers wait (back-pressure) while the worker is busy.
+        let (tx, rx) = mpsc::channel(64);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        ctx.register_lifecycle(Arc::new(Worker {
+            next: Mutex::new(Some(next)),
+            rx: Mutex::new(Some(rx)),
+            config: self.config,
+            deadline: Arc::new(Mutex::new(None)),
+            telemetry: ctx.telemetry(),
+            task: Mutex::new(None),
+            stop_tx,
+            stop_rx,
+        }));
+        Ok(BatchConsumer { tx })
+    }
+}
+
+impl Consumer<Traces> for BatchConsumer {
+    async fn consume(&self, batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
+        match self.tx.send(batch).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(batch)) => Err(ConsumeError::refused(batch, "batch processor is shutting down")),
+        }
+    }
+}
+
+impl<N: Consumer<Traces>> Lifecycle for Worker<N> {
+    fn start(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move {
+            let next = self.next.lock().take().ok_or("batch processor started twice")?;
+            let rx = self.rx.lock().take().ok_or("batch processor started twice")?;
+            let task = tokio::spawn(run(
+                next,
+                rx,
+                self.stop_rx.clone(),
+                self.config.clone(),
+                Arc::clone(&self.deadline),
+                Arc::clone(&self.telemetry),
+            ));
+            *self.task.lock() = Some(task);
+            Ok(())
+        })
+    }
+
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move {
+            *self.deadline.lock() = Some(deadline);
+            let _ = self.stop_tx.send(true);
+            let task = self.task.lock().take();
+            if let Some(mut task) = task {
+                if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                    task.abort();
+                    return Err("deadline passed while flushing".into());
+                }
+            }
+            let dropped = self.telemetry.dropped("shutdown_deadline");
+            if dropped > 0 {
+                return Err(format!("dropped {dropped} spans at the shutdown deadline (counted)").into());
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn run<N: Consumer<Traces>>(
+    next: N,
+    mut rx: mpsc::Receiver<Batch<Traces>>,
+    mut stop: watch::Receiver<bool>,
+    config: BatchConfig,
+    deadline: Arc<Mutex<Option<Instant>>>,
+    telemetry: Arc<ComponentTelemetry>,
+) {
+    let redelivery = Redelivery { initial: Duration::from_millis(50), max: Duration::from_secs(1) };
+    let max = if config.send_batch_max_size == 0 { usize::MAX } else { config.send_batch_max_size };
+    let mut pending = Pending { data: ExportTraceServiceRequest::default(), count: 0 };
+    let mut oldest: Option<Instant> = None;
+    loop {
+        let timer = oldest.map(|t| t + config.timeout);
+        tokio::select! {
+            received = rx.recv() => match received {
+                Some(batch) => {
+                    pending.push(batch);
+                    oldest.get_or_insert_with(Instant::now);
+                    while pending.count >= config.send_batch_size {
+                        let out = pending.take(max);
+                        redelivery.deliver(&next, out, &deadline, &telemetry).await;
+                    }
+                    if pending.count == 0 {
+                        oldest = None;
+                    }
+                }
+                None => break,
+            },
+            _ = sleep_until_opt(timer) => {
+                while pending.count > 0 {
+                    let out = pending.take(max);
+                    redelivery.deliver(&next, out, &deadline, &telemetry).await;
+                }
+                oldest = None;
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    // Shutdown: take what is still queued, send everything, stop.
+    rx.close();
+    while let Some(batch) = rx.recv().await {
+        pending.push(batch);
+    }
+    while pending.count > 0 {
+        let out = pending.take(max);
+        redelivery.deliver(&next, out, &deadline, &telemetry).await;
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Spans waiting to be sent.
+struct Pending {
+    data: ExportTraceServiceRequest,
+    count: usize,
+}
+
+impl Pending {
+    fn push(&mut self, batch: Batch<Traces>) {
+        self.count += batch.item_count();
+        self.data.resource_spans.extend(batch.data.resource_spans);
+    }
+
+    /// Up to `max` spans from the front.
+    fn take(&mut self, max: usize) -> Batch<Traces> {
+        let n = self.count.min(max);
+        let out = if n == self.count { std::mem::take(&mut self.data) } else { split_front(&mut self.data, n) };
+        self.count -= n;
+        Batch::new(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otel_pipeline_core::Signal;
+    use otel_pipeline_core::testing::generate_traces;
+
+    #[test]
+    fn split_keeps_resource_and_scope() {
+        let mut req = generate_traces(3, 4, 1); // one resource, one scope, 12 spans
+        req.resource_spans.push(generate_traces(1, 5, 2).resource_spans.remove(0));
+        let first = split_front(&mut req, 7);
+        assert_eq!(Traces::item_count(&first), 7);
+        assert_eq!(Traces::item_count(&req), 10);
+        assert_eq!(first.resource_spans[0].resource, req.resource_spans[0].resource);
+        assert_eq!(first.resource_spans[0].scope_spans[0].scope, req.resource_spans[0].scope_spans[0].scope);
+        let second = split_front(&mut req, 8);
+        assert_eq!(Traces::item_count(&second), 8);
+        assert_eq!(second.resource_spans.len(), 2, "the cut crosses into the second resource");
+        assert_eq!(Traces::item_count(&req), 2);
+    }
+}

@@ -1,0 +1,248 @@
+//! The `filter` processor: drop spans and span events that match OTTL conditions.
+//!
+//! ```yaml
+//! filter/health:
+//!   error_mode: ignore
+//!   traces:
+//!     span:
+//!       - 'attributes["http.route"] == "/healthz"'
+//!       - 'IsMatch(name, "^GET /(ready|live)z?$")'
+//!     spanevent:
+//!       - 'name == "debug"'
+//! ```
+//!
+//! A span is dropped when **any** `span` condition is true; of the spans kept, events for
+//! which any `spanevent` condition is true are removed. Conditions are parsed when the
+//! pipeline is built: a bad one is a configuration error naming the condition and column.
+//! Dropped spans count as `otelcol_processor_dropped_spans{reason="filtered"}`, dropped
+//! events as `otelcol_processor_dropped_span_events{reason="filtered"}`.
+//!
+//! `error_mode` says what an evaluation error does (a comparison of a string with a number,
+//! say): `propagate` (the default, as the Collector's) rejects the batch; `ignore` and
+//! `silent` keep the span as if the condition were false. Errors are counted either way
+//! (`otelcol_processor_failed_requests{reason="condition_error"}`).
+
+use std::sync::Arc;
+
+use otel_pipeline_core::{
+    Batch, BuildError, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError, Consumer,
+    Processor, Traces,
+};
+use serde::Deserialize;
+
+use crate::condition::{Condition, EvalError, SpanContext};
+
+/// What an evaluation error does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorMode {
+    /// Reject the whole batch (default).
+    #[default]
+    Propagate,
+    /// Treat the condition as false; count the error.
+    Ignore,
+    /// As `ignore`.
+    Silent,
+}
+
+/// Conditions on traces.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceConditions {
+    /// Drop a span when any of these is true.
+    #[serde(default)]
+    pub span: Vec<String>,
+    /// Drop a span event when any of these is true.
+    #[serde(default)]
+    pub spanevent: Vec<String>,
+}
+
+/// Configuration of the filter processor.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// What an evaluation error does.
+    #[serde(default)]
+    pub error_mode: ErrorMode,
+    /// Trace conditions.
+    #[serde(default)]
+    pub traces: TraceConditions,
+}
+
+/// The filter processor.
+///
+/// ```
+/// use otel_pipeline_core::{Pipeline, testing::InMemoryExporter};
+/// use otel_processors::filter::{FilterConfig, FilterProcessor, TraceConditions};
+/// let filter = FilterProcessor::new(FilterConfig {
+///     traces: TraceConditions { span: vec![r#"attributes["http.route"] == "/healthz""#.into()], ..Default::default() },
+///     ..Default::default()
+/// });
+/// let (exporter, _) = InMemoryExporter::new();
+/// assert!(Pipeline::traces().processor(filter).exporter(exporter).build().is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct FilterProcessor {
+    id: ComponentId,
+    config: FilterConfig,
+}
+
+impl FilterProcessor {
+    /// A filter with id `filter`.
+    pub fn new(config: FilterConfig) -> Self {
+        Self { id: ComponentId::new("filter"), config }
+    }
+
+    /// Use another id (`filter/health`).
+    pub fn with_id(mut self, id: ComponentId) -> Self {
+        self.id = id;
+        self
+    }
+}
+
+/// Parse a list of conditions; errors name `path[i]` and the column.
+pub(crate) fn parse_all(
+    ctx: &ComponentContext<'_>,
+    path: &str,
+    texts: &[String],
+) -> Result<Vec<Condition>, BuildError> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Condition::parse(t).map_err(|e| ctx.invalid(format!("{path}[{i}]"), format!("{e} in `{t}`")))
+        })
+        .collect()
+}
+
+/// The consumer built by [`FilterProcessor`].
+#[derive(Debug)]
+pub struct FilterConsumer<N> {
+    spans: Vec<Condition>,
+    events: Vec<Condition>,
+    error_mode: ErrorMode,
+    telemetry: Arc<ComponentTelemetry>,
+    next: N,
+}
+
+impl Processor<Traces> for FilterProcessor {
+    type Consumer<N: Consumer<Traces>> = FilterConsumer<N>;
+
+    fn id(&self) -> ComponentId {
+        self.id.clone()
+    }
+
+    fn build<N: Consumer<Traces>>(
+        self,
+        next: N,
+        ctx: &mut ComponentContext<'_>,
+    ) -> Result<FilterConsumer<N>, BuildError> {
+        let spans = parse_all(ctx, "traces.span", &self.config.traces.span)?;
+        let events = parse_all(ctx, "traces.spanevent", &self.config.traces.spanevent)?;
+        Ok(FilterConsumer {
+            spans,
+            events,
+            error_mode: self.config.error_mode,
+            telemetry: ctx.telemetry(),
+            next,
+        })
+    }
+}
+
+/// Any condition true? Evaluation errors follow `mode`.
+fn any(conds: &[Condition], cx: &SpanContext<'_>, mode: ErrorMode, errors: &mut usize) -> Result<bool, EvalError> {
+    for c in conds {
+        match c.eval(cx) {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(e) => {
+                *errors += 1;
+                if mode == ErrorMode::Propagate {
+                    return Err(EvalError(format!("`{}`: {e}", c.text())));
+                }
+            }
+        }
+    }
+    Ok(false)
+}
+
+impl<N: Consumer<Traces>> FilterConsumer<N> {
+    /// Filter in place; returns (spans dropped, events dropped, evaluation errors).
+    fn apply(&self, batch: &mut Batch<Traces>) -> Result<(usize, usize, usize), EvalError> {
+        let (mut spans_dropped, mut events_dropped, mut errors) = (0, 0, 0);
+        let mode = self.error_mode;
+        for rs in &mut batch.data.resource_spans {
+            let resource = rs.resource.as_ref();
+            for ss in &mut rs.scope_spans {
+                let scope = ss.scope.as_ref();
+                let before = ss.spans.len();
+                let mut failure = None;
+                ss.spans.retain(|span| {
+                    if failure.is_some() {
+                        return true;
+                    }
+                    let cx = SpanContext { span, event: None, resource, scope };
+                    match any(&self.spans, &cx, mode, &mut errors) {
+                        Ok(drop) => !drop,
+                        Err(e) => {
+                            failure = Some(e);
+                            true
+                        }
+                    }
+                });
+                if let Some(e) = failure {
+                    return Err(e);
+                }
+                spans_dropped += before - ss.spans.len();
+                if self.events.is_empty() {
+                    continue;
+                }
+                for span in &mut ss.spans {
+                    let mut events = std::mem::take(&mut span.events);
+                    let before = events.len();
+                    let mut failure = None;
+                    events.retain(|event| {
+                        let cx = SpanContext { span, event: Some(event), resource, scope };
+                        match any(&self.events, &cx, mode, &mut errors) {
+                            Ok(drop) => !drop,
+                            Err(e) => {
+                                failure.get_or_insert(e);
+                                true
+                            }
+                        }
+                    });
+                    events_dropped += before - events.len();
+                    span.events = events;
+                    if let Some(e) = failure {
+                        return Err(e);
+                    }
+                }
+            }
+            rs.scope_spans.retain(|ss| !ss.spans.is_empty());
+        }
+        batch.data.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+        Ok((spans_dropped, events_dropped, errors))
+    }
+}
+
+impl<N: Consumer<Traces>> Consumer<Traces> for FilterConsumer<N> {
+    async fn consume(&self, mut batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
+        let n = batch.item_count();
+        match self.apply(&mut batch) {
+            Ok((spans, events, errors)) => {
+                self.telemetry.add_dropped("filtered", spans);
+                self.telemetry.add_dropped_events("filtered", events);
+                self.telemetry.add_failed_requests("condition_error", errors);
+                if batch.item_count() == 0 {
+                    return Ok(());
+                }
+                self.next.consume(batch).await
+            }
+            Err(e) => {
+                self.telemetry.add_failed_request("condition_error");
+                self.telemetry.add_dropped("condition_error", n);
+                Err(ConsumeError::rejected(n, format!("filter condition failed: {e}")))
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The `memory_limiter` processor: refuse new data while the process uses too much memory.
+//!
+//! ```yaml
+//! memory_limiter:
+//!   check_interval: 1s
+//!   limit_mib: 4000          # hard limit
+//!   spike_limit_mib: 800     # soft limit = limit - spike (default spike: 20 % of limit)
+//!   # or, relative to the memory available to the process (cgroup limit, else RAM):
+//!   # limit_percentage: 80
+//!   # spike_limit_percentage: 20
+//! ```
+//!
+//! Every `check_interval` the limiter **measures** the process's resident memory (Linux:
+//! `VmRSS` in `/proc/self/status`). From the moment usage reaches the soft limit it
+//! refuses new batches with a retryable error carrying `retry_after = check_interval`, so
+//! receivers push back (`RESOURCE_EXHAUSTED` / HTTP 429) and clients retry later; past the
+//! hard limit it keeps refusing. It accepts again once usage is below the soft limit. It
+//! never drops data it accepted. Refusals are counted by the pipeline
+//! (`otelcol_processor_refused_spans`). Rust has no garbage collector to force, so unlike
+//! the Collector nothing else happens at the hard limit: the limiter can only stop new data
+//! arriving while the rest of the pipeline drains.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use otel_pipeline_core::{
+    Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ConsumeError, Consumer,
+    Lifecycle, Processor, Refusal, Signal,
+};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// Configuration of the memory limiter.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryLimiterConfig {
+    /// How often memory is measured (default 1 s).
+    #[serde(default = "default_interval", deserialize_with = "crate::config::duration")]
+    pub check_interval: Duration,
+    /// Hard limit in MiB.
+    #[serde(default)]
+    pub limit_mib: u64,
+    /// Spike allowance in MiB; soft limit = limit - spike (default: 20 % of the limit).
+    #[serde(default)]
+    pub spike_limit_mib: u64,
+    /// Hard limit as a percentage of available memory (instead of `limit_mib`).
+    #[serde(default)]
+    pub limit_percentage: u32,
+    /// Spike allowance as a percentage of available memory.
+    #[serde(default)]
+    pub spike_limit_percentage: u32,
+}
+
+impl Default for MemoryLimiterConfig {
+    fn default() -> Self {
+        Self { check_interval: default_interval(), limit_mib: 0, spike_limit_mib: 0, limit_percentage: 0, spike_limit_percentage: 0 }
+    }
+}
+
+/// Where memory readings come from. Inject your own in tests.
+pub trait MemoryProbe: Send + Sync + 'static {
+    /// Bytes the process uses now.
+    fn used_bytes(&self) -> Option<u64>;
+    /// Bytes available to the process (cgroup limit, else physical memory).
+    fn total_bytes(&self) -> Option<u64>;
+}
+
+/// The process's own memory, measured from `/proc` (Linux).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessMemory;
+
+fn kib_field(text: &str, field: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line[field.len()..].split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+impl MemoryProbe for ProcessMemory {
+    fn used_bytes(&self) -> Option<u64> {
+        kib_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmRSS:")
+    }
+
+    fn total_bytes(&self) -> Option<u64> {
+        let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        cgroup.or_else(|| kib_field(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemTotal:"))
+    }
+}
+
+/// A probe whose reading is set by hand, for tests and simulations.
+#[derive(Debug, Clone, Default)]
+pub struct ManualMemory {
+    used: Arc<AtomicU64>,
+    total: Arc<AtomicU64>,
+}
+
+impl ManualMemory {
+    /// A probe reporting `used` of `total` bytes.
+    pub fn new(used: u64, total: u64) -> Self {
+        Self { used: Arc::new(AtomicU64::new(used)), total: Arc::new(AtomicU64::new(total)) }
+    }
+
+    /// Change the reading.
+    pub fn set_used(&self, bytes: u64) {
+        self.used.store(bytes, Ordering::SeqCst);
+    }
+}
+
+impl MemoryProbe for ManualMemory {
+    fn used_bytes(&self) -> Option<u64> {
+        Some(self.used.load(Ordering::SeqCst))
+    }
+
+    fn total_bytes(&self) -> Option<u64> {
+        Some(self.total.load(Ordering::SeqCst))
+    }
+}
+
+/// The memory limiter, for any signal.
+#[derive(Clone)]
+pub struct MemoryLimiter {
+    id: ComponentId,
+    config: MemoryLimiterConfig,
+    probe: Arc<dyn MemoryProbe>,
+}
+
+impl std::fmt::Debug for MemoryLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryLimiter").field("id", &self.id).field("config", &self.config).finish()
+    }
+}
+
+impl MemoryLimiter {
+    /// A limiter with id `memory_limiter` measuring this process.
+    pub fn new(config: MemoryLimiterConfig) -> Self {
+        Self { id: ComponentId::new("memory_limiter"), config, probe: Arc::new(ProcessMemory) }
+    }
+
+    /// Measure with `probe` instead.
+    pub fn with_probe(mut self, probe: impl MemoryProbe) -> Self {
+        self.probe = Arc::new(probe);
+        self
+    }
+
+    /// Use another id.
+    pub fn with_id(mut self, id: ComponentId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// (hard, soft) limits in bytes.
+    fn limits(&self, ctx: &ComponentContext<'_>) -> Result<(u64, u64), BuildError> {
+        let c = &self.config;
+        const MIB: u64 = 1 << 20;
+        if c.check_interval.is_zero() {
+            return Err(ctx.invalid("check_interval", "must be positive"));
+        }
+        let (hard, spike) = match (c.limit_mib, c.limit_percentage) {
+            (0, 0) => return Err(ctx.invalid("limit_mib", "set limit_mib or limit_percentage")),
+            (m, 0) => (m * MIB, if c.spike_limit_mib == 0 { m * MIB / 5 } else { c.spike_limit_mib * MIB }),
+            (0, p) => {
+                if p > 100 || c.spike_limit_percentage > 100 {
+                    return Err(ctx.invalid("limit_percentage", "percentages are 1 to 100"));
+                }
+                let total = self
+                    .probe
+                    .total_bytes()
+                    .ok_or_else(|| ctx.invalid("limit_percentage", "cannot read the memory available to the process"))?;
+                let spike_p = if c.spike_limit_percentage == 0 { p / 5 } else { c.spike_limit_percentage };
+                (total / 100 * u64::from(p), total / 100 * u64::from(spike_p))
+            }
+            _ => return Err(ctx.invalid("limit_percentage", "set limit_mib or limit_percentage, not both")),
+        };
+        if spike >= hard {
+            return Err(ctx.invalid("spike_limit_mib", "must be below the limit"));
+        }
+        Ok((hard, hard - spike))
+    }
+}
+
+struct Gate {
+    refusing: AtomicBool,
+    used: AtomicU64,
+    soft: u64,
+    hard: u64,
+}
+
+impl Gate {
+    fn check(&self, probe: &dyn MemoryProbe) {
+        if let Some(used) = probe.used_bytes() {
+            self.used.store(used, Ordering::Relaxed);
+            self.refusing.store(used >= self.soft, Ordering::Release);
+        }
+    }
+}
+
+/// The consumer built by [`MemoryLimiter`].
+pub struct MemoryLimiterConsumer<N> {
+    gate: Arc<Gate>,
+    retry_after: Duration,
+    next: N,
+}
+
+impl<N> std::fmt::Debug for MemoryLimiterConsumer<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryLimiterConsumer")
+            .field("refusing", &self.gate.refusing.load(Ordering::Relaxed))
+            .field("used", &self.gate.used.load(Ordering::Relaxed))
+            .field("soft", &self.gate.soft)
+            .field("hard", &self.gate.hard)
+            .finish()
+    }
+}
+
+struct Checker {
+    gate: Arc<Gate>,
+    probe: Arc<dyn MemoryProbe>,
+    interval: Duration,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Lifecycle for Checker {
+    fn start(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+        let (gate, probe, interval) = (Arc::clone(&self.gate), Arc::clone(&self.probe), self.interval);
+        gate.check(&*probe);
+        *self.task.lock() = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
+            loop {
+                tick.tick().await;
+                gate.check(&*probe);
+            }
+        }));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn shutdown(&self, _deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
+        if let Some(task) = self.task.lock().take() {
+            task.abort();
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl<S: Signal> Processor<S> for MemoryLimiter {
+    type Consumer<N: Consumer<S>> = MemoryLimiterConsumer<N>;
+
+    fn id(&self) -> ComponentId {
+        self.id.clone()
+    }
+
+    fn build<N: Consumer<S>>(self, next: N, ctx: &mut ComponentContext<'_>) -> Result<MemoryLimiterConsumer<N>, BuildError> {
+        let (hard, soft) = self.limits(ctx)?;
+        let gate = Arc::new(Gate { refusing: AtomicBool::new(false), used: AtomicU64::new(0), soft, hard });
+        ctx.register_lifecycle(Arc::new(Checker {
+            gate: Arc::clone(&gate),
+            probe: Arc::clone(&self.probe),
+            interval: self.config.check_interval,
+            task: Mutex::new(None),
+        }));
+        Ok(MemoryLimiterConsumer { gate, retry_after: self.config.check_interval, next })
+    }
+}
+
+impl<S: Signal, N: Consumer<S>> Consumer<S> for MemoryLimiterConsumer<N> {
+    async fn consume(&self, batch: Batch<S>) -> Result<(), ConsumeError<S>> {
+        if self.gate.refusing.load(Ordering::Acquire) {
+            let used = self.gate.used.load(Ordering::Relaxed) >> 20;
+            let over = if used >= self.gate.hard >> 20 { "hard" } else { "soft" };
+            return Err(ConsumeError::Refused(Refusal {
+                batch,
+                reason: format!("memory limiter: {used} MiB in use, over the {over} limit").into(),
+                retry_after: Some(self.retry_after),
+            }));
+        }
+        self.next.consume(batch).await
+    }
+}
