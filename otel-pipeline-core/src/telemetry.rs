@@ -290,7 +290,10 @@ impl ComponentTelemetry {
         let by_reason = [
             (format!("{prefix}_dropped_{}", self.item), &self.dropped),
             (format!("{prefix}_failed_requests"), &self.failed_requests),
-            (format!("{prefix}_dropped_span_events"), &self.dropped_events),
+            (
+                format!("{prefix}_dropped_span_events"),
+                &self.dropped_events,
+            ),
         ];
         for (name, counts) in by_reason {
             for (reason, value) in counts.lock().iter() {

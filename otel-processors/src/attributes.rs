@@ -188,7 +188,12 @@ pub struct AttributesConfig {
 
 impl Default for AttributesConfig {
     fn default() -> Self {
-        Self { actions: Vec::new(), include: None, exclude: None, apply_to: default_targets() }
+        Self {
+            actions: Vec::new(),
+            include: None,
+            exclude: None,
+            apply_to: default_targets(),
+        }
     }
 }
 
@@ -230,11 +235,22 @@ pub struct RedactionConfig {
 }
 
 enum Action {
-    Set { key: String, source: Source, mode: ActionKind },
+    Set {
+        key: String,
+        source: Source,
+        mode: ActionKind,
+    },
     Delete(KeySel),
     Hash(KeySel),
-    Extract { key: String, re: Regex, names: Vec<String> },
-    Convert { key: String, to: Conversion },
+    Extract {
+        key: String,
+        re: Regex,
+        names: Vec<String>,
+    },
+    Convert {
+        key: String,
+        to: Conversion,
+    },
 }
 
 enum Source {
@@ -307,17 +323,19 @@ impl SpanFilter {
             .map(|a| {
                 let m = match (&a.value, c.match_type) {
                     (None, _) => None,
-                    (Some(ConfigValue::Str(s)), MatchType::Regexp) => {
-                        Some(AttrValueMatch::Regex(Regex::new(s).map_err(|e| format!("attributes {}: {e}", a.key))?))
-                    }
+                    (Some(ConfigValue::Str(s)), MatchType::Regexp) => Some(AttrValueMatch::Regex(
+                        Regex::new(s).map_err(|e| format!("attributes {}: {e}", a.key))?,
+                    )),
                     (Some(v), _) => Some(AttrValueMatch::Equal(v.to_any())),
                 };
                 Ok((a.key.clone(), m))
             })
             .collect::<Result<_, String>>()?;
         Ok(Self {
-            services: Matcher::new(c.match_type, &c.services).map_err(|e| format!("services: {e}"))?,
-            names: Matcher::new(c.match_type, &c.span_names).map_err(|e| format!("span_names: {e}"))?,
+            services: Matcher::new(c.match_type, &c.services)
+                .map_err(|e| format!("services: {e}"))?,
+            names: Matcher::new(c.match_type, &c.span_names)
+                .map_err(|e| format!("span_names: {e}"))?,
             attributes,
         })
     }
@@ -334,19 +352,19 @@ impl SpanFilter {
                 return false;
             }
         }
-        if let Some(m) = &self.names {
-            if !m.is_match(&span.name) {
-                return false;
-            }
+        if self.names.as_ref().is_some_and(|m| !m.is_match(&span.name)) {
+            return false;
         }
-        self.attributes.iter().all(|(key, want)| match (find_attr(&span.attributes, key), want) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(v), Some(AttrValueMatch::Equal(w))) => v == w,
-            (Some(v), Some(AttrValueMatch::Regex(re))) => {
-                matches!(&v.value, Some(any_value::Value::StringValue(s)) if re.is_match(s))
-            }
-        })
+        self.attributes.iter().all(
+            |(key, want)| match (find_attr(&span.attributes, key), want) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(v), Some(AttrValueMatch::Equal(w))) => v == w,
+                (Some(v), Some(AttrValueMatch::Regex(re))) => {
+                    matches!(&v.value, Some(any_value::Value::StringValue(s)) if re.is_match(s))
+                }
+            },
+        )
     }
 }
 
@@ -389,17 +407,32 @@ pub struct AttributeRedactor {
 impl AttributeRedactor {
     /// The `attributes` processor (id `attributes`).
     pub fn attributes(config: AttributesConfig) -> Self {
-        Self { id: ComponentId::new("attributes"), attributes: config, redaction: None }
+        Self {
+            id: ComponentId::new("attributes"),
+            attributes: config,
+            redaction: None,
+        }
     }
 
     /// The `redaction` processor (id `redaction`).
     pub fn redaction(config: RedactionConfig) -> Self {
-        Self { id: ComponentId::new("redaction"), attributes: AttributesConfig::default(), redaction: Some(config) }
+        Self {
+            id: ComponentId::new("redaction"),
+            attributes: AttributesConfig::default(),
+            redaction: Some(config),
+        }
     }
 
     /// Actions followed by redaction, as one stage.
-    pub fn attributes_and_redaction(attributes: AttributesConfig, redaction: RedactionConfig) -> Self {
-        Self { id: ComponentId::new("attributes"), attributes, redaction: Some(redaction) }
+    pub fn attributes_and_redaction(
+        attributes: AttributesConfig,
+        redaction: RedactionConfig,
+    ) -> Self {
+        Self {
+            id: ComponentId::new("attributes"),
+            attributes,
+            redaction: Some(redaction),
+        }
     }
 
     /// Use another id (`attributes/redact`).
@@ -412,10 +445,16 @@ impl AttributeRedactor {
         let mut actions = Vec::new();
         for (i, a) in self.attributes.actions.iter().enumerate() {
             let at = |field: &str| format!("actions[{i}].{field}");
-            let need_key = || a.key.clone().ok_or_else(|| ctx.invalid(at("key"), format!("`{:?}` needs a key", a.action)));
+            let need_key = || {
+                a.key
+                    .clone()
+                    .ok_or_else(|| ctx.invalid(at("key"), format!("`{:?}` needs a key", a.action)))
+            };
             let sel = || match (&a.key, &a.pattern) {
                 (Some(k), None) => Ok(KeySel::Key(k.clone())),
-                (None, Some(p)) => Regex::new(p).map(KeySel::Pattern).map_err(|e| ctx.invalid(at("pattern"), e.to_string())),
+                (None, Some(p)) => Regex::new(p)
+                    .map(KeySel::Pattern)
+                    .map_err(|e| ctx.invalid(at("pattern"), e.to_string())),
                 _ => Err(ctx.invalid(at("key"), "give exactly one of `key` and `pattern`")),
             };
             actions.push(match a.action {
@@ -423,19 +462,36 @@ impl AttributeRedactor {
                     let source = match (&a.value, &a.from_attribute) {
                         (Some(v), None) => Source::Value(v.to_any()),
                         (None, Some(f)) => Source::From(f.clone()),
-                        _ => return Err(ctx.invalid(at("value"), "give exactly one of `value` and `from_attribute`")),
+                        _ => {
+                            return Err(ctx.invalid(
+                                at("value"),
+                                "give exactly one of `value` and `from_attribute`",
+                            ));
+                        }
                     };
-                    Action::Set { key: need_key()?, source, mode: a.action }
+                    Action::Set {
+                        key: need_key()?,
+                        source,
+                        mode: a.action,
+                    }
                 }
                 ActionKind::Delete => Action::Delete(sel()?),
                 ActionKind::Hash => Action::Hash(sel()?),
                 ActionKind::Extract => {
                     let key = need_key()?;
-                    let pattern = a.pattern.as_ref().ok_or_else(|| ctx.invalid(at("pattern"), "extract needs a pattern"))?;
-                    let re = Regex::new(pattern).map_err(|e| ctx.invalid(at("pattern"), e.to_string()))?;
-                    let names: Vec<String> = re.capture_names().flatten().map(String::from).collect();
+                    let pattern = a
+                        .pattern
+                        .as_ref()
+                        .ok_or_else(|| ctx.invalid(at("pattern"), "extract needs a pattern"))?;
+                    let re = Regex::new(pattern)
+                        .map_err(|e| ctx.invalid(at("pattern"), e.to_string()))?;
+                    let names: Vec<String> =
+                        re.capture_names().flatten().map(String::from).collect();
                     if names.is_empty() {
-                        return Err(ctx.invalid(at("pattern"), "extract needs named groups, like (?P<name>...)"));
+                        return Err(ctx.invalid(
+                            at("pattern"),
+                            "extract needs named groups, like (?P<name>...)",
+                        ));
                     }
                     Action::Extract { key, re, names }
                 }
@@ -446,15 +502,24 @@ impl AttributeRedactor {
                         Some("string") => Conversion::Str,
                         Some("bool") => Conversion::Bool,
                         other => {
-                            return Err(ctx.invalid(at("converted_type"), format!("{other:?}: use int, double, string or bool")));
+                            return Err(ctx.invalid(
+                                at("converted_type"),
+                                format!("{other:?}: use int, double, string or bool"),
+                            ));
                         }
                     };
-                    Action::Convert { key: need_key()?, to }
+                    Action::Convert {
+                        key: need_key()?,
+                        to,
+                    }
                 }
             });
         }
         let filter = |c: &Option<MatchConfig>, name: &str| {
-            c.as_ref().map(SpanFilter::new).transpose().map_err(|e| ctx.invalid(name, e))
+            c.as_ref()
+                .map(SpanFilter::new)
+                .transpose()
+                .map_err(|e| ctx.invalid(name, e))
         };
         let redaction = match &self.redaction {
             None => None,
@@ -462,12 +527,17 @@ impl AttributeRedactor {
                 let blocked = if r.blocked_values.is_empty() {
                     None
                 } else {
-                    let set = RegexSet::new(&r.blocked_values).map_err(|e| ctx.invalid("blocked_values", e.to_string()))?;
+                    let set = RegexSet::new(&r.blocked_values)
+                        .map_err(|e| ctx.invalid("blocked_values", e.to_string()))?;
                     let each = r
                         .blocked_values
                         .iter()
                         .enumerate()
-                        .map(|(i, p)| Regex::new(p).map_err(|e| ctx.invalid(format!("blocked_values[{i}]"), e.to_string())))
+                        .map(|(i, p)| {
+                            Regex::new(p).map_err(|e| {
+                                ctx.invalid(format!("blocked_values[{i}]"), e.to_string())
+                            })
+                        })
                         .collect::<Result<Vec<_>, _>>()?;
                     Some((set, each))
                 };
@@ -506,7 +576,9 @@ pub struct AttributesConsumer<N> {
 
 impl<N: std::fmt::Debug> std::fmt::Debug for AttributesConsumer<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AttributesConsumer").field("next", &self.next).finish_non_exhaustive()
+        f.debug_struct("AttributesConsumer")
+            .field("next", &self.next)
+            .finish_non_exhaustive()
     }
 }
 
@@ -517,9 +589,17 @@ impl Processor<Traces> for AttributeRedactor {
         self.id.clone()
     }
 
-    fn build<N: Consumer<Traces>>(self, next: N, ctx: &mut ComponentContext<'_>) -> Result<AttributesConsumer<N>, BuildError> {
+    fn build<N: Consumer<Traces>>(
+        self,
+        next: N,
+        ctx: &mut ComponentContext<'_>,
+    ) -> Result<AttributesConsumer<N>, BuildError> {
         let rules = self.compile(ctx)?;
-        Ok(AttributesConsumer { rules: Arc::new(rules), telemetry: ctx.telemetry(), next })
+        Ok(AttributesConsumer {
+            rules: Arc::new(rules),
+            telemetry: ctx.telemetry(),
+            next,
+        })
     }
 }
 
@@ -540,13 +620,19 @@ fn sha256_hex(s: &str) -> String {
 }
 
 fn str_value(s: String) -> AnyValue {
-    AnyValue { value: Some(any_value::Value::StringValue(s)) }
+    AnyValue {
+        value: Some(any_value::Value::StringValue(s)),
+    }
 }
 
 fn set(attrs: &mut Vec<KeyValue>, key: &str, value: AnyValue) {
     match attrs.iter_mut().find(|kv| kv.key == key) {
         Some(kv) => kv.value = Some(value),
-        None => attrs.push(KeyValue { key: key.to_string(), value: Some(value), ..Default::default() }),
+        None => attrs.push(KeyValue {
+            key: key.to_string(),
+            value: Some(value),
+            ..Default::default()
+        }),
     }
 }
 
@@ -593,7 +679,9 @@ impl Rules {
                     }
                 }
                 Action::Extract { key, re, names } => {
-                    let Some(any_value::Value::StringValue(s)) = find_attr(attrs, key).and_then(|v| v.value.clone()) else {
+                    let Some(any_value::Value::StringValue(s)) =
+                        find_attr(attrs, key).and_then(|v| v.value.clone())
+                    else {
                         continue;
                     };
                     if let Some(caps) = re.captures(&s) {
@@ -605,10 +693,14 @@ impl Rules {
                     }
                 }
                 Action::Convert { key, to } => {
-                    if let Some(kv) = attrs.iter_mut().find(|kv| kv.key == *key) {
-                        if let Some(v) = kv.value.as_ref().and_then(|v| convert(v, *to)) {
-                            kv.value = Some(v);
-                        }
+                    let kv = attrs.iter_mut().find(|kv| kv.key == *key);
+                    if let Some((kv, v)) = kv.and_then(|kv| {
+                        kv.value
+                            .as_ref()
+                            .and_then(|v| convert(v, *to))
+                            .map(|v| (kv, v))
+                    }) {
+                        kv.value = Some(v);
                     }
                 }
             }
@@ -620,7 +712,7 @@ impl Rules {
         let mut removed = Vec::new();
         let mut masked = Vec::new();
         attrs.retain(|kv| {
-            let keep = r.allow_all || r.allowed.iter().any(|k| *k == kv.key) || r.ignored.iter().any(|k| *k == kv.key);
+            let keep = r.allow_all || r.allowed.contains(&kv.key) || r.ignored.contains(&kv.key);
             if !keep {
                 removed.push(kv.key.clone());
             }
@@ -628,10 +720,12 @@ impl Rules {
         });
         if let Some((set, each)) = &r.blocked {
             for kv in attrs.iter_mut() {
-                if r.ignored.iter().any(|k| *k == kv.key) {
+                if r.ignored.contains(&kv.key) {
                     continue;
                 }
-                let Some(any_value::Value::StringValue(s)) = kv.value.as_mut().and_then(|v| v.value.as_mut()) else {
+                let Some(any_value::Value::StringValue(s)) =
+                    kv.value.as_mut().and_then(|v| v.value.as_mut())
+                else {
                     continue;
                 };
                 let hits = set.matches(s);
@@ -649,8 +743,15 @@ impl Rules {
         (removed, masked)
     }
 
-    fn summarize(summary: Summary, attrs: &mut Vec<KeyValue>, removed: &[String], masked: &[String]) {
-        let int = |n: usize| AnyValue { value: Some(any_value::Value::IntValue(n as i64)) };
+    fn summarize(
+        summary: Summary,
+        attrs: &mut Vec<KeyValue>,
+        removed: &[String],
+        masked: &[String],
+    ) {
+        let int = |n: usize| AnyValue {
+            value: Some(any_value::Value::IntValue(n as i64)),
+        };
         let keys = |k: &[String]| {
             let sorted: BTreeSet<&str> = k.iter().map(String::as_str).collect();
             str_value(sorted.into_iter().collect::<Vec<_>>().join(","))
@@ -677,7 +778,11 @@ impl Rules {
         if self.targets.contains(&target) {
             self.apply_actions(attrs);
         }
-        let Some(r) = self.redaction.as_ref().filter(|r| r.targets.contains(&target)) else {
+        let Some(r) = self
+            .redaction
+            .as_ref()
+            .filter(|r| r.targets.contains(&target))
+        else {
             return 0;
         };
         let (removed, masked) = Self::redact(r, attrs);
@@ -686,8 +791,13 @@ impl Rules {
     }
 
     fn selected(&self, span: &Span, resource: Option<&Resource>) -> bool {
-        self.include.as_ref().is_none_or(|f| f.matches(span, resource))
-            && !self.exclude.as_ref().is_some_and(|f| f.matches(span, resource))
+        self.include
+            .as_ref()
+            .is_none_or(|f| f.matches(span, resource))
+            && !self
+                .exclude
+                .as_ref()
+                .is_some_and(|f| f.matches(span, resource))
     }
 }
 
@@ -713,10 +823,8 @@ impl<N: Consumer<Traces>> Consumer<Traces> for AttributesConsumer<N> {
                     }
                 }
             }
-            if resource_selected {
-                if let Some(resource) = rs.resource.as_mut() {
-                    redacted += rules.process(Target::Resource, &mut resource.attributes);
-                }
+            if let Some(resource) = rs.resource.as_mut().filter(|_| resource_selected) {
+                redacted += rules.process(Target::Resource, &mut resource.attributes);
             }
         }
         self.telemetry.add_redacted_attributes(redacted);

@@ -47,13 +47,20 @@ pub struct BatchConfig {
     #[serde(default)]
     pub send_batch_max_size: usize,
     /// Send what waits after this long (default 200 ms).
-    #[serde(default = "default_timeout", deserialize_with = "crate::config::duration")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "crate::config::duration"
+    )]
     pub timeout: Duration,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { send_batch_size: default_size(), send_batch_max_size: 0, timeout: default_timeout() }
+        Self {
+            send_batch_size: default_size(),
+            send_batch_max_size: 0,
+            timeout: default_timeout(),
+        }
     }
 }
 
@@ -67,7 +74,10 @@ pub struct BatchProcessor {
 impl BatchProcessor {
     /// A batcher with id `batch`.
     pub fn new(config: BatchConfig) -> Self {
-        Self { id: ComponentId::new("batch"), config }
+        Self {
+            id: ComponentId::new("batch"),
+            config,
+        }
     }
 
     /// Use another id.
@@ -90,7 +100,11 @@ pub fn split_front(req: &mut ExportTraceServiceRequest, n: usize) -> ExportTrace
             continue;
         }
         // Cut inside this resource.
-        let mut part = ResourceSpans { resource: rs.resource.clone(), schema_url: rs.schema_url.clone(), scope_spans: Vec::new() };
+        let mut part = ResourceSpans {
+            resource: rs.resource.clone(),
+            schema_url: rs.schema_url.clone(),
+            scope_spans: Vec::new(),
+        };
         while left > 0 {
             let ss = &mut rs.scope_spans[0];
             if ss.spans.len() <= left {
@@ -99,7 +113,11 @@ pub fn split_front(req: &mut ExportTraceServiceRequest, n: usize) -> ExportTrace
             } else {
                 let rest = ss.spans.split_off(left);
                 let taken = std::mem::replace(&mut ss.spans, rest);
-                part.scope_spans.push(ScopeSpans { scope: ss.scope.clone(), schema_url: ss.schema_url.clone(), spans: taken });
+                part.scope_spans.push(ScopeSpans {
+                    scope: ss.scope.clone(),
+                    schema_url: ss.schema_url.clone(),
+                    spans: taken,
+                });
                 left = 0;
             }
         }
@@ -132,13 +150,20 @@ impl Processor<Traces> for BatchProcessor {
         self.id.clone()
     }
 
-    fn build<N: Consumer<Traces>>(self, next: N, ctx: &mut ComponentContext<'_>) -> Result<BatchConsumer, BuildError> {
+    fn build<N: Consumer<Traces>>(
+        self,
+        next: N,
+        ctx: &mut ComponentContext<'_>,
+    ) -> Result<BatchConsumer, BuildError> {
         let c = &self.config;
         if c.send_batch_size == 0 {
             return Err(ctx.invalid("send_batch_size", "must be at least 1"));
         }
         if c.send_batch_max_size != 0 && c.send_batch_max_size < c.send_batch_size {
-            return Err(ctx.invalid("send_batch_max_size", "must be 0 or at least send_batch_size"));
+            return Err(ctx.invalid(
+                "send_batch_max_size",
+                "must be 0 or at least send_batch_size",
+            ));
         }
         if c.timeout.is_zero() {
             return Err(ctx.invalid("timeout", "must be positive"));
@@ -164,7 +189,10 @@ impl Consumer<Traces> for BatchConsumer {
     async fn consume(&self, batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
         match self.tx.send(batch).await {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendError(batch)) => Err(ConsumeError::refused(batch, "batch processor is shutting down")),
+            Err(mpsc::error::SendError(batch)) => Err(ConsumeError::refused(
+                batch,
+                "batch processor is shutting down",
+            )),
         }
     }
 }
@@ -172,8 +200,16 @@ impl Consumer<Traces> for BatchConsumer {
 impl<N: Consumer<Traces>> Lifecycle for Worker<N> {
     fn start(&self) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
-            let next = self.next.lock().take().ok_or("batch processor started twice")?;
-            let rx = self.rx.lock().take().ok_or("batch processor started twice")?;
+            let next = self
+                .next
+                .lock()
+                .take()
+                .ok_or("batch processor started twice")?;
+            let rx = self
+                .rx
+                .lock()
+                .take()
+                .ok_or("batch processor started twice")?;
             let task = tokio::spawn(run(
                 next,
                 rx,
@@ -192,15 +228,17 @@ impl<N: Consumer<Traces>> Lifecycle for Worker<N> {
             *self.deadline.lock() = Some(deadline);
             let _ = self.stop_tx.send(true);
             let task = self.task.lock().take();
-            if let Some(mut task) = task {
-                if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-                    task.abort();
-                    return Err("deadline passed while flushing".into());
-                }
+            if let Some(mut task) = task
+                && tokio::time::timeout_at(deadline, &mut task).await.is_err()
+            {
+                task.abort();
+                return Err("deadline passed while flushing".into());
             }
             let dropped = self.telemetry.dropped("shutdown_deadline");
             if dropped > 0 {
-                return Err(format!("dropped {dropped} spans at the shutdown deadline (counted)").into());
+                return Err(
+                    format!("dropped {dropped} spans at the shutdown deadline (counted)").into(),
+                );
             }
             Ok(())
         })
@@ -215,9 +253,19 @@ async fn run<N: Consumer<Traces>>(
     deadline: Arc<Mutex<Option<Instant>>>,
     telemetry: Arc<ComponentTelemetry>,
 ) {
-    let redelivery = Redelivery { initial: Duration::from_millis(50), max: Duration::from_secs(1) };
-    let max = if config.send_batch_max_size == 0 { usize::MAX } else { config.send_batch_max_size };
-    let mut pending = Pending { data: ExportTraceServiceRequest::default(), count: 0 };
+    let redelivery = Redelivery {
+        initial: Duration::from_millis(50),
+        max: Duration::from_secs(1),
+    };
+    let max = if config.send_batch_max_size == 0 {
+        usize::MAX
+    } else {
+        config.send_batch_max_size
+    };
+    let mut pending = Pending {
+        data: ExportTraceServiceRequest::default(),
+        count: 0,
+    };
     let mut oldest: Option<Instant> = None;
     loop {
         let timer = oldest.map(|t| t + config.timeout);
@@ -279,7 +327,11 @@ impl Pending {
     /// Up to `max` spans from the front.
     fn take(&mut self, max: usize) -> Batch<Traces> {
         let n = self.count.min(max);
-        let out = if n == self.count { std::mem::take(&mut self.data) } else { split_front(&mut self.data, n) };
+        let out = if n == self.count {
+            std::mem::take(&mut self.data)
+        } else {
+            split_front(&mut self.data, n)
+        };
         self.count -= n;
         Batch::new(out)
     }
@@ -294,15 +346,26 @@ mod tests {
     #[test]
     fn split_keeps_resource_and_scope() {
         let mut req = generate_traces(3, 4, 1); // one resource, one scope, 12 spans
-        req.resource_spans.push(generate_traces(1, 5, 2).resource_spans.remove(0));
+        req.resource_spans
+            .push(generate_traces(1, 5, 2).resource_spans.remove(0));
         let first = split_front(&mut req, 7);
         assert_eq!(Traces::item_count(&first), 7);
         assert_eq!(Traces::item_count(&req), 10);
-        assert_eq!(first.resource_spans[0].resource, req.resource_spans[0].resource);
-        assert_eq!(first.resource_spans[0].scope_spans[0].scope, req.resource_spans[0].scope_spans[0].scope);
+        assert_eq!(
+            first.resource_spans[0].resource,
+            req.resource_spans[0].resource
+        );
+        assert_eq!(
+            first.resource_spans[0].scope_spans[0].scope,
+            req.resource_spans[0].scope_spans[0].scope
+        );
         let second = split_front(&mut req, 8);
         assert_eq!(Traces::item_count(&second), 8);
-        assert_eq!(second.resource_spans.len(), 2, "the cut crosses into the second resource");
+        assert_eq!(
+            second.resource_spans.len(),
+            2,
+            "the cut crosses into the second resource"
+        );
         assert_eq!(Traces::item_count(&req), 2);
     }
 }

@@ -147,7 +147,10 @@ fn any_value(v: Option<&AnyValue>) -> Value<'_> {
 
 /// Look up `key` in `attrs` (linear: attribute lists are short and this allocates nothing).
 pub(crate) fn find_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref())
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
 }
 
 impl Condition {
@@ -161,12 +164,19 @@ impl Condition {
     /// ```
     pub fn parse(text: &str) -> Result<Self, ConditionError> {
         let tokens = lex(text)?;
-        let mut p = Parser { tokens, pos: 0, len: text.len() };
+        let mut p = Parser {
+            tokens,
+            pos: 0,
+            len: text.len(),
+        };
         let expr = p.or()?;
         if let Some(t) = p.peek() {
             return Err(p.error_at(t.col, format!("unexpected {}", t.kind)));
         }
-        Ok(Self { text: text.to_string(), expr })
+        Ok(Self {
+            text: text.to_string(),
+            expr,
+        })
     }
 
     /// The condition's text.
@@ -194,7 +204,9 @@ fn read<'a>(path: &Path, cx: &SpanContext<'a>) -> Value<'a> {
         Path::StatusMessage => Value::Str(cx.span.status.as_ref().map_or("", |s| &s.message)),
         Path::TraceState => Value::Str(&cx.span.trace_state),
         Path::DurationNs => Value::Int(
-            cx.span.end_time_unix_nano.saturating_sub(cx.span.start_time_unix_nano) as i64,
+            cx.span
+                .end_time_unix_nano
+                .saturating_sub(cx.span.start_time_unix_nano) as i64,
         ),
     }
 }
@@ -323,7 +335,10 @@ fn lex(text: &str) -> Result<Vec<Token>, ConditionError> {
     let b = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
-    let err = |col: usize, message: String| ConditionError { column: col + 1, message };
+    let err = |col: usize, message: String| ConditionError {
+        column: col + 1,
+        message,
+    };
     while i < b.len() {
         let c = b[i];
         let start = i;
@@ -341,7 +356,10 @@ fn lex(text: &str) -> Result<Vec<Token>, ConditionError> {
             _ => None,
         };
         if let Some(kind) = simple {
-            out.push(Token { kind, col: start + 1 });
+            out.push(Token {
+                kind,
+                col: start + 1,
+            });
             i += 1;
             continue;
         }
@@ -356,7 +374,10 @@ fn lex(text: &str) -> Result<Vec<Token>, ConditionError> {
             _ => None,
         };
         if let Some((op, n)) = op {
-            out.push(Token { kind: Tok::Op(op), col: start + 1 });
+            out.push(Token {
+                kind: Tok::Op(op),
+                col: start + 1,
+            });
             i += n;
             continue;
         }
@@ -388,12 +409,17 @@ fn lex(text: &str) -> Result<Vec<Token>, ConditionError> {
                     }
                 }
             }
-            out.push(Token { kind: Tok::Str(s), col: start + 1 });
+            out.push(Token {
+                kind: Tok::Str(s),
+                col: start + 1,
+            });
             continue;
         }
         if c.is_ascii_digit() || c == b'-' || c == b'.' {
             i += 1;
-            while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.' || b[i] == b'e' || b[i] == b'E') {
+            while i < b.len()
+                && (b[i].is_ascii_digit() || b[i] == b'.' || b[i] == b'e' || b[i] == b'E')
+            {
                 i += 1;
             }
             let s = &text[start..i];
@@ -404,14 +430,20 @@ fn lex(text: &str) -> Result<Vec<Token>, ConditionError> {
             } else {
                 return Err(err(start, format!("`{s}` is not a number")));
             };
-            out.push(Token { kind, col: start + 1 });
+            out.push(Token {
+                kind,
+                col: start + 1,
+            });
             continue;
         }
         if c.is_ascii_alphabetic() || c == b'_' {
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
                 i += 1;
             }
-            out.push(Token { kind: Tok::Ident(text[start..i].to_string()), col: start + 1 });
+            out.push(Token {
+                kind: Tok::Ident(text[start..i].to_string()),
+                col: start + 1,
+            });
             continue;
         }
         let ch = text[i..].chars().next().unwrap_or('?');
@@ -440,7 +472,10 @@ impl Parser {
     }
 
     fn error_at(&self, col: usize, message: String) -> ConditionError {
-        ConditionError { column: col, message }
+        ConditionError {
+            column: col,
+            message,
+        }
     }
 
     fn eof(&self) -> ConditionError {
@@ -451,9 +486,9 @@ impl Parser {
         matches!(self.peek(), Some(Token { kind: Tok::Ident(s), .. }) if s == w)
     }
 
-    fn expect(&mut self, want: Tok) -> Result<Token, ConditionError> {
+    fn expect(&mut self, want: &Tok) -> Result<Token, ConditionError> {
         match self.next() {
-            Some(t) if t.kind == want => Ok(t),
+            Some(t) if t.kind == *want => Ok(t),
             Some(t) => Err(self.error_at(t.col, format!("expected {want}, found {}", t.kind))),
             None => Err(self.eof()),
         }
@@ -465,7 +500,11 @@ impl Parser {
             self.pos += 1;
             items.push(self.and()?);
         }
-        Ok(if items.len() == 1 { items.remove(0) } else { Expr::Or(items) })
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            Expr::Or(items)
+        })
     }
 
     fn and(&mut self) -> Result<Expr, ConditionError> {
@@ -474,7 +513,11 @@ impl Parser {
             self.pos += 1;
             items.push(self.not()?);
         }
-        Ok(if items.len() == 1 { items.remove(0) } else { Expr::And(items) })
+        Ok(if items.len() == 1 {
+            items.remove(0)
+        } else {
+            Expr::And(items)
+        })
     }
 
     fn not(&mut self) -> Result<Expr, ConditionError> {
@@ -486,30 +529,46 @@ impl Parser {
     }
 
     fn comparison(&mut self) -> Result<Expr, ConditionError> {
-        if matches!(self.peek(), Some(Token { kind: Tok::LParen, .. })) {
+        if matches!(
+            self.peek(),
+            Some(Token {
+                kind: Tok::LParen,
+                ..
+            })
+        ) {
             self.pos += 1;
             let inner = self.or()?;
-            self.expect(Tok::RParen)?;
+            self.expect(&Tok::RParen)?;
             return Ok(inner);
         }
         if self.is_word("IsMatch") {
             let col = self.next().map_or(0, |t| t.col);
-            self.expect(Tok::LParen)?;
+            self.expect(&Tok::LParen)?;
             let target = self.operand()?;
-            self.expect(Tok::Comma)?;
+            self.expect(&Tok::Comma)?;
             let pattern = match self.next() {
-                Some(Token { kind: Tok::Str(s), col }) => Regex::new(&s)
-                    .map_err(|e| self.error_at(col, format!("invalid regex: {e}")))?,
-                Some(t) => return Err(self.error_at(t.col, format!("expected a regex string, found {}", t.kind))),
+                Some(Token {
+                    kind: Tok::Str(s),
+                    col,
+                }) => {
+                    Regex::new(&s).map_err(|e| self.error_at(col, format!("invalid regex: {e}")))?
+                }
+                Some(t) => {
+                    return Err(
+                        self.error_at(t.col, format!("expected a regex string, found {}", t.kind))
+                    );
+                }
                 None => return Err(self.eof()),
             };
-            self.expect(Tok::RParen)?;
+            self.expect(&Tok::RParen)?;
             let _ = col;
             return Ok(Expr::IsMatch(target, pattern));
         }
         let left = self.operand()?;
         match self.peek() {
-            Some(Token { kind: Tok::Op(op), .. }) => {
+            Some(Token {
+                kind: Tok::Op(op), ..
+            }) => {
                 let op = *op;
                 self.pos += 1;
                 let right = self.operand()?;
@@ -532,21 +591,33 @@ impl Parser {
     }
 
     fn key(&mut self) -> Result<String, ConditionError> {
-        self.expect(Tok::LBracket)?;
+        self.expect(&Tok::LBracket)?;
         let key = match self.next() {
-            Some(Token { kind: Tok::Str(s), .. }) => s,
-            Some(t) => return Err(self.error_at(t.col, format!("expected an attribute key string, found {}", t.kind))),
+            Some(Token {
+                kind: Tok::Str(s), ..
+            }) => s,
+            Some(t) => {
+                return Err(self.error_at(
+                    t.col,
+                    format!("expected an attribute key string, found {}", t.kind),
+                ));
+            }
             None => return Err(self.eof()),
         };
-        self.expect(Tok::RBracket)?;
+        self.expect(&Tok::RBracket)?;
         Ok(key)
     }
 
     fn field(&mut self) -> Result<(String, usize), ConditionError> {
-        self.expect(Tok::Dot)?;
+        self.expect(&Tok::Dot)?;
         match self.next() {
-            Some(Token { kind: Tok::Ident(s), col }) => Ok((s, col)),
-            Some(t) => Err(self.error_at(t.col, format!("expected a field name, found {}", t.kind))),
+            Some(Token {
+                kind: Tok::Ident(s),
+                col,
+            }) => Ok((s, col)),
+            Some(t) => {
+                Err(self.error_at(t.col, format!("expected a field name, found {}", t.kind)))
+            }
             None => Err(self.eof()),
         }
     }
@@ -569,11 +640,17 @@ impl Parser {
             "status" => match self.field()? {
                 (f, _) if f == "code" => path(Path::StatusCode),
                 (f, _) if f == "message" => path(Path::StatusMessage),
-                (f, c) => Err(self.error_at(c, format!("unknown field status.{f}: use status.code or status.message"))),
+                (f, c) => Err(self.error_at(
+                    c,
+                    format!("unknown field status.{f}: use status.code or status.message"),
+                )),
             },
             "resource" => match self.field()? {
                 (f, _) if f == "attributes" => path(Path::ResourceAttr(self.key()?)),
-                (f, c) => Err(self.error_at(c, format!("unknown field resource.{f}: use resource.attributes[\"...\"]"))),
+                (f, c) => Err(self.error_at(
+                    c,
+                    format!("unknown field resource.{f}: use resource.attributes[\"...\"]"),
+                )),
             },
             "instrumentation_scope" => match self.field()? {
                 (f, _) if f == "name" => path(Path::ScopeName),
@@ -608,7 +685,11 @@ mod tests {
     use otel_pipeline_core::proto::trace::v1::Status;
 
     fn kv(k: &str, v: any_value::Value) -> KeyValue {
-        KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
     }
 
     fn span() -> Span {
@@ -617,9 +698,15 @@ mod tests {
             kind: 2,
             start_time_unix_nano: 1_000,
             end_time_unix_nano: 3_000_001_000,
-            status: Some(Status { code: 2, message: "boom".into() }),
+            status: Some(Status {
+                code: 2,
+                message: "boom".into(),
+            }),
             attributes: vec![
-                kv("http.route", any_value::Value::StringValue("/healthz".into())),
+                kv(
+                    "http.route",
+                    any_value::Value::StringValue("/healthz".into()),
+                ),
                 kv("http.response.status_code", any_value::Value::IntValue(503)),
                 kv("retry", any_value::Value::BoolValue(true)),
                 kv("ratio", any_value::Value::DoubleValue(0.5)),
@@ -631,12 +718,26 @@ mod tests {
     fn check(cond: &str) -> bool {
         let s = span();
         let resource = Resource {
-            attributes: vec![kv("service.name", any_value::Value::StringValue("checkout".into()))],
+            attributes: vec![kv(
+                "service.name",
+                any_value::Value::StringValue("checkout".into()),
+            )],
             ..Default::default()
         };
-        let scope = InstrumentationScope { name: "lib".into(), ..Default::default() };
-        let cx = SpanContext { span: &s, event: None, resource: Some(&resource), scope: Some(&scope) };
-        Condition::parse(cond).unwrap_or_else(|e| panic!("{cond}: {e}")).eval(&cx).unwrap_or_else(|e| panic!("{cond}: {e}"))
+        let scope = InstrumentationScope {
+            name: "lib".into(),
+            ..Default::default()
+        };
+        let cx = SpanContext {
+            span: &s,
+            event: None,
+            resource: Some(&resource),
+            scope: Some(&scope),
+        };
+        Condition::parse(cond)
+            .unwrap_or_else(|e| panic!("{cond}: {e}"))
+            .eval(&cx)
+            .unwrap_or_else(|e| panic!("{cond}: {e}"))
     }
 
     #[test]
@@ -651,7 +752,9 @@ mod tests {
         assert!(check(r#"attributes["retry"] == true"#));
         assert!(check(r#"attributes["missing"] == nil"#));
         assert!(!check(r#"attributes["missing"] == "x""#));
-        assert!(check(r#"resource.attributes["service.name"] == "checkout""#));
+        assert!(check(
+            r#"resource.attributes["service.name"] == "checkout""#
+        ));
         assert!(check(r#"instrumentation_scope.name == "lib""#));
         assert!(check("kind == SPAN_KIND_SERVER"));
         assert!(check("kind == 2"));
@@ -664,18 +767,34 @@ mod tests {
     #[test]
     fn logic_and_regex() {
         assert!(check(r#"IsMatch(name, "^GET /health")"#));
-        assert!(!check(r#"IsMatch(attributes["http.response.status_code"], "5..")"#), "non-strings never match");
-        assert!(check(r#"kind == SPAN_KIND_SERVER and status.code == STATUS_CODE_ERROR"#));
-        assert!(check(r#"kind == SPAN_KIND_CLIENT or status.code == STATUS_CODE_ERROR"#));
-        assert!(!check(r#"not (kind == SPAN_KIND_CLIENT or status.code == STATUS_CODE_ERROR)"#));
-        assert!(check(r#"not kind == SPAN_KIND_CLIENT and (attributes["retry"] or false)"#));
+        assert!(
+            !check(r#"IsMatch(attributes["http.response.status_code"], "5..")"#),
+            "non-strings never match"
+        );
+        assert!(check(
+            r#"kind == SPAN_KIND_SERVER and status.code == STATUS_CODE_ERROR"#
+        ));
+        assert!(check(
+            r#"kind == SPAN_KIND_CLIENT or status.code == STATUS_CODE_ERROR"#
+        ));
+        assert!(!check(
+            r#"not (kind == SPAN_KIND_CLIENT or status.code == STATUS_CODE_ERROR)"#
+        ));
+        assert!(check(
+            r#"not kind == SPAN_KIND_CLIENT and (attributes["retry"] or false)"#
+        ));
         assert!(check(r#"attributes["retry"]"#));
     }
 
     #[test]
     fn evaluation_errors() {
         let s = span();
-        let cx = SpanContext { span: &s, event: None, resource: None, scope: None };
+        let cx = SpanContext {
+            span: &s,
+            event: None,
+            resource: None,
+            scope: None,
+        };
         let c = Condition::parse(r#"attributes["http.route"] > 3"#).unwrap();
         assert!(c.eval(&cx).is_err());
         let c = Condition::parse(r#"attributes["http.route"]"#).unwrap();

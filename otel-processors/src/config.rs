@@ -52,7 +52,10 @@ pub fn from_yaml<T: for<'de> Deserialize<'de>>(prefix: &str, yaml: &str) -> Resu
 
 /// Load the configuration of processor `id` (`filter/health`) from a whole Collector-style
 /// document; errors name `processors.<id>.<path>`.
-pub fn processor_config<T: for<'de> Deserialize<'de>>(document: &str, id: &str) -> Result<T, ConfigError> {
+pub fn processor_config<T: for<'de> Deserialize<'de>>(
+    document: &str,
+    id: &str,
+) -> Result<T, ConfigError> {
     let root: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(document).map_err(|e| ConfigError::new("", e.to_string()))?;
     let section = root
@@ -63,7 +66,8 @@ pub fn processor_config<T: for<'de> Deserialize<'de>>(document: &str, id: &str) 
     let yaml = if section.is_null() {
         "{}".to_string()
     } else {
-        serde_yaml_ng::to_string(section).map_err(|e| ConfigError::new(format!("processors.{id}"), e.to_string()))?
+        serde_yaml_ng::to_string(section)
+            .map_err(|e| ConfigError::new(format!("processors.{id}"), e.to_string()))?
     };
     from_yaml(&format!("processors.{id}"), &yaml)
 }
@@ -83,7 +87,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         if digits == 0 {
             return Err(format!("`{text}` is not a duration"));
         }
-        let value: f64 = rest[..digits].parse().map_err(|_| format!("`{text}` is not a duration"))?;
+        let value: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("`{text}` is not a duration"))?;
         let unit_end = rest[digits..]
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .map_or(rest.len(), |i| i + digits);
@@ -95,7 +101,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            _ => return Err(format!("`{text}`: unknown unit `{unit}` (use ns, us, ms, s, m or h)")),
+            _ => {
+                return Err(format!(
+                    "`{text}`: unknown unit `{unit}` (use ns, us, ms, s, m or h)"
+                ));
+            }
         };
         total += Duration::from_nanos((value * nanos) as u64);
         rest = &rest[unit_end..];
@@ -112,7 +122,8 @@ pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 /// Serde helper: an optional Collector-style duration string.
 pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let s = Option::<String>::deserialize(d)?;
-    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
+    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 #[cfg(test)]

@@ -90,7 +90,10 @@ pub struct FilterProcessor {
 impl FilterProcessor {
     /// A filter with id `filter`.
     pub fn new(config: FilterConfig) -> Self {
-        Self { id: ComponentId::new("filter"), config }
+        Self {
+            id: ComponentId::new("filter"),
+            config,
+        }
     }
 
     /// Use another id (`filter/health`).
@@ -110,7 +113,8 @@ pub(crate) fn parse_all(
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            Condition::parse(t).map_err(|e| ctx.invalid(format!("{path}[{i}]"), format!("{e} in `{t}`")))
+            Condition::parse(t)
+                .map_err(|e| ctx.invalid(format!("{path}[{i}]"), format!("{e} in `{t}`")))
         })
         .collect()
 }
@@ -150,7 +154,12 @@ impl Processor<Traces> for FilterProcessor {
 }
 
 /// Any condition true? Evaluation errors follow `mode`.
-fn any(conds: &[Condition], cx: &SpanContext<'_>, mode: ErrorMode, errors: &mut usize) -> Result<bool, EvalError> {
+fn any(
+    conds: &[Condition],
+    cx: &SpanContext<'_>,
+    mode: ErrorMode,
+    errors: &mut usize,
+) -> Result<bool, EvalError> {
     for c in conds {
         match c.eval(cx) {
             Ok(true) => return Ok(true),
@@ -181,7 +190,12 @@ impl<N: Consumer<Traces>> FilterConsumer<N> {
                     if failure.is_some() {
                         return true;
                     }
-                    let cx = SpanContext { span, event: None, resource, scope };
+                    let cx = SpanContext {
+                        span,
+                        event: None,
+                        resource,
+                        scope,
+                    };
                     match any(&self.spans, &cx, mode, &mut errors) {
                         Ok(drop) => !drop,
                         Err(e) => {
@@ -202,7 +216,12 @@ impl<N: Consumer<Traces>> FilterConsumer<N> {
                     let before = events.len();
                     let mut failure = None;
                     events.retain(|event| {
-                        let cx = SpanContext { span, event: Some(event), resource, scope };
+                        let cx = SpanContext {
+                            span,
+                            event: Some(event),
+                            resource,
+                            scope,
+                        };
                         match any(&self.events, &cx, mode, &mut errors) {
                             Ok(drop) => !drop,
                             Err(e) => {
@@ -220,7 +239,10 @@ impl<N: Consumer<Traces>> FilterConsumer<N> {
             }
             rs.scope_spans.retain(|ss| !ss.spans.is_empty());
         }
-        batch.data.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+        batch
+            .data
+            .resource_spans
+            .retain(|rs| !rs.scope_spans.is_empty());
         Ok((spans_dropped, events_dropped, errors))
     }
 }
@@ -232,7 +254,8 @@ impl<N: Consumer<Traces>> Consumer<Traces> for FilterConsumer<N> {
             Ok((spans, events, errors)) => {
                 self.telemetry.add_dropped("filtered", spans);
                 self.telemetry.add_dropped_events("filtered", events);
-                self.telemetry.add_failed_requests("condition_error", errors);
+                self.telemetry
+                    .add_failed_requests("condition_error", errors);
                 if batch.item_count() == 0 {
                     return Ok(());
                 }
@@ -241,7 +264,10 @@ impl<N: Consumer<Traces>> Consumer<Traces> for FilterConsumer<N> {
             Err(e) => {
                 self.telemetry.add_failed_request("condition_error");
                 self.telemetry.add_dropped("condition_error", n);
-                Err(ConsumeError::rejected(n, format!("filter condition failed: {e}")))
+                Err(ConsumeError::rejected(
+                    n,
+                    format!("filter condition failed: {e}"),
+                ))
             }
         }
     }

@@ -42,7 +42,10 @@ fn default_interval() -> Duration {
 #[serde(deny_unknown_fields)]
 pub struct MemoryLimiterConfig {
     /// How often memory is measured (default 1 s).
-    #[serde(default = "default_interval", deserialize_with = "crate::config::duration")]
+    #[serde(
+        default = "default_interval",
+        deserialize_with = "crate::config::duration"
+    )]
     pub check_interval: Duration,
     /// Hard limit in MiB.
     #[serde(default)]
@@ -60,7 +63,13 @@ pub struct MemoryLimiterConfig {
 
 impl Default for MemoryLimiterConfig {
     fn default() -> Self {
-        Self { check_interval: default_interval(), limit_mib: 0, spike_limit_mib: 0, limit_percentage: 0, spike_limit_percentage: 0 }
+        Self {
+            check_interval: default_interval(),
+            limit_mib: 0,
+            spike_limit_mib: 0,
+            limit_percentage: 0,
+            spike_limit_percentage: 0,
+        }
     }
 }
 
@@ -78,13 +87,20 @@ pub struct ProcessMemory;
 
 fn kib_field(text: &str, field: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(field))?;
-    let kib: u64 = line[field.len()..].split_whitespace().next()?.parse().ok()?;
+    let kib: u64 = line[field.len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     Some(kib * 1024)
 }
 
 impl MemoryProbe for ProcessMemory {
     fn used_bytes(&self) -> Option<u64> {
-        kib_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmRSS:")
+        kib_field(
+            &std::fs::read_to_string("/proc/self/status").ok()?,
+            "VmRSS:",
+        )
     }
 
     fn total_bytes(&self) -> Option<u64> {
@@ -105,7 +121,10 @@ pub struct ManualMemory {
 impl ManualMemory {
     /// A probe reporting `used` of `total` bytes.
     pub fn new(used: u64, total: u64) -> Self {
-        Self { used: Arc::new(AtomicU64::new(used)), total: Arc::new(AtomicU64::new(total)) }
+        Self {
+            used: Arc::new(AtomicU64::new(used)),
+            total: Arc::new(AtomicU64::new(total)),
+        }
     }
 
     /// Change the reading.
@@ -134,14 +153,21 @@ pub struct MemoryLimiter {
 
 impl std::fmt::Debug for MemoryLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryLimiter").field("id", &self.id).field("config", &self.config).finish()
+        f.debug_struct("MemoryLimiter")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .finish()
     }
 }
 
 impl MemoryLimiter {
     /// A limiter with id `memory_limiter` measuring this process.
     pub fn new(config: MemoryLimiterConfig) -> Self {
-        Self { id: ComponentId::new("memory_limiter"), config, probe: Arc::new(ProcessMemory) }
+        Self {
+            id: ComponentId::new("memory_limiter"),
+            config,
+            probe: Arc::new(ProcessMemory),
+        }
     }
 
     /// Measure with `probe` instead.
@@ -165,19 +191,37 @@ impl MemoryLimiter {
         }
         let (hard, spike) = match (c.limit_mib, c.limit_percentage) {
             (0, 0) => return Err(ctx.invalid("limit_mib", "set limit_mib or limit_percentage")),
-            (m, 0) => (m * MIB, if c.spike_limit_mib == 0 { m * MIB / 5 } else { c.spike_limit_mib * MIB }),
+            (m, 0) => (
+                m * MIB,
+                if c.spike_limit_mib == 0 {
+                    m * MIB / 5
+                } else {
+                    c.spike_limit_mib * MIB
+                },
+            ),
             (0, p) => {
                 if p > 100 || c.spike_limit_percentage > 100 {
                     return Err(ctx.invalid("limit_percentage", "percentages are 1 to 100"));
                 }
-                let total = self
-                    .probe
-                    .total_bytes()
-                    .ok_or_else(|| ctx.invalid("limit_percentage", "cannot read the memory available to the process"))?;
-                let spike_p = if c.spike_limit_percentage == 0 { p / 5 } else { c.spike_limit_percentage };
+                let total = self.probe.total_bytes().ok_or_else(|| {
+                    ctx.invalid(
+                        "limit_percentage",
+                        "cannot read the memory available to the process",
+                    )
+                })?;
+                let spike_p = if c.spike_limit_percentage == 0 {
+                    p / 5
+                } else {
+                    c.spike_limit_percentage
+                };
                 (total / 100 * u64::from(p), total / 100 * u64::from(spike_p))
             }
-            _ => return Err(ctx.invalid("limit_percentage", "set limit_mib or limit_percentage, not both")),
+            _ => {
+                return Err(ctx.invalid(
+                    "limit_percentage",
+                    "set limit_mib or limit_percentage, not both",
+                ));
+            }
         };
         if spike >= hard {
             return Err(ctx.invalid("spike_limit_mib", "must be below the limit"));
@@ -229,7 +273,11 @@ struct Checker {
 
 impl Lifecycle for Checker {
     fn start(&self) -> BoxFuture<'_, Result<(), BoxError>> {
-        let (gate, probe, interval) = (Arc::clone(&self.gate), Arc::clone(&self.probe), self.interval);
+        let (gate, probe, interval) = (
+            Arc::clone(&self.gate),
+            Arc::clone(&self.probe),
+            self.interval,
+        );
         gate.check(&*probe);
         *self.task.lock() = Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -256,16 +304,29 @@ impl<S: Signal> Processor<S> for MemoryLimiter {
         self.id.clone()
     }
 
-    fn build<N: Consumer<S>>(self, next: N, ctx: &mut ComponentContext<'_>) -> Result<MemoryLimiterConsumer<N>, BuildError> {
+    fn build<N: Consumer<S>>(
+        self,
+        next: N,
+        ctx: &mut ComponentContext<'_>,
+    ) -> Result<MemoryLimiterConsumer<N>, BuildError> {
         let (hard, soft) = self.limits(ctx)?;
-        let gate = Arc::new(Gate { refusing: AtomicBool::new(false), used: AtomicU64::new(0), soft, hard });
+        let gate = Arc::new(Gate {
+            refusing: AtomicBool::new(false),
+            used: AtomicU64::new(0),
+            soft,
+            hard,
+        });
         ctx.register_lifecycle(Arc::new(Checker {
             gate: Arc::clone(&gate),
             probe: Arc::clone(&self.probe),
             interval: self.config.check_interval,
             task: Mutex::new(None),
         }));
-        Ok(MemoryLimiterConsumer { gate, retry_after: self.config.check_interval, next })
+        Ok(MemoryLimiterConsumer {
+            gate,
+            retry_after: self.config.check_interval,
+            next,
+        })
     }
 }
 
@@ -273,7 +334,11 @@ impl<S: Signal, N: Consumer<S>> Consumer<S> for MemoryLimiterConsumer<N> {
     async fn consume(&self, batch: Batch<S>) -> Result<(), ConsumeError<S>> {
         if self.gate.refusing.load(Ordering::Acquire) {
             let used = self.gate.used.load(Ordering::Relaxed) >> 20;
-            let over = if used >= self.gate.hard >> 20 { "hard" } else { "soft" };
+            let over = if used >= self.gate.hard >> 20 {
+                "hard"
+            } else {
+                "soft"
+            };
             return Err(ConsumeError::Refused(Refusal {
                 batch,
                 reason: format!("memory limiter: {used} MiB in use, over the {over} limit").into(),

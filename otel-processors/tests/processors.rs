@@ -1,0 +1,631 @@
+//! The processors driven through pipelines, configured the way users configure them:
+//! from the example Collector configs in `docs/examples/` and from Rust.
+
+// Test helpers unwrap: a failure there is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use otel_pipeline_core::ComponentId;
+use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
+use otel_pipeline_core::proto::common::v1::{AnyValue, KeyValue, any_value::Value};
+use otel_pipeline_core::proto::trace::v1::span::Event;
+use otel_pipeline_core::testing::{
+    Exported, InMemoryExporter, InMemoryReceiver, InMemorySender, eventually, generate_traces,
+};
+use otel_pipeline_core::{
+    ComponentKind, ComponentTelemetry, Pipeline, Processor, RunningPipeline, Traces,
+};
+use otel_processors::attributes::{AttributeRedactor, AttributesConfig, RedactionConfig};
+use otel_processors::batch::{BatchConfig, BatchProcessor};
+use otel_processors::config::{from_yaml, processor_config};
+use otel_processors::filter::{FilterConfig, FilterProcessor};
+use otel_processors::memory_limiter::{ManualMemory, MemoryLimiter, MemoryLimiterConfig};
+use std::sync::Arc;
+
+const AGENT: &str = include_str!("../../docs/examples/agent.yaml");
+const GATEWAY: &str = include_str!("../../docs/examples/gateway.yaml");
+
+fn kv(k: &str, v: Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn s(v: &str) -> Value {
+    Value::StringValue(v.into())
+}
+
+fn attr<'a>(attrs: &'a [KeyValue], k: &str) -> Option<&'a Value> {
+    attrs
+        .iter()
+        .find(|a| a.key == k)
+        .and_then(|a| a.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+/// One batch with one span per attribute set.
+fn spans(sets: Vec<(&str, Vec<KeyValue>)>) -> ExportTraceServiceRequest {
+    let mut req = generate_traces(1, sets.len(), 1);
+    for (span, (name, attrs)) in req.resource_spans[0].scope_spans[0]
+        .spans
+        .iter_mut()
+        .zip(sets)
+    {
+        span.name = name.into();
+        span.attributes = attrs;
+    }
+    req
+}
+
+async fn run<P: Processor<Traces>>(
+    p: P,
+) -> (RunningPipeline, InMemorySender<Traces>, Exported<Traces>) {
+    let (receiver, sender) = InMemoryReceiver::new();
+    let (exporter, exported) = InMemoryExporter::new();
+    let running = Pipeline::traces()
+        .receiver(receiver)
+        .processor(p)
+        .exporter(exporter)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    (running, sender, exported)
+}
+
+fn counters(running: &RunningPipeline, id: &str) -> Arc<ComponentTelemetry> {
+    running
+        .telemetry()
+        .find(ComponentKind::Processor, id)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_agent_health_check_filter_from_docs() {
+    let config: FilterConfig = processor_config(AGENT, "filter/health").unwrap();
+    let filter = FilterProcessor::new(config).with_id("filter/health".parse().unwrap());
+    let (running, sender, out) = run(filter).await;
+    sender
+        .send(spans(vec![
+            ("GET /healthz", vec![kv("http.route", s("/healthz"))]),
+            ("GET /readyz", vec![kv("http.route", s("/readyz"))]),
+            ("HEAD /livez", vec![]),
+            (
+                "GET /",
+                vec![kv("user_agent.original", s("kube-probe/1.29"))],
+            ),
+            (
+                "GET /api/orders",
+                vec![
+                    kv("http.route", s("/api/orders")),
+                    kv("user_agent.original", s("curl/8")),
+                ],
+            ),
+            (
+                "GET /healthz/deep",
+                vec![kv("http.route", s("/healthz/deep"))],
+            ),
+        ]))
+        .await
+        .unwrap();
+    let names: Vec<String> = out.spans().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["GET /api/orders", "GET /healthz/deep"]);
+    let c = counters(&running, "filter/health");
+    assert_eq!(c.dropped("filtered"), 4);
+    assert_eq!((c.accepted(), c.outgoing()), (6, 2));
+    // A batch that is all health checks is not passed on at all.
+    sender
+        .send(spans(vec![(
+            "GET /healthz",
+            vec![kv("http.route", s("/healthz"))],
+        )]))
+        .await
+        .unwrap();
+    assert_eq!(out.batches().len(), 1);
+    running.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn span_events_and_error_modes() {
+    let yaml = r#"
+error_mode: propagate
+traces:
+  span: ['attributes["http.response.status_code"] > 499']
+  spanevent: ['name == "cache.miss"']
+"#;
+    let (running, sender, out) = run(FilterProcessor::new(
+        from_yaml("processors.filter", yaml).unwrap(),
+    ))
+    .await;
+    let mut req = spans(vec![
+        (
+            "ok",
+            vec![kv("http.response.status_code", Value::IntValue(200))],
+        ),
+        (
+            "bad",
+            vec![kv("http.response.status_code", Value::IntValue(503))],
+        ),
+    ]);
+    req.resource_spans[0].scope_spans[0].spans[0].events = vec![
+        Event {
+            name: "cache.miss".into(),
+            ..Default::default()
+        },
+        Event {
+            name: "exception".into(),
+            ..Default::default()
+        },
+    ];
+    sender.send(req).await.unwrap();
+    let kept = out.spans();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        kept[0]
+            .events
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>(),
+        ["exception"]
+    );
+    let c = counters(&running, "filter");
+    assert_eq!(c.dropped_events("filtered"), 1);
+
+    // A string where a number is expected: propagate rejects the batch, counted.
+    let err = sender
+        .send(spans(vec![(
+            "weird",
+            vec![kv("http.response.status_code", s("five hundred"))],
+        )]))
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable());
+    assert!(err.reason().contains("cannot order"), "{err}");
+    assert_eq!(c.dropped("condition_error"), 1);
+    running.shutdown(Duration::from_secs(1)).await.unwrap();
+
+    // ignore: the span is kept, the error counted.
+    let yaml = "error_mode: ignore\ntraces:\n  span: ['attributes[\"http.response.status_code\"] > 499']\n";
+    let (running, sender, out) = run(FilterProcessor::new(
+        from_yaml("processors.filter", yaml).unwrap(),
+    ))
+    .await;
+    sender
+        .send(spans(vec![(
+            "weird",
+            vec![kv("http.response.status_code", s("five hundred"))],
+        )]))
+        .await
+        .unwrap();
+    assert_eq!(out.item_count(), 1);
+    assert_eq!(
+        counters(&running, "filter").failed_requests("condition_error"),
+        1
+    );
+    running.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_filter_configs_name_the_key_and_column() {
+    let err = from_yaml::<FilterConfig>("processors.filter", "traces:\n  spans: []").unwrap_err();
+    assert_eq!(err.path, "processors.filter.traces.spans");
+    assert!(err.message.contains("unknown field `spans`"), "{err}");
+    let err = from_yaml::<FilterConfig>("processors.filter", "error_mode: loud").unwrap_err();
+    assert_eq!(err.path, "processors.filter.error_mode");
+
+    let config: FilterConfig = from_yaml(
+        "processors.filter",
+        "traces:\n  span:\n    - 'name == \"a\"'\n    - 'attributes[\"x\"] === 1'\n",
+    )
+    .unwrap();
+    let (exporter, _) = InMemoryExporter::new();
+    let err = Pipeline::traces()
+        .processor(FilterProcessor::new(config))
+        .exporter(exporter)
+        .build()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("filter: invalid `traces.span[1]`: column 19: unexpected character `=`"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_redaction_from_docs() {
+    let attributes: AttributesConfig = processor_config(GATEWAY, "attributes/redact").unwrap();
+    let redaction: RedactionConfig = processor_config(GATEWAY, "redaction").unwrap();
+    let (receiver, sender) = InMemoryReceiver::new();
+    let (exporter, out) = InMemoryExporter::new();
+    let running = Pipeline::traces()
+        .receiver(receiver)
+        .processor(
+            AttributeRedactor::attributes(attributes).with_id("attributes/redact".parse().unwrap()),
+        )
+        .processor(AttributeRedactor::redaction(redaction))
+        .exporter(exporter)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let mut req = spans(vec![(
+        "POST /pay",
+        vec![
+            kv("http.request.header.authorization", s("Bearer abc.def")),
+            kv("http.request.header.cookie", s("session=42")),
+            kv(
+                "db.statement",
+                s("SELECT * FROM cards WHERE pan = '4111111111111111'"),
+            ),
+            kv("user.email", s("contact: jane.doe@example.com")),
+            kv("note", s("paid with 4111111111111111, token Bearer xyz123")),
+            kv("http.route", s("/pay")),
+        ],
+    )]);
+    req.resource_spans[0].scope_spans[0].spans[0].events = vec![Event {
+        name: "request".into(),
+        attributes: vec![kv(
+            "http.request.header.authorization",
+            s("Basic Zm9vOmJhcg=="),
+        )],
+        ..Default::default()
+    }];
+    sender.send(req).await.unwrap();
+    let span = &out.spans()[0];
+    let a = &span.attributes;
+    assert_eq!(attr(a, "http.request.header.authorization"), None);
+    assert_eq!(attr(a, "http.request.header.cookie"), None);
+    let Some(Value::StringValue(hashed)) = attr(a, "db.statement") else {
+        panic!("db.statement")
+    };
+    assert_eq!(hashed.len(), 64, "SHA-256 hex");
+    assert!(hashed.bytes().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(attr(a, "user.email"), Some(&s("contact: ****")));
+    assert_eq!(attr(a, "note"), Some(&s("paid with ****, token ****")));
+    assert_eq!(attr(a, "http.route"), Some(&s("/pay")));
+    assert_eq!(
+        attr(a, "redaction.masked.keys"),
+        Some(&s("note,user.email"))
+    );
+    assert_eq!(attr(a, "redaction.masked.count"), Some(&Value::IntValue(2)));
+    assert!(
+        span.events[0].attributes.is_empty(),
+        "event attributes are redacted too"
+    );
+    let c = counters(&running, "redaction");
+    assert_eq!(c.redacted_attributes(), 2);
+    running.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+async fn apply(yaml: &str, attrs: Vec<KeyValue>) -> Vec<KeyValue> {
+    let config: AttributesConfig = from_yaml("processors.attributes", yaml).unwrap();
+    let (running, sender, out) = run(AttributeRedactor::attributes(config)).await;
+    sender.send(spans(vec![("span", attrs)])).await.unwrap();
+    running.shutdown(Duration::from_secs(1)).await.unwrap();
+    out.spans().remove(0).attributes
+}
+
+#[tokio::test]
+async fn every_action() {
+    let base = || {
+        vec![
+            kv("a", s("1")),
+            kv("b", s("two")),
+            kv("url", s("https://shop.example:8443/cart")),
+            kv("n", s("42")),
+        ]
+    };
+    let out = apply(
+        "actions: [{key: a, value: x, action: insert}, {key: c, value: 3, action: insert}]",
+        base(),
+    )
+    .await;
+    assert_eq!(
+        (attr(&out, "a"), attr(&out, "c")),
+        (Some(&s("1")), Some(&Value::IntValue(3)))
+    );
+    let out = apply(
+        "actions: [{key: a, value: x, action: update}, {key: z, value: x, action: update}]",
+        base(),
+    )
+    .await;
+    assert_eq!((attr(&out, "a"), attr(&out, "z")), (Some(&s("x")), None));
+    let out = apply("actions: [{key: z, from_attribute: b, action: upsert}, {key: a, value: true, action: upsert}]", base()).await;
+    assert_eq!(
+        (attr(&out, "z"), attr(&out, "a")),
+        (Some(&s("two")), Some(&Value::BoolValue(true)))
+    );
+    let out = apply(
+        "actions: [{key: a, action: delete}, {pattern: '^u', action: delete}]",
+        base(),
+    )
+    .await;
+    assert_eq!(
+        out.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
+        ["b", "n"]
+    );
+    let out = apply("actions: [{key: b, action: hash}]", base()).await;
+    // SHA-256("two")
+    assert_eq!(
+        attr(&out, "b"),
+        Some(&s(
+            "3fc4ccfe745870e2c0d99f71f30ff0656c8dedd41cc1d7d3d376b0dbe685e2f3"
+        ))
+    );
+    let out = apply(
+        r#"actions: [{key: url, pattern: '^(?P<scheme>\w+)://(?P<host>[^/:]+)', action: extract}]"#,
+        base(),
+    )
+    .await;
+    assert_eq!(
+        (attr(&out, "scheme"), attr(&out, "host")),
+        (Some(&s("https")), Some(&s("shop.example")))
+    );
+    let out = apply("actions: [{key: n, action: convert, converted_type: int}, {key: b, action: convert, converted_type: int}]", base()).await;
+    assert_eq!(attr(&out, "n"), Some(&Value::IntValue(42)));
+    assert_eq!(
+        attr(&out, "b"),
+        Some(&s("two")),
+        "an impossible conversion leaves the value"
+    );
+}
+
+#[tokio::test]
+async fn include_exclude_and_targets() {
+    let yaml = r#"
+include: { match_type: regexp, span_names: ['^GET '], attributes: [{key: tenant, value: '^acme'}] }
+exclude: { match_type: strict, services: [billing] }
+apply_to: [span, resource]
+actions: [{key: touched, value: yes, action: insert}]
+"#;
+    let config: AttributesConfig = from_yaml("processors.attributes", yaml).unwrap();
+    let (running, sender, out) = run(AttributeRedactor::attributes(config)).await;
+    sender
+        .send(spans(vec![
+            ("GET /a", vec![kv("tenant", s("acme-eu"))]),
+            ("GET /b", vec![kv("tenant", s("globex"))]),
+            ("POST /c", vec![kv("tenant", s("acme"))]),
+        ]))
+        .await
+        .unwrap();
+    let got: Vec<bool> = out
+        .spans()
+        .iter()
+        .map(|sp| attr(&sp.attributes, "touched").is_some())
+        .collect();
+    assert_eq!(got, [true, false, false]);
+    let resource = out.batches()[0].data.resource_spans[0]
+        .resource
+        .clone()
+        .unwrap();
+    assert!(
+        attr(&resource.attributes, "touched").is_some(),
+        "resource attributes changed too"
+    );
+    // The service `orders` is not excluded; a `billing` resource is.
+    let mut req = spans(vec![("GET /a", vec![kv("tenant", s("acme"))])]);
+    req.resource_spans[0].resource.as_mut().unwrap().attributes =
+        vec![kv("service.name", s("billing"))];
+    sender.send(req).await.unwrap();
+    assert!(attr(&out.spans()[1].attributes, "touched").is_none());
+    running.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_attribute_configs_name_the_key() {
+    let build = |yaml: &str| {
+        let config: AttributesConfig = from_yaml("processors.attributes", yaml).unwrap();
+        let (exporter, _) = InMemoryExporter::new();
+        Pipeline::traces()
+            .processor(AttributeRedactor::attributes(config))
+            .exporter(exporter)
+            .build()
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(build("actions: [{key: a, action: insert}]").contains("`actions[0].value`"));
+    assert!(build("actions: [{key: a, pattern: b, action: delete}]").contains("`actions[0].key`"));
+    assert!(
+        build("actions: [{key: a, pattern: '(x', action: extract}]")
+            .contains("`actions[0].pattern`")
+    );
+    assert!(build("actions: [{key: a, pattern: 'x', action: extract}]").contains("named groups"));
+    assert!(
+        build("actions: [{key: a, action: convert, converted_type: date}]")
+            .contains("`actions[0].converted_type`")
+    );
+    let err = from_yaml::<AttributesConfig>(
+        "processors.attributes",
+        "actions: [{key: a, action: smash}]",
+    )
+    .unwrap_err();
+    assert!(
+        err.path.starts_with("processors.attributes.actions[0]"),
+        "{err}"
+    );
+    let redaction: RedactionConfig = from_yaml(
+        "processors.redaction",
+        "blocked_values: ['(']\nallow_all_keys: true",
+    )
+    .unwrap();
+    let (exporter, _) = InMemoryExporter::new();
+    let err = Pipeline::traces()
+        .processor(AttributeRedactor::redaction(redaction))
+        .exporter(exporter)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("`blocked_values`"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn batch_combines_splits_and_flushes() {
+    let config: BatchConfig = processor_config(AGENT, "batch").unwrap();
+    assert_eq!(config.timeout, Duration::from_millis(200));
+    let (running, sender, out) = run(BatchProcessor::new(BatchConfig {
+        send_batch_size: 10,
+        send_batch_max_size: 15,
+        timeout: Duration::from_millis(200),
+    }))
+    .await;
+    // Combine: three batches of 4 -> one of 12 once 10 are waiting.
+    for seed in 0..3 {
+        sender.send(generate_traces(1, 4, seed)).await.unwrap();
+    }
+    assert!(eventually(Duration::from_millis(50), || out.item_count() == 12).await);
+    assert_eq!(out.batches().len(), 1);
+    assert_eq!(
+        out.batches()[0].data.resource_spans.len(),
+        3,
+        "resource grouping kept"
+    );
+    // Split: one batch of 40 -> 15 + 15, and 10 wait... then 10 is a full batch too.
+    sender.send(generate_traces(2, 20, 9)).await.unwrap();
+    assert!(eventually(Duration::from_millis(50), || out.item_count() == 52).await);
+    let sizes: Vec<usize> = out.batches().iter().map(|b| b.item_count()).collect();
+    assert_eq!(sizes, [12, 15, 15, 10]);
+    // Timeout: 3 spans wait 200 ms.
+    sender.send(generate_traces(1, 3, 10)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(out.item_count(), 52);
+    assert!(eventually(Duration::from_millis(300), || out.item_count() == 55).await);
+    // Shutdown flushes what waits.
+    sender.send(generate_traces(1, 2, 11)).await.unwrap();
+    tokio::task::yield_now().await;
+    running.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(out.item_count(), 57);
+}
+
+#[tokio::test(start_paused = true)]
+async fn batch_retries_a_refusing_next_stage_until_the_deadline() {
+    let (running, sender, out) = run(BatchProcessor::new(BatchConfig {
+        send_batch_size: 5,
+        ..BatchConfig::default()
+    }))
+    .await;
+    out.set_refusing(true);
+    sender.send(generate_traces(1, 5, 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    out.set_refusing(false);
+    assert!(
+        eventually(Duration::from_secs(3), || out.item_count() == 5).await,
+        "retried after the refusal"
+    );
+    out.set_refusing(true);
+    sender.send(generate_traces(1, 7, 2)).await.unwrap();
+    let telemetry = running.telemetry().clone();
+    let err = running.shutdown(Duration::from_secs(2)).await.unwrap_err();
+    assert!(err.to_string().contains("batch"), "{err}");
+    let c = telemetry.find(ComponentKind::Processor, "batch").unwrap();
+    assert_eq!(
+        c.dropped("shutdown_deadline"),
+        7,
+        "what could not be delivered is counted"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_limiter_refuses_between_the_thresholds() {
+    const MIB: u64 = 1 << 20;
+    let probe = ManualMemory::new(100 * MIB, 1000 * MIB);
+    let limiter = MemoryLimiter::new(MemoryLimiterConfig {
+        check_interval: Duration::from_secs(1),
+        limit_mib: 500,
+        spike_limit_mib: 100,
+        ..Default::default()
+    })
+    .with_probe(probe.clone());
+    let (running, sender, out) = run::<MemoryLimiter>(limiter).await;
+    sender.send(generate_traces(1, 2, 1)).await.unwrap();
+    // Just below the soft limit (400 MiB): still accepting.
+    probe.set_used(399 * MIB);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sender.send(generate_traces(1, 2, 2)).await.unwrap();
+    // At the soft limit: refusing, with retry_after = check_interval, batch handed back.
+    probe.set_used(400 * MIB);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let err = sender.send(generate_traces(1, 2, 3)).await.unwrap_err();
+    assert!(err.is_retryable());
+    assert!(err.reason().contains("soft limit"), "{err}");
+    match &err {
+        otel_pipeline_core::ConsumeError::Refused(r) => {
+            assert_eq!(r.retry_after, Some(Duration::from_secs(1)))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Past the hard limit: still refusing.
+    probe.set_used(600 * MIB);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        sender
+            .send(generate_traces(1, 2, 4))
+            .await
+            .unwrap_err()
+            .reason()
+            .contains("hard limit")
+    );
+    // Back under the soft limit: accepting again.
+    probe.set_used(350 * MIB);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    sender.send(generate_traces(1, 2, 5)).await.unwrap();
+    assert_eq!(out.item_count(), 6, "nothing accepted was lost");
+    assert_eq!(counters(&running, "memory_limiter").refused(), 4);
+    running.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_limiter_configs() {
+    let config: MemoryLimiterConfig = processor_config(AGENT, "memory_limiter").unwrap();
+    assert_eq!(
+        (config.limit_percentage, config.spike_limit_percentage),
+        (80, 20)
+    );
+    let build = |c: MemoryLimiterConfig| {
+        let (exporter, _) = InMemoryExporter::<Traces>::new();
+        Pipeline::traces()
+            .processor(
+                MemoryLimiter::new(c)
+                    .with_probe(ManualMemory::new(0, 1 << 30))
+                    .with_id(ComponentId::new("memory_limiter")),
+            )
+            .exporter(exporter)
+            .build()
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    assert!(build(config).is_ok());
+    assert!(
+        build(MemoryLimiterConfig::default())
+            .unwrap_err()
+            .contains("`limit_mib`")
+    );
+    assert!(
+        build(MemoryLimiterConfig {
+            limit_mib: 100,
+            spike_limit_mib: 100,
+            ..Default::default()
+        })
+        .unwrap_err()
+        .contains("`spike_limit_mib`")
+    );
+    assert!(
+        build(MemoryLimiterConfig {
+            limit_mib: 100,
+            limit_percentage: 50,
+            ..Default::default()
+        })
+        .unwrap_err()
+        .contains("not both")
+    );
+    let err = from_yaml::<MemoryLimiterConfig>("processors.memory_limiter", "check_interval: soon")
+        .unwrap_err();
+    assert_eq!(err.path, "processors.memory_limiter.check_interval");
+    // The real probe reads this process's memory.
+    use otel_processors::memory_limiter::{MemoryProbe, ProcessMemory};
+    assert!(ProcessMemory.used_bytes().unwrap() > 0);
+    assert!(ProcessMemory.total_bytes().unwrap() > ProcessMemory.used_bytes().unwrap());
+}
