@@ -7,6 +7,7 @@
 //! - everything from [`otel_pipeline_core`] at the root (data model, traits, builder,
 //!   runtime, telemetry, propagation);
 //! - [`receivers`] (feature `receivers`, default): `otel-receivers`;
+//! - [`processors`] (feature `processors`, default): `otel-processors`;
 //! - [`exporters`] (feature `exporters`, default): `otel-exporters`.
 //!
 //! See `examples/demo.rs` for a pipeline end to end.
@@ -16,6 +17,10 @@ pub use otel_pipeline_core::*;
 /// Receivers (`otel-receivers`).
 #[cfg(feature = "receivers")]
 pub use otel_receivers as receivers;
+
+/// Processors (`otel-processors`).
+#[cfg(feature = "processors")]
+pub use otel_processors as processors;
 
 /// Exporters (`otel-exporters`).
 #[cfg(feature = "exporters")]

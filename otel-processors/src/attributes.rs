@@ -41,6 +41,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::condition::find_attr;
+use crate::config::ConfigError;
+use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
 
 /// A value in a config: string, integer, float or boolean.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -234,6 +236,21 @@ pub struct RedactionConfig {
     pub apply_to: Vec<Target>,
 }
 
+/// Builds [`ConfigError`]s the way a component context would.
+struct Invalid;
+
+impl Invalid {
+    fn invalid(&self, path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(path, message)
+    }
+}
+
+impl std::fmt::Debug for CompiledAttributes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledAttributes").field("actions", &self.actions.len()).finish_non_exhaustive()
+    }
+}
+
 enum Action {
     Set {
         key: String,
@@ -377,8 +394,8 @@ struct Redaction {
     targets: Vec<Target>,
 }
 
-/// Attribute actions and redaction, compiled.
-struct Rules {
+/// Attribute actions and redaction, compiled: apply them to a batch in place.
+pub struct CompiledAttributes {
     actions: Vec<Action>,
     targets: Vec<Target>,
     include: Option<SpanFilter>,
@@ -441,7 +458,9 @@ impl AttributeRedactor {
         self
     }
 
-    fn compile(&self, ctx: &ComponentContext<'_>) -> Result<Rules, BuildError> {
+    /// Compile actions, match rules and redaction; errors name the offending setting.
+    pub fn compile(&self) -> Result<CompiledAttributes, ConfigError> {
+        let ctx = Invalid;
         let mut actions = Vec::new();
         for (i, a) in self.attributes.actions.iter().enumerate() {
             let at = |field: &str| format!("actions[{i}].{field}");
@@ -557,7 +576,7 @@ impl AttributeRedactor {
                 })
             }
         };
-        Ok(Rules {
+        Ok(CompiledAttributes {
             actions,
             targets: self.attributes.apply_to.clone(),
             include: filter(&self.attributes.include, "include")?,
@@ -569,7 +588,7 @@ impl AttributeRedactor {
 
 /// The consumer built by [`AttributeRedactor`].
 pub struct AttributesConsumer<N> {
-    rules: Arc<Rules>,
+    rules: Arc<CompiledAttributes>,
     telemetry: Arc<ComponentTelemetry>,
     next: N,
 }
@@ -594,7 +613,7 @@ impl Processor<Traces> for AttributeRedactor {
         next: N,
         ctx: &mut ComponentContext<'_>,
     ) -> Result<AttributesConsumer<N>, BuildError> {
-        let rules = self.compile(ctx)?;
+        let rules = self.compile().map_err(|e| ctx.invalid(e.path, e.message))?;
         Ok(AttributesConsumer {
             rules: Arc::new(rules),
             telemetry: ctx.telemetry(),
@@ -651,7 +670,7 @@ fn convert(v: &AnyValue, to: Conversion) -> Option<AnyValue> {
     Some(AnyValue { value: Some(out) })
 }
 
-impl Rules {
+impl CompiledAttributes {
     fn apply_actions(&self, attrs: &mut Vec<KeyValue>) {
         for action in &self.actions {
             match action {
@@ -801,32 +820,40 @@ impl Rules {
     }
 }
 
-impl<N: Consumer<Traces>> Consumer<Traces> for AttributesConsumer<N> {
-    async fn consume(&self, mut batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
-        let rules = &*self.rules;
+impl CompiledAttributes {
+    /// Apply to every selected span (and its events and resource); returns how many
+    /// attribute values redaction removed or masked.
+    pub fn apply(&self, data: &mut ExportTraceServiceRequest) -> usize {
         let mut redacted = 0;
-        for rs in &mut batch.data.resource_spans {
+        for rs in &mut data.resource_spans {
             // Resource attributes: changed when any span of the resource is selected.
             let resource_selected = rs
                 .scope_spans
                 .iter()
                 .flat_map(|ss| &ss.spans)
-                .any(|span| rules.selected(span, rs.resource.as_ref()));
+                .any(|span| self.selected(span, rs.resource.as_ref()));
             for ss in &mut rs.scope_spans {
                 for span in &mut ss.spans {
-                    if !rules.selected(span, rs.resource.as_ref()) {
+                    if !self.selected(span, rs.resource.as_ref()) {
                         continue;
                     }
-                    redacted += rules.process(Target::Span, &mut span.attributes);
+                    redacted += self.process(Target::Span, &mut span.attributes);
                     for event in &mut span.events {
-                        redacted += rules.process(Target::Event, &mut event.attributes);
+                        redacted += self.process(Target::Event, &mut event.attributes);
                     }
                 }
             }
             if let Some(resource) = rs.resource.as_mut().filter(|_| resource_selected) {
-                redacted += rules.process(Target::Resource, &mut resource.attributes);
+                redacted += self.process(Target::Resource, &mut resource.attributes);
             }
         }
+        redacted
+    }
+}
+
+impl<N: Consumer<Traces>> Consumer<Traces> for AttributesConsumer<N> {
+    async fn consume(&self, mut batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
+        let redacted = self.rules.apply(&mut batch.data);
         self.telemetry.add_redacted_attributes(redacted);
         self.next.consume(batch).await
     }

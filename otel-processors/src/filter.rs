@@ -31,6 +31,8 @@ use otel_pipeline_core::{
 use serde::Deserialize;
 
 use crate::condition::{Condition, EvalError, SpanContext};
+use crate::config::ConfigError;
+use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
 
 /// What an evaluation error does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -104,27 +106,51 @@ impl FilterProcessor {
 }
 
 /// Parse a list of conditions; errors name `path[i]` and the column.
-pub(crate) fn parse_all(
-    ctx: &ComponentContext<'_>,
-    path: &str,
-    texts: &[String],
-) -> Result<Vec<Condition>, BuildError> {
+pub(crate) fn parse_all(path: &str, texts: &[String]) -> Result<Vec<Condition>, ConfigError> {
     texts
         .iter()
         .enumerate()
         .map(|(i, t)| {
             Condition::parse(t)
-                .map_err(|e| ctx.invalid(format!("{path}[{i}]"), format!("{e} in `{t}`")))
+                .map_err(|e| ConfigError::new(format!("{path}[{i}]"), format!("{e} in `{t}`")))
         })
         .collect()
+}
+
+/// A filter configuration, compiled: apply it to a batch in place.
+#[derive(Debug, Clone)]
+pub struct CompiledFilter {
+    spans: Vec<Condition>,
+    events: Vec<Condition>,
+    error_mode: ErrorMode,
+}
+
+/// What [`CompiledFilter::apply`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Filtered {
+    /// Spans removed.
+    pub spans: usize,
+    /// Span events removed.
+    pub events: usize,
+    /// Evaluation errors (under `ignore`/`silent`).
+    pub errors: usize,
+}
+
+impl FilterConfig {
+    /// Parse every condition; errors name `traces.span[i]` and the column.
+    pub fn compile(&self) -> Result<CompiledFilter, ConfigError> {
+        Ok(CompiledFilter {
+            spans: parse_all("traces.span", &self.traces.span)?,
+            events: parse_all("traces.spanevent", &self.traces.spanevent)?,
+            error_mode: self.error_mode,
+        })
+    }
 }
 
 /// The consumer built by [`FilterProcessor`].
 #[derive(Debug)]
 pub struct FilterConsumer<N> {
-    spans: Vec<Condition>,
-    events: Vec<Condition>,
-    error_mode: ErrorMode,
+    filter: CompiledFilter,
     telemetry: Arc<ComponentTelemetry>,
     next: N,
 }
@@ -141,15 +167,8 @@ impl Processor<Traces> for FilterProcessor {
         next: N,
         ctx: &mut ComponentContext<'_>,
     ) -> Result<FilterConsumer<N>, BuildError> {
-        let spans = parse_all(ctx, "traces.span", &self.config.traces.span)?;
-        let events = parse_all(ctx, "traces.spanevent", &self.config.traces.spanevent)?;
-        Ok(FilterConsumer {
-            spans,
-            events,
-            error_mode: self.config.error_mode,
-            telemetry: ctx.telemetry(),
-            next,
-        })
+        let filter = self.config.compile().map_err(|e| ctx.invalid(e.path, e.message))?;
+        Ok(FilterConsumer { filter, telemetry: ctx.telemetry(), next })
     }
 }
 
@@ -175,12 +194,13 @@ fn any(
     Ok(false)
 }
 
-impl<N: Consumer<Traces>> FilterConsumer<N> {
-    /// Filter in place; returns (spans dropped, events dropped, evaluation errors).
-    fn apply(&self, batch: &mut Batch<Traces>) -> Result<(usize, usize, usize), EvalError> {
+impl CompiledFilter {
+    /// Filter `data` in place. Under `error_mode: propagate` an evaluation error stops and
+    /// is returned (the batch may be partly filtered).
+    pub fn apply(&self, data: &mut ExportTraceServiceRequest) -> Result<Filtered, EvalError> {
         let (mut spans_dropped, mut events_dropped, mut errors) = (0, 0, 0);
         let mode = self.error_mode;
-        for rs in &mut batch.data.resource_spans {
+        for rs in &mut data.resource_spans {
             let resource = rs.resource.as_ref();
             for ss in &mut rs.scope_spans {
                 let scope = ss.scope.as_ref();
@@ -239,23 +259,19 @@ impl<N: Consumer<Traces>> FilterConsumer<N> {
             }
             rs.scope_spans.retain(|ss| !ss.spans.is_empty());
         }
-        batch
-            .data
-            .resource_spans
-            .retain(|rs| !rs.scope_spans.is_empty());
-        Ok((spans_dropped, events_dropped, errors))
+        data.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
+        Ok(Filtered { spans: spans_dropped, events: events_dropped, errors })
     }
 }
 
 impl<N: Consumer<Traces>> Consumer<Traces> for FilterConsumer<N> {
     async fn consume(&self, mut batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
         let n = batch.item_count();
-        match self.apply(&mut batch) {
-            Ok((spans, events, errors)) => {
-                self.telemetry.add_dropped("filtered", spans);
-                self.telemetry.add_dropped_events("filtered", events);
-                self.telemetry
-                    .add_failed_requests("condition_error", errors);
+        match self.filter.apply(&mut batch.data) {
+            Ok(f) => {
+                self.telemetry.add_dropped("filtered", f.spans);
+                self.telemetry.add_dropped_events("filtered", f.events);
+                self.telemetry.add_failed_requests("condition_error", f.errors);
                 if batch.item_count() == 0 {
                     return Ok(());
                 }
