@@ -12,7 +12,8 @@ use otel_pipeline::processors::filter::FilterConfig;
 
 fn bench(c: &mut Criterion) {
     let config: FilterConfig =
-        processor_config(include_str!("../docs/examples/agent.yaml"), "filter/health").expect("config");
+        processor_config(include_str!("../docs/examples/agent.yaml"), "filter/health")
+            .expect("config");
     let filter = config.compile().expect("compiles");
     let batch = support::spans_with_20_attributes(1000);
     let mut g = c.benchmark_group("filter");

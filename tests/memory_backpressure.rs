@@ -6,15 +6,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use otel_pipeline::Pipeline;
 use otel_pipeline::processors::memory_limiter::{ManualMemory, MemoryLimiter, MemoryLimiterConfig};
 use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
 use otel_pipeline::testing::{InMemoryExporter, generate_traces};
-use otel_pipeline::Pipeline;
 use prost::Message;
 
 async fn post(addr: std::net::SocketAddr, body: Vec<u8>) -> (u16, Option<String>) {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
     tokio::spawn(conn);
     let req = http::Request::post("/v1/traces")
         .header("host", addr.to_string())
@@ -22,7 +24,10 @@ async fn post(addr: std::net::SocketAddr, body: Vec<u8>) -> (u16, Option<String>
         .body(Full::new(Bytes::from(body)))
         .expect("request");
     let resp = sender.send_request(req).await.expect("response");
-    let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap_or("").to_string());
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap_or("").to_string());
     let status = resp.status().as_u16();
     let _ = resp.into_body().collect().await;
     (status, retry)
@@ -59,11 +64,18 @@ async fn the_receiver_pushes_back_while_memory_is_high() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     let (status, retry_after) = post(http, body()).await;
     assert_eq!(status, 429);
-    assert_eq!(retry_after.as_deref(), Some("1"), "rounded up to whole seconds");
+    assert_eq!(
+        retry_after.as_deref(),
+        Some("1"),
+        "rounded up to whole seconds"
+    );
 
     probe.set_used(50 * MIB);
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(post(http, body()).await.0, 200);
     assert_eq!(exported.item_count(), 6);
-    running.shutdown(Duration::from_secs(5)).await.expect("stops");
+    running
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("stops");
 }

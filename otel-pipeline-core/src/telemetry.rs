@@ -54,9 +54,35 @@ pub struct ComponentTelemetry {
     failed_requests: Mutex<Vec<(&'static str, u64)>>,
     dropped_events: Mutex<Vec<(&'static str, u64)>>,
     redacted: AtomicU64,
+    custom: Mutex<Vec<Custom>>,
     queue_size: AtomicI64,
     queue_capacity: AtomicI64,
 }
+
+/// A component-specific metric (`otelcol_<kind>_<suffix>`), such as the tail sampler's
+/// buffered traces.
+#[derive(Debug)]
+struct Custom {
+    suffix: &'static str,
+    labels: Vec<(&'static str, String)>,
+    value: Arc<AtomicI64>,
+}
+
+/// Component-specific metric names that [`Telemetry::register_with_meter`] publishes
+/// (counters, then gauges), without the `otelcol_<kind>_` prefix.
+pub const CUSTOM_COUNTERS: &[&str] = &[
+    "tail_sampling_decisions",
+    "tail_sampling_early_decisions",
+    "tail_sampling_late_spans",
+    "tail_sampling_decision_latency_ns_sum",
+    "tail_sampling_decision_latency_count",
+];
+/// See [`CUSTOM_COUNTERS`].
+pub const CUSTOM_GAUGES: &[&str] = &[
+    "tail_sampling_traces_buffered",
+    "tail_sampling_spans_buffered",
+    "tail_sampling_bytes_buffered",
+];
 
 /// One counter value, as read by [`Telemetry::snapshot`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +123,7 @@ impl ComponentTelemetry {
             failed_requests: Mutex::new(Vec::new()),
             dropped_events: Mutex::new(Vec::new()),
             redacted: AtomicU64::new(0),
+            custom: Mutex::new(Vec::new()),
             queue_size: AtomicI64::new(0),
             queue_capacity: AtomicI64::new(0),
         }
@@ -166,6 +193,23 @@ impl ComponentTelemetry {
         if n > 0 {
             bump(&self.dropped_events, reason, n as u64);
         }
+    }
+
+    /// Register a component-specific metric named `otelcol_<kind>_<suffix>` with extra
+    /// `labels`; returns the cell to update. Whether it is a counter or a gauge, and its
+    /// publication through a meter, follow [`CUSTOM_COUNTERS`] / [`CUSTOM_GAUGES`].
+    pub fn register_metric(
+        &self,
+        suffix: &'static str,
+        labels: Vec<(&'static str, String)>,
+    ) -> Arc<AtomicI64> {
+        let value = Arc::new(AtomicI64::new(0));
+        self.custom.lock().push(Custom {
+            suffix,
+            labels,
+            value: Arc::clone(&value),
+        });
+        value
     }
 
     /// Attribute values removed or masked by redaction (`otelcol_<kind>_redacted_attributes`).
@@ -306,6 +350,15 @@ impl ComponentTelemetry {
                 });
             }
         }
+        for c in self.custom.lock().iter() {
+            let mut attributes = self.attributes();
+            attributes.extend(c.labels.iter().cloned());
+            out.push(MetricPoint {
+                name: format!("{prefix}_{}", c.suffix),
+                attributes,
+                value: c.value.load(Ordering::Relaxed),
+            });
+        }
         if self.redacted_attributes() > 0 {
             out.push(MetricPoint {
                 name: format!("{prefix}_redacted_attributes"),
@@ -409,7 +462,10 @@ impl Telemetry {
         let mut last = "";
         for p in &points {
             if p.name != last {
-                let kind = if p.name.ends_with("_size") || p.name.ends_with("_capacity") {
+                let kind = if p.name.ends_with("_size")
+                    || p.name.ends_with("_capacity")
+                    || CUSTOM_GAUGES.iter().any(|g| p.name.ends_with(g))
+                {
                     "gauge"
                 } else {
                     "counter"
@@ -448,6 +504,12 @@ impl Telemetry {
             );
             for gauge in ["queue_size", "queue_capacity"] {
                 self.observe(meter, format!("otelcol_{}_{gauge}", kind.as_str()), true);
+            }
+            for name in CUSTOM_COUNTERS {
+                self.observe(meter, format!("otelcol_{}_{name}", kind.as_str()), false);
+            }
+            for name in CUSTOM_GAUGES {
+                self.observe(meter, format!("otelcol_{}_{name}", kind.as_str()), true);
             }
         }
     }

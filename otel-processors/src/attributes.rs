@@ -247,7 +247,9 @@ impl Invalid {
 
 impl std::fmt::Debug for CompiledAttributes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledAttributes").field("actions", &self.actions.len()).finish_non_exhaustive()
+        f.debug_struct("CompiledAttributes")
+            .field("actions", &self.actions.len())
+            .finish_non_exhaustive()
     }
 }
 

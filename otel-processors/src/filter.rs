@@ -167,8 +167,15 @@ impl Processor<Traces> for FilterProcessor {
         next: N,
         ctx: &mut ComponentContext<'_>,
     ) -> Result<FilterConsumer<N>, BuildError> {
-        let filter = self.config.compile().map_err(|e| ctx.invalid(e.path, e.message))?;
-        Ok(FilterConsumer { filter, telemetry: ctx.telemetry(), next })
+        let filter = self
+            .config
+            .compile()
+            .map_err(|e| ctx.invalid(e.path, e.message))?;
+        Ok(FilterConsumer {
+            filter,
+            telemetry: ctx.telemetry(),
+            next,
+        })
     }
 }
 
@@ -260,7 +267,11 @@ impl CompiledFilter {
             rs.scope_spans.retain(|ss| !ss.spans.is_empty());
         }
         data.resource_spans.retain(|rs| !rs.scope_spans.is_empty());
-        Ok(Filtered { spans: spans_dropped, events: events_dropped, errors })
+        Ok(Filtered {
+            spans: spans_dropped,
+            events: events_dropped,
+            errors,
+        })
     }
 }
 
@@ -271,7 +282,8 @@ impl<N: Consumer<Traces>> Consumer<Traces> for FilterConsumer<N> {
             Ok(f) => {
                 self.telemetry.add_dropped("filtered", f.spans);
                 self.telemetry.add_dropped_events("filtered", f.events);
-                self.telemetry.add_failed_requests("condition_error", f.errors);
+                self.telemetry
+                    .add_failed_requests("condition_error", f.errors);
                 if batch.item_count() == 0 {
                     return Ok(());
                 }

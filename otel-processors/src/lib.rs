@@ -5,7 +5,8 @@
 //! - [`memory_limiter`]: refuse new data while memory is over the limit;
 //! - [`batch`]: combine and split batches by span count;
 //! - [`filter`]: drop spans and span events by OTTL conditions ([`condition`]);
-//! - [`attributes`]: attribute actions and redaction ([`AttributeRedactor`]).
+//! - [`attributes`]: attribute actions and redaction ([`AttributeRedactor`]);
+//! - [`tail_sampling`]: the tail sampler ([`TailSampler`]).
 
 pub mod attributes;
 pub mod batch;
@@ -13,8 +14,10 @@ pub mod condition;
 pub mod config;
 pub mod filter;
 pub mod memory_limiter;
+pub mod tail_sampling;
 
 pub use attributes::{AttributeRedactor, AttributesConfig, RedactionConfig};
 pub use batch::{BatchConfig, BatchProcessor};
 pub use filter::{FilterConfig, FilterProcessor};
 pub use memory_limiter::{MemoryLimiter, MemoryLimiterConfig};
+pub use tail_sampling::{TailSampler, TailSamplingConfig};

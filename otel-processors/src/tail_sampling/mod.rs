@@ -1,0 +1,954 @@
+//! The tail sampler: buffer spans by trace id, wait until the trace is complete, then keep
+//! or drop the whole trace by policy.
+//!
+//! ```yaml
+//! tail_sampling:
+//!   decision_wait: 10s
+//!   decision_wait_after_root_received: 2s
+//!   num_traces: 100000
+//!   max_buffered_bytes: 536870912
+//!   decision_cache: { sampled_cache_size: 100000, non_sampled_cache_size: 100000 }
+//!   policies:
+//!     - { name: errors, type: status_code, status_code: { status_codes: [ERROR] } }
+//!     - { name: slow, type: latency, latency: { threshold_ms: 2000 } }
+//!     - { name: priority, type: string_attribute, string_attribute: { key: sampling.priority, values: [always_on] } }
+//!     - { name: rest, type: probabilistic, probabilistic: { sampling_percentage: 5 } }
+//! ```
+//!
+//! # How it decides
+//! - A trace is decided `decision_wait` after its first span arrived, or
+//!   `decision_wait_after_root_received` after its root span arrived, whichever is first.
+//!   Each shard sleeps exactly until its next due trace (no whole-second ticks).
+//! - Decisions combine as the Collector's: a `drop` policy wins, then an explicit
+//!   not-sampled from an inverted match, then any sampled.
+//! - The `probabilistic` policy decides from the trace id's 56 random bits (or `ot=rv`),
+//!   so every replica and every rerun agrees; spans it alone keeps carry
+//!   `ot=th:<threshold>` in `tracestate`, so backends can compute adjusted counts.
+//!
+//! # Memory
+//! Bounded by `num_traces` and by `max_buffered_bytes` (OTLP-encoded span size). When full,
+//! the **oldest traces are decided early on what has arrived** — so an error trace is still
+//! kept — and each early decision is counted; with `block_on_overflow`, senders wait
+//! instead. A trace over `maximum_trace_size_bytes` is decided at once. Resource and scope
+//! are shared behind `Arc` by every span buffered from the same batch group.
+//!
+//! # Late spans and shutdown
+//! Decided trace ids stay in fixed-size caches (sampled, not sampled): a late span follows
+//! its trace's decision and is counted as late. On shutdown every buffered trace is decided
+//! on what has arrived and the sampled ones are delivered before shutdown completes (or,
+//! with `drop_pending_traces_on_shutdown`, dropped and counted).
+//!
+//! # Scaling
+//! Traces are sharded by trace id over `shards` workers (default: one per core), each
+//! owning its traces outright: no lock on the hot path.
+
+pub mod config;
+mod policy;
+
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
+use otel_pipeline_core::proto::common::v1::InstrumentationScope;
+use otel_pipeline_core::proto::resource::v1::Resource;
+use otel_pipeline_core::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use otel_pipeline_core::{
+    Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
+    ConsumeError, Consumer, Lifecycle, Processor, Redelivery, Traces,
+};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use config::{PolicyConfig, PolicyType, TailSamplingConfig};
+use policy::Compiled;
+pub use policy::{Decision, combine, randomness, threshold};
+
+use crate::config::ConfigError;
+
+/// The resource and scope a group of buffered spans came with, shared by all of them.
+#[derive(Debug, Default)]
+pub struct Scoped {
+    /// Resource.
+    pub resource: Option<Resource>,
+    /// Resource schema URL.
+    pub resource_schema_url: String,
+    /// Instrumentation scope.
+    pub scope: Option<InstrumentationScope>,
+    /// Scope schema URL.
+    pub scope_schema_url: String,
+}
+
+/// The spans buffered for one trace.
+#[derive(Debug)]
+pub struct TraceBuf {
+    /// Spans grouped by the resource/scope they came with.
+    pub groups: Vec<(Arc<Scoped>, Vec<Span>)>,
+    /// Span count.
+    pub spans: usize,
+    /// OTLP-encoded size of the spans.
+    pub bytes: usize,
+    first_seen: Instant,
+    due: Instant,
+    root_seen: bool,
+}
+
+impl TraceBuf {
+    fn push(&mut self, scoped: &Arc<Scoped>, span: Span, bytes: usize) {
+        self.spans += 1;
+        self.bytes += bytes;
+        match self.groups.last_mut() {
+            Some((s, spans)) if Arc::ptr_eq(s, scoped) => spans.push(span),
+            _ => self.groups.push((Arc::clone(scoped), vec![span])),
+        }
+    }
+}
+
+/// A fixed-size set of trace ids that forgets the oldest first.
+#[derive(Debug)]
+struct DecisionCache {
+    set: HashSet<u128>,
+    order: VecDeque<u128>,
+    cap: usize,
+}
+
+impl DecisionCache {
+    fn new(cap: usize) -> Self {
+        Self {
+            set: HashSet::with_capacity(cap.min(1 << 20)),
+            order: VecDeque::with_capacity(cap.min(1 << 20)),
+            cap,
+        }
+    }
+
+    fn insert(&mut self, id: u128) {
+        if self.cap == 0 || !self.set.insert(id) {
+            return;
+        }
+        self.order.push_back(id);
+        if self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, id: u128) -> bool {
+        self.set.contains(&id)
+    }
+}
+
+/// Why a trace was decided before its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Early {
+    OnTime,
+    Capacity,
+    TooLarge,
+    Shutdown,
+}
+
+/// Counters and gauges shared by the shards.
+struct Stats {
+    traces: Arc<AtomicI64>,
+    spans: Arc<AtomicI64>,
+    bytes: Arc<AtomicI64>,
+    /// Per top-level policy: [sampled, not sampled].
+    per_policy: Vec<[Arc<AtomicI64>; 2]>,
+    /// Final: [sampled, not sampled].
+    final_decisions: [Arc<AtomicI64>; 2],
+    names: Vec<String>,
+    early_capacity: Arc<AtomicI64>,
+    early_too_large: Arc<AtomicI64>,
+    late_sampled: Arc<AtomicI64>,
+    late_not_sampled: Arc<AtomicI64>,
+    latency_sum_ns: Arc<AtomicI64>,
+    latency_count: Arc<AtomicI64>,
+    telemetry: Arc<ComponentTelemetry>,
+}
+
+impl Stats {
+    fn new(telemetry: Arc<ComponentTelemetry>, names: &[String]) -> Self {
+        let m = |suffix: &'static str, labels: Vec<(&'static str, String)>| {
+            telemetry.register_metric(suffix, labels)
+        };
+        let decision = |policy: &str, d: &str| {
+            m(
+                "tail_sampling_decisions",
+                vec![("policy", policy.to_string()), ("decision", d.to_string())],
+            )
+        };
+        Self {
+            traces: m("tail_sampling_traces_buffered", vec![]),
+            spans: m("tail_sampling_spans_buffered", vec![]),
+            bytes: m("tail_sampling_bytes_buffered", vec![]),
+            per_policy: names
+                .iter()
+                .map(|n| [decision(n, "sampled"), decision(n, "not_sampled")])
+                .collect(),
+            final_decisions: [
+                decision("(final)", "sampled"),
+                decision("(final)", "not_sampled"),
+            ],
+            names: names.to_vec(),
+            early_capacity: m(
+                "tail_sampling_early_decisions",
+                vec![("reason", "capacity".into())],
+            ),
+            early_too_large: m(
+                "tail_sampling_early_decisions",
+                vec![("reason", "trace_too_large".into())],
+            ),
+            late_sampled: m(
+                "tail_sampling_late_spans",
+                vec![("decision", "sampled".into())],
+            ),
+            late_not_sampled: m(
+                "tail_sampling_late_spans",
+                vec![("decision", "not_sampled".into())],
+            ),
+            latency_sum_ns: m("tail_sampling_decision_latency_ns_sum", vec![]),
+            latency_count: m("tail_sampling_decision_latency_count", vec![]),
+            telemetry,
+        }
+    }
+}
+
+/// Read-only view of the tail sampler's counters, for tests and status pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TailSamplingStats {
+    /// Traces buffered now.
+    pub traces_buffered: i64,
+    /// Spans buffered now.
+    pub spans_buffered: i64,
+    /// OTLP-encoded bytes buffered now.
+    pub bytes_buffered: i64,
+    /// Traces kept.
+    pub sampled: i64,
+    /// Traces dropped.
+    pub not_sampled: i64,
+    /// Traces decided early because the buffer was full.
+    pub early_capacity: i64,
+    /// Traces decided early because they grew past `maximum_trace_size_bytes`.
+    pub early_too_large: i64,
+    /// Late spans that followed a sampled decision.
+    pub late_sampled: i64,
+    /// Late spans dropped after a not-sampled decision.
+    pub late_not_sampled: i64,
+}
+
+/// A handle to read a running tail sampler's counters.
+#[derive(Clone)]
+pub struct TailSamplingHandle(Arc<Mutex<Option<Arc<Stats>>>>);
+
+impl std::fmt::Debug for TailSamplingHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TailSamplingHandle")
+            .field(&self.stats())
+            .finish()
+    }
+}
+
+impl TailSamplingHandle {
+    /// The counters now (all zero before the pipeline is built).
+    pub fn stats(&self) -> TailSamplingStats {
+        let Some(s) = self.0.lock().clone() else {
+            return TailSamplingStats::default();
+        };
+        let v = |a: &Arc<AtomicI64>| a.load(Ordering::Relaxed);
+        TailSamplingStats {
+            traces_buffered: v(&s.traces),
+            spans_buffered: v(&s.spans),
+            bytes_buffered: v(&s.bytes),
+            sampled: v(&s.final_decisions[0]),
+            not_sampled: v(&s.final_decisions[1]),
+            early_capacity: v(&s.early_capacity),
+            early_too_large: v(&s.early_too_large),
+            late_sampled: v(&s.late_sampled),
+            late_not_sampled: v(&s.late_not_sampled),
+        }
+    }
+
+    /// (sampled, not sampled) counts of the top-level policy named `name`.
+    pub fn policy(&self, name: &str) -> Option<(i64, i64)> {
+        let s = self.0.lock().clone()?;
+        let i = s.names.iter().position(|n| n == name)?;
+        Some((
+            s.per_policy[i][0].load(Ordering::Relaxed),
+            s.per_policy[i][1].load(Ordering::Relaxed),
+        ))
+    }
+}
+
+/// The engine of one shard: buffer, decide, emit. Synchronous, so it can be driven and
+/// measured without a runtime; the processor runs one per shard in its own task.
+pub struct TailSamplingCore {
+    config: Arc<TailSamplingConfig>,
+    policies: Vec<Compiled>,
+    traces: HashMap<u128, TraceBuf>,
+    due: BinaryHeap<std::cmp::Reverse<(Instant, u128)>>,
+    arrival: VecDeque<(u128, Instant)>,
+    sampled: DecisionCache,
+    not_sampled: DecisionCache,
+    max_traces: usize,
+    max_bytes: usize,
+    bytes: usize,
+    spans: usize,
+    out: Vec<(Arc<Scoped>, Vec<Span>)>,
+    stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for TailSamplingCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TailSamplingCore")
+            .field("traces", &self.traces.len())
+            .field("spans", &self.spans)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn trace_key(id: &[u8]) -> Option<u128> {
+    <[u8; 16]>::try_from(id).ok().map(u128::from_be_bytes)
+}
+
+/// Set `th` in the `ot` member of a `tracestate`, keeping the rest.
+fn with_threshold(trace_state: &str, th: &str) -> String {
+    let mut ot_parts: Vec<String> = Vec::new();
+    let mut others: Vec<&str> = Vec::new();
+    for member in trace_state
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+    {
+        match member.strip_prefix("ot=") {
+            Some(ot) => ot_parts.extend(
+                ot.split(';')
+                    .filter(|kv| !kv.starts_with("th:") && !kv.is_empty())
+                    .map(String::from),
+            ),
+            None => others.push(member),
+        }
+    }
+    ot_parts.insert(0, format!("th:{th}"));
+    let mut out = format!("ot={}", ot_parts.join(";"));
+    for o in others {
+        out.push(',');
+        out.push_str(o);
+    }
+    out
+}
+
+impl TailSamplingCore {
+    fn new(
+        config: Arc<TailSamplingConfig>,
+        policies: Vec<Compiled>,
+        shards: usize,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let share = |n: usize| {
+            if n == 0 {
+                usize::MAX
+            } else {
+                n.div_ceil(shards).max(1)
+            }
+        };
+        let capacity = if config.expected_new_traces_per_sec > 0 {
+            (config.expected_new_traces_per_sec * config.decision_wait.as_secs().max(1) as usize
+                / shards)
+                .min(share(config.num_traces))
+        } else {
+            0
+        };
+        Self {
+            sampled: DecisionCache::new(config.decision_cache.sampled_cache_size.div_ceil(shards)),
+            not_sampled: DecisionCache::new(
+                config
+                    .decision_cache
+                    .non_sampled_cache_size
+                    .div_ceil(shards),
+            ),
+            max_traces: share(config.num_traces),
+            max_bytes: share(config.max_buffered_bytes),
+            traces: HashMap::with_capacity(capacity),
+            due: BinaryHeap::new(),
+            arrival: VecDeque::new(),
+            bytes: 0,
+            spans: 0,
+            out: Vec::new(),
+            policies,
+            config,
+            stats,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.traces.len() >= self.max_traces || self.bytes >= self.max_bytes
+    }
+
+    /// Whether a new trace would have to wait (block-on-overflow mode).
+    pub fn must_wait(&self) -> bool {
+        self.config.block_on_overflow && self.full()
+    }
+
+    /// When the next trace is due, if any.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.due.peek().map(|r| r.0.0)
+    }
+
+    /// Buffer spans (each with its shared resource/scope).
+    pub fn ingest(&mut self, spans: Vec<(Arc<Scoped>, Span)>, now: Instant) {
+        for (scoped, span) in spans {
+            let Some(id) = trace_key(&span.trace_id) else {
+                self.stats.telemetry.add_dropped("invalid_trace_id", 1);
+                continue;
+            };
+            let bytes = prost::Message::encoded_len(&span);
+            if let Some(t) = self.traces.get_mut(&id) {
+                let is_root = span.parent_span_id.is_empty();
+                t.push(&scoped, span, bytes);
+                self.bytes += bytes;
+                self.spans += 1;
+                self.stats.spans.fetch_add(1, Ordering::Relaxed);
+                self.stats.bytes.fetch_add(bytes as i64, Ordering::Relaxed);
+                if is_root && !t.root_seen {
+                    t.root_seen = true;
+                    if let Some(after) = self.config.decision_wait_after_root_received {
+                        let due = (now + after).min(t.due);
+                        if due < t.due {
+                            t.due = due;
+                            self.due.push(std::cmp::Reverse((due, id)));
+                        }
+                    }
+                }
+                let too_large = self.config.maximum_trace_size_bytes > 0
+                    && t.bytes > self.config.maximum_trace_size_bytes;
+                if too_large {
+                    self.decide(id, Early::TooLarge, now);
+                }
+                continue;
+            }
+            if self.sampled.contains(id) {
+                self.stats.late_sampled.fetch_add(1, Ordering::Relaxed);
+                self.out.push((scoped, vec![span]));
+                continue;
+            }
+            if self.not_sampled.contains(id) {
+                self.stats.late_not_sampled.fetch_add(1, Ordering::Relaxed);
+                self.stats.telemetry.add_dropped("late_not_sampled", 1);
+                continue;
+            }
+            // A new trace: make room by deciding the oldest early, on what has arrived.
+            while self.full() && !self.config.block_on_overflow {
+                let Some((old, _)) = self.arrival.pop_front() else {
+                    break;
+                };
+                if self.traces.contains_key(&old) {
+                    self.decide(old, Early::Capacity, now);
+                }
+            }
+            let mut due = now + self.config.decision_wait;
+            let is_root = span.parent_span_id.is_empty();
+            if is_root {
+                if let Some(after) = self.config.decision_wait_after_root_received {
+                    due = due.min(now + after);
+                }
+            }
+            let mut t = TraceBuf {
+                groups: Vec::with_capacity(1),
+                spans: 0,
+                bytes: 0,
+                first_seen: now,
+                due,
+                root_seen: is_root,
+            };
+            t.push(&scoped, span, bytes);
+            self.traces.insert(id, t);
+            self.due.push(std::cmp::Reverse((due, id)));
+            self.arrival.push_back((id, now));
+            self.bytes += bytes;
+            self.spans += 1;
+            self.stats.traces.fetch_add(1, Ordering::Relaxed);
+            self.stats.spans.fetch_add(1, Ordering::Relaxed);
+            self.stats.bytes.fetch_add(bytes as i64, Ordering::Relaxed);
+            if self.config.maximum_trace_size_bytes > 0
+                && bytes > self.config.maximum_trace_size_bytes
+            {
+                self.decide(id, Early::TooLarge, now);
+            }
+        }
+    }
+
+    /// Decide every trace due at `now`.
+    pub fn decide_due(&mut self, now: Instant) {
+        while let Some(std::cmp::Reverse((due, id))) = self.due.peek().copied() {
+            if due > now {
+                break;
+            }
+            self.due.pop();
+            // Skip stale entries (trace gone, or its due time moved earlier).
+            if self.traces.get(&id).is_some_and(|t| t.due == due) {
+                self.decide(id, Early::OnTime, now);
+            }
+        }
+        if self.arrival.len() > 2 * self.traces.len() + 1024 {
+            let traces = &self.traces;
+            self.arrival
+                .retain(|(id, seen)| traces.get(id).is_some_and(|t| t.first_seen == *seen));
+        }
+    }
+
+    /// Decide everything buffered (shutdown); with `drop`, drop it counted instead.
+    pub fn decide_all(&mut self, now: Instant, drop: bool) {
+        let ids: Vec<u128> = self.traces.keys().copied().collect();
+        for id in ids {
+            if drop {
+                if let Some(t) = self.remove(id) {
+                    self.stats.telemetry.add_dropped("shutdown", t.spans);
+                }
+            } else {
+                self.decide(id, Early::Shutdown, now);
+            }
+        }
+        self.due.clear();
+        self.arrival.clear();
+    }
+
+    fn remove(&mut self, id: u128) -> Option<TraceBuf> {
+        let t = self.traces.remove(&id)?;
+        self.bytes -= t.bytes;
+        self.spans -= t.spans;
+        self.stats.traces.fetch_sub(1, Ordering::Relaxed);
+        self.stats
+            .spans
+            .fetch_sub(t.spans as i64, Ordering::Relaxed);
+        self.stats
+            .bytes
+            .fetch_sub(t.bytes as i64, Ordering::Relaxed);
+        Some(t)
+    }
+
+    fn decide(&mut self, id: u128, why: Early, now: Instant) {
+        let Some(mut t) = self.remove(id) else { return };
+        match why {
+            Early::Capacity => self.stats.early_capacity.fetch_add(1, Ordering::Relaxed),
+            Early::TooLarge => self.stats.early_too_large.fetch_add(1, Ordering::Relaxed),
+            Early::OnTime => {
+                let late = now.saturating_duration_since(t.due).as_nanos() as i64;
+                self.stats.latency_sum_ns.fetch_add(late, Ordering::Relaxed);
+                self.stats.latency_count.fetch_add(1, Ordering::Relaxed)
+            }
+            Early::Shutdown => 0,
+        };
+        let mut decisions = Vec::with_capacity(self.policies.len());
+        let mut non_probabilistic_sampled = false;
+        let mut th: Option<String> = None;
+        for (i, p) in self.policies.iter_mut().enumerate() {
+            let d = p.evaluate(&t, now);
+            let sampled = d.samples();
+            self.stats.per_policy[i][usize::from(!sampled)].fetch_add(1, Ordering::Relaxed);
+            if sampled {
+                match p.th() {
+                    Some(x) => th = th.or_else(|| Some(x.to_string())),
+                    None => non_probabilistic_sampled = true,
+                }
+            }
+            decisions.push(d);
+            if sampled && self.config.sample_on_first_match {
+                break;
+            }
+        }
+        let keep = combine(decisions.iter().copied());
+        self.stats.final_decisions[usize::from(!keep)].fetch_add(1, Ordering::Relaxed);
+        if keep {
+            self.sampled.insert(id);
+            // Kept only by probability: record the threshold for adjusted counts.
+            if let Some(th) = th.filter(|_| !non_probabilistic_sampled) {
+                for (_, spans) in &mut t.groups {
+                    for s in spans.iter_mut() {
+                        s.trace_state = with_threshold(&s.trace_state, &th);
+                    }
+                }
+            }
+            self.out.append(&mut t.groups);
+        } else {
+            self.not_sampled.insert(id);
+            self.stats.telemetry.add_dropped("not_sampled", t.spans);
+        }
+    }
+
+    /// Take the spans decided for keeping since the last call, as one batch.
+    pub fn take_output(&mut self) -> Option<ExportTraceServiceRequest> {
+        if self.out.is_empty() {
+            return None;
+        }
+        let mut req = ExportTraceServiceRequest::default();
+        let mut last: Option<Arc<Scoped>> = None;
+        for (scoped, spans) in self.out.drain(..) {
+            match &last {
+                Some(l) if Arc::ptr_eq(l, &scoped) => {
+                    if let Some(ss) = req
+                        .resource_spans
+                        .last_mut()
+                        .and_then(|rs| rs.scope_spans.last_mut())
+                    {
+                        ss.spans.extend(spans);
+                    }
+                }
+                _ => {
+                    req.resource_spans.push(ResourceSpans {
+                        resource: scoped.resource.clone(),
+                        schema_url: scoped.resource_schema_url.clone(),
+                        scope_spans: vec![ScopeSpans {
+                            scope: scoped.scope.clone(),
+                            schema_url: scoped.scope_schema_url.clone(),
+                            spans,
+                        }],
+                    });
+                    last = Some(scoped);
+                }
+            }
+        }
+        Some(req)
+    }
+}
+
+/// The tail sampling processor.
+#[derive(Debug, Clone)]
+pub struct TailSampler {
+    id: ComponentId,
+    config: TailSamplingConfig,
+    handle: TailSamplingHandle,
+}
+
+impl TailSampler {
+    /// A sampler with id `tail_sampling`.
+    pub fn new(config: TailSamplingConfig) -> Self {
+        Self {
+            id: ComponentId::new("tail_sampling"),
+            config,
+            handle: TailSamplingHandle(Arc::new(Mutex::new(None))),
+        }
+    }
+
+    /// Use another id.
+    pub fn with_id(mut self, id: ComponentId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// A handle to its counters.
+    pub fn handle(&self) -> TailSamplingHandle {
+        self.handle.clone()
+    }
+
+    /// Check a configuration; errors name the setting (`policies[2].latency.threshold_ms`).
+    pub fn validate(config: &TailSamplingConfig) -> Result<(), ConfigError> {
+        Self::compile(config, Instant::now()).map(|_| ())
+    }
+
+    pub(crate) fn compile(
+        config: &TailSamplingConfig,
+        start: Instant,
+    ) -> Result<Vec<Compiled>, ConfigError> {
+        if config.decision_wait.is_zero() {
+            return Err(ConfigError::new("decision_wait", "must be positive"));
+        }
+        if config.num_traces == 0 {
+            return Err(ConfigError::new("num_traces", "must be at least 1"));
+        }
+        if config.policies.is_empty() {
+            return Err(ConfigError::new("policies", "give at least one policy"));
+        }
+        let mut seen = HashSet::new();
+        config
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if p.name.is_empty() {
+                    return Err(ConfigError::new(
+                        format!("policies[{i}].name"),
+                        "every policy needs a name",
+                    ));
+                }
+                if !seen.insert(p.name.as_str()) {
+                    return Err(ConfigError::new(
+                        format!("policies[{i}].name"),
+                        format!("`{}` is used twice", p.name),
+                    ));
+                }
+                Compiled::new(p, &format!("policies[{i}]"), start)
+            })
+            .collect()
+    }
+
+    /// A core for one shard, for benchmarks and direct use.
+    pub fn core(
+        config: TailSamplingConfig,
+        telemetry: Arc<ComponentTelemetry>,
+    ) -> Result<TailSamplingCore, ConfigError> {
+        let policies = Self::compile(&config, Instant::now())?;
+        let names: Vec<String> = config.policies.iter().map(|p| p.name.clone()).collect();
+        let stats = Arc::new(Stats::new(telemetry, &names));
+        Ok(TailSamplingCore::new(Arc::new(config), policies, 1, stats))
+    }
+}
+
+/// Split a batch into per-shard span lists, sharing each group's resource and scope.
+pub fn shard_batch(batch: Batch<Traces>, shards: usize) -> Vec<Vec<(Arc<Scoped>, Span)>> {
+    let mut out: Vec<Vec<(Arc<Scoped>, Span)>> = (0..shards).map(|_| Vec::new()).collect();
+    for rs in batch.data.resource_spans {
+        let resource = rs.resource;
+        for ss in rs.scope_spans {
+            let scoped = Arc::new(Scoped {
+                resource: resource.clone(),
+                resource_schema_url: rs.schema_url.clone(),
+                scope: ss.scope,
+                scope_schema_url: ss.schema_url,
+            });
+            for span in ss.spans {
+                let shard = if shards == 1 || span.trace_id.len() != 16 {
+                    0
+                } else {
+                    // The trace id's low bytes are random (W3C Level 2).
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(&span.trace_id[8..16]);
+                    (u64::from_be_bytes(b) % shards as u64) as usize
+                };
+                out[shard].push((Arc::clone(&scoped), span));
+            }
+        }
+    }
+    out
+}
+
+/// The consumer built by [`TailSampler`].
+#[derive(Debug)]
+pub struct TailSamplingConsumer {
+    shards: Vec<mpsc::Sender<Vec<(Arc<Scoped>, Span)>>>,
+}
+
+impl Consumer<Traces> for TailSamplingConsumer {
+    async fn consume(&self, batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
+        if self.shards.iter().any(mpsc::Sender::is_closed) {
+            return Err(ConsumeError::refused(
+                batch,
+                "tail sampler is shutting down",
+            ));
+        }
+        for (shard, spans) in shard_batch(batch, self.shards.len())
+            .into_iter()
+            .enumerate()
+        {
+            if spans.is_empty() {
+                continue;
+            }
+            if let Err(mpsc::error::SendError(spans)) = self.shards[shard].send(spans).await {
+                // Shutdown raced us: these spans were accepted by nobody; say so.
+                return Err(ConsumeError::rejected(
+                    spans.len(),
+                    "tail sampler shut down while accepting",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Workers<N> {
+    next: Mutex<Option<N>>,
+    cores: Mutex<Vec<(TailSamplingCore, mpsc::Receiver<Vec<(Arc<Scoped>, Span)>>)>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    stop_tx: watch::Sender<bool>,
+    deadline: Arc<Mutex<Option<Instant>>>,
+    telemetry: Arc<ComponentTelemetry>,
+    drop_on_shutdown: bool,
+}
+
+impl Processor<Traces> for TailSampler {
+    type Consumer<N: Consumer<Traces>> = TailSamplingConsumer;
+
+    fn id(&self) -> ComponentId {
+        self.id.clone()
+    }
+
+    fn build<N: Consumer<Traces>>(
+        self,
+        next: N,
+        ctx: &mut ComponentContext<'_>,
+    ) -> Result<TailSamplingConsumer, BuildError> {
+        let start = Instant::now();
+        let policies =
+            Self::compile(&self.config, start).map_err(|e| ctx.invalid(e.path, e.message))?;
+        let shards = if self.config.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.config.shards
+        };
+        let names: Vec<String> = self
+            .config
+            .policies
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        let telemetry = ctx.telemetry();
+        let stats = Arc::new(Stats::new(Arc::clone(&telemetry), &names));
+        *self.handle.0.lock() = Some(Arc::clone(&stats));
+        let config = Arc::new(self.config);
+        let mut senders = Vec::with_capacity(shards);
+        let mut cores = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (tx, rx) = mpsc::channel(256);
+            senders.push(tx);
+            cores.push((
+                TailSamplingCore::new(
+                    Arc::clone(&config),
+                    policies.clone(),
+                    shards,
+                    Arc::clone(&stats),
+                ),
+                rx,
+            ));
+        }
+        let (stop_tx, _) = watch::channel(false);
+        ctx.register_lifecycle(Arc::new(Workers {
+            next: Mutex::new(Some(next)),
+            cores: Mutex::new(cores),
+            tasks: Mutex::new(Vec::new()),
+            stop_tx,
+            deadline: Arc::new(Mutex::new(None)),
+            telemetry,
+            drop_on_shutdown: config.drop_pending_traces_on_shutdown,
+        }));
+        Ok(TailSamplingConsumer { shards: senders })
+    }
+}
+
+impl<N: Consumer<Traces>> Lifecycle for Workers<N> {
+    fn start(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move {
+            let next = Arc::new(
+                self.next
+                    .lock()
+                    .take()
+                    .ok_or("tail sampler started twice")?,
+            );
+            let cores = std::mem::take(&mut *self.cores.lock());
+            let mut tasks = self.tasks.lock();
+            for (core, rx) in cores {
+                tasks.push(tokio::spawn(run_shard(
+                    core,
+                    rx,
+                    Arc::clone(&next),
+                    self.stop_tx.subscribe(),
+                    Arc::clone(&self.deadline),
+                    Arc::clone(&self.telemetry),
+                    self.drop_on_shutdown,
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move {
+            *self.deadline.lock() = Some(deadline);
+            let _ = self.stop_tx.send(true);
+            let tasks = std::mem::take(&mut *self.tasks.lock());
+            let mut late = false;
+            for mut t in tasks {
+                if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
+                    t.abort();
+                    late = true;
+                }
+            }
+            let dropped = self.telemetry.dropped("shutdown_deadline");
+            if late || dropped > 0 {
+                return Err(format!("deadline passed while delivering sampled traces; {dropped} spans dropped (counted)").into());
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run_shard<N: Consumer<Traces>>(
+    mut core: TailSamplingCore,
+    mut rx: mpsc::Receiver<Vec<(Arc<Scoped>, Span)>>,
+    next: Arc<N>,
+    mut stop: watch::Receiver<bool>,
+    deadline: Arc<Mutex<Option<Instant>>>,
+    telemetry: Arc<ComponentTelemetry>,
+    drop_on_shutdown: bool,
+) {
+    let redelivery = Redelivery {
+        initial: Duration::from_millis(50),
+        max: Duration::from_secs(1),
+    };
+    loop {
+        let waiting = core.must_wait();
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            _ = sleep_until_opt(core.next_due()) => core.decide_due(Instant::now()),
+            received = rx.recv(), if !waiting => match received {
+                Some(spans) => {
+                    let now = Instant::now();
+                    core.ingest(spans, now);
+                    // Decisions stay on time even while a backlog is ingested.
+                    core.decide_due(now);
+                }
+                None => break,
+            },
+        }
+        if let Some(out) = core.take_output() {
+            redelivery
+                .deliver(&*next, Batch::new(out), &deadline, &telemetry)
+                .await;
+        }
+    }
+    // Shutdown: take what is queued, decide everything on what arrived, deliver.
+    rx.close();
+    let now = Instant::now();
+    while let Some(spans) = rx.recv().await {
+        core.ingest(spans, now);
+    }
+    core.decide_all(now, drop_on_shutdown);
+    if let Some(out) = core.take_output() {
+        redelivery
+            .deliver(&*next, Batch::new(out), &deadline, &telemetry)
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_goes_first_in_ot() {
+        assert_eq!(with_threshold("", "f3333333333333"), "ot=th:f3333333333333");
+        assert_eq!(
+            with_threshold("ot=rv:abcdef01234567;th:8,vendor=x", "c"),
+            "ot=th:c;rv:abcdef01234567,vendor=x"
+        );
+    }
+
+    #[test]
+    fn decision_cache_forgets_the_oldest() {
+        let mut c = DecisionCache::new(2);
+        c.insert(1);
+        c.insert(2);
+        c.insert(3);
+        assert!(!c.contains(1) && c.contains(2) && c.contains(3));
+    }
+}
