@@ -3,7 +3,6 @@
 //!
 //! `cargo bench --bench attributes`
 
-#[path = "support.rs"]
 mod support;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};

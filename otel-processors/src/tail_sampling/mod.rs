@@ -82,6 +82,9 @@ pub struct Scoped {
     pub scope_schema_url: String,
 }
 
+/// Spans routed to one shard, each with its shared resource and scope.
+pub type ShardSpans = Vec<(Arc<Scoped>, Span)>;
+
 /// The spans buffered for one trace.
 #[derive(Debug)]
 pub struct TraceBuf {
@@ -129,10 +132,10 @@ impl DecisionCache {
             return;
         }
         self.order.push_back(id);
-        if self.order.len() > self.cap {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+        if self.order.len() > self.cap
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
         }
     }
 
@@ -399,7 +402,7 @@ impl TailSamplingCore {
     }
 
     /// Buffer spans (each with its shared resource/scope).
-    pub fn ingest(&mut self, spans: Vec<(Arc<Scoped>, Span)>, now: Instant) {
+    pub fn ingest(&mut self, spans: ShardSpans, now: Instant) {
         for (scoped, span) in spans {
             let Some(id) = trace_key(&span.trace_id) else {
                 self.stats.telemetry.add_dropped("invalid_trace_id", 1);
@@ -451,10 +454,12 @@ impl TailSamplingCore {
             }
             let mut due = now + self.config.decision_wait;
             let is_root = span.parent_span_id.is_empty();
-            if is_root {
-                if let Some(after) = self.config.decision_wait_after_root_received {
-                    due = due.min(now + after);
-                }
+            if let Some(after) = self
+                .config
+                .decision_wait_after_root_received
+                .filter(|_| is_root)
+            {
+                due = due.min(now + after);
             }
             let mut t = TraceBuf {
                 groups: Vec::with_capacity(1),
@@ -698,8 +703,8 @@ impl TailSampler {
 }
 
 /// Split a batch into per-shard span lists, sharing each group's resource and scope.
-pub fn shard_batch(batch: Batch<Traces>, shards: usize) -> Vec<Vec<(Arc<Scoped>, Span)>> {
-    let mut out: Vec<Vec<(Arc<Scoped>, Span)>> = (0..shards).map(|_| Vec::new()).collect();
+pub fn shard_batch(batch: Batch<Traces>, shards: usize) -> Vec<ShardSpans> {
+    let mut out: Vec<ShardSpans> = (0..shards).map(|_| Vec::new()).collect();
     for rs in batch.data.resource_spans {
         let resource = rs.resource;
         for ss in rs.scope_spans {
@@ -728,7 +733,7 @@ pub fn shard_batch(batch: Batch<Traces>, shards: usize) -> Vec<Vec<(Arc<Scoped>,
 /// The consumer built by [`TailSampler`].
 #[derive(Debug)]
 pub struct TailSamplingConsumer {
-    shards: Vec<mpsc::Sender<Vec<(Arc<Scoped>, Span)>>>,
+    shards: Vec<mpsc::Sender<ShardSpans>>,
 }
 
 impl Consumer<Traces> for TailSamplingConsumer {
@@ -760,7 +765,7 @@ impl Consumer<Traces> for TailSamplingConsumer {
 
 struct Workers<N> {
     next: Mutex<Option<N>>,
-    cores: Mutex<Vec<(TailSamplingCore, mpsc::Receiver<Vec<(Arc<Scoped>, Span)>>)>>,
+    cores: Mutex<Vec<(TailSamplingCore, mpsc::Receiver<ShardSpans>)>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stop_tx: watch::Sender<bool>,
     deadline: Arc<Mutex<Option<Instant>>>,
@@ -883,7 +888,7 @@ async fn sleep_until_opt(t: Option<Instant>) {
 
 async fn run_shard<N: Consumer<Traces>>(
     mut core: TailSamplingCore,
-    mut rx: mpsc::Receiver<Vec<(Arc<Scoped>, Span)>>,
+    mut rx: mpsc::Receiver<ShardSpans>,
     next: Arc<N>,
     mut stop: watch::Receiver<bool>,
     deadline: Arc<Mutex<Option<Instant>>>,

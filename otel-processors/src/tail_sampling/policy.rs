@@ -728,11 +728,8 @@ mod tests {
             randomness(&id, "ot=th:8;rv:ffffffffffffff,other=1"),
             0xffffffffffffff
         );
-        assert_eq!(
-            combine([Decision::Sampled, Decision::InvertNotSampled]),
-            false
-        );
-        assert_eq!(combine([Decision::Sampled, Decision::Dropped]), false);
+        assert!(!combine([Decision::Sampled, Decision::InvertNotSampled]));
+        assert!(!combine([Decision::Sampled, Decision::Dropped]));
         assert!(combine([Decision::NotSampled, Decision::InvertSampled]));
         assert!(!combine([Decision::NotSampled, Decision::Error]));
     }
