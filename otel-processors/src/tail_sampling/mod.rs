@@ -45,7 +45,9 @@
 pub mod config;
 mod policy;
 
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashSet, VecDeque};
+
+use ahash::{AHashMap as HashMap, AHashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -113,7 +115,7 @@ impl TraceBuf {
 /// A fixed-size set of trace ids that forgets the oldest first.
 #[derive(Debug)]
 struct DecisionCache {
-    set: HashSet<u128>,
+    set: AHashSet<u128>,
     order: VecDeque<u128>,
     cap: usize,
 }
@@ -121,7 +123,7 @@ struct DecisionCache {
 impl DecisionCache {
     fn new(cap: usize) -> Self {
         Self {
-            set: HashSet::with_capacity(cap.min(1 << 20)),
+            set: AHashSet::with_capacity(cap.min(1 << 20)),
             order: VecDeque::with_capacity(cap.min(1 << 20)),
             cap,
         }
