@@ -44,6 +44,7 @@
 
 pub mod config;
 mod policy;
+mod wire;
 
 use std::collections::{BinaryHeap, HashSet, VecDeque};
 
@@ -87,28 +88,103 @@ pub struct Scoped {
 /// Spans routed to one shard, each with its shared resource and scope.
 pub type ShardSpans = Vec<(Arc<Scoped>, Span)>;
 
-/// The spans buffered for one trace.
+/// The spans buffered for one trace, **encoded** (protobuf, length-delimited, about a
+/// sixth of the memory of decoded spans), with a summary of what the cheap policies need.
 #[derive(Debug)]
 pub struct TraceBuf {
-    /// Spans grouped by the resource/scope they came with.
-    pub groups: Vec<(Arc<Scoped>, Vec<Span>)>,
+    /// Encoded spans grouped by the resource/scope they came with.
+    pub groups: Vec<(Arc<Scoped>, Vec<u8>)>,
     /// Span count.
     pub spans: usize,
     /// OTLP-encoded size of the spans.
     pub bytes: usize,
+    /// Earliest span start.
+    pub min_start: u64,
+    /// Latest span end.
+    pub max_end: u64,
+    /// Status codes seen: bit 0 unset, bit 1 ok, bit 2 error.
+    pub statuses: u8,
+    /// Any span with the W3C sampled flag.
+    pub any_sampled_flag: bool,
+    /// The trace id.
+    pub trace_id: [u8; 16],
+    /// The first span's `tracestate` (for `ot=rv`).
+    pub first_trace_state: String,
     first_seen: Instant,
     due: Instant,
     root_seen: bool,
 }
 
 impl TraceBuf {
-    fn push(&mut self, scoped: &Arc<Scoped>, span: Span, bytes: usize) {
-        self.spans += 1;
-        self.bytes += bytes;
-        match self.groups.last_mut() {
-            Some((s, spans)) if Arc::ptr_eq(s, scoped) => spans.push(span),
-            _ => self.groups.push((Arc::clone(scoped), vec![span])),
+    fn new(
+        trace_id: [u8; 16],
+        first_trace_state: String,
+        now: Instant,
+        due: Instant,
+        root_seen: bool,
+    ) -> Self {
+        Self {
+            groups: Vec::with_capacity(1),
+            spans: 0,
+            bytes: 0,
+            min_start: u64::MAX,
+            max_end: 0,
+            statuses: 0,
+            any_sampled_flag: false,
+            trace_id,
+            first_trace_state,
+            first_seen: now,
+            due,
+            root_seen,
         }
+    }
+
+    /// Summarise and encode `span`; returns its encoded size.
+    fn push(&mut self, scoped: &Arc<Scoped>, span: &Span) -> usize {
+        self.spans += 1;
+        self.min_start = self.min_start.min(span.start_time_unix_nano);
+        self.max_end = self.max_end.max(span.end_time_unix_nano);
+        let code = span.status.as_ref().map_or(0, |s| s.code);
+        self.statuses |= 1 << code.clamp(0, 2);
+        self.any_sampled_flag |= span.flags & 0x01 != 0;
+        let len = prost::Message::encoded_len(span);
+        let need = len + prost::length_delimiter_len(len);
+        let buf = match self.groups.last_mut() {
+            Some((s, buf)) if Arc::ptr_eq(s, scoped) => buf,
+            _ => {
+                self.groups
+                    .push((Arc::clone(scoped), Vec::with_capacity(need)));
+                &mut self.groups.last_mut().expect("just pushed").1
+            }
+        };
+        // Grow by a quarter at a time: the buffer is the memory we are trying to keep small.
+        if buf.capacity() - buf.len() < need {
+            buf.reserve_exact(need.max(buf.len() / 4));
+        }
+        // Encoding into a Vec cannot fail: it grows as needed.
+        let _ = prost::Message::encode_length_delimited(span, buf);
+        self.bytes += need;
+        need
+    }
+
+    /// Decode the spans (for the policies that need whole spans, and for output).
+    pub fn decode(&self) -> Vec<(Arc<Scoped>, Vec<Span>)> {
+        self.groups
+            .iter()
+            .map(|(scoped, buf)| {
+                let spans = wire::delimited(buf)
+                    .filter_map(|m| <Span as prost::Message>::decode(m).ok())
+                    .collect();
+                (Arc::clone(scoped), spans)
+            })
+            .collect()
+    }
+
+    /// The encoded spans, each with its resource/scope.
+    pub(crate) fn encoded(&self) -> impl Iterator<Item = (&Arc<Scoped>, &[u8])> {
+        self.groups
+            .iter()
+            .flat_map(|(sc, buf)| wire::delimited(buf).map(move |m| (sc, m)))
     }
 }
 
@@ -410,10 +486,10 @@ impl TailSamplingCore {
                 self.stats.telemetry.add_dropped("invalid_trace_id", 1);
                 continue;
             };
-            let bytes = prost::Message::encoded_len(&span);
             if let Some(t) = self.traces.get_mut(&id) {
                 let is_root = span.parent_span_id.is_empty();
-                t.push(&scoped, span, bytes);
+                let bytes = t.push(&scoped, &span);
+                drop(span);
                 self.bytes += bytes;
                 self.spans += 1;
                 self.stats.spans.fetch_add(1, Ordering::Relaxed);
@@ -463,15 +539,15 @@ impl TailSamplingCore {
             {
                 due = due.min(now + after);
             }
-            let mut t = TraceBuf {
-                groups: Vec::with_capacity(1),
-                spans: 0,
-                bytes: 0,
-                first_seen: now,
+            let mut t = TraceBuf::new(
+                id.to_be_bytes(),
+                span.trace_state.clone(),
+                now,
                 due,
-                root_seen: is_root,
-            };
-            t.push(&scoped, span, bytes);
+                is_root,
+            );
+            let bytes = t.push(&scoped, &span);
+            drop(span);
             self.traces.insert(id, t);
             self.due.push(std::cmp::Reverse((due, id)));
             self.arrival.push_back((id, now));
@@ -538,7 +614,7 @@ impl TailSamplingCore {
     }
 
     fn decide(&mut self, id: u128, why: Early, now: Instant) {
-        let Some(mut t) = self.remove(id) else { return };
+        let Some(t) = self.remove(id) else { return };
         match why {
             Early::Capacity => self.stats.early_capacity.fetch_add(1, Ordering::Relaxed),
             Early::TooLarge => self.stats.early_too_large.fetch_add(1, Ordering::Relaxed),
@@ -571,15 +647,16 @@ impl TailSamplingCore {
         self.stats.final_decisions[usize::from(!keep)].fetch_add(1, Ordering::Relaxed);
         if keep {
             self.sampled.insert(id);
+            let mut groups = t.decode();
             // Kept only by probability: record the threshold for adjusted counts.
             if let Some(th) = th.filter(|_| !non_probabilistic_sampled) {
-                for (_, spans) in &mut t.groups {
+                for (_, spans) in &mut groups {
                     for s in spans.iter_mut() {
                         s.trace_state = with_threshold(&s.trace_state, &th);
                     }
                 }
             }
-            self.out.append(&mut t.groups);
+            self.out.append(&mut groups);
         } else {
             self.not_sampled.insert(id);
             self.stats.telemetry.add_dropped("not_sampled", t.spans);

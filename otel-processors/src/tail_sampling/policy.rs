@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use otel_pipeline_core::proto::common::v1::{AnyValue, KeyValue, any_value};
-use otel_pipeline_core::proto::trace::v1::Span;
 use parking_lot::Mutex;
 use regex::Regex;
 use tokio::time::Instant;
 
+use super::TraceBuf;
 use super::config::{PolicyConfig, PolicyType};
-use super::{Scoped, TraceBuf};
+use super::wire::{self, AnyRef};
 use crate::condition::{Condition, SpanContext};
 use crate::config::ConfigError;
 use crate::filter::{ErrorMode, parse_all};
@@ -212,25 +212,28 @@ fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
     crate::condition::find_attr(attrs, key)
 }
 
-/// Every span with its resource attributes, for attribute policies.
-fn any_attr(trace: &TraceBuf, key: &str, mut test: impl FnMut(&AnyValue) -> bool) -> bool {
-    trace.groups.iter().any(|(scoped, spans)| {
+/// A decoded value seen the way the wire reader sees it.
+fn any_ref(v: &AnyValue) -> AnyRef<'_> {
+    match &v.value {
+        Some(any_value::Value::StringValue(s)) => AnyRef::Str(s),
+        Some(any_value::Value::BoolValue(b)) => AnyRef::Bool(*b),
+        Some(any_value::Value::IntValue(i)) => AnyRef::Int(*i),
+        Some(any_value::Value::DoubleValue(d)) => AnyRef::Double(*d),
+        _ => AnyRef::Other,
+    }
+}
+
+/// Attribute `key` of any span, or of a span's resource, passes `test`. Spans are read
+/// encoded, without decoding.
+fn any_attr(trace: &TraceBuf, key: &str, mut test: impl FnMut(AnyRef<'_>) -> bool) -> bool {
+    trace.groups.iter().any(|(scoped, buf)| {
         let resource = scoped
             .resource
             .as_ref()
             .and_then(|r| find(&r.attributes, key));
-        resource.is_some_and(&mut test)
-            || spans
-                .iter()
-                .any(|s| find(&s.attributes, key).is_some_and(&mut test))
+        resource.is_some_and(|v| test(any_ref(v)))
+            || wire::delimited(buf).any(|span| wire::span_attr(span, key).is_some_and(&mut test))
     })
-}
-
-fn spans(trace: &TraceBuf) -> impl Iterator<Item = (&Arc<Scoped>, &Span)> {
-    trace
-        .groups
-        .iter()
-        .flat_map(|(sc, spans)| spans.iter().map(move |s| (sc, s)))
 }
 
 fn invert(matched: bool, invert: bool) -> Decision {
@@ -549,30 +552,17 @@ impl Compiled {
         match self {
             Self::Always => Decision::Sampled,
             Self::Latency { lo, hi } => {
-                let (mut start, mut end) = (u64::MAX, 0u64);
-                for (_, s) in spans(trace) {
-                    start = start.min(s.start_time_unix_nano);
-                    end = end.max(s.end_time_unix_nano);
-                }
-                let d = end.saturating_sub(start);
+                let d = trace.max_end.saturating_sub(trace.min_start);
                 invert(d >= *lo && d <= *hi, false)
             }
             Self::Status { codes } => {
-                let hit = spans(trace).any(|(_, s)| {
-                    let code = s.status.as_ref().map_or(0, |st| st.code);
-                    (0..3).contains(&code) && codes[code as usize]
-                });
+                let hit = (0..3).any(|c| codes[c] && trace.statuses & (1 << c) != 0);
                 invert(hit, false)
             }
-            Self::Probabilistic { threshold, .. } => {
-                let Some((_, first)) = spans(trace).next() else {
-                    return Decision::NotSampled;
-                };
-                invert(
-                    randomness(&first.trace_id, &first.trace_state) >= *threshold,
-                    false,
-                )
-            }
+            Self::Probabilistic { threshold, .. } => invert(
+                randomness(&trace.trace_id, &trace.first_trace_state) >= *threshold,
+                false,
+            ),
             Self::Numeric {
                 key,
                 min,
@@ -580,9 +570,9 @@ impl Compiled {
                 invert: inv,
             } => {
                 let hit = any_attr(trace, key, |v| {
-                    let n = match v.value {
-                        Some(any_value::Value::IntValue(i)) => i as f64,
-                        Some(any_value::Value::DoubleValue(d)) => d,
+                    let n = match v {
+                        AnyRef::Int(i) => i as f64,
+                        AnyRef::Double(d) => d,
                         _ => return false,
                     };
                     n >= *min && n <= *max
@@ -595,20 +585,20 @@ impl Compiled {
                 invert: inv,
             } => {
                 let hit = any_attr(trace, key, |v| {
-                    let Some(any_value::Value::StringValue(s)) = &v.value else {
+                    let AnyRef::Str(s) = v else {
                         return false;
                     };
                     match matcher {
                         StringMatch::Exact(values) => values.iter().any(|x| x == s),
                         StringMatch::Regex { res, cache, cap } => {
-                            if let Some(hit) = cache.get(s.as_str()) {
+                            if let Some(hit) = cache.get(s) {
                                 return *hit;
                             }
                             let hit = res.iter().any(|re| re.is_match(s));
                             if cache.len() >= *cap {
                                 cache.clear();
                             }
-                            cache.insert(s.clone(), hit);
+                            cache.insert(s.to_string(), hit);
                             hit
                         }
                     }
@@ -620,19 +610,15 @@ impl Compiled {
                 value,
                 invert: inv,
             } => {
-                let hit = any_attr(
-                    trace,
-                    key,
-                    |v| matches!(v.value, Some(any_value::Value::BoolValue(b)) if b == *value),
-                );
+                let hit = any_attr(trace, key, |v| v == AnyRef::Bool(*value));
                 invert(hit, *inv)
             }
             Self::SpanCount { min, max } => {
                 invert(trace.spans >= *min && trace.spans <= *max, false)
             }
             Self::TraceState { key, values } => {
-                let hit = spans(trace).any(|(_, s)| {
-                    s.trace_state
+                let hit = trace.encoded().any(|(_, span)| {
+                    wire::span_trace_state(span)
                         .split(',')
                         .filter_map(|m| m.trim().split_once('='))
                         .any(|(k, v)| k == key && values.iter().any(|x| x == v))
@@ -641,7 +627,7 @@ impl Compiled {
             }
             Self::Rate(window) => invert(window.try_spend(trace.spans as u64, now), false),
             Self::Bytes(bucket) => invert(bucket.try_take(trace.bytes as u64, now), false),
-            Self::TraceFlags => invert(spans(trace).any(|(_, s)| s.flags & 0x01 != 0), false),
+            Self::TraceFlags => invert(trace.any_sampled_flag, false),
             Self::Ottl {
                 spans: conds,
                 events,
@@ -655,24 +641,28 @@ impl Compiled {
                         false
                     }
                 };
-                let hit = spans(trace).any(|(sc, span)| {
-                    let cx = SpanContext {
-                        span,
-                        event: None,
-                        resource: sc.resource.as_ref(),
-                        scope: sc.scope.as_ref(),
-                    };
-                    conds.iter().any(|c| check(c, &cx))
-                        || span.events.iter().any(|e| {
-                            let cx = SpanContext {
-                                span,
-                                event: Some(e),
-                                resource: sc.resource.as_ref(),
-                                scope: sc.scope.as_ref(),
-                            };
-                            events.iter().any(|c| check(c, &cx))
-                        })
-                });
+                let decoded = trace.decode();
+                let hit = decoded
+                    .iter()
+                    .flat_map(|(sc, spans)| spans.iter().map(move |s| (sc, s)))
+                    .any(|(sc, span)| {
+                        let cx = SpanContext {
+                            span,
+                            event: None,
+                            resource: sc.resource.as_ref(),
+                            scope: sc.scope.as_ref(),
+                        };
+                        conds.iter().any(|c| check(c, &cx))
+                            || span.events.iter().any(|e| {
+                                let cx = SpanContext {
+                                    span,
+                                    event: Some(e),
+                                    resource: sc.resource.as_ref(),
+                                    scope: sc.scope.as_ref(),
+                                };
+                                events.iter().any(|c| check(c, &cx))
+                            })
+                    });
                 if error && *mode == ErrorMode::Propagate && !hit {
                     return Decision::Error;
                 }
