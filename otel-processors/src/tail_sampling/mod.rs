@@ -26,6 +26,10 @@
 //!   `ot=th:<threshold>` in `tracestate`, so backends can compute adjusted counts.
 //!
 //! # Memory
+//! Spans are buffered **encoded** (protobuf bytes, about 1.2x their OTLP size instead of
+//! about 3.6x decoded) with a per-trace summary (times, statuses, flags, root) for the cheap
+//! policies; attribute and `tracestate` policies read the bytes in place, OTTL conditions
+//! decode the trace, and only kept traces are decoded for output.
 //! Bounded by `num_traces` and by `max_buffered_bytes` (OTLP-encoded span size). When full,
 //! the **oldest traces are decided early on what has arrived** — so an error trace is still
 //! kept — and each early decision is counted; with `block_on_overflow`, senders wait
