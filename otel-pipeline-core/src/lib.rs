@@ -44,6 +44,8 @@ mod component;
 #[cfg(feature = "pipeline")]
 mod consumer;
 #[cfg(feature = "pipeline")]
+mod direct;
+#[cfg(feature = "pipeline")]
 pub mod otlp;
 #[cfg(feature = "pipeline")]
 pub mod queue;
@@ -72,9 +74,14 @@ pub use component::{
 #[cfg(feature = "pipeline")]
 pub use consumer::{BoxConsumer, BoxFuture, ConsumeError, Consumer, FanOut, Refusal, Rejection};
 #[cfg(feature = "pipeline")]
+pub use direct::{DirectReceiver, DirectSender};
+#[cfg(feature = "pipeline")]
 pub use otlp::OtlpSignal;
 #[cfg(feature = "pipeline")]
-pub use queue::{BoundedQueue, Delivered, QueueConfig, QueueConsumer, Redelivery, WhenFull};
+pub use queue::{
+    BoundedQueue, Delivered, QueueConfig, QueueConsumer, Redelivery, WhenFull, deadline_outcome,
+    join_until,
+};
 #[cfg(feature = "pipeline")]
 pub use runtime::{Health, HealthState, RunningPipeline, ShutdownError, StartError};
 #[cfg(feature = "pipeline")]

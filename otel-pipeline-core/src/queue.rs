@@ -290,26 +290,13 @@ impl<S: Signal, N: Consumer<S>> Lifecycle for QueueWorkers<S, N> {
             }
             let _ = self.stop_tx.send(true);
             let tasks = std::mem::take(&mut *self.tasks.lock());
-            let mut timed_out = false;
-            for mut task in tasks {
-                if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-                    task.abort();
-                    timed_out = true;
-                }
-            }
+            let timed_out = join_until(tasks, deadline).await;
             let left = self.shared.held.swap(0, Ordering::AcqRel);
             if left > 0 {
                 self.shared.telemetry.add_dropped("shutdown_deadline", left);
                 self.shared.telemetry.set_queue_size(0);
             }
-            let dropped = self.shared.telemetry.dropped("shutdown_deadline");
-            if timed_out || dropped > 0 {
-                return Err(format!(
-                    "deadline passed before the queue drained; dropped {dropped} items (counted)"
-                )
-                .into());
-            }
-            Ok(())
+            deadline_outcome(timed_out, &self.shared.telemetry)
         })
     }
 }
@@ -356,6 +343,32 @@ async fn deliver<S: Signal, N: Consumer<S>>(shared: &Shared<S>, next: &N, item: 
         .deliver(next, batch, &shared.deadline, &shared.telemetry)
         .await;
     shared.release(items);
+}
+
+/// Wait for a stateful stage's tasks until `deadline`, aborting those still running then.
+/// Returns whether any had to be aborted.
+pub async fn join_until(tasks: Vec<JoinHandle<()>>, deadline: Instant) -> bool {
+    let mut timed_out = false;
+    for mut task in tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            task.abort();
+            timed_out = true;
+        }
+    }
+    timed_out
+}
+
+/// The result of a stateful stage's shutdown: clean, or an error that says the deadline
+/// passed and how many items were dropped for it (they are already counted).
+pub fn deadline_outcome(timed_out: bool, telemetry: &ComponentTelemetry) -> Result<(), BoxError> {
+    let dropped = telemetry.dropped("shutdown_deadline");
+    if timed_out || dropped > 0 {
+        return Err(format!(
+            "deadline passed before the stage drained; dropped {dropped} items (counted)"
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Hands a batch the caller has already accepted to the next stage, retrying refusals with

@@ -20,7 +20,7 @@ use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otel_pipeline_core::proto::trace::v1::{ResourceSpans, ScopeSpans};
 use otel_pipeline_core::{
     Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
-    ConsumeError, Consumer, Lifecycle, Processor, Redelivery, Traces,
+    ConsumeError, Consumer, Lifecycle, Processor, Redelivery, Traces, deadline_outcome, join_until,
 };
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -227,20 +227,9 @@ impl<N: Consumer<Traces>> Lifecycle for Worker<N> {
         Box::pin(async move {
             *self.deadline.lock() = Some(deadline);
             let _ = self.stop_tx.send(true);
-            let task = self.task.lock().take();
-            if let Some(mut task) = task
-                && tokio::time::timeout_at(deadline, &mut task).await.is_err()
-            {
-                task.abort();
-                return Err("deadline passed while flushing".into());
-            }
-            let dropped = self.telemetry.dropped("shutdown_deadline");
-            if dropped > 0 {
-                return Err(
-                    format!("dropped {dropped} spans at the shutdown deadline (counted)").into(),
-                );
-            }
-            Ok(())
+            let tasks: Vec<_> = self.task.lock().take().into_iter().collect();
+            let timed_out = join_until(tasks, deadline).await;
+            deadline_outcome(timed_out, &self.telemetry)
         })
     }
 }
@@ -284,7 +273,7 @@ async fn run<N: Consumer<Traces>>(
                 }
                 None => break,
             },
-            _ = sleep_until_opt(timer) => {
+            _ = crate::sleep_until_opt(timer) => {
                 while pending.count > 0 {
                     let out = pending.take(max);
                     redelivery.deliver(&next, out, &deadline, &telemetry).await;
@@ -302,13 +291,6 @@ async fn run<N: Consumer<Traces>>(
     while pending.count > 0 {
         let out = pending.take(max);
         redelivery.deliver(&next, out, &deadline, &telemetry).await;
-    }
-}
-
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 

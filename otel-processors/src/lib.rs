@@ -21,3 +21,11 @@ pub use batch::{BatchConfig, BatchProcessor};
 pub use filter::{FilterConfig, FilterProcessor};
 pub use memory_limiter::{MemoryLimiter, MemoryLimiterConfig};
 pub use tail_sampling::{TailSampler, TailSamplingConfig};
+
+/// Sleep until `t`, or forever when there is nothing to wait for.
+pub(crate) async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

@@ -63,7 +63,7 @@ use otel_pipeline_core::proto::resource::v1::Resource;
 use otel_pipeline_core::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use otel_pipeline_core::{
     Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
-    ConsumeError, Consumer, Lifecycle, Processor, Redelivery, Traces,
+    ConsumeError, Consumer, Lifecycle, Processor, Redelivery, Traces, deadline_outcome, join_until,
 };
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
@@ -946,26 +946,9 @@ impl<N: Consumer<Traces>> Lifecycle for Workers<N> {
             *self.deadline.lock() = Some(deadline);
             let _ = self.stop_tx.send(true);
             let tasks = std::mem::take(&mut *self.tasks.lock());
-            let mut late = false;
-            for mut t in tasks {
-                if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
-                    t.abort();
-                    late = true;
-                }
-            }
-            let dropped = self.telemetry.dropped("shutdown_deadline");
-            if late || dropped > 0 {
-                return Err(format!("deadline passed while delivering sampled traces; {dropped} spans dropped (counted)").into());
-            }
-            Ok(())
+            let timed_out = join_until(tasks, deadline).await;
+            deadline_outcome(timed_out, &self.telemetry)
         })
-    }
-}
-
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -987,7 +970,7 @@ async fn run_shard<N: Consumer<Traces>>(
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            _ = sleep_until_opt(core.next_due()) => core.decide_due(Instant::now()),
+            _ = crate::sleep_until_opt(core.next_due()) => core.decide_due(Instant::now()),
             received = rx.recv(), if !waiting => match received {
                 Some(spans) => {
                     let now = Instant::now();
