@@ -145,7 +145,23 @@ pub struct OtlpExporterConfig {
     pub retry: RetryConfig,
     /// Queue settings.
     pub queue: SendingQueueConfig,
+    /// TLS for `https://` endpoints (needs the `tls` feature): the system's roots, or only
+    /// the CA in `ca_file` when given.
+    pub tls: ClientTls,
 }
+
+/// TLS settings of the exporter.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientTls {
+    /// Trust only this CA (PEM) instead of the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// The HTTP connector: TLS-capable when built with `tls`.
+#[cfg(feature = "tls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "tls"))]
+type Connector = HttpConnector;
 
 impl Default for OtlpExporterConfig {
     fn default() -> Self {
@@ -157,6 +173,7 @@ impl Default for OtlpExporterConfig {
             timeout: Duration::from_secs(10),
             retry: RetryConfig::default(),
             queue: SendingQueueConfig::default(),
+            tls: ClientTls::default(),
         }
     }
 }
@@ -201,7 +218,7 @@ impl<S> OtlpExporter<S> {
 enum Transport {
     Grpc(tonic::transport::Channel),
     Http {
-        client: Box<Client<HttpConnector, Full<Bytes>>>,
+        client: Box<Client<Connector, Full<Bytes>>>,
         uri: http::Uri,
     },
 }
@@ -272,12 +289,24 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
                 format!("`{}` is not a URI: {e}", config.endpoint),
             )
         })?;
-        if endpoint.scheme_str() != Some("http") {
-            return Err(ctx.invalid(
-                "endpoint",
-                "only http:// endpoints are supported (TLS is not built in yet)",
-            ));
-        }
+        let https = match endpoint.scheme_str() {
+            Some("http") => false,
+            Some("https") if cfg!(feature = "tls") => true,
+            Some("https") => {
+                return Err(ctx.invalid(
+                    "endpoint",
+                    "https:// needs otel-exporters built with its `tls` feature",
+                ));
+            }
+            _ => return Err(ctx.invalid("endpoint", "use http:// or https://")),
+        };
+        let ca_pem = match &config.tls.ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| ctx.invalid("tls.ca_file", format!("{}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
         if config.timeout.is_zero() {
             return Err(ctx.invalid("timeout", "must be positive"));
         }
@@ -302,12 +331,16 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
         }
         let transport = match config.protocol {
             Protocol::Grpc => {
-                let channel = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
+                let endpoint = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
                     .map_err(|e| ctx.invalid("endpoint", e.to_string()))?
                     .timeout(config.timeout)
-                    .connect_timeout(config.timeout)
-                    .connect_lazy();
-                Transport::Grpc(channel)
+                    .connect_timeout(config.timeout);
+                let endpoint = if https {
+                    grpc_tls(endpoint, ca_pem.as_deref()).map_err(|e| ctx.invalid("tls", e))?
+                } else {
+                    endpoint
+                };
+                Transport::Grpc(endpoint.connect_lazy())
             }
             Protocol::HttpProtobuf | Protocol::HttpJson => {
                 let uri = if endpoint.path() == "/" || endpoint.path().is_empty() {
@@ -320,6 +353,9 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
                 let mut connector = HttpConnector::new();
                 connector.set_nodelay(true);
                 connector.set_connect_timeout(Some(config.timeout));
+                connector.enforce_http(false);
+                let connector = http_connector(connector, ca_pem.as_deref())
+                    .map_err(|e| ctx.invalid("tls", e))?;
                 Transport::Http {
                     client: Box::new(Client::builder(TokioExecutor::new()).build(connector)),
                     uri,
@@ -362,6 +398,62 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
         ctx.register_lifecycle(Arc::new(DeadlineLifecycle(deadline)));
         Ok(consumer)
     }
+}
+
+#[cfg(feature = "tls")]
+fn grpc_tls(
+    endpoint: tonic::transport::Endpoint,
+    ca_pem: Option<&[u8]>,
+) -> Result<tonic::transport::Endpoint, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig};
+    let tls = match ca_pem {
+        Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+        None => ClientTlsConfig::new().with_native_roots(),
+    };
+    endpoint.tls_config(tls).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "tls"))]
+fn grpc_tls(
+    endpoint: tonic::transport::Endpoint,
+    _ca_pem: Option<&[u8]>,
+) -> Result<tonic::transport::Endpoint, String> {
+    Ok(endpoint)
+}
+
+#[cfg(feature = "tls")]
+fn http_connector(http: HttpConnector, ca_pem: Option<&[u8]>) -> Result<Connector, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match ca_pem {
+        None => builder
+            .with_native_roots()
+            .map_err(|e| format!("system roots: {e}"))?,
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                roots
+                    .add(cert.map_err(|e| format!("CA file: {e}"))?)
+                    .map_err(|e| format!("CA file: {e}"))?;
+            }
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            builder.with_tls_config(config)
+        }
+    };
+    Ok(builder.https_or_http().enable_http1().wrap_connector(http))
+}
+
+#[cfg(not(feature = "tls"))]
+fn http_connector(http: HttpConnector, _ca_pem: Option<&[u8]>) -> Result<Connector, String> {
+    Ok(http)
 }
 
 /// How one attempt went.
@@ -438,7 +530,7 @@ impl<S: WireSignal> OtlpSender<S> {
 
     async fn attempt_http(
         &self,
-        client: &Client<HttpConnector, Full<Bytes>>,
+        client: &Client<Connector, Full<Bytes>>,
         uri: &http::Uri,
         data: &S::Data,
     ) -> Attempt {

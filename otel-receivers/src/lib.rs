@@ -9,5 +9,5 @@
 pub mod otlp;
 pub mod sdk;
 
-pub use otlp::{BoundAddrs, OtlpConfig, OtlpReceiver, OtlpSignalReceiver, WireSignal};
+pub use otlp::{BoundAddrs, OtlpConfig, OtlpReceiver, OtlpSignalReceiver, TlsFiles, WireSignal};
 pub use sdk::{SdkBridge, SdkBridgeReceiver};

@@ -77,6 +77,18 @@ pub struct OtlpConfig {
     /// `Retry-After` / `RetryInfo` delay sent with back-pressure when the pipeline gives
     /// none. Default 1 s.
     pub default_retry_after: Duration,
+    /// Serve both protocols over TLS with this certificate (needs the `tls` feature).
+    /// Default: plain text.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A PEM certificate chain and private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, PEM.
+    pub cert_file: std::path::PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1), PEM.
+    pub key_file: std::path::PathBuf,
 }
 
 impl Default for OtlpConfig {
@@ -88,6 +100,7 @@ impl Default for OtlpConfig {
             max_decompressed_bytes: 16 << 20,
             include_metadata: false,
             default_retry_after: Duration::from_secs(1),
+            tls: None,
         }
     }
 }

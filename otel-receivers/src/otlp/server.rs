@@ -44,10 +44,55 @@ pub(crate) struct Server {
 /// How long open connections get to finish their requests when the receiver stops.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// Turns accepted TCP streams into TLS streams, when TLS is configured.
+#[cfg(feature = "tls")]
+type Acceptor = Option<tokio_rustls::TlsAcceptor>;
+#[cfg(not(feature = "tls"))]
+type Acceptor = Option<Arc<std::convert::Infallible>>;
+
+#[cfg(feature = "tls")]
+fn acceptor(shared: &Shared) -> Result<Acceptor, BoxError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let Some(files) = &shared.config.tls else {
+        return Ok(None);
+    };
+    let certs = CertificateDer::pem_file_iter(&files.cert_file)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            format!(
+                "reading TLS certificates from {}: {e}",
+                files.cert_file.display()
+            )
+        })?;
+    let key = PrivateKeyDer::from_pem_file(&files.key_file)
+        .map_err(|e| format!("reading the TLS key from {}: {e}", files.key_file.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("TLS certificate and key do not fit: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}
+
+#[cfg(not(feature = "tls"))]
+fn acceptor(shared: &Shared) -> Result<Acceptor, BoxError> {
+    match &shared.config.tls {
+        None => Ok(None),
+        Some(_) => {
+            Err("TLS is configured but otel-receivers was built without its `tls` feature".into())
+        }
+    }
+}
+
 impl Server {
     /// Bind every configured listener, then serve in the background.
     pub(crate) async fn start(shared: Arc<Shared>) -> Result<Self, BoxError> {
         let (stop, stop_rx) = watch::channel(false);
+        let tls = acceptor(&shared)?;
         let mut addrs = BoundAddrs::default();
         let mut listeners = Vec::new();
         if let Some(addr) = shared.config.grpc {
@@ -66,7 +111,15 @@ impl Server {
         }
         let tasks = listeners
             .into_iter()
-            .map(|(l, p)| tokio::spawn(accept_loop(l, p, Arc::clone(&shared), stop_rx.clone())))
+            .map(|(l, p)| {
+                tokio::spawn(accept_loop(
+                    l,
+                    p,
+                    Arc::clone(&shared),
+                    stop_rx.clone(),
+                    tls.clone(),
+                ))
+            })
             .collect();
         Ok(Self { addrs, stop, tasks })
     }
@@ -89,9 +142,9 @@ async fn accept_loop(
     protocol: Protocol,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    tls: Acceptor,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => Some(accepted),
@@ -118,16 +171,46 @@ async fn accept_loop(
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
+            match tls {
+                None => serve(stream, service, watcher).await,
+                #[cfg(feature = "tls")]
+                Some(acceptor) => {
+                    // A client that never finishes its handshake does not hold the slot.
+                    let handshake =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                    if let Ok(Ok(tls_stream)) = handshake.await {
+                        serve(tls_stream, service, watcher).await;
+                    }
+                }
+                #[cfg(not(feature = "tls"))]
+                Some(never) => match *never {},
+            }
         });
     }
     drop(listener);
     let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+}
+
+/// Serve one connection (plain or TLS) until it closes or shutdown drains it.
+async fn serve<I, S>(io: I, service: S, watcher: hyper_util::server::graceful::Watcher)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<ResBody>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned();
+    let _ = watcher.watch(conn).await;
 }
 
 /// Peer address type used by handlers.

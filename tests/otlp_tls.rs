@@ -1,0 +1,158 @@
+//! OTLP over TLS on loopback, gRPC and HTTP, with a throwaway self-signed certificate:
+//! receiver with `OtlpConfig::tls`, exporter trusting the certificate through `ca_file`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use otel_pipeline::exporters::otlp::{ClientTls, OtlpExporter, OtlpExporterConfig, Protocol};
+use otel_pipeline::receivers::otlp::TlsFiles;
+use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
+use otel_pipeline::testing::{InMemoryExporter, InMemoryReceiver, eventually, generate_traces};
+use otel_pipeline::{ComponentKind, Pipeline, Traces};
+
+/// Write a self-signed certificate for `localhost`; returns (cert, key) paths.
+fn certificate(dir: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("otel-pipeline-tls-{dir}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).expect("write cert");
+    std::fs::write(&key_path, signing_key.serialize_pem()).expect("write key");
+    (cert_path, key_path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_over_tls_with_grpc_and_http() {
+    let (cert, key) = certificate("e2e");
+    let otlp = OtlpReceiver::new(OtlpConfig {
+        tls: Some(TlsFiles {
+            cert_file: cert.clone(),
+            key_file: key,
+        }),
+        ..OtlpConfig::loopback()
+    });
+    let (kept, out) = InMemoryExporter::new();
+    let gateway = Pipeline::traces()
+        .receiver(otlp.traces())
+        .exporter(kept)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let addrs = otlp.local_addrs();
+
+    let mut expected = 0;
+    for (protocol, addr) in [
+        (Protocol::Grpc, addrs.grpc),
+        (Protocol::HttpProtobuf, addrs.http),
+        (Protocol::HttpJson, addrs.http),
+    ] {
+        let port = addr.expect("addr").port();
+        let (receiver, sender) = InMemoryReceiver::new();
+        let agent = Pipeline::traces()
+            .receiver(receiver)
+            .exporter(OtlpExporter::<Traces>::new(OtlpExporterConfig {
+                endpoint: format!("https://localhost:{port}"),
+                protocol,
+                tls: ClientTls {
+                    ca_file: Some(cert.clone()),
+                },
+                ..OtlpExporterConfig::default()
+            }))
+            .build()
+            .expect("builds")
+            .start()
+            .await
+            .expect("starts");
+        sender
+            .send(generate_traces(1, 3, port.into()))
+            .await
+            .expect("queued");
+        expected += 3;
+        assert!(
+            eventually(Duration::from_secs(10), || out.item_count() == expected).await,
+            "{protocol:?} over TLS"
+        );
+        agent
+            .shutdown(Duration::from_secs(5))
+            .await
+            .expect("drains");
+    }
+
+    // A plain-text client gets nowhere, and the receiver keeps serving.
+    let (receiver, sender) = InMemoryReceiver::new();
+    let plain = Pipeline::traces()
+        .receiver(receiver)
+        .exporter(OtlpExporter::<Traces>::new(OtlpExporterConfig {
+            endpoint: format!("http://{}", addrs.http.expect("http")),
+            protocol: Protocol::HttpProtobuf,
+            timeout: Duration::from_millis(500),
+            retry: otel_pipeline::exporters::otlp::RetryConfig {
+                enabled: false,
+                ..Default::default()
+            },
+            queue: otel_pipeline::exporters::otlp::SendingQueueConfig {
+                enabled: false,
+                ..Default::default()
+            },
+            ..OtlpExporterConfig::default()
+        }))
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    assert!(sender.send(generate_traces(1, 1, 9)).await.is_err());
+    assert_eq!(out.item_count(), expected);
+    let t = plain.telemetry().clone();
+    assert_eq!(
+        t.find(ComponentKind::Exporter, "otlp")
+            .expect("exporter")
+            .send_failed(),
+        1
+    );
+    plain.shutdown(Duration::from_secs(2)).await.expect("stops");
+    gateway
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("stops");
+}
+
+#[tokio::test]
+async fn bad_tls_files_fail_the_start_with_the_path() {
+    let otlp = OtlpReceiver::new(OtlpConfig {
+        tls: Some(TlsFiles {
+            cert_file: "/nonexistent/cert.pem".into(),
+            key_file: "/nonexistent/key.pem".into(),
+        }),
+        ..OtlpConfig::loopback()
+    });
+    let (kept, _) = InMemoryExporter::new();
+    let err = Pipeline::traces()
+        .receiver(otlp.traces())
+        .exporter(kept)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect_err("no certificate");
+    assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+
+    let (_, sender) = InMemoryReceiver::<Traces>::new();
+    drop(sender);
+    let (receiver, _) = InMemoryReceiver::new();
+    let err = Pipeline::traces()
+        .receiver(receiver)
+        .exporter(OtlpExporter::<Traces>::new(OtlpExporterConfig {
+            endpoint: "https://localhost:4317".into(),
+            tls: ClientTls {
+                ca_file: Some("/nonexistent/ca.pem".into()),
+            },
+            ..OtlpExporterConfig::default()
+        }))
+        .build()
+        .expect_err("missing CA file");
+    assert!(err.to_string().contains("tls.ca_file"), "{err}");
+}
