@@ -12,12 +12,14 @@ use opentelemetry::{InstrumentationScope, KeyValue, Value};
 use opentelemetry_otlp::{Protocol as OtlpProtocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use otel_pipeline::exporters::otlp::{OtlpExporter, OtlpExporterConfig, Protocol, RetryConfig};
+use otel_pipeline::exporters::otlp::{OtlpExporterConfig, Protocol, RetryConfig};
 use otel_pipeline::proto::common::v1::any_value::Value as PV;
 use otel_pipeline::proto::trace::v1::{Span, span::SpanKind as PKind, status::StatusCode};
 use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
-use otel_pipeline::testing::{Exported, InMemoryExporter, eventually};
-use otel_pipeline::{ComponentKind, Pipeline, RunningPipeline, Traces};
+use otel_pipeline::testing::{Exported, eventually};
+use otel_pipeline::{ComponentKind, RunningPipeline, Traces};
+
+mod common;
 
 struct Tier {
     running: RunningPipeline,
@@ -26,24 +28,13 @@ struct Tier {
 
 /// The gateway: OTLP in, kept in memory.
 async fn gateway() -> (Tier, Exported<Traces>) {
-    let otlp = OtlpReceiver::new(OtlpConfig::loopback());
-    let (exporter, exported) = InMemoryExporter::new();
-    let running = Pipeline::traces()
-        .named("traces/gateway")
-        .receiver(otlp.traces())
-        .exporter(exporter)
-        .build()
-        .expect("gateway builds")
-        .start()
-        .await
-        .expect("gateway starts");
+    let (running, otlp, exported) = common::gateway(OtlpConfig::loopback()).await;
     (Tier { running, otlp }, exported)
 }
 
 /// The agent: OTLP in, OTLP out to `endpoint` with `protocol`.
 async fn agent(endpoint: String, protocol: Protocol) -> Tier {
-    let otlp = OtlpReceiver::new(OtlpConfig::loopback());
-    let exporter = OtlpExporter::<Traces>::new(OtlpExporterConfig {
+    let (running, otlp) = common::otlp_agent(OtlpExporterConfig {
         endpoint,
         protocol,
         retry: RetryConfig {
@@ -52,16 +43,8 @@ async fn agent(endpoint: String, protocol: Protocol) -> Tier {
             ..RetryConfig::default()
         },
         ..OtlpExporterConfig::default()
-    });
-    let running = Pipeline::traces()
-        .named("traces/agent")
-        .receiver(otlp.traces())
-        .exporter(exporter)
-        .build()
-        .expect("agent builds")
-        .start()
-        .await
-        .expect("agent starts");
+    })
+    .await;
     Tier { running, otlp }
 }
 

@@ -8,32 +8,18 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use otel_pipeline::exporters::otlp::{
-    OtlpExporter, OtlpExporterConfig, Protocol, RetryConfig, SendingQueueConfig,
+    OtlpExporterConfig, Protocol, RetryConfig, SendingQueueConfig,
 };
-use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
-use otel_pipeline::testing::{
-    Exported, InMemoryExporter, InMemoryReceiver, InMemorySender, generate_traces,
-};
-use otel_pipeline::{ComponentKind, Pipeline, RunningPipeline, Traces};
+use otel_pipeline::receivers::OtlpConfig;
+use otel_pipeline::testing::{InMemorySender, generate_traces};
+use otel_pipeline::{ComponentKind, RunningPipeline, Traces};
 use prost::Message;
 
-async fn gateway(config: OtlpConfig) -> (RunningPipeline, OtlpReceiver, Exported<Traces>) {
-    let otlp = OtlpReceiver::new(config);
-    let (exporter, out) = InMemoryExporter::new();
-    let running = Pipeline::traces()
-        .receiver(otlp.traces())
-        .exporter(exporter)
-        .build()
-        .expect("builds")
-        .start()
-        .await
-        .expect("starts");
-    (running, otlp, out)
-}
+mod common;
+use common::gateway;
 
 async fn agent(endpoint: String, protocol: Protocol) -> (RunningPipeline, InMemorySender<Traces>) {
-    let (receiver, sender) = InMemoryReceiver::new();
-    let exporter = OtlpExporter::<Traces>::new(OtlpExporterConfig {
+    common::agent(OtlpExporterConfig {
         endpoint,
         protocol,
         retry: RetryConfig {
@@ -46,16 +32,8 @@ async fn agent(endpoint: String, protocol: Protocol) -> (RunningPipeline, InMemo
             ..SendingQueueConfig::default()
         },
         ..OtlpExporterConfig::default()
-    });
-    let running = Pipeline::traces()
-        .receiver(receiver)
-        .exporter(exporter)
-        .build()
-        .expect("builds")
-        .start()
-        .await
-        .expect("starts");
-    (running, sender)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,29 +7,21 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use otel_pipeline::exporters::otlp::{
-    OtlpExporter, OtlpExporterConfig, Protocol, RetryConfig, SendingQueueConfig,
+    OtlpExporterConfig, Protocol, RetryConfig, SendingQueueConfig,
 };
-use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
-use otel_pipeline::testing::{
-    Exported, InMemoryExporter, InMemoryReceiver, InMemorySender, eventually, generate_traces,
-};
-use otel_pipeline::{ComponentKind, Pipeline, RunningPipeline, Traces};
+use otel_pipeline::receivers::OtlpConfig;
+use otel_pipeline::testing::{Exported, InMemorySender, eventually, generate_traces};
+use otel_pipeline::{ComponentKind, RunningPipeline, Traces};
+
+mod common;
 
 async fn gateway_on(addr: SocketAddr) -> (RunningPipeline, Exported<Traces>, SocketAddr) {
-    let otlp = OtlpReceiver::new(OtlpConfig {
+    let (running, otlp, exported) = common::gateway(OtlpConfig {
         grpc: Some(addr),
         http: None,
         ..OtlpConfig::loopback()
-    });
-    let (exporter, exported) = InMemoryExporter::new();
-    let running = Pipeline::traces()
-        .receiver(otlp.traces())
-        .exporter(exporter)
-        .build()
-        .expect("builds")
-        .start()
-        .await
-        .expect("starts");
+    })
+    .await;
     (running, exported, otlp.local_addrs().grpc.expect("grpc"))
 }
 
@@ -37,8 +29,7 @@ async fn agent_to(
     addr: SocketAddr,
     queue: SendingQueueConfig,
 ) -> (RunningPipeline, InMemorySender<Traces>) {
-    let (receiver, sender) = InMemoryReceiver::new();
-    let exporter = OtlpExporter::<Traces>::new(OtlpExporterConfig {
+    common::agent(OtlpExporterConfig {
         endpoint: format!("http://{addr}"),
         protocol: Protocol::Grpc,
         timeout: Duration::from_secs(2),
@@ -50,16 +41,8 @@ async fn agent_to(
         },
         queue,
         ..OtlpExporterConfig::default()
-    });
-    let running = Pipeline::traces()
-        .receiver(receiver)
-        .exporter(exporter)
-        .build()
-        .expect("builds")
-        .start()
-        .await
-        .expect("starts");
-    (running, sender)
+    })
+    .await
 }
 
 fn ids(exported: &Exported<Traces>) -> Vec<Vec<u8>> {

@@ -10,6 +10,8 @@ use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
 use otel_pipeline::testing::{InMemoryExporter, InMemoryReceiver, eventually, generate_traces};
 use otel_pipeline::{ComponentKind, Pipeline, Traces};
 
+mod common;
+
 /// Write a self-signed certificate for `localhost`; returns (cert, key) paths.
 fn certificate(dir: &str) -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("otel-pipeline-tls-{dir}-{}", std::process::id()));
@@ -25,22 +27,14 @@ fn certificate(dir: &str) -> (PathBuf, PathBuf) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_over_tls_with_grpc_and_http() {
     let (cert, key) = certificate("e2e");
-    let otlp = OtlpReceiver::new(OtlpConfig {
+    let (gateway, otlp, out) = common::gateway(OtlpConfig {
         tls: Some(TlsFiles {
             cert_file: cert.clone(),
             key_file: key,
         }),
         ..OtlpConfig::loopback()
-    });
-    let (kept, out) = InMemoryExporter::new();
-    let gateway = Pipeline::traces()
-        .receiver(otlp.traces())
-        .exporter(kept)
-        .build()
-        .expect("builds")
-        .start()
-        .await
-        .expect("starts");
+    })
+    .await;
     let addrs = otlp.local_addrs();
 
     let mut expected = 0;
@@ -50,22 +44,15 @@ async fn otlp_over_tls_with_grpc_and_http() {
         (Protocol::HttpJson, addrs.http),
     ] {
         let port = addr.expect("addr").port();
-        let (receiver, sender) = InMemoryReceiver::new();
-        let agent = Pipeline::traces()
-            .receiver(receiver)
-            .exporter(OtlpExporter::<Traces>::new(OtlpExporterConfig {
-                endpoint: format!("https://localhost:{port}"),
-                protocol,
-                tls: ClientTls {
-                    ca_file: Some(cert.clone()),
-                },
-                ..OtlpExporterConfig::default()
-            }))
-            .build()
-            .expect("builds")
-            .start()
-            .await
-            .expect("starts");
+        let (agent, sender) = common::agent(OtlpExporterConfig {
+            endpoint: format!("https://localhost:{port}"),
+            protocol,
+            tls: ClientTls {
+                ca_file: Some(cert.clone()),
+            },
+            ..OtlpExporterConfig::default()
+        })
+        .await;
         sender
             .send(generate_traces(1, 3, port.into()))
             .await
@@ -82,28 +69,21 @@ async fn otlp_over_tls_with_grpc_and_http() {
     }
 
     // A plain-text client gets nowhere, and the receiver keeps serving.
-    let (receiver, sender) = InMemoryReceiver::new();
-    let plain = Pipeline::traces()
-        .receiver(receiver)
-        .exporter(OtlpExporter::<Traces>::new(OtlpExporterConfig {
-            endpoint: format!("http://{}", addrs.http.expect("http")),
-            protocol: Protocol::HttpProtobuf,
-            timeout: Duration::from_millis(500),
-            retry: otel_pipeline::exporters::otlp::RetryConfig {
-                enabled: false,
-                ..Default::default()
-            },
-            queue: otel_pipeline::exporters::otlp::SendingQueueConfig {
-                enabled: false,
-                ..Default::default()
-            },
-            ..OtlpExporterConfig::default()
-        }))
-        .build()
-        .expect("builds")
-        .start()
-        .await
-        .expect("starts");
+    let (plain, sender) = common::agent(OtlpExporterConfig {
+        endpoint: format!("http://{}", addrs.http.expect("http")),
+        protocol: Protocol::HttpProtobuf,
+        timeout: Duration::from_millis(500),
+        retry: otel_pipeline::exporters::otlp::RetryConfig {
+            enabled: false,
+            ..Default::default()
+        },
+        queue: otel_pipeline::exporters::otlp::SendingQueueConfig {
+            enabled: false,
+            ..Default::default()
+        },
+        ..OtlpExporterConfig::default()
+    })
+    .await;
     assert!(sender.send(generate_traces(1, 1, 9)).await.is_err());
     assert_eq!(out.item_count(), expected);
     let t = plain.telemetry().clone();

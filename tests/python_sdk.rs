@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use otel_pipeline::exporters::otlp::{OtlpExporter, OtlpExporterConfig, Protocol};
+use otel_pipeline::exporters::otlp::{OtlpExporterConfig, Protocol};
 use otel_pipeline::proto::common::v1::any_value::Value as PV;
 use otel_pipeline::proto::trace::v1::status::StatusCode;
-use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
-use otel_pipeline::testing::{InMemoryExporter, eventually};
-use otel_pipeline::{Pipeline, Traces};
+use otel_pipeline::receivers::OtlpConfig;
+use otel_pipeline::testing::eventually;
+
+mod common;
 
 fn python() -> Option<PathBuf> {
     let candidate = std::env::var_os("OTEL_PIPELINE_PYTHON")
@@ -38,31 +39,13 @@ async fn python_sdk_grpc_and_http_exporters() {
         );
         return;
     };
-    let gateway_otlp = OtlpReceiver::new(OtlpConfig::loopback());
-    let (kept, exported) = InMemoryExporter::new();
-    let gateway = Pipeline::traces()
-        .named("traces/gateway")
-        .receiver(gateway_otlp.traces())
-        .exporter(kept)
-        .build()
-        .expect("builds")
-        .start()
-        .await
-        .expect("starts");
-    let agent_otlp = OtlpReceiver::new(OtlpConfig::loopback());
-    let agent = Pipeline::traces()
-        .named("traces/agent")
-        .receiver(agent_otlp.traces())
-        .exporter(OtlpExporter::<Traces>::new(OtlpExporterConfig {
-            endpoint: format!("http://{}", gateway_otlp.local_addrs().grpc.expect("grpc")),
-            protocol: Protocol::Grpc,
-            ..OtlpExporterConfig::default()
-        }))
-        .build()
-        .expect("builds")
-        .start()
-        .await
-        .expect("starts");
+    let (gateway, gateway_otlp, exported) = common::gateway(OtlpConfig::loopback()).await;
+    let (agent, agent_otlp) = common::otlp_agent(OtlpExporterConfig {
+        endpoint: format!("http://{}", gateway_otlp.local_addrs().grpc.expect("grpc")),
+        protocol: Protocol::Grpc,
+        ..OtlpExporterConfig::default()
+    })
+    .await;
 
     let addrs = agent_otlp.local_addrs();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/send_traces.py");
