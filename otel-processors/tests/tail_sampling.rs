@@ -85,6 +85,21 @@ fn trace_spans(id: u128, shape: Shape) -> Vec<Span> {
         .collect()
 }
 
+/// `n` plain traces of `spans` spans each, with distinct ids.
+fn many_traces(n: u128, spans: usize) -> Vec<Span> {
+    (0..n)
+        .flat_map(|i| {
+            trace_spans(
+                (i + 1) << 64 | i,
+                Shape {
+                    spans,
+                    ..Shape::default()
+                },
+            )
+        })
+        .collect()
+}
+
 fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
@@ -477,17 +492,7 @@ async fn byte_budgets() {
         span_bytes * 5
     );
     let s = setup(&yaml).await;
-    let spans: Vec<Span> = (0..20u128)
-        .flat_map(|i| {
-            trace_spans(
-                (i + 1) << 64 | i,
-                Shape {
-                    spans: 1,
-                    ..Shape::default()
-                },
-            )
-        })
-        .collect();
+    let spans = many_traces(20, 1);
     s.sender.send(request(spans)).await.unwrap();
     // One trace that grows too large.
     s.sender
@@ -733,17 +738,7 @@ policies:
 async fn rate_limits_and_composite() {
     let rate = "decision_wait: 1s\nshards: 1\npolicies: [{ name: r, type: rate_limiting, rate_limiting: { spans_per_second: 10 } }]";
     let s = setup(rate).await;
-    let spans: Vec<Span> = (0..10u128)
-        .flat_map(|i| {
-            trace_spans(
-                (i + 1) << 64 | i,
-                Shape {
-                    spans: 3,
-                    ..Shape::default()
-                },
-            )
-        })
-        .collect();
+    let spans = many_traces(10, 3);
     s.sender.send(request(spans)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
