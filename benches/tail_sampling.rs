@@ -42,8 +42,14 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("core/ingest_and_decide_10k_spans", |b| {
         let mut core = TailSampler::core(config(1), telemetry()).expect("core");
+        // New trace ids every iteration: a repeated id would meet its cached decision and
+        // take the (cheaper) late-span path.
+        let mut seed = 1000;
         b.iter_batched(
-            || batch.clone(),
+            || {
+                seed += 1;
+                traces(500, seed)
+            },
             |req| {
                 let now = tokio::time::Instant::now();
                 core.ingest(shard_batch(Batch::new(req), 1).remove(0), now);

@@ -110,6 +110,8 @@ pub struct TraceBuf {
     pub statuses: u8,
     /// Any span with the W3C sampled flag.
     pub any_sampled_flag: bool,
+    /// Which of the attribute policies' keys occur in the trace (bit i: key i).
+    pub attr_mask: u64,
     /// The trace id.
     pub trace_id: [u8; 16],
     /// The first span's `tracestate` (for `ot=rv`).
@@ -135,6 +137,7 @@ impl TraceBuf {
             max_end: 0,
             statuses: 0,
             any_sampled_flag: false,
+            attr_mask: 0,
             trace_id,
             first_trace_state,
             first_seen: now,
@@ -144,29 +147,38 @@ impl TraceBuf {
     }
 
     /// Summarise and encode `span`; returns its encoded size.
-    fn push(&mut self, scoped: &Arc<Scoped>, span: &Span) -> usize {
+    fn push(&mut self, scoped: &Arc<Scoped>, span: &Span, keys: &[String]) -> usize {
         self.spans += 1;
+        if !keys.is_empty() {
+            let resource = scoped
+                .resource
+                .as_ref()
+                .map_or(&[][..], |r| &r.attributes[..]);
+            for kv in span.attributes.iter().chain(resource) {
+                if let Some(i) = keys.iter().position(|k| *k == kv.key) {
+                    self.attr_mask |= 1 << i;
+                }
+            }
+        }
         self.min_start = self.min_start.min(span.start_time_unix_nano);
         self.max_end = self.max_end.max(span.end_time_unix_nano);
         let code = span.status.as_ref().map_or(0, |s| s.code);
         self.statuses |= 1 << code.clamp(0, 2);
         self.any_sampled_flag |= span.flags & 0x01 != 0;
-        let len = prost::Message::encoded_len(span);
-        let need = len + prost::length_delimiter_len(len);
         let buf = match self.groups.last_mut() {
             Some((s, buf)) if Arc::ptr_eq(s, scoped) => buf,
             _ => {
-                self.groups
-                    .push((Arc::clone(scoped), Vec::with_capacity(need)));
+                self.groups.push((Arc::clone(scoped), Vec::new()));
                 &mut self.groups.last_mut().expect("just pushed").1
             }
         };
-        // Grow by a quarter at a time: the buffer is the memory we are trying to keep small.
-        if buf.capacity() - buf.len() < need {
-            buf.reserve_exact(need.max(buf.len() / 4));
+        // Grow by about a quarter at a time: the buffer is the memory we keep small.
+        let before = buf.len();
+        if buf.capacity() - before < 512 {
+            buf.reserve_exact((before / 4).max(1024));
         }
-        // Encoding into a Vec cannot fail: it grows as needed.
-        let _ = prost::Message::encode_length_delimited(span, buf);
+        wire::encode_span_delimited(span, buf);
+        let need = buf.len() - before;
         self.bytes += need;
         need
     }
@@ -203,8 +215,9 @@ struct DecisionCache {
 impl DecisionCache {
     fn new(cap: usize) -> Self {
         Self {
-            set: AHashSet::with_capacity(cap.min(1 << 20)),
-            order: VecDeque::with_capacity(cap.min(1 << 20)),
+            // Grows as decisions are made: a small deployment never pays for the full size.
+            set: AHashSet::new(),
+            order: VecDeque::new(),
             cap,
         }
     }
@@ -383,6 +396,8 @@ pub struct TailSamplingCore {
     spans: usize,
     out: Vec<(Arc<Scoped>, Vec<Span>)>,
     stats: Arc<Stats>,
+    /// Keys the attribute policies look at, noted per trace at ingest.
+    keys: Vec<String>,
 }
 
 impl std::fmt::Debug for TailSamplingCore {
@@ -429,10 +444,14 @@ fn with_threshold(trace_state: &str, th: &str) -> String {
 impl TailSamplingCore {
     fn new(
         config: Arc<TailSamplingConfig>,
-        policies: Vec<Compiled>,
+        mut policies: Vec<Compiled>,
         shards: usize,
         stats: Arc<Stats>,
     ) -> Self {
+        let mut keys = Vec::new();
+        for p in &mut policies {
+            p.index_keys(&mut keys);
+        }
         let share = |n: usize| {
             if n == 0 {
                 usize::MAX
@@ -466,6 +485,7 @@ impl TailSamplingCore {
             policies,
             config,
             stats,
+            keys,
         }
     }
 
@@ -492,7 +512,7 @@ impl TailSamplingCore {
             };
             if let Some(t) = self.traces.get_mut(&id) {
                 let is_root = span.parent_span_id.is_empty();
-                let bytes = t.push(&scoped, &span);
+                let bytes = t.push(&scoped, &span, &self.keys);
                 drop(span);
                 self.bytes += bytes;
                 self.spans += 1;
@@ -550,7 +570,7 @@ impl TailSamplingCore {
                 due,
                 is_root,
             );
-            let bytes = t.push(&scoped, &span);
+            let bytes = t.push(&scoped, &span, &self.keys);
             drop(span);
             self.traces.insert(id, t);
             self.due.push(std::cmp::Reverse((due, id)));

@@ -137,17 +137,20 @@ pub(crate) enum Compiled {
     },
     Numeric {
         key: String,
+        bit: Option<u8>,
         min: f64,
         max: f64,
         invert: bool,
     },
     Str {
         key: String,
+        bit: Option<u8>,
         matcher: StringMatch,
         invert: bool,
     },
     Bool {
         key: String,
+        bit: Option<u8>,
         value: bool,
         invert: bool,
     },
@@ -225,7 +228,16 @@ fn any_ref(v: &AnyValue) -> AnyRef<'_> {
 
 /// Attribute `key` of any span, or of a span's resource, passes `test`. Spans are read
 /// encoded, without decoding.
-fn any_attr(trace: &TraceBuf, key: &str, mut test: impl FnMut(AnyRef<'_>) -> bool) -> bool {
+fn any_attr(
+    trace: &TraceBuf,
+    key: &str,
+    bit: Option<u8>,
+    mut test: impl FnMut(AnyRef<'_>) -> bool,
+) -> bool {
+    // Ingest noted which indexed keys the trace has at all: most traces skip the scan.
+    if bit.is_some_and(|b| trace.attr_mask & (1 << b) == 0) {
+        return false;
+    }
     trace.groups.iter().any(|(scoped, buf)| {
         let resource = scoped
             .resource
@@ -343,6 +355,7 @@ impl Compiled {
                 }
                 Self::Numeric {
                     key: c.key.clone(),
+                    bit: None,
                     min,
                     max,
                     invert: c.invert_match,
@@ -380,6 +393,7 @@ impl Compiled {
                 };
                 Self::Str {
                     key: c.key.clone(),
+                    bit: None,
                     matcher,
                     invert: c.invert_match,
                 }
@@ -391,6 +405,7 @@ impl Compiled {
                     .ok_or_else(|| missing("boolean_attribute"))?;
                 Self::Bool {
                     key: c.key.clone(),
+                    bit: None,
                     value: c.value,
                     invert: c.invert_match,
                 }
@@ -539,6 +554,29 @@ impl Compiled {
         })
     }
 
+    /// Give every attribute policy in this tree a bit in the per-trace key mask (up to 64
+    /// keys; policies past that scan without the shortcut).
+    pub(crate) fn index_keys(&mut self, keys: &mut Vec<String>) {
+        let mut assign = |key: &str, bit: &mut Option<u8>| {
+            let i = keys.iter().position(|k| k == key).or_else(|| {
+                (keys.len() < 64).then(|| {
+                    keys.push(key.to_string());
+                    keys.len() - 1
+                })
+            });
+            *bit = i.map(|i| i as u8);
+        };
+        match self {
+            Self::Numeric { key, bit, .. }
+            | Self::Str { key, bit, .. }
+            | Self::Bool { key, bit, .. } => assign(key, bit),
+            Self::And(subs) | Self::Drop(subs) => subs.iter_mut().for_each(|p| p.index_keys(keys)),
+            Self::Not(sub) => sub.index_keys(keys),
+            Self::Composite(subs) => subs.iter_mut().for_each(|(p, _)| p.index_keys(keys)),
+            _ => {}
+        }
+    }
+
     /// The `th` value to record on kept spans, for a probabilistic policy.
     pub(crate) fn th(&self) -> Option<&str> {
         match self {
@@ -565,11 +603,12 @@ impl Compiled {
             ),
             Self::Numeric {
                 key,
+                bit,
                 min,
                 max,
                 invert: inv,
             } => {
-                let hit = any_attr(trace, key, |v| {
+                let hit = any_attr(trace, key, *bit, |v| {
                     let n = match v {
                         AnyRef::Int(i) => i as f64,
                         AnyRef::Double(d) => d,
@@ -581,10 +620,11 @@ impl Compiled {
             }
             Self::Str {
                 key,
+                bit,
                 matcher,
                 invert: inv,
             } => {
-                let hit = any_attr(trace, key, |v| {
+                let hit = any_attr(trace, key, *bit, |v| {
                     let AnyRef::Str(s) = v else {
                         return false;
                     };
@@ -607,10 +647,11 @@ impl Compiled {
             }
             Self::Bool {
                 key,
+                bit,
                 value,
                 invert: inv,
             } => {
-                let hit = any_attr(trace, key, |v| v == AnyRef::Bool(*value));
+                let hit = any_attr(trace, key, *bit, |v| v == AnyRef::Bool(*value));
                 invert(hit, *inv)
             }
             Self::SpanCount { min, max } => {

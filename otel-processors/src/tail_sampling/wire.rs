@@ -29,7 +29,14 @@ pub(crate) fn fields(buf: &[u8]) -> Fields<'_> {
     Fields { buf }
 }
 
+#[inline]
 fn varint(buf: &[u8]) -> Option<(u64, usize)> {
+    // Tags and short lengths take one byte: the common case, without the loop.
+    match buf.first() {
+        Some(&b) if b < 0x80 => return Some((u64::from(b), 1)),
+        None => return None,
+        _ => {}
+    }
     let mut v = 0u64;
     for (i, b) in buf.iter().enumerate().take(10) {
         v |= u64::from(b & 0x7f) << (7 * i);
@@ -84,6 +91,148 @@ pub(crate) fn delimited(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+// ---- encoding ----
+
+use otel_pipeline_core::proto::common::v1::{KeyValue, any_value};
+use otel_pipeline_core::proto::trace::v1::Span;
+use prost::encoding::encoded_len_varint;
+
+/// Append a varint; one byte without a loop in the common case.
+#[inline]
+fn encode_varint(mut v: u64, buf: &mut Vec<u8>) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn tag(field: u32, wire: u32, buf: &mut Vec<u8>) {
+    encode_varint(u64::from(field << 3 | wire), buf);
+}
+
+fn bytes_field(field: u32, b: &[u8], buf: &mut Vec<u8>) {
+    if !b.is_empty() {
+        tag(field, 2, buf);
+        encode_varint(b.len() as u64, buf);
+        buf.extend_from_slice(b);
+    }
+}
+
+fn varint_field(field: u32, v: u64, buf: &mut Vec<u8>) {
+    if v != 0 {
+        tag(field, 0, buf);
+        encode_varint(v, buf);
+    }
+}
+
+/// Length of a scalar `AnyValue`'s body, or `None` for the kinds left to prost.
+fn any_value_len(v: &any_value::Value) -> Option<usize> {
+    Some(match v {
+        any_value::Value::StringValue(s) => 1 + encoded_len_varint(s.len() as u64) + s.len(),
+        any_value::Value::BoolValue(_) => 2,
+        any_value::Value::IntValue(i) => 1 + encoded_len_varint(*i as u64),
+        any_value::Value::DoubleValue(_) => 9,
+        _ => return None,
+    })
+}
+
+/// Encode one attribute; scalar values by hand (their lengths are plain arithmetic),
+/// anything else through prost.
+fn attribute(kv: &KeyValue, buf: &mut Vec<u8>) {
+    let value = kv.value.as_ref();
+    let inner = match value.map(|v| v.value.as_ref()) {
+        None => Some(0),
+        Some(None) => Some(0),
+        Some(Some(v)) => any_value_len(v),
+    };
+    let (Some(inner), 0) = (inner, kv.key_strindex) else {
+        prost::encoding::message::encode(SPAN_ATTRIBUTES, kv, buf);
+        return;
+    };
+    let key_len = if kv.key.is_empty() {
+        0
+    } else {
+        1 + encoded_len_varint(kv.key.len() as u64) + kv.key.len()
+    };
+    let value_len = if value.is_some() {
+        1 + encoded_len_varint(inner as u64) + inner
+    } else {
+        0
+    };
+    tag(SPAN_ATTRIBUTES, 2, buf);
+    encode_varint((key_len + value_len) as u64, buf);
+    bytes_field(KV_KEY, kv.key.as_bytes(), buf);
+    if value.is_some() {
+        tag(KV_VALUE, 2, buf);
+        encode_varint(inner as u64, buf);
+        match value.and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => {
+                tag(1, 2, buf);
+                encode_varint(s.len() as u64, buf);
+                buf.extend_from_slice(s.as_bytes());
+            }
+            Some(any_value::Value::BoolValue(b)) => {
+                tag(2, 0, buf);
+                buf.push(u8::from(*b));
+            }
+            Some(any_value::Value::IntValue(i)) => {
+                tag(3, 0, buf);
+                encode_varint(*i as u64, buf);
+            }
+            Some(any_value::Value::DoubleValue(d)) => {
+                tag(4, 1, buf);
+                buf.extend_from_slice(&d.to_le_bytes());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Append `span` as a length-delimited protobuf message, in one pass: the length prefix is
+/// written as a fixed five-byte varint (valid protobuf, read by any decoder) and filled in
+/// afterwards, so nothing is measured twice. Decodes to exactly `span`.
+pub(crate) fn encode_span_delimited(span: &Span, buf: &mut Vec<u8>) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x00]);
+    bytes_field(1, &span.trace_id, buf);
+    bytes_field(2, &span.span_id, buf);
+    bytes_field(SPAN_TRACE_STATE, span.trace_state.as_bytes(), buf);
+    bytes_field(4, &span.parent_span_id, buf);
+    bytes_field(5, span.name.as_bytes(), buf);
+    varint_field(6, span.kind as i64 as u64, buf);
+    for (field, v) in [(7, span.start_time_unix_nano), (8, span.end_time_unix_nano)] {
+        if v != 0 {
+            tag(field, 1, buf);
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    for kv in &span.attributes {
+        attribute(kv, buf);
+    }
+    varint_field(10, u64::from(span.dropped_attributes_count), buf);
+    for e in &span.events {
+        prost::encoding::message::encode(11, e, buf);
+    }
+    varint_field(12, u64::from(span.dropped_events_count), buf);
+    for l in &span.links {
+        prost::encoding::message::encode(13, l, buf);
+    }
+    varint_field(14, u64::from(span.dropped_links_count), buf);
+    if let Some(status) = &span.status {
+        prost::encoding::message::encode(15, status, buf);
+    }
+    if span.flags != 0 {
+        tag(16, 5, buf);
+        buf.extend_from_slice(&span.flags.to_le_bytes());
+    }
+    let len = (buf.len() - start - 5) as u64;
+    for (i, b) in buf[start..start + 5].iter_mut().enumerate() {
+        let bits = ((len >> (7 * i)) & 0x7f) as u8;
+        *b = if i < 4 { bits | 0x80 } else { bits };
+    }
+}
+
 /// An attribute value read in place.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum AnyRef<'a> {
@@ -108,16 +257,32 @@ fn any_value(buf: &[u8]) -> AnyRef<'_> {
 pub(crate) fn span_attr<'a>(span: &'a [u8], key: &str) -> Option<AnyRef<'a>> {
     fields(span).find_map(|(f, w)| match (f, w) {
         (SPAN_ATTRIBUTES, Wire::Len(kv)) => {
-            let mut found_key = false;
-            let mut value = None;
-            for (f, w) in fields(kv) {
-                match (f, w) {
-                    (KV_KEY, Wire::Len(k)) => found_key = k == key.as_bytes(),
-                    (KV_VALUE, Wire::Len(v)) => value = Some(v),
-                    _ => {}
+            let mut kv_fields = fields(kv);
+            // Encoders write the key first: a different key is rejected without reading
+            // the value. Fall back to a full read for out-of-order encodings.
+            match kv_fields.next() {
+                Some((KV_KEY, Wire::Len(k))) if k != key.as_bytes() => None,
+                Some((KV_KEY, Wire::Len(_))) => Some(
+                    kv_fields
+                        .find_map(|(f, w)| match (f, w) {
+                            (KV_VALUE, Wire::Len(v)) => Some(any_value(v)),
+                            _ => None,
+                        })
+                        .unwrap_or(AnyRef::Other),
+                ),
+                _ => {
+                    let mut found_key = false;
+                    let mut value = None;
+                    for (f, w) in fields(kv) {
+                        match (f, w) {
+                            (KV_KEY, Wire::Len(k)) => found_key = k == key.as_bytes(),
+                            (KV_VALUE, Wire::Len(v)) => value = Some(v),
+                            _ => {}
+                        }
+                    }
+                    found_key.then(|| value.map_or(AnyRef::Other, any_value))
                 }
             }
-            found_key.then(|| value.map_or(AnyRef::Other, any_value))
         }
         _ => None,
     })
@@ -139,6 +304,92 @@ mod tests {
     use otel_pipeline_core::proto::common::v1::{AnyValue, KeyValue, any_value::Value};
     use otel_pipeline_core::proto::trace::v1::Span;
     use prost::Message;
+
+    #[test]
+    fn one_pass_encoding_decodes_to_the_same_span() {
+        use otel_pipeline_core::proto::common::v1::{ArrayValue, KeyValueList};
+        use otel_pipeline_core::proto::trace::v1::{
+            Status,
+            span::{Event, Link},
+        };
+        let kv = |k: &str, v: Option<Value>| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: v }),
+            ..Default::default()
+        };
+        let full = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            trace_state: "a=b".into(),
+            parent_span_id: vec![3; 8],
+            flags: 0x301,
+            name: "n".repeat(300),
+            kind: 3,
+            start_time_unix_nano: 5,
+            end_time_unix_nano: u64::MAX,
+            attributes: vec![
+                kv("s", Some(Value::StringValue("x".repeat(200)))),
+                kv("", Some(Value::StringValue(String::new()))),
+                kv("i", Some(Value::IntValue(-1))),
+                kv("b", Some(Value::BoolValue(false))),
+                kv("d", Some(Value::DoubleValue(-0.5))),
+                kv("none", None),
+                KeyValue {
+                    key: "no value".into(),
+                    ..Default::default()
+                },
+                kv(
+                    "arr",
+                    Some(Value::ArrayValue(ArrayValue {
+                        values: vec![AnyValue {
+                            value: Some(Value::IntValue(1)),
+                        }],
+                    })),
+                ),
+                kv(
+                    "map",
+                    Some(Value::KvlistValue(KeyValueList {
+                        values: vec![kv("k", Some(Value::BoolValue(true)))],
+                    })),
+                ),
+                kv("bytes", Some(Value::BytesValue(vec![0, 1]))),
+                KeyValue {
+                    key: "idx".into(),
+                    key_strindex: 7,
+                    ..Default::default()
+                },
+            ],
+            dropped_attributes_count: 1,
+            events: vec![Event {
+                name: "e".into(),
+                time_unix_nano: 9,
+                ..Default::default()
+            }],
+            dropped_events_count: 2,
+            links: vec![Link {
+                trace_id: vec![4; 16],
+                span_id: vec![5; 8],
+                flags: 1,
+                ..Default::default()
+            }],
+            dropped_links_count: 3,
+            status: Some(Status {
+                code: 2,
+                message: "m".into(),
+            }),
+        };
+        for span in [full, Span::default()] {
+            let mut buf = vec![0xAA];
+            encode_span_delimited(&span, &mut buf);
+            let msgs: Vec<&[u8]> = delimited(&buf[1..]).collect();
+            assert_eq!(msgs.len(), 1);
+            assert_eq!(Span::decode(msgs[0]).unwrap(), span);
+            assert_eq!(
+                span_attr(msgs[0], "i"),
+                span.attributes.get(2).map(|_| AnyRef::Int(-1))
+            );
+        }
+    }
 
     #[test]
     fn reads_attributes_and_trace_state_from_bytes() {
