@@ -26,7 +26,7 @@
 //!   `ot=th:<threshold>` in `tracestate`, so backends can compute adjusted counts.
 //!
 //! # Memory
-//! Spans are buffered **encoded** (protobuf bytes, about 1.2x their OTLP size instead of
+//! Spans are buffered **encoded** (protobuf bytes, about 1.1x their OTLP size instead of
 //! about 3.6x decoded) with a per-trace summary (times, statuses, flags, root) for the cheap
 //! policies; attribute and `tracestate` policies read the bytes in place, OTTL conditions
 //! decode the trace, and only kept traces are decoded for output.
