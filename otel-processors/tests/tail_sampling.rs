@@ -873,3 +873,83 @@ async fn invalid_configurations_name_the_setting() {
         "{got}"
     );
 }
+
+/// Kept traces leave grouped by the resource/scope they came with, however their spans
+/// interleaved across batches: one `ResourceSpans` per incoming group, every span once.
+#[tokio::test(start_paused = true)]
+async fn output_groups_spans_by_their_resource_and_scope() {
+    use otel_pipeline_core::Batch;
+    use otel_processors::tail_sampling::shard_batch;
+
+    let config: TailSamplingConfig = from_yaml(
+        "processors.tail_sampling",
+        "decision_wait: 30s\npolicies: [{ name: all, type: always_sample }]",
+    )
+    .unwrap();
+    let telemetry = ComponentTelemetry::detached(
+        ComponentKind::Processor,
+        ComponentId::new("tail_sampling"),
+        "spans",
+    );
+    let mut core = TailSampler::core(config, telemetry).unwrap();
+    let two = Shape {
+        spans: 2,
+        ..Shape::default()
+    };
+    let (t1, t2, t3) = (
+        trace_spans(1 << 64 | 1, two),
+        trace_spans(2 << 64 | 2, two),
+        trace_spans(3 << 64 | 3, two),
+    );
+    let with_service = |spans: Vec<Span>, service: &str| {
+        let mut req = request(spans);
+        req.resource_spans[0].resource.as_mut().unwrap().attributes =
+            vec![kv("service.name", Value::StringValue(service.into()))];
+        req
+    };
+    // Batch A: trace 1's root and all of trace 2; batch B: trace 1's child and trace 3.
+    let a = with_service(vec![t1[0].clone(), t2[0].clone(), t2[1].clone()], "a");
+    let b = with_service(vec![t1[1].clone(), t3[0].clone(), t3[1].clone()], "b");
+    let now = Instant::now();
+    core.ingest(shard_batch(Batch::new(a), 1).remove(0), now);
+    core.ingest(shard_batch(Batch::new(b), 1).remove(0), now);
+    core.decide_all(now, false);
+    let out = core.take_output().unwrap();
+
+    assert_eq!(
+        out.resource_spans.len(),
+        2,
+        "one group per incoming resource/scope"
+    );
+    let mut seen: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    for rs in &out.resource_spans {
+        let service = match &rs.resource.as_ref().unwrap().attributes[0].value {
+            Some(AnyValue {
+                value: Some(Value::StringValue(s)),
+            }) => s.clone(),
+            other => panic!("unexpected service {other:?}"),
+        };
+        assert_eq!(rs.scope_spans.len(), 1);
+        let ids = rs.scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| s.span_id.clone())
+            .collect::<Vec<_>>();
+        assert!(
+            seen.insert(service, ids).is_none(),
+            "a service appears twice"
+        );
+    }
+    let ids = |spans: &[&Span]| {
+        let mut v: Vec<Vec<u8>> = spans.iter().map(|s| s.span_id.clone()).collect();
+        v.sort();
+        v
+    };
+    let mut got_a = seen["a"].clone();
+    got_a.sort();
+    let mut got_b = seen["b"].clone();
+    got_b.sort();
+    assert_eq!(got_a, ids(&[&t1[0], &t2[0], &t2[1]]));
+    assert_eq!(got_b, ids(&[&t1[1], &t3[0], &t3[1]]));
+    assert!(core.take_output().is_none(), "output is taken once");
+}

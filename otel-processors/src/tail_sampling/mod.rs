@@ -693,31 +693,29 @@ impl TailSamplingCore {
             return None;
         }
         let mut req = ExportTraceServiceRequest::default();
-        let mut last: Option<Arc<Scoped>> = None;
+        // One resource/scope group per `Scoped` however the traces interleave, so its
+        // resource and scope are copied once per output batch, not once per kept trace.
+        // The map holds the `Arc`s, so no address is freed and reused while it lives.
+        let mut index: HashMap<*const Scoped, (Arc<Scoped>, usize)> = HashMap::new();
         for (scoped, spans) in self.out.drain(..) {
-            match &last {
-                Some(l) if Arc::ptr_eq(l, &scoped) => {
-                    if let Some(ss) = req
-                        .resource_spans
-                        .last_mut()
-                        .and_then(|rs| rs.scope_spans.last_mut())
-                    {
-                        ss.spans.extend(spans);
-                    }
-                }
-                _ => {
+            let at = match index.get(&Arc::as_ptr(&scoped)) {
+                Some(&(_, at)) => at,
+                None => {
                     req.resource_spans.push(ResourceSpans {
                         resource: scoped.resource.clone(),
                         schema_url: scoped.resource_schema_url.clone(),
                         scope_spans: vec![ScopeSpans {
                             scope: scoped.scope.clone(),
                             schema_url: scoped.scope_schema_url.clone(),
-                            spans,
+                            spans: Vec::new(),
                         }],
                     });
-                    last = Some(scoped);
+                    let at = req.resource_spans.len() - 1;
+                    index.insert(Arc::as_ptr(&scoped), (scoped, at));
+                    at
                 }
-            }
+            };
+            req.resource_spans[at].scope_spans[0].spans.extend(spans);
         }
         Some(req)
     }
@@ -809,10 +807,17 @@ impl TailSampler {
 pub fn shard_batch(batch: Batch<Traces>, shards: usize) -> Vec<ShardSpans> {
     let mut out: Vec<ShardSpans> = (0..shards).map(|_| Vec::new()).collect();
     for rs in batch.data.resource_spans {
-        let resource = rs.resource;
-        for ss in rs.scope_spans {
+        let mut resource = rs.resource;
+        let groups = rs.scope_spans.len();
+        for (i, ss) in rs.scope_spans.into_iter().enumerate() {
+            // The last group takes the resource; only earlier ones copy it.
+            let resource = if i + 1 == groups {
+                resource.take()
+            } else {
+                resource.clone()
+            };
             let scoped = Arc::new(Scoped {
-                resource: resource.clone(),
+                resource,
                 resource_schema_url: rs.schema_url.clone(),
                 scope: ss.scope,
                 scope_schema_url: ss.schema_url,
