@@ -89,8 +89,8 @@ pub struct Scoped {
     pub scope_schema_url: String,
 }
 
-/// Spans routed to one shard, each with its shared resource and scope.
-pub type ShardSpans = Vec<(Arc<Scoped>, Span)>;
+/// Spans routed to one shard, in groups that share a resource and scope.
+pub type ShardSpans = Vec<(Arc<Scoped>, Vec<Span>)>;
 
 /// The spans buffered for one trace, **encoded** (protobuf, length-delimited, about a
 /// sixth of the memory of decoded spans), with a summary of what the cheap policies need.
@@ -503,88 +503,94 @@ impl TailSamplingCore {
         self.due.peek().map(|r| r.0.0)
     }
 
-    /// Buffer spans (each with its shared resource/scope).
-    pub fn ingest(&mut self, spans: ShardSpans, now: Instant) {
-        for (scoped, span) in spans {
-            let Some(id) = trace_key(&span.trace_id) else {
-                self.stats.telemetry.add_dropped("invalid_trace_id", 1);
-                continue;
-            };
-            if let Some(t) = self.traces.get_mut(&id) {
-                let is_root = span.parent_span_id.is_empty();
-                let bytes = t.push(&scoped, &span, &self.keys);
-                drop(span);
-                self.bytes += bytes;
-                self.spans += 1;
-                self.stats.spans.fetch_add(1, Ordering::Relaxed);
-                self.stats.bytes.fetch_add(bytes as i64, Ordering::Relaxed);
-                if is_root && !t.root_seen {
-                    t.root_seen = true;
-                    if let Some(after) = self.config.decision_wait_after_root_received {
-                        let due = (now + after).min(t.due);
-                        if due < t.due {
-                            t.due = due;
-                            self.due.push(std::cmp::Reverse((due, id)));
-                        }
-                    }
-                }
-                let too_large = self.config.maximum_trace_size_bytes > 0
-                    && t.bytes > self.config.maximum_trace_size_bytes;
-                if too_large {
-                    self.decide(id, Early::TooLarge, now);
-                }
-                continue;
+    /// Buffer spans (in groups sharing a resource/scope).
+    pub fn ingest(&mut self, groups: ShardSpans, now: Instant) {
+        for (scoped, mut spans) in groups {
+            // By reference: the spans are encoded, not moved; the group's vector is freed
+            // in one go at the end.
+            for span in &mut spans {
+                self.ingest_one(&scoped, span, now);
             }
-            if self.sampled.contains(id) {
-                self.stats.late_sampled.fetch_add(1, Ordering::Relaxed);
-                self.out.push((scoped, vec![span]));
-                continue;
-            }
-            if self.not_sampled.contains(id) {
-                self.stats.late_not_sampled.fetch_add(1, Ordering::Relaxed);
-                self.stats.telemetry.add_dropped("late_not_sampled", 1);
-                continue;
-            }
-            // A new trace: make room by deciding the oldest early, on what has arrived.
-            while self.full() && !self.config.block_on_overflow {
-                let Some((old, _)) = self.arrival.pop_front() else {
-                    break;
-                };
-                if self.traces.contains_key(&old) {
-                    self.decide(old, Early::Capacity, now);
-                }
-            }
-            let mut due = now + self.config.decision_wait;
+        }
+    }
+
+    fn ingest_one(&mut self, scoped: &Arc<Scoped>, span: &mut Span, now: Instant) {
+        let Some(id) = trace_key(&span.trace_id) else {
+            self.stats.telemetry.add_dropped("invalid_trace_id", 1);
+            return;
+        };
+        if let Some(t) = self.traces.get_mut(&id) {
             let is_root = span.parent_span_id.is_empty();
-            if let Some(after) = self
-                .config
-                .decision_wait_after_root_received
-                .filter(|_| is_root)
-            {
-                due = due.min(now + after);
-            }
-            let mut t = TraceBuf::new(
-                id.to_be_bytes(),
-                span.trace_state.clone(),
-                now,
-                due,
-                is_root,
-            );
-            let bytes = t.push(&scoped, &span, &self.keys);
-            drop(span);
-            self.traces.insert(id, t);
-            self.due.push(std::cmp::Reverse((due, id)));
-            self.arrival.push_back((id, now));
+            let bytes = t.push(scoped, span, &self.keys);
             self.bytes += bytes;
             self.spans += 1;
-            self.stats.traces.fetch_add(1, Ordering::Relaxed);
             self.stats.spans.fetch_add(1, Ordering::Relaxed);
             self.stats.bytes.fetch_add(bytes as i64, Ordering::Relaxed);
-            if self.config.maximum_trace_size_bytes > 0
-                && bytes > self.config.maximum_trace_size_bytes
-            {
+            if is_root && !t.root_seen {
+                t.root_seen = true;
+                if let Some(after) = self.config.decision_wait_after_root_received {
+                    let due = (now + after).min(t.due);
+                    if due < t.due {
+                        t.due = due;
+                        self.due.push(std::cmp::Reverse((due, id)));
+                    }
+                }
+            }
+            let too_large = self.config.maximum_trace_size_bytes > 0
+                && t.bytes > self.config.maximum_trace_size_bytes;
+            if too_large {
                 self.decide(id, Early::TooLarge, now);
             }
+            return;
+        }
+        if self.sampled.contains(id) {
+            self.stats.late_sampled.fetch_add(1, Ordering::Relaxed);
+            self.out
+                .push((Arc::clone(scoped), vec![std::mem::take(span)]));
+            return;
+        }
+        if self.not_sampled.contains(id) {
+            self.stats.late_not_sampled.fetch_add(1, Ordering::Relaxed);
+            self.stats.telemetry.add_dropped("late_not_sampled", 1);
+            return;
+        }
+        // A new trace: make room by deciding the oldest early, on what has arrived.
+        while self.full() && !self.config.block_on_overflow {
+            let Some((old, _)) = self.arrival.pop_front() else {
+                break;
+            };
+            if self.traces.contains_key(&old) {
+                self.decide(old, Early::Capacity, now);
+            }
+        }
+        let mut due = now + self.config.decision_wait;
+        let is_root = span.parent_span_id.is_empty();
+        if let Some(after) = self
+            .config
+            .decision_wait_after_root_received
+            .filter(|_| is_root)
+        {
+            due = due.min(now + after);
+        }
+        let mut t = TraceBuf::new(
+            id.to_be_bytes(),
+            span.trace_state.clone(),
+            now,
+            due,
+            is_root,
+        );
+        let bytes = t.push(scoped, span, &self.keys);
+        self.traces.insert(id, t);
+        self.due.push(std::cmp::Reverse((due, id)));
+        self.arrival.push_back((id, now));
+        self.bytes += bytes;
+        self.spans += 1;
+        self.stats.traces.fetch_add(1, Ordering::Relaxed);
+        self.stats.spans.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(bytes as i64, Ordering::Relaxed);
+        if self.config.maximum_trace_size_bytes > 0 && bytes > self.config.maximum_trace_size_bytes
+        {
+            self.decide(id, Early::TooLarge, now);
         }
     }
 
@@ -822,8 +828,14 @@ pub fn shard_batch(batch: Batch<Traces>, shards: usize) -> Vec<ShardSpans> {
                 scope: ss.scope,
                 scope_schema_url: ss.schema_url,
             });
+            if shards == 1 {
+                // The group's vector moves whole: no span is touched.
+                out[0].push((scoped, ss.spans));
+                continue;
+            }
+            let mut parts: Vec<Vec<Span>> = (0..shards).map(|_| Vec::new()).collect();
             for span in ss.spans {
-                let shard = if shards == 1 || span.trace_id.len() != 16 {
+                let shard = if span.trace_id.len() != 16 {
                     0
                 } else {
                     // The trace id's low bytes are random (W3C Level 2).
@@ -831,7 +843,12 @@ pub fn shard_batch(batch: Batch<Traces>, shards: usize) -> Vec<ShardSpans> {
                     b.copy_from_slice(&span.trace_id[8..16]);
                     (u64::from_be_bytes(b) % shards as u64) as usize
                 };
-                out[shard].push((Arc::clone(&scoped), span));
+                parts[shard].push(span);
+            }
+            for (shard, part) in parts.into_iter().enumerate() {
+                if !part.is_empty() {
+                    out[shard].push((Arc::clone(&scoped), part));
+                }
             }
         }
     }
@@ -862,7 +879,7 @@ impl Consumer<Traces> for TailSamplingConsumer {
             if let Err(mpsc::error::SendError(spans)) = self.shards[shard].send(spans).await {
                 // Shutdown raced us: these spans were accepted by nobody; say so.
                 return Err(ConsumeError::rejected(
-                    spans.len(),
+                    spans.iter().map(|(_, s)| s.len()).sum(),
                     "tail sampler shut down while accepting",
                 ));
             }
