@@ -58,7 +58,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
-use otel_pipeline_core::proto::common::v1::InstrumentationScope;
+use otel_pipeline_core::proto::common::v1::{InstrumentationScope, KeyValue};
 use otel_pipeline_core::proto::resource::v1::Resource;
 use otel_pipeline_core::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use otel_pipeline_core::{
@@ -147,19 +147,16 @@ impl TraceBuf {
     }
 
     /// Summarise and encode `span`; returns its encoded size.
-    fn push(&mut self, scoped: &Arc<Scoped>, span: &Span, keys: &[String]) -> usize {
+    /// `group_mask` is the key mask of the group's resource, computed once per group.
+    fn push(
+        &mut self,
+        scoped: &Arc<Scoped>,
+        group_mask: u64,
+        span: &Span,
+        keys: &[String],
+    ) -> usize {
         self.spans += 1;
-        if !keys.is_empty() {
-            let resource = scoped
-                .resource
-                .as_ref()
-                .map_or(&[][..], |r| &r.attributes[..]);
-            for kv in span.attributes.iter().chain(resource) {
-                if let Some(i) = keys.iter().position(|k| *k == kv.key) {
-                    self.attr_mask |= 1 << i;
-                }
-            }
-        }
+        self.attr_mask |= group_mask | key_mask(&span.attributes, keys);
         self.min_start = self.min_start.min(span.start_time_unix_nano);
         self.max_end = self.max_end.max(span.end_time_unix_nano);
         let code = span.status.as_ref().map_or(0, |s| s.code);
@@ -202,6 +199,19 @@ impl TraceBuf {
             .iter()
             .flat_map(|(sc, buf)| wire::delimited(buf).map(move |m| (sc, m)))
     }
+}
+
+/// Which of `keys` occur among `attributes` (bit i: key i).
+fn key_mask(attributes: &[KeyValue], keys: &[String]) -> u64 {
+    let mut mask = 0;
+    if !keys.is_empty() {
+        for kv in attributes {
+            if let Some(i) = keys.iter().position(|k| *k == kv.key) {
+                mask |= 1 << i;
+            }
+        }
+    }
+    mask
 }
 
 /// A fixed-size set of trace ids that forgets the oldest first.
@@ -506,22 +516,27 @@ impl TailSamplingCore {
     /// Buffer spans (in groups sharing a resource/scope).
     pub fn ingest(&mut self, groups: ShardSpans, now: Instant) {
         for (scoped, mut spans) in groups {
+            let resource = scoped
+                .resource
+                .as_ref()
+                .map_or(&[][..], |r| &r.attributes[..]);
+            let group_mask = key_mask(resource, &self.keys);
             // By reference: the spans are encoded, not moved; the group's vector is freed
             // in one go at the end.
             for span in &mut spans {
-                self.ingest_one(&scoped, span, now);
+                self.ingest_one(&scoped, group_mask, span, now);
             }
         }
     }
 
-    fn ingest_one(&mut self, scoped: &Arc<Scoped>, span: &mut Span, now: Instant) {
+    fn ingest_one(&mut self, scoped: &Arc<Scoped>, group_mask: u64, span: &mut Span, now: Instant) {
         let Some(id) = trace_key(&span.trace_id) else {
             self.stats.telemetry.add_dropped("invalid_trace_id", 1);
             return;
         };
         if let Some(t) = self.traces.get_mut(&id) {
             let is_root = span.parent_span_id.is_empty();
-            let bytes = t.push(scoped, span, &self.keys);
+            let bytes = t.push(scoped, group_mask, span, &self.keys);
             self.bytes += bytes;
             self.spans += 1;
             self.stats.spans.fetch_add(1, Ordering::Relaxed);
@@ -579,7 +594,7 @@ impl TailSamplingCore {
             due,
             is_root,
         );
-        let bytes = t.push(scoped, span, &self.keys);
+        let bytes = t.push(scoped, group_mask, span, &self.keys);
         self.traces.insert(id, t);
         self.due.push(std::cmp::Reverse((due, id)));
         self.arrival.push_back((id, now));
