@@ -329,6 +329,11 @@ mod tests {
             end_time_unix_nano: u64::MAX,
             attributes: vec![
                 kv("s", Some(Value::StringValue("x".repeat(200)))),
+                kv(&"k".repeat(150), Some(Value::StringValue("v".into()))),
+                kv(
+                    &"k".repeat(20_000),
+                    Some(Value::StringValue("w".repeat(70_000))),
+                ),
                 kv("", Some(Value::StringValue(String::new()))),
                 kv("i", Some(Value::IntValue(-1))),
                 kv("b", Some(Value::BoolValue(false))),
