@@ -4,7 +4,10 @@
 //! - `tail_sampling/pipeline_shards_{1,2}`: the processor end to end with one and two
 //!   shards, to see how it scales with cores;
 //! - `tail_sampling/floor`: freeing the same spans, which any stage that drops decoded
-//!   spans pays.
+//!   spans pays;
+//! - `tail_sampling/core_threads_{1,2}`: shard engines on one and two threads;
+//! - `tail_sampling/machine_ceiling_threads_{1,2}`: pure arithmetic on one and two threads,
+//!   the most any work can gain from the second core of the machine the bench runs on.
 //!
 //! Memory per buffered span is measured by `benches/tail_sampling_memory.rs` (a counting
 //! allocator would slow these timings down).
@@ -92,6 +95,37 @@ fn bench(c: &mut Criterion) {
                                 }
                                 core.decide_all(now, false);
                                 black_box(core.take_output());
+                            });
+                        }
+                    });
+                    elapsed += start.elapsed();
+                }
+                elapsed
+            })
+        });
+    }
+
+    // The machine's own ceiling, measured the same way: the same fixed amount of pure
+    // arithmetic (no allocation, no shared memory) split over 1 and 2 threads. On a VM
+    // whose two vCPUs are not two whole cores, this is well under 2x, and the sampler's
+    // scaling should be read against it.
+    g.throughput(Throughput::Elements(work_spans));
+    for threads in [1usize, 2] {
+        g.bench_function(format!("machine_ceiling_threads_{threads}"), |b| {
+            b.iter_custom(|iters| {
+                let mut elapsed = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = Instant::now();
+                    std::thread::scope(|scope| {
+                        for t in 0..threads {
+                            scope.spawn(move || {
+                                let mut x = black_box(t as u64 + 1);
+                                for _ in 0..40_000_000 / threads {
+                                    x ^= x << 13;
+                                    x ^= x >> 7;
+                                    x ^= x << 17;
+                                }
+                                black_box(x)
                             });
                         }
                     });

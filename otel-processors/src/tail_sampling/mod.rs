@@ -146,13 +146,14 @@ impl TraceBuf {
         }
     }
 
-    /// Summarise and encode `span`; returns its encoded size.
+    /// Summarise and encode `span` (`size.len` bytes encoded); returns its encoded size.
     /// `group_mask` is the key mask of the group's resource, computed once per group.
     fn push(
         &mut self,
         scoped: &Arc<Scoped>,
         group_mask: u64,
         span: &Span,
+        size: Size,
         keys: &[String],
     ) -> usize {
         self.spans += 1;
@@ -169,12 +170,11 @@ impl TraceBuf {
                 &mut self.groups.last_mut().expect("just pushed").1
             }
         };
-        // Grow by about a quarter at a time: the buffer is the memory we keep small.
         let before = buf.len();
-        if buf.capacity() - before < 512 {
-            buf.reserve_exact((before / 4).max(1024));
+        if size.run > 0 {
+            buf.reserve_exact(size.run);
         }
-        wire::encode_span_delimited(span, buf);
+        wire::encode_span_delimited(span, size.len, buf);
         let need = buf.len() - before;
         self.bytes += need;
         need
@@ -199,6 +199,14 @@ impl TraceBuf {
             .iter()
             .flat_map(|(sc, buf)| wire::delimited(buf).map(move |m| (sc, m)))
     }
+}
+
+/// A span's encoded size, and at the first span of a run of spans of one trace, the room
+/// the whole run needs (so the trace's buffer is sized once, not grown span by span).
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    len: usize,
+    run: usize,
 }
 
 /// Which of `keys` occur among `attributes` (bit i: key i).
@@ -324,6 +332,68 @@ impl Stats {
     }
 }
 
+/// Counter changes a shard made since it last published them. Shards publish once per
+/// call (`ingest`, `decide_due`, `decide_all`) instead of touching the shared counters
+/// span by span, which would bounce their cache lines between the cores.
+#[derive(Debug, Default)]
+struct Tally {
+    traces: i64,
+    spans: i64,
+    bytes: i64,
+    per_policy: Vec<[i64; 2]>,
+    final_decisions: [i64; 2],
+    early_capacity: i64,
+    early_too_large: i64,
+    late_sampled: i64,
+    late_not_sampled: i64,
+    latency_sum_ns: i64,
+    latency_count: i64,
+    dropped: Vec<(&'static str, usize)>,
+}
+
+impl Tally {
+    fn new(policies: usize) -> Self {
+        Self {
+            per_policy: vec![[0; 2]; policies],
+            ..Self::default()
+        }
+    }
+
+    fn dropped(&mut self, reason: &'static str, n: usize) {
+        match self.dropped.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, count)) => *count += n,
+            None => self.dropped.push((reason, n)),
+        }
+    }
+
+    /// Add the changes to the shared counters and start again from zero.
+    fn publish(&mut self, stats: &Stats) {
+        let add = |cell: &AtomicI64, v: &mut i64| {
+            if *v != 0 {
+                cell.fetch_add(std::mem::take(v), Ordering::Relaxed);
+            }
+        };
+        add(&stats.traces, &mut self.traces);
+        add(&stats.spans, &mut self.spans);
+        add(&stats.bytes, &mut self.bytes);
+        for (cells, v) in stats.per_policy.iter().zip(&mut self.per_policy) {
+            add(&cells[0], &mut v[0]);
+            add(&cells[1], &mut v[1]);
+        }
+        add(&stats.final_decisions[0], &mut self.final_decisions[0]);
+        add(&stats.final_decisions[1], &mut self.final_decisions[1]);
+        add(&stats.early_capacity, &mut self.early_capacity);
+        add(&stats.early_too_large, &mut self.early_too_large);
+        add(&stats.late_sampled, &mut self.late_sampled);
+        add(&stats.late_not_sampled, &mut self.late_not_sampled);
+        add(&stats.latency_sum_ns, &mut self.latency_sum_ns);
+        add(&stats.latency_count, &mut self.latency_count);
+        for (reason, n) in self.dropped.drain(..) {
+            stats.telemetry.add_dropped(reason, n);
+        }
+    }
+}
+
 /// Read-only view of the tail sampler's counters, for tests and status pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TailSamplingStats {
@@ -406,8 +476,11 @@ pub struct TailSamplingCore {
     spans: usize,
     out: Vec<(Arc<Scoped>, Vec<Span>)>,
     stats: Arc<Stats>,
+    tally: Tally,
     /// Keys the attribute policies look at, noted per trace at ingest.
     keys: Vec<String>,
+    /// Scratch: encoded sizes of the spans of the group being ingested.
+    lens: Vec<usize>,
 }
 
 impl std::fmt::Debug for TailSamplingCore {
@@ -418,6 +491,11 @@ impl std::fmt::Debug for TailSamplingCore {
             .field("bytes", &self.bytes)
             .finish_non_exhaustive()
     }
+}
+
+/// Size of a length-delimited message of `len` bytes.
+fn delimited_len(len: usize) -> usize {
+    prost::encoding::encoded_len_varint(len as u64) + len
 }
 
 fn trace_key(id: &[u8]) -> Option<u128> {
@@ -494,8 +572,10 @@ impl TailSamplingCore {
             out: Vec::new(),
             policies,
             config,
+            tally: Tally::new(stats.per_policy.len()),
             stats,
             keys,
+            lens: Vec::new(),
         }
     }
 
@@ -515,32 +595,63 @@ impl TailSamplingCore {
 
     /// Buffer spans (in groups sharing a resource/scope).
     pub fn ingest(&mut self, groups: ShardSpans, now: Instant) {
+        let mut lens = std::mem::take(&mut self.lens);
         for (scoped, mut spans) in groups {
             let resource = scoped
                 .resource
                 .as_ref()
                 .map_or(&[][..], |r| &r.attributes[..]);
             let group_mask = key_mask(resource, &self.keys);
+            lens.clear();
+            lens.extend(spans.iter().map(wire::span_len));
+            let cap = match self.config.maximum_trace_size_bytes {
+                0 => usize::MAX,
+                n => n,
+            };
             // By reference: the spans are encoded, not moved; the group's vector is freed
-            // in one go at the end.
-            for span in &mut spans {
-                self.ingest_one(&scoped, group_mask, span, now);
+            // in one go at the end. SDKs export a request's spans together, so spans of
+            // one trace come in runs: each run's room is reserved at its first span.
+            let mut i = 0;
+            while i < spans.len() {
+                let mut end = i + 1;
+                let mut run = delimited_len(lens[i]);
+                while end < spans.len() && spans[end].trace_id == spans[i].trace_id {
+                    run += delimited_len(lens[end]);
+                    end += 1;
+                }
+                for (j, span) in spans[i..end].iter_mut().enumerate() {
+                    let size = Size {
+                        len: lens[i + j],
+                        run: if j == 0 && end - i > 1 { run.min(cap) } else { 0 },
+                    };
+                    self.ingest_one(&scoped, group_mask, span, size, now);
+                }
+                i = end;
             }
         }
+        self.lens = lens;
+        self.tally.publish(&self.stats);
     }
 
-    fn ingest_one(&mut self, scoped: &Arc<Scoped>, group_mask: u64, span: &mut Span, now: Instant) {
+    fn ingest_one(
+        &mut self,
+        scoped: &Arc<Scoped>,
+        group_mask: u64,
+        span: &mut Span,
+        size: Size,
+        now: Instant,
+    ) {
         let Some(id) = trace_key(&span.trace_id) else {
-            self.stats.telemetry.add_dropped("invalid_trace_id", 1);
+            self.tally.dropped("invalid_trace_id", 1);
             return;
         };
         if let Some(t) = self.traces.get_mut(&id) {
             let is_root = span.parent_span_id.is_empty();
-            let bytes = t.push(scoped, group_mask, span, &self.keys);
+            let bytes = t.push(scoped, group_mask, span, size, &self.keys);
             self.bytes += bytes;
             self.spans += 1;
-            self.stats.spans.fetch_add(1, Ordering::Relaxed);
-            self.stats.bytes.fetch_add(bytes as i64, Ordering::Relaxed);
+            self.tally.spans += 1;
+            self.tally.bytes += bytes as i64;
             if is_root && !t.root_seen {
                 t.root_seen = true;
                 if let Some(after) = self.config.decision_wait_after_root_received {
@@ -559,14 +670,14 @@ impl TailSamplingCore {
             return;
         }
         if self.sampled.contains(id) {
-            self.stats.late_sampled.fetch_add(1, Ordering::Relaxed);
+            self.tally.late_sampled += 1;
             self.out
                 .push((Arc::clone(scoped), vec![std::mem::take(span)]));
             return;
         }
         if self.not_sampled.contains(id) {
-            self.stats.late_not_sampled.fetch_add(1, Ordering::Relaxed);
-            self.stats.telemetry.add_dropped("late_not_sampled", 1);
+            self.tally.late_not_sampled += 1;
+            self.tally.dropped("late_not_sampled", 1);
             return;
         }
         // A new trace: make room by deciding the oldest early, on what has arrived.
@@ -594,15 +705,15 @@ impl TailSamplingCore {
             due,
             is_root,
         );
-        let bytes = t.push(scoped, group_mask, span, &self.keys);
+        let bytes = t.push(scoped, group_mask, span, size, &self.keys);
         self.traces.insert(id, t);
         self.due.push(std::cmp::Reverse((due, id)));
         self.arrival.push_back((id, now));
         self.bytes += bytes;
         self.spans += 1;
-        self.stats.traces.fetch_add(1, Ordering::Relaxed);
-        self.stats.spans.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes.fetch_add(bytes as i64, Ordering::Relaxed);
+        self.tally.traces += 1;
+        self.tally.spans += 1;
+        self.tally.bytes += bytes as i64;
         if self.config.maximum_trace_size_bytes > 0 && bytes > self.config.maximum_trace_size_bytes
         {
             self.decide(id, Early::TooLarge, now);
@@ -626,6 +737,7 @@ impl TailSamplingCore {
             self.arrival
                 .retain(|(id, seen)| traces.get(id).is_some_and(|t| t.first_seen == *seen));
         }
+        self.tally.publish(&self.stats);
     }
 
     /// Decide everything buffered (shutdown); with `drop`, drop it counted instead.
@@ -634,7 +746,7 @@ impl TailSamplingCore {
         for id in ids {
             if drop {
                 if let Some(t) = self.remove(id) {
-                    self.stats.telemetry.add_dropped("shutdown", t.spans);
+                    self.tally.dropped("shutdown", t.spans);
                 }
             } else {
                 self.decide(id, Early::Shutdown, now);
@@ -642,41 +754,38 @@ impl TailSamplingCore {
         }
         self.due.clear();
         self.arrival.clear();
+        self.tally.publish(&self.stats);
     }
 
     fn remove(&mut self, id: u128) -> Option<TraceBuf> {
         let t = self.traces.remove(&id)?;
         self.bytes -= t.bytes;
         self.spans -= t.spans;
-        self.stats.traces.fetch_sub(1, Ordering::Relaxed);
-        self.stats
-            .spans
-            .fetch_sub(t.spans as i64, Ordering::Relaxed);
-        self.stats
-            .bytes
-            .fetch_sub(t.bytes as i64, Ordering::Relaxed);
+        self.tally.traces -= 1;
+        self.tally.spans -= t.spans as i64;
+        self.tally.bytes -= t.bytes as i64;
         Some(t)
     }
 
     fn decide(&mut self, id: u128, why: Early, now: Instant) {
         let Some(t) = self.remove(id) else { return };
         match why {
-            Early::Capacity => self.stats.early_capacity.fetch_add(1, Ordering::Relaxed),
-            Early::TooLarge => self.stats.early_too_large.fetch_add(1, Ordering::Relaxed),
+            Early::Capacity => self.tally.early_capacity += 1,
+            Early::TooLarge => self.tally.early_too_large += 1,
             Early::OnTime => {
                 let late = now.saturating_duration_since(t.due).as_nanos() as i64;
-                self.stats.latency_sum_ns.fetch_add(late, Ordering::Relaxed);
-                self.stats.latency_count.fetch_add(1, Ordering::Relaxed)
+                self.tally.latency_sum_ns += late;
+                self.tally.latency_count += 1;
             }
-            Early::Shutdown => 0,
-        };
+            Early::Shutdown => {}
+        }
         let mut decisions = Vec::with_capacity(self.policies.len());
         let mut non_probabilistic_sampled = false;
         let mut th: Option<String> = None;
         for (i, p) in self.policies.iter_mut().enumerate() {
             let d = p.evaluate(&t, now);
             let sampled = d.samples();
-            self.stats.per_policy[i][usize::from(!sampled)].fetch_add(1, Ordering::Relaxed);
+            self.tally.per_policy[i][usize::from(!sampled)] += 1;
             if sampled {
                 match p.th() {
                     Some(x) => th = th.or_else(|| Some(x.to_string())),
@@ -689,7 +798,7 @@ impl TailSamplingCore {
             }
         }
         let keep = combine(decisions.iter().copied());
-        self.stats.final_decisions[usize::from(!keep)].fetch_add(1, Ordering::Relaxed);
+        self.tally.final_decisions[usize::from(!keep)] += 1;
         if keep {
             self.sampled.insert(id);
             let mut groups = t.decode();
@@ -704,7 +813,7 @@ impl TailSamplingCore {
             self.out.append(&mut groups);
         } else {
             self.not_sampled.insert(id);
-            self.stats.telemetry.add_dropped("not_sampled", t.spans);
+            self.tally.dropped("not_sampled", t.spans);
         }
     }
 

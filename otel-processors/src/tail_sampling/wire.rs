@@ -95,142 +95,227 @@ pub(crate) fn delimited(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 use otel_pipeline_core::proto::common::v1::{KeyValue, any_value};
 use otel_pipeline_core::proto::trace::v1::Span;
-use prost::encoding::encoded_len_varint;
+use prost::Message;
+use prost::encoding::encoded_len_varint as varint_len;
 
-/// Append a varint; one byte without a loop in the common case.
-#[inline]
-fn encode_varint(mut v: u64, buf: &mut Vec<u8>) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
+/// Size of a length-delimited field with `len` bytes of payload (the tags here take one
+/// byte, except field 16's two, counted by the caller).
+#[inline(always)]
+fn len_field(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
 }
 
-fn tag(field: u32, wire: u32, buf: &mut Vec<u8>) {
-    encode_varint(u64::from(field << 3 | wire), buf);
-}
-
-fn bytes_field(field: u32, b: &[u8], buf: &mut Vec<u8>) {
-    if !b.is_empty() {
-        tag(field, 2, buf);
-        encode_varint(b.len() as u64, buf);
-        buf.extend_from_slice(b);
-    }
-}
-
-fn varint_field(field: u32, v: u64, buf: &mut Vec<u8>) {
-    if v != 0 {
-        tag(field, 0, buf);
-        encode_varint(v, buf);
-    }
-}
-
-/// Length of a scalar `AnyValue`'s body, or `None` for the kinds left to prost.
-fn any_value_len(v: &any_value::Value) -> Option<usize> {
+/// Body size of a scalar `AnyValue` (`None`: a kind left to prost).
+#[inline(always)]
+fn scalar_len(v: Option<&any_value::Value>) -> Option<usize> {
     Some(match v {
-        any_value::Value::StringValue(s) => 1 + encoded_len_varint(s.len() as u64) + s.len(),
-        any_value::Value::BoolValue(_) => 2,
-        any_value::Value::IntValue(i) => 1 + encoded_len_varint(*i as u64),
-        any_value::Value::DoubleValue(_) => 9,
-        _ => return None,
+        None => 0,
+        Some(any_value::Value::StringValue(s)) => len_field(s.len()),
+        Some(any_value::Value::BoolValue(_)) => 2,
+        Some(any_value::Value::IntValue(i)) => 1 + varint_len(*i as u64),
+        Some(any_value::Value::DoubleValue(_)) => 9,
+        Some(_) => return None,
     })
 }
 
-/// Encode one attribute; scalar values by hand (their lengths are plain arithmetic),
-/// anything else through prost.
-fn attribute(kv: &KeyValue, buf: &mut Vec<u8>) {
-    let value = kv.value.as_ref();
-    let inner = match value.map(|v| v.value.as_ref()) {
-        None => Some(0),
-        Some(None) => Some(0),
-        Some(Some(v)) => any_value_len(v),
-    };
-    let (Some(inner), 0) = (inner, kv.key_strindex) else {
-        prost::encoding::message::encode(SPAN_ATTRIBUTES, kv, buf);
-        return;
-    };
-    let key_len = if kv.key.is_empty() {
+/// Body size of an attribute written by hand (`None`: one left to prost).
+#[inline(always)]
+fn attribute_len(kv: &KeyValue) -> Option<usize> {
+    if kv.key_strindex != 0 {
+        return None;
+    }
+    let key = if kv.key.is_empty() {
         0
     } else {
-        1 + encoded_len_varint(kv.key.len() as u64) + kv.key.len()
+        len_field(kv.key.len())
     };
-    let value_len = if value.is_some() {
-        1 + encoded_len_varint(inner as u64) + inner
-    } else {
-        0
+    let value = match &kv.value {
+        None => 0,
+        Some(v) => len_field(scalar_len(v.value.as_ref())?),
     };
-    tag(SPAN_ATTRIBUTES, 2, buf);
-    encode_varint((key_len + value_len) as u64, buf);
-    bytes_field(KV_KEY, kv.key.as_bytes(), buf);
-    if value.is_some() {
-        tag(KV_VALUE, 2, buf);
-        encode_varint(inner as u64, buf);
-        match value.and_then(|v| v.value.as_ref()) {
+    Some(key + value)
+}
+
+/// The exact size of `span`'s protobuf encoding (what prost's `encoded_len` says), with
+/// plain arithmetic for the scalar attributes that make up most of a span.
+pub(crate) fn span_len(span: &Span) -> usize {
+    let bytes = |b: &[u8]| if b.is_empty() { 0 } else { len_field(b.len()) };
+    let varint = |v: u64| if v == 0 { 0 } else { 1 + varint_len(v) };
+    let mut n = bytes(&span.trace_id)
+        + bytes(&span.span_id)
+        + bytes(span.trace_state.as_bytes())
+        + bytes(&span.parent_span_id)
+        + bytes(span.name.as_bytes())
+        + varint(span.kind as i64 as u64)
+        + if span.start_time_unix_nano != 0 { 9 } else { 0 }
+        + if span.end_time_unix_nano != 0 { 9 } else { 0 }
+        + varint(u64::from(span.dropped_attributes_count))
+        + varint(u64::from(span.dropped_events_count))
+        + varint(u64::from(span.dropped_links_count))
+        + if span.flags != 0 { 6 } else { 0 };
+    for kv in &span.attributes {
+        n += len_field(attribute_len(kv).unwrap_or_else(|| kv.encoded_len()));
+    }
+    n += span
+        .events
+        .iter()
+        .map(|e| len_field(e.encoded_len()))
+        .sum::<usize>();
+    n += span
+        .links
+        .iter()
+        .map(|l| len_field(l.encoded_len()))
+        .sum::<usize>();
+    n += span.status.as_ref().map_or(0, |s| len_field(s.encoded_len()));
+    n
+}
+
+/// Writes into a slice of the exact size: a store and a bounds check per byte, without a
+/// `Vec`'s capacity checks and length updates.
+struct Out<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl Out<'_> {
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.buf[self.pos] = b;
+        self.pos += 1;
+    }
+
+    #[inline(always)]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    #[inline(always)]
+    fn tag(&mut self, field: u32, wire: u32) {
+        self.varint(u64::from(field << 3 | wire));
+    }
+
+    #[inline(always)]
+    fn raw(&mut self, b: &[u8]) {
+        self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
+        self.pos += b.len();
+    }
+
+    #[inline(always)]
+    fn bytes_field(&mut self, field: u32, b: &[u8]) {
+        if !b.is_empty() {
+            self.tag(field, 2);
+            self.varint(b.len() as u64);
+            self.raw(b);
+        }
+    }
+
+    #[inline(always)]
+    fn varint_field(&mut self, field: u32, v: u64) {
+        if v != 0 {
+            self.tag(field, 0);
+            self.varint(v);
+        }
+    }
+
+    /// A nested message written by prost.
+    fn message(&mut self, field: u32, m: &impl Message) {
+        let mut rest = &mut self.buf[self.pos..];
+        let room = rest.len();
+        prost::encoding::message::encode(field, m, &mut rest);
+        self.pos += room - rest.len();
+    }
+
+    /// One attribute; scalar values by hand, anything else through prost.
+    #[inline]
+    fn attribute(&mut self, kv: &KeyValue) {
+        let Some(len) = attribute_len(kv) else {
+            return self.message(SPAN_ATTRIBUTES, kv);
+        };
+        self.tag(SPAN_ATTRIBUTES, 2);
+        self.varint(len as u64);
+        self.bytes_field(KV_KEY, kv.key.as_bytes());
+        let Some(value) = &kv.value else { return };
+        let inner = value.value.as_ref();
+        self.tag(KV_VALUE, 2);
+        self.varint(scalar_len(inner).unwrap_or(0) as u64);
+        match inner {
             Some(any_value::Value::StringValue(s)) => {
-                tag(1, 2, buf);
-                encode_varint(s.len() as u64, buf);
-                buf.extend_from_slice(s.as_bytes());
+                self.tag(1, 2);
+                self.varint(s.len() as u64);
+                self.raw(s.as_bytes());
             }
             Some(any_value::Value::BoolValue(b)) => {
-                tag(2, 0, buf);
-                buf.push(u8::from(*b));
+                self.tag(2, 0);
+                self.byte(u8::from(*b));
             }
             Some(any_value::Value::IntValue(i)) => {
-                tag(3, 0, buf);
-                encode_varint(*i as u64, buf);
+                self.tag(3, 0);
+                self.varint(*i as u64);
             }
             Some(any_value::Value::DoubleValue(d)) => {
-                tag(4, 1, buf);
-                buf.extend_from_slice(&d.to_le_bytes());
+                self.tag(4, 1);
+                self.raw(&d.to_le_bytes());
             }
             _ => {}
         }
     }
 }
 
-/// Append `span` as a length-delimited protobuf message, in one pass: the length prefix is
-/// written as a fixed five-byte varint (valid protobuf, read by any decoder) and filled in
-/// afterwards, so nothing is measured twice. Decodes to exactly `span`.
-pub(crate) fn encode_span_delimited(span: &Span, buf: &mut Vec<u8>) {
+/// Append `span` as a length-delimited protobuf message of `len` bytes (its
+/// [`span_len`]); byte for byte what prost writes, without prost's second walk to measure
+/// every nested message.
+///
+/// When the buffer must grow, it grows by about a quarter (at least 1 KiB), not doubling:
+/// these buffers are the memory the tail sampler keeps small. Callers that know more
+/// spans of the same trace follow reserve for all of them first.
+pub(crate) fn encode_span_delimited(span: &Span, len: usize, buf: &mut Vec<u8>) {
     let start = buf.len();
-    buf.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x00]);
-    bytes_field(1, &span.trace_id, buf);
-    bytes_field(2, &span.span_id, buf);
-    bytes_field(SPAN_TRACE_STATE, span.trace_state.as_bytes(), buf);
-    bytes_field(4, &span.parent_span_id, buf);
-    bytes_field(5, span.name.as_bytes(), buf);
-    varint_field(6, span.kind as i64 as u64, buf);
+    let need = varint_len(len as u64) + len;
+    if buf.capacity() - start < need {
+        buf.reserve_exact(need.max(start / 4).max(1024));
+    }
+    buf.resize(start + need, 0);
+    let mut o = Out {
+        buf: &mut buf[start..],
+        pos: 0,
+    };
+    o.varint(len as u64);
+    o.bytes_field(1, &span.trace_id);
+    o.bytes_field(2, &span.span_id);
+    o.bytes_field(SPAN_TRACE_STATE, span.trace_state.as_bytes());
+    o.bytes_field(4, &span.parent_span_id);
+    o.bytes_field(5, span.name.as_bytes());
+    o.varint_field(6, span.kind as i64 as u64);
     for (field, v) in [(7, span.start_time_unix_nano), (8, span.end_time_unix_nano)] {
         if v != 0 {
-            tag(field, 1, buf);
-            buf.extend_from_slice(&v.to_le_bytes());
+            o.tag(field, 1);
+            o.raw(&v.to_le_bytes());
         }
     }
     for kv in &span.attributes {
-        attribute(kv, buf);
+        o.attribute(kv);
     }
-    varint_field(10, u64::from(span.dropped_attributes_count), buf);
+    o.varint_field(10, u64::from(span.dropped_attributes_count));
     for e in &span.events {
-        prost::encoding::message::encode(11, e, buf);
+        o.message(11, e);
     }
-    varint_field(12, u64::from(span.dropped_events_count), buf);
+    o.varint_field(12, u64::from(span.dropped_events_count));
     for l in &span.links {
-        prost::encoding::message::encode(13, l, buf);
+        o.message(13, l);
     }
-    varint_field(14, u64::from(span.dropped_links_count), buf);
+    o.varint_field(14, u64::from(span.dropped_links_count));
     if let Some(status) = &span.status {
-        prost::encoding::message::encode(15, status, buf);
+        o.message(15, status);
     }
     if span.flags != 0 {
-        tag(16, 5, buf);
-        buf.extend_from_slice(&span.flags.to_le_bytes());
+        o.tag(16, 5);
+        o.raw(&span.flags.to_le_bytes());
     }
-    let len = (buf.len() - start - 5) as u64;
-    for (i, b) in buf[start..start + 5].iter_mut().enumerate() {
-        let bits = ((len >> (7 * i)) & 0x7f) as u8;
-        *b = if i < 4 { bits | 0x80 } else { bits };
-    }
+    debug_assert_eq!(o.pos, need, "span_len disagrees with the encoder");
 }
 
 /// An attribute value read in place.
@@ -385,7 +470,11 @@ mod tests {
         };
         for span in [full, Span::default()] {
             let mut buf = vec![0xAA];
-            encode_span_delimited(&span, &mut buf);
+            let len = span_len(&span);
+            assert_eq!(len, span.encoded_len());
+            encode_span_delimited(&span, len, &mut buf);
+            // Byte for byte what prost writes.
+            assert_eq!(buf[1..], span.encode_length_delimited_to_vec()[..]);
             let msgs: Vec<&[u8]> = delimited(&buf[1..]).collect();
             assert_eq!(msgs.len(), 1);
             assert_eq!(Span::decode(msgs[0]).unwrap(), span);
