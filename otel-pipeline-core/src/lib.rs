@@ -34,6 +34,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "pipeline")]
+pub mod clock;
 pub mod hex;
 pub mod propagation;
 

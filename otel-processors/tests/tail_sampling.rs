@@ -1,5 +1,7 @@
-//! The tail sampler through its public API, with generated traces and tokio's paused
-//! clock (exact, no real sleeping).
+//! The tail sampler through its public API, with generated traces. Time is exact and
+//! nothing really sleeps: most tests run on tokio's paused clock (the sampler's default
+//! clock follows it), and one drives the sampler with a `ManualClock` on a runtime that
+//! runs in real time.
 
 // Test helpers unwrap: a failure there is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -8,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use otel_pipeline_core::clock::{ManualClock, SharedClock, TokioClock};
 use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otel_pipeline_core::proto::common::v1::{AnyValue, KeyValue, any_value::Value};
 use otel_pipeline_core::proto::resource::v1::Resource;
@@ -134,8 +137,12 @@ struct Setup {
 }
 
 async fn setup(yaml: &str) -> Setup {
+    setup_with_clock(yaml, TokioClock::shared()).await
+}
+
+async fn setup_with_clock(yaml: &str, clock: SharedClock) -> Setup {
     let config: TailSamplingConfig = from_yaml("processors.tail_sampling", yaml).unwrap();
-    let sampler = TailSampler::new(config);
+    let sampler = TailSampler::new(config).with_clock(clock);
     let handle = sampler.handle();
     let (receiver, sender) = InMemoryReceiver::new();
     let (exporter, out) = InMemoryExporter::new();
@@ -421,6 +428,58 @@ async fn the_root_span_shortens_the_wait() {
         "decided 2 s after the root, not 30 s after the first span"
     );
     assert!(sent_root.elapsed() < Duration::from_millis(2100));
+    s.running.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Let every task that can make progress do so (one thread: deterministic).
+async fn settle() {
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The sampler takes time only from its clock: with a `ManualClock` on a runtime running
+/// in real time, nothing is decided before the clock passes a trace's deadline however
+/// long the test really takes, and what is due is decided as soon as it does.
+#[tokio::test(flavor = "current_thread")]
+async fn a_manual_clock_drives_the_decisions_exactly() {
+    let clock = ManualClock::new();
+    let yaml = "decision_wait: 10s\ndecision_wait_after_root_received: 2s\nshards: 2\npolicies: [{ name: all, type: always_sample }]";
+    let s = setup_with_clock(yaml, clock.shared()).await;
+    let shape = Shape {
+        spans: 3,
+        ..Shape::default()
+    };
+    // Trace 1 arrives without its root (due at 10 s), trace 2 whole (due at 2 s).
+    let mut first = trace_spans(1 << 64 | 1, shape);
+    first.remove(0);
+    let second = trace_spans(2 << 64 | 2, shape);
+    s.sender.send(request(first)).await.unwrap();
+    s.sender.send(request(second)).await.unwrap();
+    settle().await;
+    assert_eq!(s.handle.stats().traces_buffered, 2);
+    clock.advance(Duration::from_millis(1999));
+    settle().await;
+    assert_eq!(s.out.item_count(), 0, "nothing due before 2 s");
+    clock.advance(Duration::from_millis(1));
+    settle().await;
+    assert_eq!(s.out.item_count(), 3, "the whole trace decided at 2 s");
+    // Real time passing does not move the sampler's time.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    settle().await;
+    assert_eq!(s.out.item_count(), 3);
+    clock.advance(Duration::from_millis(7999));
+    settle().await;
+    assert_eq!(
+        s.out.item_count(),
+        3,
+        "the rootless trace waits the full 10 s"
+    );
+    clock.advance(Duration::from_millis(1));
+    settle().await;
+    assert_eq!(s.out.item_count(), 5);
+    let stats = s.handle.stats();
+    assert_eq!((stats.sampled, stats.traces_buffered), (2, 0));
     s.running.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 

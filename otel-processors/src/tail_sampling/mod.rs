@@ -57,6 +57,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use otel_pipeline_core::clock::{SharedClock, TokioClock};
 use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otel_pipeline_core::proto::common::v1::{InstrumentationScope, KeyValue};
 use otel_pipeline_core::proto::resource::v1::Resource;
@@ -622,7 +623,11 @@ impl TailSamplingCore {
                 for (j, span) in spans[i..end].iter_mut().enumerate() {
                     let size = Size {
                         len: lens[i + j],
-                        run: if j == 0 && end - i > 1 { run.min(cap) } else { 0 },
+                        run: if j == 0 && end - i > 1 {
+                            run.min(cap)
+                        } else {
+                            0
+                        },
                     };
                     self.ingest_one(&scoped, group_mask, span, size, now);
                 }
@@ -857,6 +862,7 @@ pub struct TailSampler {
     id: ComponentId,
     config: TailSamplingConfig,
     handle: TailSamplingHandle,
+    clock: SharedClock,
 }
 
 impl TailSampler {
@@ -866,7 +872,26 @@ impl TailSampler {
             id: ComponentId::new("tail_sampling"),
             config,
             handle: TailSamplingHandle(Arc::new(Mutex::new(None))),
+            clock: TokioClock::shared(),
         }
+    }
+
+    /// Take time from `clock` instead of tokio's: decision deadlines, decision latency
+    /// and rate limits all follow it. With a [`ManualClock`](otel_pipeline_core::clock::ManualClock),
+    /// a test moves time exactly and the shards decide as it passes their deadlines.
+    ///
+    /// ```
+    /// use otel_pipeline_core::clock::ManualClock;
+    /// use otel_processors::tail_sampling::{TailSampler, TailSamplingConfig};
+    ///
+    /// let clock = ManualClock::new();
+    /// let sampler = TailSampler::new(TailSamplingConfig::default()).with_clock(clock.shared());
+    /// // ... build and start a pipeline with it, send spans, then:
+    /// clock.advance(std::time::Duration::from_secs(30)); // every buffered trace is due
+    /// ```
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Use another id.
@@ -1020,6 +1045,16 @@ struct Workers<N> {
     deadline: Arc<Mutex<Option<Instant>>>,
     telemetry: Arc<ComponentTelemetry>,
     drop_on_shutdown: bool,
+    clock: SharedClock,
+}
+
+/// What every shard task shares.
+struct ShardEnv<N> {
+    next: N,
+    deadline: Arc<Mutex<Option<Instant>>>,
+    telemetry: Arc<ComponentTelemetry>,
+    drop_on_shutdown: bool,
+    clock: SharedClock,
 }
 
 impl Processor<Traces> for TailSampler {
@@ -1034,7 +1069,7 @@ impl Processor<Traces> for TailSampler {
         next: N,
         ctx: &mut ComponentContext<'_>,
     ) -> Result<TailSamplingConsumer, BuildError> {
-        let start = Instant::now();
+        let start = self.clock.now();
         let policies =
             Self::compile(&self.config, start).map_err(|e| ctx.invalid(e.path, e.message))?;
         let shards = if self.config.shards == 0 {
@@ -1076,6 +1111,7 @@ impl Processor<Traces> for TailSampler {
             deadline: Arc::new(Mutex::new(None)),
             telemetry,
             drop_on_shutdown: config.drop_pending_traces_on_shutdown,
+            clock: self.clock,
         }));
         Ok(TailSamplingConsumer { shards: senders })
     }
@@ -1084,23 +1120,25 @@ impl Processor<Traces> for TailSampler {
 impl<N: Consumer<Traces>> Lifecycle for Workers<N> {
     fn start(&self) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
-            let next = Arc::new(
-                self.next
+            let env = Arc::new(ShardEnv {
+                next: self
+                    .next
                     .lock()
                     .take()
                     .ok_or("tail sampler started twice")?,
-            );
+                deadline: Arc::clone(&self.deadline),
+                telemetry: Arc::clone(&self.telemetry),
+                drop_on_shutdown: self.drop_on_shutdown,
+                clock: Arc::clone(&self.clock),
+            });
             let cores = std::mem::take(&mut *self.cores.lock());
             let mut tasks = self.tasks.lock();
             for (core, rx) in cores {
                 tasks.push(tokio::spawn(run_shard(
                     core,
                     rx,
-                    Arc::clone(&next),
                     self.stop_tx.subscribe(),
-                    Arc::clone(&self.deadline),
-                    Arc::clone(&self.telemetry),
-                    self.drop_on_shutdown,
+                    Arc::clone(&env),
                 )));
             }
             Ok(())
@@ -1121,12 +1159,22 @@ impl<N: Consumer<Traces>> Lifecycle for Workers<N> {
 async fn run_shard<N: Consumer<Traces>>(
     mut core: TailSamplingCore,
     mut rx: mpsc::Receiver<ShardSpans>,
-    next: Arc<N>,
     mut stop: watch::Receiver<bool>,
-    deadline: Arc<Mutex<Option<Instant>>>,
-    telemetry: Arc<ComponentTelemetry>,
-    drop_on_shutdown: bool,
+    env: Arc<ShardEnv<N>>,
 ) {
+    let ShardEnv {
+        next,
+        deadline,
+        telemetry,
+        drop_on_shutdown,
+        clock,
+    } = &*env;
+    let next_due = |due: Option<Instant>| async move {
+        match due {
+            Some(t) => clock.sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+    };
     let redelivery = Redelivery {
         initial: Duration::from_millis(50),
         max: Duration::from_secs(1),
@@ -1136,10 +1184,10 @@ async fn run_shard<N: Consumer<Traces>>(
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            _ = crate::sleep_until_opt(core.next_due()) => core.decide_due(Instant::now()),
+            _ = next_due(core.next_due()) => core.decide_due(clock.now()),
             received = rx.recv(), if !waiting => match received {
                 Some(spans) => {
-                    let now = Instant::now();
+                    let now = clock.now();
                     core.ingest(spans, now);
                     // Decisions stay on time even while a backlog is ingested.
                     core.decide_due(now);
@@ -1149,20 +1197,20 @@ async fn run_shard<N: Consumer<Traces>>(
         }
         if let Some(out) = core.take_output() {
             redelivery
-                .deliver(&*next, Batch::new(out), &deadline, &telemetry)
+                .deliver(next, Batch::new(out), deadline, telemetry)
                 .await;
         }
     }
     // Shutdown: take what is queued, decide everything on what arrived, deliver.
     rx.close();
-    let now = Instant::now();
+    let now = clock.now();
     while let Some(spans) = rx.recv().await {
         core.ingest(spans, now);
     }
-    core.decide_all(now, drop_on_shutdown);
+    core.decide_all(now, *drop_on_shutdown);
     if let Some(out) = core.take_output() {
         redelivery
-            .deliver(&*next, Batch::new(out), &deadline, &telemetry)
+            .deliver(next, Batch::new(out), deadline, telemetry)
             .await;
     }
 }

@@ -176,7 +176,10 @@ pub(crate) fn span_len(span: &Span) -> usize {
         .iter()
         .map(|l| len_field(l.encoded_len()))
         .sum::<usize>();
-    n += span.status.as_ref().map_or(0, |s| len_field(s.encoded_len()));
+    n += span
+        .status
+        .as_ref()
+        .map_or(0, |s| len_field(s.encoded_len()));
     n
 }
 
