@@ -186,9 +186,13 @@ impl TraceBuf {
         self.groups
             .iter()
             .map(|(scoped, buf)| {
-                let spans = wire::delimited(buf)
-                    .filter_map(|m| <Span as prost::Message>::decode(m).ok())
-                    .collect();
+                let mut spans = Vec::with_capacity(match self.groups.len() {
+                    1 => self.spans,
+                    _ => 0,
+                });
+                spans.extend(wire::delimited(buf).filter_map(|m| {
+                    wire::decode_span(m).or_else(|| <Span as prost::Message>::decode(m).ok())
+                }));
                 (Arc::clone(scoped), spans)
             })
             .collect()

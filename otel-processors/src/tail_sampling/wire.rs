@@ -29,7 +29,14 @@ pub(crate) fn fields(buf: &[u8]) -> Fields<'_> {
     Fields { buf }
 }
 
-#[inline]
+impl Fields<'_> {
+    /// Whether every byte was read (the walk did not stop at a malformed one).
+    fn finished(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
+#[inline(always)]
 fn varint(buf: &[u8]) -> Option<(u64, usize)> {
     // Tags and short lengths take one byte: the common case, without the loop.
     match buf.first() {
@@ -39,6 +46,10 @@ fn varint(buf: &[u8]) -> Option<(u64, usize)> {
     }
     let mut v = 0u64;
     for (i, b) in buf.iter().enumerate().take(10) {
+        // The tenth byte holds the 64th bit only: anything more overflows (as prost says).
+        if i == 9 && *b > 1 {
+            return None;
+        }
         v |= u64::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
             return Some((v, i + 1));
@@ -50,6 +61,7 @@ fn varint(buf: &[u8]) -> Option<(u64, usize)> {
 impl<'a> Iterator for Fields<'a> {
     type Item = (u32, Wire<'a>);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let (tag, n) = varint(self.buf)?;
         let rest = &self.buf[n..];
@@ -343,6 +355,84 @@ pub(crate) fn encode_span_delimited(span: &Span, len: usize, buf: &mut Vec<u8>) 
     debug_assert_eq!(o.pos, need, "span_len disagrees with the encoder");
 }
 
+// ---- decoding ----
+
+use otel_pipeline_core::proto::common::v1::AnyValue;
+use otel_pipeline_core::proto::trace::v1::{
+    Status,
+    span::{Event, Link},
+};
+
+fn string(b: &[u8]) -> Option<String> {
+    std::str::from_utf8(b).ok().map(str::to_owned)
+}
+
+/// An `AnyValue` with a scalar value; `None` leaves it to prost.
+fn decode_any_value(b: &[u8]) -> Option<AnyValue> {
+    let mut it = fields(b);
+    let value = match it.next() {
+        None => None,
+        Some((1, Wire::Len(s))) => Some(any_value::Value::StringValue(string(s)?)),
+        Some((2, Wire::Varint(v))) => Some(any_value::Value::BoolValue(v != 0)),
+        Some((3, Wire::Varint(v))) => Some(any_value::Value::IntValue(v as i64)),
+        Some((4, Wire::Fixed64(v))) => Some(any_value::Value::DoubleValue(f64::from_bits(v))),
+        Some(_) => return None,
+    };
+    (it.next().is_none() && it.finished()).then_some(AnyValue { value })
+}
+
+/// An attribute: key and scalar value by hand, anything else by prost.
+fn decode_attribute(b: &[u8]) -> Option<KeyValue> {
+    let mut kv = KeyValue::default();
+    let mut it = fields(b);
+    for (field, w) in &mut it {
+        match (field, w) {
+            (KV_KEY, Wire::Len(k)) => kv.key = string(k)?,
+            (KV_VALUE, Wire::Len(v)) => {
+                kv.value = Some(decode_any_value(v).or_else(|| AnyValue::decode(v).ok())?)
+            }
+            _ => return KeyValue::decode(b).ok(),
+        }
+    }
+    it.finished().then_some(kv)
+}
+
+/// Decode a span this module encoded, with exactly sized vectors and no generic merge
+/// loop; `None` for anything it does not expect, which the caller hands to prost. Gives
+/// what prost's `Span::decode` gives for the same bytes.
+pub(crate) fn decode_span(buf: &[u8]) -> Option<Span> {
+    let mut span = Span::default();
+    let attributes = fields(buf)
+        .filter(|(f, _)| *f == SPAN_ATTRIBUTES)
+        .count();
+    span.attributes.reserve_exact(attributes);
+    let mut it = fields(buf);
+    for (field, w) in &mut it {
+        match (field, w) {
+            (1, Wire::Len(b)) => span.trace_id = b.to_vec(),
+            (2, Wire::Len(b)) => span.span_id = b.to_vec(),
+            (SPAN_TRACE_STATE, Wire::Len(b)) => span.trace_state = string(b)?,
+            (4, Wire::Len(b)) => span.parent_span_id = b.to_vec(),
+            (5, Wire::Len(b)) => span.name = string(b)?,
+            (6, Wire::Varint(v)) => span.kind = v as i32,
+            (7, Wire::Fixed64(v)) => span.start_time_unix_nano = v,
+            (8, Wire::Fixed64(v)) => span.end_time_unix_nano = v,
+            (SPAN_ATTRIBUTES, Wire::Len(b)) => span.attributes.push(decode_attribute(b)?),
+            (10, Wire::Varint(v)) => span.dropped_attributes_count = v as u32,
+            (11, Wire::Len(b)) => span.events.push(Event::decode(b).ok()?),
+            (12, Wire::Varint(v)) => span.dropped_events_count = v as u32,
+            (13, Wire::Len(b)) => span.links.push(Link::decode(b).ok()?),
+            (14, Wire::Varint(v)) => span.dropped_links_count = v as u32,
+            (15, Wire::Len(b)) if span.status.is_none() => {
+                span.status = Some(Status::decode(b).ok()?)
+            }
+            (16, Wire::Fixed32(v)) => span.flags = v,
+            _ => return None,
+        }
+    }
+    it.finished().then_some(span)
+}
+
 /// An attribute value read in place.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum AnyRef<'a> {
@@ -498,8 +588,10 @@ mod tests {
             let len = span_len(&span);
             assert_eq!(len, span.encoded_len());
             encode_span_delimited(&span, len, &mut buf);
-            // Byte for byte what prost writes.
+            // Byte for byte what prost writes, and read back as prost reads it.
             assert_eq!(buf[1..], span.encode_length_delimited_to_vec()[..]);
+            let body = delimited(&buf[1..]).next().unwrap();
+            assert_eq!(decode_span(body), Some(span.clone()));
             let msgs: Vec<&[u8]> = delimited(&buf[1..]).collect();
             assert_eq!(msgs.len(), 1);
             assert_eq!(Span::decode(msgs[0]).unwrap(), span);
@@ -508,6 +600,64 @@ mod tests {
                 span.attributes.get(2).map(|_| AnyRef::Int(-1))
             );
         }
+    }
+
+    /// The fast decoder either declines (and prost decodes) or agrees with prost, on
+    /// mutated encodings of every field kind.
+    #[test]
+    fn decoder_agrees_with_prost_or_declines() {
+        let kv = |k: &str, v: Value| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        };
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            trace_state: "ot=th:8".into(),
+            name: "GET /é".into(),
+            kind: 2,
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            attributes: vec![
+                kv("s", Value::StringValue("x".into())),
+                kv("i", Value::IntValue(-5)),
+                kv("b", Value::BoolValue(true)),
+                kv("d", Value::DoubleValue(0.5)),
+                kv("raw", Value::BytesValue(vec![1, 2])),
+            ],
+            dropped_events_count: 3,
+            status: Some(Default::default()),
+            flags: 0x101,
+            ..Default::default()
+        };
+        let good = span.encode_to_vec();
+        assert_eq!(decode_span(&good), Some(span));
+        let mut rng = otel_pipeline_core::testing::SplitMix64::new(9);
+        let (mut agreed, mut declined) = (0, 0);
+        for _ in 0..20_000 {
+            let mut b = good.clone();
+            for _ in 0..=rng.below(3) {
+                let at = rng.below(b.len() as u64) as usize;
+                b[at] = rng.next_u64() as u8;
+            }
+            if rng.below(4) == 0 {
+                b.truncate(rng.below(b.len() as u64) as usize);
+            }
+            match decode_span(&b) {
+                Some(ours) => {
+                    assert_eq!(Some(ours), Span::decode(&b[..]).ok(), "{b:?}");
+                    agreed += 1;
+                }
+                None => declined += 1,
+            }
+        }
+        assert!(agreed > 1000 && declined > 1000, "{agreed} {declined}");
+        // An unknown field is left to prost, which skips it.
+        let mut unknown = good.clone();
+        unknown.extend_from_slice(&[0xf8, 0x06, 0x01]); // field 111, varint 1
+        assert_eq!(decode_span(&unknown), None);
+        assert!(Span::decode(&unknown[..]).is_ok());
     }
 
     #[test]
