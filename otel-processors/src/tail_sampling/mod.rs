@@ -147,14 +147,14 @@ impl TraceBuf {
         }
     }
 
-    /// Summarise and encode `span` (`size.len` bytes encoded); returns its encoded size.
+    /// Summarise `span` and buffer its encoding; returns the bytes it takes.
     /// `group_mask` is the key mask of the group's resource, computed once per group.
     fn push(
         &mut self,
         scoped: &Arc<Scoped>,
         group_mask: u64,
         span: &Span,
-        size: Size,
+        encoded: Encoded<'_>,
         keys: &[String],
     ) -> usize {
         self.spans += 1;
@@ -171,12 +171,16 @@ impl TraceBuf {
                 &mut self.groups.last_mut().expect("just pushed").1
             }
         };
-        let before = buf.len();
-        if size.run > 0 {
-            buf.reserve_exact(size.run);
+        let need = wire::delimited_len(encoded.body);
+        if encoded.run > 0 {
+            buf.reserve_exact(encoded.run);
         }
-        wire::encode_span_delimited(span, size.len, buf);
-        let need = buf.len() - before;
+        if buf.capacity() - buf.len() < need {
+            // Grow by about a quarter, not doubling: these buffers are the memory the
+            // sampler keeps small.
+            buf.reserve_exact(need.max(buf.len() / 4).max(1024));
+        }
+        wire::append_delimited(encoded.body, buf);
         self.bytes += need;
         need
     }
@@ -206,11 +210,11 @@ impl TraceBuf {
     }
 }
 
-/// A span's encoded size, and at the first span of a run of spans of one trace, the room
-/// the whole run needs (so the trace's buffer is sized once, not grown span by span).
+/// A span's encoding, and at the first span of a run of spans of one trace, the room the
+/// whole run needs (so the trace's buffer is sized once, not grown span by span).
 #[derive(Debug, Clone, Copy)]
-struct Size {
-    len: usize,
+struct Encoded<'a> {
+    body: &'a [u8],
     run: usize,
 }
 
@@ -484,8 +488,8 @@ pub struct TailSamplingCore {
     tally: Tally,
     /// Keys the attribute policies look at, noted per trace at ingest.
     keys: Vec<String>,
-    /// Scratch: encoded sizes of the spans of the group being ingested.
-    lens: Vec<usize>,
+    /// Working area for encoding the spans being ingested.
+    encoder: wire::SpanEncoder,
 }
 
 impl std::fmt::Debug for TailSamplingCore {
@@ -496,11 +500,6 @@ impl std::fmt::Debug for TailSamplingCore {
             .field("bytes", &self.bytes)
             .finish_non_exhaustive()
     }
-}
-
-/// Size of a length-delimited message of `len` bytes.
-fn delimited_len(len: usize) -> usize {
-    prost::encoding::encoded_len_varint(len as u64) + len
 }
 
 fn trace_key(id: &[u8]) -> Option<u128> {
@@ -580,7 +579,7 @@ impl TailSamplingCore {
             tally: Tally::new(stats.per_policy.len()),
             stats,
             keys,
-            lens: Vec::new(),
+            encoder: wire::SpanEncoder::default(),
         }
     }
 
@@ -600,15 +599,13 @@ impl TailSamplingCore {
 
     /// Buffer spans (in groups sharing a resource/scope).
     pub fn ingest(&mut self, groups: ShardSpans, now: Instant) {
-        let mut lens = std::mem::take(&mut self.lens);
+        let mut encoder = std::mem::take(&mut self.encoder);
         for (scoped, mut spans) in groups {
             let resource = scoped
                 .resource
                 .as_ref()
                 .map_or(&[][..], |r| &r.attributes[..]);
             let group_mask = key_mask(resource, &self.keys);
-            lens.clear();
-            lens.extend(spans.iter().map(wire::span_len));
             let cap = match self.config.maximum_trace_size_bytes {
                 0 => usize::MAX,
                 n => n,
@@ -619,26 +616,29 @@ impl TailSamplingCore {
             let mut i = 0;
             while i < spans.len() {
                 let mut end = i + 1;
-                let mut run = delimited_len(lens[i]);
                 while end < spans.len() && spans[end].trace_id == spans[i].trace_id {
-                    run += delimited_len(lens[end]);
                     end += 1;
                 }
+                encoder.clear();
+                for span in &spans[i..end] {
+                    encoder.push(span);
+                }
+                let run = if end - i > 1 {
+                    encoder.delimited_len().min(cap)
+                } else {
+                    0
+                };
                 for (j, span) in spans[i..end].iter_mut().enumerate() {
-                    let size = Size {
-                        len: lens[i + j],
-                        run: if j == 0 && end - i > 1 {
-                            run.min(cap)
-                        } else {
-                            0
-                        },
+                    let encoded = Encoded {
+                        body: encoder.body(j),
+                        run: if j == 0 { run } else { 0 },
                     };
-                    self.ingest_one(&scoped, group_mask, span, size, now);
+                    self.ingest_one(&scoped, group_mask, span, encoded, now);
                 }
                 i = end;
             }
         }
-        self.lens = lens;
+        self.encoder = encoder;
         self.tally.publish(&self.stats);
     }
 
@@ -647,7 +647,7 @@ impl TailSamplingCore {
         scoped: &Arc<Scoped>,
         group_mask: u64,
         span: &mut Span,
-        size: Size,
+        encoded: Encoded<'_>,
         now: Instant,
     ) {
         let Some(id) = trace_key(&span.trace_id) else {
@@ -656,7 +656,7 @@ impl TailSamplingCore {
         };
         if let Some(t) = self.traces.get_mut(&id) {
             let is_root = span.parent_span_id.is_empty();
-            let bytes = t.push(scoped, group_mask, span, size, &self.keys);
+            let bytes = t.push(scoped, group_mask, span, encoded, &self.keys);
             self.bytes += bytes;
             self.spans += 1;
             self.tally.spans += 1;
@@ -714,7 +714,7 @@ impl TailSamplingCore {
             due,
             is_root,
         );
-        let bytes = t.push(scoped, group_mask, span, size, &self.keys);
+        let bytes = t.push(scoped, group_mask, span, encoded, &self.keys);
         self.traces.insert(id, t);
         self.due.push(std::cmp::Reverse((due, id)));
         self.arrival.push_back((id, now));

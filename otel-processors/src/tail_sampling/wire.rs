@@ -120,8 +120,10 @@ fn varint_len(v: u64) -> usize {
     }
 }
 
-/// Size of a length-delimited field with `len` bytes of payload (the tags here take one
-/// byte, except field 16's two, counted by the caller).
+/// Room for a tag (at most two bytes for the fields here) and a length (at most ten).
+const FIELD: usize = 12;
+
+/// Size of a length-delimited field with `len` bytes of payload (one-byte tag).
 #[inline(always)]
 fn len_field(len: usize) -> usize {
     1 + varint_len(len as u64) + len
@@ -158,51 +160,91 @@ fn attribute_len(kv: &KeyValue) -> Option<usize> {
     Some(key + value)
 }
 
-/// The exact size of `span`'s protobuf encoding (what prost's `encoded_len` says), with
-/// plain arithmetic for the scalar attributes that make up most of a span.
-pub(crate) fn span_len(span: &Span) -> usize {
-    let bytes = |b: &[u8]| if b.is_empty() { 0 } else { len_field(b.len()) };
-    let varint = |v: u64| if v == 0 { 0 } else { 1 + varint_len(v) };
-    let mut n = bytes(&span.trace_id)
-        + bytes(&span.span_id)
-        + bytes(span.trace_state.as_bytes())
-        + bytes(&span.parent_span_id)
-        + bytes(span.name.as_bytes())
-        + varint(span.kind as i64 as u64)
-        + if span.start_time_unix_nano != 0 { 9 } else { 0 }
-        + if span.end_time_unix_nano != 0 { 9 } else { 0 }
-        + varint(u64::from(span.dropped_attributes_count))
-        + varint(u64::from(span.dropped_events_count))
-        + varint(u64::from(span.dropped_links_count))
-        + if span.flags != 0 { 6 } else { 0 };
-    for kv in &span.attributes {
-        n += len_field(attribute_len(kv).unwrap_or_else(|| kv.encoded_len()));
-    }
-    n += span
-        .events
-        .iter()
-        .map(|e| len_field(e.encoded_len()))
-        .sum::<usize>();
-    n += span
-        .links
-        .iter()
-        .map(|l| len_field(l.encoded_len()))
-        .sum::<usize>();
-    n += span
-        .status
-        .as_ref()
-        .map_or(0, |s| len_field(s.encoded_len()));
-    n
+/// Encodes spans into a working area it keeps between calls (no allocation once warm): a
+/// span is written in one pass, with a room check per field instead of a capacity check
+/// per byte or a first pass to measure it. Bodies only; [`append_delimited`] frames them.
+#[derive(Debug, Default)]
+pub(crate) struct SpanEncoder {
+    /// Zero-filled working area; its length is the area's size, not what is used.
+    buf: Vec<u8>,
+    /// Where each encoded span's body ends.
+    ends: Vec<usize>,
 }
 
-/// Writes into a slice of the exact size: a store and a bounds check per byte, without a
-/// `Vec`'s capacity checks and length updates.
+impl SpanEncoder {
+    /// Forget the spans encoded so far (the area stays).
+    pub(crate) fn clear(&mut self) {
+        self.ends.clear();
+    }
+
+    /// Encode `span` after the ones already here.
+    pub(crate) fn push(&mut self, span: &Span) {
+        let start = self.ends.last().copied().unwrap_or(0);
+        loop {
+            let mut o = Out {
+                buf: &mut self.buf[..],
+                pos: start,
+            };
+            if o.span(span).is_some() {
+                self.ends.push(o.pos);
+                return;
+            }
+            // Out of room (rare: the area is kept): grow it and write the span again.
+            let want = (2 * self.buf.len()).max(start + 4096);
+            self.buf.resize(want, 0);
+        }
+    }
+
+    /// The body of the `i`-th span encoded since [`clear`](Self::clear).
+    pub(crate) fn body(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.buf[start..self.ends[i]]
+    }
+
+    /// What all the spans here take written length-delimited.
+    pub(crate) fn delimited_len(&self) -> usize {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let len = end - start;
+                start = end;
+                varint_len(len as u64) + len
+            })
+            .sum()
+    }
+}
+
+/// Bytes `body` takes written length-delimited.
+pub(crate) fn delimited_len(body: &[u8]) -> usize {
+    varint_len(body.len() as u64) + body.len()
+}
+
+/// Append an encoded span body as a length-delimited message.
+pub(crate) fn append_delimited(body: &[u8], out: &mut Vec<u8>) {
+    let mut len = body.len() as u64;
+    while len >= 0x80 {
+        out.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(body);
+}
+
+/// Writes into the encoder's working area: a store and a bounds check per byte; `room`
+/// checks, before each field, that the field fits (`None` ends the span's encoding, and
+/// the encoder grows the area and starts the span again).
 struct Out<'a> {
     buf: &'a mut [u8],
     pos: usize,
 }
 
 impl Out<'_> {
+    #[inline(always)]
+    fn room(&self, n: usize) -> Option<()> {
+        (self.pos + n <= self.buf.len()).then_some(())
+    }
+
     #[inline(always)]
     fn byte(&mut self, b: u8) {
         self.buf[self.pos] = b;
@@ -259,23 +301,29 @@ impl Out<'_> {
     }
 
     /// A nested message written by prost.
-    fn message(&mut self, field: u32, m: &impl Message) {
+    fn message(&mut self, field: u32, m: &impl Message) -> Option<()> {
+        self.room(FIELD + m.encoded_len())?;
         let mut rest = &mut self.buf[self.pos..];
         let room = rest.len();
         prost::encoding::message::encode(field, m, &mut rest);
         self.pos += room - rest.len();
+        Some(())
     }
 
     /// One attribute; scalar values by hand, anything else through prost.
     #[inline]
-    fn attribute(&mut self, kv: &KeyValue) {
+    fn attribute(&mut self, kv: &KeyValue) -> Option<()> {
         let Some(len) = attribute_len(kv) else {
             return self.message(SPAN_ATTRIBUTES, kv);
         };
+        // The KeyValue's, key's, AnyValue's and value's framing, key and value.
+        self.room(4 * FIELD + len)?;
         self.tag(SPAN_ATTRIBUTES, 2);
         self.varint(len as u64);
         self.bytes_field(KV_KEY, kv.key.as_bytes());
-        let Some(value) = &kv.value else { return };
+        let Some(value) = &kv.value else {
+            return Some(());
+        };
         let inner = value.value.as_ref();
         self.tag(KV_VALUE, 2);
         self.varint(scalar_len(inner).unwrap_or(0) as u64);
@@ -299,60 +347,56 @@ impl Out<'_> {
             }
             _ => {}
         }
+        Some(())
     }
-}
 
-/// Append `span` as a length-delimited protobuf message of `len` bytes (its
-/// [`span_len`]); byte for byte what prost writes, without prost's second walk to measure
-/// every nested message.
-///
-/// When the buffer must grow, it grows by about a quarter (at least 1 KiB), not doubling:
-/// these buffers are the memory the tail sampler keeps small. Callers that know more
-/// spans of the same trace follow reserve for all of them first.
-pub(crate) fn encode_span_delimited(span: &Span, len: usize, buf: &mut Vec<u8>) {
-    let start = buf.len();
-    let need = varint_len(len as u64) + len;
-    if buf.capacity() - start < need {
-        buf.reserve_exact(need.max(start / 4).max(1024));
-    }
-    buf.resize(start + need, 0);
-    let mut o = Out {
-        buf: &mut buf[start..],
-        pos: 0,
-    };
-    o.varint(len as u64);
-    o.bytes_field(1, &span.trace_id);
-    o.bytes_field(2, &span.span_id);
-    o.bytes_field(SPAN_TRACE_STATE, span.trace_state.as_bytes());
-    o.bytes_field(4, &span.parent_span_id);
-    o.bytes_field(5, span.name.as_bytes());
-    o.varint_field(6, span.kind as i64 as u64);
-    for (field, v) in [(7, span.start_time_unix_nano), (8, span.end_time_unix_nano)] {
-        if v != 0 {
-            o.tag(field, 1);
-            o.raw(&v.to_le_bytes());
+    /// A span's fields in field order: byte for byte what prost writes.
+    fn span(&mut self, span: &Span) -> Option<()> {
+        self.room(
+            16 * FIELD
+                + span.trace_id.len()
+                + span.span_id.len()
+                + span.trace_state.len()
+                + span.parent_span_id.len()
+                + span.name.len(),
+        )?;
+        self.bytes_field(1, &span.trace_id);
+        self.bytes_field(2, &span.span_id);
+        self.bytes_field(SPAN_TRACE_STATE, span.trace_state.as_bytes());
+        self.bytes_field(4, &span.parent_span_id);
+        self.bytes_field(5, span.name.as_bytes());
+        self.varint_field(6, span.kind as i64 as u64);
+        for (field, v) in [(7, span.start_time_unix_nano), (8, span.end_time_unix_nano)] {
+            if v != 0 {
+                self.tag(field, 1);
+                self.raw(&v.to_le_bytes());
+            }
         }
+        for kv in &span.attributes {
+            self.attribute(kv)?;
+        }
+        self.room(FIELD)?;
+        self.varint_field(10, u64::from(span.dropped_attributes_count));
+        for e in &span.events {
+            self.message(11, e)?;
+        }
+        self.room(FIELD)?;
+        self.varint_field(12, u64::from(span.dropped_events_count));
+        for l in &span.links {
+            self.message(13, l)?;
+        }
+        self.room(FIELD)?;
+        self.varint_field(14, u64::from(span.dropped_links_count));
+        if let Some(status) = &span.status {
+            self.message(15, status)?;
+        }
+        self.room(FIELD)?;
+        if span.flags != 0 {
+            self.tag(16, 5);
+            self.raw(&span.flags.to_le_bytes());
+        }
+        Some(())
     }
-    for kv in &span.attributes {
-        o.attribute(kv);
-    }
-    o.varint_field(10, u64::from(span.dropped_attributes_count));
-    for e in &span.events {
-        o.message(11, e);
-    }
-    o.varint_field(12, u64::from(span.dropped_events_count));
-    for l in &span.links {
-        o.message(13, l);
-    }
-    o.varint_field(14, u64::from(span.dropped_links_count));
-    if let Some(status) = &span.status {
-        o.message(15, status);
-    }
-    if span.flags != 0 {
-        o.tag(16, 5);
-        o.raw(&span.flags.to_le_bytes());
-    }
-    debug_assert_eq!(o.pos, need, "span_len disagrees with the encoder");
 }
 
 // ---- decoding ----
@@ -402,9 +446,7 @@ fn decode_attribute(b: &[u8]) -> Option<KeyValue> {
 /// what prost's `Span::decode` gives for the same bytes.
 pub(crate) fn decode_span(buf: &[u8]) -> Option<Span> {
     let mut span = Span::default();
-    let attributes = fields(buf)
-        .filter(|(f, _)| *f == SPAN_ATTRIBUTES)
-        .count();
+    let attributes = fields(buf).filter(|(f, _)| *f == SPAN_ATTRIBUTES).count();
     span.attributes.reserve_exact(attributes);
     let mut it = fields(buf);
     for (field, w) in &mut it {
@@ -583,11 +625,16 @@ mod tests {
                 message: "m".into(),
             }),
         };
+        let mut enc = SpanEncoder::default();
         for span in [full, Span::default()] {
+            // Twice: the second time in an area already used (and grown).
+            enc.clear();
+            enc.push(&span);
+            enc.push(&span);
+            assert_eq!(enc.body(0), enc.body(1));
+            assert_eq!(enc.delimited_len(), 2 * delimited_len(enc.body(0)));
             let mut buf = vec![0xAA];
-            let len = span_len(&span);
-            assert_eq!(len, span.encoded_len());
-            encode_span_delimited(&span, len, &mut buf);
+            append_delimited(enc.body(1), &mut buf);
             // Byte for byte what prost writes, and read back as prost reads it.
             assert_eq!(buf[1..], span.encode_length_delimited_to_vec()[..]);
             let body = delimited(&buf[1..]).next().unwrap();
