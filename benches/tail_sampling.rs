@@ -1,8 +1,8 @@
 //! The tail sampler with the seed policies (errors, > 2 s, `sampling.priority`, 5 % of the
 //! rest) on realistic traces (20 spans, 10 attributes each):
 //! - `tail_sampling/core`: ingest + decision on one core (one shard's engine);
-//! - `tail_sampling/pipeline_shards_{1,2}`: the processor end to end with one and two
-//!   shards, to see how it scales with cores;
+//! - `tail_sampling/pipeline_cores_{1,2}`: the processor end to end on one and two
+//!   runtime threads, to see how it scales with cores;
 //! - `tail_sampling/floor`: freeing the same spans, which any stage that drops decoded
 //!   spans pays;
 //! - `tail_sampling/core_threads_{1,2}`: shard engines on one and two threads;
@@ -24,7 +24,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput};
-use otel_pipeline::processors::tail_sampling::{TailSampler, shard_batch};
+use otel_pipeline::processors::tail_sampling::TailSampler;
 use otel_pipeline::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otel_pipeline::testing::InMemoryReceiver;
 use otel_pipeline::{Batch, Pipeline, Signal, Traces};
@@ -55,7 +55,8 @@ fn bench(c: &mut Criterion) {
             },
             |req| {
                 let now = tokio::time::Instant::now();
-                core.ingest(shard_batch(Batch::new(req), 1).remove(0), now);
+                let part = core.prepare(Batch::new(req), 1).remove(0);
+                core.ingest(&part, now);
                 core.decide_all(now, false);
                 black_box(core.take_output())
             },
@@ -64,7 +65,9 @@ fn bench(c: &mut Criterion) {
     });
 
     // Shard engines on 1 and 2 threads over the same 40k spans: how the sharded design
-    // scales with cores when nothing else competes for them.
+    // scales with cores when nothing else competes for them. Each thread builds its share
+    // of the requests outside the timing, as a receiver's task decodes them, then prepares
+    // (encodes, frees the decoded spans), ingests and decides them.
     let work: Vec<ExportTraceServiceRequest> = (0..4).map(|i| traces(500, 300 + i)).collect();
     let work_spans: u64 = work.iter().map(|r| Traces::item_count(r) as u64).sum();
     g.throughput(Throughput::Elements(work_spans));
@@ -73,32 +76,36 @@ fn bench(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let mut elapsed = Duration::ZERO;
                 for _ in 0..iters {
-                    // Shard outside the timing, as the receivers' tasks would.
-                    let mut parts: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
-                    for req in work.clone() {
-                        for (i, part) in shard_batch(Batch::new(req), threads)
+                    let barrier = std::sync::Barrier::new(threads);
+                    elapsed += std::thread::scope(|scope| {
+                        let handles: Vec<_> = (0..threads)
+                            .map(|t| {
+                                let (work, barrier) = (&work, &barrier);
+                                scope.spawn(move || {
+                                    let mine: Vec<_> =
+                                        work.iter().skip(t).step_by(threads).cloned().collect();
+                                    let mut core =
+                                        TailSampler::core(config(1), telemetry()).expect("core");
+                                    barrier.wait();
+                                    let start = Instant::now();
+                                    let now = tokio::time::Instant::now();
+                                    for req in mine {
+                                        let part = core.prepare(Batch::new(req), 1).remove(0);
+                                        core.ingest(&part, now);
+                                    }
+                                    core.decide_all(now, false);
+                                    black_box(core.take_output());
+                                    start.elapsed()
+                                })
+                            })
+                            .collect();
+                        // The slower thread's time: the work is done when both are.
+                        handles
                             .into_iter()
-                            .enumerate()
-                        {
-                            parts[i].push(part);
-                        }
-                    }
-                    let start = Instant::now();
-                    std::thread::scope(|scope| {
-                        for part in parts {
-                            scope.spawn(move || {
-                                let mut core =
-                                    TailSampler::core(config(1), telemetry()).expect("core");
-                                let now = tokio::time::Instant::now();
-                                for spans in part {
-                                    core.ingest(spans, now);
-                                }
-                                core.decide_all(now, false);
-                                black_box(core.take_output());
-                            });
-                        }
+                            .map(|h| h.join().expect("joins"))
+                            .max()
+                            .unwrap_or_default()
                     });
-                    elapsed += start.elapsed();
                 }
                 elapsed
             })
@@ -136,49 +143,56 @@ fn bench(c: &mut Criterion) {
         });
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let requests: Vec<ExportTraceServiceRequest> = (0..20).map(|i| traces(250, 100 + i)).collect();
+    // The processor end to end on a runtime with one and with two worker threads (and as
+    // many shards): two producer tasks, as two receiver connections, build their requests
+    // on the runtime's threads (as receivers decode them) and send them; shutdown decides
+    // everything buffered. This is "two cores against one" for the whole sampler.
+    let requests: std::sync::Arc<Vec<ExportTraceServiceRequest>> =
+        std::sync::Arc::new((0..20).map(|i| traces(250, 100 + i)).collect());
     let total: u64 = requests.iter().map(|r| Traces::item_count(r) as u64).sum();
     g.throughput(Throughput::Elements(total));
-    for shards in [1, 2] {
-        g.bench_function(format!("pipeline_shards_{shards}/100k_spans"), |b| {
+    for cores in [1usize, 2] {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        g.bench_function(format!("pipeline_cores_{cores}/100k_spans"), |b| {
             b.iter_custom(|iters| {
                 let mut elapsed = Duration::ZERO;
                 for _ in 0..iters {
-                    let reqs = requests.clone();
                     elapsed += runtime.block_on(async {
                         let (receiver, sender) = InMemoryReceiver::new();
                         let (exporter, _out) = otel_pipeline::testing::InMemoryExporter::new();
                         let running = Pipeline::traces()
                             .receiver(receiver)
-                            .processor(TailSampler::new(config(shards)))
+                            .processor(TailSampler::new(config(cores)))
                             .exporter(exporter)
                             .build()
                             .expect("builds")
                             .start()
                             .await
                             .expect("starts");
+                        let ready = std::sync::Arc::new(tokio::sync::Barrier::new(3));
+                        let producers: Vec<_> = (0..2)
+                            .map(|p| {
+                                let (sender, ready) = (sender.clone(), ready.clone());
+                                let requests = std::sync::Arc::clone(&requests);
+                                tokio::spawn(async move {
+                                    let mine: Vec<_> =
+                                        requests.iter().skip(p).step_by(2).cloned().collect();
+                                    ready.wait().await;
+                                    for r in mine {
+                                        sender.send(r).await.expect("accepted");
+                                    }
+                                })
+                            })
+                            .collect();
+                        ready.wait().await;
                         let head = Instant::now();
-                        // Two producers, as two receiver connections would be.
-                        let (a, b): (Vec<_>, Vec<_>) =
-                            reqs.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
-                        let s2 = sender.clone();
-                        let t1 = tokio::spawn(async move {
-                            for (_, r) in a {
-                                sender.send(r).await.expect("accepted");
-                            }
-                        });
-                        let t2 = tokio::spawn(async move {
-                            for (_, r) in b {
-                                s2.send(r).await.expect("accepted");
-                            }
-                        });
-                        let _ = t1.await;
-                        let _ = t2.await;
+                        for p in producers {
+                            p.await.expect("producer");
+                        }
                         // Shutdown decides everything buffered.
                         running
                             .shutdown(Duration::from_secs(60))

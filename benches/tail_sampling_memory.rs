@@ -6,7 +6,7 @@
 use std::alloc::System;
 use std::hint::black_box;
 
-use otel_pipeline::processors::tail_sampling::{TailSampler, shard_batch};
+use otel_pipeline::processors::tail_sampling::TailSampler;
 use otel_pipeline::{Batch, Signal, Traces};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -33,8 +33,9 @@ fn memory_report() {
     // is built inside the region and its spans moved into the sampler, so what the request
     // no longer needs is freed again and nets out.
     let region = Region::new(GLOBAL);
-    let input = shard_batch(Batch::new(traces(N, 1)), 1).remove(0);
-    core.ingest(input, now);
+    let input = core.prepare(Batch::new(traces(N, 1)), 1).remove(0);
+    core.ingest(&input, now);
+    drop(input);
     let stats = region.change();
     // stats_alloc already folds reallocations into allocated/deallocated.
     let held = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64;

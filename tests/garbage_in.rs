@@ -129,12 +129,10 @@ fn protobuf_decoding_of_garbage_never_panics() {
             )
             .expect("core");
             let now = tokio::time::Instant::now();
-            let spans = otel_pipeline::processors::tail_sampling::shard_batch(
-                otel_pipeline::Batch::<otel_pipeline::Traces>::new(req),
-                1,
-            )
-            .remove(0);
-            core.ingest(spans, now);
+            let spans = core
+                .prepare(otel_pipeline::Batch::<otel_pipeline::Traces>::new(req), 1)
+                .remove(0);
+            core.ingest(&spans, now);
             core.decide_all(now, false);
             let _ = core.take_output();
         }

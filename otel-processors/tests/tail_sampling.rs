@@ -938,7 +938,6 @@ async fn invalid_configurations_name_the_setting() {
 #[tokio::test(start_paused = true)]
 async fn output_groups_spans_by_their_resource_and_scope() {
     use otel_pipeline_core::Batch;
-    use otel_processors::tail_sampling::shard_batch;
 
     let config: TailSamplingConfig = from_yaml(
         "processors.tail_sampling",
@@ -970,8 +969,12 @@ async fn output_groups_spans_by_their_resource_and_scope() {
     let a = with_service(vec![t1[0].clone(), t2[0].clone(), t2[1].clone()], "a");
     let b = with_service(vec![t1[1].clone(), t3[0].clone(), t3[1].clone()], "b");
     let now = Instant::now();
-    core.ingest(shard_batch(Batch::new(a), 1).remove(0), now);
-    core.ingest(shard_batch(Batch::new(b), 1).remove(0), now);
+    let (a, b) = (
+        core.prepare(Batch::new(a), 1).remove(0),
+        core.prepare(Batch::new(b), 1).remove(0),
+    );
+    core.ingest(&a, now);
+    core.ingest(&b, now);
     core.decide_all(now, false);
     let out = core.take_output().unwrap();
 

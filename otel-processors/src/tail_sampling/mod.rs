@@ -90,8 +90,54 @@ pub struct Scoped {
     pub scope_schema_url: String,
 }
 
-/// Spans routed to one shard, in groups that share a resource and scope.
-pub type ShardSpans = Vec<(Arc<Scoped>, Vec<Span>)>;
+/// What the shard needs to know of a span without reading its bytes.
+#[derive(Debug, Clone, Copy)]
+struct SpanMeta {
+    /// The trace id (`None`: not 16 bytes).
+    id: Option<u128>,
+    /// Where the span's encoding ends in [`ShardBatch::bytes`].
+    end: usize,
+    start_ns: u64,
+    end_ns: u64,
+    /// Which of the attribute policies' keys the span's attributes hold.
+    mask: u64,
+    status: u8,
+    sampled_flag: bool,
+    root: bool,
+}
+
+/// Spans for one shard, already encoded by [`TailSamplingCore::prepare`] on the caller's
+/// thread, in groups that share a resource and scope.
+///
+/// Encoding on the caller's side means the decoded spans are freed by the thread that
+/// decoded them (receivers' tasks), which the allocator does fastest, and the work spreads
+/// over the callers; the shard only files bytes and decides.
+#[derive(Debug, Default)]
+pub struct ShardBatch {
+    /// (resource/scope, key mask of the resource, index in `spans` where the group ends).
+    groups: Vec<(Arc<Scoped>, u64, usize)>,
+    /// The spans' encodings, back to back.
+    bytes: Vec<u8>,
+    spans: Vec<SpanMeta>,
+}
+
+impl ShardBatch {
+    /// Spans in the batch.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether the batch holds no span.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The encoding of span `i`.
+    fn body(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.spans[i - 1].end };
+        &self.bytes[start..self.spans[i].end]
+    }
+}
 
 /// The spans buffered for one trace, **encoded** (protobuf, length-delimited, about a
 /// sixth of the memory of decoded spans), with a summary of what the cheap policies need.
@@ -147,23 +193,21 @@ impl TraceBuf {
         }
     }
 
-    /// Summarise `span` and buffer its encoding; returns the bytes it takes.
+    /// Summarise a span and buffer its encoding; returns the bytes it takes.
     /// `group_mask` is the key mask of the group's resource, computed once per group.
     fn push(
         &mut self,
         scoped: &Arc<Scoped>,
         group_mask: u64,
-        span: &Span,
+        meta: &SpanMeta,
         encoded: Encoded<'_>,
-        keys: &[String],
     ) -> usize {
         self.spans += 1;
-        self.attr_mask |= group_mask | key_mask(&span.attributes, keys);
-        self.min_start = self.min_start.min(span.start_time_unix_nano);
-        self.max_end = self.max_end.max(span.end_time_unix_nano);
-        let code = span.status.as_ref().map_or(0, |s| s.code);
-        self.statuses |= 1 << code.clamp(0, 2);
-        self.any_sampled_flag |= span.flags & 0x01 != 0;
+        self.attr_mask |= group_mask | meta.mask;
+        self.min_start = self.min_start.min(meta.start_ns);
+        self.max_end = self.max_end.max(meta.end_ns);
+        self.statuses |= 1 << meta.status;
+        self.any_sampled_flag |= meta.sampled_flag;
         let buf = match self.groups.last_mut() {
             Some((s, buf)) if Arc::ptr_eq(s, scoped) => buf,
             _ => {
@@ -487,9 +531,7 @@ pub struct TailSamplingCore {
     stats: Arc<Stats>,
     tally: Tally,
     /// Keys the attribute policies look at, noted per trace at ingest.
-    keys: Vec<String>,
-    /// Working area for encoding the spans being ingested.
-    encoder: wire::SpanEncoder,
+    keys: Arc<[String]>,
 }
 
 impl std::fmt::Debug for TailSamplingCore {
@@ -578,8 +620,7 @@ impl TailSamplingCore {
             config,
             tally: Tally::new(stats.per_policy.len()),
             stats,
-            keys,
-            encoder: wire::SpanEncoder::default(),
+            keys: keys.into(),
         }
     }
 
@@ -597,48 +638,46 @@ impl TailSamplingCore {
         self.due.peek().map(|r| r.0.0)
     }
 
-    /// Buffer spans (in groups sharing a resource/scope).
-    pub fn ingest(&mut self, groups: ShardSpans, now: Instant) {
-        let mut encoder = std::mem::take(&mut self.encoder);
-        for (scoped, mut spans) in groups {
-            let resource = scoped
-                .resource
-                .as_ref()
-                .map_or(&[][..], |r| &r.attributes[..]);
-            let group_mask = key_mask(resource, &self.keys);
-            let cap = match self.config.maximum_trace_size_bytes {
-                0 => usize::MAX,
-                n => n,
-            };
-            // By reference: the spans are encoded, not moved; the group's vector is freed
-            // in one go at the end. SDKs export a request's spans together, so spans of
-            // one trace come in runs: each run's room is reserved at its first span.
-            let mut i = 0;
-            while i < spans.len() {
+    /// Encode a batch for the shards, on the caller's thread: spans split by trace id over
+    /// `shards`, each with what the shard's policies need to know of it.
+    pub fn prepare(&self, batch: Batch<Traces>, shards: usize) -> Vec<ShardBatch> {
+        prepare(batch, shards, &self.keys)
+    }
+
+    /// Buffer a prepared batch.
+    pub fn ingest(&mut self, batch: &ShardBatch, now: Instant) {
+        let cap = match self.config.maximum_trace_size_bytes {
+            0 => usize::MAX,
+            n => n,
+        };
+        let mut from = 0;
+        for (scoped, group_mask, to) in &batch.groups {
+            // SDKs export a request's spans together, so spans of one trace come in runs:
+            // each run's room is reserved at its first span.
+            let mut i = from;
+            while i < *to {
+                let id = batch.spans[i].id;
                 let mut end = i + 1;
-                while end < spans.len() && spans[end].trace_id == spans[i].trace_id {
+                let mut run = wire::delimited_len(batch.body(i));
+                while end < *to && batch.spans[end].id == id {
+                    run += wire::delimited_len(batch.body(end));
                     end += 1;
                 }
-                encoder.clear();
-                for span in &spans[i..end] {
-                    encoder.push(span);
-                }
-                let run = if end - i > 1 {
-                    encoder.delimited_len().min(cap)
-                } else {
-                    0
-                };
-                for (j, span) in spans[i..end].iter_mut().enumerate() {
+                for k in i..end {
                     let encoded = Encoded {
-                        body: encoder.body(j),
-                        run: if j == 0 { run } else { 0 },
+                        body: batch.body(k),
+                        run: if k == i && end - i > 1 {
+                            run.min(cap)
+                        } else {
+                            0
+                        },
                     };
-                    self.ingest_one(&scoped, group_mask, span, encoded, now);
+                    self.ingest_one(scoped, *group_mask, &batch.spans[k], encoded, now);
                 }
                 i = end;
             }
+            from = *to;
         }
-        self.encoder = encoder;
         self.tally.publish(&self.stats);
     }
 
@@ -646,17 +685,17 @@ impl TailSamplingCore {
         &mut self,
         scoped: &Arc<Scoped>,
         group_mask: u64,
-        span: &mut Span,
+        meta: &SpanMeta,
         encoded: Encoded<'_>,
         now: Instant,
     ) {
-        let Some(id) = trace_key(&span.trace_id) else {
+        let Some(id) = meta.id else {
             self.tally.dropped("invalid_trace_id", 1);
             return;
         };
+        let is_root = meta.root;
         if let Some(t) = self.traces.get_mut(&id) {
-            let is_root = span.parent_span_id.is_empty();
-            let bytes = t.push(scoped, group_mask, span, encoded, &self.keys);
+            let bytes = t.push(scoped, group_mask, meta, encoded);
             self.bytes += bytes;
             self.spans += 1;
             self.tally.spans += 1;
@@ -680,8 +719,12 @@ impl TailSamplingCore {
         }
         if self.sampled.contains(id) {
             self.tally.late_sampled += 1;
-            self.out
-                .push((Arc::clone(scoped), vec![std::mem::take(span)]));
+            match wire::decode_span(encoded.body)
+                .or_else(|| <Span as prost::Message>::decode(encoded.body).ok())
+            {
+                Some(span) => self.out.push((Arc::clone(scoped), vec![span])),
+                None => self.tally.dropped("undecodable", 1),
+            }
             return;
         }
         if self.not_sampled.contains(id) {
@@ -699,7 +742,6 @@ impl TailSamplingCore {
             }
         }
         let mut due = now + self.config.decision_wait;
-        let is_root = span.parent_span_id.is_empty();
         if let Some(after) = self
             .config
             .decision_wait_after_root_received
@@ -709,12 +751,12 @@ impl TailSamplingCore {
         }
         let mut t = TraceBuf::new(
             id.to_be_bytes(),
-            span.trace_state.clone(),
+            wire::span_trace_state(encoded.body).to_owned(),
             now,
             due,
             is_root,
         );
-        let bytes = t.push(scoped, group_mask, span, encoded, &self.keys);
+        let bytes = t.push(scoped, group_mask, meta, encoded);
         self.traces.insert(id, t);
         self.due.push(std::cmp::Reverse((due, id)));
         self.arrival.push_back((id, now));
@@ -962,9 +1004,18 @@ impl TailSampler {
     }
 }
 
-/// Split a batch into per-shard span lists, sharing each group's resource and scope.
-pub fn shard_batch(batch: Batch<Traces>, shards: usize) -> Vec<ShardSpans> {
-    let mut out: Vec<ShardSpans> = (0..shards).map(|_| Vec::new()).collect();
+/// Split a batch over `shards` by trace id and encode each span for its shard, sharing
+/// each group's resource and scope; the decoded spans are freed here, on the caller's
+/// thread.
+fn prepare(batch: Batch<Traces>, shards: usize, keys: &[String]) -> Vec<ShardBatch> {
+    let spans = <Traces as otel_pipeline_core::Signal>::item_count(&batch.data);
+    let mut out: Vec<(ShardBatch, wire::SpanEncoder)> = (0..shards)
+        .map(|_| {
+            let mut batch = ShardBatch::default();
+            batch.spans.reserve(spans / shards + 1);
+            (batch, wire::SpanEncoder::with_room(spans / shards * 384))
+        })
+        .collect();
     for rs in batch.data.resource_spans {
         let mut resource = rs.resource;
         let groups = rs.scope_spans.len();
@@ -975,43 +1026,56 @@ pub fn shard_batch(batch: Batch<Traces>, shards: usize) -> Vec<ShardSpans> {
             } else {
                 resource.clone()
             };
+            let group_mask = key_mask(
+                resource.as_ref().map_or(&[][..], |r| &r.attributes[..]),
+                keys,
+            );
             let scoped = Arc::new(Scoped {
                 resource,
                 resource_schema_url: rs.schema_url.clone(),
                 scope: ss.scope,
                 scope_schema_url: ss.schema_url,
             });
-            if shards == 1 {
-                // The group's vector moves whole: no span is touched.
-                out[0].push((scoped, ss.spans));
-                continue;
+            for span in &ss.spans {
+                let id = trace_key(&span.trace_id);
+                // The trace id's low bytes are random (W3C Level 2).
+                let shard = id.map_or(0, |id| (id as u64 % shards as u64) as usize);
+                let (part, encoder) = &mut out[shard];
+                encoder.push(span);
+                part.spans.push(SpanMeta {
+                    id,
+                    end: encoder.used(),
+                    start_ns: span.start_time_unix_nano,
+                    end_ns: span.end_time_unix_nano,
+                    mask: key_mask(&span.attributes, keys),
+                    status: span.status.as_ref().map_or(0, |s| s.code.clamp(0, 2) as u8),
+                    sampled_flag: span.flags & 0x01 != 0,
+                    root: span.parent_span_id.is_empty(),
+                });
             }
-            let mut parts: Vec<Vec<Span>> = (0..shards).map(|_| Vec::new()).collect();
-            for span in ss.spans {
-                let shard = if span.trace_id.len() != 16 {
-                    0
-                } else {
-                    // The trace id's low bytes are random (W3C Level 2).
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&span.trace_id[8..16]);
-                    (u64::from_be_bytes(b) % shards as u64) as usize
-                };
-                parts[shard].push(span);
-            }
-            for (shard, part) in parts.into_iter().enumerate() {
-                if !part.is_empty() {
-                    out[shard].push((Arc::clone(&scoped), part));
+            for (part, _) in &mut out {
+                let n = part.spans.len();
+                match part.groups.last() {
+                    Some((_, _, end)) if *end == n => {}
+                    _ => part.groups.push((Arc::clone(&scoped), group_mask, n)),
                 }
             }
+            // `ss.spans` (decoded) is freed here.
         }
     }
-    out
+    out.into_iter()
+        .map(|(mut part, encoder)| {
+            part.bytes = encoder.into_bytes();
+            part
+        })
+        .collect()
 }
 
 /// The consumer built by [`TailSampler`].
 #[derive(Debug)]
 pub struct TailSamplingConsumer {
-    shards: Vec<mpsc::Sender<ShardSpans>>,
+    shards: Vec<mpsc::Sender<ShardBatch>>,
+    keys: Arc<[String]>,
 }
 
 impl Consumer<Traces> for TailSamplingConsumer {
@@ -1022,7 +1086,7 @@ impl Consumer<Traces> for TailSamplingConsumer {
                 "tail sampler is shutting down",
             ));
         }
-        for (shard, spans) in shard_batch(batch, self.shards.len())
+        for (shard, spans) in prepare(batch, self.shards.len(), &self.keys)
             .into_iter()
             .enumerate()
         {
@@ -1032,7 +1096,7 @@ impl Consumer<Traces> for TailSamplingConsumer {
             if let Err(mpsc::error::SendError(spans)) = self.shards[shard].send(spans).await {
                 // Shutdown raced us: these spans were accepted by nobody; say so.
                 return Err(ConsumeError::rejected(
-                    spans.iter().map(|(_, s)| s.len()).sum(),
+                    spans.len(),
                     "tail sampler shut down while accepting",
                 ));
             }
@@ -1043,7 +1107,7 @@ impl Consumer<Traces> for TailSamplingConsumer {
 
 struct Workers<N> {
     next: Mutex<Option<N>>,
-    cores: Mutex<Vec<(TailSamplingCore, mpsc::Receiver<ShardSpans>)>>,
+    cores: Mutex<Vec<(TailSamplingCore, mpsc::Receiver<ShardBatch>)>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stop_tx: watch::Sender<bool>,
     deadline: Arc<Mutex<Option<Instant>>>,
@@ -1107,6 +1171,7 @@ impl Processor<Traces> for TailSampler {
             ));
         }
         let (stop_tx, _) = watch::channel(false);
+        let keys = Arc::clone(&cores[0].0.keys);
         ctx.register_lifecycle(Arc::new(Workers {
             next: Mutex::new(Some(next)),
             cores: Mutex::new(cores),
@@ -1117,7 +1182,10 @@ impl Processor<Traces> for TailSampler {
             drop_on_shutdown: config.drop_pending_traces_on_shutdown,
             clock: self.clock,
         }));
-        Ok(TailSamplingConsumer { shards: senders })
+        Ok(TailSamplingConsumer {
+            shards: senders,
+            keys,
+        })
     }
 }
 
@@ -1162,7 +1230,7 @@ impl<N: Consumer<Traces>> Lifecycle for Workers<N> {
 
 async fn run_shard<N: Consumer<Traces>>(
     mut core: TailSamplingCore,
-    mut rx: mpsc::Receiver<ShardSpans>,
+    mut rx: mpsc::Receiver<ShardBatch>,
     mut stop: watch::Receiver<bool>,
     env: Arc<ShardEnv<N>>,
 ) {
@@ -1192,7 +1260,7 @@ async fn run_shard<N: Consumer<Traces>>(
             received = rx.recv(), if !waiting => match received {
                 Some(spans) => {
                     let now = clock.now();
-                    core.ingest(spans, now);
+                    core.ingest(&spans, now);
                     // Decisions stay on time even while a backlog is ingested.
                     core.decide_due(now);
                 }
@@ -1209,7 +1277,7 @@ async fn run_shard<N: Consumer<Traces>>(
     rx.close();
     let now = clock.now();
     while let Some(spans) = rx.recv().await {
-        core.ingest(spans, now);
+        core.ingest(&spans, now);
     }
     core.decide_all(now, *drop_on_shutdown);
     if let Some(out) = core.take_output() {

@@ -160,58 +160,53 @@ fn attribute_len(kv: &KeyValue) -> Option<usize> {
     Some(key + value)
 }
 
-/// Encodes spans into a working area it keeps between calls (no allocation once warm): a
-/// span is written in one pass, with a room check per field instead of a capacity check
-/// per byte or a first pass to measure it. Bodies only; [`append_delimited`] frames them.
+/// Encodes spans back to back into a zero-filled area: a span is written in one pass, with
+/// a room check per field instead of a capacity check per byte or a first pass to measure
+/// it. Bodies only; [`append_delimited`] frames them.
 #[derive(Debug, Default)]
 pub(crate) struct SpanEncoder {
     /// Zero-filled working area; its length is the area's size, not what is used.
     buf: Vec<u8>,
-    /// Where each encoded span's body ends.
-    ends: Vec<usize>,
+    /// Bytes used by the spans encoded so far.
+    used: usize,
 }
 
 impl SpanEncoder {
-    /// Forget the spans encoded so far (the area stays).
-    pub(crate) fn clear(&mut self) {
-        self.ends.clear();
+    /// An encoder with `bytes` of room to start with.
+    pub(crate) fn with_room(bytes: usize) -> Self {
+        Self {
+            buf: vec![0; bytes],
+            used: 0,
+        }
+    }
+
+    /// Bytes used by the spans encoded so far.
+    pub(crate) fn used(&self) -> usize {
+        self.used
+    }
+
+    /// The encodings, back to back (the area's unused rest cut off).
+    pub(crate) fn into_bytes(mut self) -> Vec<u8> {
+        self.buf.truncate(self.used);
+        self.buf
     }
 
     /// Encode `span` after the ones already here.
     pub(crate) fn push(&mut self, span: &Span) {
-        let start = self.ends.last().copied().unwrap_or(0);
+        let start = self.used;
         loop {
             let mut o = Out {
                 buf: &mut self.buf[..],
                 pos: start,
             };
             if o.span(span).is_some() {
-                self.ends.push(o.pos);
+                self.used = o.pos;
                 return;
             }
-            // Out of room (rare: the area is kept): grow it and write the span again.
+            // Out of room: grow the area and write the span again.
             let want = (2 * self.buf.len()).max(start + 4096);
             self.buf.resize(want, 0);
         }
-    }
-
-    /// The body of the `i`-th span encoded since [`clear`](Self::clear).
-    pub(crate) fn body(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.buf[start..self.ends[i]]
-    }
-
-    /// What all the spans here take written length-delimited.
-    pub(crate) fn delimited_len(&self) -> usize {
-        let mut start = 0;
-        self.ends
-            .iter()
-            .map(|&end| {
-                let len = end - start;
-                start = end;
-                varint_len(len as u64) + len
-            })
-            .sum()
     }
 }
 
@@ -625,16 +620,18 @@ mod tests {
                 message: "m".into(),
             }),
         };
-        let mut enc = SpanEncoder::default();
         for span in [full, Span::default()] {
-            // Twice: the second time in an area already used (and grown).
-            enc.clear();
+            // Twice: the second one after the area has had to grow.
+            let mut enc = SpanEncoder::with_room(16);
             enc.push(&span);
+            let first = enc.used();
             enc.push(&span);
-            assert_eq!(enc.body(0), enc.body(1));
-            assert_eq!(enc.delimited_len(), 2 * delimited_len(enc.body(0)));
+            let bytes = enc.into_bytes();
+            assert_eq!(bytes.len(), 2 * first);
+            assert_eq!(bytes[..first], bytes[first..]);
             let mut buf = vec![0xAA];
-            append_delimited(enc.body(1), &mut buf);
+            append_delimited(&bytes[first..], &mut buf);
+            assert_eq!(buf.len(), 1 + delimited_len(&bytes[first..]));
             // Byte for byte what prost writes, and read back as prost reads it.
             assert_eq!(buf[1..], span.encode_length_delimited_to_vec()[..]);
             let body = delimited(&buf[1..]).next().unwrap();
