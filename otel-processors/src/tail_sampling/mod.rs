@@ -413,6 +413,9 @@ impl Tally {
     }
 
     fn dropped(&mut self, reason: &'static str, n: usize) {
+        if n == 0 {
+            return;
+        }
         match self.dropped.iter_mut().find(|(r, _)| *r == reason) {
             Some((_, count)) => *count += n,
             None => self.dropped.push((reason, n)),
@@ -853,6 +856,9 @@ impl TailSamplingCore {
         if keep {
             self.sampled.insert(id);
             let mut groups = t.decode();
+            let decoded: usize = groups.iter().map(|(_, spans)| spans.len()).sum();
+            self.tally
+                .dropped("undecodable", t.spans - decoded.min(t.spans));
             // Kept only by probability: record the threshold for adjusted counts.
             if let Some(th) = th.filter(|_| !non_probabilistic_sampled) {
                 for (_, spans) in &mut groups {
