@@ -642,7 +642,7 @@ impl TailSamplingCore {
     }
 
     /// Encode a batch for the shards, on the caller's thread: spans split by trace id over
-    /// `shards`, each with what the shard's policies need to know of it.
+    /// `shards` (at least one), each with what the shard's policies need to know of it.
     pub fn prepare(&self, batch: Batch<Traces>, shards: usize) -> Vec<ShardBatch> {
         prepare(batch, shards, &self.keys)
     }
@@ -1014,12 +1014,15 @@ impl TailSampler {
 /// each group's resource and scope; the decoded spans are freed here, on the caller's
 /// thread.
 fn prepare(batch: Batch<Traces>, shards: usize, keys: &[String]) -> Vec<ShardBatch> {
+    let shards = shards.max(1);
     let spans = <Traces as otel_pipeline_core::Signal>::item_count(&batch.data);
     let mut out: Vec<(ShardBatch, wire::SpanEncoder)> = (0..shards)
         .map(|_| {
             let mut batch = ShardBatch::default();
             batch.spans.reserve(spans / shards + 1);
-            (batch, wire::SpanEncoder::with_room(spans / shards * 384))
+            // Room for typical spans (about 350 bytes), capped: the area doubles if needed.
+            let room = (spans / shards * 384).min(4 << 20);
+            (batch, wire::SpanEncoder::with_room(room))
         })
         .collect();
     for rs in batch.data.resource_spans {

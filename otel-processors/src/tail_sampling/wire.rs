@@ -188,6 +188,10 @@ impl SpanEncoder {
     /// The encodings, back to back (the area's unused rest cut off).
     pub(crate) fn into_bytes(mut self) -> Vec<u8> {
         self.buf.truncate(self.used);
+        // Batches wait in the shards' queues: do not hold twice what they need there.
+        if self.buf.capacity() > 2 * self.used + 4096 {
+            self.buf.shrink_to_fit();
+        }
         self.buf
     }
 
