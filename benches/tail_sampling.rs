@@ -6,8 +6,9 @@
 //! - `tail_sampling/floor`: freeing the same spans, which any stage that drops decoded
 //!   spans pays;
 //! - `tail_sampling/core_threads_{1,2}`: shard engines on one and two threads;
-//! - `tail_sampling/machine_ceiling_threads_{1,2}`: pure arithmetic on one and two threads,
-//!   the most any work can gain from the second core of the machine the bench runs on.
+//! - `tail_sampling/machine_ceiling_{alu,cache,memory}_threads_{1,2}`: arithmetic, in-cache
+//!   and from-memory array work on one and two threads: what the machine the bench runs on
+//!   gives a second core, for compute-bound and memory-bound work.
 //!
 //! Memory per buffered span is measured by `benches/tail_sampling_memory.rs` (a counting
 //! allocator would slow these timings down).
@@ -112,13 +113,14 @@ fn bench(c: &mut Criterion) {
         });
     }
 
-    // The machine's own ceiling, measured the same way: the same fixed amount of pure
-    // arithmetic (no allocation, no shared memory) split over 1 and 2 threads. On a VM
-    // whose two vCPUs are not two whole cores, this is well under 2x, and the sampler's
-    // scaling should be read against it.
+    // The machine's own ceilings, measured the same way: a fixed amount of work split over
+    // 1 and 2 threads, each on its own data. Pure register arithmetic shows what the cores
+    // give; adding one array into another, 256 KiB each per thread (in the core's cache)
+    // and 64 MiB each (from memory), shows what the caches and the memory bus give. The
+    // sampler touches a lot of memory per span, so read its scaling against these.
     g.throughput(Throughput::Elements(work_spans));
     for threads in [1usize, 2] {
-        g.bench_function(format!("machine_ceiling_threads_{threads}"), |b| {
+        g.bench_function(format!("machine_ceiling_alu_threads_{threads}"), |b| {
             b.iter_custom(|iters| {
                 let mut elapsed = Duration::ZERO;
                 for _ in 0..iters {
@@ -141,6 +143,39 @@ fn bench(c: &mut Criterion) {
                 elapsed
             })
         });
+    }
+    for (name, bytes, passes) in [
+        ("cache", 256usize << 10, 4096usize),
+        ("memory", 64 << 20, 8),
+    ] {
+        let n = bytes / 8;
+        let mut arrays: Vec<(Vec<u64>, Vec<u64>)> = (0..2)
+            .map(|_| ((0..n as u64).collect(), (0..n as u64).collect()))
+            .collect();
+        for threads in [1usize, 2] {
+            g.bench_function(format!("machine_ceiling_{name}_threads_{threads}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut elapsed = Duration::ZERO;
+                    for _ in 0..iters {
+                        let start = Instant::now();
+                        std::thread::scope(|scope| {
+                            for (a, b) in arrays.iter_mut().take(threads) {
+                                scope.spawn(move || {
+                                    for _ in 0..passes / threads {
+                                        for (x, y) in a.iter_mut().zip(b.iter()) {
+                                            *x = x.wrapping_add(*y);
+                                        }
+                                        black_box(&a);
+                                    }
+                                });
+                            }
+                        });
+                        elapsed += start.elapsed();
+                    }
+                    elapsed
+                })
+            });
+        }
     }
 
     // The processor end to end on a runtime with one and with two worker threads (and as
