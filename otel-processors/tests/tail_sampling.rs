@@ -389,12 +389,20 @@ async fn late_spans_follow_the_cached_decision() {
         sp.span_id = vec![9; 8];
         sp.parent_span_id = vec![1; 8];
     }
+    let late_kept = late[0].clone();
     s.sender.send(request(late)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(
         s.out.item_count(),
         3,
         "the late span of the kept trace is forwarded at once"
+    );
+    // Whole and unchanged, with its resource.
+    let last = s.out.batches().pop().unwrap().data;
+    assert_eq!(last.resource_spans[0].scope_spans[0].spans, vec![late_kept]);
+    assert_eq!(
+        last.resource_spans[0].resource,
+        request(Vec::new()).resource_spans[0].resource
     );
     let stats = s.handle.stats();
     assert_eq!((stats.late_sampled, stats.late_not_sampled), (1, 1));
