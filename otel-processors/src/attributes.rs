@@ -391,7 +391,8 @@ struct Redaction {
     allow_all: bool,
     allowed: Vec<String>,
     ignored: Vec<String>,
-    blocked: Option<(RegexSet, Vec<Regex>)>,
+    /// Any of the patterns (a quick no for most values), and each one in order.
+    blocked: Option<(Regex, Vec<Regex>)>,
     summary: Summary,
     targets: Vec<Target>,
 }
@@ -548,8 +549,6 @@ impl AttributeRedactor {
                 let blocked = if r.blocked_values.is_empty() {
                     None
                 } else {
-                    let set = RegexSet::new(&r.blocked_values)
-                        .map_err(|e| ctx.invalid("blocked_values", e.to_string()))?;
                     let each = r
                         .blocked_values
                         .iter()
@@ -560,7 +559,18 @@ impl AttributeRedactor {
                             })
                         })
                         .collect::<Result<Vec<_>, _>>()?;
-                    Some((set, each))
+                    // One unanchored automaton for all patterns: a single pass over a value
+                    // says whether any matches, which most values do not. Each pattern is a
+                    // group of its own, so its flags stay inside it.
+                    let any = r
+                        .blocked_values
+                        .iter()
+                        .map(|p| format!("(?:{p})"))
+                        .collect::<Vec<_>>()
+                        .join("|");
+                    let any = Regex::new(&any)
+                        .map_err(|e| ctx.invalid("blocked_values", e.to_string()))?;
+                    Some((any, each))
                 };
                 if !r.allow_all_keys && r.allowed_keys.is_empty() && r.ignored_keys.is_empty() {
                     return Err(ctx.invalid(
@@ -739,7 +749,7 @@ impl CompiledAttributes {
             }
             keep
         });
-        if let Some((set, each)) = &r.blocked {
+        if let Some((any, each)) = &r.blocked {
             for kv in attrs.iter_mut() {
                 if r.ignored.contains(&kv.key) {
                     continue;
@@ -749,15 +759,15 @@ impl CompiledAttributes {
                 else {
                     continue;
                 };
-                let hits = set.matches(s);
-                if !hits.matched_any() {
+                if !any.is_match(s) {
                     continue;
                 }
-                let mut out = std::mem::take(s);
-                for i in hits.iter() {
-                    out = each[i].replace_all(&out, "****").into_owned();
+                // In the configured order; a pattern with no match leaves the value alone.
+                for re in each {
+                    if let std::borrow::Cow::Owned(masked) = re.replace_all(s, "****") {
+                        *s = masked;
+                    }
                 }
-                *s = out;
                 masked.push(kv.key.clone());
             }
         }

@@ -459,7 +459,7 @@ async fn bad_attribute_configs_name_the_key() {
         .exporter(exporter)
         .build()
         .unwrap_err();
-    assert!(err.to_string().contains("`blocked_values`"), "{err}");
+    assert!(err.to_string().contains("`blocked_values[0]`"), "{err}");
 }
 
 #[tokio::test(start_paused = true)]
