@@ -245,9 +245,7 @@ impl TraceBuf {
                     1 => self.spans,
                     _ => 0,
                 });
-                spans.extend(wire::delimited(buf).filter_map(|m| {
-                    wire::decode_span(m).or_else(|| <Span as prost::Message>::decode(m).ok())
-                }));
+                spans.extend(wire::delimited(buf).filter_map(wire::decode_span));
                 (Arc::clone(scoped), spans)
             })
             .collect()
@@ -729,9 +727,7 @@ impl TailSamplingCore {
         }
         if self.sampled.contains(id) {
             self.tally.late_sampled += 1;
-            match wire::decode_span(encoded.body)
-                .or_else(|| <Span as prost::Message>::decode(encoded.body).ok())
-            {
+            match wire::decode_span(encoded.body) {
                 Some(span) => self.out.push((Arc::clone(scoped), vec![span])),
                 None => self.tally.dropped("undecodable", 1),
             }
@@ -1069,11 +1065,11 @@ fn prepare(batch: Batch<Traces>, shards: usize, keys: &[String]) -> Vec<ShardBat
                     root: span.parent_span_id.is_empty(),
                 });
             }
+            // A group for each shard that got spans of this one.
             for (part, _) in &mut out {
                 let n = part.spans.len();
-                match part.groups.last() {
-                    Some((_, _, end)) if *end == n => {}
-                    _ => part.groups.push((Arc::clone(&scoped), group_mask, n)),
+                if n > part.groups.last().map_or(0, |(_, _, end)| *end) {
+                    part.groups.push((Arc::clone(&scoped), group_mask, n));
                 }
             }
             // `ss.spans` (decoded) is freed here.

@@ -440,10 +440,15 @@ fn decode_attribute(b: &[u8]) -> Option<KeyValue> {
     it.finished().then_some(kv)
 }
 
-/// Decode a span this module encoded, with exactly sized vectors and no generic merge
-/// loop; `None` for anything it does not expect, which the caller hands to prost. Gives
-/// what prost's `Span::decode` gives for the same bytes.
+/// Decode a span: what prost's `Span::decode` gives for the same bytes (`None` where it
+/// fails), by [`decode_span_fast`] where that applies.
 pub(crate) fn decode_span(buf: &[u8]) -> Option<Span> {
+    decode_span_fast(buf).or_else(|| Span::decode(buf).ok())
+}
+
+/// Decode a span this module encoded, with exactly sized vectors and no generic merge
+/// loop; `None` for anything it does not expect, which [`decode_span`] hands to prost.
+fn decode_span_fast(buf: &[u8]) -> Option<Span> {
     let mut span = Span::default();
     let attributes = fields(buf).filter(|(f, _)| *f == SPAN_ATTRIBUTES).count();
     span.attributes.reserve_exact(attributes);
@@ -639,7 +644,7 @@ mod tests {
             // Byte for byte what prost writes, and read back as prost reads it.
             assert_eq!(buf[1..], span.encode_length_delimited_to_vec()[..]);
             let body = delimited(&buf[1..]).next().unwrap();
-            assert_eq!(decode_span(body), Some(span.clone()));
+            assert_eq!(decode_span_fast(body), Some(span.clone()));
             let msgs: Vec<&[u8]> = delimited(&buf[1..]).collect();
             assert_eq!(msgs.len(), 1);
             assert_eq!(Span::decode(msgs[0]).unwrap(), span);
@@ -680,7 +685,7 @@ mod tests {
             ..Default::default()
         };
         let good = span.encode_to_vec();
-        assert_eq!(decode_span(&good), Some(span));
+        assert_eq!(decode_span_fast(&good), Some(span));
         let mut rng = otel_pipeline_core::testing::SplitMix64::new(9);
         let (mut agreed, mut declined) = (0, 0);
         for _ in 0..20_000 {
@@ -692,7 +697,7 @@ mod tests {
             if rng.below(4) == 0 {
                 b.truncate(rng.below(b.len() as u64) as usize);
             }
-            match decode_span(&b) {
+            match decode_span_fast(&b) {
                 Some(ours) => {
                     assert_eq!(Some(ours), Span::decode(&b[..]).ok(), "{b:?}");
                     agreed += 1;
@@ -704,7 +709,7 @@ mod tests {
         // An unknown field is left to prost, which skips it.
         let mut unknown = good.clone();
         unknown.extend_from_slice(&[0xf8, 0x06, 0x01]); // field 111, varint 1
-        assert_eq!(decode_span(&unknown), None);
+        assert_eq!(decode_span_fast(&unknown), None);
         assert!(Span::decode(&unknown[..]).is_ok());
     }
 
