@@ -221,12 +221,7 @@ pub(crate) fn delimited_len(body: &[u8]) -> usize {
 
 /// Append an encoded span body as a length-delimited message.
 pub(crate) fn append_delimited(body: &[u8], out: &mut Vec<u8>) {
-    let mut len = body.len() as u64;
-    while len >= 0x80 {
-        out.push((len as u8) | 0x80);
-        len >>= 7;
-    }
-    out.push(len as u8);
+    prost::encoding::encode_varint(body.len() as u64, out);
     out.extend_from_slice(body);
 }
 
