@@ -1098,17 +1098,19 @@ impl Consumer<Traces> for TailSamplingConsumer {
                 "tail sampler is shutting down",
             ));
         }
-        for (shard, spans) in prepare(batch, self.shards.len(), &self.keys)
+        let mut parts = prepare(batch, self.shards.len(), &self.keys)
             .into_iter()
-            .enumerate()
-        {
+            .enumerate();
+        while let Some((shard, spans)) = parts.next() {
             if spans.is_empty() {
                 continue;
             }
             if let Err(mpsc::error::SendError(spans)) = self.shards[shard].send(spans).await {
-                // Shutdown raced us: these spans were accepted by nobody; say so.
+                // Shutdown raced us: this part and the ones not sent yet were accepted by
+                // nobody; say so.
+                let lost = spans.len() + parts.map(|(_, p)| p.len()).sum::<usize>();
                 return Err(ConsumeError::rejected(
-                    spans.len(),
+                    lost,
                     "tail sampler shut down while accepting",
                 ));
             }
