@@ -5,7 +5,10 @@
 //!   runtime threads, to see how it scales with cores;
 //! - `tail_sampling/floor`: freeing the same spans, which any stage that drops decoded
 //!   spans pays;
-//! - `tail_sampling/core_threads_{1,2}`: shard engines on one and two threads;
+//! - `tail_sampling/core_threads_{1,2}`: shard engines on one and two threads, input built
+//!   up front (memory-bound);
+//! - `tail_sampling/core_threads_hot_{1,2}`: the same with 500-span requests each handed
+//!   over right after it is made, as a receiver does (cache-warm);
 //! - `tail_sampling/machine_ceiling_{alu,cache,memory}_threads_{1,2}`: arithmetic, in-cache
 //!   and from-memory array work on one and two threads: what the machine the bench runs on
 //!   gives a second core, for compute-bound and memory-bound work.
@@ -101,6 +104,52 @@ fn bench(c: &mut Criterion) {
                             })
                             .collect();
                         // The slower thread's time: the work is done when both are.
+                        handles
+                            .into_iter()
+                            .map(|h| h.join().expect("joins"))
+                            .max()
+                            .unwrap_or_default()
+                    });
+                }
+                elapsed
+            })
+        });
+    }
+
+    // The same 40k spans in requests of 500 (an SDK's default export batch), each copied
+    // just before it is handed over, as a receiver decodes a request and passes it on while
+    // it is still in the cache. Only the sampler's part is timed (prepare, ingest, decide).
+    let small: Vec<ExportTraceServiceRequest> = (0..80).map(|i| traces(25, 500 + i)).collect();
+    for threads in [1usize, 2] {
+        g.bench_function(format!("core_threads_hot_{threads}/40k_spans"), |b| {
+            b.iter_custom(|iters| {
+                let mut elapsed = Duration::ZERO;
+                for _ in 0..iters {
+                    let barrier = std::sync::Barrier::new(threads);
+                    elapsed += std::thread::scope(|scope| {
+                        let handles: Vec<_> = (0..threads)
+                            .map(|t| {
+                                let (small, barrier) = (&small, &barrier);
+                                scope.spawn(move || {
+                                    let mut core =
+                                        TailSampler::core(config(1), telemetry()).expect("core");
+                                    let now = tokio::time::Instant::now();
+                                    let mut took = Duration::ZERO;
+                                    barrier.wait();
+                                    for req in small.iter().skip(t).step_by(threads) {
+                                        let req = req.clone();
+                                        let start = Instant::now();
+                                        let part = core.prepare(Batch::new(req), 1).remove(0);
+                                        core.ingest(&part, now);
+                                        took += start.elapsed();
+                                    }
+                                    let start = Instant::now();
+                                    core.decide_all(now, false);
+                                    black_box(core.take_output());
+                                    took + start.elapsed()
+                                })
+                            })
+                            .collect();
                         handles
                             .into_iter()
                             .map(|h| h.join().expect("joins"))
