@@ -2,7 +2,8 @@
 //! rest) on realistic traces (20 spans, 10 attributes each):
 //! - `tail_sampling/core`: ingest + decision on one core (one shard's engine);
 //! - `tail_sampling/pipeline_cores_{1,2}`: the processor end to end on one and two
-//!   runtime threads, to see how it scales with cores;
+//!   runtime threads, with a copy of each request standing in for a receiver's decoding,
+//!   to see how receiving and sampling scale with cores;
 //! - `tail_sampling/floor`: freeing the same spans, which any stage that drops decoded
 //!   spans pays;
 //! - `tail_sampling/core_threads_{1,2}`: shard engines on one and two threads, input built
@@ -228,11 +229,11 @@ fn bench(c: &mut Criterion) {
     }
 
     // The processor end to end on a runtime with one and with two worker threads (and as
-    // many shards): two producer tasks, as two receiver connections, build their requests
-    // on the runtime's threads (as receivers decode them) and send them; shutdown decides
-    // everything buffered. This is "two cores against one" for the whole sampler.
+    // many shards): two producer tasks, as two receiver connections, copy each 500-span
+    // request (standing in for a receiver's decoding; timed) and send it; shutdown decides
+    // everything buffered. This is "two cores against one" for receiving and sampling.
     let requests: std::sync::Arc<Vec<ExportTraceServiceRequest>> =
-        std::sync::Arc::new((0..20).map(|i| traces(250, 100 + i)).collect());
+        std::sync::Arc::new((0..200).map(|i| traces(25, 1000 + i)).collect());
     let total: u64 = requests.iter().map(|r| Traces::item_count(r) as u64).sum();
     g.throughput(Throughput::Elements(total));
     for cores in [1usize, 2] {
@@ -263,11 +264,9 @@ fn bench(c: &mut Criterion) {
                                 let (sender, ready) = (sender.clone(), ready.clone());
                                 let requests = std::sync::Arc::clone(&requests);
                                 tokio::spawn(async move {
-                                    let mine: Vec<_> =
-                                        requests.iter().skip(p).step_by(2).cloned().collect();
                                     ready.wait().await;
-                                    for r in mine {
-                                        sender.send(r).await.expect("accepted");
+                                    for r in requests.iter().skip(p).step_by(2) {
+                                        sender.send(r.clone()).await.expect("accepted");
                                     }
                                 })
                             })
