@@ -79,40 +79,25 @@ fn bench(c: &mut Criterion) {
     for threads in [1usize, 2] {
         g.bench_function(format!("core_threads_{threads}/40k_spans"), |b| {
             b.iter_custom(|iters| {
-                let mut elapsed = Duration::ZERO;
-                for _ in 0..iters {
-                    let barrier = std::sync::Barrier::new(threads);
-                    elapsed += std::thread::scope(|scope| {
-                        let handles: Vec<_> = (0..threads)
-                            .map(|t| {
-                                let (work, barrier) = (&work, &barrier);
-                                scope.spawn(move || {
-                                    let mine: Vec<_> =
-                                        work.iter().skip(t).step_by(threads).cloned().collect();
-                                    let mut core =
-                                        TailSampler::core(config(1), telemetry()).expect("core");
-                                    barrier.wait();
-                                    let start = Instant::now();
-                                    let now = tokio::time::Instant::now();
-                                    for req in mine {
-                                        let part = core.prepare(Batch::new(req), 1).remove(0);
-                                        core.ingest(&part, now);
-                                    }
-                                    core.decide_all(now, false);
-                                    black_box(core.take_output());
-                                    start.elapsed()
-                                })
-                            })
-                            .collect();
-                        // The slower thread's time: the work is done when both are.
-                        handles
-                            .into_iter()
-                            .map(|h| h.join().expect("joins"))
-                            .max()
-                            .unwrap_or_default()
-                    });
-                }
-                elapsed
+                (0..iters)
+                    .map(|_| {
+                        slowest_of(threads, |t, ready| {
+                            let mine: Vec<_> =
+                                work.iter().skip(t).step_by(threads).cloned().collect();
+                            let mut core = TailSampler::core(config(1), telemetry()).expect("core");
+                            ready.wait();
+                            let start = Instant::now();
+                            let now = tokio::time::Instant::now();
+                            for req in mine {
+                                let part = core.prepare(Batch::new(req), 1).remove(0);
+                                core.ingest(&part, now);
+                            }
+                            core.decide_all(now, false);
+                            black_box(core.take_output());
+                            start.elapsed()
+                        })
+                    })
+                    .sum()
             })
         });
     }
@@ -124,41 +109,27 @@ fn bench(c: &mut Criterion) {
     for threads in [1usize, 2] {
         g.bench_function(format!("core_threads_hot_{threads}/40k_spans"), |b| {
             b.iter_custom(|iters| {
-                let mut elapsed = Duration::ZERO;
-                for _ in 0..iters {
-                    let barrier = std::sync::Barrier::new(threads);
-                    elapsed += std::thread::scope(|scope| {
-                        let handles: Vec<_> = (0..threads)
-                            .map(|t| {
-                                let (small, barrier) = (&small, &barrier);
-                                scope.spawn(move || {
-                                    let mut core =
-                                        TailSampler::core(config(1), telemetry()).expect("core");
-                                    let now = tokio::time::Instant::now();
-                                    let mut took = Duration::ZERO;
-                                    barrier.wait();
-                                    for req in small.iter().skip(t).step_by(threads) {
-                                        let req = req.clone();
-                                        let start = Instant::now();
-                                        let part = core.prepare(Batch::new(req), 1).remove(0);
-                                        core.ingest(&part, now);
-                                        took += start.elapsed();
-                                    }
-                                    let start = Instant::now();
-                                    core.decide_all(now, false);
-                                    black_box(core.take_output());
-                                    took + start.elapsed()
-                                })
-                            })
-                            .collect();
-                        handles
-                            .into_iter()
-                            .map(|h| h.join().expect("joins"))
-                            .max()
-                            .unwrap_or_default()
-                    });
-                }
-                elapsed
+                (0..iters)
+                    .map(|_| {
+                        slowest_of(threads, |t, ready| {
+                            let mut core = TailSampler::core(config(1), telemetry()).expect("core");
+                            let now = tokio::time::Instant::now();
+                            let mut took = Duration::ZERO;
+                            ready.wait();
+                            for req in small.iter().skip(t).step_by(threads) {
+                                let req = req.clone();
+                                let start = Instant::now();
+                                let part = core.prepare(Batch::new(req), 1).remove(0);
+                                core.ingest(&part, now);
+                                took += start.elapsed();
+                            }
+                            let start = Instant::now();
+                            core.decide_all(now, false);
+                            black_box(core.take_output());
+                            took + start.elapsed()
+                        })
+                    })
+                    .sum()
             })
         });
     }
@@ -289,6 +260,29 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// Run `work(thread, ready)` on `threads` threads; each waits on `ready` once its setup is
+/// done and reports its own time. Returns the slowest thread's (the work is done when
+/// every thread is).
+fn slowest_of(
+    threads: usize,
+    work: impl Fn(usize, &std::sync::Barrier) -> Duration + Sync,
+) -> Duration {
+    let ready = std::sync::Barrier::new(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (work, ready) = (&work, &ready);
+                scope.spawn(move || work(t, ready))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("joins"))
+            .max()
+            .unwrap_or_default()
+    })
 }
 
 fn main() {
