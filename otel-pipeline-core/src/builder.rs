@@ -291,6 +291,11 @@ impl<S: Signal, Rest: ReceiverSet<S>, X: Receiver<S>> ReceiverSet<S> for (Rest, 
         let ctx = ReceiverContext {
             telemetry,
             shutdown: start.shutdown.clone(),
+            children: crate::component::Children::detached(
+                start.telemetry.clone(),
+                start.pipeline.clone(),
+                id.clone(),
+            ),
         };
         let running = receiver
             .start(consumer, ctx)

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::consumer::{BoxFuture, Consumer};
+use crate::runtime::{ShutdownError, StartError};
 use crate::signal::Signal;
 use crate::telemetry::{ComponentTelemetry, Telemetry};
 
@@ -166,12 +167,59 @@ pub(crate) struct Stage {
     pub(crate) lifecycle: Arc<dyn Lifecycle>,
 }
 
+/// Start `stages` in order; if one fails, shut down those already started (in reverse,
+/// by `rollback_deadline`) and name the one that failed.
+pub(crate) async fn start_stages(
+    stages: &[Stage],
+    rollback_deadline: impl Fn() -> Instant,
+) -> Result<(), StartError> {
+    for (i, stage) in stages.iter().enumerate() {
+        if let Err(source) = stage.lifecycle.start().await {
+            let deadline = rollback_deadline();
+            for started in stages[..i].iter().rev() {
+                let _ = started.lifecycle.shutdown(deadline).await;
+            }
+            return Err(StartError::from_boxed(stage.id.clone(), source));
+        }
+    }
+    Ok(())
+}
+
+/// Shut `stages` down in reverse order, each within `deadline`; collect what went wrong.
+pub(crate) async fn shutdown_stages(
+    stages: &[Stage],
+    deadline: Instant,
+    failures: &mut Vec<(ComponentId, String)>,
+) {
+    for stage in stages.iter().rev() {
+        match tokio::time::timeout_at(deadline, stage.lifecycle.shutdown(deadline)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push((stage.id.clone(), e.to_string())),
+            Err(_) => failures.push((
+                stage.id.clone(),
+                "did not finish before the deadline".to_string(),
+            )),
+        }
+    }
+}
+
+/// Ask `stages`, last registered first, to push out what they hold.
+pub(crate) async fn flush_stages(stages: &[Stage], failures: &mut Vec<(ComponentId, String)>) {
+    for stage in stages.iter().rev() {
+        if let Err(e) = stage.lifecycle.force_flush().await {
+            failures.push((stage.id.clone(), e.to_string()));
+        }
+    }
+}
+
 /// Pipeline-wide state while a pipeline is built.
 #[derive(Debug)]
 pub struct BuildContext {
     pipeline: String,
     item: &'static str,
     telemetry: Telemetry,
+    /// Set when this context builds a component's child at run time.
+    parent: Option<ComponentId>,
     seen: Vec<(ComponentKind, ComponentId)>,
     pub(crate) stages: Vec<Stage>,
 }
@@ -189,6 +237,7 @@ impl BuildContext {
             pipeline: pipeline.into(),
             item: S::ITEM,
             telemetry,
+            parent: None,
             seen: Vec::new(),
             stages: Vec::new(),
         }
@@ -219,9 +268,18 @@ impl BuildContext {
             });
         }
         self.seen.push((kind, id.clone()));
-        let telemetry =
-            self.telemetry
-                .component(kind, id.clone(), self.pipeline.clone(), self.item);
+        let telemetry = match &self.parent {
+            None => self
+                .telemetry
+                .component(kind, id.clone(), self.pipeline.clone(), self.item),
+            Some(parent) => self.telemetry.child_component(
+                kind,
+                id.clone(),
+                self.pipeline.clone(),
+                self.item,
+                parent.clone(),
+            ),
+        };
         Ok(ComponentContext {
             build: self,
             kind,
@@ -273,6 +331,173 @@ impl ComponentContext<'_> {
             path: path.into(),
             message: message.into(),
         }
+    }
+
+    /// A factory for the components this one creates while the pipeline runs, such as
+    /// the trace router's exporter per endpoint. Keep it past `build`: it is owned and
+    /// cheap to clone.
+    pub fn children(&self) -> Children {
+        Children {
+            telemetry: self.build.telemetry.clone(),
+            pipeline: self.build.pipeline.clone(),
+            parent: self.id.clone(),
+        }
+    }
+}
+
+/// Builds components at run time on behalf of a parent component.
+///
+/// A child is built by the same [`Exporter::build`] / [`Processor::build`] as a component
+/// of the typed builder, gets its own counters in the parent's [`Telemetry`] (with a
+/// `parent` attribute naming the parent), and has its own lifecycle, which the parent
+/// drives: [`Child::start`] before use, [`Child::shutdown`] when it goes. A child rebuilt
+/// under the same id continues the counters of the one before it, so endpoints that come
+/// and go neither lose counts nor grow the registry.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use otel_pipeline_core::{ComponentId, ComponentKind, Telemetry, Traces};
+/// use otel_pipeline_core::testing::{InMemoryExporter, generate_traces};
+/// use otel_pipeline_core::{Children, Consumer};
+///
+/// let telemetry = Telemetry::new();
+/// let children = Children::detached(telemetry.clone(), "traces", ComponentId::new("router"));
+/// let (exporter, exported) = InMemoryExporter::new();
+/// let child = children.exporter::<Traces, _>(exporter)?;
+/// child.start().await?;
+/// child.consumer().consume(generate_traces(2, 3, 7).into()).await?;
+/// child.shutdown(tokio::time::Instant::now() + std::time::Duration::from_secs(1)).await?;
+/// assert_eq!(exported.item_count(), 6);
+/// assert!(telemetry.find(ComponentKind::Exporter, "memory").is_some());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Children {
+    telemetry: Telemetry,
+    pipeline: String,
+    parent: ComponentId,
+}
+
+impl Children {
+    /// A factory outside any pipeline build, for a component that owns children without
+    /// being built by the typed builder (and for tests).
+    pub fn detached(
+        telemetry: Telemetry,
+        pipeline: impl Into<String>,
+        parent: ComponentId,
+    ) -> Self {
+        Self {
+            telemetry,
+            pipeline: pipeline.into(),
+            parent,
+        }
+    }
+
+    /// The parent's id.
+    pub fn parent(&self) -> &ComponentId {
+        &self.parent
+    }
+
+    fn context<S: Signal>(&self) -> BuildContext {
+        let mut ctx = BuildContext::new::<S>(self.pipeline.clone(), self.telemetry.clone());
+        ctx.parent = Some(self.parent.clone());
+        ctx
+    }
+
+    /// Build an exporter as a child. Start it with [`Child::start`] before sending to it.
+    pub fn exporter<S: Signal, E: Exporter<S>>(
+        &self,
+        exporter: E,
+    ) -> Result<Child<E::Consumer>, BuildError> {
+        let mut build = self.context::<S>();
+        let id = exporter.id();
+        let mut ctx = build.component(ComponentKind::Exporter, id.clone())?;
+        let telemetry = ctx.telemetry();
+        let consumer = exporter.build(&mut ctx)?;
+        Ok(Child {
+            id,
+            consumer,
+            telemetry,
+            stages: build.stages,
+        })
+    }
+
+    /// Build a processor in front of `next` as a child.
+    pub fn processor<S: Signal, P: Processor<S>, N: Consumer<S>>(
+        &self,
+        processor: P,
+        next: N,
+    ) -> Result<Child<P::Consumer<N>>, BuildError> {
+        let mut build = self.context::<S>();
+        let id = processor.id();
+        let mut ctx = build.component(ComponentKind::Processor, id.clone())?;
+        let telemetry = ctx.telemetry();
+        let consumer = processor.build(next, &mut ctx)?;
+        Ok(Child {
+            id,
+            consumer,
+            telemetry,
+            stages: build.stages,
+        })
+    }
+}
+
+/// A component built at run time by its parent (see [`Children`]): its consumer, its
+/// counters and its lifecycle.
+pub struct Child<C> {
+    id: ComponentId,
+    consumer: C,
+    telemetry: Arc<ComponentTelemetry>,
+    stages: Vec<Stage>,
+}
+
+impl<C> fmt::Debug for Child<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Child")
+            .field("id", &self.id)
+            .field("stages", &self.stages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> Child<C> {
+    /// The child's id.
+    pub fn id(&self) -> &ComponentId {
+        &self.id
+    }
+
+    /// Where to send the child data.
+    pub fn consumer(&self) -> &C {
+        &self.consumer
+    }
+
+    /// The child's counters.
+    pub fn telemetry(&self) -> &Arc<ComponentTelemetry> {
+        &self.telemetry
+    }
+
+    /// Start the child's stages in build order. If one fails, those already started are
+    /// shut down again (within one second) and the error names the one that failed.
+    pub async fn start(&self) -> Result<(), StartError> {
+        start_stages(&self.stages, || {
+            Instant::now() + std::time::Duration::from_secs(1)
+        })
+        .await
+    }
+
+    /// Ask the child to push out what it holds.
+    pub async fn force_flush(&self) -> Result<(), ShutdownError> {
+        let mut failures = Vec::new();
+        flush_stages(&self.stages, &mut failures).await;
+        ShutdownError::from_failures(failures)
+    }
+
+    /// Drain and stop the child by `deadline`: its queues deliver what they hold, and
+    /// whatever cannot be delivered in time is counted by the child.
+    pub async fn shutdown(&self, deadline: Instant) -> Result<(), ShutdownError> {
+        let mut failures = Vec::new();
+        shutdown_stages(&self.stages, deadline, &mut failures).await;
+        ShutdownError::from_failures(failures)
     }
 }
 
@@ -367,6 +592,8 @@ pub struct ReceiverContext {
     pub telemetry: Arc<ComponentTelemetry>,
     /// Fires when the receiver must stop accepting.
     pub shutdown: ShutdownSignal,
+    /// Builds the components the receiver creates while it runs.
+    pub children: Children,
 }
 
 /// A receiver that has started: it has bound its sockets and accepts data until its

@@ -70,8 +70,9 @@ pub use builder::{
 };
 #[cfg(feature = "pipeline")]
 pub use component::{
-    BoxError, BuildContext, BuildError, ComponentContext, ComponentId, ComponentKind, Exporter,
-    Lifecycle, Processor, Receiver, ReceiverContext, RunningReceiver, ShutdownSignal,
+    BoxError, BuildContext, BuildError, Child, Children, ComponentContext, ComponentId,
+    ComponentKind, Exporter, Lifecycle, Processor, Receiver, ReceiverContext, RunningReceiver,
+    ShutdownSignal,
 };
 #[cfg(feature = "pipeline")]
 pub use consumer::{BoxConsumer, BoxFuture, ConsumeError, Consumer, FanOut, Refusal, Rejection};

@@ -8,7 +8,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::component::{BoxError, BuildContext, ComponentId, RunningReceiver, Stage};
+use crate::component::{
+    BoxError, BuildContext, ComponentId, RunningReceiver, Stage, flush_stages, shutdown_stages,
+    start_stages,
+};
 use crate::telemetry::Telemetry;
 
 /// Where a pipeline is in its life.
@@ -101,6 +104,16 @@ pub struct ShutdownError {
     pub failures: Vec<(ComponentId, String)>,
 }
 
+impl ShutdownError {
+    pub(crate) fn from_failures(failures: Vec<(ComponentId, String)>) -> Result<(), Self> {
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Self { failures })
+        }
+    }
+}
+
 impl fmt::Display for ShutdownError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("shutdown was not clean:")?;
@@ -149,15 +162,10 @@ impl RunningPipeline {
     /// Start every registered stage in build order (exporters first). On failure, shut
     /// down those already started, in reverse.
     pub(crate) async fn start_stages(self) -> Result<Self, StartError> {
-        for (i, stage) in self.stages.iter().enumerate() {
-            if let Err(source) = stage.lifecycle.start().await {
-                let deadline = Instant::now() + Duration::from_secs(5);
-                for started in self.stages[..i].iter().rev() {
-                    let _ = started.lifecycle.shutdown(deadline).await;
-                }
-                self.health.set_stopped();
-                return Err(StartError::from_boxed(stage.id.clone(), source));
-            }
+        if let Err(e) = start_stages(&self.stages, || Instant::now() + Duration::from_secs(5)).await
+        {
+            self.health.set_stopped();
+            return Err(e);
         }
         Ok(self)
     }
@@ -184,16 +192,8 @@ impl RunningPipeline {
     /// Ask every stage, first to last, to push out what it holds.
     pub async fn force_flush(&self) -> Result<(), ShutdownError> {
         let mut failures = Vec::new();
-        for stage in self.stages.iter().rev() {
-            if let Err(e) = stage.lifecycle.force_flush().await {
-                failures.push((stage.id.clone(), e.to_string()));
-            }
-        }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(ShutdownError { failures })
-        }
+        flush_stages(&self.stages, &mut failures).await;
+        ShutdownError::from_failures(failures)
     }
 
     /// Stop receivers, then let processors flush (first to last) and exporters drain, all
@@ -220,21 +220,8 @@ impl RunningPipeline {
 
         // Reverse of start order: the first processor flushes into the second, ..., and
         // the exporters drain last.
-        for stage in self.stages.iter().rev() {
-            match tokio::time::timeout_at(deadline, stage.lifecycle.shutdown(deadline)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => failures.push((stage.id.clone(), e.to_string())),
-                Err(_) => failures.push((
-                    stage.id.clone(),
-                    "did not finish before the deadline".to_string(),
-                )),
-            }
-        }
+        shutdown_stages(&self.stages, deadline, &mut failures).await;
         self.health.set_stopped();
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(ShutdownError { failures })
-        }
+        ShutdownError::from_failures(failures)
     }
 }

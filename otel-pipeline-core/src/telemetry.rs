@@ -22,10 +22,77 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::component::{ComponentId, ComponentKind};
 
+type Registry = RwLock<Vec<Arc<ComponentTelemetry>>>;
+
 /// The registry of every component's counters. Cheap to clone; share one per process.
 #[derive(Clone, Default)]
 pub struct Telemetry {
-    inner: Arc<RwLock<Vec<Arc<ComponentTelemetry>>>>,
+    inner: Arc<Registry>,
+    meter: Arc<MeterSlot>,
+}
+
+/// The meter a registry publishes through, once [`Telemetry::register_with_meter`] has
+/// set one, and the declared instrument names already published.
+#[derive(Default)]
+struct MeterSlot {
+    state: Mutex<Option<MeterState>>,
+}
+
+struct MeterState {
+    meter: Meter,
+    registry: std::sync::Weak<Registry>,
+    published: Vec<&'static str>,
+}
+
+impl fmt::Debug for MeterSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.state.lock().is_some() {
+            "MeterSlot(set)"
+        } else {
+            "MeterSlot(unset)"
+        })
+    }
+}
+
+impl MeterSlot {
+    fn get(&self) -> Option<Meter> {
+        self.state.lock().as_ref().map(|s| s.meter.clone())
+    }
+
+    /// Publish a declared counter or gauge through the meter, once per name. Histograms
+    /// record into the meter directly (see [`Histogram::record`]).
+    fn announce(&self, instrument: &'static Instrument) {
+        let mut state = self.state.lock();
+        let Some(state) = state.as_mut() else { return };
+        if state.published.contains(&instrument.name) {
+            return;
+        }
+        state.published.push(instrument.name);
+        let Some(registry) = state.registry.upgrade() else {
+            return;
+        };
+        let registry = Telemetry {
+            inner: registry,
+            meter: Arc::new(MeterSlot::default()),
+        };
+        match instrument.kind {
+            InstrumentKind::Counter => observe(
+                &state.meter,
+                &registry,
+                instrument.name.to_string(),
+                false,
+                Some(instrument),
+            ),
+            InstrumentKind::Gauge => observe(
+                &state.meter,
+                &registry,
+                instrument.name.to_string(),
+                true,
+                Some(instrument),
+            ),
+            InstrumentKind::Histogram(_) => {}
+        }
+    }
 }
 
 impl fmt::Debug for Telemetry {
@@ -41,6 +108,8 @@ impl fmt::Debug for Telemetry {
 pub struct ComponentTelemetry {
     kind: ComponentKind,
     id: ComponentId,
+    /// The component that built this one at run time, if any.
+    parent: Option<ComponentId>,
     pipeline: String,
     item: &'static str,
     accepted: AtomicU64,
@@ -54,35 +123,192 @@ pub struct ComponentTelemetry {
     failed_requests: Mutex<Vec<(&'static str, u64)>>,
     dropped_events: Mutex<Vec<(&'static str, u64)>>,
     redacted: AtomicU64,
-    custom: Mutex<Vec<Custom>>,
+    declared: Mutex<Vec<Declared>>,
+    /// Set when the registry publishes through a meter, so histograms record into it.
+    meter: Arc<MeterSlot>,
     queue_size: AtomicI64,
     queue_capacity: AtomicI64,
 }
 
-/// A component-specific metric (`otelcol_<kind>_<suffix>`), such as the tail sampler's
-/// buffered traces.
-#[derive(Debug)]
-struct Custom {
-    suffix: &'static str,
-    labels: Vec<(&'static str, String)>,
-    value: Arc<AtomicI64>,
+/// What kind of instrument a component declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstrumentKind {
+    /// A monotonic count (`otelcol_loadbalancer_num_resolutions`).
+    Counter,
+    /// A value that goes up and down (`otelcol_loadbalancer_num_backends`).
+    Gauge,
+    /// A distribution of whole values in the instrument's unit, with these bucket upper
+    /// bounds (inclusive, ascending); values above the last fall in `+Inf`.
+    Histogram(&'static [u64]),
 }
 
-/// Component-specific metric names that [`Telemetry::register_with_meter`] publishes
-/// (counters, then gauges), without the `otelcol_<kind>_` prefix.
-pub const CUSTOM_COUNTERS: &[&str] = &[
-    "tail_sampling_decisions",
-    "tail_sampling_early_decisions",
-    "tail_sampling_late_spans",
-    "tail_sampling_decision_latency_ns_sum",
-    "tail_sampling_decision_latency_count",
-];
-/// See [`CUSTOM_COUNTERS`].
-pub const CUSTOM_GAUGES: &[&str] = &[
-    "tail_sampling_traces_buffered",
-    "tail_sampling_spans_buffered",
-    "tail_sampling_bytes_buffered",
-];
+/// A metric a component declares: its full name, unit, description and kind. Declare it
+/// once as a `const` beside the component, then create its cells with
+/// [`ComponentTelemetry::counter`], [`ComponentTelemetry::gauge`] or
+/// [`ComponentTelemetry::histogram`]. The core publishes whatever is declared, through a
+/// meter and in Prometheus text, without knowing the component.
+///
+/// ```
+/// use otel_pipeline_core::telemetry::Instrument;
+/// const DEDUPLICATED: Instrument = Instrument::counter(
+///     "otelcol_processor_dedup_dropped_spans",
+///     "{spans}",
+///     "Spans dropped because an identical span was seen within the window.",
+/// );
+/// assert_eq!(DEDUPLICATED.name, "otelcol_processor_dedup_dropped_spans");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instrument {
+    /// The full metric name, as the meter and Prometheus show it.
+    pub name: &'static str,
+    /// The unit in UCUM form (`ms`, `By`, `{spans}`).
+    pub unit: &'static str,
+    /// One sentence for `# HELP` and the instrument's description.
+    pub description: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: InstrumentKind,
+}
+
+impl Instrument {
+    /// A counter.
+    pub const fn counter(
+        name: &'static str,
+        unit: &'static str,
+        description: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            unit,
+            description,
+            kind: InstrumentKind::Counter,
+        }
+    }
+
+    /// A gauge.
+    pub const fn gauge(name: &'static str, unit: &'static str, description: &'static str) -> Self {
+        Self {
+            name,
+            unit,
+            description,
+            kind: InstrumentKind::Gauge,
+        }
+    }
+
+    /// A histogram with bucket upper `bounds`.
+    pub const fn histogram(
+        name: &'static str,
+        unit: &'static str,
+        description: &'static str,
+        bounds: &'static [u64],
+    ) -> Self {
+        Self {
+            name,
+            unit,
+            description,
+            kind: InstrumentKind::Histogram(bounds),
+        }
+    }
+}
+
+/// A counter cell from [`ComponentTelemetry::counter`]. Cheap to clone; lock-free.
+#[derive(Debug, Clone)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    /// Add `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The count so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A gauge cell from [`ComponentTelemetry::gauge`]. Cheap to clone; lock-free.
+#[derive(Debug, Clone)]
+pub struct Gauge(Arc<AtomicI64>);
+
+impl Gauge {
+    /// Set the value.
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    /// Add `d` (negative to subtract).
+    pub fn add(&self, d: i64) {
+        self.0.fetch_add(d, Ordering::Relaxed);
+    }
+
+    /// The value now.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A histogram cell from [`ComponentTelemetry::histogram`]: per-bucket counts, sum and
+/// count in atomics, and the `opentelemetry` histogram once a meter is attached.
+#[derive(Clone)]
+pub struct Histogram(Arc<HistogramCells>);
+
+struct HistogramCells {
+    bounds: &'static [u64],
+    /// One per bound, plus `+Inf`.
+    buckets: Vec<AtomicU64>,
+    sum: AtomicU64,
+    count: AtomicU64,
+    otel: std::sync::OnceLock<(opentelemetry::metrics::Histogram<u64>, Vec<KeyValue>)>,
+}
+
+impl fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Histogram")
+            .field("count", &self.count())
+            .field("sum", &self.sum())
+            .finish()
+    }
+}
+
+impl Histogram {
+    /// Record one value, in the instrument's unit.
+    pub fn record(&self, v: u64) {
+        let c = &self.0;
+        let i = c.bounds.partition_point(|b| *b < v);
+        c.buckets[i].fetch_add(1, Ordering::Relaxed);
+        c.sum.fetch_add(v, Ordering::Relaxed);
+        c.count.fetch_add(1, Ordering::Relaxed);
+        if let Some((h, attrs)) = c.otel.get() {
+            h.record(v, attrs);
+        }
+    }
+
+    /// Values recorded so far.
+    pub fn count(&self) -> u64 {
+        self.0.count.load(Ordering::Relaxed)
+    }
+
+    /// Sum of the values recorded so far.
+    pub fn sum(&self) -> u64 {
+        self.0.sum.load(Ordering::Relaxed)
+    }
+}
+
+/// A declared instrument's cell, as the registry keeps it.
+#[derive(Debug, Clone)]
+enum Cell {
+    Counter(Counter),
+    Gauge(Gauge),
+    Histogram(Histogram),
+}
+
+/// One declared series: an instrument, the component's extra labels, and the cell.
+#[derive(Debug)]
+struct Declared {
+    instrument: &'static Instrument,
+    labels: Vec<(&'static str, String)>,
+    cell: Cell,
+}
 
 /// One counter value, as read by [`Telemetry::snapshot`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,9 +319,32 @@ pub struct MetricPoint {
     pub attributes: Vec<(&'static str, String)>,
     /// The value.
     pub value: i64,
+    /// The declared instrument this point belongs to; `None` for the counters every
+    /// component keeps.
+    pub instrument: Option<&'static Instrument>,
 }
 
 impl MetricPoint {
+    fn declared(
+        name: impl Into<String>,
+        attributes: Vec<(&'static str, String)>,
+        value: i64,
+        instrument: &'static Instrument,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            attributes,
+            value,
+            instrument: Some(instrument),
+        }
+    }
+
+    /// The metric family: the instrument's name for a histogram's `_bucket`, `_sum` and
+    /// `_count` series, else the point's name.
+    pub fn family(&self) -> &str {
+        self.instrument.map_or(&self.name, |i| i.name)
+    }
+
     /// The value of attribute `key`, if present.
     pub fn attribute(&self, key: &str) -> Option<&str> {
         self.attributes
@@ -106,10 +355,17 @@ impl MetricPoint {
 }
 
 impl ComponentTelemetry {
-    fn new(kind: ComponentKind, id: ComponentId, pipeline: String, item: &'static str) -> Self {
+    fn new(
+        kind: ComponentKind,
+        id: ComponentId,
+        pipeline: String,
+        item: &'static str,
+        meter: Arc<MeterSlot>,
+    ) -> Self {
         Self {
             kind,
             id,
+            parent: None,
             pipeline,
             item,
             accepted: AtomicU64::new(0),
@@ -123,7 +379,8 @@ impl ComponentTelemetry {
             failed_requests: Mutex::new(Vec::new()),
             dropped_events: Mutex::new(Vec::new()),
             redacted: AtomicU64::new(0),
-            custom: Mutex::new(Vec::new()),
+            declared: Mutex::new(Vec::new()),
+            meter,
             queue_size: AtomicI64::new(0),
             queue_capacity: AtomicI64::new(0),
         }
@@ -131,7 +388,13 @@ impl ComponentTelemetry {
 
     /// A free-standing counter set, not registered anywhere; for unit tests of a component.
     pub fn detached(kind: ComponentKind, id: ComponentId, item: &'static str) -> Arc<Self> {
-        Arc::new(Self::new(kind, id, String::new(), item))
+        Arc::new(Self::new(
+            kind,
+            id,
+            String::new(),
+            item,
+            Arc::new(MeterSlot::default()),
+        ))
     }
 
     /// The component's id.
@@ -195,21 +458,120 @@ impl ComponentTelemetry {
         }
     }
 
-    /// Register a component-specific metric named `otelcol_<kind>_<suffix>` with extra
-    /// `labels`; returns the cell to update. Whether it is a counter or a gauge, and its
-    /// publication through a meter, follow [`CUSTOM_COUNTERS`] / [`CUSTOM_GAUGES`].
-    pub fn register_metric(
+    /// The counter `instrument` for this component, with extra `labels` (the component
+    /// id and pipeline are added). Asking twice for the same labels gives the same cell.
+    pub fn counter(
         &self,
-        suffix: &'static str,
-        labels: Vec<(&'static str, String)>,
-    ) -> Arc<AtomicI64> {
-        let value = Arc::new(AtomicI64::new(0));
-        self.custom.lock().push(Custom {
-            suffix,
-            labels,
-            value: Arc::clone(&value),
+        instrument: &'static Instrument,
+        labels: &[(&'static str, &str)],
+    ) -> Counter {
+        match self.declare(instrument, labels, || {
+            Cell::Counter(Counter(Arc::default()))
+        }) {
+            Cell::Counter(c) => c,
+            _ => Counter(Arc::default()),
+        }
+    }
+
+    /// The gauge `instrument` for this component, with extra `labels`.
+    pub fn gauge(&self, instrument: &'static Instrument, labels: &[(&'static str, &str)]) -> Gauge {
+        match self.declare(instrument, labels, || Cell::Gauge(Gauge(Arc::default()))) {
+            Cell::Gauge(g) => g,
+            _ => Gauge(Arc::default()),
+        }
+    }
+
+    /// The histogram `instrument` for this component, with extra `labels`. An instrument
+    /// declared as another kind gives a histogram with no buckets but `+Inf`.
+    pub fn histogram(
+        &self,
+        instrument: &'static Instrument,
+        labels: &[(&'static str, &str)],
+    ) -> Histogram {
+        let bounds = match instrument.kind {
+            InstrumentKind::Histogram(b) => b,
+            _ => &[],
+        };
+        let make = || {
+            Cell::Histogram(Histogram(Arc::new(HistogramCells {
+                bounds,
+                buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+                sum: AtomicU64::new(0),
+                count: AtomicU64::new(0),
+                otel: std::sync::OnceLock::new(),
+            })))
+        };
+        let h = match self.declare(instrument, labels, make) {
+            Cell::Histogram(h) => h,
+            _ => {
+                return Histogram(Arc::new(HistogramCells {
+                    bounds: &[],
+                    buckets: vec![AtomicU64::new(0)],
+                    sum: AtomicU64::new(0),
+                    count: AtomicU64::new(0),
+                    otel: std::sync::OnceLock::new(),
+                }));
+            }
+        };
+        if let Some(meter) = self.meter.get() {
+            self.attach_histogram(&meter, instrument, labels, &h);
+        }
+        h
+    }
+
+    fn declare(
+        &self,
+        instrument: &'static Instrument,
+        labels: &[(&'static str, &str)],
+        make: impl FnOnce() -> Cell,
+    ) -> Cell {
+        let mut declared = self.declared.lock();
+        if let Some(d) = declared.iter().find(|d| {
+            d.instrument.name == instrument.name
+                && d.labels.len() == labels.len()
+                && d.labels
+                    .iter()
+                    .zip(labels)
+                    .all(|(a, b)| a.0 == b.0 && a.1 == b.1)
+        }) {
+            return d.cell.clone();
+        }
+        let cell = make();
+        declared.push(Declared {
+            instrument,
+            labels: labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
+            cell: cell.clone(),
         });
-        value
+        drop(declared);
+        self.meter.announce(instrument);
+        cell
+    }
+
+    fn attach_histogram(
+        &self,
+        meter: &Meter,
+        instrument: &'static Instrument,
+        labels: &[(&'static str, &str)],
+        h: &Histogram,
+    ) {
+        let mut attrs: Vec<KeyValue> = self
+            .attributes()
+            .into_iter()
+            .map(|(k, v)| KeyValue::new(k, v))
+            .collect();
+        attrs.extend(
+            labels
+                .iter()
+                .map(|(k, v)| KeyValue::new(*k, (*v).to_string())),
+        );
+        let mut builder = meter
+            .u64_histogram(instrument.name)
+            .with_unit(instrument.unit)
+            .with_description(instrument.description);
+        if let InstrumentKind::Histogram(bounds) = instrument.kind {
+            builder = builder.with_boundaries(bounds.iter().map(|b| *b as f64).collect());
+        }
+        let _ = h.0.otel.set((builder.build(), attrs));
     }
 
     /// Attribute values removed or masked by redaction (`otelcol_<kind>_redacted_attributes`).
@@ -316,10 +678,14 @@ impl ComponentTelemetry {
     }
 
     fn attributes(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut a = vec![
             (self.kind.as_str(), self.id.to_string()),
             ("pipeline", self.pipeline.clone()),
-        ]
+        ];
+        if let Some(parent) = &self.parent {
+            a.push(("parent", parent.to_string()));
+        }
+        a
     }
 
     fn points(&self, out: &mut Vec<MetricPoint>) {
@@ -329,6 +695,7 @@ impl ComponentTelemetry {
                 name: format!("{prefix}_{suffix}_{}", self.item),
                 attributes: self.attributes(),
                 value: value as i64,
+                instrument: None,
             });
         }
         let by_reason = [
@@ -347,23 +714,66 @@ impl ComponentTelemetry {
                     name: name.clone(),
                     attributes,
                     value: *value as i64,
+                    instrument: None,
                 });
             }
         }
-        for c in self.custom.lock().iter() {
+        for d in self.declared.lock().iter() {
             let mut attributes = self.attributes();
-            attributes.extend(c.labels.iter().cloned());
-            out.push(MetricPoint {
-                name: format!("{prefix}_{}", c.suffix),
-                attributes,
-                value: c.value.load(Ordering::Relaxed),
-            });
+            attributes.extend(d.labels.iter().cloned());
+            let name = d.instrument.name;
+            match &d.cell {
+                Cell::Counter(c) => out.push(MetricPoint::declared(
+                    name,
+                    attributes,
+                    c.get() as i64,
+                    d.instrument,
+                )),
+                Cell::Gauge(g) => out.push(MetricPoint::declared(
+                    name,
+                    attributes,
+                    g.get(),
+                    d.instrument,
+                )),
+                Cell::Histogram(h) => {
+                    let cells = &h.0;
+                    let mut cumulative = 0u64;
+                    for (i, bucket) in cells.buckets.iter().enumerate() {
+                        cumulative += bucket.load(Ordering::Relaxed);
+                        let le = cells
+                            .bounds
+                            .get(i)
+                            .map_or_else(|| "+Inf".to_string(), u64::to_string);
+                        let mut a = attributes.clone();
+                        a.push(("le", le));
+                        out.push(MetricPoint::declared(
+                            format!("{name}_bucket"),
+                            a,
+                            cumulative as i64,
+                            d.instrument,
+                        ));
+                    }
+                    out.push(MetricPoint::declared(
+                        format!("{name}_sum"),
+                        attributes.clone(),
+                        h.sum() as i64,
+                        d.instrument,
+                    ));
+                    out.push(MetricPoint::declared(
+                        format!("{name}_count"),
+                        attributes,
+                        h.count() as i64,
+                        d.instrument,
+                    ));
+                }
+            }
         }
         if self.redacted_attributes() > 0 {
             out.push(MetricPoint {
                 name: format!("{prefix}_redacted_attributes"),
                 attributes: self.attributes(),
                 value: self.redacted_attributes() as i64,
+                instrument: None,
             });
         }
         if self.queue_capacity.load(Ordering::Relaxed) > 0 {
@@ -371,11 +781,13 @@ impl ComponentTelemetry {
                 name: format!("{prefix}_queue_size"),
                 attributes: self.attributes(),
                 value: self.queue_size(),
+                instrument: None,
             });
             out.push(MetricPoint {
                 name: format!("{prefix}_queue_capacity"),
                 attributes: self.attributes(),
                 value: self.queue_capacity.load(Ordering::Relaxed),
+                instrument: None,
             });
         }
     }
@@ -420,8 +832,42 @@ impl Telemetry {
         pipeline: impl Into<String>,
         item: &'static str,
     ) -> Arc<ComponentTelemetry> {
-        let c = Arc::new(ComponentTelemetry::new(kind, id, pipeline.into(), item));
+        let c = Arc::new(ComponentTelemetry::new(
+            kind,
+            id,
+            pipeline.into(),
+            item,
+            Arc::clone(&self.meter),
+        ));
         self.inner.write().push(Arc::clone(&c));
+        c
+    }
+
+    /// The counters of a component that `parent` built at run time. A child with the same
+    /// kind, id, pipeline and parent as an earlier one gets the earlier one's counters, so
+    /// children that come and go neither reset their counts nor grow the registry.
+    pub fn child_component(
+        &self,
+        kind: ComponentKind,
+        id: ComponentId,
+        pipeline: impl Into<String>,
+        item: &'static str,
+        parent: ComponentId,
+    ) -> Arc<ComponentTelemetry> {
+        let pipeline = pipeline.into();
+        let mut inner = self.inner.write();
+        if let Some(c) = inner.iter().find(|c| {
+            c.kind == kind
+                && c.id == id
+                && c.pipeline == pipeline
+                && c.parent.as_ref() == Some(&parent)
+        }) {
+            return Arc::clone(c);
+        }
+        let mut c = ComponentTelemetry::new(kind, id, pipeline, item, Arc::clone(&self.meter));
+        c.parent = Some(parent);
+        let c = Arc::new(c);
+        inner.push(Arc::clone(&c));
         c
     }
 
@@ -454,24 +900,27 @@ impl Telemetry {
             .sum()
     }
 
-    /// The counters in Prometheus text exposition format.
+    /// The counters in Prometheus text exposition format: a `# TYPE` line per metric
+    /// family (and `# HELP` for declared instruments), then its series.
     pub fn render_prometheus(&self) -> String {
         let mut points = self.snapshot();
-        points.sort_by(|a, b| a.name.cmp(&b.name));
+        points.sort_by(|a, b| a.family().cmp(b.family()).then_with(|| a.name.cmp(&b.name)));
         let mut out = String::new();
         let mut last = "";
         for p in &points {
-            if p.name != last {
-                let kind = if p.name.ends_with("_size")
-                    || p.name.ends_with("_capacity")
-                    || CUSTOM_GAUGES.iter().any(|g| p.name.ends_with(g))
-                {
-                    "gauge"
-                } else {
-                    "counter"
+            if p.family() != last {
+                let kind = match p.instrument.map(|i| i.kind) {
+                    Some(InstrumentKind::Counter) => "counter",
+                    Some(InstrumentKind::Gauge) => "gauge",
+                    Some(InstrumentKind::Histogram(_)) => "histogram",
+                    None if p.name.ends_with("_size") || p.name.ends_with("_capacity") => "gauge",
+                    None => "counter",
                 };
-                let _ = writeln!(out, "# TYPE {} {kind}", p.name);
-                last = &p.name;
+                if let Some(i) = p.instrument {
+                    let _ = writeln!(out, "# HELP {} {}", i.name, i.description);
+                }
+                let _ = writeln!(out, "# TYPE {} {kind}", p.family());
+                last = p.family();
             }
             let labels: Vec<String> = p
                 .attributes
@@ -483,75 +932,128 @@ impl Telemetry {
         out
     }
 
-    /// Publish the counters through the `opentelemetry` metrics API as observable
-    /// instruments, so they reach whatever metric exporter `meter`'s provider uses.
-    /// Components registered later are included: the callbacks read the registry live.
+    /// Publish the counters through the `opentelemetry` metrics API, so they reach
+    /// whatever metric exporter `meter`'s provider uses: the counters every component
+    /// keeps as observable instruments, and each declared instrument under its own name,
+    /// unit and description (histograms record into a meter histogram from then on).
+    /// Components and instruments registered later are included. Call it once.
     pub fn register_with_meter(&self, meter: &Meter) {
         for (kind, suffixes) in KIND_COUNTERS {
             for suffix in *suffixes {
                 for item in ITEMS {
-                    self.observe(
+                    observe(
                         meter,
+                        self,
                         format!("otelcol_{}_{suffix}_{item}", kind.as_str()),
                         false,
+                        None,
                     );
                 }
             }
-            self.observe(
+            observe(
                 meter,
+                self,
                 format!("otelcol_{}_failed_requests", kind.as_str()),
                 false,
+                None,
+            );
+            observe(
+                meter,
+                self,
+                format!("otelcol_{}_dropped_span_events", kind.as_str()),
+                false,
+                None,
+            );
+            observe(
+                meter,
+                self,
+                format!("otelcol_{}_redacted_attributes", kind.as_str()),
+                false,
+                None,
             );
             for gauge in ["queue_size", "queue_capacity"] {
-                self.observe(meter, format!("otelcol_{}_{gauge}", kind.as_str()), true);
+                observe(
+                    meter,
+                    self,
+                    format!("otelcol_{}_{gauge}", kind.as_str()),
+                    true,
+                    None,
+                );
             }
-            for name in CUSTOM_COUNTERS {
-                self.observe(meter, format!("otelcol_{}_{name}", kind.as_str()), false);
-            }
-            for name in CUSTOM_GAUGES {
-                self.observe(meter, format!("otelcol_{}_{name}", kind.as_str()), true);
+        }
+        *self.meter.state.lock() = Some(MeterState {
+            meter: meter.clone(),
+            registry: Arc::downgrade(&self.inner),
+            published: Vec::new(),
+        });
+        let components: Vec<_> = self.inner.read().iter().cloned().collect();
+        for c in components {
+            let declared: Vec<_> = c
+                .declared
+                .lock()
+                .iter()
+                .map(|d| (d.instrument, d.labels.clone(), d.cell.clone()))
+                .collect();
+            for (instrument, labels, cell) in declared {
+                self.meter.announce(instrument);
+                if let Cell::Histogram(h) = cell {
+                    let labels: Vec<(&'static str, &str)> =
+                        labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    c.attach_histogram(meter, instrument, &labels, &h);
+                }
             }
         }
     }
+}
 
-    /// One observable instrument that reports every point named `name`.
-    fn observe(&self, meter: &Meter, name: String, gauge: bool) {
-        let registry = self.clone();
-        let wanted = name.clone();
-        let points = move || {
-            registry
-                .snapshot()
-                .into_iter()
-                .filter(|p| p.name == wanted)
-                .map(|p| {
-                    let attrs: Vec<KeyValue> = p
-                        .attributes
-                        .iter()
-                        .map(|(k, v)| KeyValue::new(*k, v.clone()))
-                        .collect();
-                    (p.value, attrs)
-                })
-                .collect::<Vec<_>>()
-        };
-        if gauge {
-            meter
-                .i64_observable_gauge(name)
-                .with_callback(move |observer| {
-                    for (value, attrs) in points() {
-                        observer.observe(value, &attrs);
-                    }
-                })
-                .build();
-        } else {
-            meter
-                .u64_observable_counter(name)
-                .with_callback(move |observer| {
-                    for (value, attrs) in points() {
-                        observer.observe(value.max(0) as u64, &attrs);
-                    }
-                })
-                .build();
-        }
+/// One observable instrument that reports every point named `name`.
+fn observe(
+    meter: &Meter,
+    registry: &Telemetry,
+    name: String,
+    gauge: bool,
+    instrument: Option<&'static Instrument>,
+) {
+    let registry = registry.clone();
+    let wanted = name.clone();
+    let points = move || {
+        registry
+            .snapshot()
+            .into_iter()
+            .filter(|p| p.name == wanted)
+            .map(|p| {
+                let attrs: Vec<KeyValue> = p
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| KeyValue::new(*k, v.clone()))
+                    .collect();
+                (p.value, attrs)
+            })
+            .collect::<Vec<_>>()
+    };
+    let (unit, description) = instrument.map_or(("", ""), |i| (i.unit, i.description));
+    if gauge {
+        meter
+            .i64_observable_gauge(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |observer| {
+                for (value, attrs) in points() {
+                    observer.observe(value, &attrs);
+                }
+            })
+            .build();
+    } else {
+        meter
+            .u64_observable_counter(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |observer| {
+                for (value, attrs) in points() {
+                    observer.observe(value.max(0) as u64, &attrs);
+                }
+            })
+            .build();
     }
 }
 

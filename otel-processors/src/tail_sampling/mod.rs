@@ -61,7 +61,6 @@ use std::collections::{BinaryHeap, HashSet, VecDeque};
 
 use ahash::{AHashMap as HashMap, AHashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use otel_pipeline_core::clock::{SharedClock, TokioClock};
@@ -69,6 +68,7 @@ use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otel_pipeline_core::proto::common::v1::{InstrumentationScope, KeyValue};
 use otel_pipeline_core::proto::resource::v1::Resource;
 use otel_pipeline_core::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use otel_pipeline_core::telemetry::{Counter, Gauge, Histogram};
 use otel_pipeline_core::{
     Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
     ConsumeError, Consumer, Lifecycle, Processor, Redelivery, Traces, deadline_outcome, join_until,
@@ -324,40 +324,78 @@ enum Early {
     Shutdown,
 }
 
+/// The tail sampler's own instruments (see `docs/telemetry.md`).
+mod instruments {
+    use otel_pipeline_core::telemetry::Instrument;
+
+    pub(super) const TRACES_BUFFERED: Instrument = Instrument::gauge(
+        "otelcol_processor_tail_sampling_traces_buffered",
+        "{traces}",
+        "Traces held awaiting a decision.",
+    );
+    pub(super) const SPANS_BUFFERED: Instrument = Instrument::gauge(
+        "otelcol_processor_tail_sampling_spans_buffered",
+        "{spans}",
+        "Spans held awaiting their trace's decision.",
+    );
+    pub(super) const BYTES_BUFFERED: Instrument = Instrument::gauge(
+        "otelcol_processor_tail_sampling_bytes_buffered",
+        "By",
+        "Encoded bytes of the spans held awaiting a decision.",
+    );
+    pub(super) const DECISIONS: Instrument = Instrument::counter(
+        "otelcol_processor_tail_sampling_decisions",
+        "{traces}",
+        "Trace decisions by policy (`(final)` for the combined one) and outcome.",
+    );
+    pub(super) const EARLY_DECISIONS: Instrument = Instrument::counter(
+        "otelcol_processor_tail_sampling_early_decisions",
+        "{traces}",
+        "Traces decided before their decision wait ended, by reason.",
+    );
+    pub(super) const LATE_SPANS: Instrument = Instrument::counter(
+        "otelcol_processor_tail_sampling_late_spans",
+        "{spans}",
+        "Spans that arrived after their trace was decided, by the decision they followed.",
+    );
+    pub(super) const DECISION_LATENCY: Instrument = Instrument::histogram(
+        "otelcol_processor_tail_sampling_decision_latency",
+        "us",
+        "How long after its decision deadline each trace was decided.",
+        &[
+            100, 500, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000,
+        ],
+    );
+}
+
 /// Counters and gauges shared by the shards.
 struct Stats {
-    traces: Arc<AtomicI64>,
-    spans: Arc<AtomicI64>,
-    bytes: Arc<AtomicI64>,
+    traces: Gauge,
+    spans: Gauge,
+    bytes: Gauge,
     /// Per top-level policy: [sampled, not sampled].
-    per_policy: Vec<[Arc<AtomicI64>; 2]>,
+    per_policy: Vec<[Counter; 2]>,
     /// Final: [sampled, not sampled].
-    final_decisions: [Arc<AtomicI64>; 2],
+    final_decisions: [Counter; 2],
     names: Vec<String>,
-    early_capacity: Arc<AtomicI64>,
-    early_too_large: Arc<AtomicI64>,
-    late_sampled: Arc<AtomicI64>,
-    late_not_sampled: Arc<AtomicI64>,
-    latency_sum_ns: Arc<AtomicI64>,
-    latency_count: Arc<AtomicI64>,
+    early_capacity: Counter,
+    early_too_large: Counter,
+    late_sampled: Counter,
+    late_not_sampled: Counter,
+    latency: Histogram,
     telemetry: Arc<ComponentTelemetry>,
 }
 
 impl Stats {
     fn new(telemetry: Arc<ComponentTelemetry>, names: &[String]) -> Self {
-        let m = |suffix: &'static str, labels: Vec<(&'static str, String)>| {
-            telemetry.register_metric(suffix, labels)
-        };
-        let decision = |policy: &str, d: &str| {
-            m(
-                "tail_sampling_decisions",
-                vec![("policy", policy.to_string()), ("decision", d.to_string())],
-            )
-        };
+        use instruments::*;
+        let t = &telemetry;
+        let decision =
+            |policy: &str, d: &str| t.counter(&DECISIONS, &[("policy", policy), ("decision", d)]);
         Self {
-            traces: m("tail_sampling_traces_buffered", vec![]),
-            spans: m("tail_sampling_spans_buffered", vec![]),
-            bytes: m("tail_sampling_bytes_buffered", vec![]),
+            traces: t.gauge(&TRACES_BUFFERED, &[]),
+            spans: t.gauge(&SPANS_BUFFERED, &[]),
+            bytes: t.gauge(&BYTES_BUFFERED, &[]),
             per_policy: names
                 .iter()
                 .map(|n| [decision(n, "sampled"), decision(n, "not_sampled")])
@@ -367,24 +405,11 @@ impl Stats {
                 decision("(final)", "not_sampled"),
             ],
             names: names.to_vec(),
-            early_capacity: m(
-                "tail_sampling_early_decisions",
-                vec![("reason", "capacity".into())],
-            ),
-            early_too_large: m(
-                "tail_sampling_early_decisions",
-                vec![("reason", "trace_too_large".into())],
-            ),
-            late_sampled: m(
-                "tail_sampling_late_spans",
-                vec![("decision", "sampled".into())],
-            ),
-            late_not_sampled: m(
-                "tail_sampling_late_spans",
-                vec![("decision", "not_sampled".into())],
-            ),
-            latency_sum_ns: m("tail_sampling_decision_latency_ns_sum", vec![]),
-            latency_count: m("tail_sampling_decision_latency_count", vec![]),
+            early_capacity: t.counter(&EARLY_DECISIONS, &[("reason", "capacity")]),
+            early_too_large: t.counter(&EARLY_DECISIONS, &[("reason", "trace_too_large")]),
+            late_sampled: t.counter(&LATE_SPANS, &[("decision", "sampled")]),
+            late_not_sampled: t.counter(&LATE_SPANS, &[("decision", "not_sampled")]),
+            latency: t.histogram(&DECISION_LATENCY, &[]),
             telemetry,
         }
     }
@@ -404,8 +429,8 @@ struct Tally {
     early_too_large: i64,
     late_sampled: i64,
     late_not_sampled: i64,
-    latency_sum_ns: i64,
-    latency_count: i64,
+    /// Decision latencies in microseconds since the last publish.
+    latencies: Vec<u64>,
     dropped: Vec<(&'static str, usize)>,
 }
 
@@ -429,14 +454,19 @@ impl Tally {
 
     /// Add the changes to the shared counters and start again from zero.
     fn publish(&mut self, stats: &Stats) {
-        let add = |cell: &AtomicI64, v: &mut i64| {
+        let gauge = |cell: &Gauge, v: &mut i64| {
             if *v != 0 {
-                cell.fetch_add(std::mem::take(v), Ordering::Relaxed);
+                cell.add(std::mem::take(v));
             }
         };
-        add(&stats.traces, &mut self.traces);
-        add(&stats.spans, &mut self.spans);
-        add(&stats.bytes, &mut self.bytes);
+        let add = |cell: &Counter, v: &mut i64| {
+            if *v > 0 {
+                cell.add(std::mem::take(v) as u64);
+            }
+        };
+        gauge(&stats.traces, &mut self.traces);
+        gauge(&stats.spans, &mut self.spans);
+        gauge(&stats.bytes, &mut self.bytes);
         for (cells, v) in stats.per_policy.iter().zip(&mut self.per_policy) {
             add(&cells[0], &mut v[0]);
             add(&cells[1], &mut v[1]);
@@ -447,8 +477,9 @@ impl Tally {
         add(&stats.early_too_large, &mut self.early_too_large);
         add(&stats.late_sampled, &mut self.late_sampled);
         add(&stats.late_not_sampled, &mut self.late_not_sampled);
-        add(&stats.latency_sum_ns, &mut self.latency_sum_ns);
-        add(&stats.latency_count, &mut self.latency_count);
+        for us in self.latencies.drain(..) {
+            stats.latency.record(us);
+        }
         for (reason, n) in self.dropped.drain(..) {
             stats.telemetry.add_dropped(reason, n);
         }
@@ -496,11 +527,11 @@ impl TailSamplingHandle {
         let Some(s) = self.0.lock().clone() else {
             return TailSamplingStats::default();
         };
-        let v = |a: &Arc<AtomicI64>| a.load(Ordering::Relaxed);
+        let v = |a: &Counter| a.get() as i64;
         TailSamplingStats {
-            traces_buffered: v(&s.traces),
-            spans_buffered: v(&s.spans),
-            bytes_buffered: v(&s.bytes),
+            traces_buffered: s.traces.get(),
+            spans_buffered: s.spans.get(),
+            bytes_buffered: s.bytes.get(),
             sampled: v(&s.final_decisions[0]),
             not_sampled: v(&s.final_decisions[1]),
             early_capacity: v(&s.early_capacity),
@@ -515,8 +546,8 @@ impl TailSamplingHandle {
         let s = self.0.lock().clone()?;
         let i = s.names.iter().position(|n| n == name)?;
         Some((
-            s.per_policy[i][0].load(Ordering::Relaxed),
-            s.per_policy[i][1].load(Ordering::Relaxed),
+            s.per_policy[i][0].get() as i64,
+            s.per_policy[i][1].get() as i64,
         ))
     }
 }
@@ -830,9 +861,8 @@ impl TailSamplingCore {
             Early::Capacity => self.tally.early_capacity += 1,
             Early::TooLarge => self.tally.early_too_large += 1,
             Early::OnTime => {
-                let late = now.saturating_duration_since(t.due).as_nanos() as i64;
-                self.tally.latency_sum_ns += late;
-                self.tally.latency_count += 1;
+                let late = now.saturating_duration_since(t.due).as_micros();
+                self.tally.latencies.push(late.min(u64::MAX as u128) as u64);
             }
             Early::Shutdown => {}
         }
