@@ -8,6 +8,9 @@
 //!   [`Exporter`], [`Receiver`], the typed [`Pipeline`] builder, the tokio runtime,
 //!   [`Telemetry`] and the [`testing`] helpers.
 //!
+//! - `config`: [`config`], loading component configs from the Collector's YAML shape.
+//! - `http`, `tokio`, `crossbeam`: propagation carriers and traced-send helpers.
+//!
 //! With default features off, the crate is propagation only and pulls in neither tokio
 //! nor prost.
 //!
@@ -36,6 +39,8 @@
 
 #[cfg(feature = "pipeline")]
 pub mod clock;
+#[cfg(feature = "config")]
+pub mod config;
 pub mod hex;
 pub mod propagation;
 

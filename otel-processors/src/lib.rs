@@ -11,7 +11,7 @@
 pub mod attributes;
 pub mod batch;
 pub mod condition;
-pub mod config;
+pub use otel_pipeline_core::config;
 pub mod filter;
 pub mod memory_limiter;
 pub mod tail_sampling;

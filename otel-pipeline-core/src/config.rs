@@ -1,6 +1,6 @@
-//! Configuration in the OpenTelemetry Collector's shape.
+//! Configuration in the OpenTelemetry Collector's shape (feature `config`).
 //!
-//! Every processor config is a serde struct that refuses unknown keys. [`from_yaml`] loads
+//! Every component config is a serde struct that refuses unknown keys. [`from_yaml`] loads
 //! one from YAML and names the path of whatever is wrong, prefixed with where the config
 //! sits (`processors.filter/health.traces.span[0]`), so a typo is an error, never a
 //! silently ignored setting.
@@ -32,9 +32,11 @@ impl ConfigError {
 /// Deserialize `T` from YAML; errors name `prefix` plus the path inside the document.
 ///
 /// ```
-/// use otel_processors::batch::BatchConfig;
-/// use otel_processors::config::from_yaml;
-/// let err = from_yaml::<BatchConfig>("processors.batch", "send_batch_sise: 10").unwrap_err();
+/// use otel_pipeline_core::config::from_yaml;
+/// #[derive(Debug, serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct Batch { send_batch_size: u32 }
+/// let err = from_yaml::<Batch>("processors.batch", "send_batch_sise: 10").unwrap_err();
 /// assert!(err.to_string().starts_with("processors.batch.send_batch_sise: unknown field"));
 /// ```
 pub fn from_yaml<T: for<'de> Deserialize<'de>>(prefix: &str, yaml: &str) -> Result<T, ConfigError> {
