@@ -17,6 +17,10 @@
 //!   queue drains until the deadline; what cannot be sent by then is counted as dropped
 //!   with reason `shutdown_deadline`.
 
+mod config;
+
+pub(crate) use config::{OtlpExporterYaml, with_scheme};
+
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -192,19 +196,76 @@ impl Default for OtlpExporterConfig {
 /// assert!(Pipeline::traces().receiver(receiver).exporter(exporter).build().is_ok());
 /// ```
 #[derive(Debug, Clone)]
-pub struct OtlpExporter<S> {
+pub struct OtlpExporter<S: Signal> {
     id: ComponentId,
     config: OtlpExporterConfig,
-    _signal: PhantomData<fn() -> S>,
+    pub(crate) hooks: SenderHooks<S>,
 }
 
-impl<S> OtlpExporter<S> {
+/// How one attempt ended, as a [`SenderHooks::observe`] hook sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttemptOutcome {
+    /// The endpoint took the request (possibly with a partial rejection).
+    Sent,
+    /// It failed in a way worth retrying (connection refused, timeout, 503, ...).
+    Retryable,
+    /// It answered that the data is bad; the endpoint itself is alive.
+    Permanent,
+}
+
+type ObserveFn = dyn Fn(AttemptOutcome, Duration) + Send + Sync;
+type HandBackFn<S> = dyn Fn(Batch<S>) -> otel_pipeline_core::BoxFuture<'static, ()> + Send + Sync;
+
+/// Hooks through which a component that owns OTLP exporters (the trace router) follows
+/// every attempt and takes back the batches an endpoint will not deliver.
+pub(crate) struct SenderHooks<S: Signal> {
+    /// Called after every attempt with its outcome and how long it took.
+    pub(crate) observe: Option<Arc<ObserveFn>>,
+    /// Takes batches this endpoint gives up on for a retryable reason (retries
+    /// exhausted, or the endpoint withdrawn), instead of counting them failed.
+    pub(crate) hand_back: Option<Arc<HandBackFn<S>>>,
+    /// Becomes true when the owner withdraws the endpoint: what is queued or being
+    /// retried goes to `hand_back` at once, and nothing more is sent.
+    pub(crate) withdrawn: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl<S: Signal> Default for SenderHooks<S> {
+    fn default() -> Self {
+        Self {
+            observe: None,
+            hand_back: None,
+            withdrawn: None,
+        }
+    }
+}
+
+impl<S: Signal> Clone for SenderHooks<S> {
+    fn clone(&self) -> Self {
+        Self {
+            observe: self.observe.clone(),
+            hand_back: self.hand_back.clone(),
+            withdrawn: self.withdrawn.clone(),
+        }
+    }
+}
+
+impl<S: Signal> std::fmt::Debug for SenderHooks<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SenderHooks")
+            .field("observe", &self.observe.is_some())
+            .field("hand_back", &self.hand_back.is_some())
+            .field("withdrawn", &self.withdrawn.is_some())
+            .finish()
+    }
+}
+
+impl<S: Signal> OtlpExporter<S> {
     /// An exporter with id `otlp`.
     pub fn new(config: OtlpExporterConfig) -> Self {
         Self {
             id: ComponentId::new("otlp"),
             config,
-            _signal: PhantomData,
+            hooks: SenderHooks::default(),
         }
     }
 
@@ -224,8 +285,9 @@ enum Transport {
 }
 
 /// Sends one batch, retrying as configured. The terminal stage behind the queue.
-pub struct OtlpSender<S> {
+pub struct OtlpSender<S: Signal> {
     transport: Transport,
+    hooks: SenderHooks<S>,
     config: OtlpExporterConfig,
     headers: http::HeaderMap,
     telemetry: Arc<ComponentTelemetry>,
@@ -235,7 +297,7 @@ pub struct OtlpSender<S> {
     _signal: PhantomData<fn() -> S>,
 }
 
-impl<S> std::fmt::Debug for OtlpSender<S> {
+impl<S: Signal> std::fmt::Debug for OtlpSender<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OtlpSender")
             .field("endpoint", &self.config.endpoint)
@@ -365,6 +427,7 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
         let deadline = Arc::new(Mutex::new(None));
         let sender = OtlpSender::<S> {
             transport,
+            hooks: self.hooks,
             headers,
             telemetry: ctx.telemetry(),
             deadline: Arc::clone(&deadline),
@@ -662,13 +725,49 @@ fn classify_grpc(status: &tonic::Status) -> Attempt {
     }
 }
 
+impl<S: WireSignal> OtlpSender<S> {
+    fn withdrawn(&self) -> bool {
+        self.hooks.withdrawn.as_ref().is_some_and(|w| *w.borrow())
+    }
+
+    /// Wait `pause`, or less if the endpoint is withdrawn meanwhile.
+    async fn pause(&self, pause: Duration) {
+        match &self.hooks.withdrawn {
+            None => tokio::time::sleep(pause).await,
+            Some(w) => {
+                let mut w = w.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = w.wait_for(|gone| *gone) => {}
+                }
+            }
+        }
+    }
+}
+
 impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
     async fn consume(&self, batch: Batch<S>) -> Result<(), ConsumeError<S>> {
         let n = batch.item_count();
         let started = Instant::now();
         let mut wait = self.config.retry.initial_interval;
         loop {
-            let (reason, retry_after) = match self.attempt(&batch.data).await {
+            if let Some(hand_back) = &self.hooks.hand_back
+                && self.withdrawn()
+            {
+                hand_back(batch).await;
+                return Ok(());
+            }
+            let attempt_started = Instant::now();
+            let attempt = self.attempt(&batch.data).await;
+            if let Some(observe) = &self.hooks.observe {
+                let outcome = match &attempt {
+                    Attempt::Sent { .. } => AttemptOutcome::Sent,
+                    Attempt::Retryable { .. } => AttemptOutcome::Retryable,
+                    Attempt::Permanent { .. } => AttemptOutcome::Permanent,
+                };
+                observe(outcome, attempt_started.elapsed());
+            }
+            let (reason, retry_after) = match attempt {
                 Attempt::Sent { rejected, message } => {
                     let rejected = rejected.min(n);
                     self.telemetry.add_sent(n - rejected);
@@ -703,13 +802,18 @@ impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
                 ));
             }
             if !r.enabled || started.elapsed() + pause > r.max_elapsed {
+                if let Some(hand_back) = &self.hooks.hand_back {
+                    // The owner sends it elsewhere; this endpoint counts nothing for it.
+                    hand_back(batch).await;
+                    return Ok(());
+                }
                 self.telemetry.add_send_failed(n);
                 return Err(ConsumeError::rejected(
                     n,
                     format!("gave up after {:?}: {reason}", started.elapsed()),
                 ));
             }
-            tokio::time::sleep(pause).await;
+            self.pause(pause).await;
             wait = Duration::from_secs_f64(
                 (wait.as_secs_f64() * r.multiplier).min(r.max_interval.as_secs_f64()),
             );

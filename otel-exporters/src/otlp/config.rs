@@ -1,0 +1,225 @@
+//! The OTLP exporter's configuration in the Collector's `otlp` exporter shape.
+//!
+//! ```yaml
+//! exporters:
+//!   otlp/backend:
+//!     endpoint: backend:4317        # no scheme: TLS unless tls.insecure is true
+//!     tls: { insecure: true }
+//!     compression: gzip             # gzip (default) or none
+//!     headers: { x-api-key: "..." }
+//!     timeout: 5s
+//!     retry_on_failure: { enabled: true, initial_interval: 5s, max_interval: 30s, max_elapsed_time: 300s }
+//!     sending_queue: { enabled: true, num_consumers: 10, queue_size: 100000 }
+//! ```
+//!
+//! `protocol` (ours: `grpc`, `http/protobuf`, `http/json`) picks the transport; the
+//! Collector spells that as a separate `otlphttp` exporter.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{
+    ClientTls, Compression, OtlpExporterConfig, Protocol, RetryConfig, SendingQueueConfig,
+};
+
+/// The YAML form of [`OtlpExporterConfig`]; unknown keys are refused.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OtlpExporterYaml {
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    protocol: Option<ProtocolYaml>,
+    #[serde(default)]
+    compression: Option<CompressionYaml>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "otel_pipeline_core::config::opt_duration")]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    tls: TlsYaml,
+    #[serde(default)]
+    retry_on_failure: Option<RetryYaml>,
+    #[serde(default)]
+    sending_queue: Option<QueueYaml>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+enum ProtocolYaml {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum CompressionYaml {
+    Gzip,
+    None,
+    #[serde(rename = "")]
+    Empty,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsYaml {
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default)]
+    ca_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryYaml {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default, deserialize_with = "otel_pipeline_core::config::opt_duration")]
+    initial_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "otel_pipeline_core::config::opt_duration")]
+    max_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "otel_pipeline_core::config::opt_duration")]
+    max_elapsed_time: Option<Duration>,
+    #[serde(default)]
+    multiplier: Option<f64>,
+    #[serde(default)]
+    randomization_factor: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueYaml {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    num_consumers: Option<usize>,
+    #[serde(default)]
+    queue_size: Option<usize>,
+    #[serde(default)]
+    max_bytes: Option<usize>,
+    #[serde(default, alias = "blocking")]
+    block_on_overflow: Option<bool>,
+}
+
+impl OtlpExporterYaml {
+    /// Whether the endpoint is plaintext when it names no scheme.
+    pub(crate) fn insecure(&self) -> bool {
+        self.tls.insecure
+    }
+
+    /// The exporter settings, with `endpoint` given a scheme (`http://` when
+    /// `tls.insecure`, else `https://`, as the Collector reads a bare `host:port`).
+    pub(crate) fn to_config(&self) -> OtlpExporterConfig {
+        let mut c = OtlpExporterConfig::default();
+        if let Some(endpoint) = &self.endpoint {
+            c.endpoint = with_scheme(endpoint, self.tls.insecure);
+        }
+        c.protocol = match self.protocol {
+            None | Some(ProtocolYaml::Grpc) => Protocol::Grpc,
+            Some(ProtocolYaml::HttpProtobuf) => Protocol::HttpProtobuf,
+            Some(ProtocolYaml::HttpJson) => Protocol::HttpJson,
+        };
+        c.compression = match self.compression {
+            None | Some(CompressionYaml::Gzip) => Compression::Gzip,
+            Some(CompressionYaml::None | CompressionYaml::Empty) => Compression::None,
+        };
+        c.headers = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(t) = self.timeout {
+            c.timeout = t;
+        }
+        c.tls = ClientTls {
+            ca_file: self.tls.ca_file.clone(),
+        };
+        if let Some(r) = &self.retry_on_failure {
+            let d = RetryConfig::default();
+            c.retry = RetryConfig {
+                enabled: r.enabled.unwrap_or(d.enabled),
+                initial_interval: r.initial_interval.unwrap_or(d.initial_interval),
+                max_interval: r.max_interval.unwrap_or(d.max_interval),
+                // The Collector reads 0 as "no limit".
+                max_elapsed: match r.max_elapsed_time {
+                    Some(Duration::ZERO) => Duration::MAX,
+                    Some(t) => t,
+                    None => d.max_elapsed,
+                },
+                multiplier: r.multiplier.unwrap_or(d.multiplier),
+                randomization: r.randomization_factor.unwrap_or(d.randomization),
+            };
+        }
+        if let Some(q) = &self.sending_queue {
+            let d = SendingQueueConfig::default();
+            c.queue = SendingQueueConfig {
+                enabled: q.enabled.unwrap_or(d.enabled),
+                num_consumers: q.num_consumers.unwrap_or(d.num_consumers),
+                max_items: q.queue_size.unwrap_or(d.max_items),
+                max_bytes: q.max_bytes.or(d.max_bytes),
+                block_on_overflow: q.block_on_overflow.unwrap_or(d.block_on_overflow),
+            };
+        }
+        c
+    }
+}
+
+/// `host:port` as a URI: `http://` when `insecure`, else `https://`; a URI with a
+/// scheme is kept as it is.
+pub(crate) fn with_scheme(endpoint: &str, insecure: bool) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else if insecure {
+        format!("http://{endpoint}")
+    } else {
+        format!("https://{endpoint}")
+    }
+}
+
+impl<'de> Deserialize<'de> for OtlpExporterConfig {
+    /// The Collector's `otlp` exporter section. See the [module docs](self).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        OtlpExporterYaml::deserialize(d).map(|y| y.to_config())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otel_pipeline_core::config::from_yaml;
+
+    #[test]
+    fn collector_shape_loads_and_typos_name_the_path() {
+        let c: OtlpExporterConfig = from_yaml(
+            "exporters.otlp",
+            "endpoint: gw:4317\ntls: {insecure: true}\ncompression: none\ntimeout: 2s\n\
+             retry_on_failure: {max_elapsed_time: 0s}\nsending_queue: {queue_size: 50}",
+        )
+        .unwrap();
+        assert_eq!(c.endpoint, "http://gw:4317");
+        assert_eq!(c.compression, Compression::None);
+        assert_eq!(c.timeout, Duration::from_secs(2));
+        assert_eq!(c.retry.max_elapsed, Duration::MAX);
+        assert_eq!(c.queue.max_items, 50);
+        let secure: OtlpExporterConfig = from_yaml("e", "endpoint: gw:4317").unwrap();
+        assert_eq!(secure.endpoint, "https://gw:4317");
+        let err = from_yaml::<OtlpExporterConfig>(
+            "exporters.otlp",
+            "retry_on_failure: {enabled: true, max_intervall: 1s}",
+        )
+        .unwrap_err();
+        assert!(
+            err.path.starts_with("exporters.otlp.retry_on_failure"),
+            "{err}"
+        );
+        assert!(err.message.contains("max_intervall"), "{err}");
+        let err =
+            from_yaml::<OtlpExporterConfig>("exporters.otlp", "compression: brotli").unwrap_err();
+        assert_eq!(err.path, "exporters.otlp.compression", "{err}");
+    }
+}
