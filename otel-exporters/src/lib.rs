@@ -7,6 +7,7 @@
 //! - [`otlp`]: OTLP over gRPC or HTTP with retry, backoff and a bounded sending queue.
 
 pub mod debug;
+pub mod loadbalancing;
 pub mod otlp;
 
 pub use debug::{DebugExporter, Verbosity};
