@@ -11,9 +11,9 @@
 //! - balanced as well as independent random placement can be (no virtual nodes, no
 //!   table whose slot counts add their own imbalance).
 //!
-//! Its cost is one score per endpoint per lookup. Scores are 32-bit and packed with the
-//! endpoint's index, so the loop is a run of multiplies, shifts and a maximum that the
-//! compiler vectorises; see `docs/adr/004-trace-router-hash.md` for the figures.
+//! Its cost is one score per endpoint per lookup: a xor and a 32-bit multiply, packed with
+//! the endpoint's index so that one running maximum finds the winner, in a loop the
+//! compiler vectorises. See `docs/adr/004-trace-router-hash.md` for the figures.
 //!
 //! Both hashes below are written out here, not taken from a hashing crate, because every
 //! agent of a fleet must compute exactly the same owner on every CPU and in every build:
@@ -116,23 +116,13 @@ impl Rendezvous {
     pub fn owner(&self, h: u64) -> usize {
         let k = fold(h);
         if self.xors.len() <= PACKED_MAX {
-            // Eight independent lanes of 32x32->64 multiplies and signed 32-bit maxima:
-            // both native to every x86-64 (SSE2), so the loop becomes vector code.
-            const LANES: usize = 8;
-            let mut best = [i32::MIN; LANES];
-            let mut xs = self.xors.chunks_exact(LANES);
-            let mut ms = self.muls.chunks_exact(LANES);
-            let mut base = 0u32;
-            for (x, m) in (&mut xs).zip(&mut ms) {
-                for lane in 0..LANES {
-                    let v = packed(score(k, x[lane], m[lane]), base + lane as u32);
-                    best[lane] = best[lane].max(v);
-                }
-                base += LANES as u32;
-            }
-            let mut top = best.iter().copied().max().unwrap_or(i32::MIN);
-            for (j, (x, m)) in xs.remainder().iter().zip(ms.remainder()).enumerate() {
-                top = top.max(packed(score(k, *x, *m), base + j as u32));
+            // A plain max-reduction over the endpoints: the loop vectorizer turns it into
+            // vector multiplies and signed maxima (SSE2 multiplies lanes in pairs).
+            let xs = &self.xors[..];
+            let ms = &self.muls[..xs.len()];
+            let mut top = i32::MIN;
+            for i in 0..xs.len() {
+                top = top.max(packed(score(k, xs[i], ms[i]), i as u32));
             }
             (top as u32 & 0x3ff) as usize
         } else {
