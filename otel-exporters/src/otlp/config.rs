@@ -182,7 +182,9 @@ pub(crate) fn with_scheme(endpoint: &str, insecure: bool) -> String {
 }
 
 impl<'de> Deserialize<'de> for OtlpExporterConfig {
-    /// The Collector's `otlp` exporter section. See the [module docs](self).
+    /// The Collector's `otlp` exporter section: `endpoint` (a bare `host:port` is TLS
+    /// unless `tls.insecure`), `protocol`, `compression`, `headers`, `timeout`,
+    /// `tls.ca_file`, `retry_on_failure` and `sending_queue`. Unknown keys are refused.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         OtlpExporterYaml::deserialize(d).map(|y| y.to_config())
     }
