@@ -128,6 +128,25 @@ impl<S: Signal, R, P, E> PipelineBuilder<S, R, P, E> {
         }
     }
 
+    /// Append a chain of processors decided at run time, such as a
+    /// `Vec<`[`BoxProcessor`](crate::boxed::BoxProcessor)`<S>>`.
+    pub fn processors<X: ProcessorChain<S>>(
+        self,
+        chain: X,
+    ) -> PipelineBuilder<S, R, Then<P, X>, E> {
+        PipelineBuilder {
+            name: self.name,
+            telemetry: self.telemetry,
+            receivers: self.receivers,
+            processors: Then {
+                first: self.processors,
+                rest: chain,
+            },
+            exporters: self.exporters,
+            _signal: PhantomData,
+        }
+    }
+
     /// Add an exporter. With several, every batch fans out to each.
     pub fn exporter<X: Exporter<S>>(self, exporter: X) -> PipelineBuilder<S, R, P, E::Output>
     where
@@ -139,6 +158,21 @@ impl<S: Signal, R, P, E> PipelineBuilder<S, R, P, E> {
             receivers: self.receivers,
             processors: self.processors,
             exporters: self.exporters.add(exporter),
+            _signal: PhantomData,
+        }
+    }
+}
+
+impl<S: Signal, R, P> PipelineBuilder<S, R, P, NoExporters> {
+    /// Use exporters decided at run time (every batch goes to each), such as a
+    /// `Vec<`[`BoxExporter`](crate::boxed::BoxExporter)`<S>>`.
+    pub fn exporters<X: ExporterSet<S>>(self, set: X) -> PipelineBuilder<S, R, P, X> {
+        PipelineBuilder {
+            name: self.name,
+            telemetry: self.telemetry,
+            receivers: self.receivers,
+            processors: self.processors,
+            exporters: set,
             _signal: PhantomData,
         }
     }
@@ -353,19 +387,52 @@ impl<S: Signal, First: ProcessorChain<S>, Last: Processor<S>> ProcessorChain<S>
         next: N,
         ctx: &mut BuildContext,
     ) -> Result<Self::Consumer<N>, BuildError> {
-        let id = self.last.id();
-        let mut component = ctx.component(ComponentKind::Processor, id)?;
-        let telemetry = component.telemetry();
-        let out = CountOut {
-            inner: next,
-            telemetry: Arc::clone(&telemetry),
-        };
-        let built = self.last.build(out, &mut component)?;
-        let counted = CountIn {
-            inner: built,
-            telemetry,
-        };
+        let counted = build_processor(self.last, next, ctx)?;
         self.first.build_chain(counted, ctx)
+    }
+}
+
+/// Build one processor in front of `next`, with its own component context and the
+/// incoming/outgoing counters every processor gets.
+pub(crate) fn build_processor<S: Signal, P: Processor<S>, N: Consumer<S>>(
+    processor: P,
+    next: N,
+    ctx: &mut BuildContext,
+) -> Result<CountIn<P::Consumer<CountOut<N>>>, BuildError> {
+    let id = processor.id();
+    let mut component = ctx.component(ComponentKind::Processor, id)?;
+    let telemetry = component.telemetry();
+    let out = CountOut {
+        inner: next,
+        telemetry: Arc::clone(&telemetry),
+    };
+    let built = processor.build(out, &mut component)?;
+    Ok(CountIn {
+        inner: built,
+        telemetry,
+    })
+}
+
+/// A processor chain `first`, then the chain `rest` (what
+/// [`PipelineBuilder::processors`] appends).
+#[derive(Debug, Clone)]
+pub struct Then<First, Rest> {
+    first: First,
+    rest: Rest,
+}
+
+impl<S: Signal, First: ProcessorChain<S>, Rest: ProcessorChain<S>> ProcessorChain<S>
+    for Then<First, Rest>
+{
+    type Consumer<N: Consumer<S>> = First::Consumer<Rest::Consumer<N>>;
+
+    fn build_chain<N: Consumer<S>>(
+        self,
+        next: N,
+        ctx: &mut BuildContext,
+    ) -> Result<Self::Consumer<N>, BuildError> {
+        let rest = self.rest.build_chain(next, ctx)?;
+        self.first.build_chain(rest, ctx)
     }
 }
 

@@ -45,6 +45,8 @@ pub mod hex;
 pub mod propagation;
 
 #[cfg(feature = "pipeline")]
+pub mod boxed;
+#[cfg(feature = "pipeline")]
 mod builder;
 #[cfg(feature = "pipeline")]
 mod component;
@@ -71,7 +73,7 @@ mod transform;
 pub use builder::{
     AddExporter, Built, BuiltPipeline, CountIn, CountOut, ExporterSet, Identity, ManyExporters,
     NoExporters, NoReceivers, OneExporter, Pipeline, PipelineBuilder, ProcessorChain, ReceiverSet,
-    ReceiverStart, Stack,
+    ReceiverStart, Stack, Then,
 };
 #[cfg(feature = "pipeline")]
 pub use component::{
