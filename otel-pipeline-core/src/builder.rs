@@ -54,6 +54,11 @@ impl Pipeline {
     pub fn logs() -> PipelineBuilder<Logs, NoReceivers, Identity, NoExporters> {
         PipelineBuilder::new()
     }
+
+    /// A pipeline of signal `S`, for code generic over the signal.
+    pub fn new_for<S: Signal>() -> PipelineBuilder<S, NoReceivers, Identity, NoExporters> {
+        PipelineBuilder::new()
+    }
 }
 
 /// A pipeline under construction: `R` receivers, `P` processor chain, `E` exporter set.

@@ -98,6 +98,8 @@ pub enum ComponentKind {
     Processor,
     /// Sends data out.
     Exporter,
+    /// Serves the process, not a pipeline (`health_check`).
+    Extension,
 }
 
 impl ComponentKind {
@@ -107,6 +109,7 @@ impl ComponentKind {
             Self::Receiver => "receiver",
             Self::Processor => "processor",
             Self::Exporter => "exporter",
+            Self::Extension => "extension",
         }
     }
 }

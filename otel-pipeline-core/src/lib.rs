@@ -40,6 +40,8 @@
 #[cfg(feature = "pipeline")]
 pub mod clock;
 #[cfg(feature = "config")]
+pub mod collector;
+#[cfg(feature = "config")]
 pub mod config;
 pub mod hex;
 pub mod propagation;

@@ -674,6 +674,7 @@ impl ComponentTelemetry {
                 ("send_failed", self.send_failed()),
                 ("enqueue_failed", self.enqueue_failed()),
             ],
+            ComponentKind::Extension => Vec::new(),
         }
     }
 

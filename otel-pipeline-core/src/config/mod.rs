@@ -5,18 +5,38 @@
 //! sits (`processors.filter/health.traces.span[0]`), so a typo is an error, never a
 //! silently ignored setting.
 
+mod yaml;
+
+use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+pub use yaml::Location;
+pub(crate) use yaml::{Node, NodeValue, merge, parse};
+
 /// A configuration that could not be loaded or validated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
 pub struct ConfigError {
     /// Where: `processors.filter.traces.span[0]`.
     pub path: String,
     /// What.
     pub message: String,
+    /// The file, line and column, when the configuration came from a file.
+    pub location: Option<Location>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(at) = &self.location {
+            write!(f, "{at}: ")?;
+        }
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
 }
 
 impl ConfigError {
@@ -25,7 +45,14 @@ impl ConfigError {
         Self {
             path: path.into(),
             message: message.into(),
+            location: None,
         }
+    }
+
+    /// The same error, placed at `location` in a file.
+    pub fn at(mut self, location: Location) -> Self {
+        self.location = Some(location);
+        self
     }
 }
 

@@ -1,0 +1,1224 @@
+//! The Collector's YAML, loaded and running (feature `config`).
+//!
+//! [`CollectorConfig::load`] reads one or more YAML files in the OpenTelemetry
+//! Collector's shape (`receivers`, `processors`, `exporters`, `extensions`,
+//! `service.pipelines.<signal>[/name]`), merged in order, with `${env:NAME}` substitution.
+//! Every mistake is an error that names its path and its file, line and column: unknown
+//! keys, unknown component types, components used but not defined, and bad values.
+//! [`CollectorConfig::build`] builds every component through the factories of a
+//! [`Registry`], and [`Collector::start`] runs them: extensions, then each pipeline's
+//! exporters and processors, then the receivers, one instance per receiver id shared by
+//! every pipeline that names it.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use otel_pipeline_core::collector::{CollectorConfig, ConfigFile, Registry};
+//! let registry = Registry::new(); // add each crate's factories: otel_receivers::register(&mut registry), ...
+//! let err = CollectorConfig::load(
+//!     &[ConfigFile::new("collector.yaml", "service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n")],
+//!     |_| None,
+//!     &registry,
+//! )
+//! .unwrap_err();
+//! assert!(err.to_string().contains("collector.yaml:4:19: service.pipelines.traces.receivers[0]"), "{err}");
+//! # Ok(()) }
+//! ```
+
+mod registry;
+
+pub use registry::{
+    CollectorHealth, CollectorSignal, ExporterFactory, Extension, ExtensionFactory, Host,
+    ProcessorFactory, ReadinessGate, ReceiverFactory, ReceiverInstance, Registry, Section,
+};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::boxed::{BoxExporter, BoxProcessor, FanOutAll, ReceiverGroup};
+use crate::builder::{BuiltPipeline, NoReceivers, Pipeline};
+use crate::component::{BoxError, ComponentId, ComponentKind};
+use crate::config::{ConfigError, Location, Node, NodeValue};
+use crate::consumer::{BoxConsumer, BoxFuture};
+use crate::runtime::{RunningPipeline, ShutdownError, StartError};
+use crate::signal::{Logs, Metrics, Traces};
+use crate::telemetry::Telemetry;
+
+/// Extensions the Collector has that do nothing useful here; accepted with a warning.
+pub(crate) const ACCEPTED_EXTENSIONS: [&str; 2] = ["pprof", "zpages"];
+
+/// Component types of the Collector and its contrib distribution that this build does
+/// not include: named in a clear error rather than "unknown".
+const COLLECTOR_TYPES: &[(&str, &[&str])] = &[
+    (
+        "receiver",
+        &[
+            "jaeger",
+            "zipkin",
+            "prometheus",
+            "kafka",
+            "filelog",
+            "hostmetrics",
+            "k8s_cluster",
+            "k8s_events",
+            "k8sobjects",
+            "kubeletstats",
+            "journald",
+            "syslog",
+            "fluentforward",
+            "opencensus",
+            "statsd",
+            "carbon",
+            "receiver_creator",
+            "awsxray",
+            "otlpjsonfile",
+            "prometheus_simple",
+            "httpcheck",
+            "docker_stats",
+            "redis",
+            "postgresql",
+            "mysql",
+        ],
+    ),
+    (
+        "processor",
+        &[
+            "k8sattributes",
+            "resourcedetection",
+            "resource",
+            "transform",
+            "probabilistic_sampler",
+            "groupbytrace",
+            "groupbyattrs",
+            "span",
+            "routing",
+            "cumulativetodelta",
+            "deltatocumulative",
+            "metricstransform",
+            "metricsgeneration",
+            "servicegraph",
+            "spanmetrics",
+            "logdedup",
+            "interval",
+            "sumologic",
+            "remotetap",
+            "schema",
+            "experimental_metricsgeneration",
+            "redaction_v2",
+        ],
+    ),
+    (
+        "exporter",
+        &[
+            "otlp_grpc",
+            "kafka",
+            "prometheus",
+            "prometheusremotewrite",
+            "file",
+            "zipkin",
+            "jaeger",
+            "logging",
+            "loki",
+            "elasticsearch",
+            "awsxray",
+            "awsemf",
+            "datadog",
+            "splunk_hec",
+            "clickhouse",
+            "googlecloud",
+            "azuremonitor",
+            "influxdb",
+            "sapm",
+            "signalfx",
+            "opencensus",
+            "nop",
+        ],
+    ),
+    (
+        "extension",
+        &[
+            "file_storage",
+            "oauth2client",
+            "bearertokenauth",
+            "basicauth",
+            "headers_setter",
+            "memory_ballast",
+            "k8s_observer",
+            "docker_observer",
+            "host_observer",
+            "oidc",
+            "sigv4auth",
+            "ballast",
+            "db_storage",
+            "jaegerremotesampling",
+            "opamp",
+        ],
+    ),
+];
+
+/// One configuration file: a name for errors (its path) and its text.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    /// Shown in errors: `agent.yaml:12:7: ...`.
+    pub name: String,
+    /// The YAML.
+    pub text: String,
+}
+
+impl ConfigFile {
+    /// A file named `name` holding `text`.
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+
+    /// Read `path`.
+    pub fn read(path: impl AsRef<std::path::Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("reading {}: {e}", path.display())))?;
+        Ok(Self::new(path.display().to_string(), text))
+    }
+}
+
+/// Everything wrong with a configuration, each with its path and place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct LoadError {
+    /// The errors, in file order.
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<ConfigError> for LoadError {
+    fn from(e: ConfigError) -> Self {
+        Self { errors: vec![e] }
+    }
+}
+
+/// Which signal a pipeline carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SignalKind {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+/// One `service.pipelines` entry.
+#[derive(Debug, Clone)]
+struct PipelineSpec {
+    name: String,
+    signal: SignalKind,
+    receivers: Vec<ComponentId>,
+    processors: Vec<ComponentId>,
+    exporters: Vec<ComponentId>,
+}
+
+/// `service.telemetry`, as far as it applies here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceTelemetry {
+    /// Where to serve self-metrics as Prometheus text (`None`: level `none`). Default
+    /// `localhost:8888`, the Collector's.
+    pub metrics_address: Option<String>,
+    /// `service.telemetry.logs.level`: `debug`, `info` (default), `warn`, `error`.
+    pub log_level: String,
+}
+
+/// A loaded and validated configuration. See the [module docs](self).
+#[derive(Debug)]
+pub struct CollectorConfig {
+    root: Node,
+    index: BTreeMap<String, Location>,
+    pipelines: Vec<PipelineSpec>,
+    extensions: Vec<ComponentId>,
+    telemetry: ServiceTelemetry,
+    warnings: Vec<String>,
+}
+
+impl CollectorConfig {
+    /// Load `files` merged in order, replacing `${env:NAME}` with `env(NAME)`, and check
+    /// everything the [`Registry`] can check without starting anything: the document's
+    /// shape, every component's configuration, and every reference.
+    pub fn load(
+        files: &[ConfigFile],
+        env: impl Fn(&str) -> Option<String>,
+        registry: &Registry,
+    ) -> Result<Self, LoadError> {
+        if files.is_empty() {
+            return Err(ConfigError::new("", "no configuration given").into());
+        }
+        let mut root: Option<Node> = None;
+        for file in files {
+            let node = crate::config::parse(&file.name, &file.text, &env)?;
+            if !matches!(node.value, NodeValue::Map(_)) {
+                return Err(ConfigError::new("", "the configuration must be a mapping")
+                    .at(node.at)
+                    .into());
+            }
+            match &mut root {
+                None => root = Some(node),
+                Some(r) => crate::config::merge(r, node),
+            }
+        }
+        let root = root.unwrap_or_else(|| unreachable_root(files));
+        let mut index = BTreeMap::new();
+        root.index("", &mut index);
+        let mut config = Self {
+            root,
+            index,
+            pipelines: Vec::new(),
+            extensions: Vec::new(),
+            telemetry: ServiceTelemetry {
+                metrics_address: Some("localhost:8888".into()),
+                log_level: "info".into(),
+            },
+            warnings: Vec::new(),
+        };
+        let mut errors = Vec::new();
+        config.check_shape(registry, &mut errors);
+        if errors.is_empty() {
+            // Building checks every component's own configuration.
+            if let Err(e) = config.build(registry, Telemetry::new()) {
+                errors.extend(e.errors);
+            }
+        }
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(LoadError { errors })
+        }
+    }
+
+    /// Warnings worth logging (components accepted that do nothing here).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The pipelines' names (`traces`, `traces/agent`).
+    pub fn pipeline_names(&self) -> impl Iterator<Item = &str> {
+        self.pipelines.iter().map(|p| p.name.as_str())
+    }
+
+    /// `service.telemetry`.
+    pub fn service_telemetry(&self) -> &ServiceTelemetry {
+        &self.telemetry
+    }
+
+    fn err(&self, path: &str, message: impl Into<String>) -> ConfigError {
+        let e = ConfigError::new(path, message);
+        match registry::locate(&self.index, path) {
+            Some(at) => e.at(at),
+            None => e,
+        }
+    }
+
+    fn check_shape(&mut self, registry: &Registry, errors: &mut Vec<ConfigError>) {
+        for (key, at, _) in self.root.entries() {
+            if !matches!(
+                key.as_str(),
+                "receivers" | "processors" | "exporters" | "extensions" | "connectors" | "service"
+            ) {
+                errors.push(
+                    ConfigError::new(key.clone(), "unknown top-level key (expected receivers, processors, exporters, extensions, connectors or service)")
+                        .at(at.clone()),
+                );
+            }
+        }
+        if let Some(c) = self.root.get("connectors")
+            && !c.entries().is_empty()
+        {
+            errors.push(self.err("connectors", "connectors are not supported in this build"));
+        }
+        // Every defined component: a valid id of a known type.
+        for (section, kind) in [
+            ("receivers", ComponentKind::Receiver),
+            ("processors", ComponentKind::Processor),
+            ("exporters", ComponentKind::Exporter),
+            ("extensions", ComponentKind::Extension),
+        ] {
+            let Some(node) = self.root.get(section) else {
+                continue;
+            };
+            if !node.is_null() && !matches!(node.value, NodeValue::Map(_)) {
+                errors.push(self.err(
+                    section,
+                    "must be a mapping of component ids to their settings",
+                ));
+                continue;
+            }
+            for (id, _, _) in node.entries() {
+                let path = format!("{section}.{id}");
+                match id.parse::<ComponentId>() {
+                    Err(e) => errors.push(self.err(&path, e.to_string())),
+                    Ok(cid) => {
+                        if let Err(e) = known(registry, kind, cid.kind()) {
+                            errors.push(self.err(&path, e));
+                        } else if kind == ComponentKind::Extension
+                            && ACCEPTED_EXTENSIONS.contains(&cid.kind())
+                        {
+                            self.warnings.push(format!(
+                                "extensions.{id}: accepted, but it does nothing in this collector"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let Some(service) = self.root.get("service").cloned() else {
+            errors.push(ConfigError::new(
+                "service",
+                "missing: a configuration needs service.pipelines",
+            ));
+            return;
+        };
+        for (key, at, _) in service.entries() {
+            if !matches!(key.as_str(), "pipelines" | "extensions" | "telemetry") {
+                errors.push(
+                    ConfigError::new(
+                        format!("service.{key}"),
+                        "unknown key (expected pipelines, extensions or telemetry)",
+                    )
+                    .at(at.clone()),
+                );
+            }
+        }
+        if let Some(ext) = service.get("extensions") {
+            match &ext.value {
+                NodeValue::Seq(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let path = format!("service.extensions[{i}]");
+                        match self.reference(item, "extensions", &path) {
+                            Ok(id) => self.extensions.push(id),
+                            Err(e) => errors.push(e),
+                        }
+                    }
+                }
+                NodeValue::Null => {}
+                _ => errors.push(self.err("service.extensions", "must be a list of extension ids")),
+            }
+        }
+        if let Some(t) = service.get("telemetry") {
+            self.check_telemetry(t, errors);
+        }
+        let Some(pipelines) = service.get("pipelines") else {
+            errors.push(self.err("service", "missing `pipelines`"));
+            return;
+        };
+        if pipelines.entries().is_empty() {
+            errors.push(self.err("service.pipelines", "needs at least one pipeline"));
+        }
+        for (name, at, spec) in pipelines.entries() {
+            let path = format!("service.pipelines.{name}");
+            let signal = match name.split('/').next().unwrap_or_default() {
+                "traces" => SignalKind::Traces,
+                "metrics" => SignalKind::Metrics,
+                "logs" => SignalKind::Logs,
+                other => {
+                    errors.push(
+                        ConfigError::new(path, format!("unknown signal `{other}` (expected traces, metrics or logs, optionally /name)"))
+                            .at(at.clone()),
+                    );
+                    continue;
+                }
+            };
+            if name.ends_with('/') {
+                errors.push(
+                    ConfigError::new(path, "a pipeline name after `/` must not be empty")
+                        .at(at.clone()),
+                );
+                continue;
+            }
+            let mut lists: BTreeMap<&str, Vec<ComponentId>> = BTreeMap::new();
+            for (key, key_at, value) in spec.entries() {
+                let (section, required) = match key.as_str() {
+                    "receivers" => ("receivers", true),
+                    "processors" => ("processors", false),
+                    "exporters" => ("exporters", true),
+                    _ => {
+                        errors.push(
+                            ConfigError::new(
+                                format!("{path}.{key}"),
+                                "unknown key (expected receivers, processors or exporters)",
+                            )
+                            .at(key_at.clone()),
+                        );
+                        continue;
+                    }
+                };
+                let _ = required;
+                let items: &[Node] = match &value.value {
+                    NodeValue::Seq(items) => items,
+                    NodeValue::Null => &[],
+                    _ => {
+                        errors.push(
+                            self.err(&format!("{path}.{key}"), "must be a list of component ids"),
+                        );
+                        continue;
+                    }
+                };
+                let mut ids = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let item_path = format!("{path}.{key}[{i}]");
+                    match self.reference(item, section, &item_path) {
+                        Ok(id) if ids.contains(&id) => errors.push(
+                            ConfigError::new(item_path, format!("`{id}` is listed twice"))
+                                .at(item.at.clone()),
+                        ),
+                        Ok(id) => ids.push(id),
+                        Err(e) => errors.push(e),
+                    }
+                }
+                lists.insert(section, ids);
+            }
+            for required in ["receivers", "exporters"] {
+                if lists.get(required).is_none_or(Vec::is_empty) {
+                    errors.push(
+                        ConfigError::new(
+                            format!("{path}.{required}"),
+                            format!("a pipeline needs at least one of its {required}"),
+                        )
+                        .at(at.clone()),
+                    );
+                }
+            }
+            self.pipelines.push(PipelineSpec {
+                name: name.clone(),
+                signal,
+                receivers: lists.remove("receivers").unwrap_or_default(),
+                processors: lists.remove("processors").unwrap_or_default(),
+                exporters: lists.remove("exporters").unwrap_or_default(),
+            });
+        }
+    }
+
+    /// A component id in a list, which must be defined in `section`.
+    fn reference(
+        &self,
+        item: &Node,
+        section: &str,
+        path: &str,
+    ) -> Result<ComponentId, ConfigError> {
+        let NodeValue::String(text) = &item.value else {
+            return Err(ConfigError::new(path, "expected a component id").at(item.at.clone()));
+        };
+        let id: ComponentId = text.parse().map_err(|e: crate::component::BuildError| {
+            ConfigError::new(path, e.to_string()).at(item.at.clone())
+        })?;
+        let defined = self
+            .root
+            .get(section)
+            .is_some_and(|s| s.get(text).is_some());
+        if !defined {
+            let singular = section.trim_end_matches('s');
+            return Err(ConfigError::new(
+                path,
+                format!("{singular} `{text}` is used here but not defined under `{section}`"),
+            )
+            .at(item.at.clone()));
+        }
+        Ok(id)
+    }
+
+    fn check_telemetry(&mut self, t: &Node, errors: &mut Vec<ConfigError>) {
+        for (key, at, value) in t.entries() {
+            let path = format!("service.telemetry.{key}");
+            match key.as_str() {
+                "metrics" => {
+                    let mut level_none = false;
+                    for (k, k_at, v) in value.entries() {
+                        let p = format!("{path}.{k}");
+                        match (k.as_str(), &v.value) {
+                            ("address", NodeValue::String(a)) => {
+                                self.telemetry.metrics_address = Some(a.clone())
+                            }
+                            ("level", NodeValue::String(l)) => match l.as_str() {
+                                "none" => level_none = true,
+                                "basic" | "normal" | "detailed" => {}
+                                _ => errors.push(
+                                    ConfigError::new(p, "expected none, basic, normal or detailed")
+                                        .at(v.at.clone()),
+                                ),
+                            },
+                            ("readers", NodeValue::Seq(readers)) => {
+                                for (i, r) in readers.iter().enumerate() {
+                                    let prom = r
+                                        .get("pull")
+                                        .and_then(|p| p.get("exporter"))
+                                        .and_then(|e| e.get("prometheus"));
+                                    match prom {
+                                        Some(p) => {
+                                            let host = match p.get("host").map(|h| &h.value) {
+                                                Some(NodeValue::String(h)) => h.clone(),
+                                                _ => "localhost".into(),
+                                            };
+                                            let port = match p.get("port").map(|h| &h.value) {
+                                                Some(NodeValue::Int(port)) => *port,
+                                                _ => 8888,
+                                            };
+                                            self.telemetry.metrics_address = Some(format!("{host}:{port}"));
+                                        }
+                                        None => errors.push(self.err(
+                                            &format!("{p}[{i}]"),
+                                            "only a pull reader with a prometheus exporter is supported",
+                                        )),
+                                    }
+                                }
+                            }
+                            _ => errors.push(
+                                ConfigError::new(
+                                    p,
+                                    "unknown or invalid key (expected address, level or readers)",
+                                )
+                                .at(k_at.clone()),
+                            ),
+                        }
+                    }
+                    if level_none {
+                        self.telemetry.metrics_address = None;
+                    }
+                }
+                "logs" => {
+                    for (k, k_at, v) in value.entries() {
+                        let p = format!("{path}.{k}");
+                        match k.as_str() {
+                            "level" => match &v.value {
+                                NodeValue::String(l)
+                                    if matches!(
+                                        l.to_ascii_lowercase().as_str(),
+                                        "debug"
+                                            | "info"
+                                            | "warn"
+                                            | "error"
+                                            | "dpanic"
+                                            | "panic"
+                                            | "fatal"
+                                    ) =>
+                                {
+                                    self.telemetry.log_level = l.to_ascii_lowercase();
+                                }
+                                _ => errors.push(
+                                    ConfigError::new(p, "expected debug, info, warn or error")
+                                        .at(v.at.clone()),
+                                ),
+                            },
+                            "encoding" | "development" | "output_paths" | "error_output_paths"
+                            | "disable_caller" | "disable_stacktrace" | "initial_fields"
+                            | "sampling" => {}
+                            _ => errors.push(ConfigError::new(p, "unknown key").at(k_at.clone())),
+                        }
+                    }
+                }
+                "resource" | "traces" => {}
+                _ => errors.push(
+                    ConfigError::new(
+                        path,
+                        "unknown key (expected metrics, logs, resource or traces)",
+                    )
+                    .at(at.clone()),
+                ),
+            }
+        }
+    }
+
+    fn section<'a>(&'a self, section: &str, id: &'a ComponentId) -> Section<'a> {
+        let key = id.to_string();
+        Section {
+            id,
+            path: format!("{section}.{key}"),
+            node: self.root.get(section).and_then(|s| s.get(&key)),
+            index: &self.index,
+        }
+    }
+
+    /// Build every component (counting into `telemetry`), ready to start.
+    pub fn build(&self, registry: &Registry, telemetry: Telemetry) -> Result<Collector, LoadError> {
+        let mut errors = Vec::new();
+        let mut pipelines = Vec::new();
+        for spec in &self.pipelines {
+            let built = match spec.signal {
+                SignalKind::Traces => self
+                    .build_pipeline::<Traces>(registry, spec, &telemetry)
+                    .map(AnyBuilt::Traces),
+                SignalKind::Metrics => self
+                    .build_pipeline::<Metrics>(registry, spec, &telemetry)
+                    .map(AnyBuilt::Metrics),
+                SignalKind::Logs => self
+                    .build_pipeline::<Logs>(registry, spec, &telemetry)
+                    .map(AnyBuilt::Logs),
+            };
+            match built {
+                Ok(b) => pipelines.push(b),
+                Err(e) => errors.extend(e),
+            }
+        }
+        // One instance per receiver id, with the pipelines each signal feeds.
+        let mut receivers = Vec::new();
+        let mut used: Vec<&ComponentId> = Vec::new();
+        for spec in &self.pipelines {
+            for id in &spec.receivers {
+                if !used.contains(&id) {
+                    used.push(id);
+                }
+            }
+        }
+        for id in used {
+            let section = self.section("receivers", id);
+            let Some(factory) = registry.receivers.get(id.kind()) else {
+                continue;
+            };
+            match factory.create(&section) {
+                Ok(instance) => receivers.push((id.clone(), instance)),
+                Err(e) => errors.push(section.place(e)),
+            }
+        }
+        // Defined but unused components are still checked, as the Collector does.
+        for (section_name, _) in [("receivers", ()), ("processors", ()), ("exporters", ())] {
+            let Some(section_node) = self.root.get(section_name) else {
+                continue;
+            };
+            for (key, _, _) in section_node.entries() {
+                let Ok(id) = key.parse::<ComponentId>() else {
+                    continue;
+                };
+                let in_use = self.pipelines.iter().any(|p| match section_name {
+                    "receivers" => p.receivers.contains(&id),
+                    "processors" => p.processors.contains(&id),
+                    _ => p.exporters.contains(&id),
+                });
+                if in_use {
+                    continue;
+                }
+                let section = self.section(section_name, &id);
+                let result = match section_name {
+                    "receivers" => registry
+                        .receivers
+                        .get(id.kind())
+                        .map(|f| f.create(&section).map(drop)),
+                    "processors" => registry.processors.get(id.kind()).map(|f| {
+                        f.traces(&section)
+                            .map(|r| r.map(drop))
+                            .or_else(|| f.metrics(&section).map(|r| r.map(drop)))
+                            .or_else(|| f.logs(&section).map(|r| r.map(drop)))
+                            .unwrap_or(Ok(()))
+                    }),
+                    _ => registry.exporters.get(id.kind()).map(|f| {
+                        f.traces(&section)
+                            .map(|r| r.map(drop))
+                            .or_else(|| f.metrics(&section).map(|r| r.map(drop)))
+                            .or_else(|| f.logs(&section).map(|r| r.map(drop)))
+                            .unwrap_or(Ok(()))
+                    }),
+                };
+                if let Some(Err(e)) = result {
+                    errors.push(section.place(e));
+                }
+            }
+        }
+        let mut extensions = Vec::new();
+        if let Some(ext) = self.root.get("extensions") {
+            for (key, _, _) in ext.entries() {
+                let Ok(id) = key.parse::<ComponentId>() else {
+                    continue;
+                };
+                let section = self.section("extensions", &id);
+                let Some(factory) = registry.extensions.get(id.kind()) else {
+                    continue;
+                };
+                match factory.create(&section) {
+                    Ok(e) if self.extensions.contains(&id) => extensions.push((id, e)),
+                    Ok(_) => {}
+                    Err(e) => errors.push(section.place(e)),
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(LoadError { errors });
+        }
+        // Receivers must offer every signal of the pipelines that name them.
+        let mut plans = Vec::new();
+        for (id, mut instance) in receivers {
+            let mut plan = ReceiverPlan {
+                id: id.clone(),
+                traces: None,
+                metrics: None,
+                logs: None,
+                feeds: Vec::new(),
+            };
+            for (i, spec) in self.pipelines.iter().enumerate() {
+                if !spec.receivers.contains(&id) {
+                    continue;
+                }
+                plan.feeds.push(i);
+                let ok = match spec.signal {
+                    SignalKind::Traces => {
+                        plan.traces.is_some() || {
+                            plan.traces = instance.traces();
+                            plan.traces.is_some()
+                        }
+                    }
+                    SignalKind::Metrics => {
+                        plan.metrics.is_some() || {
+                            plan.metrics = instance.metrics();
+                            plan.metrics.is_some()
+                        }
+                    }
+                    SignalKind::Logs => {
+                        plan.logs.is_some() || {
+                            plan.logs = instance.logs();
+                            plan.logs.is_some()
+                        }
+                    }
+                };
+                if !ok {
+                    let j = spec.receivers.iter().position(|r| *r == id).unwrap_or(0);
+                    errors.push(self.err(
+                        &format!("service.pipelines.{}.receivers[{j}]", spec.name),
+                        format!("receiver `{id}` does not take {}", signal_name(spec.signal)),
+                    ));
+                }
+            }
+            plans.push(plan);
+        }
+        if !errors.is_empty() {
+            return Err(LoadError { errors });
+        }
+        Ok(Collector {
+            pipelines,
+            names: self
+                .pipelines
+                .iter()
+                .map(|p| (p.name.clone(), p.signal))
+                .collect(),
+            receivers: plans,
+            extensions,
+            telemetry,
+            health: CollectorHealth::default(),
+        })
+    }
+
+    fn build_pipeline<S: CollectorSignal>(
+        &self,
+        registry: &Registry,
+        spec: &PipelineSpec,
+        telemetry: &Telemetry,
+    ) -> Result<BuiltDyn<S>, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut processors: Vec<BoxProcessor<S>> = Vec::new();
+        for (i, id) in spec.processors.iter().enumerate() {
+            let section = self.section("processors", id);
+            let Some(factory) = registry.processors.get(id.kind()) else {
+                continue;
+            };
+            match S::processor(&**factory, &section) {
+                Some(Ok(p)) => processors.push(p),
+                Some(Err(e)) => errors.push(section.place(e)),
+                None => errors.push(self.err(
+                    &format!("service.pipelines.{}.processors[{i}]", spec.name),
+                    format!("processor `{id}` does not handle {}", S::PIPELINE),
+                )),
+            }
+        }
+        let mut exporters: Vec<BoxExporter<S>> = Vec::new();
+        for (i, id) in spec.exporters.iter().enumerate() {
+            let section = self.section("exporters", id);
+            let Some(factory) = registry.exporters.get(id.kind()) else {
+                continue;
+            };
+            match S::exporter(&**factory, &section) {
+                Some(Ok(e)) => exporters.push(e),
+                Some(Err(e)) => errors.push(section.place(e)),
+                None => errors.push(self.err(
+                    &format!("service.pipelines.{}.exporters[{i}]", spec.name),
+                    format!("exporter `{id}` does not send {}", S::PIPELINE),
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Pipeline::new_for::<S>()
+            .named(spec.name.clone())
+            .telemetry(telemetry.clone())
+            .processors(processors)
+            .exporters(exporters)
+            .build()
+            .map_err(|e| vec![self.build_error(&e)])
+    }
+
+    /// Place a component's build error under its section.
+    fn build_error(&self, e: &crate::component::BuildError) -> ConfigError {
+        match e {
+            crate::component::BuildError::InvalidConfig {
+                component,
+                path,
+                message,
+            } => {
+                let base = ["processors", "exporters", "receivers"]
+                    .into_iter()
+                    .find(|s| {
+                        self.root
+                            .get(s)
+                            .is_some_and(|n| n.get(&component.to_string()).is_some())
+                    })
+                    .map_or_else(|| component.to_string(), |s| format!("{s}.{component}"));
+                self.err(&format!("{base}.{path}"), message.clone())
+            }
+            _ => ConfigError::new("service.pipelines", e.to_string()),
+        }
+    }
+}
+
+fn unreachable_root(files: &[ConfigFile]) -> Node {
+    Node {
+        value: NodeValue::Map(Vec::new()),
+        at: Location {
+            file: Arc::from(files.first().map_or("", |f| f.name.as_str())),
+            line: 1,
+            column: 1,
+        },
+    }
+}
+
+fn signal_name(s: SignalKind) -> &'static str {
+    match s {
+        SignalKind::Traces => "traces",
+        SignalKind::Metrics => "metrics",
+        SignalKind::Logs => "logs",
+    }
+}
+
+/// Whether `kind` is a known type of `role`; else a message that says what it is.
+fn known(registry: &Registry, role: ComponentKind, kind: &str) -> Result<(), String> {
+    let (have, role_name) = match role {
+        ComponentKind::Receiver => (registry.receivers.contains_key(kind), "receiver"),
+        ComponentKind::Processor => (registry.processors.contains_key(kind), "processor"),
+        ComponentKind::Exporter => (registry.exporters.contains_key(kind), "exporter"),
+        ComponentKind::Extension => (registry.extensions.contains_key(kind), "extension"),
+    };
+    if have {
+        return Ok(());
+    }
+    let collectors = COLLECTOR_TYPES
+        .iter()
+        .find(|(r, _)| *r == role_name)
+        .is_some_and(|(_, kinds)| kinds.contains(&kind));
+    if collectors {
+        Err(format!(
+            "`{kind}` is a {role_name} of the OpenTelemetry Collector that this build does not include"
+        ))
+    } else {
+        let known: Vec<&str> = match role {
+            ComponentKind::Receiver => registry.receiver_kinds().collect(),
+            ComponentKind::Processor => registry.processor_kinds().collect(),
+            ComponentKind::Exporter => registry.exporter_kinds().collect(),
+            ComponentKind::Extension => registry.extension_kinds().collect(),
+        };
+        Err(format!(
+            "unknown {role_name} type `{kind}` (known: {})",
+            known.join(", ")
+        ))
+    }
+}
+
+type BuiltDyn<S> = BuiltPipeline<S, NoReceivers, BoxConsumer<S>>;
+
+enum AnyBuilt {
+    Traces(BuiltDyn<Traces>),
+    Metrics(BuiltDyn<Metrics>),
+    Logs(BuiltDyn<Logs>),
+}
+
+struct ReceiverPlan {
+    id: ComponentId,
+    traces: Option<crate::boxed::BoxReceiver<Traces>>,
+    metrics: Option<crate::boxed::BoxReceiver<Metrics>>,
+    logs: Option<crate::boxed::BoxReceiver<Logs>>,
+    /// Indexes of the pipelines this receiver feeds.
+    feeds: Vec<usize>,
+}
+
+/// A built collector, ready to start.
+pub struct Collector {
+    pipelines: Vec<AnyBuilt>,
+    names: Vec<(String, SignalKind)>,
+    receivers: Vec<ReceiverPlan>,
+    extensions: Vec<(ComponentId, Box<dyn Extension>)>,
+    telemetry: Telemetry,
+    health: CollectorHealth,
+}
+
+impl fmt::Debug for Collector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Collector")
+            .field("pipelines", &self.names)
+            .field(
+                "receivers",
+                &self
+                    .receivers
+                    .iter()
+                    .map(|r| r.id.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector {
+    /// The readiness that a `health_check` endpoint serves; components may add gates to
+    /// it before [`Collector::start`].
+    pub fn health(&self) -> &CollectorHealth {
+        &self.health
+    }
+
+    /// Start extensions, then every pipeline (exporters, then processors), then the
+    /// receivers. On failure, what started is stopped again.
+    pub async fn start(self) -> Result<RunningCollector, StartError> {
+        let host = Host {
+            health: self.health.clone(),
+            telemetry: self.telemetry.clone(),
+        };
+        let mut extensions = Vec::new();
+        for (id, ext) in self.extensions {
+            if let Err(e) = ext.start(host.clone()).await {
+                stop_extensions(&extensions, Instant::now() + Duration::from_secs(5)).await;
+                return Err(StartError::from_boxed(id, e));
+            }
+            extensions.push((id, ext));
+        }
+        let mut running = Vec::new();
+        let mut heads: Vec<AnyHead> = Vec::new();
+        for built in self.pipelines {
+            let started = match built {
+                AnyBuilt::Traces(b) => {
+                    heads.push(AnyHead::Traces((*b.consumer()).clone()));
+                    b.start().await
+                }
+                AnyBuilt::Metrics(b) => {
+                    heads.push(AnyHead::Metrics((*b.consumer()).clone()));
+                    b.start().await
+                }
+                AnyBuilt::Logs(b) => {
+                    heads.push(AnyHead::Logs((*b.consumer()).clone()));
+                    b.start().await
+                }
+            };
+            match started {
+                Ok(r) => running.push(r),
+                Err(e) => {
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    for r in running {
+                        let _ = r
+                            .shutdown(deadline.saturating_duration_since(Instant::now()))
+                            .await;
+                    }
+                    stop_extensions(&extensions, deadline).await;
+                    return Err(e);
+                }
+            }
+        }
+        let mut group = ReceiverGroup::new(self.telemetry.clone());
+        for plan in self.receivers {
+            let result = start_receiver(&mut group, plan, &heads, &self.names).await;
+            if let Err(e) = result {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let _ = group.shutdown(deadline).await;
+                for r in running {
+                    let _ = r
+                        .shutdown(deadline.saturating_duration_since(Instant::now()))
+                        .await;
+                }
+                stop_extensions(&extensions, deadline).await;
+                return Err(e);
+            }
+        }
+        self.health
+            .set_pipelines(running.iter().map(|r| r.health().clone()).collect());
+        Ok(RunningCollector {
+            pipelines: running,
+            receivers: Some(group),
+            extensions,
+            telemetry: self.telemetry,
+            health: self.health,
+        })
+    }
+}
+
+enum AnyHead {
+    Traces(BoxConsumer<Traces>),
+    Metrics(BoxConsumer<Metrics>),
+    Logs(BoxConsumer<Logs>),
+}
+
+async fn start_receiver(
+    group: &mut ReceiverGroup,
+    plan: ReceiverPlan,
+    heads: &[AnyHead],
+    names: &[(String, SignalKind)],
+) -> Result<(), StartError> {
+    let pick = |signal: SignalKind| -> (Vec<usize>, String) {
+        let feeds: Vec<usize> = plan
+            .feeds
+            .iter()
+            .copied()
+            .filter(|i| names[*i].1 == signal)
+            .collect();
+        let label = match feeds.as_slice() {
+            [one] => names[*one].0.clone(),
+            _ => signal_name(signal).to_string(),
+        };
+        (feeds, label)
+    };
+    if let Some(r) = plan.traces {
+        let (feeds, label) = pick(SignalKind::Traces);
+        let consumers = feeds
+            .iter()
+            .filter_map(|i| match &heads[*i] {
+                AnyHead::Traces(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        group
+            .start(r, BoxConsumer::new(FanOutAll::new(consumers)), &label)
+            .await?;
+    }
+    if let Some(r) = plan.metrics {
+        let (feeds, label) = pick(SignalKind::Metrics);
+        let consumers = feeds
+            .iter()
+            .filter_map(|i| match &heads[*i] {
+                AnyHead::Metrics(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        group
+            .start(r, BoxConsumer::new(FanOutAll::new(consumers)), &label)
+            .await?;
+    }
+    if let Some(r) = plan.logs {
+        let (feeds, label) = pick(SignalKind::Logs);
+        let consumers = feeds
+            .iter()
+            .filter_map(|i| match &heads[*i] {
+                AnyHead::Logs(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        group
+            .start(r, BoxConsumer::new(FanOutAll::new(consumers)), &label)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn stop_extensions(
+    extensions: &[(ComponentId, Box<dyn Extension>)],
+    deadline: Instant,
+) -> Vec<(ComponentId, String)> {
+    let mut failures = Vec::new();
+    for (id, ext) in extensions.iter().rev() {
+        match tokio::time::timeout_at(deadline, ext.shutdown(deadline)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push((id.clone(), e.to_string())),
+            Err(_) => failures.push((id.clone(), "did not stop before the deadline".into())),
+        }
+    }
+    failures
+}
+
+/// A running collector. Stop it with [`RunningCollector::shutdown`].
+pub struct RunningCollector {
+    pipelines: Vec<RunningPipeline>,
+    receivers: Option<ReceiverGroup>,
+    extensions: Vec<(ComponentId, Box<dyn Extension>)>,
+    telemetry: Telemetry,
+    health: CollectorHealth,
+}
+
+impl fmt::Debug for RunningCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningCollector")
+            .field(
+                "pipelines",
+                &self
+                    .pipelines
+                    .iter()
+                    .map(|p| p.name().to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .field("ready", &self.health.is_ready())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningCollector {
+    /// Readiness, as the `health_check` extension serves it.
+    pub fn health(&self) -> &CollectorHealth {
+        &self.health
+    }
+
+    /// The self-telemetry every component counts into.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Stop accepting (readiness goes false at once), let every pipeline flush and drain,
+    /// then stop the extensions, all within `timeout`.
+    pub async fn shutdown(mut self, timeout: Duration) -> Result<(), ShutdownError> {
+        let deadline = Instant::now() + timeout;
+        self.health.set_draining();
+        let mut failures = Vec::new();
+        if let Some(group) = self.receivers.take()
+            && let Err(e) = group.shutdown(deadline).await
+        {
+            failures.extend(e.failures);
+        }
+        for p in self.pipelines {
+            if let Err(e) = p
+                .shutdown(deadline.saturating_duration_since(Instant::now()))
+                .await
+            {
+                failures.extend(e.failures);
+            }
+        }
+        failures.extend(stop_extensions(&self.extensions, deadline).await);
+        ShutdownError::from_failures(failures)
+    }
+}
+
+/// `pprof` and `zpages`: accepted so configurations load, and do nothing.
+pub(crate) struct NoopExtension(pub(crate) &'static str);
+
+impl ExtensionFactory for NoopExtension {
+    fn kind(&self) -> &'static str {
+        self.0
+    }
+    fn create(&self, _section: &Section<'_>) -> Result<Box<dyn Extension>, ConfigError> {
+        Ok(Box::new(Noop))
+    }
+}
+
+struct Noop;
+
+impl Extension for Noop {
+    fn start(&self, _host: Host) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn shutdown(&self, _deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async { Ok(()) })
+    }
+}

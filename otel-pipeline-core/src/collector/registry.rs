@@ -1,0 +1,442 @@
+//! Component factories: how the loader turns a YAML section into a component.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use crate::boxed::{BoxExporter, BoxProcessor, BoxReceiver};
+use crate::component::{BoxError, ComponentId};
+use crate::config::{ConfigError, Location, Node};
+use crate::consumer::BoxFuture;
+use crate::runtime::Health;
+use crate::signal::{Logs, Metrics, Signal, Traces};
+use crate::telemetry::Telemetry;
+
+/// One component's configuration section, with where it sits in the user's files.
+///
+/// A factory reads it with [`Section::deserialize`]; errors name the path below the
+/// section and the file, line and column.
+#[derive(Debug)]
+pub struct Section<'a> {
+    pub(crate) id: &'a ComponentId,
+    pub(crate) path: String,
+    pub(crate) node: Option<&'a Node>,
+    pub(crate) index: &'a BTreeMap<String, Location>,
+}
+
+impl<'a> Section<'a> {
+    /// The component's id (`otlp/backend`).
+    pub fn id(&self) -> &ComponentId {
+        self.id
+    }
+
+    /// Where the section is: `exporters.otlp/backend`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether the section is empty (`batch:` with nothing under it).
+    pub fn is_empty(&self) -> bool {
+        self.node.is_none_or(|n| n.is_null())
+    }
+
+    /// The section as a plain YAML value (`null` when empty).
+    pub fn value(&self) -> serde_yaml_ng::Value {
+        self.node.map_or(serde_yaml_ng::Value::Null, Node::to_value)
+    }
+
+    /// Deserialize the section into `T`; an empty section deserializes from `{}`.
+    /// Errors name the path, and the line and column in the user's file.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        let value = match self.value() {
+            serde_yaml_ng::Value::Null => serde_yaml_ng::Value::Mapping(Default::default()),
+            v => v,
+        };
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let inner = e.path().to_string();
+            let sub = if inner == "." { String::new() } else { inner };
+            let message = e.into_inner().to_string();
+            self.error(&sub, strip_location(&message))
+        })
+    }
+
+    /// An error at `subpath` below the section (`""` for the section itself), placed at
+    /// the closest point of the user's file.
+    pub fn error(&self, subpath: &str, message: impl Into<String>) -> ConfigError {
+        let path = if subpath.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}.{subpath}", self.path)
+        };
+        let err = ConfigError::new(path.clone(), message);
+        match locate(self.index, &path) {
+            Some(at) => err.at(at),
+            None => err,
+        }
+    }
+
+    /// Turn an error from a component's own validation (its path relative to the section,
+    /// or already absolute) into one placed in the file.
+    pub fn place(&self, err: ConfigError) -> ConfigError {
+        if err.location.is_some() {
+            return err;
+        }
+        let sub = err
+            .path
+            .strip_prefix(&self.path)
+            .map(|p| p.trim_start_matches('.').to_string())
+            .unwrap_or(err.path.clone());
+        self.error(&sub, err.message)
+    }
+}
+
+/// serde_yaml_ng appends "at line L column C" of its own re-serialized copy; that place
+/// means nothing to the user, whose file is placed instead.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// The place of `path`, or of its closest ancestor that has one.
+pub(crate) fn locate(index: &BTreeMap<String, Location>, path: &str) -> Option<Location> {
+    let mut p = path;
+    loop {
+        if let Some(at) = index.get(p) {
+            return Some(at.clone());
+        }
+        let cut = p.rfind(['.', '['])?;
+        p = &p[..cut];
+    }
+}
+
+/// Signals the loader wires: traces, metrics, logs.
+pub trait CollectorSignal: Signal {
+    /// `traces`, `metrics`, `logs`.
+    const PIPELINE: &'static str;
+    /// This signal's part of a receiver instance.
+    fn receiver(instance: &mut dyn ReceiverInstance) -> Option<BoxReceiver<Self>>;
+    /// This signal's processor from a factory, or `None` if it has none for the signal.
+    fn processor(
+        factory: &dyn ProcessorFactory,
+        section: &Section<'_>,
+    ) -> Option<Result<BoxProcessor<Self>, ConfigError>>;
+    /// This signal's exporter from a factory, or `None`.
+    fn exporter(
+        factory: &dyn ExporterFactory,
+        section: &Section<'_>,
+    ) -> Option<Result<BoxExporter<Self>, ConfigError>>;
+}
+
+macro_rules! collector_signal {
+    ($signal:ty, $name:literal, $method:ident) => {
+        impl CollectorSignal for $signal {
+            const PIPELINE: &'static str = $name;
+            fn receiver(instance: &mut dyn ReceiverInstance) -> Option<BoxReceiver<Self>> {
+                instance.$method()
+            }
+            fn processor(
+                factory: &dyn ProcessorFactory,
+                section: &Section<'_>,
+            ) -> Option<Result<BoxProcessor<Self>, ConfigError>> {
+                factory.$method(section)
+            }
+            fn exporter(
+                factory: &dyn ExporterFactory,
+                section: &Section<'_>,
+            ) -> Option<Result<BoxExporter<Self>, ConfigError>> {
+                factory.$method(section)
+            }
+        }
+    };
+}
+collector_signal!(Traces, "traces", traces);
+collector_signal!(Metrics, "metrics", metrics);
+collector_signal!(Logs, "logs", logs);
+
+/// Makes receivers of one type (`otlp`). A receiver instance serves every signal it
+/// supports through one set of listeners, so one instance is made per receiver id and
+/// its parts go to the pipelines that use it.
+pub trait ReceiverFactory: Send + Sync {
+    /// The type in `receivers:` (`otlp`).
+    fn kind(&self) -> &'static str;
+    /// Check the section and make the instance. Do not bind sockets here.
+    fn create(&self, section: &Section<'_>) -> Result<Box<dyn ReceiverInstance>, ConfigError>;
+}
+
+/// One configured receiver; each signal's part can be taken once.
+pub trait ReceiverInstance: Send {
+    /// The traces part, if the receiver takes traces.
+    fn traces(&mut self) -> Option<BoxReceiver<Traces>> {
+        None
+    }
+    /// The metrics part.
+    fn metrics(&mut self) -> Option<BoxReceiver<Metrics>> {
+        None
+    }
+    /// The logs part.
+    fn logs(&mut self) -> Option<BoxReceiver<Logs>> {
+        None
+    }
+}
+
+/// Makes processors of one type. Return `None` for a signal the processor does not
+/// handle; the loader then says so.
+pub trait ProcessorFactory: Send + Sync {
+    /// The type in `processors:` (`batch`).
+    fn kind(&self) -> &'static str;
+    /// For a traces pipeline.
+    fn traces(&self, _section: &Section<'_>) -> Option<Result<BoxProcessor<Traces>, ConfigError>> {
+        None
+    }
+    /// For a metrics pipeline.
+    fn metrics(
+        &self,
+        _section: &Section<'_>,
+    ) -> Option<Result<BoxProcessor<Metrics>, ConfigError>> {
+        None
+    }
+    /// For a logs pipeline.
+    fn logs(&self, _section: &Section<'_>) -> Option<Result<BoxProcessor<Logs>, ConfigError>> {
+        None
+    }
+}
+
+/// Makes exporters of one type.
+pub trait ExporterFactory: Send + Sync {
+    /// The type in `exporters:` (`otlp`).
+    fn kind(&self) -> &'static str;
+    /// For a traces pipeline.
+    fn traces(&self, _section: &Section<'_>) -> Option<Result<BoxExporter<Traces>, ConfigError>> {
+        None
+    }
+    /// For a metrics pipeline.
+    fn metrics(&self, _section: &Section<'_>) -> Option<Result<BoxExporter<Metrics>, ConfigError>> {
+        None
+    }
+    /// For a logs pipeline.
+    fn logs(&self, _section: &Section<'_>) -> Option<Result<BoxExporter<Logs>, ConfigError>> {
+        None
+    }
+}
+
+/// What an extension sees of the collector while it runs.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Ready only once every pipeline has started (and every readiness gate is open),
+    /// not ready while draining.
+    pub health: CollectorHealth,
+    /// The collector's self-telemetry.
+    pub telemetry: Telemetry,
+}
+
+/// The collector's readiness: its pipelines' health plus any gates components hold
+/// closed (a Kubernetes cache before its first sync, for one).
+#[derive(Debug, Clone, Default)]
+pub struct CollectorHealth {
+    inner: Arc<parking_lot::RwLock<HealthInner>>,
+}
+
+#[derive(Debug, Default)]
+struct HealthInner {
+    pipelines: Vec<Health>,
+    started: bool,
+    draining: bool,
+    gates: Vec<(String, Arc<std::sync::atomic::AtomicBool>)>,
+}
+
+impl CollectorHealth {
+    pub(crate) fn set_pipelines(&self, pipelines: Vec<Health>) {
+        let mut h = self.inner.write();
+        h.pipelines = pipelines;
+        h.started = true;
+    }
+
+    pub(crate) fn set_draining(&self) {
+        self.inner.write().draining = true;
+    }
+
+    /// A gate that holds readiness closed until [`ReadinessGate::open`]; named in
+    /// [`CollectorHealth::waiting_for`].
+    pub fn gate(&self, name: impl Into<String>) -> ReadinessGate {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.inner
+            .write()
+            .gates
+            .push((name.into(), Arc::clone(&flag)));
+        ReadinessGate(flag)
+    }
+
+    /// Whether the collector serves: started, every pipeline ready, every gate open, not
+    /// draining.
+    pub fn is_ready(&self) -> bool {
+        let h = self.inner.read();
+        h.started
+            && !h.draining
+            && h.pipelines.iter().all(Health::is_ready)
+            && h.gates
+                .iter()
+                .all(|(_, g)| g.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Whether the process is alive (not every pipeline stopped).
+    pub fn is_live(&self) -> bool {
+        let h = self.inner.read();
+        !h.started || h.pipelines.iter().any(Health::is_live)
+    }
+
+    /// What readiness waits for: `starting`, `draining`, or the names of closed gates.
+    pub fn waiting_for(&self) -> Vec<String> {
+        let h = self.inner.read();
+        let mut out = Vec::new();
+        if !h.started {
+            out.push("starting".to_string());
+        }
+        if h.draining {
+            out.push("draining".to_string());
+        }
+        out.extend(
+            h.gates
+                .iter()
+                .filter(|(_, g)| !g.load(std::sync::atomic::Ordering::Acquire))
+                .map(|(n, _)| n.clone()),
+        );
+        out
+    }
+}
+
+/// Holds the collector's readiness closed until opened.
+#[derive(Debug, Clone)]
+pub struct ReadinessGate(Arc<std::sync::atomic::AtomicBool>);
+
+impl ReadinessGate {
+    /// Readiness no longer waits for this gate.
+    pub fn open(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// A running extension (`health_check`).
+pub trait Extension: Send + Sync {
+    /// Start (bind listeners); the collector starts extensions before its pipelines.
+    fn start(&self, host: Host) -> BoxFuture<'_, Result<(), BoxError>>;
+    /// Stop by `deadline`; extensions stop after the pipelines.
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>>;
+}
+
+/// Makes extensions of one type.
+pub trait ExtensionFactory: Send + Sync {
+    /// The type in `extensions:` (`health_check`).
+    fn kind(&self) -> &'static str;
+    /// Check the section and make the extension.
+    fn create(&self, section: &Section<'_>) -> Result<Box<dyn Extension>, ConfigError>;
+}
+
+/// Every component type the loader can build. Each crate adds its own
+/// (`otel_receivers::register`, ...); a user adds theirs the same way.
+///
+/// ```
+/// use otel_pipeline_core::collector::{ProcessorFactory, Registry, Section};
+/// use otel_pipeline_core::boxed::BoxProcessor;
+/// use otel_pipeline_core::config::ConfigError;
+/// use otel_pipeline_core::{BoundedQueue, QueueConfig, Traces};
+///
+/// /// A `queue` processor, configured by `capacity`.
+/// struct QueueFactory;
+///
+/// #[derive(serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct QueueYaml { capacity: usize }
+///
+/// impl ProcessorFactory for QueueFactory {
+///     fn kind(&self) -> &'static str { "queue" }
+///     fn traces(&self, section: &Section<'_>) -> Option<Result<BoxProcessor<Traces>, ConfigError>> {
+///         Some(section.deserialize::<QueueYaml>().map(|c| {
+///             Box::new(BoundedQueue::new(QueueConfig { capacity: c.capacity, ..Default::default() })
+///                 .with_id(section.id().clone())) as BoxProcessor<Traces>
+///         }))
+///     }
+/// }
+///
+/// let mut registry = Registry::new();
+/// registry.processor(QueueFactory);
+/// assert!(registry.processor_kinds().any(|k| k == "queue"));
+/// ```
+#[derive(Default)]
+pub struct Registry {
+    pub(crate) receivers: BTreeMap<&'static str, Arc<dyn ReceiverFactory>>,
+    pub(crate) processors: BTreeMap<&'static str, Arc<dyn ProcessorFactory>>,
+    pub(crate) exporters: BTreeMap<&'static str, Arc<dyn ExporterFactory>>,
+    pub(crate) extensions: BTreeMap<&'static str, Arc<dyn ExtensionFactory>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("receivers", &self.receivers.keys().collect::<Vec<_>>())
+            .field("processors", &self.processors.keys().collect::<Vec<_>>())
+            .field("exporters", &self.exporters.keys().collect::<Vec<_>>())
+            .field("extensions", &self.extensions.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// A registry with only the core's own harmless extensions (`pprof`, `zpages`,
+    /// accepted with a warning that they do nothing here).
+    pub fn new() -> Self {
+        let mut r = Self::default();
+        for kind in super::ACCEPTED_EXTENSIONS {
+            r.extension(super::NoopExtension(kind));
+        }
+        r
+    }
+
+    /// Add (or replace) a receiver type.
+    pub fn receiver(&mut self, factory: impl ReceiverFactory + 'static) -> &mut Self {
+        self.receivers.insert(factory.kind(), Arc::new(factory));
+        self
+    }
+
+    /// Add (or replace) a processor type.
+    pub fn processor(&mut self, factory: impl ProcessorFactory + 'static) -> &mut Self {
+        self.processors.insert(factory.kind(), Arc::new(factory));
+        self
+    }
+
+    /// Add (or replace) an exporter type.
+    pub fn exporter(&mut self, factory: impl ExporterFactory + 'static) -> &mut Self {
+        self.exporters.insert(factory.kind(), Arc::new(factory));
+        self
+    }
+
+    /// Add (or replace) an extension type.
+    pub fn extension(&mut self, factory: impl ExtensionFactory + 'static) -> &mut Self {
+        self.extensions.insert(factory.kind(), Arc::new(factory));
+        self
+    }
+
+    /// The receiver types known.
+    pub fn receiver_kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.receivers.keys().copied()
+    }
+
+    /// The processor types known.
+    pub fn processor_kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.processors.keys().copied()
+    }
+
+    /// The exporter types known.
+    pub fn exporter_kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.exporters.keys().copied()
+    }
+
+    /// The extension types known.
+    pub fn extension_kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.extensions.keys().copied()
+    }
+}
