@@ -25,3 +25,26 @@ pub use otel_processors as processors;
 /// Exporters (`otel-exporters`).
 #[cfg(feature = "exporters")]
 pub use otel_exporters as exporters;
+
+/// A registry of every component type this build includes, for the YAML loader
+/// ([`collector::CollectorConfig`]): the receivers, processors and exporters of the
+/// enabled features, the `health_check` extension, and the accepted no-op `pprof` and
+/// `zpages`. Add your own factories to it before loading.
+///
+/// ```
+/// let registry = otel_pipeline::default_registry();
+/// assert!(registry.exporter_kinds().any(|k| k == "loadbalancing"));
+/// assert!(registry.processor_kinds().any(|k| k == "tail_sampling"));
+/// ```
+#[cfg(feature = "pipeline")]
+pub fn default_registry() -> collector::Registry {
+    #[allow(unused_mut)]
+    let mut registry = collector::Registry::new();
+    #[cfg(feature = "receivers")]
+    otel_receivers::collector::register(&mut registry);
+    #[cfg(feature = "processors")]
+    otel_processors::collector::register(&mut registry);
+    #[cfg(feature = "exporters")]
+    otel_exporters::collector::register(&mut registry);
+    registry
+}

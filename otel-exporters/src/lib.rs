@@ -6,6 +6,7 @@
 //!   exporter.
 //! - [`otlp`]: OTLP over gRPC or HTTP with retry, backoff and a bounded sending queue.
 
+pub mod collector;
 pub mod debug;
 pub mod loadbalancing;
 pub mod otlp;

@@ -10,6 +10,7 @@
 
 pub mod attributes;
 pub mod batch;
+pub mod collector;
 pub mod condition;
 pub use otel_pipeline_core::config;
 pub mod filter;

@@ -6,6 +6,7 @@
 //! - [`sdk`]: an `opentelemetry_sdk` `SpanExporter` that feeds a pipeline in-process, so a
 //!   service can sample and redact before anything leaves it.
 
+pub mod collector;
 pub mod otlp;
 pub mod sdk;
 

@@ -149,6 +149,26 @@ impl TraceRouterConfig {
     }
 }
 
+impl TraceRouterConfig {
+    /// Load the section at `path` from an already parsed YAML value (the loader's way).
+    pub fn from_value(path: &str, value: serde_yaml_ng::Value) -> Result<Self, ConfigError> {
+        let value = match value {
+            serde_yaml_ng::Value::Null => serde_yaml_ng::Value::Mapping(Default::default()),
+            v => v,
+        };
+        let raw: Raw = serde_path_to_error::deserialize(value).map_err(|e| {
+            let inner = e.path().to_string();
+            let p = if inner == "." {
+                path.to_string()
+            } else {
+                format!("{path}.{inner}")
+            };
+            ConfigError::new(p, e.into_inner().to_string())
+        })?;
+        raw.into_config(path)
+    }
+}
+
 impl<'de> Deserialize<'de> for TraceRouterConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Raw::deserialize(d)?

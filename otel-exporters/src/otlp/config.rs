@@ -44,6 +44,22 @@ pub(crate) struct OtlpExporterYaml {
     retry_on_failure: Option<RetryYaml>,
     #[serde(default)]
     sending_queue: Option<QueueYaml>,
+    // otlphttp only: the body encoding and per-signal URLs.
+    #[serde(default)]
+    encoding: Option<EncodingYaml>,
+    #[serde(default)]
+    traces_endpoint: Option<String>,
+    #[serde(default)]
+    metrics_endpoint: Option<String>,
+    #[serde(default)]
+    logs_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum EncodingYaml {
+    Proto,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -107,6 +123,57 @@ struct QueueYaml {
 }
 
 impl OtlpExporterYaml {
+    /// The `otlphttp` exporter's reading: HTTP, protobuf or JSON by `encoding`, and the
+    /// signal's own URL when given (`traces_endpoint`). `signal` is `traces`, `metrics`
+    /// or `logs`.
+    pub(crate) fn to_http_config(
+        &self,
+        signal: &str,
+    ) -> Result<OtlpExporterConfig, (String, String)> {
+        if self.protocol.is_some() {
+            return Err((
+                "protocol".into(),
+                "otlphttp is always HTTP; use `encoding: proto|json`".into(),
+            ));
+        }
+        let mut c = self.to_config();
+        c.protocol = match self.encoding {
+            Some(EncodingYaml::Json) => Protocol::HttpJson,
+            _ => Protocol::HttpProtobuf,
+        };
+        let own = match signal {
+            "traces" => &self.traces_endpoint,
+            "metrics" => &self.metrics_endpoint,
+            _ => &self.logs_endpoint,
+        };
+        match (own, &self.endpoint) {
+            (Some(url), _) => c.endpoint = with_scheme(url, self.tls.insecure),
+            (None, Some(_)) => {}
+            (None, None) => {
+                return Err((
+                    "endpoint".into(),
+                    format!("give `endpoint` or `{signal}_endpoint`"),
+                ));
+            }
+        }
+        Ok(c)
+    }
+
+    /// Keys that only `otlphttp` reads, if any is set.
+    pub(crate) fn http_only_key(&self) -> Option<&'static str> {
+        if self.encoding.is_some() {
+            Some("encoding")
+        } else if self.traces_endpoint.is_some() {
+            Some("traces_endpoint")
+        } else if self.metrics_endpoint.is_some() {
+            Some("metrics_endpoint")
+        } else if self.logs_endpoint.is_some() {
+            Some("logs_endpoint")
+        } else {
+            None
+        }
+    }
+
     /// Whether the endpoint is plaintext when it names no scheme.
     pub(crate) fn insecure(&self) -> bool {
         self.tls.insecure

@@ -292,7 +292,17 @@ impl CollectorConfig {
         let mut errors = Vec::new();
         config.check_shape(registry, &mut errors);
         if errors.is_empty() {
-            // Building checks every component's own configuration.
+            // Building checks every component's own configuration. Some components need
+            // a tokio runtime to be built (lazy connections); lend one when the caller
+            // has none, so loading works from plain code too.
+            let lent = match tokio::runtime::Handle::try_current() {
+                Ok(_) => None,
+                Err(_) => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok(),
+            };
+            let _entered = lent.as_ref().map(tokio::runtime::Runtime::enter);
             if let Err(e) = config.build(registry, Telemetry::new()) {
                 errors.extend(e.errors);
             }
@@ -444,6 +454,7 @@ impl CollectorConfig {
                 continue;
             }
             let mut lists: BTreeMap<&str, Vec<ComponentId>> = BTreeMap::new();
+            let mut listed: BTreeMap<&str, usize> = BTreeMap::new();
             for (key, key_at, value) in spec.entries() {
                 let (section, required) = match key.as_str() {
                     "receivers" => ("receivers", true),
@@ -471,6 +482,7 @@ impl CollectorConfig {
                         continue;
                     }
                 };
+                listed.insert(section, items.len());
                 let mut ids = Vec::new();
                 for (i, item) in items.iter().enumerate() {
                     let item_path = format!("{path}.{key}[{i}]");
@@ -486,7 +498,7 @@ impl CollectorConfig {
                 lists.insert(section, ids);
             }
             for required in ["receivers", "exporters"] {
-                if lists.get(required).is_none_or(Vec::is_empty) {
+                if listed.get(required).is_none_or(|n| *n == 0) {
                     errors.push(
                         ConfigError::new(
                             format!("{path}.{required}"),

@@ -1,0 +1,139 @@
+//! This crate's exporters for the YAML loader: `otlp`, `otlphttp`, `debug` and
+//! `loadbalancing`, each configured by its Collector section.
+//!
+//! ```
+//! let mut registry = otel_pipeline_core::collector::Registry::new();
+//! otel_exporters::collector::register(&mut registry);
+//! assert!(registry.exporter_kinds().eq(["debug", "loadbalancing", "otlp", "otlphttp"]));
+//! ```
+
+use otel_pipeline_core::boxed::BoxExporter;
+use otel_pipeline_core::collector::{ExporterFactory, Registry, Section};
+use otel_pipeline_core::config::ConfigError;
+use otel_pipeline_core::{Logs, Metrics, Traces};
+use serde::Deserialize;
+
+use crate::loadbalancing::{TraceRouter, TraceRouterConfig};
+use crate::otlp::{OtlpExporter, OtlpExporterYaml};
+use crate::{DebugExporter, Verbosity};
+
+/// Add this crate's exporters to `registry`.
+pub fn register(registry: &mut Registry) {
+    registry
+        .exporter(OtlpFactory { http: false })
+        .exporter(OtlpFactory { http: true })
+        .exporter(DebugFactory)
+        .exporter(LoadBalancingFactory);
+}
+
+struct OtlpFactory {
+    http: bool,
+}
+
+impl OtlpFactory {
+    fn config(
+        &self,
+        section: &Section<'_>,
+        signal: &str,
+    ) -> Result<crate::OtlpExporterConfig, ConfigError> {
+        let yaml: OtlpExporterYaml = section.deserialize()?;
+        if self.http {
+            yaml.to_http_config(signal)
+                .map_err(|(key, m)| section.error(&key, m))
+        } else {
+            if let Some(key) = yaml.http_only_key() {
+                return Err(section.error(key, "only the otlphttp exporter reads this"));
+            }
+            Ok(yaml.to_config())
+        }
+    }
+}
+
+impl ExporterFactory for OtlpFactory {
+    fn kind(&self) -> &'static str {
+        if self.http { "otlphttp" } else { "otlp" }
+    }
+
+    fn traces(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Traces>, ConfigError>> {
+        Some(self.config(section, "traces").map(|c| {
+            Box::new(OtlpExporter::<Traces>::new(c).with_id(section.id().clone()))
+                as BoxExporter<Traces>
+        }))
+    }
+
+    fn metrics(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Metrics>, ConfigError>> {
+        Some(self.config(section, "metrics").map(|c| {
+            Box::new(OtlpExporter::<Metrics>::new(c).with_id(section.id().clone()))
+                as BoxExporter<Metrics>
+        }))
+    }
+
+    fn logs(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Logs>, ConfigError>> {
+        Some(self.config(section, "logs").map(|c| {
+            Box::new(OtlpExporter::<Logs>::new(c).with_id(section.id().clone()))
+                as BoxExporter<Logs>
+        }))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DebugYaml {
+    #[serde(default)]
+    verbosity: Option<String>,
+    #[serde(default, rename = "sampling_initial")]
+    _sampling_initial: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "sampling_thereafter")]
+    _sampling_thereafter: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "use_internal_logger")]
+    _use_internal_logger: Option<serde::de::IgnoredAny>,
+}
+
+struct DebugFactory;
+
+impl ExporterFactory for DebugFactory {
+    fn kind(&self) -> &'static str {
+        "debug"
+    }
+
+    fn traces(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Traces>, ConfigError>> {
+        let make = || {
+            let yaml: DebugYaml = section.deserialize()?;
+            let verbosity = match yaml.verbosity.as_deref() {
+                None | Some("basic") => Verbosity::Basic,
+                Some("normal") => Verbosity::Normal,
+                Some("detailed") => Verbosity::Detailed,
+                Some(other) => {
+                    return Err(section.error(
+                        "verbosity",
+                        format!("`{other}`: expected basic, normal or detailed"),
+                    ));
+                }
+            };
+            Ok(
+                Box::new(DebugExporter::new(verbosity).with_id(section.id().clone()))
+                    as BoxExporter<Traces>,
+            )
+        };
+        Some(make())
+    }
+}
+
+struct LoadBalancingFactory;
+
+impl ExporterFactory for LoadBalancingFactory {
+    fn kind(&self) -> &'static str {
+        "loadbalancing"
+    }
+
+    fn traces(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Traces>, ConfigError>> {
+        Some(
+            TraceRouterConfig::from_value(section.path(), section.value())
+                .map_err(|e| section.place(e))
+                .map(|c| {
+                    Box::new(TraceRouter::new(c).with_id(section.id().clone()))
+                        as BoxExporter<Traces>
+                }),
+        )
+    }
+}

@@ -1,0 +1,436 @@
+//! This crate's components for the YAML loader: the `otlp` receiver, the `health_check`
+//! extension, and the self-metrics endpoint (`service.telemetry.metrics`).
+//!
+//! ```
+//! let mut registry = otel_pipeline_core::collector::Registry::new();
+//! otel_receivers::collector::register(&mut registry);
+//! assert!(registry.receiver_kinds().any(|k| k == "otlp"));
+//! assert!(registry.extension_kinds().any(|k| k == "health_check"));
+//! ```
+
+use std::convert::Infallible;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use otel_pipeline_core::boxed::BoxReceiver;
+use otel_pipeline_core::collector::{
+    CollectorHealth, Extension, ExtensionFactory, Host, ReceiverFactory, ReceiverInstance,
+    Registry, Section,
+};
+use otel_pipeline_core::config::ConfigError;
+use otel_pipeline_core::{BoxError, BoxFuture, Logs, Metrics, Telemetry, Traces};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::{OtlpConfig, OtlpReceiver, TlsFiles};
+
+/// Add this crate's receivers and extensions to `registry`.
+pub fn register(registry: &mut Registry) {
+    registry.receiver(OtlpFactory);
+    registry.extension(HealthCheckFactory);
+}
+
+/// Resolve a Collector listen address: `host:port`, `:port` (every interface).
+pub fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let full = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_string()
+    };
+    full.to_socket_addrs()
+        .map_err(|e| format!("`{text}` is not a listen address (host:port): {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OtlpYaml {
+    #[serde(default)]
+    protocols: Option<ProtocolsYaml>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProtocolsYaml {
+    #[serde(default, deserialize_with = "present")]
+    grpc: Option<Option<ServerYaml>>,
+    #[serde(default, deserialize_with = "present")]
+    http: Option<Option<ServerYaml>>,
+}
+
+/// A key that is present but empty (`grpc:`) is `Some(None)`: enabled with defaults.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<ServerYaml>>, D::Error> {
+    Ok(Some(Option::<ServerYaml>::deserialize(d)?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerYaml {
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    max_recv_msg_size_mib: Option<u64>,
+    #[serde(default)]
+    include_metadata: Option<bool>,
+    #[serde(default)]
+    tls: Option<TlsYaml>,
+    // Accepted so Collector configs load; the server's own settings apply.
+    #[serde(default, rename = "max_concurrent_streams")]
+    _max_concurrent_streams: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "read_buffer_size")]
+    _read_buffer_size: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "write_buffer_size")]
+    _write_buffer_size: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "keepalive")]
+    _keepalive: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "cors")]
+    _cors: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    transport: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct TlsYaml {
+    cert_file: std::path::PathBuf,
+    key_file: std::path::PathBuf,
+}
+
+struct OtlpFactory;
+
+impl ReceiverFactory for OtlpFactory {
+    fn kind(&self) -> &'static str {
+        "otlp"
+    }
+
+    fn create(&self, section: &Section<'_>) -> Result<Box<dyn ReceiverInstance>, ConfigError> {
+        let yaml: OtlpYaml = section.deserialize()?;
+        let protocols = yaml.protocols.unwrap_or_default();
+        if protocols.grpc.is_none() && protocols.http.is_none() {
+            return Err(section.error("protocols", "enable at least one of grpc and http"));
+        }
+        let mut config = OtlpConfig {
+            grpc: None,
+            http: None,
+            ..OtlpConfig::default()
+        };
+        let mut tls: Option<TlsFiles> = None;
+        for (name, server, default_port) in [
+            ("grpc", protocols.grpc, 4317u16),
+            ("http", protocols.http, 4318),
+        ] {
+            let Some(server) = server else { continue };
+            let server = server.unwrap_or_default();
+            let endpoint = server
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| format!("localhost:{default_port}"));
+            let addr = listen_address(&endpoint)
+                .map_err(|m| section.error(&format!("protocols.{name}.endpoint"), m))?;
+            if name == "grpc" {
+                config.grpc = Some(addr);
+            } else {
+                config.http = Some(addr);
+            }
+            if let Some(mib) = server.max_recv_msg_size_mib {
+                if mib == 0 {
+                    return Err(section.error(
+                        &format!("protocols.{name}.max_recv_msg_size_mib"),
+                        "must be positive",
+                    ));
+                }
+                config.max_request_bytes = (mib as usize) << 20;
+                config.max_decompressed_bytes =
+                    config.max_decompressed_bytes.max(config.max_request_bytes);
+            }
+            if server.include_metadata == Some(true) {
+                config.include_metadata = true;
+            }
+            if let Some(t) = server.tls {
+                let files = TlsFiles {
+                    cert_file: t.cert_file,
+                    key_file: t.key_file,
+                };
+                match &tls {
+                    Some(existing) if *existing != files => {
+                        return Err(section.error(
+                            &format!("protocols.{name}.tls"),
+                            "grpc and http must use the same certificate in this receiver",
+                        ));
+                    }
+                    _ => tls = Some(files),
+                }
+            }
+            if server.transport.as_deref().is_some_and(|t| t != "tcp") {
+                return Err(section.error(
+                    &format!("protocols.{name}.transport"),
+                    "only tcp is supported",
+                ));
+            }
+        }
+        if let Some(t) = &tls {
+            for (key, path) in [("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
+                if !path.exists() {
+                    return Err(section.error(
+                        &format!("protocols.grpc.tls.{key}"),
+                        format!("{} does not exist", path.display()),
+                    ));
+                }
+            }
+        }
+        config.tls = tls;
+        let receiver = OtlpReceiver::new(config).with_id(section.id().clone());
+        Ok(Box::new(OtlpInstance(receiver)))
+    }
+}
+
+struct OtlpInstance(OtlpReceiver);
+
+impl ReceiverInstance for OtlpInstance {
+    fn traces(&mut self) -> Option<BoxReceiver<Traces>> {
+        Some(Box::new(self.0.traces()))
+    }
+    fn metrics(&mut self) -> Option<BoxReceiver<Metrics>> {
+        Some(Box::new(self.0.metrics()))
+    }
+    fn logs(&mut self) -> Option<BoxReceiver<Logs>> {
+        Some(Box::new(self.0.logs()))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthCheckYaml {
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    // The Collector's deprecated pipeline check; readiness here always covers pipelines.
+    #[serde(default, rename = "check_collector_pipeline")]
+    _check_collector_pipeline: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    response_body: Option<ResponseBodyYaml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResponseBodyYaml {
+    healthy: Option<String>,
+    unhealthy: Option<String>,
+}
+
+struct HealthCheckFactory;
+
+impl ExtensionFactory for HealthCheckFactory {
+    fn kind(&self) -> &'static str {
+        "health_check"
+    }
+
+    fn create(&self, section: &Section<'_>) -> Result<Box<dyn Extension>, ConfigError> {
+        let yaml: HealthCheckYaml = section.deserialize()?;
+        let endpoint = yaml.endpoint.unwrap_or_else(|| "localhost:13133".into());
+        let addr = listen_address(&endpoint).map_err(|m| section.error("endpoint", m))?;
+        let path = yaml.path.unwrap_or_else(|| "/".into());
+        if !path.starts_with('/') {
+            return Err(section.error("path", "must start with `/`"));
+        }
+        let (healthy, unhealthy) = match yaml.response_body {
+            Some(b) => (b.healthy, b.unhealthy),
+            None => (None, None),
+        };
+        Ok(Box::new(HealthCheck {
+            addr,
+            path,
+            healthy,
+            unhealthy,
+            server: Mutex::new(None),
+        }))
+    }
+}
+
+/// The `health_check` extension: `GET <path>` answers 200 while the collector is ready
+/// and 503 otherwise (starting, waiting for a gate such as a first Kubernetes sync, or
+/// draining).
+struct HealthCheck {
+    addr: SocketAddr,
+    path: String,
+    healthy: Option<String>,
+    unhealthy: Option<String>,
+    server: Mutex<Option<AdminServer>>,
+}
+
+impl Extension for HealthCheck {
+    fn start(&self, host: Host) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move {
+            let health = host.health;
+            let path = self.path.clone();
+            let since = SystemTime::now();
+            let (healthy, unhealthy) = (self.healthy.clone(), self.unhealthy.clone());
+            let server = AdminServer::start(self.addr, move |req_path| {
+                if req_path != path {
+                    return (404, "text/plain", "not found\n".to_string());
+                }
+                health_answer(&health, since, healthy.as_deref(), unhealthy.as_deref())
+            })
+            .await?;
+            *self.server.lock() = Some(server);
+            Ok(())
+        })
+    }
+
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
+        let server = self.server.lock().take();
+        Box::pin(async move {
+            if let Some(s) = server {
+                s.stop(deadline).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn health_answer(
+    health: &CollectorHealth,
+    since: SystemTime,
+    healthy: Option<&str>,
+    unhealthy: Option<&str>,
+) -> (u16, &'static str, String) {
+    let up = since.elapsed().unwrap_or_default();
+    if health.is_ready() {
+        let body = healthy.map_or_else(
+            || {
+                format!(
+                    "{{\"status\":\"Server available\",\"uptime\":\"{:.3}s\"}}\n",
+                    up.as_secs_f64()
+                )
+            },
+            str::to_string,
+        );
+        (200, "application/json", body)
+    } else {
+        let waiting = health.waiting_for().join(", ");
+        let body = unhealthy.map_or_else(
+            || format!("{{\"status\":\"Server not available\",\"waiting_for\":\"{waiting}\"}}\n"),
+            str::to_string,
+        );
+        (503, "application/json", body)
+    }
+}
+
+/// Serve the self-metrics as Prometheus text at `GET /metrics` on `addr` until stopped.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    telemetry: Telemetry,
+) -> Result<MetricsServer, BoxError> {
+    let server = AdminServer::start(addr, move |path| {
+        if path == "/metrics" {
+            (
+                200,
+                "text/plain; version=0.0.4",
+                telemetry.render_prometheus(),
+            )
+        } else {
+            (404, "text/plain", "not found\n".to_string())
+        }
+    })
+    .await?;
+    Ok(MetricsServer(server))
+}
+
+/// The self-metrics endpoint started by [`serve_metrics`].
+#[derive(Debug)]
+pub struct MetricsServer(AdminServer);
+
+impl MetricsServer {
+    /// The address bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.0.addr
+    }
+
+    /// Stop serving by `deadline`.
+    pub async fn stop(self, deadline: Instant) {
+        self.0.stop(deadline).await;
+    }
+}
+
+type Handler = dyn Fn(&str) -> (u16, &'static str, String) + Send + Sync;
+
+/// A small HTTP/1 server for the health and metrics endpoints: GET only, no body read,
+/// bounded header-read time.
+#[derive(Debug)]
+struct AdminServer {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl AdminServer {
+    async fn start(
+        addr: SocketAddr,
+        handler: impl Fn(&str) -> (u16, &'static str, String) + Send + Sync + 'static,
+    ) -> Result<Self, BoxError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("binding {addr}: {e}"))?;
+        let addr = listener.local_addr()?;
+        let handler: Arc<Handler> = Arc::new(handler);
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    _ = stopped.wait_for(|s| *s) => return,
+                };
+                let Ok((stream, _)) = accepted else { continue };
+                let handler = Arc::clone(&handler);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let handler = Arc::clone(&handler);
+                            async move {
+                                let (status, content_type, body) = if req.method()
+                                    == http::Method::GET
+                                    || req.method() == http::Method::HEAD
+                                {
+                                    handler(req.uri().path())
+                                } else {
+                                    (405, "text/plain", "use GET\n".to_string())
+                                };
+                                let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+                                *resp.status_mut() = http::StatusCode::from_u16(status)
+                                    .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+                                resp.headers_mut().insert(
+                                    http::header::CONTENT_TYPE,
+                                    http::HeaderValue::from_static(content_type),
+                                );
+                                Ok::<_, Infallible>(resp)
+                            }
+                        },
+                    );
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(5))
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+                });
+            }
+        });
+        Ok(Self { addr, stop, task })
+    }
+
+    async fn stop(self, deadline: Instant) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}

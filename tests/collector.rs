@@ -1,0 +1,460 @@
+//! The YAML-driven collector: every class of configuration mistake named with its path and
+//! its place in the user's file; the shipped agent and gateway configurations running end
+//! to end on loopback (agent -> two gateways through the trace router -> backends); and
+//! the `collector` example driven as a process.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use otel_pipeline::collector::{CollectorConfig, ConfigFile, RunningCollector};
+use otel_pipeline::exporters::otlp::{OtlpExporterConfig, RetryConfig};
+use otel_pipeline::proto::collector::trace::v1::ExportTraceServiceRequest;
+use otel_pipeline::proto::common::v1::{AnyValue, KeyValue, any_value::Value};
+use otel_pipeline::proto::trace::v1::{Status, status::StatusCode};
+use otel_pipeline::receivers::OtlpConfig;
+use otel_pipeline::testing::{Exported, eventually, generate_traces};
+use otel_pipeline::{Telemetry, Traces};
+
+mod common;
+
+const AGENT: &str = include_str!("../docs/examples/agent.yaml");
+const GATEWAY: &str = include_str!("../docs/examples/gateway.yaml");
+
+fn load(files: &[(&str, &str)]) -> Result<CollectorConfig, otel_pipeline::collector::LoadError> {
+    let files: Vec<ConfigFile> = files.iter().map(|(n, t)| ConfigFile::new(*n, *t)).collect();
+    CollectorConfig::load(
+        &files,
+        |name| (name == "GW_PORT").then(|| "4317".into()),
+        &otel_pipeline::default_registry(),
+    )
+}
+
+/// The single error of loading `yaml`: `(path, line, column, message)`.
+fn error_of(yaml: &str) -> (String, usize, usize, String) {
+    let err = load(&[("c.yaml", yaml)]).expect_err("must not load");
+    let e = err.errors.first().expect("one error").clone();
+    let at = e.location.clone().expect("placed in the file");
+    assert_eq!(&*at.file, "c.yaml");
+    (e.path, at.line, at.column, e.message)
+}
+
+const BASE: &str = "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\nexporters:\n  debug:\n";
+
+#[test]
+fn the_shipped_configurations_load_as_written() {
+    let agent = load(&[("agent.yaml", AGENT)]).unwrap();
+    assert_eq!(agent.pipeline_names().collect::<Vec<_>>(), ["traces"]);
+    assert_eq!(
+        agent.service_telemetry().metrics_address.as_deref(),
+        Some("0.0.0.0:8888")
+    );
+    let gateway = load(&[("gateway.yaml", GATEWAY)]).unwrap();
+    assert!(
+        gateway
+            .warnings()
+            .iter()
+            .any(|w| w.contains("extensions.pprof"))
+    );
+}
+
+#[test]
+fn every_class_of_mistake_names_its_path_line_and_column() {
+    let pipeline =
+        "service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n";
+    // An unknown key inside a component.
+    let (path, line, col, msg) = error_of(&format!(
+        "{BASE}processors:\n  batch:\n    send_batch_sise: 10\n{pipeline}"
+    ));
+    assert_eq!(
+        (path.as_str(), line, col),
+        ("processors.batch.send_batch_sise", 10, 5),
+        "{msg}"
+    );
+    assert!(msg.contains("unknown field"), "{msg}");
+    // A bad value.
+    let (path, line, col, msg) = error_of(&format!(
+        "{BASE}processors:\n  batch:\n    timeout: soon\n{pipeline}"
+    ));
+    assert_eq!(
+        (path.as_str(), line, col),
+        ("processors.batch.timeout", 10, 5),
+        "{msg}"
+    );
+    // A bad value deep in a list, checked by the component's own validation.
+    let (path, line, _, msg) = error_of(&format!(
+        "{BASE}processors:\n  tail_sampling:\n    policies:\n      - {{ name: a, type: always_sample }}\n      - {{ name: b, type: latency, latency: {{ threshold_ms: -5 }} }}\n{pipeline}"
+    ));
+    assert!(
+        path.starts_with("processors.tail_sampling.policies[1]"),
+        "{path}: {msg}"
+    );
+    assert_eq!(line, 12, "{path}: {msg}");
+    // An unknown component type, and one the Collector has that we do not.
+    let (path, line, col, msg) = error_of(&format!("{BASE}processors:\n  transfrom:\n{pipeline}"));
+    assert_eq!((path.as_str(), line, col), ("processors.transfrom", 9, 3));
+    assert!(msg.contains("unknown processor type `transfrom`"), "{msg}");
+    let (_, _, _, msg) = error_of(&format!(
+        "{BASE}processors:\n  resourcedetection:\n{pipeline}"
+    ));
+    assert!(
+        msg.contains("of the OpenTelemetry Collector that this build does not include"),
+        "{msg}"
+    );
+    // Used but not defined.
+    let (path, line, col, msg) = error_of(&format!(
+        "{BASE}service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [batch]\n      exporters: [debug]\n"
+    ));
+    assert_eq!(
+        (path.as_str(), line, col),
+        ("service.pipelines.traces.processors[0]", 12, 20)
+    );
+    assert!(
+        msg.contains("processor `batch` is used here but not defined"),
+        "{msg}"
+    );
+    // Unknown keys at the top, in service, and in a pipeline; an unknown signal.
+    let (path, line, col, _) = error_of(&format!("{BASE}{pipeline}recievers: {{}}\n"));
+    assert_eq!((path.as_str(), line, col), ("recievers", 13, 1));
+    let (path, ..) = error_of(&format!("{BASE}service:\n  pipeline:\n    traces: {{}}\n"));
+    assert_eq!(path, "service.pipeline");
+    let (path, line, col, _) = error_of(&format!(
+        "{BASE}service:\n  pipelines:\n    spans:\n      receivers: [otlp]\n      exporters: [debug]\n"
+    ));
+    assert_eq!(
+        (path.as_str(), line, col),
+        ("service.pipelines.spans", 10, 5)
+    );
+    // Broken YAML.
+    let (_, line, _, msg) = error_of("receivers:\n  otlp: [\n");
+    assert!(line >= 2 && msg.contains("YAML"), "{line} {msg}");
+    // A receiver address that is not one.
+    let (path, ..) = error_of(&format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: nowhere\nexporters:\n  debug:\n{pipeline}"
+    ));
+    assert_eq!(path, "receivers.otlp.protocols.grpc.endpoint");
+    // The router's own checks.
+    let (path, line, ..) = error_of(&format!(
+        "{BASE}  loadbalancing:\n    resolver:\n      dns:\n        hostname: gw\n        interval: soon\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [loadbalancing]\n"
+    ));
+    assert_eq!(
+        (path.as_str(), line),
+        ("exporters.loadbalancing.resolver.dns.interval", 12)
+    );
+}
+
+#[test]
+fn several_files_merge_in_order_with_environment_values() {
+    // (A `${...}` goes in a block list or quotes: braces are flow indicators in YAML.)
+    let override_yaml = "exporters:\n  loadbalancing:\n    resolver:\n      static:\n        hostnames:\n          - gw-a:${env:GW_PORT}\n";
+    let config = load(&[("agent.yaml", AGENT), ("override.yaml", override_yaml)]).unwrap();
+    assert_eq!(config.pipeline_names().count(), 1);
+    // A mistake in the second file is placed there.
+    let err = load(&[
+        ("agent.yaml", AGENT),
+        ("bad.yaml", "processors:\n  batch:\n    timout: 1s\n"),
+    ])
+    .unwrap_err();
+    let e = &err.errors[0];
+    assert_eq!(e.path, "processors.batch.timout");
+    let at = e.location.as_ref().unwrap();
+    assert_eq!((&*at.file, at.line, at.column), ("bad.yaml", 3, 5));
+    // `100_000` is a number, as the Collector reads it.
+    let ok = format!(
+        "{BASE}processors:\n  tail_sampling:\n    num_traces: 100_000\n    policies: [{{ name: all, type: always_sample }}]\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [tail_sampling]\n      exporters: [debug]\n"
+    );
+    load(&[("c.yaml", &ok)]).unwrap();
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+async fn start(files: &[(&str, &str)]) -> RunningCollector {
+    let config = load(files).unwrap_or_else(|e| panic!("{e}"));
+    config
+        .build(&otel_pipeline::default_registry(), Telemetry::new())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .start()
+        .await
+        .expect("collector starts")
+}
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Traces from a service: every 5th an error, every 7th a health check, secrets on some.
+fn workload(
+    seed: u64,
+) -> (
+    ExportTraceServiceRequest,
+    HashSet<Vec<u8>>,
+    HashSet<Vec<u8>>,
+) {
+    let mut data = generate_traces(60, 4, seed);
+    let mut errors = HashSet::new();
+    let mut health = HashSet::new();
+    let spans = &mut data.resource_spans[0].scope_spans[0].spans;
+    for (i, span) in spans.iter_mut().enumerate() {
+        let trace = i / 4;
+        span.attributes.retain(|a| a.key != "http.route");
+        if trace % 7 == 3 {
+            span.attributes.push(kv("http.route", "/healthz"));
+            health.insert(span.trace_id.clone());
+            continue;
+        }
+        if trace % 5 == 0 {
+            if i % 4 == 1 {
+                span.status = Some(Status {
+                    code: StatusCode::Error as i32,
+                    message: "boom".into(),
+                });
+            }
+            errors.insert(span.trace_id.clone());
+        }
+        span.attributes
+            .push(kv("http.request.header.authorization", "Bearer s3cr3t"));
+        span.attributes.push(kv(
+            "db.statement",
+            "SELECT * FROM cards WHERE pan = '4111111111111111'",
+        ));
+    }
+    (data, errors, health)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_agent_and_gateways_run_end_to_end() {
+    // Two backends, one per gateway, so a trace split across gateways would show.
+    let backends = [
+        common::gateway(OtlpConfig::loopback()).await,
+        common::gateway(OtlpConfig::loopback()).await,
+    ];
+    let backend_addr = |i: usize| backends[i].1.local_addrs().grpc.unwrap();
+    let gw_ports = [free_port(), free_port()];
+    let mut gateways = Vec::new();
+    for (i, port) in gw_ports.iter().enumerate() {
+        let override_yaml = format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:{port} }}\n      http: {{ endpoint: 127.0.0.1:0 }}\n\
+             processors:\n  tail_sampling:\n    decision_wait: 500ms\n  batch:\n    timeout: 100ms\n\
+             exporters:\n  otlp/backend:\n    endpoint: {}\n\
+             extensions:\n  health_check:\n    endpoint: 127.0.0.1:0\n\
+             service:\n  telemetry:\n    metrics: {{ level: none }}\n",
+            backend_addr(i)
+        );
+        gateways.push(
+            start(&[
+                ("gateway.yaml", GATEWAY),
+                ("gateway-test.yaml", &override_yaml),
+            ])
+            .await,
+        );
+    }
+    let agent_port = free_port();
+    let agent_override = format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:{agent_port} }}\n      http: {{ endpoint: 127.0.0.1:0 }}\n\
+         processors:\n  batch:\n    timeout: 100ms\n\
+         exporters:\n  loadbalancing:\n    resolver:\n      static:\n        hostnames: [127.0.0.1:{}, 127.0.0.1:{}]\n\
+         extensions:\n  health_check:\n    endpoint: 127.0.0.1:0\n",
+        gw_ports[0], gw_ports[1]
+    );
+    let agent = start(&[("agent.yaml", AGENT), ("agent-test.yaml", &agent_override)]).await;
+    assert!(agent.health().is_ready());
+
+    // A service sends to the agent over OTLP.
+    let (client, sender) = common::agent(OtlpExporterConfig {
+        endpoint: format!("http://127.0.0.1:{agent_port}"),
+        retry: RetryConfig {
+            initial_interval: Duration::from_millis(20),
+            ..RetryConfig::default()
+        },
+        ..OtlpExporterConfig::default()
+    })
+    .await;
+    let mut errors = HashSet::new();
+    let mut health = HashSet::new();
+    for seed in 0..5 {
+        let (data, e, h) = workload(100 + seed);
+        errors.extend(e);
+        health.extend(h);
+        sender.send(data).await.unwrap();
+    }
+    client.shutdown(Duration::from_secs(5)).await.unwrap();
+
+    let at = |b: &Exported<Traces>| b.spans();
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let ids: HashSet<Vec<u8>> = backends
+                .iter()
+                .flat_map(|b| at(&b.2))
+                .map(|s| s.trace_id)
+                .collect();
+            errors.iter().all(|e| ids.contains(e))
+        })
+        .await,
+        "error traces missing at the backends"
+    );
+    // Let the rest of the decisions land, then check everything.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut owner: HashMap<Vec<u8>, HashSet<usize>> = HashMap::new();
+    let mut per_trace: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (i, b) in backends.iter().enumerate() {
+        for span in at(&b.2) {
+            owner.entry(span.trace_id.clone()).or_default().insert(i);
+            *per_trace.entry(span.trace_id.clone()).or_default() += 1;
+            assert!(
+                !health.contains(&span.trace_id),
+                "a health check reached a backend"
+            );
+            for a in &span.attributes {
+                assert_ne!(
+                    a.key, "http.request.header.authorization",
+                    "a credential reached a backend"
+                );
+                if let Some(Value::StringValue(v)) = a.value.as_ref().and_then(|v| v.value.as_ref())
+                {
+                    assert!(
+                        !v.contains("4111111111111111"),
+                        "a card number reached a backend: {v}"
+                    );
+                    assert!(!v.contains("s3cr3t"), "a token reached a backend: {v}");
+                }
+            }
+        }
+    }
+    assert_eq!(
+        owner.values().filter(|g| g.len() > 1).count(),
+        0,
+        "a trace split across gateways"
+    );
+    for e in &errors {
+        assert_eq!(per_trace.get(e), Some(&4), "error trace arrived whole");
+    }
+    assert!(owner.values().any(|g| g.contains(&0)) && owner.values().any(|g| g.contains(&1)));
+
+    agent.shutdown(Duration::from_secs(5)).await.unwrap();
+    for g in gateways {
+        g.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+}
+
+/// Send an HTTP GET and return the status code and body.
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_process_serves_health_and_metrics_and_drains_on_sigterm() {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join("collector"))
+        .unwrap();
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test` builds examples",
+        bin.display()
+    );
+    let (backend, backend_otlp, exported) = common::gateway(OtlpConfig::loopback()).await;
+    let (grpc, health, metrics) = (free_port(), free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("otel-collector-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let override_path = dir.join("override.yaml");
+    std::fs::write(
+        &override_path,
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:{grpc} }}\n      http: {{ endpoint: 127.0.0.1:0 }}\n\
+             processors:\n  tail_sampling:\n    decision_wait: 300ms\n    policies: [{{ name: all, type: always_sample }}]\n  batch:\n    timeout: 100ms\n\
+             extensions:\n  health_check:\n    endpoint: 127.0.0.1:{health}\n\
+             service:\n  telemetry:\n    metrics: {{ address: 127.0.0.1:{metrics} }}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(&bin)
+        .args(["--config", "docs/examples/gateway.yaml", "--config"])
+        .arg(&override_path)
+        .args(["--shutdown-timeout", "10s"])
+        .env(
+            "BACKEND_ENDPOINT",
+            format!("http://{}", backend_otlp.local_addrs().grpc.unwrap()),
+        )
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let health_addr: SocketAddr = format!("127.0.0.1:{health}").parse().unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || http_get(health_addr, "/")
+            .is_some_and(|(s, _)| s == 200))
+        .await,
+        "health_check never answered ready"
+    );
+    // OTLP in.
+    let (client, sender) = common::agent(OtlpExporterConfig {
+        endpoint: format!("http://127.0.0.1:{grpc}"),
+        ..OtlpExporterConfig::default()
+    })
+    .await;
+    sender.send(generate_traces(50, 4, 7)).await.unwrap();
+    client.shutdown(Duration::from_secs(5)).await.unwrap();
+    let metrics_addr: SocketAddr = format!("127.0.0.1:{metrics}").parse().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || http_get(
+            metrics_addr,
+            "/metrics"
+        )
+        .is_some_and(|(s, body)| {
+            s == 200
+                && body.contains(
+                    "otelcol_receiver_accepted_spans{receiver=\"otlp\",pipeline=\"traces\"} 200",
+                )
+        }))
+        .await,
+        "{:?}",
+        http_get(metrics_addr, "/metrics")
+    );
+    // SIGTERM while the sampler still holds the traces: they are decided and delivered.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let waited = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(waited.success(), "exit status {waited:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || exported.item_count() == 200).await,
+        "{} of 200 spans delivered",
+        exported.item_count()
+    );
+    backend.shutdown(Duration::from_secs(5)).await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
