@@ -29,12 +29,12 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use otel_pipeline_core::proto::common::v1::{AnyValue, KeyValue, any_value};
+use otel_pipeline_core::proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use otel_pipeline_core::proto::resource::v1::Resource;
 use otel_pipeline_core::proto::trace::v1::Span;
 use otel_pipeline_core::{
-    Batch, BuildError, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError, Consumer,
-    Processor, Traces,
+    Batch, BuildError, ClientInfo, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError,
+    Consumer, Processor, Traces,
 };
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
@@ -107,6 +107,12 @@ pub struct ActionConfig {
     /// For `insert`/`update`/`upsert`: copy the value of this attribute.
     #[serde(default)]
     pub from_attribute: Option<String>,
+    /// For `insert`/`update`/`upsert`: take the value from the request's client
+    /// context: `metadata.<key>` (request headers the receiver kept, with
+    /// `include_metadata`), `client.address`, or `auth.<attribute>` (from an
+    /// authenticator; absent until one is configured, when the action does nothing).
+    #[serde(default)]
+    pub from_context: Option<String>,
     /// For `convert`: `int`, `double`, `string` or `bool`.
     #[serde(default)]
     pub converted_type: Option<String>,
@@ -152,6 +158,36 @@ pub struct MatchConfig {
     /// Every listed attribute matches.
     #[serde(default)]
     pub attributes: Vec<AttributeMatch>,
+    /// Every listed resource attribute matches.
+    #[serde(default)]
+    pub resources: Vec<AttributeMatch>,
+    /// The instrumentation scope is one of these (name, and version when given).
+    #[serde(default)]
+    pub libraries: Vec<LibraryMatch>,
+    /// The span kind is one of these (`SPAN_KIND_SERVER`, `SERVER`, `server`, ...).
+    #[serde(default)]
+    pub span_kinds: Vec<String>,
+    /// Log and metric properties (`log_bodies`, `log_severity_texts`,
+    /// `log_severity_number`, `metric_names`): the Collector's, for logs and metrics,
+    /// which this processor does not handle yet; refused with a clear error.
+    #[serde(
+        default,
+        alias = "log_severity_texts",
+        alias = "log_severity_number",
+        alias = "metric_names"
+    )]
+    pub log_bodies: Option<serde::de::IgnoredAny>,
+}
+
+/// An instrumentation scope to match.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LibraryMatch {
+    /// Scope name (strict or regexp, as the match type says).
+    pub name: String,
+    /// Scope version; any version when absent.
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 /// Where actions and redaction apply.
@@ -275,6 +311,15 @@ enum Action {
 enum Source {
     Value(AnyValue),
     From(String),
+    Context(ContextKey),
+}
+
+/// Where a `from_context` value comes from.
+enum ContextKey {
+    Metadata(String),
+    ClientAddress,
+    /// Authenticator attributes: none are produced yet, so these never set a value.
+    Auth,
 }
 
 enum KeySel {
@@ -299,13 +344,13 @@ enum Conversion {
     Bool,
 }
 
-enum Matcher {
+pub(crate) enum Matcher {
     Strict(Vec<String>),
     Regexp(RegexSet),
 }
 
 impl Matcher {
-    fn new(match_type: MatchType, values: &[String]) -> Result<Option<Self>, String> {
+    pub(crate) fn new(match_type: MatchType, values: &[String]) -> Result<Option<Self>, String> {
         if values.is_empty() {
             return Ok(None);
         }
@@ -315,7 +360,7 @@ impl Matcher {
         }))
     }
 
-    fn is_match(&self, s: &str) -> bool {
+    pub(crate) fn is_match(&self, s: &str) -> bool {
         match self {
             Self::Strict(v) => v.iter().any(|x| x == s),
             Self::Regexp(set) => set.is_match(s),
@@ -323,40 +368,144 @@ impl Matcher {
     }
 }
 
-struct SpanFilter {
+pub(crate) struct SpanFilter {
     services: Option<Matcher>,
     names: Option<Matcher>,
     attributes: Vec<(String, Option<AttrValueMatch>)>,
+    resources: Vec<(String, Option<AttrValueMatch>)>,
+    libraries: Vec<(Matcher, Option<String>)>,
+    kinds: Vec<i32>,
 }
 
-enum AttrValueMatch {
+pub(crate) enum AttrValueMatch {
     Equal(AnyValue),
     Regex(Regex),
 }
 
+impl std::fmt::Debug for SpanFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanFilter").finish_non_exhaustive()
+    }
+}
+
+pub(crate) type AttrMatches = Vec<(String, Option<AttrValueMatch>)>;
+
+pub(crate) fn attr_matches(
+    list: &[AttributeMatch],
+    match_type: MatchType,
+    what: &str,
+) -> Result<AttrMatches, String> {
+    list.iter()
+        .map(|a| {
+            let m = match (&a.value, match_type) {
+                (None, _) => None,
+                (Some(ConfigValue::Str(s)), MatchType::Regexp) => Some(AttrValueMatch::Regex(
+                    Regex::new(s).map_err(|e| format!("{what} {}: {e}", a.key))?,
+                )),
+                (Some(v), _) => Some(AttrValueMatch::Equal(v.to_any())),
+            };
+            Ok((a.key.clone(), m))
+        })
+        .collect()
+}
+
+pub(crate) fn all_match(want: &AttrMatches, attrs: &[KeyValue]) -> bool {
+    want.iter()
+        .all(|(key, want)| match (find_attr(attrs, key), want) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(v), Some(AttrValueMatch::Equal(w))) => v == w,
+            (Some(v), Some(AttrValueMatch::Regex(re))) => {
+                matches!(&v.value, Some(any_value::Value::StringValue(s)) if re.is_match(s))
+            }
+        })
+}
+
+/// `SPAN_KIND_SERVER`, `SERVER` or `server` as the protobuf enum value.
+fn span_kind(name: &str) -> Option<i32> {
+    let upper = name.to_ascii_uppercase();
+    let short = upper.strip_prefix("SPAN_KIND_").unwrap_or(&upper);
+    Some(match short {
+        "UNSPECIFIED" => 0,
+        "INTERNAL" => 1,
+        "SERVER" => 2,
+        "CLIENT" => 3,
+        "PRODUCER" => 4,
+        "CONSUMER" => 5,
+        _ => return None,
+    })
+}
+
 impl SpanFilter {
-    fn new(c: &MatchConfig) -> Result<Self, String> {
-        let attributes = c
-            .attributes
+    pub(crate) fn new(c: &MatchConfig) -> Result<Self, String> {
+        if c.log_bodies.is_some() {
+            return Err("matching log records and metrics is not supported yet: spans only".into());
+        }
+        if c.services.is_empty()
+            && c.span_names.is_empty()
+            && c.attributes.is_empty()
+            && c.resources.is_empty()
+            && c.libraries.is_empty()
+            && c.span_kinds.is_empty()
+        {
+            return Err(
+                "give at least one of services, span_names, span_kinds, attributes, libraries or resources to match on"
+                    .into(),
+            );
+        }
+        let libraries = c
+            .libraries
             .iter()
-            .map(|a| {
-                let m = match (&a.value, c.match_type) {
-                    (None, _) => None,
-                    (Some(ConfigValue::Str(s)), MatchType::Regexp) => Some(AttrValueMatch::Regex(
-                        Regex::new(s).map_err(|e| format!("attributes {}: {e}", a.key))?,
-                    )),
-                    (Some(v), _) => Some(AttrValueMatch::Equal(v.to_any())),
-                };
-                Ok((a.key.clone(), m))
+            .map(|l| {
+                let name = Matcher::new(c.match_type, std::slice::from_ref(&l.name))
+                    .map_err(|e| format!("libraries: {e}"))?
+                    .ok_or("libraries: a name is needed")?;
+                Ok((name, l.version.clone()))
             })
+            .collect::<Result<_, String>>()?;
+        let kinds = c
+            .span_kinds
+            .iter()
+            .map(|k| span_kind(k).ok_or(format!("span_kinds: `{k}` is not a span kind")))
             .collect::<Result<_, String>>()?;
         Ok(Self {
             services: Matcher::new(c.match_type, &c.services)
                 .map_err(|e| format!("services: {e}"))?,
             names: Matcher::new(c.match_type, &c.span_names)
                 .map_err(|e| format!("span_names: {e}"))?,
-            attributes,
+            attributes: attr_matches(&c.attributes, c.match_type, "attributes")?,
+            resources: attr_matches(&c.resources, c.match_type, "resources")?,
+            libraries,
+            kinds,
         })
+    }
+
+    /// Whether `span` (of `resource` and `scope`) matches every given property.
+    pub(crate) fn matches_in(
+        &self,
+        span: &Span,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+    ) -> bool {
+        if !self.libraries.is_empty() {
+            let Some(scope) = scope else { return false };
+            let any = self.libraries.iter().any(|(name, version)| {
+                name.is_match(&scope.name) && version.as_ref().is_none_or(|v| *v == scope.version)
+            });
+            if !any {
+                return false;
+            }
+        }
+        if !self.kinds.is_empty() && !self.kinds.contains(&span.kind) {
+            return false;
+        }
+        if !self.resources.is_empty() {
+            let attrs = resource.map_or(&[][..], |r| &r.attributes[..]);
+            if !all_match(&self.resources, attrs) {
+                return false;
+            }
+        }
+        self.matches(span, resource)
     }
 
     fn matches(&self, span: &Span, resource: Option<&Resource>) -> bool {
@@ -374,16 +523,7 @@ impl SpanFilter {
         if self.names.as_ref().is_some_and(|m| !m.is_match(&span.name)) {
             return false;
         }
-        self.attributes.iter().all(
-            |(key, want)| match (find_attr(&span.attributes, key), want) {
-                (None, _) => false,
-                (Some(_), None) => true,
-                (Some(v), Some(AttrValueMatch::Equal(w))) => v == w,
-                (Some(v), Some(AttrValueMatch::Regex(re))) => {
-                    matches!(&v.value, Some(any_value::Value::StringValue(s)) if re.is_match(s))
-                }
-            },
-        )
+        all_match(&self.attributes, &span.attributes)
     }
 }
 
@@ -481,13 +621,27 @@ impl AttributeRedactor {
             };
             actions.push(match a.action {
                 ActionKind::Insert | ActionKind::Update | ActionKind::Upsert => {
-                    let source = match (&a.value, &a.from_attribute) {
-                        (Some(v), None) => Source::Value(v.to_any()),
-                        (None, Some(f)) => Source::From(f.clone()),
+                    let source = match (&a.value, &a.from_attribute, &a.from_context) {
+                        (Some(v), None, None) => Source::Value(v.to_any()),
+                        (None, Some(f), None) => Source::From(f.clone()),
+                        (None, None, Some(c)) => {
+                            Source::Context(if let Some(k) = c.strip_prefix("metadata.") {
+                                ContextKey::Metadata(k.to_ascii_lowercase())
+                            } else if c.starts_with("auth.") {
+                                ContextKey::Auth
+                            } else if c == "client.address" {
+                                ContextKey::ClientAddress
+                            } else {
+                                return Err(ctx.invalid(
+                                    at("from_context"),
+                                    "expected metadata.<key>, auth.<attribute> or client.address",
+                                ));
+                            })
+                        }
                         _ => {
                             return Err(ctx.invalid(
                                 at("value"),
-                                "give exactly one of `value` and `from_attribute`",
+                                "give exactly one of `value`, `from_attribute` and `from_context`",
                             ));
                         }
                     };
@@ -572,12 +726,8 @@ impl AttributeRedactor {
                         .map_err(|e| ctx.invalid("blocked_values", e.to_string()))?;
                     Some((any, each))
                 };
-                if !r.allow_all_keys && r.allowed_keys.is_empty() && r.ignored_keys.is_empty() {
-                    return Err(ctx.invalid(
-                        "allowed_keys",
-                        "with allow_all_keys false and no allowed_keys every attribute would be removed; list the keys to keep or set allow_all_keys",
-                    ));
-                }
+                // With allow_all_keys false and nothing allowed, every attribute goes: the
+                // Collector reads an empty `redaction:` that way, so we do too.
                 Some(Redaction {
                     allow_all: r.allow_all_keys,
                     allowed: r.allowed_keys.clone(),
@@ -683,13 +833,23 @@ fn convert(v: &AnyValue, to: Conversion) -> Option<AnyValue> {
 }
 
 impl CompiledAttributes {
-    fn apply_actions(&self, attrs: &mut Vec<KeyValue>) {
+    fn apply_actions(&self, attrs: &mut Vec<KeyValue>, client: Option<&ClientInfo>) {
         for action in &self.actions {
             match action {
                 Action::Set { key, source, mode } => {
+                    let text = |s: String| AnyValue {
+                        value: Some(any_value::Value::StringValue(s)),
+                    };
                     let value = match source {
                         Source::Value(v) => Some(v.clone()),
                         Source::From(f) => find_attr(attrs, f).cloned(),
+                        Source::Context(ContextKey::Metadata(k)) => client
+                            .and_then(|c| c.metadata(k))
+                            .map(|v| text(v.to_string())),
+                        Source::Context(ContextKey::ClientAddress) => client
+                            .and_then(|c| c.addr)
+                            .map(|a| text(a.ip().to_string())),
+                        Source::Context(ContextKey::Auth) => None,
                     };
                     let Some(value) = value else { continue };
                     let exists = attrs.iter().any(|kv| kv.key == *key);
@@ -805,9 +965,14 @@ impl CompiledAttributes {
     }
 
     /// Actions and redaction on one attribute set of kind `target`.
-    fn process(&self, target: Target, attrs: &mut Vec<KeyValue>) -> usize {
+    fn process(
+        &self,
+        target: Target,
+        attrs: &mut Vec<KeyValue>,
+        client: Option<&ClientInfo>,
+    ) -> usize {
         if self.targets.contains(&target) {
-            self.apply_actions(attrs);
+            self.apply_actions(attrs, client);
         }
         let Some(r) = self
             .redaction
@@ -821,14 +986,19 @@ impl CompiledAttributes {
         removed.len() + masked.len()
     }
 
-    fn selected(&self, span: &Span, resource: Option<&Resource>) -> bool {
+    fn selected(
+        &self,
+        span: &Span,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+    ) -> bool {
         self.include
             .as_ref()
-            .is_none_or(|f| f.matches(span, resource))
+            .is_none_or(|f| f.matches_in(span, resource, scope))
             && !self
                 .exclude
                 .as_ref()
-                .is_some_and(|f| f.matches(span, resource))
+                .is_some_and(|f| f.matches_in(span, resource, scope))
     }
 }
 
@@ -836,27 +1006,38 @@ impl CompiledAttributes {
     /// Apply to every selected span (and its events and resource); returns how many
     /// attribute values redaction removed or masked.
     pub fn apply(&self, data: &mut ExportTraceServiceRequest) -> usize {
+        self.apply_with_client(data, None)
+    }
+
+    /// [`CompiledAttributes::apply`], with the client context that `from_context`
+    /// actions read.
+    pub fn apply_with_client(
+        &self,
+        data: &mut ExportTraceServiceRequest,
+        client: Option<&ClientInfo>,
+    ) -> usize {
         let mut redacted = 0;
         for rs in &mut data.resource_spans {
             // Resource attributes: changed when any span of the resource is selected.
-            let resource_selected = rs
-                .scope_spans
-                .iter()
-                .flat_map(|ss| &ss.spans)
-                .any(|span| self.selected(span, rs.resource.as_ref()));
+            let resource_selected = rs.scope_spans.iter().any(|ss| {
+                ss.spans
+                    .iter()
+                    .any(|span| self.selected(span, rs.resource.as_ref(), ss.scope.as_ref()))
+            });
             for ss in &mut rs.scope_spans {
+                let scope = ss.scope.as_ref();
                 for span in &mut ss.spans {
-                    if !self.selected(span, rs.resource.as_ref()) {
+                    if !self.selected(span, rs.resource.as_ref(), scope) {
                         continue;
                     }
-                    redacted += self.process(Target::Span, &mut span.attributes);
+                    redacted += self.process(Target::Span, &mut span.attributes, client);
                     for event in &mut span.events {
-                        redacted += self.process(Target::Event, &mut event.attributes);
+                        redacted += self.process(Target::Event, &mut event.attributes, client);
                     }
                 }
             }
             if let Some(resource) = rs.resource.as_mut().filter(|_| resource_selected) {
-                redacted += self.process(Target::Resource, &mut resource.attributes);
+                redacted += self.process(Target::Resource, &mut resource.attributes, client);
             }
         }
         redacted
@@ -865,7 +1046,10 @@ impl CompiledAttributes {
 
 impl<N: Consumer<Traces>> Consumer<Traces> for AttributesConsumer<N> {
     async fn consume(&self, mut batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
-        let redacted = self.rules.apply(&mut batch.data);
+        let client = batch.client.clone();
+        let redacted = self
+            .rules
+            .apply_with_client(&mut batch.data, client.as_deref());
         self.telemetry.add_redacted_attributes(redacted);
         self.next.consume(batch).await
     }

@@ -30,6 +30,10 @@ use otel_pipeline_core::{
 };
 use serde::Deserialize;
 
+use crate::attributes::{
+    AttrMatches, AttributeMatch, MatchConfig, MatchType, Matcher, SpanFilter, all_match,
+    attr_matches,
+};
 use crate::condition::{Condition, EvalError, SpanContext};
 use crate::config::ConfigError;
 use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
@@ -60,7 +64,7 @@ pub struct TraceConditions {
 }
 
 /// Configuration of the filter processor.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     /// What an evaluation error does.
@@ -69,6 +73,92 @@ pub struct FilterConfig {
     /// Trace conditions.
     #[serde(default)]
     pub traces: TraceConditions,
+    /// The Collector's older way for spans: keep only spans that match `include`, and
+    /// drop those that match `exclude` (services, span names, attributes, resources,
+    /// libraries, span kinds; strict or regexp). Not together with `traces`.
+    #[serde(default)]
+    pub spans: Option<SpanMatching>,
+    /// The older way for span events: keep only events that match `include`, drop those
+    /// that match `exclude` (event names and attributes). Not together with `traces`.
+    #[serde(default)]
+    pub span_events: Option<EventMatching>,
+    /// Metrics conditions: accepted by the Collector, not supported here yet (refused
+    /// with a clear error).
+    #[serde(default)]
+    pub metrics: Option<serde::de::IgnoredAny>,
+    /// Logs conditions: not supported here yet (refused with a clear error).
+    #[serde(default)]
+    pub logs: Option<serde::de::IgnoredAny>,
+    /// Profiles conditions: not supported (refused with a clear error).
+    #[serde(default)]
+    pub profiles: Option<serde::de::IgnoredAny>,
+}
+
+/// `span_events.include` / `span_events.exclude`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventMatching {
+    /// Only events that match are kept.
+    #[serde(default)]
+    pub include: Option<EventMatch>,
+    /// Events that match are dropped.
+    #[serde(default)]
+    pub exclude: Option<EventMatch>,
+}
+
+/// Which span events match. All given properties must match.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventMatch {
+    /// Strict or regexp.
+    #[serde(default)]
+    pub match_type: MatchType,
+    /// The event name is one of these.
+    #[serde(default)]
+    pub event_names: Vec<String>,
+    /// Every listed event attribute matches.
+    #[serde(default)]
+    pub event_attributes: Vec<AttributeMatch>,
+}
+
+/// An [`EventMatch`], compiled.
+struct EventFilter {
+    names: Option<Matcher>,
+    attributes: AttrMatches,
+}
+
+impl std::fmt::Debug for EventFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventFilter").finish_non_exhaustive()
+    }
+}
+
+impl EventFilter {
+    fn new(m: &EventMatch, path: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            names: Matcher::new(m.match_type, &m.event_names)
+                .map_err(|e| ConfigError::new(format!("{path}.event_names"), e))?,
+            attributes: attr_matches(&m.event_attributes, m.match_type, "event_attributes")
+                .map_err(|e| ConfigError::new(format!("{path}.event_attributes"), e))?,
+        })
+    }
+
+    fn matches(&self, event: &otel_pipeline_core::proto::trace::v1::span::Event) -> bool {
+        self.names.as_ref().is_none_or(|n| n.is_match(&event.name))
+            && all_match(&self.attributes, &event.attributes)
+    }
+}
+
+/// `spans.include` / `spans.exclude`, as the attributes processor matches spans.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpanMatching {
+    /// Only spans that match are kept.
+    #[serde(default)]
+    pub include: Option<MatchConfig>,
+    /// Spans that match are dropped.
+    #[serde(default)]
+    pub exclude: Option<MatchConfig>,
 }
 
 /// The filter processor.
@@ -121,6 +211,10 @@ pub(crate) fn parse_all(path: &str, texts: &[String]) -> Result<Vec<Condition>, 
 #[derive(Debug, Clone)]
 pub struct CompiledFilter {
     spans: Vec<Condition>,
+    include: Option<Arc<SpanFilter>>,
+    exclude: Option<Arc<SpanFilter>>,
+    event_include: Option<Arc<EventFilter>>,
+    event_exclude: Option<Arc<EventFilter>>,
     events: Vec<Condition>,
     error_mode: ErrorMode,
 }
@@ -139,7 +233,52 @@ pub struct Filtered {
 impl FilterConfig {
     /// Parse every condition; errors name `traces.span[i]` and the column.
     pub fn compile(&self) -> Result<CompiledFilter, ConfigError> {
+        for (key, given) in [
+            ("metrics", self.metrics.is_some()),
+            ("logs", self.logs.is_some()),
+            ("profiles", self.profiles.is_some()),
+        ] {
+            if given {
+                return Err(ConfigError::new(
+                    key,
+                    format!("filtering {key} is not supported yet: this filter handles traces"),
+                ));
+            }
+        }
+        let legacy = self.spans.clone().unwrap_or_default();
+        let ottl = !self.traces.span.is_empty() || !self.traces.spanevent.is_empty();
+        if self.span_events.is_some() && ottl {
+            return Err(ConfigError::new(
+                "span_events",
+                "use either `span_events` (include/exclude) or `traces` (OTTL conditions), not both",
+            ));
+        }
+        let events = self.span_events.clone().unwrap_or_default();
+        let event_filter = |m: &Option<EventMatch>, path: &str| {
+            m.as_ref()
+                .map(|m| EventFilter::new(m, path).map(Arc::new))
+                .transpose()
+        };
+        if self.spans.is_some() && ottl {
+            return Err(ConfigError::new(
+                "spans",
+                "use either `spans` (include/exclude) or `traces` (OTTL conditions), not both",
+            ));
+        }
+        let matcher = |c: &Option<MatchConfig>, path: &str| {
+            c.as_ref()
+                .map(|m| {
+                    SpanFilter::new(m)
+                        .map(Arc::new)
+                        .map_err(|e| ConfigError::new(path, e))
+                })
+                .transpose()
+        };
         Ok(CompiledFilter {
+            include: matcher(&legacy.include, "spans.include")?,
+            event_include: event_filter(&events.include, "span_events.include")?,
+            event_exclude: event_filter(&events.exclude, "span_events.exclude")?,
+            exclude: matcher(&legacy.exclude, "spans.exclude")?,
             spans: parse_all("traces.span", &self.traces.span)?,
             events: parse_all("traces.spanevent", &self.traces.spanevent)?,
             error_mode: self.error_mode,
@@ -217,6 +356,17 @@ impl CompiledFilter {
                     if failure.is_some() {
                         return true;
                     }
+                    if self
+                        .include
+                        .as_ref()
+                        .is_some_and(|f| !f.matches_in(span, resource, scope))
+                        || self
+                            .exclude
+                            .as_ref()
+                            .is_some_and(|f| f.matches_in(span, resource, scope))
+                    {
+                        return false;
+                    }
                     let cx = SpanContext {
                         span,
                         event: None,
@@ -235,6 +385,16 @@ impl CompiledFilter {
                     return Err(e);
                 }
                 spans_dropped += before - ss.spans.len();
+                if self.event_include.is_some() || self.event_exclude.is_some() {
+                    for span in &mut ss.spans {
+                        let before = span.events.len();
+                        span.events.retain(|e| {
+                            self.event_include.as_ref().is_none_or(|f| f.matches(e))
+                                && !self.event_exclude.as_ref().is_some_and(|f| f.matches(e))
+                        });
+                        events_dropped += before - span.events.len();
+                    }
+                }
                 if self.events.is_empty() {
                     continue;
                 }

@@ -629,3 +629,139 @@ async fn memory_limiter_configs() {
     assert!(ProcessMemory.used_bytes().unwrap() > 0);
     assert!(ProcessMemory.total_bytes().unwrap() > ProcessMemory.used_bytes().unwrap());
 }
+
+/// The Collector's older span matching, as its own testdata writes it: `spans`
+/// include/exclude in the filter, `span_events` include/exclude, and `resources`,
+/// `libraries` and `span_kinds` in a match.
+#[tokio::test]
+async fn legacy_include_exclude_matching_in_filter_and_attributes() {
+    let config: FilterConfig = from_yaml(
+        "processors.filter",
+        r#"
+spans:
+  include:
+    match_type: regexp
+    span_names: ["^GET "]
+    resources: [{ key: service.name, value: "check.*" }]
+  exclude:
+    match_type: strict
+    attributes: [{ key: drop, value: yes }]
+span_events:
+  exclude:
+    match_type: regexp
+    event_names: ["^debug"]
+"#,
+    )
+    .unwrap();
+    let filter = config.compile().unwrap();
+    let mut data = spans(vec![
+        ("GET /a", vec![]),
+        ("GET /b", vec![kv("drop", s("yes"))]),
+        ("POST /c", vec![]),
+    ]);
+    data.resource_spans[0].resource = Some(otel_pipeline_core::proto::resource::v1::Resource {
+        attributes: vec![kv("service.name", s("checkout"))],
+        ..Default::default()
+    });
+    let kept = &mut data.resource_spans[0].scope_spans[0].spans;
+    kept[0].events = vec![
+        Event {
+            name: "debug dump".into(),
+            ..Default::default()
+        },
+        Event {
+            name: "retry".into(),
+            ..Default::default()
+        },
+    ];
+    let out = filter.apply(&mut data).unwrap();
+    let names: Vec<&str> = data.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["GET /a"]);
+    assert_eq!((out.spans, out.events), (2, 1));
+    assert_eq!(
+        data.resource_spans[0].scope_spans[0].spans[0].events[0].name,
+        "retry"
+    );
+
+    // Nothing to match on is refused, as the Collector refuses it; so is mixing styles.
+    let empty: FilterConfig = from_yaml("f", "spans: { exclude: { match_type: regexp } }").unwrap();
+    assert_eq!(empty.compile().unwrap_err().path, "spans.exclude");
+    let mixed: FilterConfig = from_yaml(
+        "f",
+        "spans: { include: { services: [a] } }\ntraces: { span: ['name == \"x\"'] }",
+    )
+    .unwrap();
+    assert_eq!(mixed.compile().unwrap_err().path, "spans");
+    let logs: FilterConfig = from_yaml("f", "logs: { include: { match_type: strict } }").unwrap();
+    let err = logs.compile().unwrap_err();
+    assert!(
+        err.path == "logs" && err.message.contains("not supported"),
+        "{err}"
+    );
+
+    // Attributes: libraries and span kinds select; from_context takes request metadata.
+    let config: AttributesConfig = from_yaml(
+        "processors.attributes",
+        r#"
+include:
+  match_type: strict
+  libraries: [{ name: otel-test }]
+  span_kinds: [SPAN_KIND_SERVER]
+actions:
+  - { key: origin, from_context: metadata.x-origin, action: insert }
+  - { key: subject, from_context: auth.subject, action: insert }
+"#,
+    )
+    .unwrap();
+    let rules = AttributeRedactor::attributes(config).compile().unwrap();
+    let mut data = spans(vec![("GET /a", vec![]), ("call", vec![])]);
+    data.resource_spans[0].scope_spans[0].scope = Some(
+        otel_pipeline_core::proto::common::v1::InstrumentationScope {
+            name: "otel-test".into(),
+            ..Default::default()
+        },
+    );
+    data.resource_spans[0].scope_spans[0].spans[0].kind = 2; // server
+    data.resource_spans[0].scope_spans[0].spans[1].kind = 3; // client
+    let client = otel_pipeline_core::ClientInfo {
+        addr: None,
+        metadata: vec![("x-origin".into(), "mobile".into())],
+    };
+    rules.apply_with_client(&mut data, Some(&client));
+    let out = &data.resource_spans[0].scope_spans[0].spans;
+    assert_eq!(attr(&out[0].attributes, "origin"), Some(&s("mobile")));
+    assert_eq!(
+        attr(&out[0].attributes, "subject"),
+        None,
+        "no authenticator, no value"
+    );
+    assert_eq!(
+        attr(&out[1].attributes, "origin"),
+        None,
+        "a client span is not selected"
+    );
+}
+
+/// An empty `redaction:` section loads, as in the Collector, and removes every attribute.
+#[tokio::test]
+async fn an_empty_redaction_removes_every_attribute() {
+    let config: RedactionConfig = from_yaml("processors.redaction", "{}").unwrap();
+    let rules = AttributeRedactor::redaction(config).compile().unwrap();
+    let mut data = spans(vec![(
+        "GET /a",
+        vec![kv("user", s("x")), kv("path", s("/a"))],
+    )]);
+    rules.apply(&mut data);
+    let span = &data.resource_spans[0].scope_spans[0].spans[0];
+    assert!(
+        span.attributes
+            .iter()
+            .all(|a| a.key.starts_with("redaction.")),
+        "{:?}",
+        span.attributes
+    );
+}

@@ -343,6 +343,12 @@ impl Compiled {
                     .numeric_attribute
                     .as_ref()
                     .ok_or_else(|| missing("numeric_attribute"))?;
+                if c.min_value.is_none() && c.max_value.is_none() {
+                    return Err(bad(
+                        "numeric_attribute",
+                        "give min_value, max_value or both (the Collector refuses neither)".into(),
+                    ));
+                }
                 let (min, max) = (
                     c.min_value.unwrap_or(f64::MIN),
                     c.max_value.unwrap_or(f64::MAX),
