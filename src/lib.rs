@@ -48,3 +48,8 @@ pub fn default_registry() -> collector::Registry {
     otel_exporters::collector::register(&mut registry);
     registry
 }
+
+/// The README's code example, compiled as a doctest so it cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
