@@ -458,3 +458,16 @@ async fn the_collector_process_serves_health_and_metrics_and_drains_on_sigterm()
     backend.shutdown(Duration::from_secs(5)).await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn options_the_collectors_configs_use_load() {
+    let yaml = format!(
+        "{BASE}processors:\n  batch:\n    send_batch_size: 0\n    timeout: 0s\n    metadata_keys: [tenant]\n    metadata_cardinality_limit: 100\n\
+         \x20 memory_limiter:\n    check_interval: 1s\n    limit_mib: 4000\n    min_gc_interval_when_soft_limited: 10s\n    min_gc_interval_when_hard_limited: 5s\n\
+         \x20 tail_sampling:\n    decision_cache:\n      sampled_cache_size: 100_000\n    policies:\n      - {{ name: r, type: rate_limiting, rate_limiting: {{ spans_per_second: 100, burst_capacity: 200 }} }}\n\
+         service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [memory_limiter, tail_sampling, batch]\n      exporters: [debug]\n"
+    );
+    if let Err(e) = load(&[("c.yaml", &yaml)]) {
+        panic!("{e}");
+    }
+}

@@ -2,15 +2,20 @@
 //!
 //! ```yaml
 //! batch:
-//!   send_batch_size: 8192      # send when this many spans are waiting
+//!   send_batch_size: 8192      # send when this many spans are waiting (0: on timeout only)
 //!   send_batch_max_size: 10000 # never send more than this in one batch (0: no limit)
-//!   timeout: 200ms             # send whatever is waiting after this long
+//!   timeout: 200ms             # send whatever is waiting after this long (0: at once)
+//!   metadata_keys: [tenant]    # batch separately per value of these request headers
+//!   metadata_cardinality_limit: 1000
 //! ```
 //!
 //! Resource and scope grouping is preserved: batches are combined by appending their
 //! `ResourceSpans`, and a split clones the resource and scope of a group it cuts in two.
 //! Client information does not survive combining (the combined batch came from several
-//! clients). Waiting spans are sent on timeout and on shutdown; a refusal downstream is
+//! clients), except with `metadata_keys`: then each distinct combination of those
+//! metadata values (from receivers with `include_metadata`) is batched apart and keeps its
+//! metadata downstream. A new combination past `metadata_cardinality_limit` is rejected,
+//! counted with reason `metadata_cardinality_limit`. Waiting spans are sent on timeout and on shutdown; a refusal downstream is
 //! retried until the shutdown deadline, after which the spans are counted as dropped.
 
 use std::sync::Arc;
@@ -52,6 +57,16 @@ pub struct BatchConfig {
         deserialize_with = "crate::config::duration"
     )]
     pub timeout: Duration,
+    /// Batch separately per distinct values of these client metadata keys (default none).
+    #[serde(default)]
+    pub metadata_keys: Vec<String>,
+    /// Most distinct metadata combinations batched at once (default 1000; 0: no limit).
+    #[serde(default = "default_cardinality")]
+    pub metadata_cardinality_limit: usize,
+}
+
+fn default_cardinality() -> usize {
+    1000
 }
 
 impl Default for BatchConfig {
@@ -60,6 +75,8 @@ impl Default for BatchConfig {
             send_batch_size: default_size(),
             send_batch_max_size: 0,
             timeout: default_timeout(),
+            metadata_keys: Vec::new(),
+            metadata_cardinality_limit: default_cardinality(),
         }
     }
 }
@@ -130,6 +147,7 @@ struct Worker<N> {
     next: Mutex<Option<N>>,
     rx: Mutex<Option<mpsc::Receiver<Batch<Traces>>>>,
     config: BatchConfig,
+    groups: Arc<Groups>,
     deadline: Arc<Mutex<Option<Instant>>>,
     telemetry: Arc<ComponentTelemetry>,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -141,6 +159,34 @@ struct Worker<N> {
 #[derive(Debug)]
 pub struct BatchConsumer {
     tx: mpsc::Sender<Batch<Traces>>,
+    groups: Arc<Groups>,
+    telemetry: Arc<ComponentTelemetry>,
+}
+
+/// The metadata combinations being batched, shared by the consumer (which admits new ones
+/// up to the limit) and the worker (which forgets a combination once it has sent it all).
+#[derive(Debug, Default)]
+struct Groups {
+    keys: Vec<String>,
+    limit: usize,
+    active: Mutex<std::collections::HashSet<GroupKey>>,
+}
+
+type GroupKey = Vec<Option<String>>;
+
+impl Groups {
+    fn key_of(&self, batch: &Batch<Traces>) -> GroupKey {
+        self.keys
+            .iter()
+            .map(|k| {
+                batch
+                    .client
+                    .as_ref()
+                    .and_then(|c| c.metadata(k))
+                    .map(str::to_string)
+            })
+            .collect()
+    }
 }
 
 impl Processor<Traces> for BatchProcessor {
@@ -156,18 +202,21 @@ impl Processor<Traces> for BatchProcessor {
         ctx: &mut ComponentContext<'_>,
     ) -> Result<BatchConsumer, BuildError> {
         let c = &self.config;
-        if c.send_batch_size == 0 {
-            return Err(ctx.invalid("send_batch_size", "must be at least 1"));
-        }
         if c.send_batch_max_size != 0 && c.send_batch_max_size < c.send_batch_size {
             return Err(ctx.invalid(
                 "send_batch_max_size",
                 "must be 0 or at least send_batch_size",
             ));
         }
-        if c.timeout.is_zero() {
-            return Err(ctx.invalid("timeout", "must be positive"));
-        }
+        let groups = Arc::new(Groups {
+            keys: c
+                .metadata_keys
+                .iter()
+                .map(|k| k.to_ascii_lowercase())
+                .collect(),
+            limit: c.metadata_cardinality_limit,
+            active: Mutex::new(Default::default()),
+        });
         // A small hand-off: callers wait (back-pressure) while the worker is busy.
         let (tx, rx) = mpsc::channel(64);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -175,18 +224,42 @@ impl Processor<Traces> for BatchProcessor {
             next: Mutex::new(Some(next)),
             rx: Mutex::new(Some(rx)),
             config: self.config,
+            groups: Arc::clone(&groups),
             deadline: Arc::new(Mutex::new(None)),
             telemetry: ctx.telemetry(),
             task: Mutex::new(None),
             stop_tx,
             stop_rx,
         }));
-        Ok(BatchConsumer { tx })
+        Ok(BatchConsumer {
+            tx,
+            groups,
+            telemetry: ctx.telemetry(),
+        })
     }
 }
 
 impl Consumer<Traces> for BatchConsumer {
     async fn consume(&self, batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
+        if !self.groups.keys.is_empty() {
+            let key = self.groups.key_of(&batch);
+            let mut active = self.groups.active.lock();
+            if !active.contains(&key) {
+                if self.groups.limit != 0 && active.len() >= self.groups.limit {
+                    drop(active);
+                    let n = batch.item_count();
+                    self.telemetry.add_dropped("metadata_cardinality_limit", n);
+                    return Err(ConsumeError::rejected(
+                        n,
+                        format!(
+                            "too many distinct values of {:?} being batched (metadata_cardinality_limit {})",
+                            self.groups.keys, self.groups.limit
+                        ),
+                    ));
+                }
+                active.insert(key);
+            }
+        }
         match self.tx.send(batch).await {
             Ok(()) => Ok(()),
             Err(mpsc::error::SendError(batch)) => Err(ConsumeError::refused(
@@ -215,6 +288,7 @@ impl<N: Consumer<Traces>> Lifecycle for Worker<N> {
                 rx,
                 self.stop_rx.clone(),
                 self.config.clone(),
+                Arc::clone(&self.groups),
                 Arc::clone(&self.deadline),
                 Arc::clone(&self.telemetry),
             ));
@@ -239,6 +313,7 @@ async fn run<N: Consumer<Traces>>(
     mut rx: mpsc::Receiver<Batch<Traces>>,
     mut stop: watch::Receiver<bool>,
     config: BatchConfig,
+    groups: Arc<Groups>,
     deadline: Arc<Mutex<Option<Instant>>>,
     telemetry: Arc<ComponentTelemetry>,
 ) {
@@ -251,34 +326,56 @@ async fn run<N: Consumer<Traces>>(
     } else {
         config.send_batch_max_size
     };
-    let mut pending = Pending {
-        data: ExportTraceServiceRequest::default(),
-        count: 0,
+    // 0 means no size trigger: send on timeout (or at once with a 0 timeout).
+    let size = if config.send_batch_size == 0 {
+        usize::MAX
+    } else {
+        config.send_batch_size
     };
-    let mut oldest: Option<Instant> = None;
+    // One pending batch per metadata combination (one in all without metadata_keys).
+    let mut pending: std::collections::HashMap<GroupKey, Pending> = Default::default();
+    let send = |p: &mut Pending| p.take(max);
     loop {
-        let timer = oldest.map(|t| t + config.timeout);
+        let timer = pending
+            .values()
+            .filter_map(|p| p.oldest)
+            .min()
+            .map(|t| t + config.timeout);
         tokio::select! {
             received = rx.recv() => match received {
                 Some(batch) => {
-                    pending.push(batch);
-                    oldest.get_or_insert_with(Instant::now);
-                    while pending.count >= config.send_batch_size {
-                        let out = pending.take(max);
+                    let key = groups.key_of(&batch);
+                    let group = pending.entry(key.clone()).or_insert_with(|| Pending::new(&batch, &groups));
+                    group.push(batch);
+                    group.oldest.get_or_insert_with(Instant::now);
+                    let now_all = config.timeout.is_zero();
+                    while group.count >= size || (now_all && group.count > 0) {
+                        let out = send(group);
                         redelivery.deliver(&next, out, &deadline, &telemetry).await;
                     }
-                    if pending.count == 0 {
-                        oldest = None;
+                    if group.count == 0 {
+                        pending.remove(&key);
+                        groups.active.lock().remove(&key);
                     }
                 }
                 None => break,
             },
             _ = crate::sleep_until_opt(timer) => {
-                while pending.count > 0 {
-                    let out = pending.take(max);
-                    redelivery.deliver(&next, out, &deadline, &telemetry).await;
+                let now = Instant::now();
+                let due: Vec<GroupKey> = pending
+                    .iter()
+                    .filter(|(_, p)| p.oldest.is_some_and(|t| t + config.timeout <= now))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in due {
+                    if let Some(mut group) = pending.remove(&key) {
+                        while group.count > 0 {
+                            let out = send(&mut group);
+                            redelivery.deliver(&next, out, &deadline, &telemetry).await;
+                        }
+                    }
+                    groups.active.lock().remove(&key);
                 }
-                oldest = None;
             }
             _ = stop.changed() => break,
         }
@@ -286,11 +383,18 @@ async fn run<N: Consumer<Traces>>(
     // Shutdown: take what is still queued, send everything, stop.
     rx.close();
     while let Some(batch) = rx.recv().await {
-        pending.push(batch);
+        let key = groups.key_of(&batch);
+        pending
+            .entry(key)
+            .or_insert_with(|| Pending::new(&batch, &groups))
+            .push(batch);
     }
-    while pending.count > 0 {
-        let out = pending.take(max);
-        redelivery.deliver(&next, out, &deadline, &telemetry).await;
+    for (key, mut group) in pending.drain() {
+        while group.count > 0 {
+            let out = send(&mut group);
+            redelivery.deliver(&next, out, &deadline, &telemetry).await;
+        }
+        groups.active.lock().remove(&key);
     }
 }
 
@@ -298,9 +402,38 @@ async fn run<N: Consumer<Traces>>(
 struct Pending {
     data: ExportTraceServiceRequest,
     count: usize,
+    /// When the oldest waiting span arrived.
+    oldest: Option<Instant>,
+    /// With metadata_keys, the metadata every batch of this group carries on.
+    client: Option<Arc<otel_pipeline_core::ClientInfo>>,
 }
 
 impl Pending {
+    fn new(first: &Batch<Traces>, groups: &Groups) -> Self {
+        let client = (!groups.keys.is_empty()).then(|| {
+            Arc::new(otel_pipeline_core::ClientInfo {
+                addr: None,
+                metadata: groups
+                    .keys
+                    .iter()
+                    .filter_map(|k| {
+                        first
+                            .client
+                            .as_ref()
+                            .and_then(|c| c.metadata(k))
+                            .map(|v| (k.clone(), v.to_string()))
+                    })
+                    .collect(),
+            })
+        });
+        Self {
+            data: ExportTraceServiceRequest::default(),
+            count: 0,
+            oldest: None,
+            client,
+        }
+    }
+
     fn push(&mut self, batch: Batch<Traces>) {
         self.count += batch.item_count();
         self.data.resource_spans.extend(batch.data.resource_spans);
@@ -315,7 +448,13 @@ impl Pending {
             split_front(&mut self.data, n)
         };
         self.count -= n;
-        Batch::new(out)
+        if self.count == 0 {
+            self.oldest = None;
+        }
+        Batch {
+            data: out,
+            client: self.client.clone(),
+        }
     }
 }
 

@@ -59,6 +59,13 @@ pub struct MemoryLimiterConfig {
     /// Spike allowance as a percentage of available memory.
     #[serde(default)]
     pub spike_limit_percentage: u32,
+    /// The Collector's pacing of Go's garbage collector while over the soft limit:
+    /// accepted so its configurations load. Rust frees memory as it goes; no effect here.
+    #[serde(default, deserialize_with = "crate::config::opt_duration")]
+    pub min_gc_interval_when_soft_limited: Option<Duration>,
+    /// The same over the hard limit: accepted, no effect here.
+    #[serde(default, deserialize_with = "crate::config::opt_duration")]
+    pub min_gc_interval_when_hard_limited: Option<Duration>,
 }
 
 impl Default for MemoryLimiterConfig {
@@ -69,6 +76,8 @@ impl Default for MemoryLimiterConfig {
             spike_limit_mib: 0,
             limit_percentage: 0,
             spike_limit_percentage: 0,
+            min_gc_interval_when_soft_limited: None,
+            min_gc_interval_when_hard_limited: None,
         }
     }
 }

@@ -470,6 +470,7 @@ async fn batch_combines_splits_and_flushes() {
         send_batch_size: 10,
         send_batch_max_size: 15,
         timeout: Duration::from_millis(200),
+        ..BatchConfig::default()
     }))
     .await;
     // Combine: three batches of 4 -> one of 12 once 10 are waiting.
@@ -764,4 +765,71 @@ async fn an_empty_redaction_removes_every_attribute() {
         "{:?}",
         span.attributes
     );
+}
+
+/// `metadata_keys`: one batch per tenant, each keeping its tenant downstream; past
+/// `metadata_cardinality_limit` a new tenant is rejected and counted; `timeout: 0` sends
+/// at once and `send_batch_size: 0` only on the timeout.
+#[tokio::test(start_paused = true)]
+async fn batch_by_metadata_with_a_cardinality_limit_and_zero_meanings() {
+    let config: BatchConfig = from_yaml(
+        "processors.batch",
+        "send_batch_size: 0\ntimeout: 100ms\nmetadata_keys: [Tenant]\nmetadata_cardinality_limit: 2",
+    )
+    .unwrap();
+    let (running, sender, out) = run(BatchProcessor::new(config)).await;
+    let from = |tenant: &str, seed: u64| {
+        otel_pipeline_core::Batch::with_client(
+            generate_traces(1, 3, seed),
+            Arc::new(otel_pipeline_core::ClientInfo {
+                addr: None,
+                metadata: vec![("tenant".into(), tenant.into())],
+            }),
+        )
+    };
+    sender.send_batch(from("a", 1)).await.unwrap();
+    sender.send_batch(from("b", 2)).await.unwrap();
+    sender.send_batch(from("a", 3)).await.unwrap();
+    let third = sender.send_batch(from("c", 4)).await;
+    assert!(
+        matches!(third, Err(otel_pipeline_core::ConsumeError::Rejected(_))),
+        "{third:?}"
+    );
+    assert_eq!(
+        counters(&running, "batch").dropped("metadata_cardinality_limit"),
+        3
+    );
+    // No size trigger: nothing before the timeout, then one batch per tenant.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(out.item_count(), 0);
+    assert!(eventually(Duration::from_millis(200), || out.batches().len() == 2).await);
+    let mut tenants: Vec<(String, usize)> = out
+        .batches()
+        .iter()
+        .map(|b| {
+            (
+                b.client
+                    .as_ref()
+                    .and_then(|c| c.metadata("tenant"))
+                    .unwrap_or("")
+                    .to_string(),
+                b.item_count(),
+            )
+        })
+        .collect();
+    tenants.sort();
+    assert_eq!(tenants, [("a".to_string(), 6), ("b".to_string(), 3)]);
+    // Once sent, a tenant's slot is free again.
+    sender.send_batch(from("c", 5)).await.unwrap();
+    running.shutdown(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(out.item_count(), 12);
+
+    let config: BatchConfig = from_yaml("processors.batch", "timeout: 0s").unwrap();
+    let (running, sender, out) = run(BatchProcessor::new(config)).await;
+    sender.send(generate_traces(1, 2, 9)).await.unwrap();
+    assert!(
+        eventually(Duration::from_millis(5), || out.item_count() == 2).await,
+        "sent at once"
+    );
+    running.shutdown(Duration::from_secs(1)).await.unwrap();
 }

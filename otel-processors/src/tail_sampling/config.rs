@@ -329,6 +329,10 @@ pub struct TraceStateConfig {
 pub struct RateLimitingConfig {
     /// Spans per second.
     pub spans_per_second: u64,
+    /// Most spans in a burst. Given, the policy is a token bucket of this size refilled at
+    /// `spans_per_second`; absent, each calendar second has `spans_per_second`.
+    #[serde(default)]
+    pub burst_capacity: Option<u64>,
 }
 
 /// `bytes_limiting`.

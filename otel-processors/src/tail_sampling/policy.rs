@@ -163,6 +163,8 @@ pub(crate) enum Compiled {
         values: Vec<String>,
     },
     Rate(Arc<RateWindow>),
+    /// `rate_limiting` with `burst_capacity`: a token bucket of spans.
+    Spans(Arc<ByteBucket>),
     Bytes(Arc<ByteBucket>),
     TraceFlags,
     Ottl {
@@ -455,7 +457,21 @@ impl Compiled {
                         "must be positive".into(),
                     ));
                 }
-                Self::Rate(RateWindow::new(c.spans_per_second, start))
+                match c.burst_capacity {
+                    None => Self::Rate(RateWindow::new(c.spans_per_second, start)),
+                    Some(0) => {
+                        return Err(bad(
+                            "rate_limiting.burst_capacity",
+                            "must be positive".into(),
+                        ));
+                    }
+                    // A token bucket of spans: the Bytes policy's bucket counts spans here.
+                    Some(burst) => Self::Spans(Arc::new(ByteBucket {
+                        rate: c.spans_per_second as f64,
+                        burst: burst as f64,
+                        state: Mutex::new((burst as f64, start)),
+                    })),
+                }
             }
             PolicyType::BytesLimiting => {
                 let c = p
@@ -673,6 +689,7 @@ impl Compiled {
                 invert(hit, false)
             }
             Self::Rate(window) => invert(window.try_spend(trace.spans as u64, now), false),
+            Self::Spans(bucket) => invert(bucket.try_take(trace.spans as u64, now), false),
             Self::Bytes(bucket) => invert(bucket.try_take(trace.bytes as u64, now), false),
             Self::TraceFlags => invert(trace.any_sampled_flag, false),
             Self::Ottl {
