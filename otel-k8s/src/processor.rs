@@ -1,0 +1,756 @@
+//! The `k8sattributes` processor: find each batch's pod and add its metadata to the
+//! resource.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use otel_pipeline_core::proto::common::v1::{AnyValue, KeyValue, any_value};
+use otel_pipeline_core::proto::resource::v1::Resource;
+use otel_pipeline_core::telemetry::{Counter, Gauge, Instrument};
+use otel_pipeline_core::{
+    Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ConsumeError, Consumer,
+    Lifecycle, Processor, Traces,
+};
+use parking_lot::Mutex;
+use regex::Regex;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::cache::{Keep, PodMetadataCache, PodRecord};
+use crate::config::{AuthType, From, K8sAttributesConfig, METADATA};
+
+mod instruments {
+    use super::Instrument;
+    pub(super) const PODS: Instrument = Instrument::gauge(
+        "otelcol_processor_k8sattributes_pods",
+        "{pods}",
+        "Pods held in the metadata cache (deleted ones within their grace included).",
+    );
+    pub(super) const WATCH_RESTARTS: Instrument = Instrument::counter(
+        "otelcol_processor_k8sattributes_watch_restarts",
+        "{restarts}",
+        "Times a watch of the API server failed and was retried with backoff.",
+    );
+    pub(super) const SYNCS: Instrument = Instrument::counter(
+        "otelcol_processor_k8sattributes_relists",
+        "{lists}",
+        "Full lists of the watched pods (the first sync, and re-lists such as after 410 Gone).",
+    );
+    pub(super) const LOOKUPS: Instrument = Instrument::counter(
+        "otelcol_processor_k8sattributes_lookups",
+        "{batches}",
+        "Resource lookups by association rule and result (hit, or miss when no rule found a pod).",
+    );
+    pub(super) const OWNER_LOOKUPS: Instrument = Instrument::counter(
+        "otelcol_processor_k8sattributes_replicaset_lookups",
+        "{requests}",
+        "ReplicaSets fetched from the API server to find their Deployment, by result.",
+    );
+}
+
+/// The `k8sattributes` processor. See [`K8sAttributesConfig`].
+#[derive(Clone)]
+pub struct K8sAttributes {
+    id: ComponentId,
+    config: K8sAttributesConfig,
+    client: Option<kube::Client>,
+}
+
+impl std::fmt::Debug for K8sAttributes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("K8sAttributes")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl K8sAttributes {
+    /// A processor with id `k8sattributes`.
+    pub fn new(config: K8sAttributesConfig) -> Self {
+        Self {
+            id: ComponentId::new("k8sattributes"),
+            config,
+            client: None,
+        }
+    }
+
+    /// Use another id.
+    pub fn with_id(mut self, id: ComponentId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Use this client instead of one made from `auth_type` (tests, custom auth).
+    pub fn with_client(mut self, client: kube::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+}
+
+enum Source {
+    Attribute(String),
+    Connection,
+}
+
+struct Extract {
+    tag: Option<String>,
+    key: Option<String>,
+    regex: Option<Regex>,
+    from: From,
+    label: bool,
+}
+
+/// A namespace's labels and annotations.
+type NamespaceMeta = (BTreeMap<String, String>, BTreeMap<String, String>);
+
+/// ReplicaSet UIDs and their Deployment (None: not owned by one), with insertion order for
+/// the bound.
+type OwnerCache = (HashMap<String, Option<Arc<str>>>, VecDeque<String>);
+
+struct Shared {
+    cache: PodMetadataCache,
+    namespaces: Mutex<HashMap<String, NamespaceMeta>>,
+    rules: Vec<(String, Vec<Source>)>,
+    metadata: Vec<&'static str>,
+    extracts: Vec<Extract>,
+    passthrough: bool,
+    client: OnceLock<kube::Client>,
+    /// ReplicaSet UID -> its Deployment's name (None: not owned by one), bounded.
+    owners: Mutex<OwnerCache>,
+    owners_cap: usize,
+    pods: Gauge,
+    restarts: Counter,
+    relists: Counter,
+    lookups: Vec<(Counter, Counter)>,
+    misses: Counter,
+    owner_ok: Counter,
+    owner_failed: Counter,
+}
+
+/// The consumer the processor builds.
+pub struct K8sAttributesConsumer<N> {
+    shared: Arc<Shared>,
+    next: N,
+}
+
+impl<N> std::fmt::Debug for K8sAttributesConsumer<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("K8sAttributesConsumer")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Processor<Traces> for K8sAttributes {
+    type Consumer<N: Consumer<Traces>> = K8sAttributesConsumer<N>;
+
+    fn id(&self) -> ComponentId {
+        self.id.clone()
+    }
+
+    fn build<N: Consumer<Traces>>(
+        self,
+        next: N,
+        ctx: &mut ComponentContext<'_>,
+    ) -> Result<Self::Consumer<N>, BuildError> {
+        let c = &self.config;
+        let mut metadata = Vec::new();
+        for (i, m) in c.extract.metadata.iter().enumerate() {
+            match METADATA.iter().find(|k| **k == m.as_str()) {
+                Some(k) => metadata.push(*k),
+                None => {
+                    return Err(ctx.invalid(
+                        format!("extract.metadata[{i}]"),
+                        format!("unknown metadata `{m}`"),
+                    ));
+                }
+            }
+        }
+        let mut keep = Keep::default();
+        let mut extracts = Vec::new();
+        for (section, list, label) in [
+            ("labels", &c.extract.labels, true),
+            ("annotations", &c.extract.annotations, false),
+        ] {
+            for (i, f) in list.iter().enumerate() {
+                let path = format!("extract.{section}[{i}]");
+                let regex = match (&f.key, &f.key_regex) {
+                    (Some(_), None) => None,
+                    (None, Some(r)) => Some(
+                        Regex::new(&format!("^(?:{r})$"))
+                            .map_err(|e| ctx.invalid(format!("{path}.key_regex"), e.to_string()))?,
+                    ),
+                    _ => {
+                        return Err(ctx.invalid(&path, "give exactly one of `key` and `key_regex`"));
+                    }
+                };
+                if f.from == From::Node {
+                    return Err(ctx.invalid(
+                        format!("{path}.from"),
+                        "`from: node` is not supported yet (pod and namespace are)",
+                    ));
+                }
+                if f.from == From::Pod {
+                    match (&f.key, label) {
+                        (Some(k), true) => drop(keep.labels.insert(k.clone())),
+                        (Some(k), false) => drop(keep.annotations.insert(k.clone())),
+                        (None, true) => keep.all_labels = true,
+                        (None, false) => keep.all_annotations = true,
+                    }
+                }
+                extracts.push(Extract {
+                    tag: f.tag_name.clone(),
+                    key: f.key.clone(),
+                    regex,
+                    from: f.from,
+                    label,
+                });
+            }
+        }
+        // service.name / service.version read these labels and annotations.
+        for k in [
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/version",
+            "app.kubernetes.io/part-of",
+            "app.kubernetes.io/instance",
+        ] {
+            keep.labels.insert(k.into());
+        }
+        for k in [
+            "resource.opentelemetry.io/service.name",
+            "resource.opentelemetry.io/service.version",
+            "resource.opentelemetry.io/service.namespace",
+        ] {
+            keep.annotations.insert(k.into());
+        }
+        let associations = if c.pod_association.is_empty() {
+            vec![
+                crate::config::AssociationConfig {
+                    sources: vec![crate::config::SourceConfig {
+                        from: "resource_attribute".into(),
+                        name: Some("k8s.pod.ip".into()),
+                    }],
+                },
+                crate::config::AssociationConfig {
+                    sources: vec![crate::config::SourceConfig {
+                        from: "connection".into(),
+                        name: None,
+                    }],
+                },
+            ]
+        } else {
+            c.pod_association.clone()
+        };
+        let mut rules = Vec::new();
+        for (i, rule) in associations.iter().enumerate() {
+            let mut sources = Vec::new();
+            let mut label = Vec::new();
+            for (j, s) in rule.sources.iter().enumerate() {
+                let path = format!("pod_association[{i}].sources[{j}]");
+                match (s.from.as_str(), &s.name) {
+                    ("connection", _) => {
+                        sources.push(Source::Connection);
+                        label.push("connection".to_string());
+                    }
+                    ("resource_attribute", Some(n))
+                        if ["k8s.pod.ip", "k8s.pod.uid", "container.id", "host.name"]
+                            .contains(&n.as_str()) =>
+                    {
+                        sources.push(Source::Attribute(n.clone()));
+                        label.push(n.clone());
+                    }
+                    ("resource_attribute", Some(n)) => {
+                        return Err(ctx.invalid(format!("{path}.name"), format!("`{n}`: associate by k8s.pod.ip, k8s.pod.uid, container.id or host.name")));
+                    }
+                    ("resource_attribute", None) => {
+                        return Err(ctx.invalid(format!("{path}.name"), "missing"));
+                    }
+                    (other, _) => {
+                        return Err(ctx.invalid(
+                            format!("{path}.from"),
+                            format!("`{other}`: expected resource_attribute or connection"),
+                        ));
+                    }
+                }
+            }
+            if sources.is_empty() {
+                return Err(ctx.invalid(
+                    format!("pod_association[{i}].sources"),
+                    "needs at least one source",
+                ));
+            }
+            rules.push((label.join("+"), sources));
+        }
+        if c.auth_type == AuthType::None && self.client.is_none() && !c.passthrough {
+            return Err(ctx.invalid(
+                "auth_type",
+                "`none` needs a client given in code (K8sAttributes::with_client)",
+            ));
+        }
+        let t = ctx.telemetry();
+        let lookups = rules
+            .iter()
+            .map(|(name, _)| {
+                (
+                    t.counter(&instruments::LOOKUPS, &[("rule", name), ("result", "hit")]),
+                    t.counter(
+                        &instruments::LOOKUPS,
+                        &[("rule", name), ("result", "skipped")],
+                    ),
+                )
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            cache: PodMetadataCache::new(
+                keep,
+                c.deleted_pod_grace.unwrap_or(Duration::from_secs(120)),
+            ),
+            namespaces: Mutex::default(),
+            rules,
+            metadata,
+            extracts,
+            passthrough: c.passthrough,
+            client: OnceLock::new(),
+            owners: Mutex::default(),
+            owners_cap: c.replicaset_cache_size.unwrap_or(1000).max(1),
+            pods: t.gauge(&instruments::PODS, &[]),
+            restarts: t.counter(&instruments::WATCH_RESTARTS, &[]),
+            relists: t.counter(&instruments::SYNCS, &[]),
+            lookups,
+            misses: t.counter(
+                &instruments::LOOKUPS,
+                &[("rule", "none"), ("result", "miss")],
+            ),
+            owner_ok: t.counter(&instruments::OWNER_LOOKUPS, &[("result", "ok")]),
+            owner_failed: t.counter(&instruments::OWNER_LOOKUPS, &[("result", "failed")]),
+        });
+        if let Some(client) = self.client.clone() {
+            let _ = shared.client.set(client);
+        }
+        ctx.register_lifecycle(Arc::new(Watches {
+            shared: Arc::clone(&shared),
+            config: self.config,
+            tasks: Mutex::new(Vec::new()),
+        }));
+        Ok(K8sAttributesConsumer { shared, next })
+    }
+}
+
+struct Watches {
+    shared: Arc<Shared>,
+    config: K8sAttributesConfig,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Watches {
+    async fn client(&self) -> Result<kube::Client, BoxError> {
+        if let Some(c) = self.shared.client.get() {
+            return Ok(c.clone());
+        }
+        let config = match self.config.auth_type {
+            AuthType::ServiceAccount => kube::Config::incluster()?,
+            AuthType::KubeConfig => kube::Config::infer().await?,
+            AuthType::None => return Err("auth_type none needs a client given in code".into()),
+        };
+        let client = kube::Client::try_from(config)?;
+        let _ = self.shared.client.set(client.clone());
+        Ok(client)
+    }
+
+    fn selectors(&self) -> watcher::Config {
+        let f = &self.config.filter;
+        let mut fields = Vec::new();
+        let node = f.node.clone().or_else(|| {
+            f.node_from_env_var
+                .as_ref()
+                .and_then(|v| std::env::var(v).ok())
+                .filter(|n| !n.is_empty())
+        });
+        if let Some(node) = node {
+            fields.push(format!("spec.nodeName={node}"));
+        }
+        let term = |s: &crate::config::SelectorConfig| {
+            let op = if s.op.as_deref() == Some("not-equals") {
+                "!="
+            } else {
+                "="
+            };
+            format!("{}{op}{}", s.key, s.value)
+        };
+        fields.extend(f.fields.iter().map(term));
+        let labels: Vec<String> = f.labels.iter().map(term).collect();
+        let mut cfg = watcher::Config::default();
+        if !fields.is_empty() {
+            cfg = cfg.fields(&fields.join(","));
+        }
+        if !labels.is_empty() {
+            cfg = cfg.labels(&labels.join(","));
+        }
+        cfg
+    }
+}
+
+impl Lifecycle for Watches {
+    fn start(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move {
+            if self.shared.passthrough {
+                return Ok(());
+            }
+            let client = self.client().await?;
+            let pods: Api<Pod> = match &self.config.filter.namespace {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
+            };
+            let shared = Arc::clone(&self.shared);
+            let cfg = self.selectors();
+            let mut tasks = self.tasks.lock();
+            tasks.push(tokio::spawn(async move {
+                let mut stream = watcher::watcher(pods, cfg).default_backoff().boxed();
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                let mut listed: Option<HashSet<String>> = None;
+                loop {
+                    tokio::select! {
+                        event = stream.next() => match event {
+                            None => return,
+                            Some(Err(e)) => {
+                                shared.restarts.add(1);
+                                tracing::warn!(error = %e, "k8sattributes: pod watch failed; retrying with backoff, keeping the cache");
+                            }
+                            Some(Ok(Event::Init)) => listed = Some(HashSet::new()),
+                            Some(Ok(Event::InitApply(p))) => {
+                                if let (Some(set), Some(uid)) = (listed.as_mut(), p.metadata.uid.clone()) {
+                                    set.insert(uid);
+                                }
+                                shared.cache.apply(&p);
+                            }
+                            Some(Ok(Event::InitDone)) => {
+                                shared.relists.add(1);
+                                if let Some(set) = listed.take() {
+                                    shared.cache.forget_all_but(&set, Instant::now());
+                                }
+                            }
+                            Some(Ok(Event::Apply(p))) => shared.cache.apply(&p),
+                            Some(Ok(Event::Delete(p))) => shared.cache.delete(&p, Instant::now()),
+                        },
+                        _ = tick.tick() => shared.cache.expire(Instant::now()),
+                    }
+                    shared.pods.set(shared.cache.len() as i64);
+                }
+            }));
+            if self
+                .shared
+                .extracts
+                .iter()
+                .any(|e| e.from == From::Namespace)
+            {
+                // Metadata only: labels and annotations are all a namespace gives.
+                let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client);
+                let shared = Arc::clone(&self.shared);
+                tasks.push(tokio::spawn(async move {
+                    let mut stream = watcher::watcher(namespaces, watcher::Config::default()).default_backoff().boxed();
+                    while let Some(event) = stream.next().await {
+                        match event {
+                            Ok(Event::Apply(ns) | Event::InitApply(ns)) => {
+                                if let Some(name) = ns.metadata.name.clone() {
+                                    let labels = ns.metadata.labels.clone().unwrap_or_default();
+                                    let annotations = ns.metadata.annotations.clone().unwrap_or_default();
+                                    shared.namespaces.lock().insert(name, (labels, annotations));
+                                }
+                            }
+                            Ok(Event::Delete(ns)) => {
+                                if let Some(name) = &ns.metadata.name {
+                                    shared.namespaces.lock().remove(name);
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                shared.restarts.add(1);
+                                tracing::warn!(error = %e, "k8sattributes: namespace watch failed; retrying");
+                            }
+                        }
+                    }
+                }));
+            }
+            Ok(())
+        })
+    }
+
+    fn shutdown(&self, _deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn text_of(v: Option<&AnyValue>) -> Option<&str> {
+    match v.and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn set_absent(attrs: &mut Vec<KeyValue>, key: &str, value: &str) {
+    if attrs.iter().any(|kv| kv.key == key) || value.is_empty() {
+        return;
+    }
+    attrs.push(KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    });
+}
+
+impl Shared {
+    /// The pod of a resource, by the first rule whose sources all resolve.
+    fn associate(
+        &self,
+        resource: Option<&Resource>,
+        peer: Option<IpAddr>,
+    ) -> Option<(usize, Arc<PodRecord>)> {
+        let attr = |name: &str| {
+            resource
+                .and_then(|r| r.attributes.iter().find(|kv| kv.key == name))
+                .and_then(|kv| text_of(kv.value.as_ref()))
+        };
+        for (i, (_, sources)) in self.rules.iter().enumerate() {
+            let mut found: Option<Arc<PodRecord>> = None;
+            let mut all = true;
+            for s in sources {
+                let pod = match s {
+                    Source::Connection => peer.and_then(|ip| self.cache.by_ip(ip)),
+                    Source::Attribute(n) => match (n.as_str(), attr(n)) {
+                        ("k8s.pod.ip" | "host.name", Some(v)) => {
+                            v.parse().ok().and_then(|ip| self.cache.by_ip(ip))
+                        }
+                        ("k8s.pod.uid", Some(v)) => self.cache.by_uid(v),
+                        ("container.id", Some(v)) => self.cache.by_container_id(v),
+                        _ => None,
+                    },
+                };
+                match (pod, &found) {
+                    (Some(p), None) => found = Some(p),
+                    (Some(p), Some(f)) if p.uid == f.uid => {}
+                    _ => {
+                        all = false;
+                        break;
+                    }
+                }
+            }
+            if all && let Some(p) = found {
+                return Some((i, p));
+            }
+        }
+        None
+    }
+
+    /// The Deployment that owns ReplicaSet `name` (uid `uid`) in `namespace`, fetched
+    /// metadata-only on first need and remembered.
+    async fn deployment_of(&self, namespace: &str, name: &str, uid: &str) -> Option<Arc<str>> {
+        if let Some(hit) = self.owners.lock().0.get(uid) {
+            return hit.clone();
+        }
+        let client = self.client.get()?.clone();
+        let api: Api<ReplicaSet> = Api::namespaced(client, namespace);
+        let found = match api.get_metadata(name).await {
+            Ok(rs) => {
+                self.owner_ok.add(1);
+                rs.metadata
+                    .owner_references
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|o| o.kind == "Deployment")
+                    .map(|o| Arc::<str>::from(o.name))
+            }
+            Err(e) => {
+                self.owner_failed.add(1);
+                tracing::debug!(error = %e, replicaset = name, "k8sattributes: ReplicaSet lookup failed");
+                return None;
+            }
+        };
+        let mut owners = self.owners.lock();
+        if owners.0.len() >= self.owners_cap
+            && let Some(old) = owners.1.pop_front()
+        {
+            owners.0.remove(&old);
+        }
+        owners.0.insert(uid.to_string(), found.clone());
+        owners.1.push_back(uid.to_string());
+        found
+    }
+
+    async fn enrich(&self, resource: &mut Resource, peer: Option<IpAddr>) {
+        if self.passthrough {
+            if let Some(ip) = peer {
+                set_absent(&mut resource.attributes, "k8s.pod.ip", &ip.to_string());
+            }
+            return;
+        }
+        let Some((rule, pod)) = self.associate(Some(resource), peer) else {
+            self.misses.add(1);
+            return;
+        };
+        self.lookups[rule].0.add(1);
+        let deployment = match &pod.owner {
+            Some(o)
+                if &*o.kind == "ReplicaSet"
+                    && self
+                        .metadata
+                        .iter()
+                        .any(|m| *m == "k8s.deployment.name" || *m == "service.name") =>
+            {
+                self.deployment_of(&pod.namespace, &o.name, &o.uid).await
+            }
+            _ => None,
+        };
+        let attrs = &mut resource.attributes;
+        let owner_named = |kind: &str| {
+            pod.owner
+                .as_ref()
+                .filter(|o| &*o.kind == kind)
+                .map(|o| o.name.to_string())
+        };
+        let container = if pod.containers.len() == 1 {
+            pod.containers.first()
+        } else {
+            None
+        };
+        for m in &self.metadata {
+            let value: Option<String> = match *m {
+                "k8s.pod.name" | "k8s.pod.hostname" => Some(pod.name.to_string()),
+                "k8s.pod.uid" => Some(pod.uid.to_string()),
+                "k8s.pod.ip" => pod.ips.first().map(IpAddr::to_string),
+                "k8s.pod.start_time" => pod.start_time.as_ref().map(|s| s.to_string()),
+                "k8s.namespace.name" => Some(pod.namespace.to_string()),
+                "k8s.node.name" => pod.node.as_ref().map(|n| n.to_string()),
+                "k8s.replicaset.name" => owner_named("ReplicaSet"),
+                "k8s.replicaset.uid" => pod
+                    .owner
+                    .as_ref()
+                    .filter(|o| &*o.kind == "ReplicaSet")
+                    .map(|o| o.uid.to_string()),
+                "k8s.deployment.name" => deployment.as_ref().map(|d| d.to_string()),
+                "k8s.statefulset.name" => owner_named("StatefulSet"),
+                "k8s.daemonset.name" => owner_named("DaemonSet"),
+                "k8s.job.name" => owner_named("Job"),
+                // A CronJob's Job is named <cronjob>-<schedule time>.
+                "k8s.cronjob.name" => owner_named("Job").and_then(|j| {
+                    j.rsplit_once('-')
+                        .map(|(c, t)| (c.to_string(), t.chars().all(|ch| ch.is_ascii_digit())))
+                        .filter(|(_, digits)| *digits)
+                        .map(|(c, _)| c)
+                }),
+                "k8s.container.name" => container.map(|c| c.name.to_string()),
+                "container.image.name" => container.map(|c| c.image_name.to_string()),
+                "container.image.tag" => container.map(|c| c.image_tag.to_string()),
+                "container.id" => container.and_then(|c| c.id.as_ref()).map(|i| i.to_string()),
+                "service.name" => pod
+                    .annotations
+                    .iter()
+                    .find(|(k, _)| &**k == "resource.opentelemetry.io/service.name")
+                    .map(|(_, v)| v.to_string())
+                    .or_else(|| pod.label("app.kubernetes.io/name").map(str::to_string))
+                    .or_else(|| deployment.as_ref().map(|d| d.to_string()))
+                    .or_else(|| owner_named("StatefulSet"))
+                    .or_else(|| owner_named("DaemonSet"))
+                    .or_else(|| owner_named("Job"))
+                    .or_else(|| container.map(|c| c.name.to_string())),
+                "service.version" => pod
+                    .annotations
+                    .iter()
+                    .find(|(k, _)| &**k == "resource.opentelemetry.io/service.version")
+                    .map(|(_, v)| v.to_string())
+                    .or_else(|| pod.label("app.kubernetes.io/version").map(str::to_string))
+                    .or_else(|| {
+                        container
+                            .map(|c| c.image_tag.to_string())
+                            .filter(|t| t != "latest")
+                    }),
+                "service.namespace" => Some(pod.namespace.to_string()),
+                "service.instance.id" => Some(format!(
+                    "{}.{}.{}",
+                    pod.namespace,
+                    pod.name,
+                    container.map_or("", |c| &c.name)
+                )),
+                _ => None,
+            };
+            if let Some(v) = value {
+                set_absent(attrs, m, &v);
+            }
+        }
+        if self.extracts.is_empty() {
+            return;
+        }
+        let namespaces = self.namespaces.lock();
+        for e in &self.extracts {
+            let pairs: Vec<(&str, &str)> = match e.from {
+                From::Pod => {
+                    let list = if e.label {
+                        &pod.labels
+                    } else {
+                        &pod.annotations
+                    };
+                    list.iter().map(|(k, v)| (&**k, &**v)).collect()
+                }
+                From::Namespace => match namespaces.get(&*pod.namespace) {
+                    Some((labels, annotations)) => (if e.label { labels } else { annotations })
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect(),
+                    None => Vec::new(),
+                },
+                From::Node => Vec::new(),
+            };
+            let scope = match (e.from, e.label) {
+                (From::Namespace, true) => "k8s.namespace.labels",
+                (From::Namespace, false) => "k8s.namespace.annotations",
+                (_, true) => "k8s.pod.labels",
+                (_, false) => "k8s.pod.annotations",
+            };
+            for (k, v) in pairs {
+                let tag = match (&e.key, &e.regex) {
+                    (Some(key), _) if key == k => {
+                        e.tag.clone().unwrap_or_else(|| format!("{scope}.{k}"))
+                    }
+                    (None, Some(re)) => match re.captures(k) {
+                        Some(caps) => match &e.tag {
+                            Some(t) => {
+                                let mut out = String::new();
+                                caps.expand(t, &mut out);
+                                out
+                            }
+                            None => format!("{scope}.{k}"),
+                        },
+                        None => continue,
+                    },
+                    _ => continue,
+                };
+                set_absent(attrs, &tag, v);
+            }
+        }
+    }
+}
+
+impl<N: Consumer<Traces>> Consumer<Traces> for K8sAttributesConsumer<N> {
+    async fn consume(&self, mut batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
+        let peer = batch.client.as_ref().and_then(|c| c.addr).map(|a| a.ip());
+        for rs in &mut batch.data.resource_spans {
+            let resource = rs.resource.get_or_insert_with(Resource::default);
+            self.shared.enrich(resource, peer).await;
+        }
+        self.next.consume(batch).await
+    }
+}

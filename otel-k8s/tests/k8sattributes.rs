@@ -1,0 +1,539 @@
+//! The `k8sattributes` processor with the real `kube` client against a local Kubernetes API
+//! server that serves list and watch the way the API server does: `k8s-openapi` objects as
+//! JSON, resourceVersions, watch events as JSON lines, a ReplicaSet for the on-demand
+//! Deployment lookup, and a `410 Gone` in the middle of a watch.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::Frame;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodIP, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use otel_k8s::{K8sAttributes, K8sAttributesConfig};
+use otel_pipeline_core::config::from_yaml;
+use otel_pipeline_core::proto::common::v1::{AnyValue, KeyValue, any_value::Value};
+use otel_pipeline_core::proto::resource::v1::Resource;
+use otel_pipeline_core::testing::{
+    InMemoryExporter, InMemoryReceiver, eventually, generate_traces,
+};
+use otel_pipeline_core::{Batch, ClientInfo, Pipeline, Telemetry};
+use tokio::sync::mpsc;
+
+/// The fake API server's state.
+#[derive(Default)]
+struct Cluster {
+    pods: Vec<Pod>,
+    replicasets: Vec<ReplicaSet>,
+    version: u64,
+    watchers: Vec<mpsc::UnboundedSender<String>>,
+    lists: usize,
+    field_selectors: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Cluster>>;
+
+fn owner(kind: &str, name: &str, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: kind.into(),
+        name: name.into(),
+        uid: uid.into(),
+        controller: Some(true),
+        ..Default::default()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pod(
+    uid: &str,
+    name: &str,
+    node: &str,
+    ips: &[&str],
+    owner_ref: Option<OwnerReference>,
+    labels: &[(&str, &str)],
+    image: &str,
+    cid: &str,
+) -> Pod {
+    let mut p = Pod::default();
+    p.metadata.uid = Some(uid.into());
+    p.metadata.name = Some(name.into());
+    p.metadata.namespace = Some("shop".into());
+    p.metadata.owner_references = owner_ref.map(|o| vec![o]);
+    p.metadata.labels = Some(
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+    );
+    // What the real API server sends and a cache must not keep.
+    p.metadata.managed_fields = Some(vec![Default::default()]);
+    p.spec = Some(PodSpec {
+        node_name: Some(node.into()),
+        containers: vec![Container {
+            name: "app".into(),
+            image: Some(image.into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    p.status = Some(PodStatus {
+        pod_ip: ips.first().map(|s| s.to_string()),
+        pod_ips: Some(ips.iter().map(|ip| PodIP { ip: ip.to_string() }).collect()),
+        container_statuses: Some(vec![ContainerStatus {
+            name: "app".into(),
+            container_id: Some(format!("containerd://{cid}")),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    p
+}
+
+fn with_version(mut p: Pod, v: u64) -> serde_json::Value {
+    p.metadata.resource_version = Some(v.to_string());
+    serde_json::to_value(p).expect("pod json")
+}
+
+impl Cluster {
+    /// Send a watch event to every open watch.
+    fn event(&mut self, kind: &str, object: &serde_json::Value) {
+        let line = format!(
+            "{}\n",
+            serde_json::json!({ "type": kind, "object": object })
+        );
+        self.watchers.retain(|w| w.send(line.clone()).is_ok());
+    }
+
+    fn apply(&mut self, p: Pod, kind: &str) {
+        self.version += 1;
+        let v = self.version;
+        self.pods.retain(|x| x.metadata.uid != p.metadata.uid);
+        self.pods.push(p.clone());
+        self.event(kind, &with_version(p, v));
+    }
+
+    fn delete(&mut self, uid: &str) {
+        self.version += 1;
+        let v = self.version;
+        if let Some(i) = self
+            .pods
+            .iter()
+            .position(|p| p.metadata.uid.as_deref() == Some(uid))
+        {
+            let p = self.pods.remove(i);
+            self.event("DELETED", &with_version(p, v));
+        }
+    }
+}
+
+fn json(status: u16, body: &serde_json::Value) -> hyper::Response<BoxBody<Bytes, Infallible>> {
+    let body = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+    let mut r = hyper::Response::new(Full::new(body).boxed());
+    *r.status_mut() = http::StatusCode::from_u16(status).expect("status");
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn on_node(p: &Pod, selector: Option<&str>) -> bool {
+    match selector.and_then(|s| s.strip_prefix("spec.nodeName=")) {
+        Some(node) => p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node),
+        None => true,
+    }
+}
+
+async fn serve(cluster: Shared) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let cluster = Arc::clone(&cluster);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let cluster = Arc::clone(&cluster);
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let query: BTreeMap<String, String> = req
+                                .uri()
+                                .query()
+                                .unwrap_or("")
+                                .split('&')
+                                .filter_map(|kv| kv.split_once('='))
+                                .map(|(k, v)| {
+                                    (k.to_string(), v.replace("%3D", "=").replace("%2F", "/"))
+                                })
+                                .collect();
+                            let selector = query.get("fieldSelector").cloned();
+                            let mut c = cluster.lock().expect("state");
+                            if path == "/api/v1/pods"
+                                && query.get("watch").map(String::as_str) == Some("true")
+                            {
+                                let (tx, rx) = mpsc::unbounded_channel::<String>();
+                                c.watchers.push(tx);
+                                let body = StreamBody::new(futures_util::stream::unfold(
+                                    rx,
+                                    |mut rx| async move {
+                                        rx.recv().await.map(|line| {
+                                            (
+                                                Ok::<_, Infallible>(Frame::data(Bytes::from(line))),
+                                                rx,
+                                            )
+                                        })
+                                    },
+                                ));
+                                let mut r = hyper::Response::new(body.boxed());
+                                r.headers_mut().insert(
+                                    http::header::CONTENT_TYPE,
+                                    http::HeaderValue::from_static("application/json"),
+                                );
+                                return Ok::<_, Infallible>(r);
+                            }
+                            if path == "/api/v1/pods" {
+                                c.lists += 1;
+                                c.field_selectors.extend(selector.clone());
+                                let items: Vec<serde_json::Value> = c
+                                    .pods
+                                    .iter()
+                                    .filter(|p| on_node(p, selector.as_deref()))
+                                    .map(|p| with_version(p.clone(), c.version))
+                                    .collect();
+                                return Ok(json(
+                                    200,
+                                    &serde_json::json!({
+                                        "apiVersion": "v1", "kind": "PodList",
+                                        "metadata": { "resourceVersion": c.version.to_string() },
+                                        "items": items,
+                                    }),
+                                ));
+                            }
+                            if let Some(name) =
+                                path.strip_prefix("/apis/apps/v1/namespaces/shop/replicasets/")
+                            {
+                                return Ok(
+                                    match c
+                                        .replicasets
+                                        .iter()
+                                        .find(|r| r.metadata.name.as_deref() == Some(name))
+                                    {
+                                        Some(rs) => json(
+                                            200,
+                                            &serde_json::json!({
+                                                "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                                                "metadata": serde_json::to_value(&rs.metadata).expect("metadata"),
+                                            }),
+                                        ),
+                                        None => json(
+                                            404,
+                                            &serde_json::json!({"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound", "message": "not found"}),
+                                        ),
+                                    },
+                                );
+                            }
+                            Ok(json(
+                                404,
+                                &serde_json::json!({"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound", "message": path}),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn attr<'a>(r: &'a Resource, key: &str) -> Option<&'a str> {
+    r.attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        }
+    })
+}
+
+fn batch_with(
+    attrs: Vec<(&str, &str)>,
+    peer: Option<&str>,
+    seed: u64,
+) -> Batch<otel_pipeline_core::Traces> {
+    let mut data = generate_traces(1, 2, seed);
+    data.resource_spans[0].resource = Some(Resource {
+        attributes: attrs
+            .into_iter()
+            .map(|(k, v)| KeyValue {
+                key: k.into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue(v.into())),
+                }),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    });
+    match peer {
+        Some(ip) => Batch::with_client(
+            data,
+            Arc::new(ClientInfo {
+                addr: Some(format!("{ip}:5000").parse().expect("addr")),
+                metadata: vec![],
+            }),
+        ),
+        None => Batch::new(data),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrichment_from_a_watched_api_server() {
+    let cluster: Shared = Arc::default();
+    {
+        let mut c = cluster.lock().expect("state");
+        c.version = 100;
+        c.pods.push(pod(
+            "u-web",
+            "web-7d9-abc",
+            "node-a",
+            &["10.1.0.5", "fd00::5"],
+            Some(owner("ReplicaSet", "web-7d9", "rs-1")),
+            &[
+                ("app.kubernetes.io/version", "1.4.2"),
+                ("team", "payments"),
+                ("app.kubernetes.io/name", "web"),
+            ],
+            "registry:5000/shop/web:1.4.2",
+            "abc123",
+        ));
+        c.pods.push(pod(
+            "u-db",
+            "db-0",
+            "node-a",
+            &["10.1.0.6"],
+            Some(owner("StatefulSet", "db", "ss-1")),
+            &[],
+            "postgres:16",
+            "def456",
+        ));
+        c.pods.push(pod(
+            "u-far",
+            "far-away",
+            "node-b",
+            &["10.2.0.9"],
+            None,
+            &[],
+            "busybox",
+            "zzz",
+        ));
+        let mut rs = ReplicaSet::default();
+        rs.metadata.name = Some("web-7d9".into());
+        rs.metadata.namespace = Some("shop".into());
+        rs.metadata.uid = Some("rs-1".into());
+        rs.metadata.owner_references = Some(vec![owner("Deployment", "web", "dep-1")]);
+        c.replicasets.push(rs);
+    }
+    let addr = serve(Arc::clone(&cluster)).await;
+    let client = kube::Client::try_from(kube::Config::new(
+        format!("http://{addr}").parse().expect("url"),
+    ))
+    .expect("client");
+
+    // The agent's section as operations teams write it, plus an association by UID.
+    let config: K8sAttributesConfig = from_yaml(
+        "processors.k8sattributes",
+        r#"
+auth_type: serviceAccount
+filter:
+  node: node-a
+extract:
+  metadata: [k8s.pod.name, k8s.pod.uid, k8s.deployment.name, k8s.namespace.name, k8s.node.name, k8s.statefulset.name, container.image.name, container.image.tag, service.name, service.version]
+  labels:
+    - { tag_name: app.version, key: app.kubernetes.io/version, from: pod }
+    - { tag_name: team, key: team, from: pod }
+pod_association:
+  - sources: [{ from: resource_attribute, name: k8s.pod.ip }]
+  - sources: [{ from: resource_attribute, name: k8s.pod.uid }]
+  - sources: [{ from: connection }]
+deleted_pod_grace: 60s
+"#,
+    )
+    .expect("config");
+    let telemetry = Telemetry::new();
+    let (receiver, sender) = InMemoryReceiver::new();
+    let (exporter, exported) = InMemoryExporter::new();
+    let running = Pipeline::traces()
+        .telemetry(telemetry.clone())
+        .receiver(receiver)
+        .processor(K8sAttributes::new(config).with_client(client))
+        .exporter(exporter)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let pods = || telemetry.sum("otelcol_processor_k8sattributes_pods", &[]);
+    assert!(
+        eventually(Duration::from_secs(10), || pods() == 2).await,
+        "synced {} pods",
+        pods()
+    );
+    assert_eq!(
+        cluster.lock().expect("state").field_selectors,
+        ["spec.nodeName=node-a"],
+        "an agent watches its node only"
+    );
+
+    let last = || {
+        exported
+            .batches()
+            .last()
+            .and_then(|b| b.data.resource_spans[0].resource.clone())
+            .expect("a batch")
+    };
+    // By the k8s.pod.ip resource attribute (the IPv6 one: dual-stack is indexed).
+    sender
+        .send_batch(batch_with(vec![("k8s.pod.ip", "fd00::5")], None, 1))
+        .await
+        .expect("sent");
+    let r = last();
+    assert_eq!(attr(&r, "k8s.pod.name"), Some("web-7d9-abc"));
+    assert_eq!(
+        attr(&r, "k8s.deployment.name"),
+        Some("web"),
+        "from the ReplicaSet's owner, looked up on demand"
+    );
+    assert_eq!(attr(&r, "k8s.namespace.name"), Some("shop"));
+    assert_eq!(attr(&r, "k8s.node.name"), Some("node-a"));
+    assert_eq!(attr(&r, "app.version"), Some("1.4.2"));
+    assert_eq!(attr(&r, "team"), Some("payments"));
+    assert_eq!(
+        attr(&r, "container.image.name"),
+        Some("registry:5000/shop/web")
+    );
+    assert_eq!(attr(&r, "container.image.tag"), Some("1.4.2"));
+    assert_eq!(attr(&r, "service.name"), Some("web"));
+    assert_eq!(attr(&r, "service.version"), Some("1.4.2"));
+    // By UID, and by the connection's address.
+    sender
+        .send_batch(batch_with(vec![("k8s.pod.uid", "u-db")], None, 2))
+        .await
+        .expect("sent");
+    assert_eq!(attr(&last(), "k8s.statefulset.name"), Some("db"));
+    sender
+        .send_batch(batch_with(vec![], Some("10.1.0.6"), 3))
+        .await
+        .expect("sent");
+    assert_eq!(attr(&last(), "k8s.pod.name"), Some("db-0"));
+    // A pod on another node is not held; its spans pass on unenriched, counted.
+    sender
+        .send_batch(batch_with(vec![("k8s.pod.ip", "10.2.0.9")], None, 4))
+        .await
+        .expect("sent");
+    assert_eq!(attr(&last(), "k8s.pod.name"), None);
+    assert_eq!(
+        telemetry.sum(
+            "otelcol_processor_k8sattributes_lookups",
+            &[("result", "miss")]
+        ),
+        1
+    );
+    // The ReplicaSet was fetched once; the second lookup comes from the cache.
+    sender
+        .send_batch(batch_with(vec![("k8s.pod.ip", "10.1.0.5")], None, 5))
+        .await
+        .expect("sent");
+    assert_eq!(attr(&last(), "k8s.deployment.name"), Some("web"));
+    assert_eq!(
+        telemetry.sum(
+            "otelcol_processor_k8sattributes_replicaset_lookups",
+            &[("result", "ok")]
+        ),
+        1
+    );
+
+    // web is deleted; a late span still enriches within the grace period.
+    cluster.lock().expect("state").delete("u-web");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sender
+        .send_batch(batch_with(vec![("k8s.pod.ip", "10.1.0.5")], None, 6))
+        .await
+        .expect("sent");
+    assert_eq!(
+        attr(&last(), "k8s.pod.name"),
+        Some("web-7d9-abc"),
+        "late span after deletion"
+    );
+    // Its successor reuses the IP and is enriched as itself.
+    cluster.lock().expect("state").apply(
+        pod(
+            "u-web2",
+            "web-7d9-xyz",
+            "node-a",
+            &["10.1.0.5"],
+            Some(owner("ReplicaSet", "web-7d9", "rs-1")),
+            &[("team", "payments")],
+            "registry:5000/shop/web:1.4.3",
+            "ghi789",
+        ),
+        "ADDED",
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let _ = futures_util::FutureExt::now_or_never(sender.send_batch(batch_with(
+                vec![("k8s.pod.ip", "10.1.0.5")],
+                None,
+                7,
+            )));
+            exported
+                .batches()
+                .last()
+                .and_then(|b| b.data.resource_spans[0].resource.clone())
+                .is_some_and(|r| attr(&r, "k8s.pod.name") == Some("web-7d9-xyz"))
+        })
+        .await,
+        "the new pod with the reused IP"
+    );
+
+    // 410 Gone mid-watch: the watcher lists again and the cache stays whole.
+    let lists_before = cluster.lock().expect("state").lists;
+    cluster.lock().expect("state").event("ERROR", &serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired", "message": "too old resource version"}),
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || cluster
+            .lock()
+            .expect("state")
+            .lists
+            > lists_before)
+        .await,
+        "re-listed after 410"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || telemetry
+            .sum("otelcol_processor_k8sattributes_relists", &[])
+            >= 2)
+        .await
+    );
+    sender
+        .send_batch(batch_with(vec![], Some("10.1.0.6"), 8))
+        .await
+        .expect("sent");
+    assert_eq!(attr(&last(), "k8s.pod.name"), Some("db-0"));
+    running
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}
