@@ -8,7 +8,8 @@
 //!   runtime, telemetry, propagation);
 //! - [`receivers`] (feature `receivers`, default): `otel-receivers`;
 //! - [`processors`] (feature `processors`, default): `otel-processors`;
-//! - [`exporters`] (feature `exporters`, default): `otel-exporters`.
+//! - [`exporters`] (feature `exporters`, default): `otel-exporters`;
+//! - `k8s` (feature `k8s`): `otel-k8s`, the `k8sattributes` processor (builds `kube`).
 //!
 //! See `examples/demo.rs` for a pipeline end to end.
 
@@ -25,6 +26,10 @@ pub use otel_processors as processors;
 /// Exporters (`otel-exporters`).
 #[cfg(feature = "exporters")]
 pub use otel_exporters as exporters;
+
+/// Kubernetes metadata (`otel-k8s`, feature `k8s`).
+#[cfg(feature = "k8s")]
+pub use otel_k8s as k8s;
 
 /// A registry of every component type this build includes, for the YAML loader
 /// ([`collector::CollectorConfig`]): the receivers, processors and exporters of the
@@ -46,6 +51,8 @@ pub fn default_registry() -> collector::Registry {
     otel_processors::collector::register(&mut registry);
     #[cfg(feature = "exporters")]
     otel_exporters::collector::register(&mut registry);
+    #[cfg(feature = "k8s")]
+    otel_k8s::collector::register(&mut registry);
     registry
 }
 

@@ -263,7 +263,7 @@ async fn the_shipped_agent_and_gateways_run_end_to_end() {
     let agent_port = free_port();
     let agent_override = format!(
         "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:{agent_port} }}\n      http: {{ endpoint: 127.0.0.1:0 }}\n\
-         processors:\n  batch:\n    timeout: 100ms\n\
+         processors:\n  batch:\n    timeout: 100ms\n  k8sattributes:\n    passthrough: true\n\
          exporters:\n  loadbalancing:\n    resolver:\n      static:\n        hostnames: [127.0.0.1:{}, 127.0.0.1:{}]\n\
          extensions:\n  health_check:\n    endpoint: 127.0.0.1:0\n",
         gw_ports[0], gw_ports[1]

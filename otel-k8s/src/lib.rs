@@ -9,6 +9,7 @@
 //! The Kubernetes resolver for the trace router is planned.
 
 mod cache;
+pub mod collector;
 pub mod config;
 mod processor;
 

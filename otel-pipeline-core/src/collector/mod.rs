@@ -86,6 +86,7 @@ const COLLECTOR_TYPES: &[(&str, &[&str])] = &[
     (
         "processor",
         &[
+            // k8sattributes comes from otel-k8s; without it, this list names it.
             "k8sattributes",
             "resourcedetection",
             "resource",
