@@ -471,3 +471,20 @@ fn options_the_collectors_configs_use_load() {
         panic!("{e}");
     }
 }
+
+#[test]
+fn the_k8s_resolver_loads_from_yaml() {
+    let override_yaml = "exporters:\n  loadbalancing:\n    resolver:\n      k8s:\n        service: otel-gateway.observability\n        ports: [4317]\n";
+    // The static list is replaced by the k8s resolver: maps merge key by key, so drop the
+    // static one in a file of its own first.
+    let agent = AGENT.replace(
+        "      static:\n        hostnames:\n          - otel-gateway-0.otel-gateway.observability:4317\n          - otel-gateway-1.otel-gateway.observability:4317\n",
+        "",
+    );
+    let config = load(&[("agent.yaml", &agent), ("k8s.yaml", override_yaml)]);
+    assert!(
+        config.is_ok(),
+        "{}",
+        config.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+}

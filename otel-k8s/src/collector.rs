@@ -1,4 +1,6 @@
-//! This crate's components for the YAML loader: the `k8sattributes` processor.
+//! This crate's components for the YAML loader: the `k8sattributes` processor, and the
+//! `loadbalancing` exporter with `resolver.k8s` working (it replaces the exporters crate's
+//! factory, which refuses `resolver.k8s` without a Kubernetes resolver).
 //!
 //! ```
 //! let mut registry = otel_pipeline_core::collector::Registry::new();
@@ -16,6 +18,38 @@ use crate::{K8sAttributes, K8sAttributesConfig};
 /// Add this crate's components to `registry`.
 pub fn register(registry: &mut Registry) {
     registry.processor(K8sAttributesFactory);
+    registry.exporter(LoadBalancingFactory);
+}
+
+struct LoadBalancingFactory;
+
+impl otel_pipeline_core::collector::ExporterFactory for LoadBalancingFactory {
+    fn kind(&self) -> &'static str {
+        "loadbalancing"
+    }
+
+    fn traces(
+        &self,
+        section: &Section<'_>,
+    ) -> Option<Result<otel_pipeline_core::boxed::BoxExporter<Traces>, ConfigError>> {
+        use otel_exporters::loadbalancing::{ResolverConfig, TraceRouter, TraceRouterConfig};
+        let built = TraceRouterConfig::from_value(section.path(), section.value())
+            .map_err(|e| section.place(e))
+            .map(|c| {
+                let resolver = match &c.resolver {
+                    ResolverConfig::K8s { service, ports, .. } => Some(std::sync::Arc::new(
+                        crate::K8sResolver::new(service, ports.clone()),
+                    )),
+                    _ => None,
+                };
+                let mut router = TraceRouter::new(c).with_id(section.id().clone());
+                if let Some(r) = resolver {
+                    router = router.with_resolver(r);
+                }
+                Box::new(router) as otel_pipeline_core::boxed::BoxExporter<Traces>
+            });
+        Some(built)
+    }
 }
 
 struct K8sAttributesFactory;

@@ -4,14 +4,9 @@
 //! Deployment lookup, and a `410 Gone` in the middle of a watch.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
-use hyper::body::Frame;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodIP, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -23,20 +18,9 @@ use otel_pipeline_core::testing::{
     InMemoryExporter, InMemoryReceiver, eventually, generate_traces,
 };
 use otel_pipeline_core::{Batch, ClientInfo, Pipeline, Telemetry};
-use tokio::sync::mpsc;
 
-/// The fake API server's state.
-#[derive(Default)]
-struct Cluster {
-    pods: Vec<Pod>,
-    replicasets: Vec<ReplicaSet>,
-    version: u64,
-    watchers: Vec<mpsc::UnboundedSender<String>>,
-    lists: usize,
-    field_selectors: Vec<String>,
-}
-
-type Shared = Arc<Mutex<Cluster>>;
+mod common;
+use common::ApiServer;
 
 fn owner(kind: &str, name: &str, uid: &str) -> OwnerReference {
     OwnerReference {
@@ -95,170 +79,6 @@ fn pod(
     p
 }
 
-fn with_version(mut p: Pod, v: u64) -> serde_json::Value {
-    p.metadata.resource_version = Some(v.to_string());
-    serde_json::to_value(p).expect("pod json")
-}
-
-impl Cluster {
-    /// Send a watch event to every open watch.
-    fn event(&mut self, kind: &str, object: &serde_json::Value) {
-        let line = format!(
-            "{}\n",
-            serde_json::json!({ "type": kind, "object": object })
-        );
-        self.watchers.retain(|w| w.send(line.clone()).is_ok());
-    }
-
-    fn apply(&mut self, p: Pod, kind: &str) {
-        self.version += 1;
-        let v = self.version;
-        self.pods.retain(|x| x.metadata.uid != p.metadata.uid);
-        self.pods.push(p.clone());
-        self.event(kind, &with_version(p, v));
-    }
-
-    fn delete(&mut self, uid: &str) {
-        self.version += 1;
-        let v = self.version;
-        if let Some(i) = self
-            .pods
-            .iter()
-            .position(|p| p.metadata.uid.as_deref() == Some(uid))
-        {
-            let p = self.pods.remove(i);
-            self.event("DELETED", &with_version(p, v));
-        }
-    }
-}
-
-fn json(status: u16, body: &serde_json::Value) -> hyper::Response<BoxBody<Bytes, Infallible>> {
-    let body = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
-    let mut r = hyper::Response::new(Full::new(body).boxed());
-    *r.status_mut() = http::StatusCode::from_u16(status).expect("status");
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-fn on_node(p: &Pod, selector: Option<&str>) -> bool {
-    match selector.and_then(|s| s.strip_prefix("spec.nodeName=")) {
-        Some(node) => p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node),
-        None => true,
-    }
-}
-
-async fn serve(cluster: Shared) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let cluster = Arc::clone(&cluster);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let cluster = Arc::clone(&cluster);
-                        async move {
-                            let path = req.uri().path().to_string();
-                            let query: BTreeMap<String, String> = req
-                                .uri()
-                                .query()
-                                .unwrap_or("")
-                                .split('&')
-                                .filter_map(|kv| kv.split_once('='))
-                                .map(|(k, v)| {
-                                    (k.to_string(), v.replace("%3D", "=").replace("%2F", "/"))
-                                })
-                                .collect();
-                            let selector = query.get("fieldSelector").cloned();
-                            let mut c = cluster.lock().expect("state");
-                            if path == "/api/v1/pods"
-                                && query.get("watch").map(String::as_str) == Some("true")
-                            {
-                                let (tx, rx) = mpsc::unbounded_channel::<String>();
-                                c.watchers.push(tx);
-                                let body = StreamBody::new(futures_util::stream::unfold(
-                                    rx,
-                                    |mut rx| async move {
-                                        rx.recv().await.map(|line| {
-                                            (
-                                                Ok::<_, Infallible>(Frame::data(Bytes::from(line))),
-                                                rx,
-                                            )
-                                        })
-                                    },
-                                ));
-                                let mut r = hyper::Response::new(body.boxed());
-                                r.headers_mut().insert(
-                                    http::header::CONTENT_TYPE,
-                                    http::HeaderValue::from_static("application/json"),
-                                );
-                                return Ok::<_, Infallible>(r);
-                            }
-                            if path == "/api/v1/pods" {
-                                c.lists += 1;
-                                c.field_selectors.extend(selector.clone());
-                                let items: Vec<serde_json::Value> = c
-                                    .pods
-                                    .iter()
-                                    .filter(|p| on_node(p, selector.as_deref()))
-                                    .map(|p| with_version(p.clone(), c.version))
-                                    .collect();
-                                return Ok(json(
-                                    200,
-                                    &serde_json::json!({
-                                        "apiVersion": "v1", "kind": "PodList",
-                                        "metadata": { "resourceVersion": c.version.to_string() },
-                                        "items": items,
-                                    }),
-                                ));
-                            }
-                            if let Some(name) =
-                                path.strip_prefix("/apis/apps/v1/namespaces/shop/replicasets/")
-                            {
-                                return Ok(
-                                    match c
-                                        .replicasets
-                                        .iter()
-                                        .find(|r| r.metadata.name.as_deref() == Some(name))
-                                    {
-                                        Some(rs) => json(
-                                            200,
-                                            &serde_json::json!({
-                                                "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-                                                "metadata": serde_json::to_value(&rs.metadata).expect("metadata"),
-                                            }),
-                                        ),
-                                        None => json(
-                                            404,
-                                            &serde_json::json!({"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound", "message": "not found"}),
-                                        ),
-                                    },
-                                );
-                            }
-                            Ok(json(
-                                404,
-                                &serde_json::json!({"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound", "message": path}),
-                            ))
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 fn attr<'a>(r: &'a Resource, key: &str) -> Option<&'a str> {
     r.attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
         match kv.value.as_ref()?.value.as_ref()? {
@@ -301,11 +121,12 @@ fn batch_with(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrichment_from_a_watched_api_server() {
-    let cluster: Shared = Arc::default();
-    {
-        let mut c = cluster.lock().expect("state");
-        c.version = 100;
-        c.pods.push(pod(
+    const PODS: &str = "/api/v1/pods";
+    let api = ApiServer::start().await;
+    let json = |p: Pod| serde_json::to_value(p).expect("pod json");
+    api.put(
+        PODS,
+        json(pod(
             "u-web",
             "web-7d9-abc",
             "node-a",
@@ -318,8 +139,11 @@ async fn enrichment_from_a_watched_api_server() {
             ],
             "registry:5000/shop/web:1.4.2",
             "abc123",
-        ));
-        c.pods.push(pod(
+        )),
+    );
+    api.put(
+        PODS,
+        json(pod(
             "u-db",
             "db-0",
             "node-a",
@@ -328,8 +152,11 @@ async fn enrichment_from_a_watched_api_server() {
             &[],
             "postgres:16",
             "def456",
-        ));
-        c.pods.push(pod(
+        )),
+    );
+    api.put(
+        PODS,
+        json(pod(
             "u-far",
             "far-away",
             "node-b",
@@ -338,19 +165,18 @@ async fn enrichment_from_a_watched_api_server() {
             &[],
             "busybox",
             "zzz",
-        ));
-        let mut rs = ReplicaSet::default();
-        rs.metadata.name = Some("web-7d9".into());
-        rs.metadata.namespace = Some("shop".into());
-        rs.metadata.uid = Some("rs-1".into());
-        rs.metadata.owner_references = Some(vec![owner("Deployment", "web", "dep-1")]);
-        c.replicasets.push(rs);
-    }
-    let addr = serve(Arc::clone(&cluster)).await;
-    let client = kube::Client::try_from(kube::Config::new(
-        format!("http://{addr}").parse().expect("url"),
-    ))
-    .expect("client");
+        )),
+    );
+    let mut rs = ReplicaSet::default();
+    rs.metadata.name = Some("web-7d9".into());
+    rs.metadata.namespace = Some("shop".into());
+    rs.metadata.uid = Some("rs-1".into());
+    rs.metadata.owner_references = Some(vec![owner("Deployment", "web", "dep-1")]);
+    api.single(
+        "/apis/apps/v1/namespaces/shop/replicasets/web-7d9",
+        serde_json::json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": serde_json::to_value(&rs.metadata).expect("metadata")}),
+    );
+    let client = api.client();
 
     // The agent's section as operations teams write it, plus an association by UID.
     let config: K8sAttributesConfig = from_yaml(
@@ -392,7 +218,7 @@ deleted_pod_grace: 60s
         pods()
     );
     assert_eq!(
-        cluster.lock().expect("state").field_selectors,
+        api.field_selectors(),
         ["spec.nodeName=node-a"],
         "an agent watches its node only"
     );
@@ -466,7 +292,7 @@ deleted_pod_grace: 60s
     );
 
     // web is deleted; a late span still enriches within the grace period.
-    cluster.lock().expect("state").delete("u-web");
+    api.delete(PODS, "web-7d9-abc");
     tokio::time::sleep(Duration::from_millis(300)).await;
     sender
         .send_batch(batch_with(vec![("k8s.pod.ip", "10.1.0.5")], None, 6))
@@ -478,8 +304,9 @@ deleted_pod_grace: 60s
         "late span after deletion"
     );
     // Its successor reuses the IP and is enriched as itself.
-    cluster.lock().expect("state").apply(
-        pod(
+    api.put(
+        PODS,
+        json(pod(
             "u-web2",
             "web-7d9-xyz",
             "node-a",
@@ -488,8 +315,7 @@ deleted_pod_grace: 60s
             &[("team", "payments")],
             "registry:5000/shop/web:1.4.3",
             "ghi789",
-        ),
-        "ADDED",
+        )),
     );
     assert!(
         eventually(Duration::from_secs(5), || {
@@ -509,16 +335,10 @@ deleted_pod_grace: 60s
     );
 
     // 410 Gone mid-watch: the watcher lists again and the cache stays whole.
-    let lists_before = cluster.lock().expect("state").lists;
-    cluster.lock().expect("state").event("ERROR", &serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 410, "reason": "Expired", "message": "too old resource version"}),
-    );
+    let lists_before = api.lists(PODS);
+    api.gone(PODS);
     assert!(
-        eventually(Duration::from_secs(15), || cluster
-            .lock()
-            .expect("state")
-            .lists
-            > lists_before)
-        .await,
+        eventually(Duration::from_secs(15), || api.lists(PODS) > lists_before).await,
         "re-listed after 410"
     );
     assert!(
