@@ -362,7 +362,7 @@ async fn run(verbose: bool) -> Result<bool, Box<dyn std::error::Error>> {
     let overrides = format!(
         "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:{agent_port} }}\n      http: {{ endpoint: 127.0.0.1:0 }}\n\
          processors:\n  batch:\n    timeout: 100ms\n  k8sattributes:\n    passthrough: true\n\
-         exporters:\n  loadbalancing:\n    resolver:\n      static:\n        hostnames:\n          - 127.0.0.1:{}\n          - 127.0.0.1:{}\n\
+         exporters:\n  loadbalancing:\n    resolver:\n      k8s: null\n      static:\n        hostnames:\n          - 127.0.0.1:{}\n          - 127.0.0.1:{}\n\
          extensions:\n  health_check:\n    endpoint: 127.0.0.1:0\n\
          service:\n  telemetry:\n    metrics: {{ level: none }}\n",
         gw_ports[0], gw_ports[1]

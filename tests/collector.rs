@@ -147,7 +147,7 @@ fn every_class_of_mistake_names_its_path_line_and_column() {
 #[test]
 fn several_files_merge_in_order_with_environment_values() {
     // (A `${...}` goes in a block list or quotes: braces are flow indicators in YAML.)
-    let override_yaml = "exporters:\n  loadbalancing:\n    resolver:\n      static:\n        hostnames:\n          - gw-a:${env:GW_PORT}\n";
+    let override_yaml = "exporters:\n  loadbalancing:\n    resolver:\n      k8s: null\n      static:\n        hostnames:\n          - gw-a:${env:GW_PORT}\n";
     let config = load(&[("agent.yaml", AGENT), ("override.yaml", override_yaml)]).unwrap();
     assert_eq!(config.pipeline_names().count(), 1);
     // A mistake in the second file is placed there.
@@ -264,7 +264,7 @@ async fn the_shipped_agent_and_gateways_run_end_to_end() {
     let agent_override = format!(
         "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:{agent_port} }}\n      http: {{ endpoint: 127.0.0.1:0 }}\n\
          processors:\n  batch:\n    timeout: 100ms\n  k8sattributes:\n    passthrough: true\n\
-         exporters:\n  loadbalancing:\n    resolver:\n      static:\n        hostnames: [127.0.0.1:{}, 127.0.0.1:{}]\n\
+         exporters:\n  loadbalancing:\n    resolver:\n      k8s: null\n      static:\n        hostnames: [127.0.0.1:{}, 127.0.0.1:{}]\n\
          extensions:\n  health_check:\n    endpoint: 127.0.0.1:0\n",
         gw_ports[0], gw_ports[1]
     );
@@ -473,18 +473,17 @@ fn options_the_collectors_configs_use_load() {
 }
 
 #[test]
-fn the_k8s_resolver_loads_from_yaml() {
-    let override_yaml = "exporters:\n  loadbalancing:\n    resolver:\n      k8s:\n        service: otel-gateway.observability\n        ports: [4317]\n";
-    // The static list is replaced by the k8s resolver: maps merge key by key, so drop the
-    // static one in a file of its own first.
-    let agent = AGENT.replace(
-        "      static:\n        hostnames:\n          - otel-gateway-0.otel-gateway.observability:4317\n          - otel-gateway-1.otel-gateway.observability:4317\n",
-        "",
-    );
-    let config = load(&[("agent.yaml", &agent), ("k8s.yaml", override_yaml)]);
-    assert!(
-        config.is_ok(),
-        "{}",
-        config.err().map(|e| e.to_string()).unwrap_or_default()
+fn the_shipped_agent_follows_the_gateways_through_the_k8s_resolver() {
+    let agent = load(&[("agent.yaml", AGENT)]).unwrap();
+    drop(agent);
+    // An override file swaps in a static list: `k8s: null` clears the merged key.
+    let static_list = "exporters:\n  loadbalancing:\n    resolver:\n      k8s: null\n      static:\n        hostnames: [gw-a:4317]\n";
+    load(&[("agent.yaml", AGENT), ("static.yaml", static_list)]).unwrap();
+    // Both at once is a mistake that names its path.
+    let both = "exporters:\n  loadbalancing:\n    resolver:\n      static:\n        hostnames: [gw-a:4317]\n";
+    let err = load(&[("agent.yaml", AGENT), ("both.yaml", both)]).unwrap_err();
+    assert_eq!(
+        err.errors[0].path, "exporters.loadbalancing.resolver",
+        "{err}"
     );
 }
