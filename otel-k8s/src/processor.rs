@@ -337,9 +337,13 @@ impl Processor<Traces> for K8sAttributes {
         if let Some(client) = self.client.clone() {
             let _ = shared.client.set(client);
         }
+        // Readiness waits for the first full list of pods (not in passthrough).
+        let synced =
+            (!self.config.passthrough).then(|| ctx.readiness_gate("first sync of the pod cache"));
         ctx.register_lifecycle(Arc::new(Watches {
             shared: Arc::clone(&shared),
             config: self.config,
+            synced,
             tasks: Mutex::new(Vec::new()),
         }));
         Ok(K8sAttributesConsumer { shared, next })
@@ -349,6 +353,7 @@ impl Processor<Traces> for K8sAttributes {
 struct Watches {
     shared: Arc<Shared>,
     config: K8sAttributesConfig,
+    synced: Option<otel_pipeline_core::ReadinessGate>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -412,6 +417,7 @@ impl Lifecycle for Watches {
                 None => Api::all(client.clone()),
             };
             let shared = Arc::clone(&self.shared);
+            let synced = self.synced.clone();
             let cfg = self.selectors();
             let mut tasks = self.tasks.lock();
             tasks.push(tokio::spawn(async move {
@@ -435,6 +441,9 @@ impl Lifecycle for Watches {
                             }
                             Some(Ok(Event::InitDone)) => {
                                 shared.relists.add(1);
+                                if let Some(g) = &synced {
+                                    g.open();
+                                }
                                 if let Some(set) = listed.take() {
                                     shared.cache.forget_all_but(&set, Instant::now());
                                 }

@@ -357,3 +357,49 @@ deleted_pod_grace: 60s
         .await
         .expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_the_first_sync_and_an_unreachable_api_keeps_trying() {
+    // An API server that does not serve pods (403/404 to every list): never synced.
+    let api = ApiServer::start().await;
+    let config: K8sAttributesConfig = from_yaml("processors.k8sattributes", "{}").expect("config");
+    let telemetry = Telemetry::new();
+    let (receiver, sender) = InMemoryReceiver::new();
+    let (exporter, exported) = InMemoryExporter::new();
+    let running = Pipeline::traces()
+        .telemetry(telemetry.clone())
+        .receiver(receiver)
+        .processor(K8sAttributes::new(config).with_client(api.client()))
+        .exporter(exporter)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    assert!(
+        eventually(Duration::from_secs(5), || telemetry
+            .sum("otelcol_processor_k8sattributes_watch_restarts", &[])
+            >= 1)
+        .await,
+        "watch failures counted"
+    );
+    assert!(!running.health().is_ready());
+    assert_eq!(
+        running.health().waiting_for(),
+        ["k8sattributes: first sync of the pod cache"]
+    );
+    // Spans still pass, unenriched and counted.
+    sender.send(generate_traces(1, 2, 1)).await.expect("sent");
+    assert_eq!(exported.item_count(), 2);
+    assert_eq!(
+        telemetry.sum(
+            "otelcol_processor_k8sattributes_lookups",
+            &[("result", "miss")]
+        ),
+        1
+    );
+    running
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}

@@ -235,8 +235,8 @@ impl<S: Signal, R: ReceiverSet<S>, C: Consumer<S>> BuiltPipeline<S, R, C> {
 
     /// Start exporters, then processors, then receivers. On any failure, what was
     /// started is shut down again and the error names the component.
-    pub async fn start(self) -> Result<RunningPipeline, StartError> {
-        let health = Health::new();
+    pub async fn start(mut self) -> Result<RunningPipeline, StartError> {
+        let health = Health::new(std::mem::take(&mut self.ctx.gates));
         let (shutdown_tx, shutdown) = ShutdownSignal::new();
         let mut running = RunningPipeline::new(self.ctx, shutdown_tx, health)
             .start_stages()

@@ -225,6 +225,8 @@ pub struct BuildContext {
     parent: Option<ComponentId>,
     seen: Vec<(ComponentKind, ComponentId)>,
     pub(crate) stages: Vec<Stage>,
+    /// Readiness gates components registered, named `<id>: <what>`.
+    pub(crate) gates: Vec<(String, crate::runtime::ReadinessGate)>,
 }
 
 impl fmt::Debug for Stage {
@@ -243,6 +245,7 @@ impl BuildContext {
             parent: None,
             seen: Vec::new(),
             stages: Vec::new(),
+            gates: Vec::new(),
         }
     }
 
@@ -334,6 +337,17 @@ impl ComponentContext<'_> {
             path: path.into(),
             message: message.into(),
         }
+    }
+
+    /// A gate that holds the pipeline's readiness closed until the component opens it,
+    /// such as a metadata cache before its first full sync. `what` is shown in
+    /// [`Health::waiting_for`](crate::Health::waiting_for).
+    pub fn readiness_gate(&mut self, what: &str) -> crate::runtime::ReadinessGate {
+        let gate = crate::runtime::ReadinessGate::closed();
+        self.build
+            .gates
+            .push((format!("{}: {what}", self.id), gate.clone()));
+        gate
     }
 
     /// A factory for the components this one creates while the pipeline runs, such as

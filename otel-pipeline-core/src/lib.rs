@@ -95,7 +95,7 @@ pub use queue::{
     join_until,
 };
 #[cfg(feature = "pipeline")]
-pub use runtime::{Health, HealthState, RunningPipeline, ShutdownError, StartError};
+pub use runtime::{Health, HealthState, ReadinessGate, RunningPipeline, ShutdownError, StartError};
 #[cfg(feature = "pipeline")]
 pub use signal::{Batch, ClientInfo, Logs, Metrics, Signal, Traces};
 #[cfg(feature = "pipeline")]

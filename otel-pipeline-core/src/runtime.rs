@@ -27,18 +27,55 @@ pub enum HealthState {
     Stopped,
 }
 
+/// Holds readiness closed until opened: a component's "not yet" (a Kubernetes cache
+/// before its first full sync). Get one from
+/// [`ComponentContext::readiness_gate`](crate::ComponentContext::readiness_gate).
+#[derive(Debug, Clone)]
+pub struct ReadinessGate(Arc<std::sync::atomic::AtomicBool>);
+
+impl ReadinessGate {
+    pub(crate) fn closed() -> Self {
+        Self(Arc::new(std::sync::atomic::AtomicBool::new(false)))
+    }
+
+    /// Readiness no longer waits for this gate.
+    pub fn open(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether it has been opened.
+    pub fn is_open(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// Live/ready state that a health endpoint can serve. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Health(Arc<AtomicU8>);
+pub struct Health {
+    state: Arc<AtomicU8>,
+    gates: Arc<Vec<(String, ReadinessGate)>>,
+}
 
 impl Health {
-    pub(crate) fn new() -> Self {
-        Self(Arc::new(AtomicU8::new(0)))
+    pub(crate) fn new(gates: Vec<(String, ReadinessGate)>) -> Self {
+        Self {
+            state: Arc::new(AtomicU8::new(0)),
+            gates: Arc::new(gates),
+        }
+    }
+
+    /// What readiness waits for: the names of the gates still closed.
+    pub fn waiting_for(&self) -> Vec<String> {
+        self.gates
+            .iter()
+            .filter(|(_, g)| !g.is_open())
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     /// The current state.
     pub fn state(&self) -> HealthState {
-        match self.0.load(Ordering::Acquire) {
+        match self.state.load(Ordering::Acquire) {
             0 => HealthState::Starting,
             1 => HealthState::Ready,
             2 => HealthState::Draining,
@@ -51,21 +88,21 @@ impl Health {
         self.state() != HealthState::Stopped
     }
 
-    /// Ready: receivers accept data.
+    /// Ready: receivers accept data, and every component's readiness gate is open.
     pub fn is_ready(&self) -> bool {
-        self.state() == HealthState::Ready
+        self.state() == HealthState::Ready && self.gates.iter().all(|(_, g)| g.is_open())
     }
 
     pub(crate) fn set_ready(&self) {
-        self.0.store(1, Ordering::Release);
+        self.state.store(1, Ordering::Release);
     }
 
     fn set_draining(&self) {
-        self.0.store(2, Ordering::Release);
+        self.state.store(2, Ordering::Release);
     }
 
     fn set_stopped(&self) {
-        self.0.store(3, Ordering::Release);
+        self.state.store(3, Ordering::Release);
     }
 }
 

@@ -28,7 +28,7 @@ mod registry;
 
 pub use registry::{
     CollectorHealth, CollectorSignal, ExporterFactory, Extension, ExtensionFactory, Host,
-    ProcessorFactory, ReadinessGate, ReceiverFactory, ReceiverInstance, Registry, Section,
+    ProcessorFactory, ReceiverFactory, ReceiverInstance, Registry, Section,
 };
 
 use std::collections::BTreeMap;

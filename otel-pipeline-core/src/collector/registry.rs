@@ -11,7 +11,7 @@ use crate::boxed::{BoxExporter, BoxProcessor, BoxReceiver};
 use crate::component::{BoxError, ComponentId};
 use crate::config::{ConfigError, Location, Node};
 use crate::consumer::BoxFuture;
-use crate::runtime::Health;
+use crate::runtime::{Health, ReadinessGate};
 use crate::signal::{Logs, Metrics, Signal, Traces};
 use crate::telemetry::Telemetry;
 
@@ -246,7 +246,7 @@ struct HealthInner {
     pipelines: Vec<Health>,
     started: bool,
     draining: bool,
-    gates: Vec<(String, Arc<std::sync::atomic::AtomicBool>)>,
+    gates: Vec<(String, ReadinessGate)>,
 }
 
 impl CollectorHealth {
@@ -263,12 +263,9 @@ impl CollectorHealth {
     /// A gate that holds readiness closed until [`ReadinessGate::open`]; named in
     /// [`CollectorHealth::waiting_for`].
     pub fn gate(&self, name: impl Into<String>) -> ReadinessGate {
-        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        self.inner
-            .write()
-            .gates
-            .push((name.into(), Arc::clone(&flag)));
-        ReadinessGate(flag)
+        let gate = ReadinessGate::closed();
+        self.inner.write().gates.push((name.into(), gate.clone()));
+        gate
     }
 
     /// Whether the collector serves: started, every pipeline ready, every gate open, not
@@ -278,9 +275,7 @@ impl CollectorHealth {
         h.started
             && !h.draining
             && h.pipelines.iter().all(Health::is_ready)
-            && h.gates
-                .iter()
-                .all(|(_, g)| g.load(std::sync::atomic::Ordering::Acquire))
+            && h.gates.iter().all(|(_, g)| g.is_open())
     }
 
     /// Whether the process is alive (not every pipeline stopped).
@@ -302,21 +297,11 @@ impl CollectorHealth {
         out.extend(
             h.gates
                 .iter()
-                .filter(|(_, g)| !g.load(std::sync::atomic::Ordering::Acquire))
+                .filter(|(_, g)| !g.is_open())
                 .map(|(n, _)| n.clone()),
         );
+        out.extend(h.pipelines.iter().flat_map(Health::waiting_for));
         out
-    }
-}
-
-/// Holds the collector's readiness closed until opened.
-#[derive(Debug, Clone)]
-pub struct ReadinessGate(Arc<std::sync::atomic::AtomicBool>);
-
-impl ReadinessGate {
-    /// Readiness no longer waits for this gate.
-    pub fn open(&self) {
-        self.0.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 
