@@ -224,6 +224,14 @@ pub struct K8sAttributesConfig {
     /// Most ReplicaSet owners remembered (default 1000).
     #[serde(default)]
     pub replicaset_cache_size: Option<usize>,
+    /// How long spans from a pod the cache does not know yet are held for its metadata to
+    /// arrive (the start-up race; default 2 s; 0 passes them on at once).
+    #[serde(default, deserialize_with = "otel_pipeline_core::config::opt_duration")]
+    pub hold_unknown_for: Option<Duration>,
+    /// Most spans held at once for that (default 10 000); past it, spans pass on
+    /// unenriched at once, counted.
+    #[serde(default)]
+    pub hold_max_spans: Option<usize>,
 }
 
 impl Default for K8sAttributesConfig {
@@ -238,6 +246,8 @@ impl Default for K8sAttributesConfig {
             wait_for_metadata_timeout: None,
             deleted_pod_grace: None,
             replicaset_cache_size: None,
+            hold_unknown_for: None,
+            hold_max_spans: None,
         }
     }
 }

@@ -50,6 +50,16 @@ mod instruments {
         "{batches}",
         "Resource lookups by association rule and result (hit, or miss when no rule found a pod).",
     );
+    pub(super) const HELD: Instrument = Instrument::counter(
+        "otelcol_processor_k8sattributes_held_spans",
+        "{spans}",
+        "Spans held because their pod was not in the cache yet (the start-up race).",
+    );
+    pub(super) const RELEASED: Instrument = Instrument::counter(
+        "otelcol_processor_k8sattributes_released_spans",
+        "{spans}",
+        "Held spans passed on: enriched when the pod arrived, unenriched when it did not in time, or at once when the hold was full (overflow).",
+    );
     pub(super) const OWNER_LOOKUPS: Instrument = Instrument::counter(
         "otelcol_processor_k8sattributes_replicaset_lookups",
         "{requests}",
@@ -141,7 +151,8 @@ struct Shared {
 /// The consumer the processor builds.
 pub struct K8sAttributesConsumer<N> {
     shared: Arc<Shared>,
-    next: N,
+    hold: Arc<Hold>,
+    next: Arc<N>,
 }
 
 impl<N> std::fmt::Debug for K8sAttributesConsumer<N> {
@@ -342,11 +353,40 @@ impl Processor<Traces> for K8sAttributes {
             (!self.config.passthrough).then(|| ctx.readiness_gate("first sync of the pod cache"));
         ctx.register_lifecycle(Arc::new(Watches {
             shared: Arc::clone(&shared),
-            config: self.config,
+            config: self.config.clone(),
             synced,
             tasks: Mutex::new(Vec::new()),
         }));
-        Ok(K8sAttributesConsumer { shared, next })
+        let hold = Arc::new(Hold {
+            queue: Mutex::default(),
+            spans: std::sync::atomic::AtomicUsize::new(0),
+            max_spans: self.config.hold_max_spans.unwrap_or(10_000),
+            wait: if self.config.passthrough {
+                Duration::ZERO
+            } else {
+                self.config
+                    .hold_unknown_for
+                    .unwrap_or(Duration::from_secs(2))
+            },
+            held: t.counter(&instruments::HELD, &[]),
+            enriched: t.counter(&instruments::RELEASED, &[("result", "enriched")]),
+            unenriched: t.counter(&instruments::RELEASED, &[("result", "unenriched")]),
+            overflow: t.counter(&instruments::RELEASED, &[("result", "overflow")]),
+        });
+        let next = Arc::new(next);
+        let (stop, _) = tokio::sync::watch::channel(false);
+        // Registered after the watches, so it shuts down first: held spans go on while the
+        // cache is still there to enrich them.
+        ctx.register_lifecycle(Arc::new(Releaser {
+            shared: Arc::clone(&shared),
+            hold: Arc::clone(&hold),
+            next: Arc::clone(&next),
+            deadline: Arc::default(),
+            stop,
+            task: Mutex::new(None),
+            telemetry: Arc::clone(&t),
+        }));
+        Ok(K8sAttributesConsumer { shared, hold, next })
     }
 }
 
@@ -522,7 +562,30 @@ fn set_absent(attrs: &mut Vec<KeyValue>, key: &str, value: &str) {
     });
 }
 
+/// What enrichment found for one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// Its pod, or passthrough.
+    Done,
+    /// It names a pod (an IP, a UID, a connection) that the cache does not know (yet).
+    Unknown,
+    /// Nothing to associate it by.
+    NoKey,
+}
+
 impl Shared {
+    /// Whether some rule has a value for every one of its sources.
+    fn has_key(&self, resource: Option<&Resource>, peer: Option<IpAddr>) -> bool {
+        self.rules.iter().any(|(_, sources)| {
+            sources.iter().all(|s| match s {
+                Source::Connection => peer.is_some(),
+                Source::Attribute(n) => {
+                    resource.is_some_and(|r| r.attributes.iter().any(|kv| &kv.key == n))
+                }
+            })
+        })
+    }
+
     /// The pod of a resource, by the first rule whose sources all resolve.
     fn associate(
         &self,
@@ -600,16 +663,19 @@ impl Shared {
         found
     }
 
-    async fn enrich(&self, resource: &mut Resource, peer: Option<IpAddr>) {
+    async fn enrich(&self, resource: &mut Resource, peer: Option<IpAddr>) -> Found {
         if self.passthrough {
             if let Some(ip) = peer {
                 set_absent(&mut resource.attributes, "k8s.pod.ip", &ip.to_string());
             }
-            return;
+            return Found::Done;
         }
         let Some((rule, pod)) = self.associate(Some(resource), peer) else {
-            self.misses.add(1);
-            return;
+            return if self.has_key(Some(resource), peer) {
+                Found::Unknown
+            } else {
+                Found::NoKey
+            };
         };
         self.lookups[rule].0.add(1);
         let deployment = match &pod.owner {
@@ -701,7 +767,7 @@ impl Shared {
             }
         }
         if self.extracts.is_empty() {
-            return;
+            return Found::Done;
         }
         let namespaces = self.namespaces.lock();
         for e in &self.extracts {
@@ -750,16 +816,162 @@ impl Shared {
                 set_absent(attrs, &tag, v);
             }
         }
+        Found::Done
+    }
+
+    /// Enrich every resource of a batch; how many name a pod the cache does not know.
+    async fn enrich_batch(&self, batch: &mut Batch<Traces>) -> usize {
+        let peer = batch.client.as_ref().and_then(|c| c.addr).map(|a| a.ip());
+        let mut unknown = 0;
+        for rs in &mut batch.data.resource_spans {
+            let resource = rs.resource.get_or_insert_with(Resource::default);
+            match self.enrich(resource, peer).await {
+                Found::Unknown => unknown += 1,
+                // Nothing to associate it by: it can never resolve.
+                Found::NoKey => self.misses.add(1),
+                Found::Done => {}
+            }
+        }
+        unknown
+    }
+}
+
+/// Batches held for their pods' metadata, bounded by span count and time.
+struct Hold {
+    queue: Mutex<VecDeque<(Instant, Batch<Traces>)>>,
+    spans: std::sync::atomic::AtomicUsize,
+    max_spans: usize,
+    wait: Duration,
+    held: Counter,
+    enriched: Counter,
+    unenriched: Counter,
+    overflow: Counter,
+}
+
+impl Hold {
+    /// Hold `batch` until `wait` from now, or give it back when the hold is full.
+    fn try_hold(&self, batch: Batch<Traces>) -> Result<(), Batch<Traces>> {
+        use std::sync::atomic::Ordering;
+        let n = batch.item_count();
+        if self.wait.is_zero() {
+            return Err(batch);
+        }
+        let now_held = self.spans.fetch_add(n, Ordering::AcqRel) + n;
+        if now_held > self.max_spans {
+            self.spans.fetch_sub(n, Ordering::AcqRel);
+            self.overflow.add(n as u64);
+            return Err(batch);
+        }
+        self.held.add(n as u64);
+        self.queue
+            .lock()
+            .push_back((Instant::now() + self.wait, batch));
+        Ok(())
     }
 }
 
 impl<N: Consumer<Traces>> Consumer<Traces> for K8sAttributesConsumer<N> {
     async fn consume(&self, mut batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
-        let peer = batch.client.as_ref().and_then(|c| c.addr).map(|a| a.ip());
-        for rs in &mut batch.data.resource_spans {
-            let resource = rs.resource.get_or_insert_with(Resource::default);
-            self.shared.enrich(resource, peer).await;
+        let unknown = self.shared.enrich_batch(&mut batch).await;
+        if unknown > 0 {
+            match self.hold.try_hold(batch) {
+                Ok(()) => return Ok(()),
+                Err(b) => {
+                    self.shared.misses.add(unknown as u64);
+                    batch = b;
+                }
+            }
         }
         self.next.consume(batch).await
+    }
+}
+
+/// Releases held batches: enriched as soon as their pods arrive, unenriched at their
+/// deadline, and everything at shutdown.
+struct Releaser<N> {
+    shared: Arc<Shared>,
+    hold: Arc<Hold>,
+    next: Arc<N>,
+    deadline: Arc<Mutex<Option<Instant>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    telemetry: Arc<otel_pipeline_core::ComponentTelemetry>,
+}
+
+impl<N: Consumer<Traces>> Releaser<N> {
+    async fn release_due(
+        shared: &Shared,
+        hold: &Hold,
+        next: &N,
+        deadline: &Mutex<Option<Instant>>,
+        telemetry: &otel_pipeline_core::ComponentTelemetry,
+        all: bool,
+    ) {
+        use std::sync::atomic::Ordering;
+        let items: Vec<(Instant, Batch<Traces>)> = hold.queue.lock().drain(..).collect();
+        let redelivery = otel_pipeline_core::Redelivery {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(1),
+        };
+        let now = Instant::now();
+        for (due, mut batch) in items {
+            let unknown = shared.enrich_batch(&mut batch).await;
+            let n = batch.item_count();
+            if unknown > 0 && now < due && !all {
+                hold.queue.lock().push_back((due, batch));
+                continue;
+            }
+            if unknown > 0 {
+                shared.misses.add(unknown as u64);
+                hold.unenriched.add(n as u64);
+            } else {
+                hold.enriched.add(n as u64);
+            }
+            hold.spans.fetch_sub(n, Ordering::AcqRel);
+            redelivery.deliver(next, batch, deadline, telemetry).await;
+        }
+    }
+}
+
+impl<N: Consumer<Traces>> Lifecycle for Releaser<N> {
+    fn start(&self) -> BoxFuture<'_, Result<(), BoxError>> {
+        let shared = Arc::clone(&self.shared);
+        let hold = Arc::clone(&self.hold);
+        let next = Arc::clone(&self.next);
+        let deadline = Arc::clone(&self.deadline);
+        let telemetry = Arc::clone(&self.telemetry);
+        let mut stop = self.stop.subscribe();
+        *self.task.lock() = Some(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                Self::release_due(&shared, &hold, &*next, &deadline, &telemetry, false).await;
+            }
+        }));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move {
+            *self.deadline.lock() = Some(deadline);
+            let _ = self.stop.send(true);
+            let task = self.task.lock().take();
+            if let Some(t) = task {
+                let _ = tokio::time::timeout_at(deadline, t).await;
+            }
+            // What is still held goes on now, enriched if its pod has arrived.
+            Self::release_due(
+                &self.shared,
+                &self.hold,
+                &*self.next,
+                &self.deadline,
+                &self.telemetry,
+                true,
+            )
+            .await;
+            Ok(())
+        })
     }
 }

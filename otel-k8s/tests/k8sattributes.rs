@@ -195,6 +195,7 @@ pod_association:
   - sources: [{ from: resource_attribute, name: k8s.pod.uid }]
   - sources: [{ from: connection }]
 deleted_pod_grace: 60s
+hold_unknown_for: 400ms
 "#,
     )
     .expect("config");
@@ -264,18 +265,67 @@ deleted_pod_grace: 60s
         .await
         .expect("sent");
     assert_eq!(attr(&last(), "k8s.pod.name"), Some("db-0"));
-    // A pod on another node is not held; its spans pass on unenriched, counted.
+    // A pod on another node is not in this agent's cache: its spans are held for a while
+    // in case the pod is new, then pass on unenriched, counted.
+    let before = exported.item_count();
     sender
         .send_batch(batch_with(vec![("k8s.pod.ip", "10.2.0.9")], None, 4))
         .await
         .expect("sent");
+    assert_eq!(exported.item_count(), before, "held");
+    assert!(
+        eventually(Duration::from_secs(3), || exported.item_count()
+            == before + 2)
+        .await,
+        "released"
+    );
     assert_eq!(attr(&last(), "k8s.pod.name"), None);
+    assert_eq!(
+        telemetry.sum(
+            "otelcol_processor_k8sattributes_released_spans",
+            &[("result", "unenriched")]
+        ),
+        2
+    );
     assert_eq!(
         telemetry.sum(
             "otelcol_processor_k8sattributes_lookups",
             &[("result", "miss")]
         ),
         1
+    );
+    // The start-up race: spans arrive before their pod; they are enriched once it appears.
+    let before = exported.item_count();
+    sender
+        .send_batch(batch_with(vec![("k8s.pod.ip", "10.1.0.7")], None, 40))
+        .await
+        .expect("sent");
+    api.put(
+        PODS,
+        json(pod(
+            "u-new",
+            "worker-5f6-new",
+            "node-a",
+            &["10.1.0.7"],
+            None,
+            &[],
+            "worker:2",
+            "jkl000",
+        )),
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || exported.item_count()
+            == before + 2)
+        .await,
+        "released"
+    );
+    assert_eq!(attr(&last(), "k8s.pod.name"), Some("worker-5f6-new"));
+    assert_eq!(
+        telemetry.sum(
+            "otelcol_processor_k8sattributes_released_spans",
+            &[("result", "enriched")]
+        ),
+        2
     );
     // The ReplicaSet was fetched once; the second lookup comes from the cache.
     sender
@@ -362,7 +412,8 @@ deleted_pod_grace: 60s
 async fn readiness_waits_for_the_first_sync_and_an_unreachable_api_keeps_trying() {
     // An API server that does not serve pods (403/404 to every list): never synced.
     let api = ApiServer::start().await;
-    let config: K8sAttributesConfig = from_yaml("processors.k8sattributes", "{}").expect("config");
+    let config: K8sAttributesConfig =
+        from_yaml("processors.k8sattributes", "hold_unknown_for: 0s").expect("config");
     let telemetry = Telemetry::new();
     let (receiver, sender) = InMemoryReceiver::new();
     let (exporter, exported) = InMemoryExporter::new();
