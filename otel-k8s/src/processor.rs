@@ -131,6 +131,10 @@ type OwnerCache = (HashMap<String, Option<Arc<str>>>, VecDeque<String>);
 struct Shared {
     cache: PodMetadataCache,
     namespaces: Mutex<HashMap<String, NamespaceMeta>>,
+    /// Node labels and annotations, when an extraction reads `from: node`.
+    nodes: Mutex<HashMap<String, NamespaceMeta>>,
+    /// The kube-system namespace's UID, for `k8s.cluster.uid`.
+    cluster_uid: OnceLock<String>,
     rules: Vec<(String, Vec<Source>)>,
     metadata: Vec<&'static str>,
     extracts: Vec<Extract>,
@@ -205,12 +209,6 @@ impl Processor<Traces> for K8sAttributes {
                         return Err(ctx.invalid(&path, "give exactly one of `key` and `key_regex`"));
                     }
                 };
-                if f.from == From::Node {
-                    return Err(ctx.invalid(
-                        format!("{path}.from"),
-                        "`from: node` is not supported yet (pod and namespace are)",
-                    ));
-                }
                 if f.from == From::Pod {
                     match (&f.key, label) {
                         (Some(k), true) => drop(keep.labels.insert(k.clone())),
@@ -327,6 +325,8 @@ impl Processor<Traces> for K8sAttributes {
                 c.deleted_pod_grace.unwrap_or(Duration::from_secs(120)),
             ),
             namespaces: Mutex::default(),
+            nodes: Mutex::default(),
+            cluster_uid: OnceLock::new(),
             rules,
             metadata,
             extracts,
@@ -387,6 +387,24 @@ impl Processor<Traces> for K8sAttributes {
             telemetry: Arc::clone(&t),
         }));
         Ok(K8sAttributesConsumer { shared, hold, next })
+    }
+}
+
+/// Opens the readiness gate once every watch has had its first full list.
+struct SyncCountdown {
+    left: std::sync::atomic::AtomicUsize,
+    gate: Option<otel_pipeline_core::ReadinessGate>,
+}
+
+impl SyncCountdown {
+    /// One watch synced (call once per watch).
+    fn synced(&self) {
+        use std::sync::atomic::Ordering;
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Some(g) = &self.gate
+        {
+            g.open();
+        }
     }
 }
 
@@ -452,18 +470,45 @@ impl Lifecycle for Watches {
                 return Ok(());
             }
             let client = self.client().await?;
+            if self.shared.metadata.contains(&"k8s.cluster.uid") {
+                // The Collector's definition: the kube-system namespace's UID.
+                let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+                match namespaces.get_metadata("kube-system").await {
+                    Ok(ns) => {
+                        if let Some(uid) = ns.metadata.uid {
+                            let _ = self.shared.cluster_uid.set(uid);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "k8sattributes: cannot read kube-system for k8s.cluster.uid")
+                    }
+                }
+            }
             let pods: Api<Pod> = match &self.config.filter.namespace {
                 Some(ns) => Api::namespaced(client.clone(), ns),
                 None => Api::all(client.clone()),
             };
+            let watches = 1
+                + usize::from(self.shared.extracts.iter().any(|e| e.from == From::Node))
+                + usize::from(
+                    self.shared
+                        .extracts
+                        .iter()
+                        .any(|e| e.from == From::Namespace),
+                );
+            let countdown = Arc::new(SyncCountdown {
+                left: std::sync::atomic::AtomicUsize::new(watches),
+                gate: self.synced.clone(),
+            });
             let shared = Arc::clone(&self.shared);
-            let synced = self.synced.clone();
+            let synced = Arc::clone(&countdown);
             let cfg = self.selectors();
             let mut tasks = self.tasks.lock();
             tasks.push(tokio::spawn(async move {
                 let mut stream = watcher::watcher(pods, cfg).default_backoff().boxed();
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
                 let mut listed: Option<HashSet<String>> = None;
+                let mut first = true;
                 loop {
                     tokio::select! {
                         event = stream.next() => match event {
@@ -481,8 +526,8 @@ impl Lifecycle for Watches {
                             }
                             Some(Ok(Event::InitDone)) => {
                                 shared.relists.add(1);
-                                if let Some(g) = &synced {
-                                    g.open();
+                                if std::mem::take(&mut first) {
+                                    synced.synced();
                                 }
                                 if let Some(set) = listed.take() {
                                     shared.cache.forget_all_but(&set, Instant::now());
@@ -496,6 +541,51 @@ impl Lifecycle for Watches {
                     shared.pods.set(shared.cache.len() as i64);
                 }
             }));
+            if self.shared.extracts.iter().any(|e| e.from == From::Node) {
+                // Metadata only, and on an agent only its own node.
+                let nodes: Api<PartialObjectMeta<k8s_openapi::api::core::v1::Node>> =
+                    Api::all(client.clone());
+                let node = self.config.filter.node.clone().or_else(|| {
+                    self.config
+                        .filter
+                        .node_from_env_var
+                        .as_ref()
+                        .and_then(|v| std::env::var(v).ok())
+                        .filter(|n| !n.is_empty())
+                });
+                let cfg = match &node {
+                    Some(n) => watcher::Config::default().fields(&format!("metadata.name={n}")),
+                    None => watcher::Config::default(),
+                };
+                let shared = Arc::clone(&self.shared);
+                let synced = Arc::clone(&countdown);
+                tasks.push(tokio::spawn(async move {
+                    let mut stream = watcher::watcher(nodes, cfg).default_backoff().boxed();
+                    let mut first = true;
+                    while let Some(event) = stream.next().await {
+                        match event {
+                            Ok(Event::InitDone) if std::mem::take(&mut first) => synced.synced(),
+                            Ok(Event::Apply(n) | Event::InitApply(n)) => {
+                                if let Some(name) = n.metadata.name.clone() {
+                                    let labels = n.metadata.labels.clone().unwrap_or_default();
+                                    let annotations = n.metadata.annotations.clone().unwrap_or_default();
+                                    shared.nodes.lock().insert(name, (labels, annotations));
+                                }
+                            }
+                            Ok(Event::Delete(n)) => {
+                                if let Some(name) = &n.metadata.name {
+                                    shared.nodes.lock().remove(name);
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                shared.restarts.add(1);
+                                tracing::warn!(error = %e, "k8sattributes: node watch failed; retrying");
+                            }
+                        }
+                    }
+                }));
+            }
             if self
                 .shared
                 .extracts
@@ -505,10 +595,13 @@ impl Lifecycle for Watches {
                 // Metadata only: labels and annotations are all a namespace gives.
                 let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client);
                 let shared = Arc::clone(&self.shared);
+                let synced = Arc::clone(&countdown);
                 tasks.push(tokio::spawn(async move {
                     let mut stream = watcher::watcher(namespaces, watcher::Config::default()).default_backoff().boxed();
+                    let mut first = true;
                     while let Some(event) = stream.next().await {
                         match event {
+                            Ok(Event::InitDone) if std::mem::take(&mut first) => synced.synced(),
                             Ok(Event::Apply(ns) | Event::InitApply(ns)) => {
                                 if let Some(name) = ns.metadata.name.clone() {
                                     let labels = ns.metadata.labels.clone().unwrap_or_default();
@@ -754,6 +847,7 @@ impl Shared {
                             .filter(|t| t != "latest")
                     }),
                 "service.namespace" => Some(pod.namespace.to_string()),
+                "k8s.cluster.uid" => self.cluster_uid.get().cloned(),
                 "service.instance.id" => Some(format!(
                     "{}.{}.{}",
                     pod.namespace,
@@ -770,6 +864,7 @@ impl Shared {
             return Found::Done;
         }
         let namespaces = self.namespaces.lock();
+        let nodes = self.nodes.lock();
         for e in &self.extracts {
             let pairs: Vec<(&str, &str)> = match e.from {
                 From::Pod => {
@@ -787,11 +882,19 @@ impl Shared {
                         .collect(),
                     None => Vec::new(),
                 },
-                From::Node => Vec::new(),
+                From::Node => match pod.node.as_ref().and_then(|n| nodes.get(&**n)) {
+                    Some((labels, annotations)) => (if e.label { labels } else { annotations })
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect(),
+                    None => Vec::new(),
+                },
             };
             let scope = match (e.from, e.label) {
                 (From::Namespace, true) => "k8s.namespace.labels",
                 (From::Namespace, false) => "k8s.namespace.annotations",
+                (From::Node, true) => "k8s.node.labels",
+                (From::Node, false) => "k8s.node.annotations",
                 (_, true) => "k8s.pod.labels",
                 (_, false) => "k8s.pod.annotations",
             };

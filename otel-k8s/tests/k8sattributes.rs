@@ -176,6 +176,10 @@ async fn enrichment_from_a_watched_api_server() {
         "/apis/apps/v1/namespaces/shop/replicasets/web-7d9",
         serde_json::json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": serde_json::to_value(&rs.metadata).expect("metadata")}),
     );
+    api.put("/api/v1/nodes", serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a", "uid": "n-a", "labels": {"topology.kubernetes.io/zone": "eu-west-1b"}}}));
+    api.put("/api/v1/nodes", serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-b", "uid": "n-b", "labels": {"topology.kubernetes.io/zone": "eu-west-1c"}}}));
+    api.put("/api/v1/namespaces", serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "uid": "ns-shop", "labels": {"cost-center": "cc-42"}}}));
+    api.single("/api/v1/namespaces/kube-system", serde_json::json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": "kube-system", "uid": "cluster-7f3a"}}));
     let client = api.client();
 
     // The agent's section as operations teams write it, plus an association by UID.
@@ -186,10 +190,12 @@ auth_type: serviceAccount
 filter:
   node: node-a
 extract:
-  metadata: [k8s.pod.name, k8s.pod.uid, k8s.deployment.name, k8s.namespace.name, k8s.node.name, k8s.statefulset.name, container.image.name, container.image.tag, service.name, service.version]
+  metadata: [k8s.pod.name, k8s.pod.uid, k8s.deployment.name, k8s.namespace.name, k8s.node.name, k8s.statefulset.name, container.image.name, container.image.tag, service.name, service.version, k8s.cluster.uid]
   labels:
     - { tag_name: app.version, key: app.kubernetes.io/version, from: pod }
     - { tag_name: team, key: team, from: pod }
+    - { tag_name: cloud.availability_zone, key: topology.kubernetes.io/zone, from: node }
+    - { key_regex: "cost-(.*)", tag_name: "cost.$1", from: namespace }
 pod_association:
   - sources: [{ from: resource_attribute, name: k8s.pod.ip }]
   - sources: [{ from: resource_attribute, name: k8s.pod.uid }]
@@ -218,10 +224,16 @@ hold_unknown_for: 400ms
         "synced {} pods",
         pods()
     );
+    assert!(
+        eventually(Duration::from_secs(5), || running.health().is_ready()).await,
+        "ready once pods, nodes and namespaces are synced"
+    );
+    let mut selectors = api.field_selectors();
+    selectors.sort();
     assert_eq!(
-        api.field_selectors(),
-        ["spec.nodeName=node-a"],
-        "an agent watches its node only"
+        selectors,
+        ["metadata.name=node-a", "spec.nodeName=node-a"],
+        "an agent watches its node's pods, and its node only"
     );
 
     let last = || {
@@ -254,6 +266,17 @@ hold_unknown_for: 400ms
     assert_eq!(attr(&r, "container.image.tag"), Some("1.4.2"));
     assert_eq!(attr(&r, "service.name"), Some("web"));
     assert_eq!(attr(&r, "service.version"), Some("1.4.2"));
+    assert_eq!(
+        attr(&r, "cloud.availability_zone"),
+        Some("eu-west-1b"),
+        "a node label"
+    );
+    assert_eq!(
+        attr(&r, "cost.center"),
+        Some("cc-42"),
+        "a namespace label by key_regex"
+    );
+    assert_eq!(attr(&r, "k8s.cluster.uid"), Some("cluster-7f3a"));
     // By UID, and by the connection's address.
     sender
         .send_batch(batch_with(vec![("k8s.pod.uid", "u-db")], None, 2))

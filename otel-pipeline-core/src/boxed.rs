@@ -364,18 +364,7 @@ impl ReceiverGroup {
     pub async fn shutdown(self, deadline: Instant) -> Result<(), ShutdownError> {
         let _ = self.shutdown_tx.send(true);
         let mut failures = Vec::new();
-        for (id, receiver) in self.running {
-            let mut task = receiver.into_task();
-            match tokio::time::timeout_at(deadline, &mut task).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => failures.push((id, e.to_string())),
-                Ok(Err(join)) => failures.push((id, format!("task failed: {join}"))),
-                Err(_) => {
-                    task.abort();
-                    failures.push((id, "did not stop before the deadline".to_string()));
-                }
-            }
-        }
+        crate::runtime::stop_receivers(self.running, deadline, &mut failures).await;
         ShutdownError::from_failures(failures)
     }
 }

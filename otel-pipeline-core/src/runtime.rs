@@ -141,6 +141,26 @@ pub struct ShutdownError {
     pub failures: Vec<(ComponentId, String)>,
 }
 
+/// Wait for receivers (already told to stop) until `deadline`; abort and name the late ones.
+pub(crate) async fn stop_receivers(
+    receivers: Vec<(ComponentId, RunningReceiver)>,
+    deadline: Instant,
+    failures: &mut Vec<(ComponentId, String)>,
+) {
+    for (id, receiver) in receivers {
+        let mut task = receiver.into_task();
+        match tokio::time::timeout_at(deadline, &mut task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => failures.push((id, e.to_string())),
+            Ok(Err(join)) => failures.push((id, format!("task failed: {join}"))),
+            Err(_) => {
+                task.abort();
+                failures.push((id, "did not stop before the deadline".to_string()));
+            }
+        }
+    }
+}
+
 impl ShutdownError {
     pub(crate) fn from_failures(failures: Vec<(ComponentId, String)>) -> Result<(), Self> {
         if failures.is_empty() {
@@ -242,18 +262,7 @@ impl RunningPipeline {
         let _ = self.shutdown_tx.send(true);
         let mut failures = Vec::new();
 
-        for (id, receiver) in std::mem::take(&mut self.receivers) {
-            let mut task = receiver.into_task();
-            match tokio::time::timeout_at(deadline, &mut task).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => failures.push((id, e.to_string())),
-                Ok(Err(join)) => failures.push((id, format!("task failed: {join}"))),
-                Err(_) => {
-                    task.abort();
-                    failures.push((id, "did not stop before the deadline".to_string()));
-                }
-            }
-        }
+        stop_receivers(std::mem::take(&mut self.receivers), deadline, &mut failures).await;
 
         // Reverse of start order: the first processor flushes into the second, ..., and
         // the exporters drain last.

@@ -417,35 +417,16 @@ impl Inner {
                 ));
             }
             let parts = self.split(data, &ring, None);
-            let mut refused = ExportTraceServiceRequest::default();
-            let mut retry_after = None;
-            let mut again = false;
-            for (i, part) in parts {
-                let backend = &ring.backends[i];
-                let n = count(&part);
-                match backend
-                    .child
-                    .consumer()
-                    .consume(Batch {
-                        data: part,
-                        client: client.clone(),
-                    })
-                    .await
-                {
-                    Ok(()) => backend.routed.add(n as u64),
-                    Err(ConsumeError::Refused(r)) => {
-                        if !self.is_current(backend) {
-                            again = true;
-                        } else {
-                            retry_after = retry_after.or(r.retry_after);
-                        }
-                        refused.resource_spans.extend(r.batch.data.resource_spans);
-                    }
-                    Err(ConsumeError::Rejected(r)) => {
-                        rejected += r.items;
-                        reasons = r.reason.into_owned();
-                    }
-                }
+            let Sent {
+                refused,
+                retry_after,
+                left: again,
+                rejected: r,
+                reason,
+            } = self.send_parts(&ring, parts, &client, false).await;
+            if r > 0 {
+                rejected += r;
+                reasons = reason;
             }
             if refused.resource_spans.is_empty() {
                 break;
@@ -472,6 +453,51 @@ impl Inner {
         Ok(())
     }
 
+    /// Hand each part to its endpoint's exporter. Returns what was refused (merged), the
+    /// earliest `retry_after` of a refusal from an endpoint still in the set, whether an
+    /// endpoint that has left refused (route again at once), and the rejected items.
+    async fn send_parts(
+        &self,
+        ring: &Ring,
+        parts: Vec<(usize, ExportTraceServiceRequest)>,
+        client: &Option<Arc<otel_pipeline_core::ClientInfo>>,
+        rerouted: bool,
+    ) -> Sent {
+        let mut sent = Sent::default();
+        for (i, part) in parts {
+            let backend = &ring.backends[i];
+            let n = count(&part) as u64;
+            let batch = Batch {
+                data: part,
+                client: client.clone(),
+            };
+            match backend.child.consumer().consume(batch).await {
+                Ok(()) => {
+                    backend.routed.add(n);
+                    if rerouted {
+                        backend.rerouted.add(n);
+                    }
+                }
+                Err(ConsumeError::Refused(r)) => {
+                    if self.is_current(backend) {
+                        sent.retry_after = sent.retry_after.or(r.retry_after);
+                    } else {
+                        sent.left = true;
+                    }
+                    sent.refused
+                        .resource_spans
+                        .extend(r.batch.data.resource_spans);
+                }
+                // Counted by the endpoint that rejected it.
+                Err(ConsumeError::Rejected(r)) => {
+                    sent.rejected += r.items;
+                    sent.reason = r.reason.into_owned();
+                }
+            }
+        }
+        sent
+    }
+
     fn is_current(&self, backend: &Backend) -> bool {
         self.ring
             .read()
@@ -494,30 +520,7 @@ impl Inner {
             let usable = ring.backends.len() - usize::from(exclude.is_some());
             if usable > 0 {
                 let parts = self.split(data, &ring, exclude);
-                let mut refused = ExportTraceServiceRequest::default();
-                for (i, part) in parts {
-                    let backend = &ring.backends[i];
-                    let n = count(&part);
-                    match backend
-                        .child
-                        .consumer()
-                        .consume(Batch {
-                            data: part,
-                            client: client.clone(),
-                        })
-                        .await
-                    {
-                        Ok(()) => {
-                            backend.routed.add(n as u64);
-                            backend.rerouted.add(n as u64);
-                        }
-                        Err(ConsumeError::Refused(r)) => {
-                            refused.resource_spans.extend(r.batch.data.resource_spans)
-                        }
-                        // Counted by the endpoint that rejected it.
-                        Err(ConsumeError::Rejected(_)) => {}
-                    }
-                }
+                let refused = self.send_parts(&ring, parts, &client, true).await.refused;
                 if refused.resource_spans.is_empty() {
                     return;
                 }
@@ -938,6 +941,16 @@ impl Lifecycle for RouterLifecycle {
             }
         })
     }
+}
+
+/// What [`Inner::send_parts`] could not place.
+#[derive(Default)]
+struct Sent {
+    refused: ExportTraceServiceRequest,
+    retry_after: Option<Duration>,
+    left: bool,
+    rejected: usize,
+    reason: String,
 }
 
 /// Resolves once `stop` is true (or its sender is gone).

@@ -1096,44 +1096,56 @@ async fn start_receiver(
         };
         (feeds, label)
     };
+    // Each signal part of the receiver fans out to the heads of that signal's pipelines.
+    async fn part<S: crate::signal::Signal>(
+        group: &mut ReceiverGroup,
+        receiver: crate::boxed::BoxReceiver<S>,
+        heads: Vec<BoxConsumer<S>>,
+        label: &str,
+    ) -> Result<(), StartError> {
+        group
+            .start(receiver, BoxConsumer::new(FanOutAll::new(heads)), label)
+            .await
+    }
+    let heads_of = |signal: SignalKind| {
+        let (feeds, label) = pick(signal);
+        (
+            feeds.into_iter().map(|i| &heads[i]).collect::<Vec<_>>(),
+            label,
+        )
+    };
     if let Some(r) = plan.traces {
-        let (feeds, label) = pick(SignalKind::Traces);
-        let consumers = feeds
-            .iter()
-            .filter_map(|i| match &heads[*i] {
+        let (hs, label) = heads_of(SignalKind::Traces);
+        let hs = hs
+            .into_iter()
+            .filter_map(|h| match h {
                 AnyHead::Traces(c) => Some(c.clone()),
                 _ => None,
             })
             .collect();
-        group
-            .start(r, BoxConsumer::new(FanOutAll::new(consumers)), &label)
-            .await?;
+        part(group, r, hs, &label).await?;
     }
     if let Some(r) = plan.metrics {
-        let (feeds, label) = pick(SignalKind::Metrics);
-        let consumers = feeds
-            .iter()
-            .filter_map(|i| match &heads[*i] {
+        let (hs, label) = heads_of(SignalKind::Metrics);
+        let hs = hs
+            .into_iter()
+            .filter_map(|h| match h {
                 AnyHead::Metrics(c) => Some(c.clone()),
                 _ => None,
             })
             .collect();
-        group
-            .start(r, BoxConsumer::new(FanOutAll::new(consumers)), &label)
-            .await?;
+        part(group, r, hs, &label).await?;
     }
     if let Some(r) = plan.logs {
-        let (feeds, label) = pick(SignalKind::Logs);
-        let consumers = feeds
-            .iter()
-            .filter_map(|i| match &heads[*i] {
+        let (hs, label) = heads_of(SignalKind::Logs);
+        let hs = hs
+            .into_iter()
+            .filter_map(|h| match h {
                 AnyHead::Logs(c) => Some(c.clone()),
                 _ => None,
             })
             .collect();
-        group
-            .start(r, BoxConsumer::new(FanOutAll::new(consumers)), &label)
-            .await?;
+        part(group, r, hs, &label).await?;
     }
     Ok(())
 }
