@@ -49,6 +49,10 @@ fn pod(
     p.metadata.name = Some(name.into());
     p.metadata.namespace = Some("shop".into());
     p.metadata.owner_references = owner_ref.map(|o| vec![o]);
+    p.metadata.annotations = Some(BTreeMap::from([(
+        "ci.example/commit".to_string(),
+        format!("{uid}-sha"),
+    )]));
     p.metadata.labels = Some(
         labels
             .iter()
@@ -196,6 +200,8 @@ extract:
     - { tag_name: team, key: team, from: pod }
     - { tag_name: cloud.availability_zone, key: topology.kubernetes.io/zone, from: node }
     - { key_regex: "cost-(.*)", tag_name: "cost.$1", from: namespace }
+  annotations:
+    - { tag_name: git.commit, key: ci.example/commit, from: pod }
 pod_association:
   - sources: [{ from: resource_attribute, name: k8s.pod.ip }]
   - sources: [{ from: resource_attribute, name: k8s.pod.uid }]
@@ -277,6 +283,11 @@ hold_unknown_for: 400ms
         "a namespace label by key_regex"
     );
     assert_eq!(attr(&r, "k8s.cluster.uid"), Some("cluster-7f3a"));
+    assert_eq!(
+        attr(&r, "git.commit"),
+        Some("u-web-sha"),
+        "a pod annotation"
+    );
     // By UID, and by the connection's address.
     sender
         .send_batch(batch_with(vec![("k8s.pod.uid", "u-db")], None, 2))
@@ -405,6 +416,38 @@ hold_unknown_for: 400ms
         })
         .await,
         "the new pod with the reused IP"
+    );
+
+    // The API server drops the watch: the watcher watches again, the cache is kept, and
+    // later events still arrive.
+    assert!(eventually(Duration::from_secs(5), || api.watches(PODS) == 1).await);
+    api.drop_watches();
+    assert!(
+        eventually(Duration::from_secs(10), || api.watches(PODS) == 1).await,
+        "watching again"
+    );
+    sender
+        .send_batch(batch_with(vec![], Some("10.1.0.6"), 41))
+        .await
+        .expect("sent");
+    assert_eq!(attr(&last(), "k8s.pod.name"), Some("db-0"), "cache kept");
+    api.put(
+        PODS,
+        json(pod(
+            "u-late",
+            "late-0",
+            "node-a",
+            &["10.1.0.8"],
+            None,
+            &[],
+            "late:1",
+            "mno111",
+        )),
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || pods() >= 4).await,
+        "events after the reconnect: {}",
+        pods()
     );
 
     // 410 Gone mid-watch: the watcher lists again and the cache stays whole.

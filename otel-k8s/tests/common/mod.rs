@@ -176,6 +176,23 @@ impl ApiServer {
         Self::event(&mut s, collection, "ERROR", &status);
     }
 
+    /// Close every open watch without a word, as a restarted API server or a load
+    /// balancer would.
+    pub fn drop_watches(&self) {
+        self.state.lock().expect("state").watchers.clear();
+    }
+
+    /// How many watches are open on `collection`.
+    pub fn watches(&self, collection: &str) -> usize {
+        self.state
+            .lock()
+            .expect("state")
+            .watchers
+            .iter()
+            .filter(|w| w.0 == collection)
+            .count()
+    }
+
     /// Serve `object` at `path`.
     pub fn single(&self, path: &str, object: serde_json::Value) {
         self.state
