@@ -165,7 +165,7 @@ pub(crate) fn record(pod: &Pod, keep: &Keep, strings: &mut Interner) -> Option<P
                     let id = statuses
                         .and_then(|list| list.iter().find(|st| st.name == c.name))
                         .and_then(|st| st.container_id.as_deref())
-                        .map(|id| strings.get(id.split_once("://").map_or(id, |(_, rest)| rest)));
+                        .map(|id| Arc::from(id.split_once("://").map_or(id, |(_, rest)| rest)));
                     ContainerRecord {
                         name: strings.get(&c.name),
                         image_name: strings.get(image_name),
@@ -190,15 +190,16 @@ pub(crate) fn record(pod: &Pod, keep: &Keep, strings: &mut Interner) -> Option<P
             uid: strings.get(&o.uid),
         });
     Some(PodRecord {
-        uid: strings.get(uid),
-        name: strings.get(meta.name.as_deref().unwrap_or("")),
+        // Unique per pod: not interned (an interner entry would only add to them).
+        uid: Arc::from(uid),
+        name: Arc::from(meta.name.as_deref().unwrap_or("")),
         namespace: strings.get(meta.namespace.as_deref().unwrap_or("")),
         node: spec
             .and_then(|s| s.node_name.as_deref())
             .map(|n| strings.get(n)),
         start_time: status
             .and_then(|s| s.start_time.as_ref())
-            .map(|t| strings.get(&t.0.to_string())),
+            .map(|t| Arc::from(t.0.to_string().as_str())),
         ips,
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
         owner,
@@ -213,11 +214,17 @@ pub(crate) fn record(pod: &Pod, keep: &Keep, strings: &mut Interner) -> Option<P
     })
 }
 
+/// Maps keyed by strings and addresses the cache makes itself (no untrusted keys): ahash.
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
 #[derive(Debug, Default)]
 struct Index {
-    by_uid: HashMap<Arc<str>, (Arc<PodRecord>, Option<Instant>)>,
-    by_ip: HashMap<IpAddr, Arc<str>>,
-    by_container: HashMap<Arc<str>, Arc<str>>,
+    by_uid: Map<Arc<str>, Arc<PodRecord>>,
+    /// Straight to the record: one lookup per span batch.
+    by_ip: Map<IpAddr, Arc<PodRecord>>,
+    by_container: Map<Arc<str>, Arc<PodRecord>>,
+    /// Deleted pods still held, and when their grace ends.
+    deleted: Map<Arc<str>, Instant>,
     /// Deleted pods by when they expire.
     expiring: VecDeque<(Instant, Arc<str>)>,
     strings: Interner,
@@ -248,10 +255,11 @@ impl PodMetadataCache {
             return;
         };
         let rec = Arc::new(rec);
-        if let Some((old, _)) = ix.by_uid.get(&rec.uid).cloned() {
+        let same = |r: &Arc<PodRecord>| r.uid == rec.uid;
+        if let Some(old) = ix.by_uid.get(&rec.uid).cloned() {
             // IPs and containers the pod no longer has stop pointing at it.
             for ip in &old.ips {
-                if !rec.ips.contains(ip) && ix.by_ip.get(ip) == Some(&rec.uid) {
+                if !rec.ips.contains(ip) && ix.by_ip.get(ip).is_some_and(same) {
                     ix.by_ip.remove(ip);
                 }
             }
@@ -265,15 +273,17 @@ impl PodMetadataCache {
         }
         if !rec.host_network {
             for ip in &rec.ips {
-                ix.by_ip.insert(*ip, Arc::clone(&rec.uid));
+                ix.by_ip.insert(*ip, Arc::clone(&rec));
             }
         }
         for c in &rec.containers {
             if let Some(id) = &c.id {
-                ix.by_container.insert(Arc::clone(id), Arc::clone(&rec.uid));
+                ix.by_container.insert(Arc::clone(id), Arc::clone(&rec));
             }
         }
-        ix.by_uid.insert(Arc::clone(&rec.uid), (rec, None));
+        // An update of a pod marked deleted (a re-list found it after all) revives it.
+        ix.deleted.remove(&rec.uid);
+        ix.by_uid.insert(Arc::clone(&rec.uid), rec);
     }
 
     /// A pod was deleted: it stays for the grace period.
@@ -282,12 +292,11 @@ impl PodMetadataCache {
             return;
         };
         let mut ix = self.index.write();
-        let expires = now + self.deleted_grace;
-        let Some((_, gone)) = ix.by_uid.get_mut(uid) else {
+        let Some(uid) = ix.by_uid.get_key_value(uid).map(|(k, _)| Arc::clone(k)) else {
             return;
         };
-        *gone = Some(expires);
-        let uid: Arc<str> = Arc::from(uid);
+        let expires = now + self.deleted_grace;
+        ix.deleted.insert(Arc::clone(&uid), expires);
         ix.expiring.push_back((expires, uid));
     }
 
@@ -298,9 +307,9 @@ impl PodMetadataCache {
         let stale: Vec<Pod> = {
             let ix = self.index.read();
             ix.by_uid
-                .iter()
-                .filter(|(uid, (_, gone))| gone.is_none() && !listed.contains(&***uid))
-                .map(|(uid, _)| {
+                .keys()
+                .filter(|uid| !ix.deleted.contains_key(*uid) && !listed.contains(&***uid))
+                .map(|uid| {
                     let mut p = Pod::default();
                     p.metadata.uid = Some(uid.to_string());
                     p
@@ -323,21 +332,23 @@ impl PodMetadataCache {
             let Some((_, uid)) = ix.expiring.pop_front() else {
                 break;
             };
-            let Some((rec, Some(gone))) = ix.by_uid.get(&uid).cloned() else {
+            match ix.deleted.get(&uid) {
+                Some(gone) if *gone <= now => {}
+                // Revived, or deleted again later (a later entry expires it).
+                _ => continue,
+            }
+            ix.deleted.remove(&uid);
+            let Some(rec) = ix.by_uid.remove(&uid) else {
                 continue;
             };
-            if gone > now {
-                continue; // deleted again later (re-list): a later entry expires it
-            }
-            ix.by_uid.remove(&uid);
             for ip in &rec.ips {
-                if ix.by_ip.get(ip) == Some(&uid) {
+                if ix.by_ip.get(ip).is_some_and(|r| r.uid == uid) {
                     ix.by_ip.remove(ip);
                 }
             }
             for c in &rec.containers {
                 if let Some(id) = &c.id
-                    && ix.by_container.get(id) == Some(&uid)
+                    && ix.by_container.get(id).is_some_and(|r| r.uid == uid)
                 {
                     ix.by_container.remove(id);
                 }
@@ -348,26 +359,18 @@ impl PodMetadataCache {
 
     /// The pod that has (or, within the grace period, had) `ip`.
     pub fn by_ip(&self, ip: IpAddr) -> Option<Arc<PodRecord>> {
-        let ix = self.index.read();
-        let uid = ix.by_ip.get(&ip)?;
-        ix.by_uid.get(uid).map(|(r, _)| Arc::clone(r))
+        self.index.read().by_ip.get(&ip).cloned()
     }
 
     /// The pod with `uid`.
     pub fn by_uid(&self, uid: &str) -> Option<Arc<PodRecord>> {
-        self.index
-            .read()
-            .by_uid
-            .get(uid)
-            .map(|(r, _)| Arc::clone(r))
+        self.index.read().by_uid.get(uid).cloned()
     }
 
     /// The pod running container `id` (with or without a `runtime://` prefix).
     pub fn by_container_id(&self, id: &str) -> Option<Arc<PodRecord>> {
         let id = id.split_once("://").map_or(id, |(_, rest)| rest);
-        let ix = self.index.read();
-        let uid = ix.by_container.get(id)?;
-        ix.by_uid.get(uid).map(|(r, _)| Arc::clone(r))
+        self.index.read().by_container.get(id).cloned()
     }
 
     /// Pods held (deleted ones within their grace included).
