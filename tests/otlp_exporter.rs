@@ -176,3 +176,96 @@ async fn client_address_and_metadata_reach_the_pipeline() {
     assert_eq!(client.metadata("X-Tenant"), Some("acme"));
     gw.shutdown(Duration::from_secs(2)).await.expect("stops");
 }
+
+/// A backend's `Retry-After` is honoured within the retry bounds: `18446744073709551615`
+/// (u64::MAX seconds) neither panics a worker nor stalls it, and `0` does not spin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_retry_after_values_are_clamped() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let times = std::sync::Arc::new(arrivals::Times::default());
+    let (count, log) = (std::sync::Arc::clone(&seen), std::sync::Arc::clone(&times));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let (count, log) = (std::sync::Arc::clone(&count), std::sync::Arc::clone(&log));
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    // One request per read is enough for these small bodies.
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    log.push(Instant::now());
+                    let answer: &[u8] = match count.fetch_add(1, Ordering::SeqCst) {
+                        0 => b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 18446744073709551615\r\ncontent-length: 0\r\n\r\n",
+                        1 | 2 => b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0\r\ncontent-length: 0\r\n\r\n",
+                        _ => b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+                    };
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut config = OtlpExporterConfig {
+        endpoint: format!("http://{addr}"),
+        protocol: Protocol::HttpProtobuf,
+        retry: RetryConfig {
+            initial_interval: Duration::from_millis(40),
+            max_interval: Duration::from_millis(200),
+            max_elapsed: Duration::from_secs(10),
+            ..RetryConfig::default()
+        },
+        ..OtlpExporterConfig::default()
+    };
+    config.queue.enabled = false;
+    let (running, sender) = common::agent(config).await;
+    let started = Instant::now();
+    sender
+        .send(generate_traces(1, 3, 4))
+        .await
+        .expect("delivered after the refusals");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "not stalled by a huge Retry-After"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 4);
+    let t = times.all();
+    for pair in t.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(35),
+            "no spin on Retry-After: 0: {:?}",
+            pair[1] - pair[0]
+        );
+    }
+    running
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("stops");
+}
+
+mod arrivals {
+    /// Request arrival times.
+    #[derive(Default)]
+    pub(super) struct Times(std::sync::Mutex<Vec<std::time::Instant>>);
+    impl Times {
+        pub(super) fn push(&self, t: std::time::Instant) {
+            self.0.lock().expect("times").push(t);
+        }
+        pub(super) fn all(&self) -> Vec<std::time::Instant> {
+            self.0.lock().expect("times").clone()
+        }
+    }
+}

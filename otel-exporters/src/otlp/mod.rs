@@ -6,7 +6,8 @@
 //!   `retry.max_elapsed`: gRPC `UNAVAILABLE`, `CANCELLED`, `DEADLINE_EXCEEDED`, `ABORTED`,
 //!   `OUT_OF_RANGE`, `DATA_LOSS`, and `RESOURCE_EXHAUSTED` when the server sent `RetryInfo`;
 //!   HTTP 429, 502, 503, 504; connection errors and timeouts. A server's `RetryInfo` or
-//!   `Retry-After` replaces the computed wait.
+//!   `Retry-After` replaces the computed wait, within `initial_interval..=max_interval`
+//!   (a huge value cannot stall or overflow a worker; `0` cannot make it spin).
 //! - **Permanent** answers are not retried: the items are counted in
 //!   `otelcol_exporter_send_failed_*` and dropped.
 //! - A **partial success** counts the items the server rejected as send-failed, the rest as
@@ -431,8 +432,13 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
             headers,
             telemetry: ctx.telemetry(),
             deadline: Arc::clone(&deadline),
+            // Seeded from the process's random hash keys, so exporters (and processes) do
+            // not retry in lockstep.
             jitter: AtomicU64::new(
-                0x9E37_79B9_7F4A_7C15 ^ Instant::now().elapsed().as_nanos() as u64,
+                std::hash::BuildHasher::hash_one(
+                    &std::collections::hash_map::RandomState::new(),
+                    0u64,
+                ) | 1,
             ),
             config: config.clone(),
             _signal: PhantomData,
@@ -792,16 +798,23 @@ impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
             let r = &self.config.retry;
             let backoff =
                 Duration::from_secs_f64(wait.as_secs_f64() * self.jitter(r.randomization));
-            let pause = retry_after.unwrap_or(backoff);
+            // A server's Retry-After / RetryInfo is honoured within the configured bounds:
+            // never a busy loop on 0, never a pause beyond max_interval on a huge value.
+            let pause = match retry_after {
+                Some(asked) => {
+                    asked.clamp(r.initial_interval, r.max_interval.max(r.initial_interval))
+                }
+                None => backoff,
+            };
             let shutdown = *self.deadline.lock();
-            if shutdown.is_some_and(|d| Instant::now() + pause >= d) {
+            if shutdown.is_some_and(|d| Instant::now().checked_add(pause).is_none_or(|t| t >= d)) {
                 self.telemetry.add_dropped("shutdown_deadline", n);
                 return Err(ConsumeError::rejected(
                     n,
                     format!("gave up at shutdown: {reason}"),
                 ));
             }
-            if !r.enabled || started.elapsed() + pause > r.max_elapsed {
+            if !r.enabled || started.elapsed().saturating_add(pause) > r.max_elapsed {
                 if let Some(hand_back) = &self.hooks.hand_back {
                     // The owner sends it elsewhere; this endpoint counts nothing for it.
                     hand_back(batch).await;
