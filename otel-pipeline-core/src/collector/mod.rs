@@ -1114,39 +1114,25 @@ async fn start_receiver(
             label,
         )
     };
-    if let Some(r) = plan.traces {
-        let (hs, label) = heads_of(SignalKind::Traces);
-        let hs = hs
-            .into_iter()
-            .filter_map(|h| match h {
-                AnyHead::Traces(c) => Some(c.clone()),
-                _ => None,
-            })
-            .collect();
-        part(group, r, hs, &label).await?;
+    // The same for each signal: its part of the receiver, its pipelines' heads.
+    macro_rules! start_part {
+        ($part:expr, $kind:ident) => {
+            if let Some(r) = $part {
+                let (hs, label) = heads_of(SignalKind::$kind);
+                let hs = hs
+                    .into_iter()
+                    .filter_map(|h| match h {
+                        AnyHead::$kind(c) => Some(c.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                part(group, r, hs, &label).await?;
+            }
+        };
     }
-    if let Some(r) = plan.metrics {
-        let (hs, label) = heads_of(SignalKind::Metrics);
-        let hs = hs
-            .into_iter()
-            .filter_map(|h| match h {
-                AnyHead::Metrics(c) => Some(c.clone()),
-                _ => None,
-            })
-            .collect();
-        part(group, r, hs, &label).await?;
-    }
-    if let Some(r) = plan.logs {
-        let (hs, label) = heads_of(SignalKind::Logs);
-        let hs = hs
-            .into_iter()
-            .filter_map(|h| match h {
-                AnyHead::Logs(c) => Some(c.clone()),
-                _ => None,
-            })
-            .collect();
-        part(group, r, hs, &label).await?;
-    }
+    start_part!(plan.traces, Traces);
+    start_part!(plan.metrics, Metrics);
+    start_part!(plan.logs, Logs);
     Ok(())
 }
 
