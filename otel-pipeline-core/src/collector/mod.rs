@@ -824,6 +824,43 @@ impl CollectorConfig {
         })
     }
 
+    /// Build a pipeline's `section` list (`processors`, `exporters`) for signal `S`
+    /// through each type's factory; errors are placed in the user's file.
+    fn components<S: CollectorSignal, T, M>(
+        &self,
+        spec: &PipelineSpec,
+        section: &str,
+        ids: &[ComponentId],
+        factory: impl Fn(&str) -> Option<M>,
+        lacks: &str,
+        errors: &mut Vec<ConfigError>,
+    ) -> Vec<T>
+    where
+        M: Fn(&Section<'_>) -> Option<Result<T, ConfigError>>,
+    {
+        let mut out = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let place = self.section(section, id);
+            // An unknown type was reported while checking the document's shape.
+            let Some(make) = factory(id.kind()) else {
+                continue;
+            };
+            match make(&place) {
+                Some(Ok(c)) => out.push(c),
+                Some(Err(e)) => errors.push(place.place(e)),
+                None => errors.push(self.err(
+                    &format!("service.pipelines.{}.{section}[{i}]", spec.name),
+                    format!(
+                        "{} `{id}` {lacks} {}",
+                        section.trim_end_matches('s'),
+                        S::PIPELINE
+                    ),
+                )),
+            }
+        }
+        out
+    }
+
     fn build_pipeline<S: CollectorSignal>(
         &self,
         registry: &Registry,
@@ -831,36 +868,32 @@ impl CollectorConfig {
         telemetry: &Telemetry,
     ) -> Result<BuiltDyn<S>, Vec<ConfigError>> {
         let mut errors = Vec::new();
-        let mut processors: Vec<BoxProcessor<S>> = Vec::new();
-        for (i, id) in spec.processors.iter().enumerate() {
-            let section = self.section("processors", id);
-            let Some(factory) = registry.processors.get(id.kind()) else {
-                continue;
-            };
-            match S::processor(&**factory, &section) {
-                Some(Ok(p)) => processors.push(p),
-                Some(Err(e)) => errors.push(section.place(e)),
-                None => errors.push(self.err(
-                    &format!("service.pipelines.{}.processors[{i}]", spec.name),
-                    format!("processor `{id}` does not handle {}", S::PIPELINE),
-                )),
-            }
-        }
-        let mut exporters: Vec<BoxExporter<S>> = Vec::new();
-        for (i, id) in spec.exporters.iter().enumerate() {
-            let section = self.section("exporters", id);
-            let Some(factory) = registry.exporters.get(id.kind()) else {
-                continue;
-            };
-            match S::exporter(&**factory, &section) {
-                Some(Ok(e)) => exporters.push(e),
-                Some(Err(e)) => errors.push(section.place(e)),
-                None => errors.push(self.err(
-                    &format!("service.pipelines.{}.exporters[{i}]", spec.name),
-                    format!("exporter `{id}` does not send {}", S::PIPELINE),
-                )),
-            }
-        }
+        let processors: Vec<BoxProcessor<S>> = self.components::<S, _, _>(
+            spec,
+            "processors",
+            &spec.processors,
+            |id| {
+                registry
+                    .processors
+                    .get(id)
+                    .map(|f| move |s: &Section<'_>| S::processor(&**f, s))
+            },
+            "does not handle",
+            &mut errors,
+        );
+        let exporters: Vec<BoxExporter<S>> = self.components::<S, _, _>(
+            spec,
+            "exporters",
+            &spec.exporters,
+            |id| {
+                registry
+                    .exporters
+                    .get(id)
+                    .map(|f| move |s: &Section<'_>| S::exporter(&**f, s))
+            },
+            "does not send",
+            &mut errors,
+        );
         if !errors.is_empty() {
             return Err(errors);
         }
