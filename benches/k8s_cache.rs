@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodIP, PodSpec, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
 use otel_pipeline::k8s::{Keep, PodMetadataCache};
 use otel_pipeline::testing::SplitMix64;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -22,13 +23,16 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const PODS: usize = 100_000;
 
-/// A pod as deployments make them: four labels, two annotations, an owner, two containers.
+/// A pod as deployments make them: four labels, two annotations, an owner, two containers,
+/// a start time.
 fn pod(i: usize, rng: &mut SplitMix64) -> Pod {
-    let app = format!("svc-{}", i % 2000);
+    // The pods of one Deployment (2 000 of them, 50 pods each) share labels and images.
+    let j = i % 2000;
+    let app = format!("svc-{j}");
     let rs = format!("{app}-{:x}", 0x5f6d8 + i % 2000);
     let mut p = Pod::default();
     p.metadata.name = Some(format!("{rs}-{:05x}", rng.below(1 << 20)));
-    p.metadata.namespace = Some(format!("team-{}", i % 50));
+    p.metadata.namespace = Some(format!("team-{}", j % 50));
     p.metadata.uid = Some(format!(
         "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
         rng.next_u64() as u32,
@@ -41,9 +45,9 @@ fn pod(i: usize, rng: &mut SplitMix64) -> Pod {
         ("app.kubernetes.io/name".to_string(), app.clone()),
         (
             "app.kubernetes.io/version".to_string(),
-            format!("1.{}.{}", i % 7, i % 13),
+            format!("1.{}.{}", j % 7, j % 13),
         ),
-        ("team".to_string(), format!("team-{}", i % 50)),
+        ("team".to_string(), format!("team-{}", j % 50)),
         (
             "pod-template-hash".to_string(),
             format!("{:x}", 0x5f6d8 + i % 2000),
@@ -73,7 +77,7 @@ fn pod(i: usize, rng: &mut SplitMix64) -> Pod {
         containers: vec![
             Container {
                 name: "app".into(),
-                image: Some(format!("registry.example/{app}:1.{}.{}", i % 7, i % 13)),
+                image: Some(format!("registry.example/{app}:1.{}.{}", j % 7, j % 13)),
                 ..Default::default()
             },
             Container {
@@ -87,6 +91,9 @@ fn pod(i: usize, rng: &mut SplitMix64) -> Pod {
     let ip = format!("10.{}.{}.{}", 1 + i / 65536, i / 256 % 256, i % 256);
     p.status = Some(PodStatus {
         pod_ip: Some(ip.clone()),
+        start_time: Some(Time(
+            Timestamp::from_second(1_795_000_000 + i as i64).expect("a valid time"),
+        )),
         pod_ips: Some(vec![PodIP { ip }]),
         container_statuses: Some(vec![
             ContainerStatus {

@@ -1,9 +1,13 @@
 //! The pod metadata cache: compact pod records, indexed for the lookups enrichment makes.
 //!
 //! - A pod is kept as a [`PodRecord`]: its identity, placement, owner, the labels and
-//!   annotations extraction asks for, and its containers, with the repeated strings
-//!   (namespace, node, owner, label keys and values) interned. managedFields, the rest of
-//!   the spec and status are never stored.
+//!   annotations extraction asks for, and its containers. managedFields, the rest of the
+//!   spec and status are never stored.
+//! - What pods share is stored once: strings (namespace, node, label keys and values), the
+//!   owner, whole label and annotation sets, and the container list of a pod template
+//!   (names and images). The pods of one Deployment differ only in their UID, name, IPs,
+//!   start time and container IDs.
+//! - UIDs and container IDs in their usual form (a UUID, 64 hex digits) are kept as bytes.
 //! - Indexes: every pod IP (`status.podIPs`, both families), the pod UID, and every
 //!   container ID. Pods on the host network share the node's IP and are not indexed by IP.
 //! - A deleted pod stays for `deleted_grace` so late spans still enrich. A new pod that
@@ -11,36 +15,197 @@
 //!   removes the IP only if it still points at the old pod.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use parking_lot::RwLock;
 use tokio::time::Instant;
 
-/// Interned strings: each distinct value stored once, shared by every record that has it.
-#[derive(Debug, Default)]
-pub(crate) struct Interner(HashSet<Arc<str>>);
+/// Values stored once and shared by every record that has them.
+#[derive(Debug)]
+struct Shared<T: ?Sized + Eq + Hash>(HashSet<Arc<T>, ahash::RandomState>);
 
-impl Interner {
-    pub(crate) fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(v) = self.0.get(s) {
+impl<T: ?Sized + Eq + Hash> Default for Shared<T> {
+    fn default() -> Self {
+        Self(HashSet::default())
+    }
+}
+
+impl<T: ?Sized + Eq + Hash> Shared<T> {
+    fn get_or(&mut self, value: &T, make: impl FnOnce(&T) -> Arc<T>) -> Arc<T> {
+        if let Some(v) = self.0.get(value) {
             return Arc::clone(v);
         }
-        let v: Arc<str> = Arc::from(s);
+        let v = make(value);
         self.0.insert(Arc::clone(&v));
         v
     }
 
-    /// Forget strings no record uses any more.
+    /// Forget values no record uses any more.
     fn trim(&mut self) {
-        self.0.retain(|s| Arc::strong_count(s) > 1);
+        self.0.retain(|v| Arc::strong_count(v) > 1);
+    }
+}
+
+/// A label or annotation set: `(key, value)` pairs, sorted by key.
+pub type Pairs = Arc<[(Arc<str>, Arc<str>)]>;
+
+/// Everything a cache shares between its records.
+#[derive(Debug, Default)]
+pub(crate) struct Interner {
+    strings: Shared<str>,
+    pairs: Shared<[(Arc<str>, Arc<str>)]>,
+    containers: Shared<[ContainerSpec]>,
+    owners: Shared<Owner>,
+}
+
+impl Interner {
+    pub(crate) fn get(&mut self, s: &str) -> Arc<str> {
+        self.strings.get_or(s, |v| Arc::from(v))
+    }
+
+    fn pairs(&mut self, list: &[(Arc<str>, Arc<str>)]) -> Pairs {
+        self.pairs.get_or(list, |v| Arc::from(v))
+    }
+
+    fn containers(&mut self, list: &[ContainerSpec]) -> Arc<[ContainerSpec]> {
+        self.containers.get_or(list, |v| Arc::from(v))
+    }
+
+    fn owner(&mut self, owner: &Owner) -> Arc<Owner> {
+        self.owners.get_or(owner, |o| Arc::new(o.clone()))
+    }
+
+    /// Forget what no record uses any more (the sets first: they hold strings).
+    fn trim(&mut self) {
+        self.pairs.trim();
+        self.containers.trim();
+        self.owners.trim();
+        self.strings.trim();
+    }
+}
+
+/// Lower-case hex digits into bytes, when `s` is exactly `2 * N` of them.
+fn hex_bytes<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; N];
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        *o = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+}
+
+/// A pod's UID: 16 bytes when it is a UUID in the API's lower-case form, the text otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PodUid {
+    /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, as bytes.
+    Uuid([u8; 16]),
+    /// Any other form, kept as written.
+    Other(Box<str>),
+}
+
+impl PodUid {
+    /// The UID written as `s`.
+    pub fn parse(s: &str) -> Self {
+        let b = s.as_bytes();
+        let uuid = (b.len() == 36 && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-'))
+            .then(|| {
+                let mut hex = [0u8; 32];
+                let mut n = 0;
+                for &c in b.iter().filter(|&&c| c != b'-') {
+                    *hex.get_mut(n)? = c;
+                    n += 1;
+                }
+                hex_bytes::<16>(&hex[..n])
+            })
+            .flatten();
+        match uuid {
+            Some(bytes) => Self::Uuid(bytes),
+            None => Self::Other(s.into()),
+        }
+    }
+}
+
+impl fmt::Display for PodUid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Uuid(b) => {
+                for (i, part) in [&b[..4], &b[4..6], &b[6..8], &b[8..10], &b[10..]]
+                    .into_iter()
+                    .enumerate()
+                {
+                    if i > 0 {
+                        f.write_str("-")?;
+                    }
+                    write_hex(f, part)?;
+                }
+                Ok(())
+            }
+            Self::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A container's runtime ID without its `containerd://` (or other) prefix: 32 bytes when it
+/// is 64 lower-case hex digits (containerd, CRI-O, Docker), the text otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ContainerId {
+    /// A SHA-256 in hex, as bytes.
+    Sha256([u8; 32]),
+    /// Any other form, kept as written.
+    Other(Box<str>),
+}
+
+impl ContainerId {
+    /// The ID written as `s`, with or without a `runtime://` prefix.
+    pub fn parse(s: &str) -> Self {
+        let s = s.split_once("://").map_or(s, |(_, rest)| rest);
+        match hex_bytes::<32>(s.as_bytes()) {
+            Some(bytes) => Self::Sha256(bytes),
+            None => Self::Other(s.into()),
+        }
+    }
+
+    /// The key in the container index: eight bytes of the hash, or a hash of the text.
+    /// Two IDs with one key are told apart against the record.
+    fn key(&self) -> u64 {
+        match self {
+            Self::Sha256(b) => u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            // FNV-1a: stable within the process, and collisions are checked anyway.
+            Self::Other(s) => s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, c| {
+                (h ^ u64::from(c)).wrapping_mul(0x0100_0000_01b3)
+            }),
+        }
+    }
+}
+
+impl fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sha256(b) => write_hex(f, b),
+            Self::Other(s) => f.write_str(s),
+        }
     }
 }
 
 /// The controller that owns a pod.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Owner {
     /// `ReplicaSet`, `StatefulSet`, `DaemonSet`, `Job`, ...
     pub kind: Arc<str>,
@@ -50,54 +215,112 @@ pub struct Owner {
     pub uid: Arc<str>,
 }
 
-/// One container of a pod.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerRecord {
+/// One container of a pod's spec: what the pods of one template share.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContainerSpec {
     /// `k8s.container.name`.
     pub name: Arc<str>,
     /// The image without its tag (`container.image.name`).
     pub image_name: Arc<str>,
     /// The tag (`container.image.tag`), `latest` when the image names none.
     pub image_tag: Arc<str>,
-    /// The runtime's container ID without the `containerd://` prefix, once running.
-    pub id: Option<Arc<str>>,
 }
 
 /// A pod, as the cache keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodRecord {
-    /// `k8s.pod.uid`.
-    pub uid: Arc<str>,
-    /// `k8s.pod.name`.
-    pub name: Arc<str>,
-    /// `k8s.namespace.name`.
-    pub namespace: Arc<str>,
-    /// `k8s.node.name`.
-    pub node: Option<Arc<str>>,
-    /// `k8s.pod.start_time`, RFC 3339.
-    pub start_time: Option<Arc<str>>,
-    /// Every pod IP (empty for host-network pods' index, kept here for reference).
-    pub ips: Vec<IpAddr>,
-    /// On the host network: not indexed by IP.
-    pub host_network: bool,
-    /// The controlling owner.
-    pub owner: Option<Owner>,
-    /// The labels extraction asks for (all of them when it asks by pattern).
-    pub labels: Vec<(Arc<str>, Arc<str>)>,
-    /// The annotations extraction asks for.
-    pub annotations: Vec<(Arc<str>, Arc<str>)>,
-    /// Containers, in spec order.
-    pub containers: Vec<ContainerRecord>,
+    uid: PodUid,
+    name: Box<str>,
+    namespace: Arc<str>,
+    node: Option<Arc<str>>,
+    start_time: Option<Time>,
+    ips: Box<[IpAddr]>,
+    owner: Option<Arc<Owner>>,
+    labels: Pairs,
+    annotations: Pairs,
+    containers: Arc<[ContainerSpec]>,
+    /// One per container, in the same order: the runtime's ID once it runs.
+    container_ids: Box<[Option<ContainerId>]>,
+    host_network: bool,
 }
 
 impl PodRecord {
+    /// `k8s.pod.uid`.
+    pub fn uid(&self) -> &PodUid {
+        &self.uid
+    }
+
+    /// `k8s.pod.name`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `k8s.namespace.name`.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// `k8s.node.name`.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
+    }
+
+    /// `k8s.pod.start_time`, written as RFC 3339.
+    pub fn start_time(&self) -> Option<String> {
+        self.start_time.as_ref().map(|t| t.0.to_string())
+    }
+
+    /// Every pod IP (a host-network pod's are kept here but not indexed).
+    pub fn ips(&self) -> &[IpAddr] {
+        &self.ips
+    }
+
+    /// On the host network: not indexed by IP.
+    pub fn host_network(&self) -> bool {
+        self.host_network
+    }
+
+    /// The controlling owner.
+    pub fn owner(&self) -> Option<&Owner> {
+        self.owner.as_deref()
+    }
+
+    /// The labels extraction asks for (all of them when it asks by pattern), sorted by key.
+    pub fn labels(&self) -> &[(Arc<str>, Arc<str>)] {
+        &self.labels
+    }
+
+    /// The annotations extraction asks for, sorted by key.
+    pub fn annotations(&self) -> &[(Arc<str>, Arc<str>)] {
+        &self.annotations
+    }
+
     /// The label `key`.
     pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(k, _)| &**k == key)
-            .map(|(_, v)| &**v)
+        find(&self.labels, key)
     }
+
+    /// The annotation `key`.
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        find(&self.annotations, key)
+    }
+
+    /// Containers in spec order, each with its runtime ID once it runs.
+    pub fn containers(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (&ContainerSpec, Option<&ContainerId>)> {
+        self.containers
+            .iter()
+            .zip(self.container_ids.iter())
+            .map(|(c, id)| (c, id.as_ref()))
+    }
+}
+
+fn find<'a>(pairs: &'a [(Arc<str>, Arc<str>)], key: &str) -> Option<&'a str> {
+    pairs
+        .binary_search_by(|(k, _)| (**k).cmp(key))
+        .ok()
+        .map(|i| &*pairs[i].1)
 }
 
 /// Which labels and annotations to keep of each pod.
@@ -126,7 +349,7 @@ pub(crate) fn split_image(image: &str) -> (&str, &str) {
 }
 
 /// Turn a pod from the API into a compact record.
-pub(crate) fn record(pod: &Pod, keep: &Keep, strings: &mut Interner) -> Option<PodRecord> {
+pub(crate) fn record(pod: &Pod, keep: &Keep, shared: &mut Interner) -> Option<PodRecord> {
     let meta = &pod.metadata;
     let uid = meta.uid.as_deref()?;
     let spec = pod.spec.as_ref();
@@ -142,40 +365,49 @@ pub(crate) fn record(pod: &Pod, keep: &Keep, strings: &mut Interner) -> Option<P
     {
         ips.push(ip);
     }
-    let keep_pairs = |map: Option<&std::collections::BTreeMap<String, String>>,
-                      all: bool,
-                      keys: &HashSet<String>,
-                      strings: &mut Interner| {
-        map.map(|m| {
-            m.iter()
-                .filter(|(k, _)| all || keys.contains(*k))
-                .map(|(k, v)| (strings.get(k), strings.get(v)))
-                .collect()
-        })
-        .unwrap_or_default()
+    // The API's maps are sorted by key, and so are the kept pairs.
+    let mut keep_pairs = |map: Option<&std::collections::BTreeMap<String, String>>,
+                          all: bool,
+                          keys: &HashSet<String>| {
+        let list: Vec<(Arc<str>, Arc<str>)> = map
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| all || keys.contains(*k))
+            .map(|(k, v)| (shared.get(k), shared.get(v)))
+            .collect();
+        shared.pairs(&list)
     };
-    let statuses = status.and_then(|s| s.container_statuses.as_ref());
-    let containers = spec
-        .map(|s| {
-            s.containers
-                .iter()
-                .map(|c| {
-                    let image = c.image.as_deref().unwrap_or("");
-                    let (image_name, image_tag) = split_image(image);
-                    let id = statuses
-                        .and_then(|list| list.iter().find(|st| st.name == c.name))
-                        .and_then(|st| st.container_id.as_deref())
-                        .map(|id| Arc::from(id.split_once("://").map_or(id, |(_, rest)| rest)));
-                    ContainerRecord {
-                        name: strings.get(&c.name),
-                        image_name: strings.get(image_name),
-                        image_tag: strings.get(image_tag),
-                        id,
-                    }
-                })
-                .collect()
-        })
+    let labels = keep_pairs(meta.labels.as_ref(), keep.all_labels, &keep.labels);
+    let annotations = keep_pairs(
+        meta.annotations.as_ref(),
+        keep.all_annotations,
+        &keep.annotations,
+    );
+    let statuses = status
+        .and_then(|s| s.container_statuses.as_deref())
         .unwrap_or_default();
+    let spec_containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+    let containers: Vec<ContainerSpec> = spec_containers
+        .iter()
+        .map(|c| {
+            let (image_name, image_tag) = split_image(c.image.as_deref().unwrap_or(""));
+            ContainerSpec {
+                name: shared.get(&c.name),
+                image_name: shared.get(image_name),
+                image_tag: shared.get(image_tag),
+            }
+        })
+        .collect();
+    let container_ids = spec_containers
+        .iter()
+        .map(|c| {
+            statuses
+                .iter()
+                .find(|st| st.name == c.name)
+                .and_then(|st| st.container_id.as_deref())
+                .map(ContainerId::parse)
+        })
+        .collect();
     let owner = meta
         .owner_references
         .as_ref()
@@ -185,49 +417,68 @@ pub(crate) fn record(pod: &Pod, keep: &Keep, strings: &mut Interner) -> Option<P
                 .or(refs.first())
         })
         .map(|o| Owner {
-            kind: strings.get(&o.kind),
-            name: strings.get(&o.name),
-            uid: strings.get(&o.uid),
-        });
+            kind: shared.get(&o.kind),
+            name: shared.get(&o.name),
+            uid: shared.get(&o.uid),
+        })
+        .map(|o| shared.owner(&o));
     Some(PodRecord {
-        // Unique per pod: not interned (an interner entry would only add to them).
-        uid: Arc::from(uid),
-        name: Arc::from(meta.name.as_deref().unwrap_or("")),
-        namespace: strings.get(meta.namespace.as_deref().unwrap_or("")),
+        uid: PodUid::parse(uid),
+        name: meta.name.as_deref().unwrap_or("").into(),
+        namespace: shared.get(meta.namespace.as_deref().unwrap_or("")),
         node: spec
             .and_then(|s| s.node_name.as_deref())
-            .map(|n| strings.get(n)),
-        start_time: status
-            .and_then(|s| s.start_time.as_ref())
-            .map(|t| Arc::from(t.0.to_string().as_str())),
-        ips,
+            .map(|n| shared.get(n)),
+        start_time: status.and_then(|s| s.start_time.clone()),
+        ips: ips.into(),
         host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
         owner,
-        labels: keep_pairs(meta.labels.as_ref(), keep.all_labels, &keep.labels, strings),
-        annotations: keep_pairs(
-            meta.annotations.as_ref(),
-            keep.all_annotations,
-            &keep.annotations,
-            strings,
-        ),
-        containers,
+        labels,
+        annotations,
+        containers: shared.containers(&containers),
+        container_ids,
     })
 }
 
-/// Maps keyed by strings and addresses the cache makes itself (no untrusted keys): ahash.
+/// Maps keyed by what the cache makes itself (no untrusted keys): ahash.
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
 #[derive(Debug, Default)]
 struct Index {
-    by_uid: Map<Arc<str>, Arc<PodRecord>>,
+    by_uid: Map<PodUid, Arc<PodRecord>>,
     /// Straight to the record: one lookup per span batch.
     by_ip: Map<IpAddr, Arc<PodRecord>>,
-    by_container: Map<Arc<str>, Arc<PodRecord>>,
+    /// By [`ContainerId::key`]; a hit is checked against the record's IDs.
+    by_container: Map<u64, Arc<PodRecord>>,
     /// Deleted pods still held, and when their grace ends.
-    deleted: Map<Arc<str>, Instant>,
+    deleted: Map<PodUid, Instant>,
     /// Deleted pods by when they expire.
-    expiring: VecDeque<(Instant, Arc<str>)>,
-    strings: Interner,
+    expiring: VecDeque<(Instant, PodUid)>,
+    shared: Interner,
+}
+
+impl Index {
+    /// Stop indexing `rec`'s IPs and container IDs that still point at it and that `keep`
+    /// (its successor under the same UID) does not have.
+    fn unindex(&mut self, rec: &PodRecord, keep: Option<&PodRecord>) {
+        for ip in &rec.ips {
+            if keep.is_none_or(|k| !k.ips.contains(ip))
+                && self.by_ip.get(ip).is_some_and(|r| r.uid == rec.uid)
+            {
+                self.by_ip.remove(ip);
+            }
+        }
+        for id in rec.container_ids.iter().flatten() {
+            if keep.is_none_or(|k| !k.container_ids.iter().flatten().any(|n| n == id))
+                && self
+                    .by_container
+                    .get(&id.key())
+                    .is_some_and(|r| r.uid == rec.uid)
+            {
+                self.by_container.remove(&id.key());
+            }
+        }
+    }
 }
 
 /// The pod metadata cache. Cheap to clone; every clone sees the same pods.
@@ -251,39 +502,25 @@ impl PodMetadataCache {
     /// Add or update a pod.
     pub fn apply(&self, pod: &Pod) {
         let mut ix = self.index.write();
-        let Some(rec) = record(pod, &self.keep, &mut ix.strings) else {
+        let Some(rec) = record(pod, &self.keep, &mut ix.shared) else {
             return;
         };
         let rec = Arc::new(rec);
-        let same = |r: &Arc<PodRecord>| r.uid == rec.uid;
         if let Some(old) = ix.by_uid.get(&rec.uid).cloned() {
             // IPs and containers the pod no longer has stop pointing at it.
-            for ip in &old.ips {
-                if !rec.ips.contains(ip) && ix.by_ip.get(ip).is_some_and(same) {
-                    ix.by_ip.remove(ip);
-                }
-            }
-            for c in &old.containers {
-                if let Some(id) = &c.id
-                    && !rec.containers.iter().any(|n| n.id.as_ref() == Some(id))
-                {
-                    ix.by_container.remove(id);
-                }
-            }
+            ix.unindex(&old, Some(&rec));
         }
         if !rec.host_network {
             for ip in &rec.ips {
                 ix.by_ip.insert(*ip, Arc::clone(&rec));
             }
         }
-        for c in &rec.containers {
-            if let Some(id) = &c.id {
-                ix.by_container.insert(Arc::clone(id), Arc::clone(&rec));
-            }
+        for id in rec.container_ids.iter().flatten() {
+            ix.by_container.insert(id.key(), Arc::clone(&rec));
         }
         // An update of a pod marked deleted (a re-list found it after all) revives it.
         ix.deleted.remove(&rec.uid);
-        ix.by_uid.insert(Arc::clone(&rec.uid), rec);
+        ix.by_uid.insert(rec.uid.clone(), rec);
     }
 
     /// A pod was deleted: it stays for the grace period.
@@ -291,12 +528,16 @@ impl PodMetadataCache {
         let Some(uid) = pod.metadata.uid.as_deref() else {
             return;
         };
+        self.delete_uid(PodUid::parse(uid), now);
+    }
+
+    fn delete_uid(&self, uid: PodUid, now: Instant) {
         let mut ix = self.index.write();
-        let Some(uid) = ix.by_uid.get_key_value(uid).map(|(k, _)| Arc::clone(k)) else {
+        if !ix.by_uid.contains_key(&uid) {
             return;
-        };
+        }
         let expires = now + self.deleted_grace;
-        ix.deleted.insert(Arc::clone(&uid), expires);
+        ix.deleted.insert(uid.clone(), expires);
         ix.expiring.push_back((expires, uid));
     }
 
@@ -304,20 +545,17 @@ impl PodMetadataCache {
     /// not listed are treated as deleted now, so they still serve late spans for the grace
     /// period and then go.
     pub fn forget_all_but(&self, listed: &HashSet<String>, now: Instant) {
-        let stale: Vec<Pod> = {
+        let listed: HashSet<PodUid> = listed.iter().map(|u| PodUid::parse(u)).collect();
+        let stale: Vec<PodUid> = {
             let ix = self.index.read();
             ix.by_uid
                 .keys()
-                .filter(|uid| !ix.deleted.contains_key(*uid) && !listed.contains(&***uid))
-                .map(|uid| {
-                    let mut p = Pod::default();
-                    p.metadata.uid = Some(uid.to_string());
-                    p
-                })
+                .filter(|uid| !ix.deleted.contains_key(*uid) && !listed.contains(*uid))
+                .cloned()
                 .collect()
         };
-        for p in &stale {
-            self.delete(p, now);
+        for uid in stale {
+            self.delete_uid(uid, now);
         }
     }
 
@@ -338,23 +576,11 @@ impl PodMetadataCache {
                 _ => continue,
             }
             ix.deleted.remove(&uid);
-            let Some(rec) = ix.by_uid.remove(&uid) else {
-                continue;
-            };
-            for ip in &rec.ips {
-                if ix.by_ip.get(ip).is_some_and(|r| r.uid == uid) {
-                    ix.by_ip.remove(ip);
-                }
-            }
-            for c in &rec.containers {
-                if let Some(id) = &c.id
-                    && ix.by_container.get(id).is_some_and(|r| r.uid == uid)
-                {
-                    ix.by_container.remove(id);
-                }
+            if let Some(rec) = ix.by_uid.remove(&uid) {
+                ix.unindex(&rec, None);
             }
         }
-        ix.strings.trim();
+        ix.shared.trim();
     }
 
     /// The pod that has (or, within the grace period, had) `ip`.
@@ -364,13 +590,18 @@ impl PodMetadataCache {
 
     /// The pod with `uid`.
     pub fn by_uid(&self, uid: &str) -> Option<Arc<PodRecord>> {
-        self.index.read().by_uid.get(uid).cloned()
+        self.index.read().by_uid.get(&PodUid::parse(uid)).cloned()
     }
 
     /// The pod running container `id` (with or without a `runtime://` prefix).
     pub fn by_container_id(&self, id: &str) -> Option<Arc<PodRecord>> {
-        let id = id.split_once("://").map_or(id, |(_, rest)| rest);
-        self.index.read().by_container.get(id).cloned()
+        let id = ContainerId::parse(id);
+        let rec = self.index.read().by_container.get(&id.key()).cloned()?;
+        rec.container_ids
+            .iter()
+            .flatten()
+            .any(|c| *c == id)
+            .then_some(rec)
     }
 
     /// Pods held (deleted ones within their grace included).
@@ -406,6 +637,67 @@ mod tests {
     }
 
     #[test]
+    fn uids_and_container_ids_round_trip_in_every_form() {
+        let uuid = "0f1e2d3c-4b5a-4697-8877-665544332211";
+        assert!(matches!(PodUid::parse(uuid), PodUid::Uuid(_)));
+        assert_eq!(PodUid::parse(uuid).to_string(), uuid);
+        // Upper case, other lengths and misplaced dashes are kept as written.
+        for other in [
+            "0F1E2D3C-4B5A-4697-8877-665544332211",
+            "u-db",
+            "0f1e2d3c4b5a46978877665544332211----",
+            "",
+        ] {
+            assert_eq!(PodUid::parse(other), PodUid::Other(other.into()));
+            assert_eq!(PodUid::parse(other).to_string(), other);
+        }
+        let hex = "a".repeat(32) + &"0123456789abcdef".repeat(2);
+        let id = ContainerId::parse(&format!("containerd://{hex}"));
+        assert!(matches!(id, ContainerId::Sha256(_)));
+        assert_eq!(id.to_string(), hex);
+        assert_eq!(ContainerId::parse(&hex), id);
+        let short = ContainerId::parse("docker://abc");
+        assert_eq!(short, ContainerId::Other("abc".into()));
+        assert_eq!(short.to_string(), "abc");
+    }
+
+    #[test]
+    fn a_container_id_sharing_an_index_key_is_never_taken_for_another() {
+        let cache = PodMetadataCache::new(Keep::default(), Duration::from_secs(60));
+        let with_container = |uid: &str, id: &str| {
+            let mut p = pod(uid, uid, &[], false);
+            p.spec = Some(PodSpec {
+                containers: vec![k8s_openapi::api::core::v1::Container {
+                    name: "app".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+            p.status = Some(PodStatus {
+                container_statuses: Some(vec![k8s_openapi::api::core::v1::ContainerStatus {
+                    name: "app".into(),
+                    container_id: Some(format!("containerd://{id}")),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            });
+            p
+        };
+        // The same first eight bytes: the same index key.
+        let a = format!("{}{}", "11".repeat(8), "22".repeat(24));
+        let b = format!("{}{}", "11".repeat(8), "33".repeat(24));
+        cache.apply(&with_container("pod-a", &a));
+        assert_eq!(cache.by_container_id(&a).unwrap().name(), "pod-a");
+        cache.apply(&with_container("pod-b", &b));
+        assert_eq!(cache.by_container_id(&b).unwrap().name(), "pod-b");
+        assert!(cache.by_container_id(&a).is_none(), "a miss, never pod-b");
+        let rec = cache.by_uid("pod-b").unwrap();
+        let (spec, id) = rec.containers().next().unwrap();
+        assert_eq!(&*spec.name, "app");
+        assert_eq!(id.unwrap().to_string(), b);
+    }
+
+    #[test]
     fn images_split_into_name_and_tag() {
         assert_eq!(split_image("nginx"), ("nginx", "latest"));
         assert_eq!(split_image("nginx:1.27"), ("nginx", "1.27"));
@@ -426,7 +718,7 @@ mod tests {
         cache.apply(&pod("u1", "web-0", &["10.0.0.5", "fd00::5"], false));
         cache.apply(&pod("h1", "node-exporter", &["192.168.1.10"], true));
         assert_eq!(
-            &*cache.by_ip("fd00::5".parse().unwrap()).unwrap().name,
+            cache.by_ip("fd00::5".parse().unwrap()).unwrap().name(),
             "web-0"
         );
         assert!(
@@ -436,19 +728,31 @@ mod tests {
         // web-0 is deleted; a late span still finds it.
         cache.delete(&pod("u1", "web-0", &[], false), t0);
         assert_eq!(
-            &*cache.by_ip("10.0.0.5".parse().unwrap()).unwrap().uid,
+            &*cache
+                .by_ip("10.0.0.5".parse().unwrap())
+                .unwrap()
+                .uid()
+                .to_string(),
             "u1"
         );
         // Its successor takes the IP (a StatefulSet restart).
         cache.apply(&pod("u2", "web-0", &["10.0.0.5"], false));
         assert_eq!(
-            &*cache.by_ip("10.0.0.5".parse().unwrap()).unwrap().uid,
+            &*cache
+                .by_ip("10.0.0.5".parse().unwrap())
+                .unwrap()
+                .uid()
+                .to_string(),
             "u2"
         );
         // The old pod's expiry neither evicts nor shadows the new one.
         cache.expire(t0 + Duration::from_secs(61));
         assert_eq!(
-            &*cache.by_ip("10.0.0.5".parse().unwrap()).unwrap().uid,
+            &*cache
+                .by_ip("10.0.0.5".parse().unwrap())
+                .unwrap()
+                .uid()
+                .to_string(),
             "u2"
         );
         assert!(cache.by_uid("u1").is_none());

@@ -14,7 +14,9 @@ pub mod config;
 mod processor;
 mod resolver;
 
-pub use cache::{ContainerRecord, Keep, Owner, PodMetadataCache, PodRecord};
+pub use cache::{
+    ContainerId, ContainerSpec, Keep, Owner, Pairs, PodMetadataCache, PodRecord, PodUid,
+};
 pub use config::K8sAttributesConfig;
 pub use processor::{K8sAttributes, K8sAttributesConsumer};
 pub use resolver::K8sResolver;

@@ -707,7 +707,7 @@ impl Shared {
                 };
                 match (pod, &found) {
                     (Some(p), None) => found = Some(p),
-                    (Some(p), Some(f)) if p.uid == f.uid => {}
+                    (Some(p), Some(f)) if p.uid() == f.uid() => {}
                     _ => {
                         all = false;
                         break;
@@ -771,7 +771,7 @@ impl Shared {
             };
         };
         self.lookups[rule].0.add(1);
-        let deployment = match &pod.owner {
+        let deployment = match pod.owner() {
             Some(o)
                 if &*o.kind == "ReplicaSet"
                     && self
@@ -779,34 +779,33 @@ impl Shared {
                         .iter()
                         .any(|m| *m == "k8s.deployment.name" || *m == "service.name") =>
             {
-                self.deployment_of(&pod.namespace, &o.name, &o.uid).await
+                self.deployment_of(pod.namespace(), &o.name, &o.uid).await
             }
             _ => None,
         };
         let attrs = &mut resource.attributes;
         let owner_named = |kind: &str| {
-            pod.owner
-                .as_ref()
+            pod.owner()
                 .filter(|o| &*o.kind == kind)
                 .map(|o| o.name.to_string())
         };
-        let container = if pod.containers.len() == 1 {
-            pod.containers.first()
-        } else {
-            None
+        // Container attributes only when the pod has one container: which one a span
+        // came from is otherwise unknown.
+        let (container, container_id) = match pod.containers().next() {
+            Some((c, id)) if pod.containers().len() == 1 => (Some(c), id),
+            _ => (None, None),
         };
         for m in &self.metadata {
             let value: Option<String> = match *m {
-                "k8s.pod.name" | "k8s.pod.hostname" => Some(pod.name.to_string()),
-                "k8s.pod.uid" => Some(pod.uid.to_string()),
-                "k8s.pod.ip" => pod.ips.first().map(IpAddr::to_string),
-                "k8s.pod.start_time" => pod.start_time.as_ref().map(|s| s.to_string()),
-                "k8s.namespace.name" => Some(pod.namespace.to_string()),
-                "k8s.node.name" => pod.node.as_ref().map(|n| n.to_string()),
+                "k8s.pod.name" | "k8s.pod.hostname" => Some(pod.name().to_string()),
+                "k8s.pod.uid" => Some(pod.uid().to_string()),
+                "k8s.pod.ip" => pod.ips().first().map(IpAddr::to_string),
+                "k8s.pod.start_time" => pod.start_time(),
+                "k8s.namespace.name" => Some(pod.namespace().to_string()),
+                "k8s.node.name" => pod.node().map(str::to_string),
                 "k8s.replicaset.name" => owner_named("ReplicaSet"),
                 "k8s.replicaset.uid" => pod
-                    .owner
-                    .as_ref()
+                    .owner()
                     .filter(|o| &*o.kind == "ReplicaSet")
                     .map(|o| o.uid.to_string()),
                 "k8s.deployment.name" => deployment.as_ref().map(|d| d.to_string()),
@@ -823,12 +822,10 @@ impl Shared {
                 "k8s.container.name" => container.map(|c| c.name.to_string()),
                 "container.image.name" => container.map(|c| c.image_name.to_string()),
                 "container.image.tag" => container.map(|c| c.image_tag.to_string()),
-                "container.id" => container.and_then(|c| c.id.as_ref()).map(|i| i.to_string()),
+                "container.id" => container_id.map(ToString::to_string),
                 "service.name" => pod
-                    .annotations
-                    .iter()
-                    .find(|(k, _)| &**k == "resource.opentelemetry.io/service.name")
-                    .map(|(_, v)| v.to_string())
+                    .annotation("resource.opentelemetry.io/service.name")
+                    .map(str::to_string)
                     .or_else(|| pod.label("app.kubernetes.io/name").map(str::to_string))
                     .or_else(|| deployment.as_ref().map(|d| d.to_string()))
                     .or_else(|| owner_named("StatefulSet"))
@@ -836,22 +833,20 @@ impl Shared {
                     .or_else(|| owner_named("Job"))
                     .or_else(|| container.map(|c| c.name.to_string())),
                 "service.version" => pod
-                    .annotations
-                    .iter()
-                    .find(|(k, _)| &**k == "resource.opentelemetry.io/service.version")
-                    .map(|(_, v)| v.to_string())
+                    .annotation("resource.opentelemetry.io/service.version")
+                    .map(str::to_string)
                     .or_else(|| pod.label("app.kubernetes.io/version").map(str::to_string))
                     .or_else(|| {
                         container
                             .map(|c| c.image_tag.to_string())
                             .filter(|t| t != "latest")
                     }),
-                "service.namespace" => Some(pod.namespace.to_string()),
+                "service.namespace" => Some(pod.namespace().to_string()),
                 "k8s.cluster.uid" => self.cluster_uid.get().cloned(),
                 "service.instance.id" => Some(format!(
                     "{}.{}.{}",
-                    pod.namespace,
-                    pod.name,
+                    pod.namespace(),
+                    pod.name(),
                     container.map_or("", |c| &c.name)
                 )),
                 _ => None,
@@ -869,20 +864,20 @@ impl Shared {
             let pairs: Vec<(&str, &str)> = match e.from {
                 From::Pod => {
                     let list = if e.label {
-                        &pod.labels
+                        pod.labels()
                     } else {
-                        &pod.annotations
+                        pod.annotations()
                     };
                     list.iter().map(|(k, v)| (&**k, &**v)).collect()
                 }
-                From::Namespace => match namespaces.get(&*pod.namespace) {
+                From::Namespace => match namespaces.get(pod.namespace()) {
                     Some((labels, annotations)) => (if e.label { labels } else { annotations })
                         .iter()
                         .map(|(k, v)| (k.as_str(), v.as_str()))
                         .collect(),
                     None => Vec::new(),
                 },
-                From::Node => match pod.node.as_ref().and_then(|n| nodes.get(&**n)) {
+                From::Node => match pod.node().and_then(|n| nodes.get(n)) {
                     Some((labels, annotations)) => (if e.label { labels } else { annotations })
                         .iter()
                         .map(|(k, v)| (k.as_str(), v.as_str()))
