@@ -284,8 +284,16 @@ async fn the_service_passes_the_trace_context_cases() {
         .await;
     assert_eq!(ts.as_deref(), Some("foo=1,bar=2,rojo=1,congo=2,baz=3"));
 
-    // Invalid tracestate is dropped whole; the traceparent is kept.
-    for bad in ["foo=1,foo=2", "foo@@bar=1,bar=2", "foo=bar=baz", "FOO=1"] {
+    // Invalid tracestate is dropped whole; the traceparent is kept ("Key", "Value";
+    // test.py's test_tracestate_key_illegal_characters, _value_illegal_characters).
+    for bad in [
+        "foo =1",
+        "FOO=1",
+        "foo.bar=1",
+        "@foo=1,bar=2",
+        "foo=bar=baz",
+        "foo=,bar=3",
+    ] {
         let (tp, ts) = h
             .one(&[("traceparent", TP_UNSAMPLED), ("tracestate", bad)])
             .await;
@@ -327,4 +335,89 @@ async fn the_service_passes_the_trace_context_cases() {
 
     // An unsampled caller stays unsampled.
     assert_eq!(h.one(&[("traceparent", TP_UNSAMPLED)]).await.0.flags, "00");
+}
+
+/// Trace Context Level 2, as the current text and test.py (`SPEC_LEVEL=2`, strict) have it.
+/// The service creates its child spans with `opentelemetry_sdk` (default sampler:
+/// parent-based, always on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_passes_the_level_2_cases() {
+    let mut h = Harness::new().await;
+    let tp = |flags: &str| format!("00-{TRACE}-1234567890123456-{flags}");
+
+    // "Random Trace ID Flag": "If the flag is set in the incoming traceparent header, it
+    // MUST also be set in all outgoing traceparent headers which use the same trace-id",
+    // and unset when unset. 02 is random and not sampled: the SDK's child span is dropped by
+    // its sampler, and the flag must survive that (test.py: test_propagates_random_flag).
+    for (incoming, outgoing) in [("02", "02"), ("03", "03"), ("00", "00"), ("01", "01")] {
+        let got = h.request(&[("traceparent", &tp(incoming))], 2).await;
+        for headers in got {
+            let v = headers
+                .iter()
+                .find(|(k, _)| k == "traceparent")
+                .map(|(_, v)| Traceparent::parse(v))
+                .expect("traceparent");
+            assert_eq!(v.trace_id, TRACE);
+            assert_ne!(v.parent_id, "1234567890123456");
+            assert_eq!(v.flags, outgoing, "incoming {incoming}");
+        }
+    }
+
+    // "Other Flags": "Vendors MUST set those to zero" (sampled and random kept).
+    for (incoming, outgoing) in [("04", "00"), ("09", "01"), ("0a", "02"), ("ff", "03")] {
+        let (v, _) = h.one(&[("traceparent", &tp(incoming))]).await;
+        assert_eq!(
+            (v.trace_id.as_str(), v.flags.as_str()),
+            (TRACE, outgoing),
+            "{incoming}"
+        );
+    }
+
+    // "Key": `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`, `@` a keychar
+    // (test.py: test_tracestate_key_illegal_vendor_format, test_tracestate_key_length_limit).
+    let long_keys = [
+        "z".repeat(256),
+        format!("{}@{}", "t".repeat(241), "v".repeat(14)),
+        format!("{}@v", "t".repeat(242)),
+        format!("t@{}", "v".repeat(15)),
+    ];
+    for key in ["foo@", "foo@@bar", "foo@bar@baz", "foo@1bar", "1foo"]
+        .map(String::from)
+        .iter()
+        .chain(&long_keys)
+    {
+        let (v, ts) = h
+            .one(&[
+                ("traceparent", &tp("00")),
+                ("tracestate", &format!("{key}=1,bar=2")),
+            ])
+            .await;
+        assert_eq!(v.trace_id, TRACE);
+        assert_eq!(ts, Some(format!("{key}=1,bar=2")), "{key}");
+    }
+    // 257 characters: the whole tracestate goes.
+    let (_, ts) = h
+        .one(&[
+            ("traceparent", &tp("00")),
+            ("tracestate", "foo=1"),
+            ("tracestate", &format!("{}=1", "z".repeat(257))),
+        ])
+        .await;
+    assert_eq!(ts, None);
+
+    // Duplicated keys: "vendors MAY also discard duplicate keys"; the tracestate stays and
+    // keeps foo=1 (test.py: test_tracestate_duplicated_keys).
+    for lines in [
+        &["foo=1,foo=2"][..],
+        &["foo=1,foo=1"],
+        &["foo=1", "foo=2"],
+        &["foo=1", "foo=1"],
+    ] {
+        let mut headers = vec![("traceparent", tp("00"))];
+        headers.extend(lines.iter().map(|l| ("tracestate", l.to_string())));
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (v, ts) = h.one(&headers).await;
+        assert_eq!(v.trace_id, TRACE);
+        assert_eq!(ts.as_deref(), Some("foo=1"), "{lines:?}");
+    }
 }

@@ -10,6 +10,7 @@
 //! - Limits: 64 members and 8192 bytes. Members past them are dropped whole (never cut),
 //!   on extraction and on injection; an invalid member is skipped, the rest kept.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use opentelemetry::Context;
@@ -94,6 +95,26 @@ fn normalize_property(p: &str) -> Option<String> {
     }
 }
 
+/// A member's properties (`raw` is what follows its first `;`), invalid ones left out and
+/// whitespace around them and their `=` removed. Borrowed when `raw` is already in that
+/// form, as senders almost always write it.
+fn properties(raw: &str) -> Cow<'_, str> {
+    let tidy = |p: &str| match p.split_once('=') {
+        None => is_token(p),
+        Some((k, v)) => is_token(k) && v.bytes().all(is_baggage_octet),
+    };
+    if raw.split(';').all(tidy) {
+        return Cow::Borrowed(raw);
+    }
+    let kept: Vec<String> = raw
+        .split(';')
+        .map(|p| p.trim_matches([' ', '\t']))
+        .filter(|p| !p.is_empty())
+        .filter_map(normalize_property)
+        .collect();
+    Cow::Owned(kept.join(";"))
+}
+
 /// What extraction kept and dropped.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BaggageParse {
@@ -114,18 +135,34 @@ pub struct BaggageParse {
 /// assert_eq!(parsed.entries[2].2, "p1=v1");
 /// ```
 pub fn parse_baggage(lines: &[&str]) -> BaggageParse {
-    let mut parsed = BaggageParse::default();
-    let mut bytes = 0usize;
+    let mut entries = Vec::new();
+    let (invalid, over_limit) = parse_with(lines, |key, value, props| {
+        entries.push((key.to_string(), value, props.into_owned()));
+    });
+    BaggageParse {
+        entries,
+        invalid,
+        over_limit,
+    }
+}
+
+/// Parse `lines`, handing each kept member to `entry` as `(key, decoded value,
+/// properties)`. Returns how many members were invalid and how many over the limits.
+fn parse_with<'a>(
+    lines: &[&'a str],
+    mut entry: impl FnMut(&'a str, String, Cow<'a, str>),
+) -> (usize, usize) {
+    let (mut invalid, mut over_limit) = (0, 0);
+    let (mut members, mut bytes) = (0usize, 0usize);
     for line in lines {
         for member in line.split(',') {
             let member = member.trim_matches([' ', '\t']);
             if member.is_empty() {
                 continue;
             }
-            let mut parts = member.split(';');
-            let kv = parts.next().unwrap_or_default();
+            let (kv, raw_props) = member.split_once(';').unwrap_or((member, ""));
             let Some((key, value)) = kv.split_once('=') else {
-                parsed.invalid += 1;
+                invalid += 1;
                 continue;
             };
             let (key, value) = (
@@ -133,27 +170,25 @@ pub fn parse_baggage(lines: &[&str]) -> BaggageParse {
                 value.trim_matches([' ', '\t']),
             );
             if !is_token(key) || !value.bytes().all(is_baggage_octet) {
-                parsed.invalid += 1;
+                invalid += 1;
                 continue;
             }
-            let properties: Vec<String> = parts
-                .map(|p| p.trim_matches([' ', '\t']))
-                .filter(|p| !p.is_empty())
-                .filter_map(normalize_property)
-                .collect();
-            let properties = properties.join(";");
-            let size = member_size(key, value.len(), &properties, !parsed.entries.is_empty());
-            if parsed.entries.len() == MAX_MEMBERS || bytes + size > MAX_BYTES {
-                parsed.over_limit += 1;
+            let props = if raw_props.is_empty() {
+                Cow::Borrowed("")
+            } else {
+                properties(raw_props)
+            };
+            let size = member_size(key, value.len(), &props, members > 0);
+            if members == MAX_MEMBERS || bytes + size > MAX_BYTES {
+                over_limit += 1;
                 continue;
             }
             bytes += size;
-            parsed
-                .entries
-                .push((key.to_string(), percent_decode(value), properties));
+            members += 1;
+            entry(key, percent_decode(value), props);
         }
     }
-    parsed
+    (invalid, over_limit)
 }
 
 fn member_size(key: &str, encoded_value_len: usize, properties: &str, comma: bool) -> usize {
@@ -250,15 +285,6 @@ pub fn clone_baggage(baggage: &Baggage) -> Baggage {
         .collect()
 }
 
-/// Turn parsed entries into opentelemetry `Baggage`.
-pub(crate) fn to_baggage(entries: Vec<(String, String, String)>) -> Baggage {
-    let mut baggage = Baggage::new();
-    for (key, value, properties) in entries {
-        baggage.insert_with_metadata(key, value, properties);
-    }
-    baggage
-}
-
 impl TextMapPropagator for W3cBaggagePropagator {
     fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
         if let Some(header) = format_baggage(cx.baggage()) {
@@ -271,11 +297,14 @@ impl TextMapPropagator for W3cBaggagePropagator {
         if lines.is_empty() {
             return cx.clone();
         }
-        let parsed = parse_baggage(&lines);
-        if parsed.entries.is_empty() {
+        let mut baggage = Baggage::new();
+        parse_with(&lines, |key, value, props| {
+            baggage.insert_with_metadata(key.to_string(), value, props.as_ref());
+        });
+        if baggage.is_empty() {
             return cx.clone();
         }
-        cx.with_baggage(to_baggage(parsed.entries))
+        cx.with_baggage(baggage)
     }
 
     fn fields(&self) -> FieldIter<'_> {

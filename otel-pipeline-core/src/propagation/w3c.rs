@@ -1,24 +1,39 @@
 //! W3C Trace Context (Level 2): `traceparent` and `tracestate`.
 //!
-//! # What "strict" means here
-//! - `traceparent` ids and flags are lowercase hex of exact length; version `ff` is invalid;
-//!   all-zero trace or parent ids are invalid; version `00` with anything after the flags is
-//!   invalid; a higher version is parsed by the rules for future versions (at least 55
-//!   characters, a `-` after the flags if more follow) and re-emitted as `00`. Spaces and
-//!   tabs around the value are optional whitespace. Two different `traceparent` values in
-//!   one request are invalid (the trace restarts).
-//! - All 8 flag bits of a version `00` header are kept end to end, including the Level 2
-//!   random-trace-id flag `0x02`; of a higher version only the bits defined today
-//!   (sampled, random) are kept.
-//! - `tracestate` lines are combined in order; empty members are skipped; a member with an
-//!   invalid key or value, a duplicate key, or more than 32 members makes the whole
-//!   `tracestate` invalid (it is dropped, the `traceparent` is kept). On injection, an empty
-//!   `tracestate` is never sent, and one over 512 characters is cut by whole entries:
-//!   entries over 128 characters first, then from the end.
+//! Checked against the W3C Recommendation "Trace Context Level 2" and its public test
+//! suite (`test/test.py` of w3c/trace-context); the section each rule comes from is named
+//! where the rule is implemented, and `docs/propagation.md` lists them all with their tests.
 //!
-//! Keys follow the multi-tenant grammar (`tenant@system`, at most one `@`, a system id of at
-//! most 14 characters) that the W3C conformance harness checks, with Level 2's allowance of a
-//! digit as first character.
+//! # `traceparent`
+//! - Ids and flags are lowercase hex of exact length; version `ff` is invalid; all-zero
+//!   trace or parent ids are invalid; version `00` with anything after the flags is invalid;
+//!   a higher version is parsed by the rules for future versions (at least 55 characters, a
+//!   `-` after the flags if more follow) and re-emitted as `00` ("Versioning of
+//!   traceparent"). Spaces and tabs around the value are optional whitespace. Two different
+//!   `traceparent` values in one request are invalid (the trace restarts).
+//! - Flags: on extraction all 8 bits are read. On injection only the bits this version
+//!   defines are sent, `sampled` (`0x01`) and `random` (`0x02`); the others are zeroed
+//!   ("Other Flags": "Vendors MUST set those to zero").
+//! - The random flag of the incoming header is sent on every outgoing header with the same
+//!   trace id ("Random Trace ID Flag"), even after an `opentelemetry_sdk` child span that the
+//!   sampler dropped, whose flags the SDK resets: extraction leaves the incoming flags in
+//!   the [`Context`], and injection restores the bit from there.
+//!
+//! # `tracestate`
+//! - Lines are combined in order; empty members are skipped. Keys follow the current
+//!   grammar, `key = ( lcalpha / DIGIT ) 0*255 ( keychar )` with `@` among the key
+//!   characters anywhere after the first ("Key"). A member with an invalid key or value, or
+//!   more than 32 members, makes the whole `tracestate` invalid: it is dropped and the
+//!   `traceparent` kept. A duplicated key keeps its first value, and the `tracestate` is kept
+//!   ("vendors MAY also discard duplicate keys").
+//! - `opentelemetry`'s `TraceState` still checks keys by the older multi-tenant grammar (at
+//!   most one `@`, a short vendor part), so it cannot hold every valid key. The full list
+//!   travels beside it in the [`Context`] and is sent on unchanged while the span's
+//!   `TraceState` is the one extracted. If the application changes it, the changed state is
+//!   sent, followed by the members `TraceState` could not hold.
+//! - On injection, an empty `tracestate` is never sent, and one over 512 characters is cut
+//!   by whole entries: entries over 128 characters first, then from the end ("tracestate
+//!   Limits").
 
 use std::fmt;
 
@@ -152,8 +167,21 @@ pub fn parse_traceparent(value: &str) -> Result<Traceparent, TraceparentError> {
     })
 }
 
-/// Write `00-{trace}-{span}-{flags}` for a span context into a fixed buffer.
+/// Write `00-{trace}-{span}-{flags}` for a span context into a fixed buffer. Of the
+/// flags, only `sampled` and `random` are written; the bits version `00` does not define
+/// are zeroed ("Other Flags").
+///
+/// ```
+/// use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+/// use otel_pipeline_core::propagation::w3c::format_traceparent;
+/// let sc = SpanContext::new(TraceId::from(1), SpanId::from(2), TraceFlags::new(0xff), true, TraceState::NONE);
+/// assert!(format_traceparent(&sc).ends_with(b"-03"));
+/// ```
 pub fn format_traceparent(sc: &SpanContext) -> [u8; 55] {
+    format_traceparent_flags(sc, sc.trace_flags().to_u8())
+}
+
+fn format_traceparent_flags(sc: &SpanContext, flags: u8) -> [u8; 55] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [b'-'; 55];
     out[0] = b'0';
@@ -166,7 +194,7 @@ pub fn format_traceparent(sc: &SpanContext) -> [u8; 55] {
     };
     put(&mut out, 3, &sc.trace_id().to_bytes());
     put(&mut out, 36, &sc.span_id().to_bytes());
-    put(&mut out, 53, &[sc.trace_flags().to_u8()]);
+    put(&mut out, 53, &[flags & KNOWN_FLAGS]);
     out
 }
 
@@ -183,32 +211,29 @@ pub enum TracestateError {
     /// A value breaks the value grammar.
     #[error("invalid value for key `{0}`")]
     Value(String),
-    /// A key appears twice.
-    #[error("duplicate key `{0}`")]
-    Duplicate(String),
     /// More than 32 members.
     #[error("more than 32 members")]
     TooManyMembers,
 }
 
-/// Is `key` a valid `tracestate` key?
+/// Is `key` a valid `tracestate` key? ("Key": `key = ( lcalpha / DIGIT ) 0*255 ( keychar )`,
+/// `keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"`.)
+///
+/// ```
+/// use otel_pipeline_core::propagation::w3c::valid_tracestate_key;
+/// assert!(valid_tracestate_key("foo@bar@baz"));
+/// assert!(valid_tracestate_key("1foo@"));
+/// assert!(!valid_tracestate_key("@foo"));
+/// assert!(!valid_tracestate_key("Foo"));
+/// ```
 pub fn valid_tracestate_key(key: &str) -> bool {
     let k = key.as_bytes();
-    let keychar = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-*/".contains(&c);
-    let starts = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    match key.find('@') {
-        None => !k.is_empty() && k.len() <= 256 && starts(k[0]) && k.iter().all(|&c| keychar(c)),
-        Some(at) => {
-            let (tenant, system) = (&k[..at], &k[at + 1..]);
-            !tenant.is_empty()
-                && tenant.len() <= 241
-                && starts(tenant[0])
-                && tenant.iter().all(|&c| keychar(c))
-                && !system.is_empty()
-                && system.len() <= 14
-                && system[0].is_ascii_lowercase()
-                && system.iter().all(|&c| keychar(c))
+    let keychar = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-*/@".contains(c);
+    match k.first() {
+        Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit() => {
+            k.len() <= 256 && k.iter().all(keychar)
         }
+        _ => false,
     }
 }
 
@@ -223,16 +248,63 @@ pub fn valid_tracestate_value(value: &str) -> bool {
             .all(|&c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
 }
 
+/// A `tracestate` as received: every member the grammar allows, in order.
+///
+/// `opentelemetry`'s `TraceState` refuses some keys the current grammar allows (more than
+/// one `@`, a long part after it); this type keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tracestate {
+    members: Vec<(String, String)>,
+}
+
+impl Tracestate {
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The members, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.members.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether it has no member.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The header value within the limits (see [`format_tracestate`]); `None` when empty.
+    pub fn header(&self) -> Option<String> {
+        format_members(self.iter().collect())
+    }
+
+    /// As `opentelemetry`'s `TraceState`: the members it can hold, in order.
+    pub fn to_trace_state(&self) -> TraceState {
+        to_trace_state(&self.iter().collect::<Vec<_>>())
+    }
+}
+
 /// Parse and validate the `tracestate` header lines of one request, combined in order.
 ///
 /// ```
 /// use otel_pipeline_core::propagation::w3c::parse_tracestate;
 /// let ts = parse_tracestate(&["rojo=00f067aa0ba902b7", " , congo=t61rcWkgMzE"]).unwrap();
 /// assert_eq!(ts.get("congo"), Some("t61rcWkgMzE"));
-/// assert!(parse_tracestate(&["foo=1,foo=2"]).is_err());
+/// // A duplicated key keeps its first value.
+/// assert_eq!(parse_tracestate(&["foo=1,foo=2"]).unwrap().get("foo"), Some("1"));
+/// assert!(parse_tracestate(&["@foo=1,bar=2"]).is_err());
 /// ```
-pub fn parse_tracestate(lines: &[&str]) -> Result<TraceState, TracestateError> {
-    let mut members: Vec<(&str, &str)> = Vec::new();
+pub fn parse_tracestate(lines: &[&str]) -> Result<Tracestate, TracestateError> {
+    let mut members: Vec<(String, String)> = Vec::new();
+    let mut count = 0usize;
     for line in lines {
         for member in line.split(',') {
             let member = member.trim_matches([' ', '\t']);
@@ -248,21 +320,23 @@ pub fn parse_tracestate(lines: &[&str]) -> Result<TraceState, TracestateError> {
             if !valid_tracestate_value(value) {
                 return Err(TracestateError::Value(key.to_string()));
             }
-            if members.iter().any(|(k, _)| *k == key) {
-                return Err(TracestateError::Duplicate(key.to_string()));
-            }
-            if members.len() == MAX_TRACESTATE_MEMBERS {
+            // "There can be a maximum of 32 list-members in a list", duplicates included.
+            count += 1;
+            if count > MAX_TRACESTATE_MEMBERS {
                 return Err(TracestateError::TooManyMembers);
             }
-            members.push((key, value));
+            // "Vendors MAY also discard duplicate keys": the first stays.
+            if !members.iter().any(|(k, _)| k == key) {
+                members.push((key.to_string(), value.to_string()));
+            }
         }
     }
-    Ok(to_trace_state(&members))
+    Ok(Tracestate { members })
 }
 
-/// Build opentelemetry's `TraceState` from validated members. Its own key check is a little
-/// stricter than the grammar (it refuses a 14-character system id); members it refuses are
-/// left out one by one instead of losing the whole state.
+/// Build opentelemetry's `TraceState` from validated members. Its own key check follows an
+/// older grammar; members it refuses are left out one by one instead of losing the whole
+/// state (the full list travels beside it, see [`Tracestate`]).
 fn to_trace_state(members: &[(&str, &str)]) -> TraceState {
     if members.is_empty() {
         return TraceState::NONE;
@@ -281,28 +355,29 @@ fn to_trace_state(members: &[(&str, &str)]) -> TraceState {
 /// characters, cutting whole entries (longest-first over 128 characters, then from the
 /// end). Returns `None` when nothing is left, so no empty header is sent.
 pub fn format_tracestate(ts: &TraceState) -> Option<String> {
-    let mut entries: Vec<(&str, &str)> = ts.into_iter().take(MAX_TRACESTATE_MEMBERS).collect();
-    if entries.is_empty() {
-        return None;
-    }
+    format_members(ts.into_iter().collect())
+}
+
+/// "tracestate Limits": whole entries are cut, those over 128 characters first, then from
+/// the end.
+fn format_members(mut entries: Vec<(&str, &str)>) -> Option<String> {
+    entries.truncate(MAX_TRACESTATE_MEMBERS);
     let len = |e: &[(&str, &str)]| -> usize {
         e.iter().map(|(k, v)| k.len() + 1 + v.len()).sum::<usize>() + e.len().saturating_sub(1)
     };
-    if len(&entries) > MAX_TRACESTATE_LEN {
-        while len(&entries) > MAX_TRACESTATE_LEN {
-            match entries
-                .iter()
-                .rposition(|(k, v)| k.len() + 1 + v.len() > TRACESTATE_LONG_ENTRY)
-            {
-                Some(i) => {
-                    entries.remove(i);
-                }
-                None => break,
+    while len(&entries) > MAX_TRACESTATE_LEN {
+        match entries
+            .iter()
+            .rposition(|(k, v)| k.len() + 1 + v.len() > TRACESTATE_LONG_ENTRY)
+        {
+            Some(i) => {
+                entries.remove(i);
             }
+            None => break,
         }
-        while len(&entries) > MAX_TRACESTATE_LEN {
-            entries.pop();
-        }
+    }
+    while len(&entries) > MAX_TRACESTATE_LEN {
+        entries.pop();
     }
     if entries.is_empty() {
         return None;
@@ -325,8 +400,18 @@ pub(crate) fn header_lines<'a>(extractor: &'a dyn Extractor, key: &str) -> Vec<&
     extractor.get_all(key).unwrap_or_default()
 }
 
-/// Extract a remote span context from W3C headers.
-pub fn extract_span_context(extractor: &dyn Extractor) -> Result<SpanContext, TraceparentError> {
+/// What extraction read, kept in the [`Context`] for injection: the incoming flags (the
+/// random bit must follow the trace id out, whatever the SDK does to a dropped span's
+/// flags) and the full `tracestate` when `TraceState` could not hold all of it.
+#[derive(Debug, Clone)]
+struct W3cOrigin {
+    trace_id: TraceId,
+    flags: u8,
+    /// The full list and the `TraceState` made of it, when they differ.
+    tracestate: Option<std::sync::Arc<(Tracestate, TraceState)>>,
+}
+
+fn remote_parts(extractor: &dyn Extractor) -> Result<(SpanContext, W3cOrigin), TraceparentError> {
     let lines = header_lines(extractor, TRACEPARENT);
     let first = *lines.first().ok_or(TraceparentError::TooShort)?;
     if lines
@@ -337,18 +422,27 @@ pub fn extract_span_context(extractor: &dyn Extractor) -> Result<SpanContext, Tr
     }
     let tp = parse_traceparent(first)?;
     let lines = header_lines(extractor, TRACESTATE);
-    let state = if lines.is_empty() {
-        TraceState::NONE
+    let full = if lines.is_empty() {
+        Tracestate::default()
     } else {
-        parse_tracestate(&lines).unwrap_or(TraceState::NONE)
+        parse_tracestate(&lines).unwrap_or_default()
     };
-    Ok(SpanContext::new(
-        tp.trace_id,
-        tp.parent_id,
-        tp.flags,
-        true,
-        state,
+    let state = full.to_trace_state();
+    let held = state.into_iter().count();
+    let origin = W3cOrigin {
+        trace_id: tp.trace_id,
+        flags: tp.flags.to_u8(),
+        tracestate: (held < full.len()).then(|| std::sync::Arc::new((full, state.clone()))),
+    };
+    Ok((
+        SpanContext::new(tp.trace_id, tp.parent_id, tp.flags, true, state),
+        origin,
     ))
+}
+
+/// Extract a remote span context from W3C headers.
+pub fn extract_span_context(extractor: &dyn Extractor) -> Result<SpanContext, TraceparentError> {
+    remote_parts(extractor).map(|(sc, _)| sc)
 }
 
 /// Parse a `traceparent` straight into a remote [`SpanContext`] with no trace state.
@@ -374,13 +468,14 @@ pub fn parse_span_context(traceparent: &str) -> Result<SpanContext, TraceparentE
 ///
 /// let propagator = W3cTraceContextPropagator::new();
 /// let mut headers = HashMap::new();
-/// headers.insert("traceparent".to_string(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03".to_string());
+/// headers.insert("traceparent".to_string(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0b".to_string());
 /// let cx = propagator.extract(&headers);
 /// let sc = cx.span().span_context().clone();
 /// assert!(sc.is_remote() && sc.is_sampled());
 ///
 /// let mut out = HashMap::new();
 /// propagator.inject_context(&cx, &mut out);
+/// // Sampled and random are sent on; the undefined bit 0x08 is zeroed.
 /// assert_eq!(out["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03");
 /// assert!(!out.contains_key("tracestate")); // never an empty tracestate
 /// ```
@@ -404,6 +499,9 @@ impl W3cTraceContextPropagator {
     }
 }
 
+/// The flags this version defines; "Other Flags": "Vendors MUST set those to zero".
+const KNOWN_FLAGS: u8 = 0x01 | FLAG_RANDOM;
+
 impl TextMapPropagator for W3cTraceContextPropagator {
     fn inject_context(&self, cx: &Context, injector: &mut dyn Injector) {
         let span = cx.span();
@@ -411,20 +509,47 @@ impl TextMapPropagator for W3cTraceContextPropagator {
         if !sc.is_valid() {
             return;
         }
-        let buf = format_traceparent(sc);
+        let origin = cx
+            .get::<W3cOrigin>()
+            .filter(|o| o.trace_id == sc.trace_id());
+        let mut flags = sc.trace_flags().to_u8() & KNOWN_FLAGS;
+        if let Some(o) = origin {
+            // "Random Trace ID Flag": set (or unset) on every outgoing header with the
+            // incoming trace id as it was on the incoming one.
+            flags = (flags & !FLAG_RANDOM) | (o.flags & FLAG_RANDOM);
+        }
+        let buf = format_traceparent_flags(sc, flags);
         // The buffer is ASCII by construction.
         injector.set(
             TRACEPARENT,
             std::str::from_utf8(&buf).unwrap_or_default().to_owned(),
         );
-        if let Some(state) = format_tracestate(sc.trace_state()) {
-            injector.set(TRACESTATE, state);
+        let state = sc.trace_state();
+        let header = match origin.and_then(|o| o.tracestate.as_deref()) {
+            // Unchanged since extraction: the full list, as received.
+            Some((full, extracted)) if extracted == state => full.header(),
+            // Changed by the application: its state, then what `TraceState` cannot hold.
+            Some((full, _)) => {
+                let mut entries: Vec<(&str, &str)> = state.into_iter().collect();
+                for (k, v) in full.iter() {
+                    if TraceState::from_key_value([(k, v)]).is_err()
+                        && !entries.iter().any(|(e, _)| *e == k)
+                    {
+                        entries.push((k, v));
+                    }
+                }
+                format_members(entries)
+            }
+            None => format_tracestate(state),
+        };
+        if let Some(header) = header {
+            injector.set(TRACESTATE, header);
         }
     }
 
     fn extract_with_context(&self, cx: &Context, extractor: &dyn Extractor) -> Context {
-        match extract_span_context(extractor) {
-            Ok(sc) => cx.with_remote_span_context(sc),
+        match remote_parts(extractor) {
+            Ok((sc, origin)) => cx.with_value(origin).with_remote_span_context(sc),
             Err(_) => cx.clone(),
         }
     }
@@ -602,6 +727,8 @@ mod tests {
         );
     }
 
+    /// "tracestate Header Field Values", "Key" and "Value"; the cases of the W3C test
+    /// suite's `test_tracestate_*` (Level 2, strict).
     #[test]
     fn tracestate_grammar_and_limits() {
         let ok = |lines: &[&str]| parse_tracestate(lines).unwrap();
@@ -610,14 +737,13 @@ mod tests {
             (ts.get("foo"), ts.get("bar"), ts.get("baz")),
             (Some("1"), Some("2"), Some("3"))
         );
-        // Lines combine in order; empty lines and members are skipped.
+        // "Multiple tracestate header fields MUST be handled as specified by RFC9110":
+        // lines combine in order; empty lines and members are skipped.
         let ts = ok(&["foo=1,bar=2", "", "rojo=1,congo=2", "baz=3"]);
-        assert_eq!(
-            format_tracestate(&ts).unwrap(),
-            "foo=1,bar=2,rojo=1,congo=2,baz=3"
-        );
-        assert_eq!(ok(&[""]), TraceState::NONE);
-        // Leading spaces in a value are part of it.
+        assert_eq!(ts.header().unwrap(), "foo=1,bar=2,rojo=1,congo=2,baz=3");
+        assert!(ok(&[""]).is_empty());
+        assert_eq!(ok(&[""]).header(), None, "never an empty header");
+        // "All leading spaces MUST be preserved as part of the value."
         assert_eq!(ok(&["foo= 1"]).get("foo"), Some(" 1"));
         // Every allowed character.
         let key = "abcdefghijklmnopqrstuvwxyz0123456789_-*/";
@@ -630,80 +756,77 @@ mod tests {
             ok(&[&format!("{key}={value}")]).get(key),
             Some(value.as_str())
         );
-        let vendor_key = format!("{key}@a-z0-9_-*/");
-        assert_eq!(
-            ok(&[&format!("{vendor_key}=1")]).get(&vendor_key),
-            Some("1")
-        );
-        // Level 2: a key may start with a digit.
-        assert_eq!(ok(&["1foo=1"]).get("1foo"), Some("1"));
+        // "Key": `@` is a key character anywhere after the first; a digit may start a key.
+        for key in [
+            format!("{key}@a-z0-9_-*/"),
+            "foo@".into(),
+            "foo@@bar".into(),
+            "foo@bar@baz".into(),
+            "foo@1bar".into(),
+            "1foo".into(),
+            format!("t@{}", "v".repeat(15)),
+            format!("{}@{}", "t".repeat(241), "v".repeat(14)),
+            format!("{}@v", "t".repeat(242)),
+            "z".repeat(256),
+        ] {
+            let ts = ok(&["bar=2", &format!("{key}=1")]);
+            assert_eq!(
+                (ts.get(&key), ts.get("bar")),
+                (Some("1"), Some("2")),
+                "{key}"
+            );
+            assert_eq!(ts.header().unwrap(), format!("bar=2,{key}=1"));
+        }
+        // "vendors MAY also discard duplicate keys": the tracestate stays, the first kept.
+        for lines in [&["foo=1,foo=2"][..], &["foo=1", "foo=2"], &["foo=1,foo=1"]] {
+            assert_eq!(ok(lines).header().unwrap(), "foo=1", "{lines:?}");
+        }
 
         let bad = |lines: &[&str]| parse_tracestate(lines).unwrap_err();
-        assert!(matches!(
-            bad(&["foo=1,foo=2"]),
-            TracestateError::Duplicate(_)
-        ));
-        assert!(matches!(
-            bad(&["foo=1", "foo=1"]),
-            TracestateError::Duplicate(_)
-        ));
-        for key in [
-            "foo ",
-            "FOO",
-            "foo.bar",
-            "foo@",
-            "@foo",
-            "foo@@bar",
-            "foo@bar@baz",
-            "t@vvvvvvvvvvvvvvv",
-        ] {
+        for key in ["foo ", "FOO", "foo.bar", "@foo", "-foo", "_foo"] {
             assert!(
                 matches!(bad(&[&format!("{key}=1,bar=2")]), TracestateError::Key(_)),
                 "{key}"
             );
         }
         assert!(matches!(
-            bad(&[&format!("{}=1", "z".repeat(257))]),
-            TracestateError::Key(_)
-        ));
-        assert!(matches!(
-            bad(&[&format!("{}@v=1", "t".repeat(242))]),
+            bad(&["foo=1", &format!("{}=1", "z".repeat(257))]),
             TracestateError::Key(_)
         ));
         assert!(matches!(bad(&["foo=bar=baz"]), TracestateError::Value(_)));
         assert!(matches!(bad(&["foo=,bar=3"]), TracestateError::Value(_)));
         assert!(matches!(bad(&["foo"]), TracestateError::Member(_)));
+        // "There can be a maximum of 32 list-members in a list."
         let members: Vec<String> = (1..=33).map(|i| format!("bar{i:02}={i:02}")).collect();
         assert_eq!(
-            parse_tracestate(&[&members[..32].join(",")]).map(|t| t.into_iter().count()),
+            parse_tracestate(&[&members[..32].join(",")]).map(|t| t.len()),
             Ok(32)
         );
         assert_eq!(bad(&[&members.join(",")]), TracestateError::TooManyMembers);
-
-        // Valid by the grammar; opentelemetry's TraceState refuses a 14-character system
-        // id, so that one member is left out and the rest kept.
-        let long = format!("{}@{}", "t".repeat(241), "v".repeat(14));
-        let ts = ok(&["foo=1", &format!("{long}=1")]);
-        assert_eq!(ts.get("foo"), Some("1"));
-        let ts = ok(&["foo=1", &format!("{}=1", "z".repeat(256))]);
-        assert_eq!(ts.get("foo"), Some("1"));
     }
 
+    /// "tracestate Limits": whole entries, those over 128 characters first, then from the
+    /// end.
     #[test]
     fn tracestate_truncation_removes_whole_entries() {
         // 5 entries of 100 chars + one of 200: 711 chars. The long one goes first.
         let mut members: Vec<String> = (0..5).map(|i| format!("k{i}={}", "v".repeat(97))).collect();
         members.insert(2, format!("long={}", "x".repeat(195)));
-        let ts = parse_tracestate(&[&members.join(",")]).unwrap();
-        let out = format_tracestate(&ts).unwrap();
+        let out = parse_tracestate(&[&members.join(",")])
+            .unwrap()
+            .header()
+            .unwrap();
         assert!(!out.contains("long="));
         assert_eq!(out.split(',').count(), 5);
         assert!(out.len() <= MAX_TRACESTATE_LEN);
         // Eight 100-char entries: 807 chars; cut from the end to 5 (504 chars).
         let members: Vec<String> = (0..8).map(|i| format!("k{i}={}", "v".repeat(97))).collect();
         let ts = parse_tracestate(&[&members.join(",")]).unwrap();
-        let out = format_tracestate(&ts).unwrap();
-        assert_eq!(out, members[..5].join(","));
+        assert_eq!(ts.header().unwrap(), members[..5].join(","));
+        assert_eq!(
+            format_tracestate(&ts.to_trace_state()).unwrap(),
+            members[..5].join(",")
+        );
     }
 
     fn carrier(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -713,26 +836,143 @@ mod tests {
             .collect()
     }
 
+    fn extract(p: &W3cTraceContextPropagator, traceparent: &str, tracestate: &[&str]) -> Context {
+        struct Lines<'a>(&'a str, &'a [&'a str]);
+        impl Extractor for Lines<'_> {
+            fn get(&self, key: &str) -> Option<&str> {
+                self.get_all(key).and_then(|l| l.first().copied())
+            }
+            fn keys(&self) -> Vec<&str> {
+                vec![TRACEPARENT, TRACESTATE]
+            }
+            fn get_all(&self, key: &str) -> Option<Vec<&str>> {
+                match key {
+                    TRACEPARENT => Some(vec![self.0]),
+                    TRACESTATE if !self.1.is_empty() => Some(self.1.to_vec()),
+                    _ => None,
+                }
+            }
+        }
+        p.extract(&Lines(traceparent, tracestate))
+    }
+
+    fn inject(p: &W3cTraceContextPropagator, cx: &Context) -> HashMap<String, String> {
+        let mut out = HashMap::new();
+        p.inject_context(cx, &mut out);
+        out
+    }
+
+    /// "Other Flags": "Vendors MUST set those to zero"; "Random Trace ID Flag": kept.
     #[test]
-    fn propagator_keeps_flags_and_drops_bad_tracestate_only() {
+    fn unknown_flags_are_zeroed_and_random_kept() {
         let p = W3cTraceContextPropagator::new();
-        let cx = p.extract(&carrier(&[
-            (
-                "traceparent",
-                "00-12345678901234567890123456789012-1234567890123456-02",
-            ),
-            ("tracestate", "foo=1,foo=2"),
-        ]));
+        for (incoming, outgoing) in [
+            ("00", "00"),
+            ("01", "01"),
+            ("02", "02"),
+            ("03", "03"),
+            ("04", "00"),
+            ("09", "01"),
+            ("ff", "03"),
+        ] {
+            let cx = extract(
+                &p,
+                &format!("00-12345678901234567890123456789012-1234567890123456-{incoming}"),
+                &[],
+            );
+            assert_eq!(
+                inject(&p, &cx)["traceparent"],
+                format!("00-12345678901234567890123456789012-1234567890123456-{outgoing}"),
+                "{incoming}"
+            );
+        }
+    }
+
+    /// A random flag lost from the span's flags (an SDK span the sampler dropped is given
+    /// flags 00) is restored for the same trace id, and only for it.
+    #[test]
+    fn random_flag_follows_the_trace_id_not_the_span_flags() {
+        let p = W3cTraceContextPropagator::new();
+        let cx = extract(
+            &p,
+            "00-12345678901234567890123456789012-1234567890123456-02",
+            &[],
+        );
+        let child = SpanContext::new(
+            TraceId::from_hex("12345678901234567890123456789012").unwrap(),
+            SpanId::from_hex("00000000000000aa").unwrap(),
+            TraceFlags::default(),
+            false,
+            TraceState::NONE,
+        );
+        let out = inject(&p, &cx.with_remote_span_context(child));
+        assert_eq!(
+            out["traceparent"],
+            "00-12345678901234567890123456789012-00000000000000aa-02"
+        );
+        // Another trace id in the same context: its own flags.
+        let other = SpanContext::new(
+            TraceId::from_hex("abcdef78901234567890123456789012").unwrap(),
+            SpanId::from_hex("00000000000000bb").unwrap(),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::NONE,
+        );
+        let out = inject(&p, &cx.with_remote_span_context(other));
+        assert!(out["traceparent"].ends_with("-01"));
+        // Unset on the way in: unset on the way out, even if the span claims it.
+        let cx = extract(
+            &p,
+            "00-12345678901234567890123456789012-1234567890123456-01",
+            &[],
+        );
+        let claims = SpanContext::new(
+            TraceId::from_hex("12345678901234567890123456789012").unwrap(),
+            SpanId::from_hex("00000000000000cc").unwrap(),
+            TraceFlags::new(0x03),
+            false,
+            TraceState::NONE,
+        );
+        let out = inject(&p, &cx.with_remote_span_context(claims));
+        assert!(out["traceparent"].ends_with("-01"));
+    }
+
+    /// Keys `TraceState` cannot hold still go out; an application's change to the state
+    /// goes out first, followed by them.
+    #[test]
+    fn tracestate_keys_beyond_trace_state_are_propagated() {
+        let p = W3cTraceContextPropagator::new();
+        let tp = "00-12345678901234567890123456789012-1234567890123456-01";
+        let cx = extract(&p, tp, &["foo@@bar=1,bar=2", "foo@bar@baz=3"]);
+        assert_eq!(cx.span().span_context().trace_state().get("bar"), Some("2"));
+        let out = inject(&p, &cx);
+        assert_eq!(out["tracestate"], "foo@@bar=1,bar=2,foo@bar@baz=3");
+        // The application adds its own member.
+        let sc = cx.span().span_context().clone();
+        let changed = sc.trace_state().insert("congo", "t61").unwrap();
+        let sc = SpanContext::new(sc.trace_id(), sc.span_id(), sc.trace_flags(), true, changed);
+        let out = inject(&p, &cx.with_remote_span_context(sc));
+        assert_eq!(
+            out["tracestate"],
+            "congo=t61,bar=2,foo@@bar=1,foo@bar@baz=3"
+        );
+        // Duplicates: the tracestate is kept with the first value.
+        let cx = extract(&p, tp, &["foo=1,foo=2"]);
+        assert_eq!(inject(&p, &cx)["tracestate"], "foo=1");
+    }
+
+    #[test]
+    fn propagator_drops_bad_tracestate_only() {
+        let p = W3cTraceContextPropagator::new();
+        let cx = extract(
+            &p,
+            "00-12345678901234567890123456789012-1234567890123456-02",
+            &["@foo=1,bar=2"],
+        );
         let sc = cx.span().span_context().clone();
         assert!(sc.is_valid() && !sc.is_sampled());
-        assert_eq!(
-            sc.trace_flags().to_u8() & FLAG_RANDOM,
-            FLAG_RANDOM,
-            "random flag kept"
-        );
         assert_eq!(sc.trace_state(), &TraceState::NONE);
-        let mut out = HashMap::new();
-        p.inject_context(&cx, &mut out);
+        let out = inject(&p, &cx);
         assert_eq!(
             out["traceparent"],
             "00-12345678901234567890123456789012-1234567890123456-02"
@@ -747,8 +987,6 @@ mod tests {
             ("tracestate", "foo=1"),
         ]));
         assert!(!cx.span().span_context().is_valid());
-        let mut out = HashMap::new();
-        p.inject_context(&cx, &mut out);
-        assert!(out.is_empty());
+        assert!(inject(&p, &cx).is_empty());
     }
 }
