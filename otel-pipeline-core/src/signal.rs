@@ -111,6 +111,10 @@ pub struct ClientInfo {
     /// Request metadata (gRPC metadata or HTTP headers) the receiver chose to keep,
     /// lower-cased keys.
     pub metadata: Vec<(String, String)>,
+    /// What the receiver's authenticator established about the client, e.g.
+    /// `("subject", "checkout")` and `("scheme", "bearer")`; empty without one. Never a
+    /// credential.
+    pub auth: Vec<(String, String)>,
 }
 
 impl ClientInfo {
@@ -119,6 +123,14 @@ impl ClientInfo {
         self.metadata
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The authenticator's attribute `key` (`subject`, `scheme`, ...).
+    pub fn auth(&self, key: &str) -> Option<&str> {
+        self.auth
+            .iter()
+            .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
 }

@@ -63,7 +63,8 @@ pub fn percent_decode(s: &str) -> String {
         out.push(b[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    // Valid UTF-8 (the usual case) keeps its buffer; only invalid bytes cost a copy.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Percent-encode every byte of `s` that is not a baggage-octet, and `%` and `=`.
@@ -382,6 +383,31 @@ mod tests {
         assert_eq!(header.split(',').count(), 64);
         // Every member made it whole.
         assert!(header.split(',').all(|m| m.len() == 6 + 100));
+    }
+
+    /// "Limits": a platform MUST propagate all list-members while there are at most 64 and
+    /// the header is at most 8192 bytes, across all `baggage` lines combined.
+    #[test]
+    fn sixty_four_members_in_8192_bytes_all_go_through() {
+        // 64 members of 128 bytes each, commas included: 63 * 128 + 127 = 8191 bytes.
+        let members: Vec<String> = (0..64)
+            .map(|i| format!("k{i:02}={}", "v".repeat(123)))
+            .collect();
+        let header = members.join(",");
+        assert!(header.len() <= MAX_BYTES);
+        // Split over four lines: the limits apply to the combination.
+        let lines: Vec<String> = members.chunks(16).map(|c| c.join(",")).collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let parsed = parse_baggage(&lines);
+        assert_eq!((parsed.entries.len(), parsed.over_limit), (64, 0));
+        let p = W3cBaggagePropagator::new();
+        let mut carrier = HashMap::new();
+        carrier.insert("baggage".to_string(), header.clone());
+        let cx = p.extract(&carrier);
+        assert_eq!(cx.baggage().len(), 64);
+        let mut out = HashMap::new();
+        p.inject_context(&cx, &mut out);
+        assert_eq!(out["baggage"], header, "all 64, whole, in key order");
     }
 
     #[test]
