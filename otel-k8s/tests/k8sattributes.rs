@@ -117,6 +117,7 @@ fn batch_with(
             Arc::new(ClientInfo {
                 addr: Some(format!("{ip}:5000").parse().expect("addr")),
                 metadata: vec![],
+                auth: vec![],
             }),
         ),
         None => Batch::new(data),

@@ -109,8 +109,9 @@ pub struct ActionConfig {
     pub from_attribute: Option<String>,
     /// For `insert`/`update`/`upsert`: take the value from the request's client
     /// context: `metadata.<key>` (request headers the receiver kept, with
-    /// `include_metadata`), `client.address`, or `auth.<attribute>` (from an
-    /// authenticator; absent until one is configured, when the action does nothing).
+    /// `include_metadata`), `client.address`, or `auth.<attribute>` (what the receiver's
+    /// authenticator established: `auth.subject`, `auth.scheme`; without one the action
+    /// does nothing).
     #[serde(default)]
     pub from_context: Option<String>,
     /// For `convert`: `int`, `double`, `string` or `bool`.
@@ -318,8 +319,8 @@ enum Source {
 enum ContextKey {
     Metadata(String),
     ClientAddress,
-    /// Authenticator attributes: none are produced yet, so these never set a value.
-    Auth,
+    /// An attribute the receiver's authenticator set (`auth.subject`, `auth.scheme`).
+    Auth(String),
 }
 
 enum KeySel {
@@ -627,8 +628,8 @@ impl AttributeRedactor {
                         (None, None, Some(c)) => {
                             Source::Context(if let Some(k) = c.strip_prefix("metadata.") {
                                 ContextKey::Metadata(k.to_ascii_lowercase())
-                            } else if c.starts_with("auth.") {
-                                ContextKey::Auth
+                            } else if let Some(k) = c.strip_prefix("auth.") {
+                                ContextKey::Auth(k.to_string())
                             } else if c == "client.address" {
                                 ContextKey::ClientAddress
                             } else {
@@ -849,7 +850,9 @@ impl CompiledAttributes {
                         Source::Context(ContextKey::ClientAddress) => client
                             .and_then(|c| c.addr)
                             .map(|a| text(a.ip().to_string())),
-                        Source::Context(ContextKey::Auth) => None,
+                        Source::Context(ContextKey::Auth(k)) => {
+                            client.and_then(|c| c.auth(k)).map(|v| text(v.to_string()))
+                        }
                     };
                     let Some(value) = value else { continue };
                     let exists = attrs.iter().any(|kv| kv.key == *key);

@@ -424,6 +424,7 @@ impl Pending {
                             .map(|v| (k.clone(), v.to_string()))
                     })
                     .collect(),
+                auth: Vec::new(),
             })
         });
         Self {

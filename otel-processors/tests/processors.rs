@@ -731,14 +731,15 @@ actions:
     let client = otel_pipeline_core::ClientInfo {
         addr: None,
         metadata: vec![("x-origin".into(), "mobile".into())],
+        auth: vec![("subject".into(), "checkout".into())],
     };
     rules.apply_with_client(&mut data, Some(&client));
     let out = &data.resource_spans[0].scope_spans[0].spans;
     assert_eq!(attr(&out[0].attributes, "origin"), Some(&s("mobile")));
     assert_eq!(
         attr(&out[0].attributes, "subject"),
-        None,
-        "no authenticator, no value"
+        Some(&s("checkout")),
+        "the authenticator's subject"
     );
     assert_eq!(
         attr(&out[1].attributes, "origin"),
@@ -784,6 +785,7 @@ async fn batch_by_metadata_with_a_cardinality_limit_and_zero_meanings() {
             Arc::new(otel_pipeline_core::ClientInfo {
                 addr: None,
                 metadata: vec![("tenant".into(), tenant.into())],
+                auth: vec![],
             }),
         )
     };

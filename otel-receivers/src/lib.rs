@@ -10,5 +10,8 @@ pub mod collector;
 pub mod otlp;
 pub mod sdk;
 
-pub use otlp::{BoundAddrs, OtlpConfig, OtlpReceiver, OtlpSignalReceiver, TlsFiles, WireSignal};
+pub use otlp::{
+    AuthError, AuthRequest, Authenticate, Authenticator, BearerTokens, BoundAddrs, OtlpConfig,
+    OtlpReceiver, OtlpSignalReceiver, ReceiverLimits, Secret, TlsFiles, WireSignal,
+};
 pub use sdk::{SdkBridge, SdkBridgeReceiver};

@@ -1,20 +1,20 @@
-//! OTLP over gRPC: our own routing and codec on tonic's framing, so malformed and oversize
-//! requests get `INVALID_ARGUMENT` (tonic's defaults say `INTERNAL` and `OUT_OF_RANGE`, which
-//! OTLP clients would retry) and are counted.
+//! OTLP over gRPC: our own routing, framing and decoding (tonic only for status
+//! encoding), so every malformed, oversize, corrupt or bomb request gets `INVALID_ARGUMENT`
+//! (tonic's own handling says `INTERNAL`, `OUT_OF_RANGE` or `RESOURCE_EXHAUSTED` without
+//! `RetryInfo`, which OTLP clients would retry) and is counted.
 
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use otel_pipeline_core::{BoxFuture, ClientInfo, Logs, Metrics, OtlpSignal, Traces};
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use otel_pipeline_core::{Logs, Metrics, OtlpSignal, Traces};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use super::body::{self, BodyError, Gunzip};
 use super::server::{Peer, ResBody};
-use super::{Outcome, Shared, WireSignal, client_info, count_failed, deliver};
+use super::{AuthRequest, Outcome, Shared, WireSignal, client_info, count_failed, deliver};
 
 pub(crate) async fn handle(
     shared: Arc<Shared>,
@@ -45,6 +45,34 @@ fn status_response(status: &Status) -> Response<ResBody> {
     })
 }
 
+/// A gRPC status answer, counted under `reason` when there is one.
+fn refuse<S: WireSignal>(
+    shared: &Shared,
+    reason: Option<&'static str>,
+    status: &Status,
+) -> Response<ResBody> {
+    if let Some(reason) = reason {
+        count_failed::<S>(shared, reason);
+    }
+    status_response(status)
+}
+
+/// Back-pressure: retryable, with the delay to wait.
+fn busy<S: WireSignal>(shared: &Shared) -> Response<ResBody> {
+    refuse::<S>(
+        shared,
+        Some("in_flight_limit"),
+        &Status::with_error_details(
+            Code::ResourceExhausted,
+            "the receiver holds as many request bytes as it may; retry later",
+            ErrorDetails::with_retry_info(Some(shared.config.default_retry_after)),
+        ),
+    )
+}
+
+/// One unary OTLP call, framed and decoded here rather than by tonic: every failure maps
+/// to the status `docs/otlp.md` promises and is counted, and decompression runs off the
+/// runtime's threads within the receiver's byte budget.
 async fn unary<S: WireSignal>(
     shared: Arc<Shared>,
     req: Request<Incoming>,
@@ -56,124 +84,193 @@ async fn unary<S: WireSignal>(
             S::NAME
         )));
     }
-    let client = client_info(&shared, Some(peer), req.headers());
-    let codec = OtlpCodec::<S> {
-        shared: Arc::clone(&shared),
-        _signal: PhantomData,
-    };
-    let limit = shared.config.max_decompressed_bytes;
-    let mut grpc = tonic::server::Grpc::new(codec)
-        .accept_compressed(CompressionEncoding::Gzip)
-        .send_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(limit);
-    let service = ExportService::<S> {
-        shared: Arc::clone(&shared),
-        client,
-        _signal: PhantomData,
-    };
-    let mut response = grpc.unary(service, req).await;
-    // tonic refuses an oversize message with OUT_OF_RANGE, which OTLP clients retry
-    // forever; it is a permanent error.
-    if response.headers().get("grpc-status").map(|v| v.as_bytes()) == Some(b"11") {
-        count_failed::<S>(&shared, "too_large");
-        response
-            .headers_mut()
-            .insert("grpc-status", http::HeaderValue::from_static("3"));
-    }
-    response.map(|b| {
-        b.map_err(|e| Box::new(e) as otel_pipeline_core::BoxError)
-            .boxed_unsync()
-    })
-}
-
-struct ExportService<S> {
-    shared: Arc<Shared>,
-    client: Arc<ClientInfo>,
-    _signal: PhantomData<fn() -> S>,
-}
-
-impl<S: WireSignal> tonic::server::UnaryService<S::Data> for ExportService<S> {
-    type Response = S::Response;
-    type Future = BoxFuture<'static, Result<tonic::Response<S::Response>, Status>>;
-
-    fn call(&mut self, request: tonic::Request<S::Data>) -> Self::Future {
-        let shared = Arc::clone(&self.shared);
-        let client = Arc::clone(&self.client);
-        Box::pin(async move {
-            match deliver::<S>(&shared, request.into_inner(), client).await {
-                None => Err(Status::unimplemented(format!("no {} pipeline", S::NAME))),
-                Some(Outcome::Accepted) => Ok(tonic::Response::new(S::Response::default())),
-                Some(Outcome::Rejected { items, message }) => {
-                    Ok(tonic::Response::new(S::partial_success(items, message)))
-                }
-                Some(Outcome::Refused {
-                    retry_after,
-                    message,
-                }) => Err(Status::with_error_details(
-                    Code::ResourceExhausted,
-                    message,
-                    ErrorDetails::with_retry_info(Some(retry_after)),
-                )),
-            }
-        })
-    }
-}
-
-/// Prost encoding with decode errors as `INVALID_ARGUMENT`, counted.
-struct OtlpCodec<S> {
-    shared: Arc<Shared>,
-    _signal: PhantomData<fn() -> S>,
-}
-
-impl<S: WireSignal> Codec for OtlpCodec<S> {
-    type Encode = S::Response;
-    type Decode = S::Data;
-    type Encoder = ProstEncoder<S::Response>;
-    type Decoder = CountingDecoder<S>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder(PhantomData)
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        CountingDecoder {
-            shared: Arc::clone(&self.shared),
-            _signal: PhantomData,
-        }
-    }
-}
-
-struct ProstEncoder<T>(PhantomData<T>);
-
-impl<T: prost::Message> Encoder for ProstEncoder<T> {
-    type Item = T;
-    type Error = Status;
-
-    fn encode(&mut self, item: T, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("encoding the response: {e}")))
-    }
-}
-
-struct CountingDecoder<S> {
-    shared: Arc<Shared>,
-    _signal: PhantomData<fn() -> S>,
-}
-
-impl<S: WireSignal> Decoder for CountingDecoder<S> {
-    type Item = S::Data;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<S::Data>, Status> {
-        match <S::Data as prost::Message>::decode(src) {
-            Ok(message) => Ok(Some(message)),
+    let headers = req.headers();
+    let mut client = client_info(&shared, Some(peer), headers);
+    if let Some(auth) = &shared.config.auth {
+        match auth.check(&AuthRequest { headers, peer }) {
+            Ok(identity) => Arc::make_mut(&mut client).auth = identity,
             Err(e) => {
-                count_failed::<S>(&self.shared, "malformed");
-                Err(Status::invalid_argument(format!(
-                    "malformed OTLP {} request: {e}",
-                    S::NAME
-                )))
+                return refuse::<S>(
+                    &shared,
+                    Some("unauthenticated"),
+                    &Status::unauthenticated(format!("{}: {}", e.reason, e.message)),
+                );
             }
         }
+    }
+    let gzip = match headers.get("grpc-encoding").map(|v| v.as_bytes()) {
+        None | Some(b"identity") => false,
+        Some(b"gzip") => true,
+        Some(other) => {
+            let name = String::from_utf8_lossy(other).into_owned();
+            let mut r = refuse::<S>(
+                &shared,
+                Some("unsupported_encoding"),
+                &Status::unimplemented(format!(
+                    "unsupported grpc-encoding {name:?}: use gzip or identity"
+                )),
+            );
+            r.headers_mut().insert(
+                "grpc-accept-encoding",
+                http::HeaderValue::from_static("gzip,identity"),
+            );
+            return r;
+        }
+    };
+    let max = shared.config.max_request_bytes;
+    // The 5-byte frame header comes on top of the message.
+    let (body, held) = match body::read(&shared, req.into_body(), max + 5, None).await {
+        Ok(read) => read,
+        Err(BodyError::TooLarge) => {
+            return refuse::<S>(
+                &shared,
+                Some("too_large"),
+                &Status::invalid_argument(format!("request exceeds the limit of {max} bytes")),
+            );
+        }
+        Err(BodyError::Timeout) => {
+            return refuse::<S>(
+                &shared,
+                Some("body_read_timeout"),
+                &Status::deadline_exceeded(format!(
+                    "the request did not arrive within {:?}",
+                    shared.config.limits.body_read_timeout
+                )),
+            );
+        }
+        Err(BodyError::Busy) => return busy::<S>(&shared),
+        Err(BodyError::Read(e)) => {
+            return refuse::<S>(
+                &shared,
+                Some("read_error"),
+                &Status::invalid_argument(format!("reading the request: {e}")),
+            );
+        }
+    };
+    // A unary request is exactly one length-prefixed message.
+    let malformed =
+        |why: String| refuse::<S>(&shared, Some("malformed"), &Status::invalid_argument(why));
+    if body.len() < 5 {
+        return malformed(format!(
+            "a gRPC message needs a 5-byte prefix; got {} bytes",
+            body.len()
+        ));
+    }
+    let compressed = match body[0] {
+        0 => false,
+        1 => true,
+        flag => return malformed(format!("unknown gRPC compressed-flag {flag}")),
+    };
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    if len != body.len() - 5 {
+        return malformed(format!(
+            "the gRPC prefix says {len} bytes, {} followed (one message per unary call)",
+            body.len() - 5
+        ));
+    }
+    let message = body.slice(5..);
+    let limit = shared.config.max_decompressed_bytes;
+    let (message, _held) = match (compressed, gzip) {
+        (false, _) if message.len() > limit => {
+            return refuse::<S>(
+                &shared,
+                Some("too_large"),
+                &Status::invalid_argument(format!(
+                    "the message of {} bytes exceeds the limit of {limit}",
+                    message.len()
+                )),
+            );
+        }
+        (false, _) => (message, held),
+        (true, false) => {
+            return malformed("a compressed message without grpc-encoding".into());
+        }
+        (true, true) => {
+            match body::gunzip(&shared, message, limit, held).await {
+                Ok(inflated) => inflated,
+                // A bomb: permanent, so clients do not retry it.
+                Err(Gunzip::TooLarge) => {
+                    return refuse::<S>(
+                        &shared,
+                        Some("decompressed_too_large"),
+                        &Status::invalid_argument(format!(
+                            "the message inflates past the limit of {limit} bytes"
+                        )),
+                    );
+                }
+                Err(Gunzip::Invalid(e)) => return malformed(format!("invalid gzip message: {e}")),
+                Err(Gunzip::Busy) => return busy::<S>(&shared),
+            }
+        }
+    };
+    let data = match <S::Data as prost::Message>::decode(message) {
+        Ok(d) => d,
+        Err(e) => return malformed(format!("malformed OTLP {} request: {e}", S::NAME)),
+    };
+    match deliver::<S>(&shared, data, client).await {
+        None => status_response(&Status::unimplemented(format!("no {} pipeline", S::NAME))),
+        Some(Outcome::Accepted) => ok_response(&S::Response::default()),
+        Some(Outcome::Rejected { items, message }) => {
+            ok_response(&S::partial_success(items, message))
+        }
+        Some(Outcome::Refused {
+            retry_after,
+            message,
+        }) => status_response(&Status::with_error_details(
+            Code::ResourceExhausted,
+            message,
+            ErrorDetails::with_retry_info(Some(retry_after)),
+        )),
+    }
+}
+
+/// `200` with one uncompressed message and `grpc-status: 0` in the trailers.
+fn ok_response<M: prost::Message>(message: &M) -> Response<ResBody> {
+    let len = message.encoded_len();
+    let mut buf = Vec::with_capacity(5 + len);
+    buf.push(0);
+    buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    // Encoding into a Vec cannot run out of room.
+    let _ = message.encode(&mut buf);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let body = UnaryBody {
+        data: Some(bytes::Bytes::from(buf)),
+        trailers: Some(trailers),
+    };
+    let mut r = Response::new(body.boxed_unsync());
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    r
+}
+
+/// A message, then trailers.
+struct UnaryBody {
+    data: Option<bytes::Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl hyper::body::Body for UnaryBody {
+    type Data = bytes::Bytes;
+    type Error = otel_pipeline_core::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        if let Some(d) = self.data.take() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(d))));
+        }
+        std::task::Poll::Ready(
+            self.trailers
+                .take()
+                .map(|t| Ok(hyper::body::Frame::trailers(t))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
     }
 }

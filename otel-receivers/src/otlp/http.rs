@@ -1,17 +1,15 @@
 //! OTLP over HTTP: `POST /v1/{traces,metrics,logs}`, protobuf or JSON, optionally gzip.
 
-use std::io::Read;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use otel_pipeline_core::{Logs, Metrics, OtlpSignal, Traces};
 
+use super::body::{self, BodyError, Gunzip};
 use super::server::{Peer, ResBody, full};
-use super::{Outcome, Shared, WireSignal, client_info, count_failed, deliver};
+use super::{AuthRequest, Outcome, Shared, WireSignal, client_info, count_failed, deliver};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Encoding {
@@ -93,8 +91,8 @@ fn fail<S: WireSignal>(
     count_failed::<S>(shared, reason);
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => 8, // RESOURCE_EXHAUSTED in google.rpc.Code
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,
-        _ => 3, // INVALID_ARGUMENT
+        StatusCode::REQUEST_TIMEOUT => 4,   // DEADLINE_EXCEEDED
+        _ => 3,                             // INVALID_ARGUMENT
     };
     encoded(status, encoding, &RpcStatus { code, message })
 }
@@ -164,31 +162,40 @@ async fn export<S: WireSignal>(
             );
         }
     };
+    let mut identity = Vec::new();
+    if let Some(auth) = &shared.config.auth {
+        let request = AuthRequest { headers, peer };
+        match auth.check(&request) {
+            Ok(attrs) => identity = attrs,
+            Err(e) => {
+                count_failed::<S>(&shared, "unauthenticated");
+                let mut r = encoded(
+                    StatusCode::UNAUTHORIZED,
+                    encoding,
+                    &RpcStatus {
+                        code: 16, // UNAUTHENTICATED
+                        message: format!("unauthenticated ({}): {}", e.reason, e.message),
+                    },
+                );
+                if let Ok(v) = HeaderValue::from_str(auth.challenge()) {
+                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+                return r;
+            }
+        }
+    }
     let max = shared.config.max_request_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > max) {
-        let msg = format!(
-            "request body of {} bytes exceeds the limit of {max}",
-            declared.unwrap_or(0)
-        );
-        return fail::<S>(
-            &shared,
-            encoding,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            msg,
-        );
+    let mut client = client_info(&shared, Some(peer), headers);
+    if !identity.is_empty() {
+        Arc::make_mut(&mut client).auth = identity;
     }
-    let client = client_info(&shared, Some(peer), headers);
-    let body = match Limited::new(req.into_body(), max).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
+    let (body, held) = match body::read(&shared, req.into_body(), max, declared).await {
+        Ok(read) => read,
+        Err(BodyError::TooLarge) => {
             let msg = format!("request body exceeds the limit of {max} bytes");
             return fail::<S>(
                 &shared,
@@ -198,7 +205,21 @@ async fn export<S: WireSignal>(
                 msg,
             );
         }
-        Err(e) => {
+        Err(BodyError::Timeout) => {
+            let msg = format!(
+                "the body did not arrive within {:?}",
+                shared.config.limits.body_read_timeout
+            );
+            return fail::<S>(
+                &shared,
+                encoding,
+                StatusCode::REQUEST_TIMEOUT,
+                "body_read_timeout",
+                msg,
+            );
+        }
+        Err(BodyError::Busy) => return busy::<S>(&shared, encoding),
+        Err(BodyError::Read(e)) => {
             return fail::<S>(
                 &shared,
                 encoding,
@@ -208,14 +229,12 @@ async fn export<S: WireSignal>(
             );
         }
     };
-    let body = if gzip {
-        match gunzip(&body, shared.config.max_decompressed_bytes) {
-            Ok(b) => b,
+    let (body, _held) = if gzip {
+        let limit = shared.config.max_decompressed_bytes;
+        match body::gunzip(&shared, body, limit, held).await {
+            Ok(inflated) => inflated,
             Err(Gunzip::TooLarge) => {
-                let msg = format!(
-                    "decompressed body exceeds the limit of {} bytes",
-                    shared.config.max_decompressed_bytes
-                );
+                let msg = format!("decompressed body exceeds the limit of {limit} bytes");
                 return fail::<S>(
                     &shared,
                     encoding,
@@ -233,9 +252,10 @@ async fn export<S: WireSignal>(
                     format!("invalid gzip body: {e}"),
                 );
             }
+            Err(Gunzip::Busy) => return busy::<S>(&shared, encoding),
         }
     } else {
-        body
+        (body, held)
     };
     let data: S::Data = match encoding {
         Encoding::Protobuf => match <S::Data as prost::Message>::decode(body) {
@@ -279,19 +299,20 @@ async fn export<S: WireSignal>(
     }
 }
 
-enum Gunzip {
-    TooLarge,
-    Invalid(std::io::Error),
-}
-
-/// Decompress at most `limit` bytes; a body that inflates past it (a gzip bomb) is refused
-/// without inflating the rest.
-fn gunzip(body: &Bytes, limit: usize) -> Result<Bytes, Gunzip> {
-    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
-    let mut decoder = flate2::read::GzDecoder::new(&body[..]).take(limit as u64 + 1);
-    decoder.read_to_end(&mut out).map_err(Gunzip::Invalid)?;
-    if out.len() > limit {
-        return Err(Gunzip::TooLarge);
+/// The in-flight byte budget is spent: back-pressure, retryable.
+fn busy<S: WireSignal>(shared: &Shared, encoding: Encoding) -> Response<ResBody> {
+    count_failed::<S>(shared, "in_flight_limit");
+    let mut r = encoded(
+        StatusCode::TOO_MANY_REQUESTS,
+        encoding,
+        &RpcStatus {
+            code: 8,
+            message: "the receiver holds as many request bytes as it may; retry later".into(),
+        },
+    );
+    let secs = shared.config.default_retry_after.as_secs().max(1);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
     }
-    Ok(Bytes::from(out))
+    r
 }

@@ -31,10 +31,14 @@
 //! `otelcol_receiver_failed_requests{reason}`; items in
 //! `otelcol_receiver_{accepted,refused,rejected}_<items>`.
 
+mod auth;
+mod body;
 mod grpc;
 mod http;
 mod server;
 mod signal;
+
+pub use auth::{AuthError, AuthRequest, Authenticate, Authenticator, BearerTokens, Secret};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,6 +84,56 @@ pub struct OtlpConfig {
     /// Serve both protocols over TLS with this certificate (needs the `tls` feature).
     /// Default: plain text.
     pub tls: Option<TlsFiles>,
+    /// What clients may hold of the receiver: connections, time, memory.
+    pub limits: ReceiverLimits,
+    /// Who may send: requests without valid credentials are refused before their body is
+    /// read. Default: anyone.
+    pub auth: Option<Authenticator>,
+}
+
+/// Bounds on what clients may hold of a receiver, so that no number of slow, idle or
+/// oversized clients exhausts a gateway. Every limit hit is counted (see
+/// `docs/security.md`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiverLimits {
+    /// Open connections across both listeners; one more is closed at accept. Default 4096.
+    pub max_connections: usize,
+    /// Time from opening a connection to its first complete request headers, and on
+    /// HTTP/1 for the headers of each request (slowloris). Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Time to receive a request's whole body once its headers are in. Default 30 s.
+    pub body_read_timeout: Duration,
+    /// A connection with no request in progress and no bytes moving for this long is
+    /// closed. Default 2 min.
+    pub idle_timeout: Duration,
+    /// HTTP/2 PING interval (`None`: no pings). Default 30 s.
+    pub http2_keepalive_interval: Option<Duration>,
+    /// A PING not answered within this closes the connection. Default 10 s.
+    pub http2_keepalive_timeout: Duration,
+    /// Concurrent HTTP/2 streams (gRPC calls) per connection. Default 100.
+    pub max_concurrent_streams: u32,
+    /// Request header bytes (HTTP/1 buffer, HTTP/2 header list). Default 64 KiB.
+    pub max_header_bytes: usize,
+    /// Request bytes, as received and as decompressed, that all requests in progress may
+    /// hold together. A request that would pass it is refused as back-pressure
+    /// (`RESOURCE_EXHAUSTED` with `RetryInfo`, `429` with `Retry-After`). Default 256 MiB.
+    pub max_in_flight_bytes: usize,
+}
+
+impl Default for ReceiverLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            http2_keepalive_interval: Some(Duration::from_secs(30)),
+            http2_keepalive_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 100,
+            max_header_bytes: 64 << 10,
+            max_in_flight_bytes: 256 << 20,
+        }
+    }
 }
 
 /// A PEM certificate chain and private key.
@@ -101,6 +155,8 @@ impl Default for OtlpConfig {
             include_metadata: false,
             default_retry_after: Duration::from_secs(1),
             tls: None,
+            limits: ReceiverLimits::default(),
+            auth: None,
         }
     }
 }
@@ -128,6 +184,8 @@ pub struct BoundAddrs {
 pub(crate) struct Shared {
     pub(crate) config: OtlpConfig,
     pub(crate) sinks: Sinks,
+    /// The in-flight byte budget, once the listeners run.
+    pub(crate) budget: std::sync::OnceLock<Arc<server::ByteBudget>>,
     state: tokio::sync::Mutex<ServerState>,
     bound: Mutex<BoundAddrs>,
 }
@@ -162,6 +220,7 @@ impl OtlpReceiver {
             shared: Arc::new(Shared {
                 config,
                 sinks: Sinks::default(),
+                budget: std::sync::OnceLock::new(),
                 state: tokio::sync::Mutex::new(ServerState::default()),
                 bound: Mutex::new(BoundAddrs::default()),
             }),
@@ -237,7 +296,7 @@ impl<S: WireSignal> Receiver<S> for OtlpSignalReceiver<S> {
         {
             let mut state = shared.state.lock().await;
             if state.server.is_none() {
-                let server = server::Server::start(Arc::clone(&shared)).await?;
+                let server = server::Server::start(Arc::clone(&shared), &ctx.telemetry).await?;
                 *shared.bound.lock() = server.addrs();
                 state.server = Some(server);
             }
@@ -338,5 +397,6 @@ pub(crate) fn client_info(
     Arc::new(ClientInfo {
         addr: peer,
         metadata,
+        auth: Vec::new(),
     })
 }

@@ -1,22 +1,26 @@
 //! The listeners: one accept loop per protocol, hyper connections, graceful stop.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use otel_pipeline_core::BoxError;
+use otel_pipeline_core::telemetry::{Counter, Gauge, Instrument};
+use otel_pipeline_core::{BoxError, ComponentTelemetry};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use super::{BoundAddrs, Shared, grpc, http};
+use super::{BoundAddrs, ReceiverLimits, Shared, grpc, http};
 
 /// Response body of both protocols.
 pub(crate) type ResBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -88,11 +92,130 @@ fn acceptor(shared: &Shared) -> Result<Acceptor, BoxError> {
     }
 }
 
+/// Connection-level events, counted on the telemetry of the pipeline that started the
+/// listeners (they happen before a request names its signal).
+pub(crate) static CONNECTIONS_REFUSED: Instrument = Instrument::counter(
+    "otelcol_receiver_refused_connections",
+    "{connections}",
+    "Connections closed at accept, by reason (max_connections).",
+);
+pub(crate) static CONNECTIONS_CLOSED: Instrument = Instrument::counter(
+    "otelcol_receiver_closed_connections",
+    "{connections}",
+    "Connections the receiver closed, by reason (header_read_timeout, idle_timeout, protocol_error, tls_handshake).",
+);
+pub(crate) static CONNECTIONS_OPEN: Instrument = Instrument::gauge(
+    "otelcol_receiver_open_connections",
+    "{connections}",
+    "Connections open now.",
+);
+pub(crate) static IN_FLIGHT_BYTES: Instrument = Instrument::gauge(
+    "otelcol_receiver_in_flight_bytes",
+    "By",
+    "Request bytes (wire and decompressed) held by requests in progress.",
+);
+
+/// The counters behind the instruments above.
+pub(crate) struct ConnStats {
+    refused_max: Counter,
+    header_timeout: Counter,
+    idle: Counter,
+    protocol_error: Counter,
+    tls_handshake: Counter,
+    open: Gauge,
+    pub(crate) in_flight: Gauge,
+}
+
+impl ConnStats {
+    fn new(t: &ComponentTelemetry) -> Self {
+        let closed = |reason| t.counter(&CONNECTIONS_CLOSED, &[("reason", reason)]);
+        Self {
+            refused_max: t.counter(&CONNECTIONS_REFUSED, &[("reason", "max_connections")]),
+            header_timeout: closed("header_read_timeout"),
+            idle: closed("idle_timeout"),
+            protocol_error: closed("protocol_error"),
+            tls_handshake: closed("tls_handshake"),
+            open: t.gauge(&CONNECTIONS_OPEN, &[]),
+            in_flight: t.gauge(&IN_FLIGHT_BYTES, &[]),
+        }
+    }
+}
+
+/// The bytes all requests in progress may hold together ([`ReceiverLimits::max_in_flight_bytes`]).
+pub(crate) struct ByteBudget {
+    permits: Arc<Semaphore>,
+    stats: Arc<ConnStats>,
+}
+
+/// Bytes a request holds; given back when it is dropped.
+pub(crate) struct Held {
+    permits: Option<OwnedSemaphorePermit>,
+    stats: Arc<ConnStats>,
+    bytes: usize,
+}
+
+impl ByteBudget {
+    /// An empty hold, to grow as a request's body arrives.
+    pub(crate) fn hold(self: &Arc<Self>) -> Held {
+        Held {
+            permits: None,
+            stats: Arc::clone(&self.stats),
+            bytes: 0,
+        }
+    }
+
+    /// Take `n` more bytes for `held`, or `false` when the budget has not that many left.
+    pub(crate) fn take(&self, held: &mut Held, n: usize) -> bool {
+        if n == 0 {
+            return true;
+        }
+        let Ok(n32) = u32::try_from(n) else {
+            return false;
+        };
+        match Arc::clone(&self.permits).try_acquire_many_owned(n32) {
+            Ok(p) => {
+                match &mut held.permits {
+                    Some(existing) => existing.merge(p),
+                    None => held.permits = Some(p),
+                }
+                held.bytes += n;
+                self.stats.in_flight.add(n as i64);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.stats.in_flight.add(-(self.bytes as i64));
+    }
+}
+
 impl Server {
-    /// Bind every configured listener, then serve in the background.
-    pub(crate) async fn start(shared: Arc<Shared>) -> Result<Self, BoxError> {
+    /// Bind every configured listener, then serve in the background. Connection-level
+    /// events are counted on `telemetry`.
+    pub(crate) async fn start(
+        shared: Arc<Shared>,
+        telemetry: &ComponentTelemetry,
+    ) -> Result<Self, BoxError> {
         let (stop, stop_rx) = watch::channel(false);
         let tls = acceptor(&shared)?;
+        let stats = Arc::new(ConnStats::new(telemetry));
+        let limits = &shared.config.limits;
+        if limits.max_connections == 0 || limits.max_in_flight_bytes == 0 {
+            return Err(
+                "limits.max_connections and limits.max_in_flight_bytes must be positive".into(),
+            );
+        }
+        let budget = Arc::new(ByteBudget {
+            permits: Arc::new(Semaphore::new(
+                limits.max_in_flight_bytes.min(Semaphore::MAX_PERMITS),
+            )),
+            stats: Arc::clone(&stats),
+        });
+        shared.budget.set(Arc::clone(&budget)).ok();
         let mut addrs = BoundAddrs::default();
         let mut listeners = Vec::new();
         if let Some(addr) = shared.config.grpc {
@@ -109,6 +232,8 @@ impl Server {
             addrs.http = Some(l.local_addr()?);
             listeners.push((l, Protocol::Http));
         }
+        // One connection budget for both listeners.
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
         let tasks = listeners
             .into_iter()
             .map(|(l, p)| {
@@ -118,6 +243,8 @@ impl Server {
                     Arc::clone(&shared),
                     stop_rx.clone(),
                     tls.clone(),
+                    Arc::clone(&slots),
+                    Arc::clone(&stats),
                 ))
             })
             .collect();
@@ -137,14 +264,101 @@ impl Server {
     }
 }
 
+/// What one connection shares with its watchdog.
+#[derive(Default)]
+struct Activity {
+    /// Milliseconds since the connection opened, at its last read or write.
+    last_io_ms: AtomicU64,
+    /// Requests whose headers have arrived.
+    requests: AtomicU64,
+    /// Requests not answered yet.
+    in_progress: AtomicU64,
+}
+
+/// A connection's stream, noting when bytes move.
+struct Tracked<I> {
+    io: I,
+    opened: Instant,
+    activity: Arc<Activity>,
+}
+
+impl<I> Tracked<I> {
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.activity.last_io_ms.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Marks a request in progress until dropped.
+struct InProgress(Arc<Activity>);
+
+impl InProgress {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.requests.fetch_add(1, Ordering::Relaxed);
+        activity.in_progress.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.in_progress.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     protocol: Protocol,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     tls: Acceptor,
+    slots: Arc<Semaphore>,
+    stats: Arc<ConnStats>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let max = shared.config.limits.max_connections;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => Some(accepted),
@@ -159,45 +373,94 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Over the cap: closed at once, before any byte is read.
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            stats.refused_max.add(1);
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
-        let service = service_fn(move |req| {
-            let shared = Arc::clone(&shared);
-            async move {
-                let response = match protocol {
-                    Protocol::Grpc => grpc::handle(shared, req, peer).await,
-                    Protocol::Http => http::handle(shared, req, peer).await,
-                };
-                Ok::<_, std::convert::Infallible>(response)
-            }
-        });
-        let watcher = graceful.watcher();
+        let limits = shared.config.limits.clone();
+        let stats = Arc::clone(&stats);
         let tls = tls.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
+            stats.open.add(1);
+            let activity = Arc::new(Activity::default());
+            let service = {
+                let activity = Arc::clone(&activity);
+                service_fn(move |req| {
+                    let shared = Arc::clone(&shared);
+                    let guard = InProgress::new(&activity);
+                    async move {
+                        let response = match protocol {
+                            Protocol::Grpc => grpc::handle(shared, req, peer).await,
+                            Protocol::Http => http::handle(shared, req, peer).await,
+                        };
+                        drop(guard);
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                })
+            };
+            let opened = Instant::now();
             match tls {
-                None => serve(stream, service, watcher).await,
+                None => {
+                    let io = Tracked {
+                        io: stream,
+                        opened,
+                        activity: Arc::clone(&activity),
+                    };
+                    serve(io, service, stop, &activity, &stats, &limits, opened).await;
+                }
                 #[cfg(feature = "tls")]
                 Some(acceptor) => {
                     // A client that never finishes its handshake does not hold the slot.
                     let handshake =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
-                    if let Ok(Ok(tls_stream)) = handshake.await {
-                        serve(tls_stream, service, watcher).await;
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(tls_stream)) => {
+                            let io = Tracked {
+                                io: tls_stream,
+                                opened,
+                                activity: Arc::clone(&activity),
+                            };
+                            serve(io, service, stop, &activity, &stats, &limits, opened).await;
+                        }
+                        _ => stats.tls_handshake.add(1),
                     }
                 }
                 #[cfg(not(feature = "tls"))]
                 Some(never) => match *never {},
             }
+            stats.open.add(-1);
+            drop(slot);
         });
     }
     drop(listener);
-    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+    // Wait for open connections to drain (each stops itself on `stop`), bounded.
+    let _ = tokio::time::timeout(DRAIN + Duration::from_secs(1), async {
+        let _ = slots
+            .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
+            .await;
+    })
+    .await;
 }
 
-/// Serve one connection (plain or TLS) until it closes or shutdown drains it.
-async fn serve<I, S>(io: I, service: S, watcher: hyper_util::server::graceful::Watcher)
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+/// Serve one connection (plain or TLS) until it closes, the receiver stops, or a limit
+/// closes it: no complete request headers within `header_read_timeout` of opening (both
+/// protocols; hyper also enforces it per request on HTTP/1), or no bytes moving and no
+/// request in progress for `idle_timeout`.
+async fn serve<I, S>(
+    io: I,
+    service: S,
+    mut stop: watch::Receiver<bool>,
+    activity: &Activity,
+    stats: &ConnStats,
+    limits: &ReceiverLimits,
+    opened: Instant,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
             hyper::Request<hyper::body::Incoming>,
             Response = hyper::Response<ResBody>,
@@ -206,11 +469,83 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder
-        .serve_connection(TokioIo::new(io), service)
-        .into_owned();
-    let _ = watcher.watch(conn).await;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.http2_keepalive_interval)
+        .keep_alive_timeout(limits.http2_keepalive_timeout)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let tick = (limits.idle_timeout.min(limits.header_read_timeout) / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(tick);
+    let mut closing: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    count_connection_error(&*e, stats);
+                }
+                return;
+            }
+            _ = stop.wait_for(|s| *s), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some(Instant::now());
+            }
+            _ = ticker.tick() => {
+                if let Some(at) = closing {
+                    if at.elapsed() > DRAIN {
+                        return;
+                    }
+                    continue;
+                }
+                if activity.requests.load(Ordering::Relaxed) == 0
+                    && opened.elapsed() > limits.header_read_timeout
+                {
+                    // Slowloris: dropping the connection closes the socket.
+                    stats.header_timeout.add(1);
+                    return;
+                }
+                let last = Duration::from_millis(activity.last_io_ms.load(Ordering::Relaxed));
+                let idle = opened.elapsed().saturating_sub(last);
+                if activity.in_progress.load(Ordering::Relaxed) == 0 && idle > limits.idle_timeout {
+                    stats.idle.add(1);
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+/// Count why hyper ended a connection with an error; a client that simply went away is
+/// not counted.
+fn count_connection_error(e: &(dyn std::error::Error + 'static), stats: &ConnStats) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<std::io::Error>() {
+            return;
+        }
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_timeout() {
+                stats.header_timeout.add(1);
+                return;
+            }
+            if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+                return;
+            }
+        }
+        source = err.source();
+    }
+    stats.protocol_error.add(1);
 }
 
 /// Peer address type used by handlers.

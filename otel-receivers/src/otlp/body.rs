@@ -1,0 +1,112 @@
+//! Reading and inflating request bodies within the receiver's limits: size, time, and the
+//! bytes all requests in progress may hold together.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::Shared;
+use super::server::Held;
+
+/// Why a body was not read.
+pub(crate) enum BodyError {
+    /// Over `max_request_bytes` (as declared or as sent).
+    TooLarge,
+    /// Not complete within `body_read_timeout`.
+    Timeout,
+    /// The in-flight byte budget is spent: back-pressure.
+    Busy,
+    /// The connection failed mid-body.
+    Read(hyper::Error),
+}
+
+/// Read a whole body of at most `max` bytes, taking each chunk from the in-flight budget
+/// as it arrives.
+pub(crate) async fn read(
+    shared: &Shared,
+    mut body: Incoming,
+    max: usize,
+    declared: Option<usize>,
+) -> Result<(Bytes, Held), BodyError> {
+    let Some(budget) = shared.budget.get() else {
+        return Err(BodyError::Busy);
+    };
+    if declared.is_some_and(|n| n > max) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut held = budget.hold();
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max));
+    let reading = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(BodyError::Read)?;
+            let Ok(chunk) = frame.into_data() else {
+                continue; // trailers
+            };
+            if buf.len() + chunk.len() > max {
+                return Err(BodyError::TooLarge);
+            }
+            if !budget.take(&mut held, chunk.len()) {
+                return Err(BodyError::Busy);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(shared.config.limits.body_read_timeout, reading).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) => Ok((buf.freeze(), held)),
+    }
+}
+
+/// Why a gzip body was not inflated.
+pub(crate) enum Gunzip {
+    /// Inflates past `max_decompressed_bytes` (a gzip bomb).
+    TooLarge,
+    /// Not gzip, or corrupt.
+    Invalid(std::io::Error),
+    /// The in-flight byte budget is spent: back-pressure.
+    Busy,
+}
+
+/// Inflate `body` on a blocking thread (never on the runtime's), at most `limit` bytes,
+/// taking the output from the in-flight budget as it grows. A bomb is stopped at the limit
+/// without inflating the rest.
+pub(crate) async fn gunzip(
+    shared: &Arc<Shared>,
+    body: Bytes,
+    limit: usize,
+    mut held: Held,
+) -> Result<(Bytes, Held), Gunzip> {
+    let shared = Arc::clone(shared);
+    let work = tokio::task::spawn_blocking(move || {
+        let Some(budget) = shared.budget.get() else {
+            return Err(Gunzip::Busy);
+        };
+        const CHUNK: usize = 64 << 10;
+        let mut decoder = flate2::read::GzDecoder::new(&body[..]);
+        let mut out: Vec<u8> = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+        let mut chunk = vec![0u8; CHUNK];
+        loop {
+            let n = decoder.read(&mut chunk).map_err(Gunzip::Invalid)?;
+            if n == 0 {
+                break;
+            }
+            if out.len() + n > limit {
+                return Err(Gunzip::TooLarge);
+            }
+            if !budget.take(&mut held, n) {
+                return Err(Gunzip::Busy);
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+        Ok((Bytes::from(out), held))
+    });
+    match work.await {
+        Ok(result) => result,
+        Err(e) => Err(Gunzip::Invalid(std::io::Error::other(e.to_string()))),
+    }
+}
