@@ -1,0 +1,189 @@
+//! Authentication on the OTLP receiver, over real sockets with the real `opentelemetry-otlp`
+//! clients (gRPC and HTTP): good tokens admitted with their identity, bad, missing and
+//! rotated-out tokens refused and counted, tokens rotated by rewriting the file without a
+//! restart, and the tokens never printed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::trace::{Tracer, TracerProvider as _};
+use opentelemetry_otlp::tonic_types::metadata::MetadataMap;
+use opentelemetry_otlp::{
+    Protocol as OtlpProtocol, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use otel_pipeline::receivers::{Authenticator, BearerTokens, OtlpConfig, Secret};
+use otel_pipeline::testing::eventually;
+use otel_pipeline::{ComponentKind, ComponentTelemetry};
+
+mod common;
+
+const GOOD: &str = "tok-static-7f3a";
+
+enum Client {
+    Grpc,
+    Http,
+}
+
+/// Send one span with `token` (none: no header). The SDK's simple processor only logs a
+/// failed export, so the receiver's counters tell what happened.
+fn send(client: &Client, addr: std::net::SocketAddr, token: Option<&str>) {
+    let exporter = match client {
+        Client::Grpc => {
+            let mut metadata = MetadataMap::new();
+            if let Some(t) = token {
+                metadata.insert(
+                    "authorization",
+                    format!("Bearer {t}").parse().expect("ascii"),
+                );
+            }
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(format!("http://{addr}"))
+                .with_metadata(metadata)
+                .with_timeout(Duration::from_secs(5))
+                .build()
+                .expect("gRPC client")
+        }
+        Client::Http => {
+            let mut headers = HashMap::new();
+            if let Some(t) = token {
+                headers.insert("authorization".to_string(), format!("Bearer {t}"));
+            }
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(OtlpProtocol::HttpBinary)
+                .with_endpoint(format!("http://{addr}/v1/traces"))
+                .with_headers(headers)
+                .with_timeout(Duration::from_secs(5))
+                .build()
+                .expect("HTTP client")
+        }
+    };
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter)
+        .build();
+    provider.tracer("auth-test").in_span("op", |_| {});
+    let _ = provider.force_flush();
+    let _ = provider.shutdown();
+}
+
+fn receiver(t: &otel_pipeline::Telemetry) -> Arc<ComponentTelemetry> {
+    t.find(ComponentKind::Receiver, "otlp").expect("receiver")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_admit_good_refuse_bad_and_rotate_from_the_file() {
+    let dir = std::env::temp_dir().join(format!("otel-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("tokens");
+    std::fs::write(
+        &file,
+        "# rotated by the secret manager\nci-agent tok-file-1\n",
+    )
+    .expect("write");
+    let tokens = BearerTokens::new([Secret::new(GOOD)])
+        .with_file(&file)
+        .expect("token file");
+    let config = OtlpConfig {
+        auth: Some(Authenticator::Bearer(Arc::new(tokens))),
+        ..OtlpConfig::loopback()
+    };
+    let printed = format!("{config:?}");
+    assert!(
+        !printed.contains(GOOD) && !printed.contains("tok-file-1"),
+        "a token in Debug output: {printed}"
+    );
+    let (running, otlp, exported) = common::gateway(config).await;
+    let addrs = otlp.local_addrs();
+    let grpc = addrs.grpc.expect("grpc");
+    let http = addrs.http.expect("http");
+    let r = receiver(running.telemetry());
+
+    let call = |client: Client, addr, token: Option<&'static str>| async move {
+        tokio::task::spawn_blocking(move || send(&client, addr, token))
+            .await
+            .expect("client task");
+    };
+    // Good tokens, from the configuration and from the file, over both protocols.
+    call(Client::Grpc, grpc, Some(GOOD)).await;
+    call(Client::Http, http, Some(GOOD)).await;
+    call(Client::Grpc, grpc, Some("tok-file-1")).await;
+    assert!(eventually(Duration::from_secs(5), || exported.item_count() == 3).await);
+    let subjects: Vec<String> = exported
+        .batches()
+        .iter()
+        .filter_map(|b| b.client.as_ref()?.auth("subject").map(str::to_string))
+        .collect();
+    assert_eq!(subjects, ["token-0", "token-0", "ci-agent"]);
+    assert_eq!(r.accepted(), 3);
+    assert_eq!(r.failed_requests("unauthenticated"), 0);
+
+    // Bad and missing tokens: refused before decoding, counted, nothing delivered.
+    call(Client::Grpc, grpc, Some("tok-wrong")).await;
+    call(Client::Http, http, Some("tok-wrong")).await;
+    call(Client::Grpc, grpc, None).await;
+    call(Client::Http, http, None).await;
+    assert!(
+        eventually(Duration::from_secs(5), || r
+            .failed_requests("unauthenticated")
+            >= 4)
+        .await,
+        "refusals counted: {}",
+        r.failed_requests("unauthenticated")
+    );
+    assert_eq!(exported.item_count(), 3);
+    assert_eq!(r.accepted(), 3);
+
+    // Rotation: the file is rewritten; the old token stops working and the new one works,
+    // with no restart.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    std::fs::write(&file, "ci-agent tok-file-2\n").expect("rewrite");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let refused = r.failed_requests("unauthenticated");
+    call(Client::Http, http, Some("tok-file-1")).await;
+    call(Client::Grpc, grpc, Some("tok-file-1")).await;
+    assert!(
+        eventually(Duration::from_secs(5), || r
+            .failed_requests("unauthenticated")
+            >= refused + 2)
+        .await,
+        "the rotated-out token was still accepted"
+    );
+    call(Client::Http, http, Some("tok-file-2")).await;
+    call(Client::Grpc, grpc, Some("tok-file-2")).await;
+    assert!(
+        eventually(Duration::from_secs(5), || exported.item_count() == 5).await,
+        "the new token was not accepted"
+    );
+    assert_eq!(r.failed_requests("unauthenticated"), refused + 2);
+
+    // HTTP's refusal says how to authenticate.
+    let stream = tokio::net::TcpStream::connect(http).await.expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            http::Request::post("/v1/traces")
+                .header("host", http.to_string())
+                .header("content-type", "application/x-protobuf")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.headers().get("www-authenticate").map(|v| v.as_bytes()),
+        Some(&b"Bearer realm=\"otlp\""[..])
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    running
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}
