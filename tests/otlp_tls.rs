@@ -31,6 +31,7 @@ async fn otlp_over_tls_with_grpc_and_http() {
         tls: Some(TlsFiles {
             cert_file: cert.clone(),
             key_file: key,
+            ..TlsFiles::default()
         }),
         ..OtlpConfig::loopback()
     })
@@ -49,6 +50,7 @@ async fn otlp_over_tls_with_grpc_and_http() {
             protocol,
             tls: ClientTls {
                 ca_file: Some(cert.clone()),
+                ..ClientTls::default()
             },
             ..OtlpExporterConfig::default()
         })
@@ -106,6 +108,7 @@ async fn bad_tls_files_fail_the_start_with_the_path() {
         tls: Some(TlsFiles {
             cert_file: "/nonexistent/cert.pem".into(),
             key_file: "/nonexistent/key.pem".into(),
+            ..TlsFiles::default()
         }),
         ..OtlpConfig::loopback()
     });
@@ -129,10 +132,133 @@ async fn bad_tls_files_fail_the_start_with_the_path() {
             endpoint: "https://localhost:4317".into(),
             tls: ClientTls {
                 ca_file: Some("/nonexistent/ca.pem".into()),
+                ..ClientTls::default()
             },
             ..OtlpExporterConfig::default()
         }))
         .build()
         .expect_err("missing CA file");
     assert!(err.to_string().contains("tls.ca_file"), "{err}");
+}
+
+/// A CA, a server certificate for `localhost`, and client certificates: two from the CA
+/// (for `ci-agent.example` and `other.example`) and one self-signed. Returns the directory.
+fn pki(tag: &str) -> PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = std::env::temp_dir().join(format!("otel-pipeline-mtls-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("CA");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write");
+    let issue = |name: &str, file: &str| {
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec![name.to_string()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("signed");
+        std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).expect("write");
+        std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).expect("write");
+    };
+    issue("localhost", "server");
+    issue("ci-agent.example", "client");
+    issue("other.example", "other");
+    let rogue =
+        rcgen::generate_simple_self_signed(vec!["ci-agent.example".to_string()]).expect("rogue");
+    std::fs::write(dir.join("rogue.pem"), rogue.cert.pem()).expect("write");
+    std::fs::write(dir.join("rogue.key"), rogue.signing_key.serialize_pem()).expect("write");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_the_cas_clients_and_refuses_the_rest() {
+    let dir = pki("e2e");
+    let (gateway, otlp, out) = common::gateway(OtlpConfig {
+        tls: Some(TlsFiles {
+            cert_file: dir.join("server.pem"),
+            key_file: dir.join("server.key"),
+            client_ca_file: Some(dir.join("ca.pem")),
+            client_names: vec!["ci-agent.example".into()],
+        }),
+        ..OtlpConfig::loopback()
+    })
+    .await;
+    let addrs = otlp.local_addrs();
+    let receiver = gateway
+        .telemetry()
+        .find(ComponentKind::Receiver, "otlp")
+        .expect("receiver");
+    let client = |file: Option<&str>| ClientTls {
+        ca_file: Some(dir.join("ca.pem")),
+        cert_file: file.map(|f| dir.join(format!("{f}.pem"))),
+        key_file: file.map(|f| dir.join(format!("{f}.key"))),
+    };
+    let send = |port: u16, protocol: Protocol, tls: ClientTls| async move {
+        let (agent, sender) = common::agent(OtlpExporterConfig {
+            endpoint: format!("https://localhost:{port}"),
+            protocol,
+            tls,
+            retry: otel_pipeline::exporters::otlp::RetryConfig {
+                enabled: false,
+                ..Default::default()
+            },
+            ..OtlpExporterConfig::default()
+        })
+        .await;
+        sender
+            .send(otel_pipeline::Batch::new(generate_traces(1, 2, 3)))
+            .await
+            .expect("queued");
+        agent
+            .shutdown(Duration::from_secs(5))
+            .await
+            .expect("agent stops");
+    };
+    let grpc = addrs.grpc.expect("grpc").port();
+    let http = addrs.http.expect("http").port();
+    // The CA's client for the allowed name: admitted over both protocols, with its name.
+    send(grpc, Protocol::Grpc, client(Some("client"))).await;
+    send(http, Protocol::HttpProtobuf, client(Some("client"))).await;
+    assert!(eventually(Duration::from_secs(10), || out.item_count() == 4).await);
+    for batch in out.batches() {
+        let c = batch.client.as_ref().expect("client info");
+        assert_eq!(
+            (c.auth("subject"), c.auth("scheme")),
+            (Some("ci-agent.example"), Some("mtls"))
+        );
+    }
+    // No certificate: refused per request and counted; the CA's certificate for another
+    // name: refused; a self-signed certificate: the handshake fails.
+    send(grpc, Protocol::Grpc, client(None)).await;
+    send(http, Protocol::HttpProtobuf, client(None)).await;
+    send(http, Protocol::HttpProtobuf, client(Some("other"))).await;
+    assert!(
+        eventually(Duration::from_secs(5), || receiver
+            .failed_requests("unauthenticated")
+            == 3)
+        .await,
+        "refused: {}",
+        receiver.failed_requests("unauthenticated")
+    );
+    send(http, Protocol::HttpProtobuf, client(Some("rogue"))).await;
+    let handshakes = || {
+        gateway
+            .telemetry()
+            .snapshot()
+            .iter()
+            .filter(|p| {
+                p.name == "otelcol_receiver_closed_connections"
+                    && p.attribute("reason") == Some("tls_handshake")
+            })
+            .map(|p| p.value)
+            .sum::<i64>()
+    };
+    assert!(eventually(Duration::from_secs(5), || handshakes() >= 1).await);
+    assert_eq!(out.item_count(), 4, "nothing from a refused client");
+    let _ = std::fs::remove_dir_all(&dir);
+    gateway
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("stops");
 }

@@ -102,6 +102,9 @@ struct ServerYaml {
 struct TlsYaml {
     cert_file: std::path::PathBuf,
     key_file: std::path::PathBuf,
+    /// Mutual TLS: the CA client certificates must chain to.
+    #[serde(default)]
+    client_ca_file: Option<std::path::PathBuf>,
 }
 
 struct OtlpFactory;
@@ -158,6 +161,8 @@ impl ReceiverFactory for OtlpFactory {
                 let files = TlsFiles {
                     cert_file: t.cert_file,
                     key_file: t.key_file,
+                    client_ca_file: t.client_ca_file,
+                    client_names: Vec::new(),
                 };
                 match &tls {
                     Some(existing) if *existing != files => {

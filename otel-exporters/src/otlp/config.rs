@@ -88,6 +88,11 @@ struct TlsYaml {
     insecure: bool,
     #[serde(default)]
     ca_file: Option<std::path::PathBuf>,
+    /// Mutual TLS: the client certificate and key.
+    #[serde(default)]
+    cert_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    key_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -205,6 +210,8 @@ impl OtlpExporterYaml {
         }
         c.tls = ClientTls {
             ca_file: self.tls.ca_file.clone(),
+            cert_file: self.tls.cert_file.clone(),
+            key_file: self.tls.key_file.clone(),
         };
         if let Some(r) = &self.retry_on_failure {
             let d = RetryConfig::default();

@@ -160,6 +160,16 @@ pub struct OtlpExporterConfig {
 pub struct ClientTls {
     /// Trust only this CA (PEM) instead of the system's roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Mutual TLS: the client certificate chain (PEM) to present. Needs `key_file`.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// Mutual TLS: the client certificate's private key (PEM).
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// A client certificate chain and key, as PEM.
+struct ClientIdentity {
+    cert: Vec<u8>,
+    key: Vec<u8>,
 }
 
 /// The HTTP connector: TLS-capable when built with `tls`.
@@ -363,12 +373,25 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
             }
             _ => return Err(ctx.invalid("endpoint", "use http:// or https://")),
         };
+        let read = |key: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| ctx.invalid(key, format!("{}: {e}", path.display())))
+        };
         let ca_pem = match &config.tls.ca_file {
-            Some(path) => Some(
-                std::fs::read(path)
-                    .map_err(|e| ctx.invalid("tls.ca_file", format!("{}: {e}", path.display())))?,
-            ),
+            Some(path) => Some(read("tls.ca_file", path)?),
             None => None,
+        };
+        let identity = match (&config.tls.cert_file, &config.tls.key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(ClientIdentity {
+                cert: read("tls.cert_file", cert)?,
+                key: read("tls.key_file", key)?,
+            }),
+            _ => {
+                return Err(ctx.invalid(
+                    "tls",
+                    "a client certificate needs both cert_file and key_file",
+                ));
+            }
         };
         if config.timeout.is_zero() {
             return Err(ctx.invalid("timeout", "must be positive"));
@@ -399,7 +422,8 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
                     .timeout(config.timeout)
                     .connect_timeout(config.timeout);
                 let endpoint = if https {
-                    grpc_tls(endpoint, ca_pem.as_deref()).map_err(|e| ctx.invalid("tls", e))?
+                    grpc_tls(endpoint, ca_pem.as_deref(), identity.as_ref())
+                        .map_err(|e| ctx.invalid("tls", e))?
                 } else {
                     endpoint
                 };
@@ -417,7 +441,7 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
                 connector.set_nodelay(true);
                 connector.set_connect_timeout(Some(config.timeout));
                 connector.enforce_http(false);
-                let connector = http_connector(connector, ca_pem.as_deref())
+                let connector = http_connector(connector, ca_pem.as_deref(), identity.as_ref())
                     .map_err(|e| ctx.invalid("tls", e))?;
                 Transport::Http {
                     client: Box::new(Client::builder(TokioExecutor::new()).build(connector)),
@@ -473,11 +497,16 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
 fn grpc_tls(
     endpoint: tonic::transport::Endpoint,
     ca_pem: Option<&[u8]>,
+    identity: Option<&ClientIdentity>,
 ) -> Result<tonic::transport::Endpoint, String> {
-    use tonic::transport::{Certificate, ClientTlsConfig};
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     let tls = match ca_pem {
         Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
         None => ClientTlsConfig::new().with_native_roots(),
+    };
+    let tls = match identity {
+        Some(id) => tls.identity(Identity::from_pem(&id.cert, &id.key)),
+        None => tls,
     };
     endpoint.tls_config(tls).map_err(|e| e.to_string())
 }
@@ -486,16 +515,26 @@ fn grpc_tls(
 fn grpc_tls(
     endpoint: tonic::transport::Endpoint,
     _ca_pem: Option<&[u8]>,
+    _identity: Option<&ClientIdentity>,
 ) -> Result<tonic::transport::Endpoint, String> {
     Ok(endpoint)
 }
 
 #[cfg(feature = "tls")]
-fn http_connector(http: HttpConnector, ca_pem: Option<&[u8]>) -> Result<Connector, String> {
-    use rustls_pki_types::CertificateDer;
+fn http_connector(
+    http: HttpConnector,
+    ca_pem: Option<&[u8]>,
+    identity: Option<&ClientIdentity>,
+) -> Result<Connector, String> {
+    use hyper_rustls::ConfigBuilderExt;
     use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     use tokio_rustls::rustls;
-    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?;
     let builder = match ca_pem {
         None => builder
             .with_native_roots()
@@ -507,21 +546,35 @@ fn http_connector(http: HttpConnector, ca_pem: Option<&[u8]>) -> Result<Connecto
                     .add(cert.map_err(|e| format!("CA file: {e}"))?)
                     .map_err(|e| format!("CA file: {e}"))?;
             }
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            builder.with_tls_config(config)
+            builder.with_root_certificates(roots)
         }
     };
-    Ok(builder.https_or_http().enable_http1().wrap_connector(http))
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => {
+            let certs = CertificateDer::pem_slice_iter(&id.cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("client certificate: {e}"))?;
+            let key =
+                PrivateKeyDer::from_pem_slice(&id.key).map_err(|e| format!("client key: {e}"))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("client certificate and key do not fit: {e}"))?
+        }
+    };
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
 }
 
 #[cfg(not(feature = "tls"))]
-fn http_connector(http: HttpConnector, _ca_pem: Option<&[u8]>) -> Result<Connector, String> {
+fn http_connector(
+    http: HttpConnector,
+    _ca_pem: Option<&[u8]>,
+    _identity: Option<&ClientIdentity>,
+) -> Result<Connector, String> {
     Ok(http)
 }
 

@@ -13,21 +13,23 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::body::{self, BodyError, Gunzip};
+use super::server::ConnAuth;
 use super::server::{Peer, ResBody};
-use super::{AuthRequest, Outcome, Shared, WireSignal, client_info, count_failed, deliver};
+use super::{Outcome, Shared, WireSignal, authenticate, client_info, count_failed, deliver};
 
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     peer: Peer,
+    conn_auth: ConnAuth,
 ) -> Response<ResBody> {
     let path = req.uri().path();
     if path == Traces::GRPC_PATH {
-        unary::<Traces>(shared, req, peer).await
+        unary::<Traces>(shared, req, peer, conn_auth).await
     } else if path == Metrics::GRPC_PATH {
-        unary::<Metrics>(shared, req, peer).await
+        unary::<Metrics>(shared, req, peer, conn_auth).await
     } else if path == Logs::GRPC_PATH {
-        unary::<Logs>(shared, req, peer).await
+        unary::<Logs>(shared, req, peer, conn_auth).await
     } else {
         status_response(&Status::unimplemented(format!("unknown method {path}")))
     }
@@ -77,6 +79,7 @@ async fn unary<S: WireSignal>(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     peer: Peer,
+    conn_auth: ConnAuth,
 ) -> Response<ResBody> {
     if shared.sinks.get::<S>().is_none() {
         return status_response(&Status::unimplemented(format!(
@@ -86,16 +89,15 @@ async fn unary<S: WireSignal>(
     }
     let headers = req.headers();
     let mut client = client_info(&shared, Some(peer), headers);
-    if let Some(auth) = &shared.config.auth {
-        match auth.check(&AuthRequest { headers, peer }) {
-            Ok(identity) => Arc::make_mut(&mut client).auth = identity,
-            Err(e) => {
-                return refuse::<S>(
-                    &shared,
-                    Some("unauthenticated"),
-                    &Status::unauthenticated(format!("{}: {}", e.reason, e.message)),
-                );
-            }
+    match authenticate(&shared, headers, peer, &conn_auth) {
+        Ok(identity) if identity.is_empty() => {}
+        Ok(identity) => Arc::make_mut(&mut client).auth = identity,
+        Err((e, _)) => {
+            return refuse::<S>(
+                &shared,
+                Some("unauthenticated"),
+                &Status::unauthenticated(format!("{}: {}", e.reason, e.message)),
+            );
         }
     }
     let gzip = match headers.get("grpc-encoding").map(|v| v.as_bytes()) {

@@ -8,8 +8,9 @@ use hyper::{Request, Response};
 use otel_pipeline_core::{Logs, Metrics, OtlpSignal, Traces};
 
 use super::body::{self, BodyError, Gunzip};
+use super::server::ConnAuth;
 use super::server::{Peer, ResBody, full};
-use super::{AuthRequest, Outcome, Shared, WireSignal, client_info, count_failed, deliver};
+use super::{Outcome, Shared, WireSignal, authenticate, client_info, count_failed, deliver};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Encoding {
@@ -39,14 +40,15 @@ pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     peer: Peer,
+    conn_auth: ConnAuth,
 ) -> Response<ResBody> {
     let path = req.uri().path();
     if path == Traces::HTTP_PATH {
-        export::<Traces>(shared, req, peer).await
+        export::<Traces>(shared, req, peer, conn_auth).await
     } else if path == Metrics::HTTP_PATH {
-        export::<Metrics>(shared, req, peer).await
+        export::<Metrics>(shared, req, peer, conn_auth).await
     } else if path == Logs::HTTP_PATH {
-        export::<Logs>(shared, req, peer).await
+        export::<Logs>(shared, req, peer, conn_auth).await
     } else {
         plain(StatusCode::NOT_FOUND, format!("no OTLP endpoint at {path}"))
     }
@@ -101,6 +103,7 @@ async fn export<S: WireSignal>(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     peer: Peer,
+    conn_auth: ConnAuth,
 ) -> Response<ResBody> {
     if req.method() != Method::POST {
         let mut r = plain(
@@ -162,28 +165,24 @@ async fn export<S: WireSignal>(
             );
         }
     };
-    let mut identity = Vec::new();
-    if let Some(auth) = &shared.config.auth {
-        let request = AuthRequest { headers, peer };
-        match auth.check(&request) {
-            Ok(attrs) => identity = attrs,
-            Err(e) => {
-                count_failed::<S>(&shared, "unauthenticated");
-                let mut r = encoded(
-                    StatusCode::UNAUTHORIZED,
-                    encoding,
-                    &RpcStatus {
-                        code: 16, // UNAUTHENTICATED
-                        message: format!("unauthenticated ({}): {}", e.reason, e.message),
-                    },
-                );
-                if let Ok(v) = HeaderValue::from_str(auth.challenge()) {
-                    r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-                }
-                return r;
+    let identity = match authenticate(&shared, headers, peer, &conn_auth) {
+        Ok(identity) => identity,
+        Err((e, challenge)) => {
+            count_failed::<S>(&shared, "unauthenticated");
+            let mut r = encoded(
+                StatusCode::UNAUTHORIZED,
+                encoding,
+                &RpcStatus {
+                    code: 16, // UNAUTHENTICATED
+                    message: format!("unauthenticated ({}): {}", e.reason, e.message),
+                },
+            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }
+            return r;
         }
-    }
+    };
     let max = shared.config.max_request_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)

@@ -136,13 +136,23 @@ impl Default for ReceiverLimits {
     }
 }
 
-/// A PEM certificate chain and private key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The server's PEM certificate chain and private key, and for mutual TLS the CA that
+/// client certificates must chain to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFiles {
     /// Certificate chain, PEM.
     pub cert_file: std::path::PathBuf,
     /// Private key (PKCS#8, PKCS#1 or SEC1), PEM.
     pub key_file: std::path::PathBuf,
+    /// Mutual TLS: clients must present a certificate issued by this CA (PEM, the
+    /// Collector's `client_ca_file`). A request without one gets `UNAUTHENTICATED` / `401`;
+    /// a certificate that does not verify fails the handshake. Default: no client
+    /// certificates.
+    pub client_ca_file: Option<std::path::PathBuf>,
+    /// With `client_ca_file`: the client certificate must also be valid for one of these
+    /// names (DNS subject alternative names), which becomes the request's `auth.subject`.
+    /// Empty: any certificate from the CA.
+    pub client_names: Vec<String>,
 }
 
 impl Default for OtlpConfig {
@@ -399,4 +409,33 @@ pub(crate) fn client_info(
         metadata,
         auth: Vec::new(),
     })
+}
+
+/// Who sent a request: mutual TLS's verdict on the connection first, then the configured
+/// authenticator on the headers. The identity is what both established; a refusal carries
+/// the `WWW-Authenticate` challenge for HTTP.
+pub(crate) fn authenticate(
+    shared: &Shared,
+    headers: &::http::HeaderMap,
+    peer: SocketAddr,
+    conn_auth: &server::ConnAuth,
+) -> Result<Vec<(String, String)>, (AuthError, String)> {
+    let mut identity = Vec::new();
+    if let Some(verdict) = conn_auth {
+        match &**verdict {
+            Ok(attrs) => identity.clone_from(attrs),
+            Err(e) => return Err((e.clone(), "Mutual realm=\"otlp\"".to_string())),
+        }
+    }
+    if let Some(auth) = &shared.config.auth {
+        match auth.check(&AuthRequest { headers, peer }) {
+            // The authenticator's subject wins over the certificate's.
+            Ok(attrs) => {
+                identity.retain(|(k, _)| !attrs.iter().any(|(a, _)| a == k));
+                identity.extend(attrs);
+            }
+            Err(e) => return Err((e, auth.challenge().to_string())),
+        }
+    }
+    Ok(identity)
 }
