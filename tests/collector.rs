@@ -487,3 +487,133 @@ fn the_shipped_agent_follows_the_gateways_through_the_k8s_resolver() {
         "{err}"
     );
 }
+
+/// Authentication and limits as operations teams write them: a gateway whose receiver asks
+/// for `bearertokenauth/server` (tokens from a file) with the Collector's limit keys, an
+/// agent whose exporter sends `bearertokenauth/client`, and one whose `basicauth/client`
+/// credentials the gateway does not accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticators_and_limits_load_and_run_from_yaml() {
+    let dir = std::env::temp_dir().join(format!("otel-yaml-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "edge-agents tok-from-file\n").expect("write");
+    let (backend, backend_otlp, kept) = common::gateway(OtlpConfig::loopback()).await;
+    let gw_port = free_port();
+    let gateway_yaml = format!(
+        r#"
+extensions:
+  bearertokenauth/server:
+    filename: {tokens}
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{gw_port}
+        auth: {{ authenticator: bearertokenauth/server }}
+        max_concurrent_streams: 50
+        keepalive:
+          server_parameters: {{ max_connection_idle: 60s, time: 30s, timeout: 5s }}
+          enforcement_policy: {{ min_time: 10s, permit_without_stream: true }}
+      http:
+        endpoint: 127.0.0.1:0
+        auth: {{ authenticator: bearertokenauth/server }}
+        read_header_timeout: 5s
+        read_timeout: 20s
+        idle_timeout: 90s
+        max_request_body_size: 2097152
+exporters:
+  otlp:
+    endpoint: {backend}
+    tls: {{ insecure: true }}
+service:
+  extensions: [bearertokenauth/server]
+  telemetry:
+    metrics: {{ level: none }}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp]
+"#,
+        tokens = tokens.display(),
+        backend = backend_otlp.local_addrs().grpc.expect("grpc"),
+    );
+    let gateway = start(&[("gateway.yaml", &gateway_yaml)]).await;
+    let agent = |ext: &str, settings: &str| {
+        let port = free_port();
+        (
+            port,
+            format!(
+                r#"
+extensions:
+  {ext}:
+{settings}
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:{port} }}
+exporters:
+  otlp:
+    endpoint: 127.0.0.1:{gw_port}
+    tls: {{ insecure: true }}
+    auth: {{ authenticator: {ext} }}
+    retry_on_failure: {{ enabled: false }}
+service:
+  extensions: [{ext}]
+  telemetry:
+    metrics: {{ level: none }}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp]
+"#
+            ),
+        )
+    };
+    let (good_port, good) = agent("bearertokenauth/client", "    token: tok-from-file");
+    let (bad_port, bad) = agent(
+        "basicauth/client",
+        "    client_auth: { username: edge, password: wrong }",
+    );
+    let good = start(&[("agent.yaml", &good)]).await;
+    let bad = start(&[("agent.yaml", &bad)]).await;
+    for port in [good_port, bad_port] {
+        let (client, sender) = common::agent(OtlpExporterConfig {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            ..OtlpExporterConfig::default()
+        })
+        .await;
+        sender
+            .send(generate_traces(1, 3, u64::from(port)))
+            .await
+            .expect("queued");
+        client
+            .shutdown(Duration::from_secs(5))
+            .await
+            .expect("stops");
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || kept.item_count() == 3).await,
+        "the authenticated agent's spans arrive"
+    );
+    let refused = || {
+        gateway
+            .telemetry()
+            .find(otel_pipeline::ComponentKind::Receiver, "otlp")
+            .map_or(0, |r| r.failed_requests("unauthenticated"))
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || refused() >= 1).await,
+        "the other agent was refused and counted"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(kept.item_count(), 3, "nothing from the refused agent");
+    for c in [good, bad, gateway] {
+        c.shutdown(Duration::from_secs(5)).await.expect("stops");
+    }
+    backend
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("stops");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -187,3 +187,107 @@ async fn bearer_tokens_admit_good_refuse_bad_and_rotate_from_the_file() {
         .await
         .expect("shutdown");
 }
+
+/// `htpasswd -B` output for user `ci-agent`, password `ci-pass-1` (cost 4, to keep the
+/// test fast; the default 10 is slower on purpose).
+const HTPASSWD: &str = "ci-agent:$2b$04$A0/ktE9T7zn9i5m/LjqG0ukue8iLiOEEJNl6fNyIGvcXZa7/5yE16\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_checks_bcrypt_htpasswd_users() {
+    use otel_pipeline::receivers::BasicAuth;
+    let dir = std::env::temp_dir().join(format!("otel-basic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("htpasswd");
+    std::fs::write(&file, HTPASSWD).expect("write");
+    let basic = BasicAuth::new("inline-user:plain-pass", Some(file.clone())).expect("users");
+    let printed = format!("{basic:?}");
+    assert!(
+        !printed.contains("$2b$") && !printed.contains("plain-pass"),
+        "{printed}"
+    );
+    let (running, otlp, exported) = common::gateway(OtlpConfig {
+        auth: Some(Authenticator::Basic(Arc::new(basic))),
+        ..OtlpConfig::loopback()
+    })
+    .await;
+    let http = otlp.local_addrs().http.expect("http");
+    let grpc = otlp.local_addrs().grpc.expect("grpc");
+    let r = receiver(running.telemetry());
+    // The header a `basicauth` exporter sends.
+    let basic = |user: &str, pass: &str| {
+        let ext = otel_pipeline::collector::auth::AuthExtension::Basic {
+            htpasswd_file: None,
+            htpasswd_inline: String::new(),
+            client: Some((user.into(), pass.into())),
+        };
+        otel_pipeline::collector::auth::client_header(&ext)
+            .expect("credentials")
+            .1
+    };
+    let send_with = |client: Client, addr, value: String| async move {
+        tokio::task::spawn_blocking(move || send_header(&client, addr, &value))
+            .await
+            .expect("client task");
+    };
+    // The file's bcrypt user and the inline plain user: admitted, over both protocols.
+    send_with(Client::Http, http, basic("ci-agent", "ci-pass-1")).await;
+    send_with(Client::Grpc, grpc, basic("ci-agent", "ci-pass-1")).await;
+    send_with(Client::Http, http, basic("inline-user", "plain-pass")).await;
+    assert!(eventually(Duration::from_secs(5), || exported.item_count() == 3).await);
+    let subjects: Vec<String> = exported
+        .batches()
+        .iter()
+        .filter_map(|b| b.client.as_ref()?.auth("subject").map(str::to_string))
+        .collect();
+    assert_eq!(subjects, ["ci-agent", "ci-agent", "inline-user"]);
+    // Wrong password, unknown user, a bearer token instead: refused and counted.
+    send_with(Client::Http, http, basic("ci-agent", "ci-pass-2")).await;
+    send_with(Client::Grpc, grpc, basic("nobody", "ci-pass-1")).await;
+    send_with(Client::Http, http, "Bearer ci-pass-1".into()).await;
+    assert!(
+        eventually(Duration::from_secs(5), || r
+            .failed_requests("unauthenticated")
+            == 3)
+        .await,
+        "refused: {}",
+        r.failed_requests("unauthenticated")
+    );
+    assert_eq!(exported.item_count(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
+    running
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}
+
+/// Send one span with `authorization: <value>`.
+fn send_header(client: &Client, addr: std::net::SocketAddr, value: &str) {
+    let exporter = match client {
+        Client::Grpc => {
+            let mut metadata = MetadataMap::new();
+            metadata.insert("authorization", value.parse().expect("ascii"));
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(format!("http://{addr}"))
+                .with_metadata(metadata)
+                .build()
+                .expect("gRPC client")
+        }
+        Client::Http => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(OtlpProtocol::HttpBinary)
+            .with_endpoint(format!("http://{addr}/v1/traces"))
+            .with_headers(HashMap::from([(
+                "authorization".to_string(),
+                value.to_string(),
+            )]))
+            .build()
+            .expect("HTTP client"),
+    };
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter)
+        .build();
+    provider.tracer("auth-test").in_span("op", |_| {});
+    let _ = provider.force_flush();
+    let _ = provider.shutdown();
+}

@@ -8,7 +8,7 @@
 //! ```
 
 use otel_pipeline_core::boxed::BoxExporter;
-use otel_pipeline_core::collector::{ExporterFactory, Registry, Section};
+use otel_pipeline_core::collector::{ExporterFactory, Registry, Section, auth};
 use otel_pipeline_core::config::ConfigError;
 use otel_pipeline_core::{Logs, Metrics, Traces};
 use serde::Deserialize;
@@ -37,16 +37,54 @@ impl OtlpFactory {
         signal: &str,
     ) -> Result<crate::OtlpExporterConfig, ConfigError> {
         let yaml: OtlpExporterYaml = section.deserialize()?;
-        if self.http {
+        let mut config = if self.http {
             yaml.to_http_config(signal)
-                .map_err(|(key, m)| section.error(&key, m))
+                .map_err(|(key, m)| section.error(&key, m))?
         } else {
             if let Some(key) = yaml.http_only_key() {
                 return Err(section.error(key, "only the otlphttp exporter reads this"));
             }
-            Ok(yaml.to_config())
+            yaml.to_config()
+        };
+        if let Some(a) = yaml.authenticator() {
+            config
+                .headers
+                .push(auth_header(section, a, "auth.authenticator")?);
         }
+        Ok(config)
     }
+}
+
+/// The header an exporter sends for the authenticator extension its section names at
+/// `subpath` (`bearertokenauth` with a token, `basicauth` with `client_auth`).
+fn auth_header(
+    section: &Section<'_>,
+    authenticator: &str,
+    subpath: &str,
+) -> Result<(String, String), ConfigError> {
+    let ext = auth::referenced(section, authenticator, subpath)?;
+    auth::client_header(&ext).map_err(|m| section.error(subpath, m))
+}
+
+/// The `loadbalancing` section as a [`TraceRouterConfig`], with the credentials of the
+/// authenticator that `protocol.otlp.auth.authenticator` names, for every gateway.
+pub fn trace_router_config(section: &Section<'_>) -> Result<TraceRouterConfig, ConfigError> {
+    let mut config = TraceRouterConfig::from_value(section.path(), section.value())
+        .map_err(|e| section.place(e))?;
+    let value = section.value();
+    let named = value
+        .get("protocol")
+        .and_then(|p| p.get("otlp"))
+        .and_then(|o| o.get("auth"))
+        .and_then(|a| a.get("authenticator"))
+        .and_then(|a| a.as_str());
+    if let Some(a) = named {
+        config
+            .otlp
+            .headers
+            .push(auth_header(section, a, "protocol.otlp.auth.authenticator")?);
+    }
+    Ok(config)
 }
 
 impl ExporterFactory for OtlpFactory {
@@ -127,13 +165,8 @@ impl ExporterFactory for LoadBalancingFactory {
     }
 
     fn traces(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Traces>, ConfigError>> {
-        Some(
-            TraceRouterConfig::from_value(section.path(), section.value())
-                .map_err(|e| section.place(e))
-                .map(|c| {
-                    Box::new(TraceRouter::new(c).with_id(section.id().clone()))
-                        as BoxExporter<Traces>
-                }),
-        )
+        Some(trace_router_config(section).map(|c| {
+            Box::new(TraceRouter::new(c).with_id(section.id().clone())) as BoxExporter<Traces>
+        }))
     }
 }

@@ -32,22 +32,20 @@ impl otel_pipeline_core::collector::ExporterFactory for LoadBalancingFactory {
         &self,
         section: &Section<'_>,
     ) -> Option<Result<otel_pipeline_core::boxed::BoxExporter<Traces>, ConfigError>> {
-        use otel_exporters::loadbalancing::{ResolverConfig, TraceRouter, TraceRouterConfig};
-        let built = TraceRouterConfig::from_value(section.path(), section.value())
-            .map_err(|e| section.place(e))
-            .map(|c| {
-                let resolver = match &c.resolver {
-                    ResolverConfig::K8s { service, ports, .. } => Some(std::sync::Arc::new(
-                        crate::K8sResolver::new(service, ports.clone()),
-                    )),
-                    _ => None,
-                };
-                let mut router = TraceRouter::new(c).with_id(section.id().clone());
-                if let Some(r) = resolver {
-                    router = router.with_resolver(r);
-                }
-                Box::new(router) as otel_pipeline_core::boxed::BoxExporter<Traces>
-            });
+        use otel_exporters::loadbalancing::{ResolverConfig, TraceRouter};
+        let built = otel_exporters::collector::trace_router_config(section).map(|c| {
+            let resolver = match &c.resolver {
+                ResolverConfig::K8s { service, ports, .. } => Some(std::sync::Arc::new(
+                    crate::K8sResolver::new(service, ports.clone()),
+                )),
+                _ => None,
+            };
+            let mut router = TraceRouter::new(c).with_id(section.id().clone());
+            if let Some(r) = resolver {
+                router = router.with_resolver(r);
+            }
+            Box::new(router) as otel_pipeline_core::boxed::BoxExporter<Traces>
+        });
         Some(built)
     }
 }

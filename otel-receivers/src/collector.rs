@@ -28,7 +28,38 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::{OtlpConfig, OtlpReceiver, TlsFiles};
+use otel_pipeline_core::collector::auth::AuthExtension;
+
+use crate::{Authenticator, BasicAuth, BearerTokens, OtlpConfig, OtlpReceiver, Secret, TlsFiles};
+
+/// A receiver's authenticator from the extension its `auth.authenticator` names.
+fn authenticator(ext: &AuthExtension) -> Result<Authenticator, String> {
+    match ext {
+        AuthExtension::Bearer {
+            scheme,
+            header,
+            tokens,
+            filename,
+        } => {
+            let name = http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes())
+                .map_err(|e| format!("header `{header}`: {e}"))?;
+            let mut b =
+                BearerTokens::new(tokens.iter().map(Secret::new)).with_header(name, scheme.clone());
+            if let Some(f) = filename {
+                b = b.with_file(f)?;
+            }
+            Ok(Authenticator::Bearer(Arc::new(b)))
+        }
+        AuthExtension::Basic {
+            htpasswd_file,
+            htpasswd_inline,
+            ..
+        } => Ok(Authenticator::Basic(Arc::new(BasicAuth::new(
+            htpasswd_inline,
+            htpasswd_file.clone(),
+        )?))),
+    }
+}
 
 /// Add this crate's receivers and extensions to `registry`.
 pub fn register(registry: &mut Registry) {
@@ -78,23 +109,81 @@ struct ServerYaml {
     endpoint: Option<String>,
     #[serde(default)]
     max_recv_msg_size_mib: Option<u64>,
+    /// HTTP's name for the same limit, in bytes.
+    #[serde(default)]
+    max_request_body_size: Option<u64>,
     #[serde(default)]
     include_metadata: Option<bool>,
     #[serde(default)]
     tls: Option<TlsYaml>,
+    #[serde(default)]
+    auth: Option<AuthRefYaml>,
+    #[serde(default)]
+    max_concurrent_streams: Option<u32>,
+    #[serde(default)]
+    keepalive: Option<KeepaliveYaml>,
+    /// HTTP: the time to read a request's headers.
+    #[serde(default, deserialize_with = "otel_pipeline_core::config::opt_duration")]
+    read_header_timeout: Option<Duration>,
+    /// HTTP: the time to read a whole request.
+    #[serde(default, deserialize_with = "otel_pipeline_core::config::opt_duration")]
+    read_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "otel_pipeline_core::config::opt_duration")]
+    idle_timeout: Option<Duration>,
+    /// Ours: open connections across both listeners.
+    #[serde(default)]
+    max_connections: Option<usize>,
+    /// Ours: request bytes all requests in progress may hold, in MiB.
+    #[serde(default)]
+    max_in_flight_mib: Option<u64>,
     // Accepted so Collector configs load; the server's own settings apply.
-    #[serde(default, rename = "max_concurrent_streams")]
-    _max_concurrent_streams: Option<serde::de::IgnoredAny>,
     #[serde(default, rename = "read_buffer_size")]
     _read_buffer_size: Option<serde::de::IgnoredAny>,
     #[serde(default, rename = "write_buffer_size")]
     _write_buffer_size: Option<serde::de::IgnoredAny>,
-    #[serde(default, rename = "keepalive")]
-    _keepalive: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "write_timeout")]
+    _write_timeout: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "keep_alives_enabled")]
+    _keep_alives_enabled: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "response_headers")]
+    _response_headers: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "compression_algorithms")]
+    _compression_algorithms: Option<serde::de::IgnoredAny>,
     #[serde(default, rename = "cors")]
     _cors: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     transport: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthRefYaml {
+    authenticator: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeepaliveYaml {
+    #[serde(default)]
+    server_parameters: Option<ServerParametersYaml>,
+    // Client-behaviour policing; the HTTP/2 server's defaults apply.
+    #[serde(default, rename = "enforcement_policy")]
+    _enforcement_policy: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerParametersYaml {
+    #[serde(default, deserialize_with = "otel_pipeline_core::config::opt_duration")]
+    max_connection_idle: Option<Duration>,
+    #[serde(default, deserialize_with = "otel_pipeline_core::config::opt_duration")]
+    time: Option<Duration>,
+    #[serde(default, deserialize_with = "otel_pipeline_core::config::opt_duration")]
+    timeout: Option<Duration>,
+    #[serde(default, rename = "max_connection_age")]
+    _max_connection_age: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "max_connection_age_grace")]
+    _max_connection_age_grace: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -126,6 +215,7 @@ impl ReceiverFactory for OtlpFactory {
             ..OtlpConfig::default()
         };
         let mut tls: Option<TlsFiles> = None;
+        let mut auth: Option<(String, Authenticator)> = None;
         for (name, server, default_port) in [
             ("grpc", protocols.grpc, 4317u16),
             ("http", protocols.http, 4318),
@@ -154,8 +244,82 @@ impl ReceiverFactory for OtlpFactory {
                 config.max_decompressed_bytes =
                     config.max_decompressed_bytes.max(config.max_request_bytes);
             }
+            if let Some(bytes) = server.max_request_body_size {
+                if bytes == 0 {
+                    return Err(section.error(
+                        &format!("protocols.{name}.max_request_body_size"),
+                        "must be positive",
+                    ));
+                }
+                config.max_request_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+                config.max_decompressed_bytes =
+                    config.max_decompressed_bytes.max(config.max_request_bytes);
+            }
             if server.include_metadata == Some(true) {
                 config.include_metadata = true;
+            }
+            let at = |key: &str| format!("protocols.{name}.{key}");
+            let positive = |d: Option<Duration>, key: &str| match d {
+                Some(d) if d.is_zero() => Err(section.error(&at(key), "must be positive")),
+                d => Ok(d),
+            };
+            let limits = &mut config.limits;
+            if let Some(n) = server.max_concurrent_streams.filter(|n| *n > 0) {
+                limits.max_concurrent_streams = n;
+            }
+            if let Some(p) = server.keepalive.and_then(|k| k.server_parameters) {
+                if let Some(d) = positive(
+                    p.max_connection_idle,
+                    "keepalive.server_parameters.max_connection_idle",
+                )? {
+                    limits.idle_timeout = d;
+                }
+                if let Some(d) = positive(p.time, "keepalive.server_parameters.time")? {
+                    limits.http2_keepalive_interval = Some(d);
+                }
+                if let Some(d) = positive(p.timeout, "keepalive.server_parameters.timeout")? {
+                    limits.http2_keepalive_timeout = d;
+                }
+            }
+            if let Some(d) = positive(server.read_header_timeout, "read_header_timeout")? {
+                limits.header_read_timeout = d;
+            }
+            if let Some(d) = positive(server.read_timeout, "read_timeout")? {
+                limits.body_read_timeout = d;
+            }
+            if let Some(d) = positive(server.idle_timeout, "idle_timeout")? {
+                limits.idle_timeout = d;
+            }
+            match server.max_connections {
+                Some(0) => return Err(section.error(&at("max_connections"), "must be positive")),
+                Some(n) => limits.max_connections = n,
+                None => {}
+            }
+            match server.max_in_flight_mib {
+                Some(0) => return Err(section.error(&at("max_in_flight_mib"), "must be positive")),
+                Some(n) => {
+                    limits.max_in_flight_bytes = usize::try_from(n << 20).unwrap_or(usize::MAX)
+                }
+                None => {}
+            }
+            if let Some(a) = &server.auth {
+                let ext = otel_pipeline_core::collector::auth::referenced(
+                    section,
+                    &a.authenticator,
+                    &at("auth.authenticator"),
+                )?;
+                let built =
+                    authenticator(&ext).map_err(|m| section.error(&at("auth.authenticator"), m))?;
+                match &auth {
+                    Some((id, _)) if *id != a.authenticator => {
+                        return Err(section.error(
+                            &at("auth.authenticator"),
+                            "grpc and http must use the same authenticator in this receiver",
+                        ));
+                    }
+                    Some(_) => {}
+                    None => auth = Some((a.authenticator.clone(), built)),
+                }
             }
             if let Some(t) = server.tls {
                 let files = TlsFiles {
@@ -192,6 +356,7 @@ impl ReceiverFactory for OtlpFactory {
             }
         }
         config.tls = tls;
+        config.auth = auth.map(|(_, a)| a);
         let receiver = OtlpReceiver::new(config).with_id(section.id().clone());
         Ok(Box::new(OtlpInstance(receiver)))
     }

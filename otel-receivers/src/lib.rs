@@ -11,7 +11,7 @@ pub mod otlp;
 pub mod sdk;
 
 pub use otlp::{
-    AuthError, AuthRequest, Authenticate, Authenticator, BearerTokens, BoundAddrs, OtlpConfig,
-    OtlpReceiver, OtlpSignalReceiver, ReceiverLimits, Secret, TlsFiles, WireSignal,
+    AuthError, AuthRequest, Authenticate, Authenticator, BasicAuth, BearerTokens, BoundAddrs,
+    OtlpConfig, OtlpReceiver, OtlpSignalReceiver, ReceiverLimits, Secret, TlsFiles, WireSignal,
 };
 pub use sdk::{SdkBridge, SdkBridgeReceiver};

@@ -44,6 +44,9 @@ pub(crate) struct OtlpExporterYaml {
     retry_on_failure: Option<RetryYaml>,
     #[serde(default)]
     sending_queue: Option<QueueYaml>,
+    /// `auth.authenticator`: the extension whose credentials every request carries.
+    #[serde(default)]
+    auth: Option<AuthRefYaml>,
     // otlphttp only: the body encoding and per-signal URLs.
     #[serde(default)]
     encoding: Option<EncodingYaml>,
@@ -53,6 +56,12 @@ pub(crate) struct OtlpExporterYaml {
     metrics_endpoint: Option<String>,
     #[serde(default)]
     logs_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthRefYaml {
+    authenticator: String,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -186,6 +195,11 @@ impl OtlpExporterYaml {
 
     /// The exporter settings, with `endpoint` given a scheme (`http://` when
     /// `tls.insecure`, else `https://`, as the Collector reads a bare `host:port`).
+    /// The extension named in `auth.authenticator`, if any.
+    pub(crate) fn authenticator(&self) -> Option<&str> {
+        self.auth.as_ref().map(|a| a.authenticator.as_str())
+    }
+
     pub(crate) fn to_config(&self) -> OtlpExporterConfig {
         let mut c = OtlpExporterConfig::default();
         if let Some(endpoint) = &self.endpoint {

@@ -167,6 +167,7 @@ pub struct ClientTls {
 }
 
 /// A client certificate chain and key, as PEM.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
 struct ClientIdentity {
     cert: Vec<u8>,
     key: Vec<u8>,

@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 mod registry;
 
 pub use registry::{
@@ -651,10 +652,11 @@ impl CollectorConfig {
     fn section<'a>(&'a self, section: &str, id: &'a ComponentId) -> Section<'a> {
         let key = id.to_string();
         Section {
-            id,
+            id: id.clone(),
             path: format!("{section}.{key}"),
             node: self.root.get(section).and_then(|s| s.get(&key)),
             index: &self.index,
+            root: Some(&self.root),
         }
     }
 

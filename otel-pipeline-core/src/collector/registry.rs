@@ -21,16 +21,45 @@ use crate::telemetry::Telemetry;
 /// section and the file, line and column.
 #[derive(Debug)]
 pub struct Section<'a> {
-    pub(crate) id: &'a ComponentId,
+    pub(crate) id: ComponentId,
     pub(crate) path: String,
     pub(crate) node: Option<&'a Node>,
     pub(crate) index: &'a BTreeMap<String, Location>,
+    /// The whole configuration, for sections that name another component.
+    pub(crate) root: Option<&'a Node>,
 }
 
 impl<'a> Section<'a> {
     /// The component's id (`otlp/backend`).
     pub fn id(&self) -> &ComponentId {
-        self.id
+        &self.id
+    }
+
+    /// The section of another component this one names at `subpath`, such as the extension
+    /// in a receiver's `auth.authenticator: bearertokenauth/server`. `kind` is the
+    /// top-level key it lives under (`extensions`). An id that is not defined there is an
+    /// error at `subpath`.
+    pub fn referenced(
+        &self,
+        kind: &str,
+        id: &str,
+        subpath: &str,
+    ) -> Result<Section<'a>, ConfigError> {
+        let parsed: ComponentId = id
+            .parse()
+            .map_err(|e: crate::BuildError| self.error(subpath, e.to_string()))?;
+        let node = self
+            .root
+            .and_then(|r| r.get(kind))
+            .and_then(|s| s.get(id))
+            .ok_or_else(|| self.error(subpath, format!("`{id}` is not defined under {kind}")))?;
+        Ok(Section {
+            id: parsed,
+            path: format!("{kind}.{id}"),
+            node: Some(node),
+            index: self.index,
+            root: self.root,
+        })
     }
 
     /// Where the section is: `exporters.otlp/backend`.
@@ -371,12 +400,16 @@ impl fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// A registry with only the core's own harmless extensions (`pprof`, `zpages`,
-    /// accepted with a warning that they do nothing here).
+    /// A registry with only the core's own extensions: the authenticators
+    /// (`bearertokenauth`, `basicauth`, which receivers and exporters read), and the
+    /// harmless `pprof` and `zpages`, accepted with a warning that they do nothing here.
     pub fn new() -> Self {
         let mut r = Self::default();
         for kind in super::ACCEPTED_EXTENSIONS {
             r.extension(super::NoopExtension(kind));
+        }
+        for kind in ["bearertokenauth", "basicauth"] {
+            r.extension(super::auth::AuthExtensionFactory(kind));
         }
         r
     }

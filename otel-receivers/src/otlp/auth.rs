@@ -124,6 +124,8 @@ pub trait Authenticate: fmt::Debug + Send + Sync + 'static {
 pub enum Authenticator {
     /// `Authorization: Bearer <token>` against a set of tokens.
     Bearer(Arc<BearerTokens>),
+    /// `Authorization: Basic ...` against htpasswd users.
+    Basic(Arc<BasicAuth>),
     /// A user's own check.
     Custom(Arc<dyn Authenticate>),
 }
@@ -132,6 +134,7 @@ impl PartialEq for Authenticator {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Self::Bearer(a), Self::Bearer(b)) => Arc::ptr_eq(a, b),
+            (Self::Basic(a), Self::Basic(b)) => Arc::ptr_eq(a, b),
             (Self::Custom(a), Self::Custom(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
@@ -139,12 +142,13 @@ impl PartialEq for Authenticator {
 }
 
 impl Authenticator {
-    pub(crate) fn check(
+    pub(crate) async fn check(
         &self,
         request: &AuthRequest<'_>,
     ) -> Result<Vec<(String, String)>, AuthError> {
         match self {
             Self::Bearer(b) => b.authenticate(request),
+            Self::Basic(b) => b.check(request).await,
             Self::Custom(c) => c.authenticate(request),
         }
     }
@@ -152,7 +156,230 @@ impl Authenticator {
     pub(crate) fn challenge(&self) -> &str {
         match self {
             Self::Bearer(b) => b.challenge(),
+            Self::Basic(_) => "Basic realm=\"otlp\", charset=\"UTF-8\"",
             Self::Custom(c) => c.challenge(),
+        }
+    }
+}
+
+/// Basic authentication (the Collector's `basicauth`): users from an htpasswd file
+/// (re-read when it changes) and inline htpasswd lines.
+///
+/// A line is `user:hash` with a bcrypt hash (`$2y$`, `$2b$`, `$2a$`, as `htpasswd -B`
+/// writes them), or `user:password` in plain text (the Collector accepts that inline).
+/// Other hash schemes (MD5 `$apr1$`, `{SHA}`, crypt) are refused when loaded, naming the
+/// line.
+///
+/// bcrypt is slow on purpose (tens of milliseconds). Checks run on blocking threads, two at
+/// a time at most, and a password that verified is remembered for five minutes under a
+/// keyed hash (never the password itself), so a client pays once, not per request.
+///
+/// ```
+/// use otel_receivers::BasicAuth;
+/// assert!(BasicAuth::new("ci-agent:s3cr3t", None).is_ok());
+/// let err = BasicAuth::new("old:$apr1$x$y", None).unwrap_err();
+/// assert!(err.contains("line 1") && !err.contains("$apr1$x$y"));
+/// ```
+pub struct BasicAuth {
+    inline: Vec<(String, Password)>,
+    file: Option<PathBuf>,
+    from_file: Mutex<FileUsers>,
+    verified: Mutex<std::collections::HashMap<(String, u64), Instant>>,
+    keys: std::collections::hash_map::RandomState,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+#[derive(Clone)]
+enum Password {
+    Bcrypt(Secret),
+    Plain(Secret),
+}
+
+#[derive(Default)]
+struct FileUsers {
+    modified: Option<SystemTime>,
+    checked: Option<Instant>,
+    users: Vec<(String, Password)>,
+}
+
+/// How long a verified password is remembered.
+const VERIFIED_FOR: Duration = Duration::from_secs(300);
+
+impl fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field(
+                "inline_users",
+                &self.inline.iter().map(|(u, _)| u).collect::<Vec<_>>(),
+            )
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parse_htpasswd(text: &str, origin: &str) -> Result<Vec<(String, Password)>, String> {
+    let mut users = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((user, hash)) = line.split_once(':') else {
+            return Err(format!("{origin} line {}: expected user:password", i + 1));
+        };
+        let password = if ["$2y$", "$2b$", "$2a$"].iter().any(|p| hash.starts_with(p)) {
+            Password::Bcrypt(Secret::new(hash))
+        } else if ["$apr1$", "{SHA}", "$1$", "$5$", "$6$"]
+            .iter()
+            .any(|p| hash.starts_with(p))
+        {
+            return Err(format!(
+                "{origin} line {} ({user}): only bcrypt hashes (htpasswd -B) or plain passwords are supported",
+                i + 1
+            ));
+        } else {
+            Password::Plain(Secret::new(hash))
+        };
+        users.push((user.to_string(), password));
+    }
+    Ok(users)
+}
+
+impl BasicAuth {
+    /// Users from inline htpasswd lines (may be empty) and, optionally, an htpasswd file.
+    pub fn new(inline: &str, file: Option<PathBuf>) -> Result<Self, String> {
+        let inline = parse_htpasswd(inline, "htpasswd.inline")?;
+        let mut from_file = FileUsers::default();
+        if let Some(path) = &file {
+            from_file.modified = std::fs::metadata(path)
+                .and_then(|m| m.modified())
+                .map(Some)
+                .map_err(|e| format!("htpasswd file {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("htpasswd file {}: {e}", path.display()))?;
+            from_file.users = parse_htpasswd(&text, &path.display().to_string())?;
+            from_file.checked = Some(Instant::now());
+        }
+        if inline.is_empty() && from_file.users.is_empty() {
+            return Err("basic authentication needs at least one user".into());
+        }
+        Ok(Self {
+            inline,
+            file,
+            from_file: Mutex::new(from_file),
+            verified: Mutex::new(std::collections::HashMap::new()),
+            keys: std::collections::hash_map::RandomState::new(),
+            slots: Arc::new(tokio::sync::Semaphore::new(2)),
+        })
+    }
+
+    fn refresh(&self) {
+        let Some(path) = &self.file else { return };
+        let mut state = self.from_file.lock();
+        if state.checked.is_some_and(|t| t.elapsed() < FILE_CHECK) {
+            return;
+        }
+        state.checked = Some(Instant::now());
+        let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) else {
+            return;
+        };
+        if state.modified == Some(modified) {
+            return;
+        }
+        match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| parse_htpasswd(&t, &path.display().to_string()))
+        {
+            Ok(users) => {
+                state.users = users;
+                state.modified = Some(modified);
+                // Passwords verified against the old file are checked again.
+                self.verified.lock().clear();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "htpasswd file unreadable; keeping the previous users")
+            }
+        }
+    }
+
+    fn key(&self, password: &[u8]) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = self.keys.build_hasher();
+        h.write(password);
+        h.finish()
+    }
+
+    async fn check(&self, request: &AuthRequest<'_>) -> Result<Vec<(String, String)>, AuthError> {
+        use base64::Engine;
+        let Some(value) = request.headers.get(http::header::AUTHORIZATION) else {
+            return Err(AuthError::missing("no authorization header"));
+        };
+        let value = value.as_bytes();
+        let encoded = match value.get(..6) {
+            Some(s) if s.eq_ignore_ascii_case(b"basic ") => value[6..].trim_ascii(),
+            _ => {
+                return Err(AuthError::invalid(
+                    "expected authorization: Basic <credentials>",
+                ));
+            }
+        };
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| AuthError::invalid("the credentials are not base64"))?;
+        let Some(colon) = decoded.iter().position(|b| *b == b':') else {
+            return Err(AuthError::invalid("the credentials are not user:password"));
+        };
+        let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
+        let user = String::from_utf8_lossy(user).into_owned();
+        self.refresh();
+        let stored = {
+            let file = self.from_file.lock();
+            self.inline
+                .iter()
+                .chain(file.users.iter())
+                .find(|(u, _)| *u == user)
+                .map(|(_, p)| p.clone())
+        };
+        let ok = match stored {
+            None => false,
+            Some(Password::Plain(p)) => p.matches(password),
+            Some(Password::Bcrypt(hash)) => {
+                let key = (user.clone(), self.key(password));
+                let remembered = self
+                    .verified
+                    .lock()
+                    .get(&key)
+                    .is_some_and(|at| at.elapsed() < VERIFIED_FOR);
+                if remembered {
+                    true
+                } else {
+                    let Ok(_slot) = Arc::clone(&self.slots).acquire_owned().await else {
+                        return Err(AuthError::invalid("the receiver is stopping"));
+                    };
+                    let password = password.to_vec();
+                    let verified = tokio::task::spawn_blocking(move || {
+                        bcrypt::verify(&password, &hash.0).unwrap_or(false)
+                    })
+                    .await
+                    .unwrap_or(false);
+                    if verified {
+                        let mut cache = self.verified.lock();
+                        if cache.len() > 10_000 {
+                            cache.retain(|_, at| at.elapsed() < VERIFIED_FOR);
+                        }
+                        cache.insert(key, Instant::now());
+                    }
+                    verified
+                }
+            }
+        };
+        if ok {
+            Ok(vec![
+                ("subject".to_string(), user),
+                ("scheme".to_string(), "basic".to_string()),
+            ])
+        } else {
+            Err(AuthError::invalid("unknown user or wrong password"))
         }
     }
 }

@@ -89,7 +89,7 @@ async fn unary<S: WireSignal>(
     }
     let headers = req.headers();
     let mut client = client_info(&shared, Some(peer), headers);
-    match authenticate(&shared, headers, peer, &conn_auth) {
+    match authenticate(&shared, headers, peer, &conn_auth).await {
         Ok(identity) if identity.is_empty() => {}
         Ok(identity) => Arc::make_mut(&mut client).auth = identity,
         Err((e, _)) => {

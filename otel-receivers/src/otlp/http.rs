@@ -165,7 +165,7 @@ async fn export<S: WireSignal>(
             );
         }
     };
-    let identity = match authenticate(&shared, headers, peer, &conn_auth) {
+    let identity = match authenticate(&shared, headers, peer, &conn_auth).await {
         Ok(identity) => identity,
         Err((e, challenge)) => {
             count_failed::<S>(&shared, "unauthenticated");

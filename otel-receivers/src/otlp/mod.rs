@@ -38,7 +38,9 @@ mod http;
 mod server;
 mod signal;
 
-pub use auth::{AuthError, AuthRequest, Authenticate, Authenticator, BearerTokens, Secret};
+pub use auth::{
+    AuthError, AuthRequest, Authenticate, Authenticator, BasicAuth, BearerTokens, Secret,
+};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -414,7 +416,7 @@ pub(crate) fn client_info(
 /// Who sent a request: mutual TLS's verdict on the connection first, then the configured
 /// authenticator on the headers. The identity is what both established; a refusal carries
 /// the `WWW-Authenticate` challenge for HTTP.
-pub(crate) fn authenticate(
+pub(crate) async fn authenticate(
     shared: &Shared,
     headers: &::http::HeaderMap,
     peer: SocketAddr,
@@ -428,7 +430,7 @@ pub(crate) fn authenticate(
         }
     }
     if let Some(auth) = &shared.config.auth {
-        match auth.check(&AuthRequest { headers, peer }) {
+        match auth.check(&AuthRequest { headers, peer }).await {
             // The authenticator's subject wins over the certificate's.
             Ok(attrs) => {
                 identity.retain(|(k, _)| !attrs.iter().any(|(a, _)| a == k));

@@ -182,6 +182,7 @@ pub(crate) struct ConnStats {
     header_timeout: Counter,
     idle: Counter,
     protocol_error: Counter,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     tls_handshake: Counter,
     open: Gauge,
     pub(crate) in_flight: Gauge,

@@ -1,0 +1,273 @@
+//! The Collector's authenticator extensions, read once for every component that names one
+//! (`auth: { authenticator: bearertokenauth/server }` on a receiver or an exporter).
+//!
+//! - `bearertokenauth`: `scheme` (default `Bearer`), `header` (default `Authorization`),
+//!   `token`, `tokens`, `filename`. A receiver accepts any of the tokens (the file is
+//!   re-read when it changes); an exporter sends `token` (or the file's).
+//! - `basicauth`: `htpasswd.file` / `htpasswd.inline` for a receiver, `client_auth.username`
+//!   / `client_auth.password` for an exporter.
+//!
+//! Credentials read here are never printed: `Debug` shows them as `***`.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{Extension, ExtensionFactory, Section};
+use crate::config::ConfigError;
+
+/// One authenticator extension's settings.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AuthExtension {
+    /// `bearertokenauth`.
+    Bearer {
+        /// The scheme before the token (`Bearer`); empty for a bare token.
+        scheme: String,
+        /// The header that carries it.
+        header: String,
+        /// Tokens given inline (`token`, `tokens`).
+        tokens: Vec<String>,
+        /// A file with the token(s), re-read when it changes.
+        filename: Option<PathBuf>,
+    },
+    /// `basicauth`.
+    Basic {
+        /// `htpasswd.file`.
+        htpasswd_file: Option<PathBuf>,
+        /// `htpasswd.inline`.
+        htpasswd_inline: String,
+        /// `client_auth`: `(username, password)` an exporter sends.
+        client: Option<(String, String)>,
+    },
+}
+
+impl fmt::Debug for AuthExtension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bearer {
+                scheme,
+                header,
+                tokens,
+                filename,
+            } => f
+                .debug_struct("Bearer")
+                .field("scheme", scheme)
+                .field("header", header)
+                .field("tokens", &format_args!("{} x ***", tokens.len()))
+                .field("filename", filename)
+                .finish(),
+            Self::Basic {
+                htpasswd_file,
+                client,
+                ..
+            } => f
+                .debug_struct("Basic")
+                .field("htpasswd_file", htpasswd_file)
+                .field("htpasswd_inline", &"***")
+                .field("client", &client.as_ref().map(|(u, _)| (u, "***")))
+                .finish(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BearerYaml {
+    #[serde(default)]
+    scheme: Option<String>,
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    tokens: Option<Vec<String>>,
+    #[serde(default)]
+    filename: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BasicYaml {
+    #[serde(default)]
+    htpasswd: Option<HtpasswdYaml>,
+    #[serde(default)]
+    client_auth: Option<ClientAuthYaml>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HtpasswdYaml {
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    inline: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientAuthYaml {
+    username: String,
+    password: String,
+}
+
+/// Read an authenticator extension's section.
+pub fn read(section: &Section<'_>) -> Result<AuthExtension, ConfigError> {
+    match section.id().kind() {
+        "bearertokenauth" => {
+            let y: BearerYaml = section.deserialize()?;
+            let mut tokens: Vec<String> = y.token.into_iter().collect();
+            tokens.extend(y.tokens.unwrap_or_default());
+            if tokens.is_empty() && y.filename.is_none() {
+                return Err(section.error("", "give token, tokens or filename"));
+            }
+            if let Some(f) = &y.filename
+                && !f.exists()
+            {
+                return Err(section.error("filename", format!("{} does not exist", f.display())));
+            }
+            Ok(AuthExtension::Bearer {
+                scheme: y.scheme.unwrap_or_else(|| "Bearer".into()),
+                header: y.header.unwrap_or_else(|| "Authorization".into()),
+                tokens,
+                filename: y.filename,
+            })
+        }
+        "basicauth" => {
+            let y: BasicYaml = section.deserialize()?;
+            let (htpasswd_file, htpasswd_inline) = match y.htpasswd {
+                Some(h) => (h.file, h.inline.unwrap_or_default()),
+                None => (None, String::new()),
+            };
+            if let Some(f) = &htpasswd_file
+                && !f.exists()
+            {
+                return Err(
+                    section.error("htpasswd.file", format!("{} does not exist", f.display()))
+                );
+            }
+            if htpasswd_file.is_none()
+                && htpasswd_inline.trim().is_empty()
+                && y.client_auth.is_none()
+            {
+                return Err(section.error(
+                    "",
+                    "give htpasswd (for receivers) or client_auth (for exporters)",
+                ));
+            }
+            Ok(AuthExtension::Basic {
+                htpasswd_file,
+                htpasswd_inline,
+                client: y.client_auth.map(|c| (c.username, c.password)),
+            })
+        }
+        other => Err(section.error(
+            "",
+            format!(
+                "`{other}` is not an authenticator this collector has (bearertokenauth, basicauth)"
+            ),
+        )),
+    }
+}
+
+/// The extension a component names in `auth.authenticator` (at `subpath` of `section`).
+pub fn referenced(
+    section: &Section<'_>,
+    authenticator: &str,
+    subpath: &str,
+) -> Result<AuthExtension, ConfigError> {
+    let ext = section.referenced("extensions", authenticator, subpath)?;
+    read(&ext)
+}
+
+/// The `bearertokenauth` and `basicauth` extensions: checked when loaded; the components
+/// that name them build their authenticators from the same section.
+pub(crate) struct AuthExtensionFactory(pub(crate) &'static str);
+
+impl ExtensionFactory for AuthExtensionFactory {
+    fn kind(&self) -> &'static str {
+        self.0
+    }
+    fn create(&self, section: &Section<'_>) -> Result<Box<dyn Extension>, ConfigError> {
+        read(section)?;
+        Ok(Box::new(super::Noop))
+    }
+}
+
+/// The credentials an exporter sends for `ext`: a header name and value.
+pub fn client_header(ext: &AuthExtension) -> Result<(String, String), String> {
+    match ext {
+        AuthExtension::Bearer {
+            scheme,
+            header,
+            tokens,
+            filename,
+        } => {
+            let token = match (tokens.first(), filename) {
+                (Some(t), _) => t.clone(),
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .map_err(|e| format!("{}: {e}", f.display()))?
+                    .trim()
+                    .to_string(),
+                (None, None) => return Err("no token".into()),
+            };
+            let value = if scheme.is_empty() {
+                token
+            } else {
+                format!("{scheme} {token}")
+            };
+            Ok((header.to_ascii_lowercase(), value))
+        }
+        AuthExtension::Basic { client, .. } => {
+            let (user, password) = client
+                .as_ref()
+                .ok_or("basicauth needs client_auth to authenticate an exporter")?;
+            Ok((
+                "authorization".into(),
+                format!(
+                    "Basic {}",
+                    base64_encode(format!("{user}:{password}").as_bytes())
+                ),
+            ))
+        }
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), for the Basic scheme.
+fn base64_encode(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+            ("ci-agent:s3cr3t", "Y2ktYWdlbnQ6czNjcjN0"),
+        ] {
+            assert_eq!(super::base64_encode(input.as_bytes()), want);
+        }
+    }
+}
