@@ -575,6 +575,17 @@ service:
         "basicauth/client",
         "    client_auth: { username: edge, password: wrong }",
     );
+    // Credentials never show: not in a loaded configuration's Debug, not in errors.
+    let loaded = load(&[("agent.yaml", &good)]).expect("loads");
+    assert!(!format!("{loaded:?}").contains("tok-from-file"));
+    let broken = good.replace("token: tok-from-file", "token: tok-from-file\n    tokn: x");
+    let err = load(&[("agent.yaml", &broken)])
+        .expect_err("unknown key")
+        .to_string();
+    assert!(
+        err.contains("tokn") && !err.contains("tok-from-file"),
+        "{err}"
+    );
     let good = start(&[("agent.yaml", &good)]).await;
     let bad = start(&[("agent.yaml", &bad)]).await;
     for port in [good_port, bad_port] {
@@ -608,6 +619,11 @@ service:
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(kept.item_count(), 3, "nothing from the refused agent");
+    // Nor in self-telemetry.
+    for c in [&good, &bad, &gateway] {
+        let text = format!("{:?}", c.telemetry().snapshot());
+        assert!(!text.contains("tok-from-file") && !text.contains("wrong"));
+    }
     for c in [good, bad, gateway] {
         c.shutdown(Duration::from_secs(5)).await.expect("stops");
     }

@@ -132,8 +132,18 @@ impl Default for SendingQueueConfig {
     }
 }
 
-/// Settings of the OTLP exporter.
-#[derive(Debug, Clone, PartialEq)]
+/// Settings of the OTLP exporter. Its `Debug` output never shows header values, which
+/// often are credentials.
+///
+/// ```
+/// use otel_exporters::otlp::OtlpExporterConfig;
+/// let c = OtlpExporterConfig {
+///     headers: vec![("authorization".into(), "Bearer s3cr3t".into())],
+///     ..OtlpExporterConfig::default()
+/// };
+/// assert!(!format!("{c:?}").contains("s3cr3t"));
+/// ```
+#[derive(Clone, PartialEq)]
 pub struct OtlpExporterConfig {
     /// `http://host:port`. For HTTP, the signal path (`/v1/traces`) is appended unless the
     /// endpoint already has a path. Default `http://localhost:4317`.
@@ -164,6 +174,26 @@ pub struct ClientTls {
     pub cert_file: Option<std::path::PathBuf>,
     /// Mutual TLS: the client certificate's private key (PEM).
     pub key_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for OtlpExporterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, _)| (k.as_str(), "***"))
+            .collect();
+        f.debug_struct("OtlpExporterConfig")
+            .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
+            .field("compression", &self.compression)
+            .field("headers", &headers)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("queue", &self.queue)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// A client certificate chain and key, as PEM.

@@ -161,13 +161,23 @@ const COLLECTOR_TYPES: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// One configuration file: a name for errors (its path) and its text.
-#[derive(Debug, Clone)]
+/// One configuration file: a name for errors (its path) and its text. `Debug` shows the
+/// name and size only: the text may hold credentials.
+#[derive(Clone)]
 pub struct ConfigFile {
     /// Shown in errors: `agent.yaml:12:7: ...`.
     pub name: String,
     /// The YAML.
     pub text: String,
+}
+
+impl fmt::Debug for ConfigFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigFile")
+            .field("name", &self.name)
+            .field("bytes", &self.text.len())
+            .finish()
+    }
 }
 
 impl ConfigFile {
@@ -241,8 +251,8 @@ pub struct ServiceTelemetry {
     pub log_level: String,
 }
 
-/// A loaded and validated configuration. See the [module docs](self).
-#[derive(Debug)]
+/// A loaded and validated configuration. See the [module docs](self). `Debug` shows the
+/// pipelines and extensions, not the settings (they may hold credentials).
 pub struct CollectorConfig {
     root: Node,
     index: BTreeMap<String, Location>,
@@ -250,6 +260,16 @@ pub struct CollectorConfig {
     extensions: Vec<ComponentId>,
     telemetry: ServiceTelemetry,
     warnings: Vec<String>,
+}
+
+impl fmt::Debug for CollectorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CollectorConfig")
+            .field("pipelines", &self.pipeline_names().collect::<Vec<_>>())
+            .field("extensions", &self.extensions)
+            .field("warnings", &self.warnings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CollectorConfig {
