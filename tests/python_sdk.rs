@@ -131,3 +131,82 @@ async fn python_sdk_grpc_and_http_exporters() {
         .await
         .expect("gateway stops");
 }
+
+/// Python's exporters authenticate with the headers their users set
+/// (`OTEL_EXPORTER_OTLP_HEADERS`): the right bearer token gets in over gRPC and HTTP, a
+/// wrong one is refused and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_exporters_authenticate_with_bearer_tokens() {
+    use std::sync::Arc;
+
+    use otel_pipeline::ComponentKind;
+    use otel_pipeline::receivers::{Authenticator, BearerTokens, Secret};
+    let Some(python) = python() else {
+        eprintln!(
+            "SKIPPED: no Python with opentelemetry-exporter-otlp found (run .ci/run, or set OTEL_PIPELINE_PYTHON)"
+        );
+        return;
+    };
+    let (gateway, otlp, exported) = common::gateway(OtlpConfig {
+        auth: Some(Authenticator::Bearer(Arc::new(BearerTokens::new([
+            Secret::new("py-token-1"),
+        ])))),
+        ..OtlpConfig::loopback()
+    })
+    .await;
+    let addrs = otlp.local_addrs();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/send_traces.py");
+    let run = |protocol: &'static str, endpoint: String, token: &'static str| {
+        let (python, script) = (python.clone(), script.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(python)
+                .arg(script)
+                .args([protocol, &endpoint, "3"])
+                .env(
+                    "OTEL_EXPORTER_OTLP_HEADERS",
+                    format!("authorization=Bearer%20{token}"),
+                )
+                .output()
+        })
+    };
+    let grpc = format!("http://{}", addrs.grpc.expect("grpc"));
+    let http = format!("http://{}", addrs.http.expect("http"));
+    for (protocol, endpoint) in [("grpc", &grpc), ("http", &http)] {
+        let out = run(protocol, endpoint.clone(), "py-token-1")
+            .await
+            .expect("join")
+            .expect("python runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(
+        eventually(Duration::from_secs(15), || exported.item_count() == 6).await,
+        "got {} of 6 spans",
+        exported.item_count()
+    );
+    for (protocol, endpoint) in [("grpc", &grpc), ("http", &http)] {
+        let _ = run(protocol, endpoint.clone(), "not-the-token")
+            .await
+            .expect("join");
+    }
+    let receiver = gateway
+        .telemetry()
+        .find(ComponentKind::Receiver, "otlp")
+        .expect("receiver");
+    assert!(
+        eventually(Duration::from_secs(15), || receiver
+            .failed_requests("unauthenticated")
+            >= 2)
+        .await,
+        "refused: {}",
+        receiver.failed_requests("unauthenticated")
+    );
+    assert_eq!(exported.item_count(), 6);
+    gateway
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("gateway stops");
+}
