@@ -62,7 +62,7 @@ fn bench(c: &mut Criterion) {
                 let now = tokio::time::Instant::now();
                 let part = core.prepare(Batch::new(req), 1).remove(0);
                 core.ingest(&part, now);
-                core.decide_all(now, false);
+                core.decide_all(now, None);
                 black_box(core.take_output())
             },
             BatchSize::LargeInput,
@@ -92,7 +92,7 @@ fn bench(c: &mut Criterion) {
                                 let part = core.prepare(Batch::new(req), 1).remove(0);
                                 core.ingest(&part, now);
                             }
-                            core.decide_all(now, false);
+                            core.decide_all(now, None);
                             black_box(core.take_output());
                             start.elapsed()
                         })
@@ -124,7 +124,7 @@ fn bench(c: &mut Criterion) {
                                 took += start.elapsed();
                             }
                             let start = Instant::now();
-                            core.decide_all(now, false);
+                            core.decide_all(now, None);
                             black_box(core.take_output());
                             took + start.elapsed()
                         })

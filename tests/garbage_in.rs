@@ -133,7 +133,7 @@ fn protobuf_decoding_of_garbage_never_panics() {
                 .prepare(otel_pipeline::Batch::<otel_pipeline::Traces>::new(req), 1)
                 .remove(0);
             core.ingest(&spans, now);
-            core.decide_all(now, false);
+            core.decide_all(now, None);
             let _ = core.take_output();
         }
     }

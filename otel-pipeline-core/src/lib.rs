@@ -92,7 +92,7 @@ pub use otlp::OtlpSignal;
 #[cfg(feature = "pipeline")]
 pub use queue::{
     BoundedQueue, Delivered, QueueConfig, QueueConsumer, Redelivery, WhenFull, deadline_outcome,
-    join_until,
+    join_until, stage_deadlines,
 };
 #[cfg(feature = "pipeline")]
 pub use runtime::{Health, HealthState, ReadinessGate, RunningPipeline, ShutdownError, StartError};

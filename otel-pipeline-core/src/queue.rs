@@ -358,6 +358,23 @@ pub async fn join_until(tasks: Vec<JoinHandle<()>>, deadline: Instant) -> bool {
     timed_out
 }
 
+/// A stateful stage's two shutdown instants, from the pipeline's `deadline` (when the
+/// pipeline abandons a stage that has not finished): when to stop delivering and count what
+/// is left (a tenth of the time left before the deadline, at most 50 ms), and when to stop
+/// waiting for the stage's own tasks (half that margin before it).
+///
+/// ```
+/// use std::time::Duration;
+/// let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+/// let (count_by, join_by) = otel_pipeline_core::stage_deadlines(deadline);
+/// assert!(count_by < join_by && join_by < deadline);
+/// ```
+pub fn stage_deadlines(deadline: Instant) -> (Instant, Instant) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let margin = (left / 10).min(Duration::from_millis(50));
+    (deadline - margin, deadline - margin / 2)
+}
+
 /// The result of a stateful stage's shutdown: clean, or an error that says the deadline
 /// passed and how many items were dropped for it (they are already counted).
 pub fn deadline_outcome(timed_out: bool, telemetry: &ComponentTelemetry) -> Result<(), BoxError> {
@@ -396,6 +413,34 @@ pub enum Delivered {
 }
 
 impl Redelivery {
+    /// [`Redelivery::deliver`], bounded by shutdown: if the next stage has not taken the
+    /// batch when shutdown has begun (`stop` is `true`) and `deadline` has come, because it
+    /// hangs, the items are counted as dropped with reason `shutdown_deadline` and the call
+    /// returns. A stage whose next stage hangs never loses items quietly.
+    pub async fn deliver_until_deadline<S: Signal, N: Consumer<S>>(
+        &self,
+        next: &N,
+        batch: Batch<S>,
+        deadline: &Mutex<Option<Instant>>,
+        stop: &watch::Receiver<bool>,
+        telemetry: &ComponentTelemetry,
+    ) -> Delivered {
+        let n = batch.item_count();
+        let mut stop = stop.clone();
+        let passed = async {
+            let _ = stop.wait_for(|s| *s).await;
+            let at = (*deadline.lock()).unwrap_or_else(Instant::now);
+            tokio::time::sleep_until(at).await;
+        };
+        tokio::select! {
+            delivered = self.deliver(next, batch, deadline, telemetry) => delivered,
+            _ = passed => {
+                telemetry.add_dropped("shutdown_deadline", n);
+                Delivered::DroppedAtDeadline
+            }
+        }
+    }
+
     /// Deliver `batch` to `next`. `deadline` is set when shutdown begins.
     pub async fn deliver<S: Signal, N: Consumer<S>>(
         &self,

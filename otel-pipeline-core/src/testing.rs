@@ -52,6 +52,7 @@ struct Store<S: Signal> {
     batches: Mutex<Vec<Batch<S>>>,
     refuse: AtomicBool,
     reject: AtomicBool,
+    hang: AtomicBool,
     shut_down: AtomicBool,
     telemetry: OnceLock<Arc<ComponentTelemetry>>,
 }
@@ -77,6 +78,7 @@ impl<S: Signal> InMemoryExporter<S> {
             batches: Mutex::new(Vec::new()),
             refuse: AtomicBool::new(false),
             reject: AtomicBool::new(false),
+            hang: AtomicBool::new(false),
             shut_down: AtomicBool::new(false),
             telemetry: OnceLock::new(),
         });
@@ -120,6 +122,11 @@ impl<S: Signal> Exported<S> {
     /// While `true`, refuse every batch with a retryable error (a backend under pressure).
     pub fn set_refusing(&self, refuse: bool) {
         self.store.refuse.store(refuse, Ordering::SeqCst);
+    }
+
+    /// While `true`, `consume` does not return (a backend that hangs without answering).
+    pub fn set_hanging(&self, hang: bool) {
+        self.store.hang.store(hang, Ordering::SeqCst);
     }
 
     /// While `true`, reject every batch permanently (a backend that says the data is bad).
@@ -184,6 +191,9 @@ impl<S: Signal> Lifecycle for StoreLifecycle<S> {
 impl<S: Signal> Consumer<S> for InMemoryExporterConsumer<S> {
     async fn consume(&self, batch: Batch<S>) -> Result<(), ConsumeError<S>> {
         let n = batch.item_count();
+        while self.store.hang.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         if self.store.reject.load(Ordering::SeqCst) {
             self.telemetry.add_send_failed(n);
             return Err(ConsumeError::rejected(

@@ -19,6 +19,7 @@
 //! retried until the shutdown deadline, after which the spans are counted as dropped.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
@@ -26,6 +27,7 @@ use otel_pipeline_core::proto::trace::v1::{ResourceSpans, ScopeSpans};
 use otel_pipeline_core::{
     Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
     ConsumeError, Consumer, Lifecycle, Processor, Redelivery, Traces, deadline_outcome, join_until,
+    stage_deadlines,
 };
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -153,6 +155,8 @@ struct Worker<N> {
     task: Mutex<Option<JoinHandle<()>>>,
     stop_tx: watch::Sender<bool>,
     stop_rx: watch::Receiver<bool>,
+    /// Spans handed to the worker and not yet delivered (queued or pending).
+    held: Arc<AtomicUsize>,
 }
 
 /// The consumer built by [`BatchProcessor`].
@@ -161,6 +165,7 @@ pub struct BatchConsumer {
     tx: mpsc::Sender<Batch<Traces>>,
     groups: Arc<Groups>,
     telemetry: Arc<ComponentTelemetry>,
+    held: Arc<AtomicUsize>,
 }
 
 /// The metadata combinations being batched, shared by the consumer (which admits new ones
@@ -220,6 +225,7 @@ impl Processor<Traces> for BatchProcessor {
         // A small hand-off: callers wait (back-pressure) while the worker is busy.
         let (tx, rx) = mpsc::channel(64);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let held = Arc::new(AtomicUsize::new(0));
         ctx.register_lifecycle(Arc::new(Worker {
             next: Mutex::new(Some(next)),
             rx: Mutex::new(Some(rx)),
@@ -230,11 +236,13 @@ impl Processor<Traces> for BatchProcessor {
             task: Mutex::new(None),
             stop_tx,
             stop_rx,
+            held: Arc::clone(&held),
         }));
         Ok(BatchConsumer {
             tx,
             groups,
             telemetry: ctx.telemetry(),
+            held,
         })
     }
 }
@@ -260,12 +268,17 @@ impl Consumer<Traces> for BatchConsumer {
                 active.insert(key);
             }
         }
+        let n = batch.item_count();
+        self.held.fetch_add(n, Ordering::Relaxed);
         match self.tx.send(batch).await {
             Ok(()) => Ok(()),
-            Err(mpsc::error::SendError(batch)) => Err(ConsumeError::refused(
-                batch,
-                "batch processor is shutting down",
-            )),
+            Err(mpsc::error::SendError(batch)) => {
+                self.held.fetch_sub(n, Ordering::Relaxed);
+                Err(ConsumeError::refused(
+                    batch,
+                    "batch processor is shutting down",
+                ))
+            }
         }
     }
 }
@@ -287,10 +300,13 @@ impl<N: Consumer<Traces>> Lifecycle for Worker<N> {
                 next,
                 rx,
                 self.stop_rx.clone(),
-                self.config.clone(),
-                Arc::clone(&self.groups),
-                Arc::clone(&self.deadline),
-                Arc::clone(&self.telemetry),
+                RunEnv {
+                    config: self.config.clone(),
+                    groups: Arc::clone(&self.groups),
+                    deadline: Arc::clone(&self.deadline),
+                    telemetry: Arc::clone(&self.telemetry),
+                    held: Arc::clone(&self.held),
+                },
             ));
             *self.task.lock() = Some(task);
             Ok(())
@@ -299,28 +315,50 @@ impl<N: Consumer<Traces>> Lifecycle for Worker<N> {
 
     fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
-            *self.deadline.lock() = Some(deadline);
+            // Stop delivering a little before the pipeline abandons this stage, and count
+            // what could not be delivered (a hanging next stage included).
+            let (count_by, join_by) = stage_deadlines(deadline);
+            *self.deadline.lock() = Some(count_by);
             let _ = self.stop_tx.send(true);
             let tasks: Vec<_> = self.task.lock().take().into_iter().collect();
-            let timed_out = join_until(tasks, deadline).await;
+            let timed_out = join_until(tasks, join_by).await;
+            // A task stopped before it counted: what it still held is counted for it.
+            let held = self.held.swap(0, Ordering::Relaxed);
+            if timed_out && held > 0 {
+                self.telemetry.add_dropped("shutdown_deadline", held);
+            }
             deadline_outcome(timed_out, &self.telemetry)
         })
     }
+}
+
+/// What the worker task shares with its lifecycle.
+struct RunEnv {
+    config: BatchConfig,
+    groups: Arc<Groups>,
+    deadline: Arc<Mutex<Option<Instant>>>,
+    telemetry: Arc<ComponentTelemetry>,
+    held: Arc<AtomicUsize>,
 }
 
 async fn run<N: Consumer<Traces>>(
     next: N,
     mut rx: mpsc::Receiver<Batch<Traces>>,
     mut stop: watch::Receiver<bool>,
-    config: BatchConfig,
-    groups: Arc<Groups>,
-    deadline: Arc<Mutex<Option<Instant>>>,
-    telemetry: Arc<ComponentTelemetry>,
+    env: RunEnv,
 ) {
+    let RunEnv {
+        config,
+        groups,
+        deadline,
+        telemetry,
+        held,
+    } = env;
     let redelivery = Redelivery {
         initial: Duration::from_millis(50),
         max: Duration::from_secs(1),
     };
+    let stop_watch = stop.clone();
     let max = if config.send_batch_max_size == 0 {
         usize::MAX
     } else {
@@ -334,7 +372,13 @@ async fn run<N: Consumer<Traces>>(
     };
     // One pending batch per metadata combination (one in all without metadata_keys).
     let mut pending: std::collections::HashMap<GroupKey, Pending> = Default::default();
-    let send = |p: &mut Pending| p.take(max);
+    // A batch leaves the processor's hold when it is handed on (delivered, rejected or
+    // counted as dropped).
+    let send = |p: &mut Pending| {
+        let out = p.take(max);
+        held.fetch_sub(out.item_count(), Ordering::Relaxed);
+        out
+    };
     loop {
         let timer = pending
             .values()
@@ -351,7 +395,9 @@ async fn run<N: Consumer<Traces>>(
                     let now_all = config.timeout.is_zero();
                     while group.count >= size || (now_all && group.count > 0) {
                         let out = send(group);
-                        redelivery.deliver(&next, out, &deadline, &telemetry).await;
+                        redelivery
+                .deliver_until_deadline(&next, out, &deadline, &stop_watch, &telemetry)
+                .await;
                     }
                     if group.count == 0 {
                         pending.remove(&key);
@@ -371,7 +417,9 @@ async fn run<N: Consumer<Traces>>(
                     if let Some(mut group) = pending.remove(&key) {
                         while group.count > 0 {
                             let out = send(&mut group);
-                            redelivery.deliver(&next, out, &deadline, &telemetry).await;
+                            redelivery
+                .deliver_until_deadline(&next, out, &deadline, &stop_watch, &telemetry)
+                .await;
                         }
                     }
                     groups.active.lock().remove(&key);
@@ -392,7 +440,9 @@ async fn run<N: Consumer<Traces>>(
     for (key, mut group) in pending.drain() {
         while group.count > 0 {
             let out = send(&mut group);
-            redelivery.deliver(&next, out, &deadline, &telemetry).await;
+            redelivery
+                .deliver_until_deadline(&next, out, &deadline, &stop_watch, &telemetry)
+                .await;
         }
         groups.active.lock().remove(&key);
     }

@@ -529,6 +529,37 @@ async fn batch_retries_a_refusing_next_stage_until_the_deadline() {
     );
 }
 
+/// A next stage that hangs: the batch in delivery and the spans still pending are counted
+/// as `shutdown_deadline`, and shutdown returns by its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_counts_what_a_hanging_next_stage_holds_at_the_deadline() {
+    let (running, sender, out) = run(BatchProcessor::new(BatchConfig {
+        send_batch_size: 5,
+        timeout: Duration::from_secs(60),
+        ..BatchConfig::default()
+    }))
+    .await;
+    out.set_hanging(true);
+    sender.send(generate_traces(1, 5, 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    sender.send(generate_traces(1, 3, 2)).await.unwrap();
+    let telemetry = running.telemetry().clone();
+    let started = std::time::Instant::now();
+    let err = running
+        .shutdown(Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("batch"), "{err}");
+    let c = telemetry.find(ComponentKind::Processor, "batch").unwrap();
+    assert_eq!(c.dropped("shutdown_deadline"), 8, "every span counted");
+    assert_eq!(out.item_count(), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn memory_limiter_refuses_between_the_thresholds() {
     const MIB: u64 = 1 << 20;

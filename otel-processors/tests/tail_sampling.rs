@@ -983,7 +983,7 @@ async fn output_groups_spans_by_their_resource_and_scope() {
     );
     core.ingest(&a, now);
     core.ingest(&b, now);
-    core.decide_all(now, false);
+    core.decide_all(now, None);
     let out = core.take_output().unwrap();
 
     assert_eq!(
@@ -1022,4 +1022,130 @@ async fn output_groups_spans_by_their_resource_and_scope() {
     assert_eq!(got_a, ids(&[&t1[0], &t2[0], &t2[1]]));
     assert_eq!(got_b, ids(&[&t1[1], &t3[0], &t3[1]]));
     assert!(core.take_output().is_none(), "output is taken once");
+}
+
+/// A next stage that hangs at shutdown: what the sampler could not deliver by the deadline
+/// (a stuck delivery, and traces still buffered) is counted as `shutdown_deadline`, the
+/// buffered gauges go back to zero, and shutdown returns soon after the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_held_at_the_shutdown_deadline_are_counted() {
+    let s = setup(
+        "decision_wait: 100ms\nnum_traces: 1000\npolicies:\n  - { name: all, type: always_sample }\n",
+    )
+    .await;
+    let c = counters(&s.running);
+    s.out.set_hanging(true);
+    // Five traces are decided and their delivery hangs; three more wait in the shards'
+    // queues behind it.
+    s.sender.send(request(many_traces(5, 4))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let late: Vec<Span> = many_traces(8, 4).into_iter().skip(20).collect();
+    s.sender.send(request(late)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = std::time::Instant::now();
+    let result = s.running.shutdown(Duration::from_millis(300)).await;
+    assert!(result.is_err(), "a deadline that passed is reported");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(c.dropped("shutdown_deadline"), 32, "every span counted");
+    assert_eq!(s.out.item_count(), 0);
+    let stats = s.handle.stats();
+    assert_eq!(
+        (
+            stats.traces_buffered,
+            stats.spans_buffered,
+            stats.bytes_buffered
+        ),
+        (0, 0, 0)
+    );
+}
+
+/// Traces decided early (here: over `num_traces`) leave no entries behind in the deadline
+/// heap: it stays within 2 x traces + 1024 per shard, not arrival rate x decision_wait.
+#[test]
+fn the_deadline_heap_stays_bounded_by_the_traces_held() {
+    let config: TailSamplingConfig = from_yaml(
+        "processors.tail_sampling",
+        "decision_wait: 3600s\nnum_traces: 100\nshards: 1\npolicies:\n  - { name: all, type: always_sample }\n",
+    )
+    .unwrap();
+    let telemetry = ComponentTelemetry::detached(
+        ComponentKind::Processor,
+        ComponentId::new("tail_sampling"),
+        "spans",
+    );
+    let mut core = TailSampler::core(config, telemetry).unwrap();
+    let start = Instant::now();
+    for round in 0..200u128 {
+        let spans: Vec<Span> = (0..50u128)
+            .flat_map(|i| {
+                trace_spans(
+                    (round * 50 + i + 1) << 64 | i,
+                    Shape {
+                        spans: 2,
+                        ..Shape::default()
+                    },
+                )
+            })
+            .collect();
+        for part in core.prepare(otel_pipeline_core::Batch::new(request(spans)), 1) {
+            core.ingest(&part, start);
+        }
+        let _ = core.take_output();
+    }
+    // 10 000 traces went through a buffer of 100.
+    assert!(
+        core.heap_entries() <= 2 * (2 * 100 + 1024),
+        "{}",
+        core.heap_entries()
+    );
+}
+
+/// The shards' queues count toward the memory bound: while the shards cannot keep up (here
+/// their deliveries hang), batches beyond a sixteenth of `max_buffered_bytes` (at least
+/// 1 MiB) are refused as back-pressure instead of queueing without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shard_queues_refuse_past_their_share_of_the_byte_bound() {
+    let s = setup(
+        "decision_wait: 50ms\nnum_traces: 100000\nmax_buffered_bytes: 16777216\npolicies:\n  - { name: all, type: always_sample }\n",
+    )
+    .await;
+    s.out.set_hanging(true);
+    s.sender.send(request(many_traces(4, 4))).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // About 120 KiB a request; the shards are stuck in their first delivery.
+    let mut accepted = 0usize;
+    let mut refused = 0usize;
+    for round in 0..60u128 {
+        let spans: Vec<Span> = (0..40u128)
+            .flat_map(|i| {
+                trace_spans(
+                    (round * 40 + i + 100) << 64 | i,
+                    Shape {
+                        spans: 5,
+                        ..Shape::default()
+                    },
+                )
+            })
+            .collect();
+        let req = request(spans);
+        let size = prost::Message::encoded_len(&req);
+        match s.sender.send(req).await {
+            Ok(()) => accepted += size,
+            Err(e) => {
+                assert!(e.is_retryable(), "back-pressure, not loss: {}", e.reason());
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "nothing refused");
+    assert!(
+        accepted <= (1 << 20) + 256 * 1024,
+        "queued {accepted} bytes"
+    );
+    s.out.set_hanging(false);
+    s.running.shutdown(Duration::from_secs(5)).await.unwrap();
 }

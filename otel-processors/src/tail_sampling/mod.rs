@@ -72,6 +72,7 @@ use otel_pipeline_core::telemetry::{Counter, Gauge, Histogram};
 use otel_pipeline_core::{
     Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
     ConsumeError, Consumer, Lifecycle, Processor, Redelivery, Traces, deadline_outcome, join_until,
+    stage_deadlines,
 };
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
@@ -140,6 +141,13 @@ impl ShardBatch {
     }
 
     /// The encoding of span `i`.
+    /// Heap bytes the batch holds while it waits in a shard's channel.
+    fn held_bytes(&self) -> usize {
+        self.bytes.capacity()
+            + self.spans.capacity() * std::mem::size_of::<SpanMeta>()
+            + self.groups.capacity() * std::mem::size_of::<(Arc<Scoped>, u64, usize)>()
+    }
+
     fn body(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.spans[i - 1].end };
         &self.bytes[start..self.spans[i].end]
@@ -717,6 +725,7 @@ impl TailSamplingCore {
             }
             from = *to;
         }
+        self.compact();
         self.tally.publish(&self.stats);
     }
 
@@ -820,21 +829,42 @@ impl TailSamplingCore {
                 self.decide(id, Early::OnTime, now);
             }
         }
-        if self.arrival.len() > 2 * self.traces.len() + 1024 {
+        self.compact();
+        self.tally.publish(&self.stats);
+    }
+
+    /// Drop the deadline-heap and arrival entries of traces already gone (decided early,
+    /// evicted), once they outnumber the live traces: both stay within
+    /// `2 * traces + 1024` entries, whatever the arrival rate.
+    fn compact(&mut self) {
+        let limit = 2 * self.traces.len() + 1024;
+        if self.arrival.len() > limit {
             let traces = &self.traces;
             self.arrival
                 .retain(|(id, seen)| traces.get(id).is_some_and(|t| t.first_seen == *seen));
         }
-        self.tally.publish(&self.stats);
+        if self.due.len() > limit {
+            self.due = self
+                .traces
+                .iter()
+                .map(|(id, t)| std::cmp::Reverse((t.due, *id)))
+                .collect();
+        }
     }
 
-    /// Decide everything buffered (shutdown); with `drop`, drop it counted instead.
-    pub fn decide_all(&mut self, now: Instant, drop: bool) {
+    /// Deadline-heap entries held (live and stale), for the memory bound's tests.
+    pub fn heap_entries(&self) -> usize {
+        self.due.len() + self.arrival.len()
+    }
+
+    /// Decide everything buffered (shutdown); with `drop`, drop it instead, counted with
+    /// `reason` (`shutdown` when configured so, `shutdown_deadline` when time ran out).
+    pub fn decide_all(&mut self, now: Instant, drop: Option<&'static str>) {
         let ids: Vec<u128> = self.traces.keys().copied().collect();
         for id in ids {
-            if drop {
+            if let Some(reason) = drop {
                 if let Some(t) = self.remove(id) {
-                    self.tally.dropped("shutdown", t.spans);
+                    self.tally.dropped(reason, t.spans);
                 }
             } else {
                 self.decide(id, Early::Shutdown, now);
@@ -1118,27 +1148,58 @@ fn prepare(batch: Batch<Traces>, shards: usize, keys: &[String]) -> Vec<ShardBat
 pub struct TailSamplingConsumer {
     shards: Vec<mpsc::Sender<ShardBatch>>,
     keys: Arc<[String]>,
+    queued: Arc<Queued>,
+}
+
+/// Bytes waiting in the shards' channels, bounded so that they count toward the sampler's
+/// memory bound: a batch that would pass `cap` is refused (back-pressure) instead.
+#[derive(Debug)]
+struct Queued {
+    bytes: std::sync::atomic::AtomicUsize,
+    cap: usize,
+}
+
+impl Queued {
+    fn release(&self, n: usize) {
+        self.bytes
+            .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Consumer<Traces> for TailSamplingConsumer {
     async fn consume(&self, batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
+        use std::sync::atomic::Ordering;
         if self.shards.iter().any(mpsc::Sender::is_closed) {
             return Err(ConsumeError::refused(
                 batch,
                 "tail sampler is shutting down",
             ));
         }
-        let mut parts = prepare(batch, self.shards.len(), &self.keys)
-            .into_iter()
-            .enumerate();
+        // The encoded size is close to what the shard batches will hold.
+        let estimate = prost::Message::encoded_len(&batch.data);
+        if self.queued.bytes.load(Ordering::Relaxed) + estimate > self.queued.cap {
+            return Err(ConsumeError::refused(
+                batch,
+                "tail sampler: the shards' queues hold their share of max_buffered_bytes; retry",
+            ));
+        }
+        let parts = prepare(batch, self.shards.len(), &self.keys);
+        let held: usize = parts.iter().map(ShardBatch::held_bytes).sum();
+        self.queued.bytes.fetch_add(held, Ordering::Relaxed);
+        let mut parts = parts.into_iter().enumerate();
         while let Some((shard, spans)) = parts.next() {
             if spans.is_empty() {
+                self.queued.release(spans.held_bytes());
                 continue;
             }
             if let Err(mpsc::error::SendError(spans)) = self.shards[shard].send(spans).await {
                 // Shutdown raced us: this part and the ones not sent yet were accepted by
                 // nobody; say so.
-                let lost = spans.len() + parts.map(|(_, p)| p.len()).sum::<usize>();
+                let rest: Vec<ShardBatch> = parts.map(|(_, p)| p).collect();
+                self.queued.release(
+                    spans.held_bytes() + rest.iter().map(ShardBatch::held_bytes).sum::<usize>(),
+                );
+                let lost = spans.len() + rest.iter().map(ShardBatch::len).sum::<usize>();
                 return Err(ConsumeError::rejected(
                     lost,
                     "tail sampler shut down while accepting",
@@ -1158,6 +1219,8 @@ struct Workers<N> {
     telemetry: Arc<ComponentTelemetry>,
     drop_on_shutdown: bool,
     clock: SharedClock,
+    queued: Arc<Queued>,
+    stats: Arc<Stats>,
 }
 
 /// What every shard task shares.
@@ -1167,6 +1230,7 @@ struct ShardEnv<N> {
     telemetry: Arc<ComponentTelemetry>,
     drop_on_shutdown: bool,
     clock: SharedClock,
+    queued: Arc<Queued>,
 }
 
 impl Processor<Traces> for TailSampler {
@@ -1216,6 +1280,14 @@ impl Processor<Traces> for TailSampler {
         }
         let (stop_tx, _) = watch::channel(false);
         let keys = Arc::clone(&cores[0].0.keys);
+        // The channels may hold a sixteenth of the buffer's bound on top of it.
+        let queued = Arc::new(Queued {
+            bytes: std::sync::atomic::AtomicUsize::new(0),
+            cap: match config.max_buffered_bytes {
+                0 => usize::MAX,
+                n => (n / 16).max(1 << 20),
+            },
+        });
         ctx.register_lifecycle(Arc::new(Workers {
             next: Mutex::new(Some(next)),
             cores: Mutex::new(cores),
@@ -1225,10 +1297,13 @@ impl Processor<Traces> for TailSampler {
             telemetry,
             drop_on_shutdown: config.drop_pending_traces_on_shutdown,
             clock: self.clock,
+            queued: Arc::clone(&queued),
+            stats,
         }));
         Ok(TailSamplingConsumer {
             shards: senders,
             keys,
+            queued,
         })
     }
 }
@@ -1246,6 +1321,7 @@ impl<N: Consumer<Traces>> Lifecycle for Workers<N> {
                 telemetry: Arc::clone(&self.telemetry),
                 drop_on_shutdown: self.drop_on_shutdown,
                 clock: Arc::clone(&self.clock),
+                queued: Arc::clone(&self.queued),
             });
             let cores = std::mem::take(&mut *self.cores.lock());
             let mut tasks = self.tasks.lock();
@@ -1263,10 +1339,23 @@ impl<N: Consumer<Traces>> Lifecycle for Workers<N> {
 
     fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
-            *self.deadline.lock() = Some(deadline);
+            // The pipeline abandons a stage at its deadline, so the shards stop delivering
+            // a little before it, and count what they still hold themselves. A shard still
+            // running after that is stopped, and the spans it held (the buffered gauge)
+            // are counted for it.
+            let (count_by, join_by) = stage_deadlines(deadline);
+            *self.deadline.lock() = Some(count_by);
             let _ = self.stop_tx.send(true);
             let tasks = std::mem::take(&mut *self.tasks.lock());
-            let timed_out = join_until(tasks, deadline).await;
+            let timed_out = join_until(tasks, join_by).await;
+            let left = self.stats.spans.get();
+            if timed_out && left > 0 {
+                self.telemetry
+                    .add_dropped("shutdown_deadline", usize::try_from(left).unwrap_or(0));
+                self.stats.spans.set(0);
+                self.stats.traces.set(0);
+                self.stats.bytes.set(0);
+            }
             deadline_outcome(timed_out, &self.telemetry)
         })
     }
@@ -1284,6 +1373,7 @@ async fn run_shard<N: Consumer<Traces>>(
         telemetry,
         drop_on_shutdown,
         clock,
+        queued,
     } = &*env;
     let next_due = |due: Option<Instant>| async move {
         match due {
@@ -1295,6 +1385,11 @@ async fn run_shard<N: Consumer<Traces>>(
         initial: Duration::from_millis(50),
         max: Duration::from_secs(1),
     };
+    let stop_watch = stop.clone();
+    // A delivery that hangs past shutdown's deadline is counted, never lost quietly.
+    let deliver = |out: ExportTraceServiceRequest| {
+        redelivery.deliver_until_deadline(next, Batch::new(out), deadline, &stop_watch, telemetry)
+    };
     loop {
         let waiting = core.must_wait();
         tokio::select! {
@@ -1303,6 +1398,7 @@ async fn run_shard<N: Consumer<Traces>>(
             _ = next_due(core.next_due()) => core.decide_due(clock.now()),
             received = rx.recv(), if !waiting => match received {
                 Some(spans) => {
+                    queued.release(spans.held_bytes());
                     let now = clock.now();
                     core.ingest(&spans, now);
                     // Decisions stay on time even while a backlog is ingested.
@@ -1312,22 +1408,26 @@ async fn run_shard<N: Consumer<Traces>>(
             },
         }
         if let Some(out) = core.take_output() {
-            redelivery
-                .deliver(next, Batch::new(out), deadline, telemetry)
-                .await;
+            deliver(out).await;
         }
     }
-    // Shutdown: take what is queued, decide everything on what arrived, deliver.
+    // Shutdown: take what is queued, decide everything on what arrived, deliver. Once the
+    // deadline has passed, what is still buffered is dropped and counted.
     rx.close();
     let now = clock.now();
     while let Some(spans) = rx.recv().await {
+        queued.release(spans.held_bytes());
         core.ingest(&spans, now);
     }
-    core.decide_all(now, *drop_on_shutdown);
+    let out_of_time = (*deadline.lock()).is_some_and(|d| Instant::now() >= d);
+    let drop = if out_of_time {
+        Some("shutdown_deadline")
+    } else {
+        drop_on_shutdown.then_some("shutdown")
+    };
+    core.decide_all(now, drop);
     if let Some(out) = core.take_output() {
-        redelivery
-            .deliver(next, Batch::new(out), deadline, telemetry)
-            .await;
+        deliver(out).await;
     }
 }
 
