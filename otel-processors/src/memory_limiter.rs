@@ -90,7 +90,9 @@ pub trait MemoryProbe: Send + Sync + 'static {
     fn total_bytes(&self) -> Option<u64>;
 }
 
-/// The process's own memory, measured from `/proc` (Linux).
+/// The process's own memory, measured from `/proc` (Linux): resident set size, and the
+/// smaller of the cgroup's limit (v2 or v1) and physical memory. Where `/proc` cannot be
+/// read, the limiter refuses to build rather than never refusing data.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcessMemory;
 
@@ -113,11 +115,53 @@ impl MemoryProbe for ProcessMemory {
     }
 
     fn total_bytes(&self) -> Option<u64> {
-        let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        let ram = kib_field(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemTotal:");
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup")
             .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok());
-        cgroup.or_else(|| kib_field(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemTotal:"))
+            .and_then(|own| cgroup_limit(std::path::Path::new("/sys/fs/cgroup"), &own));
+        match (cgroup, ram) {
+            (Some(c), Some(r)) => Some(c.min(r)),
+            (c, r) => c.or(r),
+        }
     }
+}
+
+/// The memory limit of the process's cgroup under `root` (`/sys/fs/cgroup`), from the
+/// process's `/proc/self/cgroup` text: cgroup v2 (`0::/path` and `memory.max`) or v1 (the
+/// `memory` controller's `memory.limit_in_bytes`). Inside a container the cgroup namespace
+/// makes the path `/`; on a host it is the full path, tried first. No limit (`max`, or v1's
+/// page-rounded `i64::MAX`) is `None`.
+fn cgroup_limit(root: &std::path::Path, own: &str) -> Option<u64> {
+    let read = |file: std::path::PathBuf| -> Option<u64> {
+        let text = std::fs::read_to_string(file).ok()?;
+        let v: u64 = text.trim().parse().ok()?;
+        // v1 says "no limit" with a number near i64::MAX.
+        (v < 1 << 60).then_some(v)
+    };
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let path = path.trim_start_matches('/');
+        if controllers.is_empty() {
+            // v2: one unified hierarchy.
+            for dir in [root.join(path), root.to_path_buf()] {
+                if let Some(v) = read(dir.join("memory.max")) {
+                    return Some(v);
+                }
+            }
+        } else if controllers.split(',').any(|c| c == "memory") {
+            let base = root.join("memory");
+            for dir in [base.join(path), base.clone()] {
+                if let Some(v) = read(dir.join("memory.limit_in_bytes")) {
+                    return Some(v);
+                }
+            }
+        }
+    }
+    None
 }
 
 /// A probe whose reading is set by hand, for tests and simulations.
@@ -195,6 +239,14 @@ impl MemoryLimiter {
     fn limits(&self, ctx: &ComponentContext<'_>) -> Result<(u64, u64), BuildError> {
         let c = &self.config;
         const MIB: u64 = 1 << 20;
+        // A limiter that cannot measure would never refuse: fail now instead.
+        if self.probe.used_bytes().is_none() {
+            return Err(ctx.invalid(
+                "",
+                "cannot read this process's memory use (the default probe reads /proc/self/status, \
+                 on Linux); give the limiter a MemoryProbe that can",
+            ));
+        }
         if c.check_interval.is_zero() {
             return Err(ctx.invalid("check_interval", "must be positive"));
         }
@@ -355,5 +407,46 @@ impl<S: Signal, N: Consumer<S>> Consumer<S> for MemoryLimiterConsumer<N> {
             }));
         }
         self.next.consume(batch).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(files: &[(&str, &str)]) -> std::path::PathBuf {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let root = std::env::temp_dir().join(format!(
+            "otel-cgroup-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        for (path, text) in files {
+            let file = root.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, text).unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn cgroup_v2_limit_at_the_process_path_or_the_namespace_root() {
+        let root = tree(&[("kubepods/pod1/memory.max", "536870912\n")]);
+        assert_eq!(cgroup_limit(&root, "0::/kubepods/pod1\n"), Some(512 << 20));
+        // In a cgroup namespace the path is `/`: the root's own file.
+        let root = tree(&[("memory.max", "1073741824\n")]);
+        assert_eq!(cgroup_limit(&root, "0::/\n"), Some(1 << 30));
+        let root = tree(&[("memory.max", "max\n")]);
+        assert_eq!(cgroup_limit(&root, "0::/\n"), None, "no limit");
+    }
+
+    #[test]
+    fn cgroup_v1_memory_controller_limit() {
+        let root = tree(&[("memory/docker/abc/memory.limit_in_bytes", "268435456\n")]);
+        let own = "12:pids:/docker/abc\n11:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n";
+        assert_eq!(cgroup_limit(&root, own), Some(256 << 20));
+        let root = tree(&[("memory/memory.limit_in_bytes", "9223372036854771712\n")]);
+        assert_eq!(cgroup_limit(&root, "4:memory:/\n"), None, "v1's no limit");
+        assert_eq!(cgroup_limit(&root, ""), None);
     }
 }

@@ -560,6 +560,35 @@ async fn batch_counts_what_a_hanging_next_stage_holds_at_the_deadline() {
     assert_eq!(out.item_count(), 0);
 }
 
+/// A limiter that cannot measure memory would never refuse anything: it fails to build.
+#[test]
+fn a_memory_limiter_that_cannot_measure_fails_to_build() {
+    struct Blind;
+    impl otel_processors::memory_limiter::MemoryProbe for Blind {
+        fn used_bytes(&self) -> Option<u64> {
+            None
+        }
+        fn total_bytes(&self) -> Option<u64> {
+            Some(1 << 30)
+        }
+    }
+    let limiter = MemoryLimiter::new(MemoryLimiterConfig {
+        check_interval: Duration::from_secs(1),
+        limit_mib: 500,
+        ..Default::default()
+    })
+    .with_probe(Blind);
+    let (receiver, _sender) = InMemoryReceiver::<Traces>::new();
+    let (exporter, _out) = InMemoryExporter::new();
+    let err = Pipeline::traces()
+        .receiver(receiver)
+        .processor(limiter)
+        .exporter(exporter)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot read"), "{err}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn memory_limiter_refuses_between_the_thresholds() {
     const MIB: u64 = 1 << 20;
