@@ -609,6 +609,58 @@ fn http_connector(
     Ok(http)
 }
 
+/// A gRPC codec that sends a message already encoded (the batch's bytes, made once) and
+/// decodes the response with prost.
+struct EncodedCodec<R>(std::marker::PhantomData<fn() -> R>);
+
+impl<R: prost::Message + Default + Send + 'static> tonic::codec::Codec for EncodedCodec<R> {
+    type Encode = Bytes;
+    type Decode = R;
+    type Encoder = BytesEncoder;
+    type Decoder = ProstDecoder<R>;
+
+    fn encoder(&mut self) -> BytesEncoder {
+        BytesEncoder
+    }
+
+    fn decoder(&mut self) -> ProstDecoder<R> {
+        ProstDecoder(std::marker::PhantomData)
+    }
+}
+
+struct BytesEncoder;
+
+impl tonic::codec::Encoder for BytesEncoder {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+struct ProstDecoder<R>(std::marker::PhantomData<fn() -> R>);
+
+impl<R: prost::Message + Default> tonic::codec::Decoder for ProstDecoder<R> {
+    type Item = R;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<R>, tonic::Status> {
+        R::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("decoding the response: {e}")))
+    }
+}
+
 /// How one attempt went.
 enum Attempt {
     Sent {
@@ -625,33 +677,41 @@ enum Attempt {
 }
 
 impl<S: WireSignal> OtlpSender<S> {
-    fn encode(&self, data: &S::Data) -> Result<Vec<u8>, String> {
+    /// The request body, made once per batch and reused by every attempt: for HTTP, the
+    /// encoded (protobuf or JSON) and compressed body; for gRPC, the encoded message (the
+    /// gRPC framing compresses it).
+    fn encode(&self, data: &S::Data) -> Result<Bytes, String> {
         let raw = match self.config.protocol {
             Protocol::HttpJson => {
                 serde_json::to_vec(data).map_err(|e| format!("encoding JSON: {e}"))?
             }
             _ => prost::Message::encode_to_vec(data),
         };
-        Ok(match self.config.compression {
+        if matches!(self.transport, Transport::Grpc(_)) {
+            return Ok(Bytes::from(raw));
+        }
+        Ok(Bytes::from(match self.config.compression {
             Compression::None => raw,
             Compression::Gzip => {
                 use std::io::Write;
-                let mut enc =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                let mut enc = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(raw.len() / 4),
+                    flate2::Compression::fast(),
+                );
                 enc.write_all(&raw).map_err(|e| format!("gzip: {e}"))?;
                 enc.finish().map_err(|e| format!("gzip: {e}"))?
             }
-        })
+        }))
     }
 
-    async fn attempt(&self, data: &S::Data) -> Attempt {
+    async fn attempt(&self, body: &Bytes) -> Attempt {
         match &self.transport {
-            Transport::Grpc(channel) => self.attempt_grpc(channel.clone(), data).await,
-            Transport::Http { client, uri } => self.attempt_http(client, uri, data).await,
+            Transport::Grpc(channel) => self.attempt_grpc(channel.clone(), body).await,
+            Transport::Http { client, uri } => self.attempt_http(client, uri, body).await,
         }
     }
 
-    async fn attempt_grpc(&self, channel: tonic::transport::Channel, data: &S::Data) -> Attempt {
+    async fn attempt_grpc(&self, channel: tonic::transport::Channel, body: &Bytes) -> Attempt {
         let mut grpc = tonic::client::Grpc::new(channel);
         if self.config.compression == Compression::Gzip {
             grpc = grpc.send_compressed(CompressionEncoding::Gzip);
@@ -663,7 +723,8 @@ impl<S: WireSignal> OtlpSender<S> {
                 retry_after: None,
             };
         }
-        let mut request = tonic::Request::new(data.clone());
+        // The encoded message, shared: no deep copy of the request per attempt.
+        let mut request = tonic::Request::new(body.clone());
         request.set_timeout(self.config.timeout);
         for (k, v) in &self.headers {
             if let (Ok(key), Ok(value)) = (
@@ -674,7 +735,7 @@ impl<S: WireSignal> OtlpSender<S> {
             }
         }
         let path = http::uri::PathAndQuery::from_static(S::GRPC_PATH);
-        let codec = tonic_prost::ProstCodec::<S::Data, S::Response>::default();
+        let codec = EncodedCodec::<S::Response>(std::marker::PhantomData);
         match grpc.unary(request, path, codec).await {
             Ok(response) => sent_from::<S>(response.get_ref()),
             Err(status) => classify_grpc(&status),
@@ -685,12 +746,8 @@ impl<S: WireSignal> OtlpSender<S> {
         &self,
         client: &Client<Connector, Full<Bytes>>,
         uri: &http::Uri,
-        data: &S::Data,
+        body: &Bytes,
     ) -> Attempt {
-        let body = match self.encode(data) {
-            Ok(b) => b,
-            Err(reason) => return Attempt::Permanent { reason },
-        };
         let content_type = if self.config.protocol == Protocol::HttpJson {
             "application/json"
         } else {
@@ -701,7 +758,7 @@ impl<S: WireSignal> OtlpSender<S> {
         if self.config.compression == Compression::Gzip {
             req = req.header(http::header::CONTENT_ENCODING, "gzip");
         }
-        let mut req = match req.body(Full::new(Bytes::from(body))) {
+        let mut req = match req.body(Full::new(body.clone())) {
             Ok(r) => r,
             Err(e) => {
                 return Attempt::Permanent {
@@ -840,6 +897,14 @@ impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
         let n = batch.item_count();
         let started = Instant::now();
         let mut wait = self.config.retry.initial_interval;
+        // Encoded (and for HTTP compressed) once; retries resend the same bytes.
+        let body = match self.encode(&batch.data) {
+            Ok(b) => b,
+            Err(reason) => {
+                self.telemetry.add_send_failed(n);
+                return Err(ConsumeError::rejected(n, reason));
+            }
+        };
         loop {
             if let Some(hand_back) = &self.hooks.hand_back
                 && self.withdrawn()
@@ -848,7 +913,7 @@ impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
                 return Ok(());
             }
             let attempt_started = Instant::now();
-            let attempt = self.attempt(&batch.data).await;
+            let attempt = self.attempt(&body).await;
             if let Some(observe) = &self.hooks.observe {
                 let outcome = match &attempt {
                     Attempt::Sent { .. } => AttemptOutcome::Sent,
