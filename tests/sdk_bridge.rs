@@ -100,3 +100,42 @@ async fn sampling_and_redaction_before_anything_leaves_the_process() {
         .expect("stops");
     provider.shutdown().expect("sdk stops");
 }
+
+/// The SDK does not retry a failed export, so spans the pipeline refuses are counted as
+/// dropped (`refused_not_retried`), not as refused; and a partial rejection counts only the
+/// rejected spans, the rest as accepted. Received = accepted + refused + rejected + dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_counts_what_the_sdk_will_not_retry_as_dropped() {
+    let (receiver, bridge) = SdkBridge::new();
+    let (exporter, exported) = InMemoryExporter::new();
+    let running = Pipeline::traces()
+        .receiver(receiver)
+        .exporter(exporter)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(bridge)
+        .build();
+    let tracer = provider.tracer("bridge-test");
+    tracer.in_span("kept", |_| {});
+    exported.set_refusing(true);
+    tracer.in_span("refused-1", |_| {});
+    tracer.in_span("refused-2", |_| {});
+    exported.set_refusing(false);
+    let r = running
+        .telemetry()
+        .find(ComponentKind::Receiver, "sdk")
+        .expect("receiver");
+    assert_eq!(r.accepted(), 1);
+    assert_eq!(r.refused(), 0, "the SDK never retries: not a refusal");
+    assert_eq!(r.dropped("refused_not_retried"), 2);
+    assert_eq!(exported.item_count(), 1);
+    let _ = provider.shutdown();
+    running
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("stops");
+}

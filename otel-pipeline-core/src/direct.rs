@@ -97,6 +97,17 @@ impl<S: Signal> DirectSender<S> {
 
     /// Push one [`Batch`] (with client info, if any).
     pub async fn send_batch(&self, batch: Batch<S>) -> Result<(), ConsumeError<S>> {
+        self.send_counted(batch, false).await
+    }
+
+    /// Push one [`Batch`] for a sender that will not retry (the SDK's span processors drop
+    /// what their exporter fails to export): a refusal is counted as items dropped with
+    /// reason `refused_not_retried`, not as refused, which would promise a retry.
+    pub async fn send_batch_once(&self, batch: Batch<S>) -> Result<(), ConsumeError<S>> {
+        self.send_counted(batch, true).await
+    }
+
+    async fn send_counted(&self, batch: Batch<S>, once: bool) -> Result<(), ConsumeError<S>> {
         let stopped = self.slot.stopped.read().await;
         let Some((consumer, telemetry)) = self.slot.target.get() else {
             return Err(ConsumeError::refused(batch, "receiver not started"));
@@ -108,8 +119,16 @@ impl<S: Signal> DirectSender<S> {
         let result = consumer.consume(batch).await;
         match &result {
             Ok(()) => telemetry.add_accepted(n),
+            Err(ConsumeError::Refused(_)) if once => {
+                telemetry.add_dropped("refused_not_retried", n)
+            }
             Err(ConsumeError::Refused(_)) => telemetry.add_refused(n),
-            Err(ConsumeError::Rejected(_)) => telemetry.add_rejected(n),
+            // A rejection names how many items it covers: the rest were taken.
+            Err(ConsumeError::Rejected(r)) => {
+                let rejected = r.items.min(n);
+                telemetry.add_rejected(rejected);
+                telemetry.add_accepted(n - rejected);
+            }
         }
         result
     }

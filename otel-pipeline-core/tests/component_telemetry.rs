@@ -213,3 +213,46 @@ async fn children_built_at_run_time_have_their_own_counters_and_lifecycle() {
         1
     );
 }
+
+/// Every counter a component keeps reaches the `opentelemetry` meter, the span events a
+/// processor dropped and the attributes it redacted included.
+#[test]
+fn dropped_span_events_and_redacted_attributes_reach_the_meter() {
+    use otel_pipeline_core::ComponentKind;
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let telemetry = Telemetry::new();
+    telemetry.register_with_meter(&provider.meter("test"));
+    let c = telemetry.component(
+        ComponentKind::Processor,
+        ComponentId::new("redaction"),
+        "traces",
+        "spans",
+    );
+    c.add_dropped_events("filtered", 3);
+    c.add_redacted_attributes(5);
+    provider.force_flush().unwrap();
+    let mut seen = std::collections::HashMap::new();
+    for rm in &exporter.get_finished_metrics().unwrap() {
+        for sm in rm.scope_metrics() {
+            for m in sm.metrics() {
+                if let AggregatedMetrics::U64(MetricData::Sum(s)) = m.data() {
+                    let total: u64 = s.data_points().map(|p| p.value()).sum();
+                    seen.insert(m.name().to_string(), total);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        seen.get("otelcol_processor_dropped_span_events"),
+        Some(&3),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get("otelcol_processor_redacted_attributes"),
+        Some(&5),
+        "{seen:?}"
+    );
+}

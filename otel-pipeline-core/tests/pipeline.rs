@@ -320,3 +320,61 @@ async fn a_receiver_that_cannot_start_fails_start_and_stops_the_rest() {
     assert!(err.to_string().contains("already in use"));
     assert!(out.is_shut_down(), "started stages are shut down again");
 }
+
+/// A rejection of part of a batch counts only that part as rejected; the rest is accepted.
+#[tokio::test]
+async fn a_partial_rejection_counts_only_the_rejected_items() {
+    use otel_pipeline_core::testing::{InMemoryReceiver, generate_traces};
+    use otel_pipeline_core::{ComponentKind, ConsumeError};
+
+    /// Rejects two spans of every batch, passes the batch on.
+    struct RejectTwo;
+    struct RejectTwoConsumer<N>(N);
+    impl otel_pipeline_core::Processor<otel_pipeline_core::Traces> for RejectTwo {
+        type Consumer<N: otel_pipeline_core::Consumer<otel_pipeline_core::Traces>> =
+            RejectTwoConsumer<N>;
+        fn id(&self) -> otel_pipeline_core::ComponentId {
+            otel_pipeline_core::ComponentId::new("reject_two")
+        }
+        fn build<N: otel_pipeline_core::Consumer<otel_pipeline_core::Traces>>(
+            self,
+            next: N,
+            _ctx: &mut otel_pipeline_core::ComponentContext<'_>,
+        ) -> Result<RejectTwoConsumer<N>, otel_pipeline_core::BuildError> {
+            Ok(RejectTwoConsumer(next))
+        }
+    }
+    impl<N: otel_pipeline_core::Consumer<otel_pipeline_core::Traces>>
+        otel_pipeline_core::Consumer<otel_pipeline_core::Traces> for RejectTwoConsumer<N>
+    {
+        async fn consume(
+            &self,
+            batch: otel_pipeline_core::Batch<otel_pipeline_core::Traces>,
+        ) -> Result<(), ConsumeError<otel_pipeline_core::Traces>> {
+            self.0.consume(batch).await?;
+            Err(ConsumeError::rejected(2, "two spans were bad"))
+        }
+    }
+
+    let (receiver, sender) = InMemoryReceiver::new();
+    let (exporter, _out) = otel_pipeline_core::testing::InMemoryExporter::new();
+    let running = otel_pipeline_core::Pipeline::traces()
+        .receiver(receiver)
+        .processor(RejectTwo)
+        .exporter(exporter)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let _ = sender.send(generate_traces(2, 5, 1)).await; // 10 spans
+    let r = running
+        .telemetry()
+        .find(ComponentKind::Receiver, "memory")
+        .unwrap();
+    assert_eq!((r.accepted(), r.rejected()), (8, 2));
+    running
+        .shutdown(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+}

@@ -68,8 +68,9 @@ impl SdkBridge {
     async fn push(&self, spans: Vec<SpanData>) -> OTelSdkResult {
         let resource_spans = group_spans_by_resource_and_scope(spans, &self.resource.read());
         let batch = Batch::<Traces>::new(ExportTraceServiceRequest { resource_spans });
-        // The receiver counts accepted, refused and rejected spans.
-        self.sender.send_batch(batch).await.map_err(|e| {
+        // The receiver counts accepted and rejected spans; the SDK does not retry a failed
+        // export, so refused spans are counted as dropped.
+        self.sender.send_batch_once(batch).await.map_err(|e| {
             OTelSdkError::InternalFailure(format!("the pipeline did not take the spans: {e}"))
         })
     }

@@ -352,3 +352,72 @@ async fn grpc_bad_input_and_backpressure() {
     assert_eq!(s.exported.item_count(), 5);
     s.running.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// One receiver feeding two pipelines: when the traces pipeline stops, traces are no longer
+/// delivered to it (404), metrics go on, and a new traces pipeline can start the same
+/// receiver again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_pipeline_is_no_longer_fed_and_can_start_again() {
+    use otel_pipeline_core::Metrics;
+    let otlp = OtlpReceiver::new(OtlpConfig::loopback());
+    let start_traces = || async {
+        let (exporter, exported) = InMemoryExporter::<Traces>::new();
+        let running = Pipeline::traces()
+            .receiver(otlp.traces())
+            .exporter(exporter)
+            .build()
+            .unwrap()
+            .start()
+            .await
+            .unwrap();
+        (running, exported)
+    };
+    let (traces, first) = start_traces().await;
+    let (metrics_out, _metrics) = InMemoryExporter::<Metrics>::new();
+    let metrics = Pipeline::metrics()
+        .receiver(otlp.metrics())
+        .exporter(metrics_out)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let http = otlp.local_addrs().http.unwrap();
+    assert_eq!(
+        http_post(http, "/v1/traces", &[PROTO], proto_traces(2))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(first.item_count(), 2);
+
+    traces.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        http_post(http, "/v1/traces", &[PROTO], proto_traces(2))
+            .await
+            .status,
+        404,
+        "a stopped pipeline is not fed"
+    );
+    assert_eq!(first.item_count(), 2);
+    let empty_metrics =
+        otel_pipeline_core::proto::collector::metrics::v1::ExportMetricsServiceRequest::default();
+    assert_eq!(
+        http_post(http, "/v1/metrics", &[PROTO], empty_metrics.encode_to_vec())
+            .await
+            .status,
+        200,
+        "the other signal goes on"
+    );
+
+    let (again, second) = start_traces().await;
+    assert_eq!(
+        http_post(http, "/v1/traces", &[PROTO], proto_traces(3))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(second.item_count(), 3);
+    again.shutdown(Duration::from_secs(5)).await.unwrap();
+    metrics.shutdown(Duration::from_secs(5)).await.unwrap();
+}

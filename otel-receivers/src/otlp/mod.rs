@@ -316,6 +316,8 @@ impl<S: WireSignal> Receiver<S> for OtlpSignalReceiver<S> {
         }
         let task = tokio::spawn(async move {
             ctx.shutdown.wait().await;
+            // This signal's requests stop going to a pipeline that is stopping.
+            shared.sinks.clear::<S>();
             let mut state = shared.state.lock().await;
             state.running -= 1;
             let last = state.running == 0;

@@ -1,7 +1,9 @@
 //! Where each signal's requests go once its pipeline has started the receiver.
 
 use std::any::Any;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use otel_pipeline_core::{BoxConsumer, ComponentTelemetry, Signal};
 
@@ -11,10 +13,12 @@ pub(crate) struct Sink<S: Signal> {
     pub(crate) telemetry: Arc<ComponentTelemetry>,
 }
 
-/// The sink of each signal, filled when that signal's pipeline starts the receiver.
+/// The sink of each signal, filled when that signal's pipeline starts the receiver and
+/// emptied when it stops (its requests are then answered as for a signal without a
+/// pipeline, and a pipeline may start the receiver for it again).
 #[derive(Default)]
 pub(crate) struct Sinks {
-    slots: [OnceLock<Box<dyn Any + Send + Sync>>; 3],
+    slots: [RwLock<Option<Arc<dyn Any + Send + Sync>>>; 3],
 }
 
 fn slot(name: &str) -> usize {
@@ -26,13 +30,24 @@ fn slot(name: &str) -> usize {
 }
 
 impl Sinks {
-    /// The sink of signal `S`, once its pipeline has started the receiver.
-    pub(crate) fn get<S: Signal>(&self) -> Option<&Sink<S>> {
-        self.slots[slot(S::NAME)].get()?.downcast_ref()
+    /// The sink of signal `S`, while its pipeline runs.
+    pub(crate) fn get<S: Signal>(&self) -> Option<Arc<Sink<S>>> {
+        let any = self.slots[slot(S::NAME)].read().clone()?;
+        any.downcast::<Sink<S>>().ok()
     }
 
-    /// Install the sink of signal `S`; false if it was already there.
+    /// Install the sink of signal `S`; false if one is there already.
     pub(crate) fn set<S: Signal>(&self, sink: Sink<S>) -> bool {
-        self.slots[slot(S::NAME)].set(Box::new(sink)).is_ok()
+        let mut slot = self.slots[slot(S::NAME)].write();
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(Arc::new(sink));
+        true
+    }
+
+    /// Remove the sink of signal `S` (its pipeline stopped).
+    pub(crate) fn clear<S: Signal>(&self) {
+        *self.slots[slot(S::NAME)].write() = None;
     }
 }
