@@ -342,9 +342,16 @@ async fn the_shipped_agent_and_gateways_run_end_to_end() {
     }
     assert!(owner.values().any(|g| g.contains(&0)) && owner.values().any(|g| g.contains(&1)));
 
+    let telemetries: Vec<Telemetry> = std::iter::once(agent.telemetry().clone())
+        .chain(gateways.iter().map(|g| g.telemetry().clone()))
+        .collect();
     agent.shutdown(Duration::from_secs(5)).await.unwrap();
     for g in gateways {
         g.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+    // Every span is accounted for at every stage of the agent and both gateways.
+    for t in &telemetries {
+        otel_pipeline::testing::assert_balanced(t);
     }
 }
 

@@ -134,8 +134,10 @@ async fn the_bridge_counts_what_the_sdk_will_not_retry_as_dropped() {
     assert_eq!(r.dropped("refused_not_retried"), 2);
     assert_eq!(exported.item_count(), 1);
     let _ = provider.shutdown();
+    let telemetry = running.telemetry().clone();
     running
         .shutdown(Duration::from_secs(5))
         .await
         .expect("stops");
+    otel_pipeline::testing::assert_balanced(&telemetry);
 }

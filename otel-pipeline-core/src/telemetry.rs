@@ -397,6 +397,21 @@ impl ComponentTelemetry {
         ))
     }
 
+    /// Receiver, processor, exporter or extension.
+    pub fn kind(&self) -> ComponentKind {
+        self.kind
+    }
+
+    /// The pipeline the component counts for.
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    /// The component that built this one at run time, if any.
+    pub fn parent(&self) -> Option<&ComponentId> {
+        self.parent.as_ref()
+    }
+
     /// The component's id.
     pub fn id(&self) -> &ComponentId {
         &self.id
@@ -880,6 +895,11 @@ impl Telemetry {
             .iter()
             .find(|c| c.kind == kind && c.id.to_string() == id)
             .cloned()
+    }
+
+    /// Every component registered so far.
+    pub fn components(&self) -> Vec<Arc<ComponentTelemetry>> {
+        self.inner.read().clone()
     }
 
     /// Every counter value now.

@@ -332,3 +332,73 @@ pub async fn eventually(timeout: std::time::Duration, mut condition: impl FnMut(
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// Assert that every pipeline in `telemetry` accounts for every item, once it is quiet
+/// (shut down, or nothing in flight):
+/// - each processor: items in = items out + items dropped (with their reasons);
+/// - each exporter, with the children it built at run time: items sent + failed + not
+///   enqueued + dropped = items its pipeline's receivers took (accepted, or rejected
+///   downstream) less what its processors dropped.
+///
+/// Panics with the numbers of the first stage that does not balance.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use otel_pipeline_core::Pipeline;
+/// use otel_pipeline_core::testing::{InMemoryExporter, InMemoryReceiver, assert_balanced, generate_traces};
+/// let (receiver, sender) = InMemoryReceiver::new();
+/// let (exporter, _out) = InMemoryExporter::new();
+/// let running = Pipeline::traces().receiver(receiver).exporter(exporter).build().unwrap().start().await.unwrap();
+/// sender.send(generate_traces(2, 3, 1)).await.unwrap();
+/// let telemetry = running.telemetry().clone();
+/// running.shutdown(std::time::Duration::from_secs(1)).await.unwrap();
+/// assert_balanced(&telemetry);
+/// # }
+/// ```
+pub fn assert_balanced(telemetry: &crate::Telemetry) {
+    use crate::ComponentKind;
+    let components = telemetry.components();
+    let mut pipelines: Vec<&str> = components.iter().map(|c| c.pipeline()).collect();
+    pipelines.sort_unstable();
+    pipelines.dedup();
+    for pipeline in pipelines {
+        let of = |kind: ComponentKind| {
+            components.iter().filter(move |c| {
+                c.pipeline() == pipeline && c.kind() == kind && c.parent().is_none()
+            })
+        };
+        let taken: u64 = of(ComponentKind::Receiver)
+            .map(|r| r.accepted() + r.rejected())
+            .sum();
+        let mut dropped = 0;
+        for p in of(ComponentKind::Processor) {
+            let (incoming, outgoing, lost) = (p.accepted(), p.outgoing(), p.dropped_total());
+            assert_eq!(
+                incoming,
+                outgoing + lost,
+                "{pipeline}: processor {} took {incoming}, passed on {outgoing}, dropped {lost}",
+                p.id()
+            );
+            dropped += lost;
+        }
+        let accounted = |c: &ComponentTelemetry| {
+            c.sent() + c.send_failed() + c.enqueue_failed() + c.dropped_total()
+        };
+        for e in of(ComponentKind::Exporter) {
+            // An exporter that sends through children it built (the trace router's
+            // per-gateway exporters) accounts for what they did too.
+            let children: u64 = components
+                .iter()
+                .filter(|c| c.pipeline() == pipeline && c.parent() == Some(e.id()))
+                .map(|c| accounted(c))
+                .sum();
+            let out = accounted(e) + children;
+            assert_eq!(
+                out,
+                taken - dropped,
+                "{pipeline}: exporter {} accounted for {out} items; receivers took {taken}, processors dropped {dropped}",
+                e.id()
+            );
+        }
+    }
+}

@@ -558,6 +558,7 @@ async fn batch_counts_what_a_hanging_next_stage_holds_at_the_deadline() {
     let c = telemetry.find(ComponentKind::Processor, "batch").unwrap();
     assert_eq!(c.dropped("shutdown_deadline"), 8, "every span counted");
     assert_eq!(out.item_count(), 0);
+    otel_pipeline_core::testing::assert_balanced(&telemetry);
 }
 
 /// A limiter that cannot measure memory would never refuse anything: it fails to build.

@@ -1034,6 +1034,7 @@ async fn spans_held_at_the_shutdown_deadline_are_counted() {
     )
     .await;
     let c = counters(&s.running);
+    let telemetry = s.running.telemetry().clone();
     s.out.set_hanging(true);
     // Five traces are decided and their delivery hangs; three more wait in the shards'
     // queues behind it.
@@ -1061,6 +1062,7 @@ async fn spans_held_at_the_shutdown_deadline_are_counted() {
         ),
         (0, 0, 0)
     );
+    otel_pipeline_core::testing::assert_balanced(&telemetry);
 }
 
 /// Traces decided early (here: over `num_traces`) leave no entries behind in the deadline
