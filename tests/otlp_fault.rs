@@ -164,3 +164,91 @@ async fn a_small_queue_refuses_and_drops_exactly_what_it_counts() {
         "every accepted span is accounted for"
     );
 }
+
+/// A backend that hangs without answering, or answers with garbage: every attempt ends at
+/// the exporter's timeout or with an error, the queue's workers are never stuck, and once
+/// a real backend answers on the same address, what was retried arrives and the counters
+/// balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_or_garbage_backend_never_sticks_the_workers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for (protocol, garbage) in [
+        (Protocol::Grpc, false),
+        (Protocol::HttpProtobuf, false),
+        (Protocol::Grpc, true),
+        (Protocol::HttpProtobuf, true),
+    ] {
+        // A raw TCP server: reads and never answers, or answers bytes that are not HTTP.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let bad = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 64 << 10];
+                let _ = s.read(&mut buf).await;
+                if garbage {
+                    let _ = s
+                        .write_all(b"\x00\xffNOT HTTP AT ALL\r\n\r\n\x17\x03")
+                        .await;
+                }
+                held.push(s); // keep it open: a hang
+            }
+        });
+        let (agent, sender) = common::agent(OtlpExporterConfig {
+            endpoint: format!("http://{addr}"),
+            protocol,
+            timeout: Duration::from_millis(300),
+            retry: RetryConfig {
+                initial_interval: Duration::from_millis(50),
+                max_interval: Duration::from_millis(100),
+                max_elapsed: Duration::from_secs(30),
+                ..RetryConfig::default()
+            },
+            queue: SendingQueueConfig {
+                num_consumers: 2,
+                ..SendingQueueConfig::default()
+            },
+            ..OtlpExporterConfig::default()
+        })
+        .await;
+        for seed in 0..4 {
+            sender.send(generate_traces(1, 5, seed)).await.unwrap();
+        }
+        // Several timeouts or errors per batch go by.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let exporter = agent
+            .telemetry()
+            .find(ComponentKind::Exporter, "otlp")
+            .unwrap();
+        assert_eq!(exporter.sent(), 0);
+        // The real backend takes over the address; the same workers deliver everything.
+        bad.abort();
+        let _ = bad.await;
+        let (gateway, _, exported) = common::gateway(match protocol {
+            Protocol::Grpc => OtlpConfig {
+                grpc: Some(addr),
+                http: None,
+                ..OtlpConfig::loopback()
+            },
+            _ => OtlpConfig {
+                grpc: None,
+                http: Some(addr),
+                ..OtlpConfig::loopback()
+            },
+        })
+        .await;
+        assert!(
+            eventually(Duration::from_secs(10), || exported.item_count() == 20).await,
+            "{protocol:?} garbage={garbage}: {} of 20 arrived; sent {} failed {} dropped {} queue {}",
+            exported.item_count(),
+            exporter.sent(),
+            exporter.send_failed(),
+            exporter.dropped_total(),
+            exporter.queue_size()
+        );
+        let telemetry = agent.telemetry().clone();
+        agent.shutdown(Duration::from_secs(5)).await.unwrap();
+        otel_pipeline::testing::assert_balanced(&telemetry);
+        gateway.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+}

@@ -717,11 +717,22 @@ impl<S: WireSignal> OtlpSender<S> {
             grpc = grpc.send_compressed(CompressionEncoding::Gzip);
         }
         grpc = grpc.accept_compressed(CompressionEncoding::Gzip);
-        if let Err(e) = grpc.ready().await {
-            return Attempt::Retryable {
-                reason: format!("connecting: {e}"),
-                retry_after: None,
-            };
+        // A backend that accepts the connection and never answers the HTTP/2 handshake
+        // must not hold the worker: connecting is bounded by the attempt's timeout too.
+        match tokio::time::timeout(self.config.timeout, grpc.ready()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Attempt::Retryable {
+                    reason: format!("connecting: {e}"),
+                    retry_after: None,
+                };
+            }
+            Err(_) => {
+                return Attempt::Retryable {
+                    reason: "connecting: timed out".into(),
+                    retry_after: None,
+                };
+            }
         }
         // The encoded message, shared: no deep copy of the request per attempt.
         let mut request = tonic::Request::new(body.clone());
@@ -854,6 +865,15 @@ fn classify_grpc(status: &tonic::Status) -> Attempt {
     use tonic::Code;
     let reason = format!("gRPC {:?}: {}", status.code(), status.message());
     let retry_after = status.get_details_retry_info().and_then(|r| r.retry_delay);
+    // A status the client made from a transport failure (a reset, a protocol error, a
+    // backend that answered garbage) carries its cause; the backend never answered, so
+    // the data was not judged: retry, as for a connection error.
+    if std::error::Error::source(status).is_some() {
+        return Attempt::Retryable {
+            reason,
+            retry_after: None,
+        };
+    }
     match status.code() {
         Code::Unavailable
         | Code::Cancelled
