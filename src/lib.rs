@@ -11,13 +11,50 @@
 //! - [`exporters`] (feature `exporters`, default): `otel-exporters`;
 //! - `k8s` (feature `k8s`): `otel-k8s`, the `k8sattributes` processor (builds `kube`).
 //!
-//! See `examples/demo.rs` for a pipeline end to end.
+//! A pipeline end to end, in process: spans in, the tail sampler keeps the errors, counted.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use otel_pipeline::processors::config::from_yaml;
+//! use otel_pipeline::processors::tail_sampling::{TailSampler, TailSamplingConfig};
+//! use otel_pipeline::testing::{InMemoryExporter, InMemoryReceiver, generate_traces};
+//! use otel_pipeline::{ComponentKind, Pipeline};
+//!
+//! let sampler: TailSamplingConfig = from_yaml(
+//!     "tail_sampling",
+//!     "decision_wait: 1s\npolicies: [{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }]",
+//! )?;
+//! let (receiver, sender) = InMemoryReceiver::new();
+//! let (exporter, kept) = InMemoryExporter::new();
+//! let running = Pipeline::traces()
+//!     .receiver(receiver)
+//!     .processor(TailSampler::new(sampler))
+//!     .exporter(exporter)
+//!     .build()?
+//!     .start()
+//!     .await?;
+//! sender.send(generate_traces(10, 3, 7)).await?; // no errors among them
+//! let telemetry = running.telemetry().clone();
+//! running.shutdown(Duration::from_secs(5)).await?; // decides what is buffered
+//! let sampler = telemetry.find(ComponentKind::Processor, "tail_sampling").unwrap();
+//! assert_eq!((kept.item_count(), sampler.dropped("not_sampled")), (0, 30));
+//! # Ok(()) }
+//! ```
+//!
+//! The repository's `examples/` (the demo, the collector, the load generator) and `docs/`
+//! show more.
 
 pub use otel_pipeline_core::*;
 
 /// Receivers (`otel-receivers`).
 #[cfg(feature = "receivers")]
 pub use otel_receivers as receivers;
+
+/// The `opentelemetry_sdk` the SDK bridge is built for (0.33): build your tracer provider
+/// from it. (`opentelemetry`, the API, is re-exported at the root.)
+#[cfg(feature = "receivers")]
+pub use otel_receivers::opentelemetry_sdk;
 
 /// Processors (`otel-processors`).
 #[cfg(feature = "processors")]

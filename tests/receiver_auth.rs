@@ -291,3 +291,53 @@ fn send_header(client: &Client, addr: std::net::SocketAddr, value: &str) {
     let _ = provider.force_flush();
     let _ = provider.shutdown();
 }
+
+/// A backend's UNAUTHENTICATED is permanent: our exporter does not retry it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_exporter_does_not_retry_an_unauthenticated_answer() {
+    use otel_pipeline::exporters::otlp::{OtlpExporterConfig, Protocol, RetryConfig};
+    let (running, otlp, _exported) = common::gateway(OtlpConfig {
+        auth: Some(Authenticator::Bearer(Arc::new(BearerTokens::new([
+            Secret::new("right"),
+        ])))),
+        ..OtlpConfig::loopback()
+    })
+    .await;
+    let r = receiver(running.telemetry());
+    for (protocol, addr) in [
+        (Protocol::Grpc, otlp.local_addrs().grpc.expect("grpc")),
+        (
+            Protocol::HttpProtobuf,
+            otlp.local_addrs().http.expect("http"),
+        ),
+    ] {
+        let (agent, sender) = common::agent(OtlpExporterConfig {
+            endpoint: format!("http://{addr}"),
+            protocol,
+            headers: vec![("authorization".into(), "Bearer wrong".into())],
+            retry: RetryConfig {
+                initial_interval: Duration::from_millis(10),
+                max_interval: Duration::from_millis(20),
+                max_elapsed: Duration::from_secs(2),
+                ..RetryConfig::default()
+            },
+            ..OtlpExporterConfig::default()
+        })
+        .await;
+        sender
+            .send(otel_pipeline::testing::generate_traces(1, 1, 1))
+            .await
+            .expect("queued");
+        let exporter = agent
+            .telemetry()
+            .find(ComponentKind::Exporter, "otlp")
+            .expect("exporter");
+        assert!(eventually(Duration::from_secs(5), || exporter.send_failed() == 1).await);
+        agent.shutdown(Duration::from_secs(5)).await.expect("stops");
+    }
+    assert_eq!(r.failed_requests("unauthenticated"), 2, "one attempt each");
+    running
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}

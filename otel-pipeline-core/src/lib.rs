@@ -100,6 +100,10 @@ pub use runtime::{Health, HealthState, ReadinessGate, RunningPipeline, ShutdownE
 pub use signal::{Batch, ClientInfo, Logs, Metrics, Signal, Traces};
 #[cfg(feature = "pipeline")]
 pub use telemetry::{ComponentTelemetry, MetricPoint, Telemetry};
+
+/// The `opentelemetry` API these crates are built against (0.33): use it, rather than a
+/// version of your own, so span contexts, propagators and meters are the same types.
+pub use opentelemetry;
 #[cfg(feature = "pipeline")]
 pub use transform::{Transform, TransformConsumer};
 

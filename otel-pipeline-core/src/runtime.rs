@@ -171,6 +171,14 @@ impl ShutdownError {
     }
 }
 
+impl Drop for RunningPipeline {
+    fn drop(&mut self) {
+        // Receivers stop accepting; stages follow as their inputs close. (After
+        // `shutdown`, this is already done.)
+        let _ = self.shutdown_tx.send(true);
+    }
+}
+
 impl fmt::Display for ShutdownError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("shutdown was not clean:")?;
@@ -181,8 +189,12 @@ impl fmt::Display for ShutdownError {
     }
 }
 
-/// A started pipeline. Shut it down with [`RunningPipeline::shutdown`]; dropping it leaves
-/// its tasks running until the tokio runtime ends.
+/// A started pipeline. Shut it down with [`RunningPipeline::shutdown`]: a bounded drain in
+/// which every stage delivers what it holds or counts it.
+///
+/// Dropping it without `shutdown` stops it too, unbounded: its receivers stop at once
+/// (listeners close), and each stage winds down as its input closes, delivering what it
+/// holds if the next stage takes it. Nothing waits for that, and there is no deadline.
 pub struct RunningPipeline {
     name: String,
     telemetry: Telemetry,

@@ -125,3 +125,25 @@ async fn tokio_and_crossbeam_helpers_capture_the_current_context() {
     tx2.send_traced(1).await.expect("send");
     assert!(!rx2.recv().await.expect("msg").span_context().is_valid());
 }
+
+/// `send_traced(x).with_context(cx)` sends `cx`: the context is captured when the future
+/// runs, not when `send_traced` is called. `send_traced_in` names the context outright.
+#[tokio::test]
+async fn send_traced_captures_the_context_the_future_runs_in() {
+    use opentelemetry::context::FutureExt;
+    use otel_pipeline_core::propagation::messaging::TokioSendTraced;
+    let (provider, _exporter) = setup();
+    let tracer = provider.tracer("t");
+    let cx = Context::current_with_span(tracer.start("producer"));
+    let expected = cx.span().span_context().clone();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Traced<u8>>(2);
+    tx.send_traced(1)
+        .with_context(cx.clone())
+        .await
+        .expect("send");
+    tx.send_traced_in(&cx, 2).await.expect("send");
+    for _ in 0..2 {
+        let msg = rx.recv().await.expect("msg");
+        assert_eq!(msg.span_context(), &expected, "payload {}", msg.payload());
+    }
+}

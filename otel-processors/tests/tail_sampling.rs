@@ -1151,3 +1151,49 @@ async fn the_shard_queues_refuse_past_their_share_of_the_byte_bound() {
     s.out.set_hanging(false);
     s.running.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// Traces of one service that came in many requests leave under one `ResourceSpans` (and
+/// one `ScopeSpans` per distinct scope), not one copy of the resource per request.
+#[test]
+fn kept_traces_of_one_service_leave_under_one_resource() {
+    use otel_pipeline_core::Batch;
+    use otel_pipeline_core::proto::common::v1::InstrumentationScope;
+    let config: TailSamplingConfig = from_yaml(
+        "processors.tail_sampling",
+        "decision_wait: 30s\npolicies: [{ name: all, type: always_sample }]",
+    )
+    .unwrap();
+    let telemetry = ComponentTelemetry::detached(
+        ComponentKind::Processor,
+        ComponentId::new("tail_sampling"),
+        "spans",
+    );
+    let mut core = TailSampler::core(config, telemetry).unwrap();
+    let now = Instant::now();
+    for i in 0..7u128 {
+        let mut req = request(trace_spans(
+            (i + 1) << 64 | i,
+            Shape {
+                spans: 3,
+                ..Shape::default()
+            },
+        ));
+        // Two scopes, alternating between requests.
+        req.resource_spans[0].scope_spans[0].scope = Some(InstrumentationScope {
+            name: if i % 2 == 0 { "http" } else { "db" }.into(),
+            ..Default::default()
+        });
+        for part in core.prepare(Batch::new(req), 1) {
+            core.ingest(&part, now);
+        }
+    }
+    core.decide_all(now, None);
+    let out = core.take_output().unwrap();
+    assert_eq!(out.resource_spans.len(), 1, "one resource, not seven");
+    let scopes: Vec<(&str, usize)> = out.resource_spans[0]
+        .scope_spans
+        .iter()
+        .map(|ss| (ss.scope.as_ref().unwrap().name.as_str(), ss.spans.len()))
+        .collect();
+    assert_eq!(scopes, [("http", 12), ("db", 9)]);
+}

@@ -15,3 +15,7 @@ pub use otlp::{
     OtlpConfig, OtlpReceiver, OtlpSignalReceiver, ReceiverLimits, Secret, TlsFiles, WireSignal,
 };
 pub use sdk::{SdkBridge, SdkBridgeReceiver};
+
+/// The `opentelemetry_sdk` the [`SdkBridge`] implements `SpanExporter` for (0.33). A
+/// tracer provider from another version does not accept the bridge: build yours from this.
+pub use opentelemetry_sdk;

@@ -421,3 +421,26 @@ async fn a_stopped_pipeline_is_no_longer_fed_and_can_start_again() {
     again.shutdown(Duration::from_secs(5)).await.unwrap();
     metrics.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// Dropping a running pipeline without `shutdown` stops its receivers: the listeners close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_running_pipeline_closes_its_listeners() {
+    let s = Setup::new(OtlpConfig::loopback()).await;
+    let (grpc, http) = (s.grpc, s.http);
+    assert!(tokio::net::TcpStream::connect(http).await.is_ok());
+    drop(s);
+    let mut closed = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(http).await.is_err()
+            && tokio::net::TcpStream::connect(grpc).await.is_err()
+        {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        closed,
+        "the listeners still accept after the pipeline was dropped"
+    );
+}

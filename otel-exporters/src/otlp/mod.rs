@@ -976,7 +976,11 @@ impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
                 None => backoff,
             };
             let shutdown = *self.deadline.lock();
-            if shutdown.is_some_and(|d| Instant::now().checked_add(pause).is_none_or(|t| t >= d)) {
+            // Retries off: give up now (a failure, not a shutdown loss).
+            if r.enabled
+                && shutdown
+                    .is_some_and(|d| Instant::now().checked_add(pause).is_none_or(|t| t >= d))
+            {
                 self.telemetry.add_dropped("shutdown_deadline", n);
                 return Err(ConsumeError::rejected(
                     n,

@@ -66,9 +66,37 @@ struct Member {
 pub struct CompositePropagator {
     members: Vec<Member>,
     fields: Vec<String>,
-    mismatches: AtomicU64,
+    mismatches: Arc<AtomicU64>,
     callback: Option<Callback>,
     counter: Counter<u64>,
+}
+
+/// A read handle on a [`CompositePropagator`]'s mismatch count that stays usable after the
+/// propagator is given away (to `opentelemetry::global::set_text_map_propagator`).
+///
+/// ```
+/// use std::collections::HashMap;
+/// use opentelemetry::propagation::TextMapPropagator;
+/// use otel_pipeline_core::propagation::CompositePropagator;
+/// let p = CompositePropagator::w3c_and_b3();
+/// let mismatches = p.mismatch_count();
+/// // Given away, as `opentelemetry::global::set_text_map_propagator(p)` does.
+/// let given: Box<dyn TextMapPropagator + Send + Sync> = Box::new(p);
+/// let h = HashMap::from([
+///     ("traceparent".to_string(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string()),
+///     ("b3".to_string(), "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1".to_string()),
+/// ]);
+/// let _ = given.extract(&h);
+/// assert_eq!(mismatches.get(), 1);
+/// ```
+#[derive(Debug, Clone)]
+pub struct MismatchCount(Arc<AtomicU64>);
+
+impl MismatchCount {
+    /// Mismatches seen so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl fmt::Debug for CompositePropagator {
@@ -99,7 +127,7 @@ impl CompositePropagator {
         Self {
             members: Vec::new(),
             fields: Vec::new(),
-            mismatches: AtomicU64::new(0),
+            mismatches: Arc::new(AtomicU64::new(0)),
             callback: None,
             counter: meter
                 .u64_counter("otel_pipeline_propagation_mismatches")
@@ -151,6 +179,11 @@ impl CompositePropagator {
     /// Mismatches seen so far.
     pub fn mismatches(&self) -> u64 {
         self.mismatches.load(Ordering::Relaxed)
+    }
+
+    /// A handle that reads the mismatch count after the propagator is set globally.
+    pub fn mismatch_count(&self) -> MismatchCount {
+        MismatchCount(Arc::clone(&self.mismatches))
     }
 
     fn report(&self, m: &Mismatch) {

@@ -184,12 +184,22 @@ where
     }
 }
 
-/// Send with the current context captured, over a tokio mpsc channel.
+/// Send with the trace context captured, over a tokio mpsc channel.
 #[cfg(feature = "tokio")]
 pub trait TokioSendTraced<T: Send> {
-    /// Wrap `payload` in [`Traced::new`] and send it.
+    /// Wrap `payload` with the context current **when the future runs**, and send it: so
+    /// `tx.send_traced(x).with_context(cx).await` sends `cx`, as it reads.
     fn send_traced(
         &self,
+        payload: T,
+    ) -> impl std::future::Future<
+        Output = Result<(), tokio::sync::mpsc::error::SendError<Traced<T>>>,
+    > + Send;
+
+    /// Wrap `payload` with the span context and baggage of `cx`, and send it.
+    fn send_traced_in(
+        &self,
+        cx: &Context,
         payload: T,
     ) -> impl std::future::Future<
         Output = Result<(), tokio::sync::mpsc::error::SendError<Traced<T>>>,
@@ -198,14 +208,23 @@ pub trait TokioSendTraced<T: Send> {
 
 #[cfg(feature = "tokio")]
 impl<T: Send> TokioSendTraced<T> for tokio::sync::mpsc::Sender<Traced<T>> {
-    fn send_traced(
+    async fn send_traced(
         &self,
+        payload: T,
+    ) -> Result<(), tokio::sync::mpsc::error::SendError<Traced<T>>> {
+        // Captured at the first poll, inside whatever context the caller attached.
+        let msg = Traced::new(payload);
+        self.send(msg).await
+    }
+
+    fn send_traced_in(
+        &self,
+        cx: &Context,
         payload: T,
     ) -> impl std::future::Future<
         Output = Result<(), tokio::sync::mpsc::error::SendError<Traced<T>>>,
     > + Send {
-        let msg = Traced::new(payload);
-        self.send(msg)
+        self.send(Traced::in_context(payload, cx))
     }
 }
 

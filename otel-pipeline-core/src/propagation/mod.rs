@@ -38,7 +38,7 @@ pub mod w3c;
 
 pub use b3::{B3Encoding, B3Propagator};
 pub use baggage::W3cBaggagePropagator;
-pub use composite::{CompositePropagator, Mismatch};
+pub use composite::{CompositePropagator, Mismatch, MismatchCount};
 pub use jaeger::JaegerPropagator;
 pub use messaging::{Messaging, Traced};
 pub use sampling::{SamplingDecision, SamplingState};

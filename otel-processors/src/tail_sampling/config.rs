@@ -220,6 +220,78 @@ impl PolicyConfig {
             composite: None,
         }
     }
+
+    /// Keep traces with a span whose status is one of `codes`.
+    ///
+    /// ```
+    /// use otel_processors::tail_sampling::{PolicyConfig, StatusCode, TailSamplingConfig};
+    /// let config = TailSamplingConfig {
+    ///     policies: vec![
+    ///         PolicyConfig::status_code("errors", [StatusCode::Error]),
+    ///         PolicyConfig::latency("slow", 2000),
+    ///         PolicyConfig::probabilistic("rest", 5.0),
+    ///     ],
+    ///     ..TailSamplingConfig::default()
+    /// };
+    /// assert_eq!(config.policies[0].status_code.as_ref().unwrap().status_codes, ["ERROR"]);
+    /// ```
+    pub fn status_code(
+        name: impl Into<String>,
+        codes: impl IntoIterator<Item = StatusCode>,
+    ) -> Self {
+        let mut p = Self::new(name, PolicyType::StatusCode);
+        p.status_code = Some(StatusCodeConfig {
+            status_codes: codes.into_iter().map(|c| c.as_str().to_string()).collect(),
+        });
+        p
+    }
+
+    /// Keep traces that last at least `threshold_ms`.
+    pub fn latency(name: impl Into<String>, threshold_ms: u64) -> Self {
+        let mut p = Self::new(name, PolicyType::Latency);
+        p.latency = Some(LatencyConfig {
+            threshold_ms,
+            upper_threshold_ms: 0,
+        });
+        p
+    }
+
+    /// Keep `percentage` (0 to 100) of traces, by their trace id.
+    pub fn probabilistic(name: impl Into<String>, percentage: f64) -> Self {
+        let mut p = Self::new(name, PolicyType::Probabilistic);
+        p.probabilistic = Some(ProbabilisticConfig {
+            sampling_percentage: percentage,
+            hash_salt: None,
+        });
+        p
+    }
+
+    /// Keep every trace.
+    pub fn always_sample(name: impl Into<String>) -> Self {
+        Self::new(name, PolicyType::AlwaysSample)
+    }
+}
+
+/// A span status, for [`PolicyConfig::status_code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusCode {
+    /// `UNSET`.
+    Unset,
+    /// `OK`.
+    Ok,
+    /// `ERROR`.
+    Error,
+}
+
+impl StatusCode {
+    /// The name the configuration uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unset => "UNSET",
+            Self::Ok => "OK",
+            Self::Error => "ERROR",
+        }
+    }
 }
 
 /// `latency`.

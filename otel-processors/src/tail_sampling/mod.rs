@@ -79,7 +79,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use config::{PolicyConfig, PolicyType, TailSamplingConfig};
+pub use config::{PolicyConfig, PolicyType, StatusCode, TailSamplingConfig};
 use policy::Compiled;
 pub use policy::{Decision, combine, randomness, threshold};
 
@@ -943,29 +943,46 @@ impl TailSamplingCore {
             return None;
         }
         let mut req = ExportTraceServiceRequest::default();
-        // One resource/scope group per `Scoped` however the traces interleave, so its
-        // resource and scope are copied once per output batch, not once per kept trace.
-        // The map holds the `Arc`s, so no address is freed and reused while it lives.
-        let mut index: HashMap<*const Scoped, (Arc<Scoped>, usize)> = HashMap::new();
+        // Spans of equal resources go under one `ResourceSpans`, and of equal scopes under
+        // one `ScopeSpans`, however many requests they came in: a service's kept traces
+        // leave as one resource, not one copy per incoming request. Groups are compared by
+        // their encoding, worked out once per incoming group (`Scoped`); the map holds the
+        // `Arc`s, so no address is freed and reused while it lives.
+        let mut by_group: HashMap<*const Scoped, (Arc<Scoped>, usize, usize)> = HashMap::new();
+        let mut by_resource: HashMap<Vec<u8>, usize> = HashMap::new();
+        let mut by_scope: HashMap<(usize, Vec<u8>), usize> = HashMap::new();
         for (scoped, spans) in self.out.drain(..) {
-            let at = match index.get(&Arc::as_ptr(&scoped)) {
-                Some(&(_, at)) => at,
+            let (r, s) = match by_group.get(&Arc::as_ptr(&scoped)) {
+                Some(&(_, r, s)) => (r, s),
                 None => {
-                    req.resource_spans.push(ResourceSpans {
-                        resource: scoped.resource.clone(),
-                        schema_url: scoped.resource_schema_url.clone(),
-                        scope_spans: vec![ScopeSpans {
+                    let mut resource_key =
+                        prost::Message::encode_to_vec(&scoped.resource.clone().unwrap_or_default());
+                    resource_key.extend_from_slice(scoped.resource_schema_url.as_bytes());
+                    let r = *by_resource.entry(resource_key).or_insert_with(|| {
+                        req.resource_spans.push(ResourceSpans {
+                            resource: scoped.resource.clone(),
+                            schema_url: scoped.resource_schema_url.clone(),
+                            scope_spans: Vec::new(),
+                        });
+                        req.resource_spans.len() - 1
+                    });
+                    let mut scope_key =
+                        prost::Message::encode_to_vec(&scoped.scope.clone().unwrap_or_default());
+                    scope_key.extend_from_slice(scoped.scope_schema_url.as_bytes());
+                    let scope_spans = &mut req.resource_spans[r].scope_spans;
+                    let s = *by_scope.entry((r, scope_key)).or_insert_with(|| {
+                        scope_spans.push(ScopeSpans {
                             scope: scoped.scope.clone(),
                             schema_url: scoped.scope_schema_url.clone(),
                             spans: Vec::new(),
-                        }],
+                        });
+                        scope_spans.len() - 1
                     });
-                    let at = req.resource_spans.len() - 1;
-                    index.insert(Arc::as_ptr(&scoped), (scoped, at));
-                    at
+                    by_group.insert(Arc::as_ptr(&scoped), (scoped, r, s));
+                    (r, s)
                 }
             };
-            req.resource_spans[at].scope_spans[0].spans.extend(spans);
+            req.resource_spans[r].scope_spans[s].spans.extend(spans);
         }
         Some(req)
     }
