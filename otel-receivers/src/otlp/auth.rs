@@ -162,6 +162,83 @@ impl Authenticator {
     }
 }
 
+/// A credentials file (tokens, htpasswd) that is re-read when it changes, looked at no
+/// more than every [`FILE_CHECK`]. A file that is briefly missing (an atomic rename) or
+/// unreadable keeps the last good contents.
+struct Watched<T> {
+    path: PathBuf,
+    what: &'static str,
+    parse: fn(&str, &str) -> Result<T, String>,
+    state: Mutex<WatchedState<T>>,
+}
+
+struct WatchedState<T> {
+    modified: SystemTime,
+    checked: Instant,
+    value: T,
+}
+
+impl<T> Watched<T> {
+    /// Read `path` now; `parse` gets the text and a name for errors.
+    fn open(
+        path: PathBuf,
+        what: &'static str,
+        parse: fn(&str, &str) -> Result<T, String>,
+    ) -> Result<Self, String> {
+        let modified = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .map_err(|e| format!("{what} {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{what} {}: {e}", path.display()))?;
+        let value = parse(&text, &path.display().to_string())?;
+        Ok(Self {
+            path,
+            what,
+            parse,
+            state: Mutex::new(WatchedState {
+                modified,
+                checked: Instant::now(),
+                value,
+            }),
+        })
+    }
+
+    /// Re-read the file if it changed; whether its contents were replaced.
+    fn refresh(&self) -> bool {
+        let mut state = self.state.lock();
+        if state.checked.elapsed() < FILE_CHECK {
+            return false;
+        }
+        state.checked = Instant::now();
+        let Ok(modified) = std::fs::metadata(&self.path).and_then(|m| m.modified()) else {
+            return false;
+        };
+        if state.modified == modified {
+            return false;
+        }
+        let origin = self.path.display().to_string();
+        match std::fs::read_to_string(&self.path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| (self.parse)(&t, &origin))
+        {
+            Ok(value) => {
+                state.value = value;
+                state.modified = modified;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, file = %origin, "{} unreadable; keeping the previous contents", self.what);
+                false
+            }
+        }
+    }
+
+    /// Look at the current contents.
+    fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        f(&self.state.lock().value)
+    }
+}
+
 /// Basic authentication (the Collector's `basicauth`): users from an htpasswd file
 /// (re-read when it changes) and inline htpasswd lines.
 ///
@@ -182,8 +259,7 @@ impl Authenticator {
 /// ```
 pub struct BasicAuth {
     inline: Vec<(String, Password)>,
-    file: Option<PathBuf>,
-    from_file: Mutex<FileUsers>,
+    file: Option<Watched<Vec<(String, Password)>>>,
     verified: Mutex<std::collections::HashMap<(String, u64), Instant>>,
     keys: std::collections::hash_map::RandomState,
     slots: Arc<tokio::sync::Semaphore>,
@@ -193,13 +269,6 @@ pub struct BasicAuth {
 enum Password {
     Bcrypt(Secret),
     Plain(Secret),
-}
-
-#[derive(Default)]
-struct FileUsers {
-    modified: Option<SystemTime>,
-    checked: Option<Instant>,
-    users: Vec<(String, Password)>,
 }
 
 /// How long a verified password is remembered.
@@ -212,7 +281,7 @@ impl fmt::Debug for BasicAuth {
                 "inline_users",
                 &self.inline.iter().map(|(u, _)| u).collect::<Vec<_>>(),
             )
-            .field("file", &self.file)
+            .field("file", &self.file.as_ref().map(|f| &f.path))
             .finish_non_exhaustive()
     }
 }
@@ -249,56 +318,26 @@ impl BasicAuth {
     /// Users from inline htpasswd lines (may be empty) and, optionally, an htpasswd file.
     pub fn new(inline: &str, file: Option<PathBuf>) -> Result<Self, String> {
         let inline = parse_htpasswd(inline, "htpasswd.inline")?;
-        let mut from_file = FileUsers::default();
-        if let Some(path) = &file {
-            from_file.modified = std::fs::metadata(path)
-                .and_then(|m| m.modified())
-                .map(Some)
-                .map_err(|e| format!("htpasswd file {}: {e}", path.display()))?;
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("htpasswd file {}: {e}", path.display()))?;
-            from_file.users = parse_htpasswd(&text, &path.display().to_string())?;
-            from_file.checked = Some(Instant::now());
-        }
-        if inline.is_empty() && from_file.users.is_empty() {
+        let file = file
+            .map(|path| Watched::open(path, "htpasswd file", parse_htpasswd))
+            .transpose()?;
+        if inline.is_empty() && file.as_ref().is_none_or(|f| f.with(Vec::is_empty)) {
             return Err("basic authentication needs at least one user".into());
         }
         Ok(Self {
             inline,
             file,
-            from_file: Mutex::new(from_file),
             verified: Mutex::new(std::collections::HashMap::new()),
             keys: std::collections::hash_map::RandomState::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(2)),
         })
     }
 
+    /// Re-read the htpasswd file if it changed; passwords verified against the old one
+    /// are checked again.
     fn refresh(&self) {
-        let Some(path) = &self.file else { return };
-        let mut state = self.from_file.lock();
-        if state.checked.is_some_and(|t| t.elapsed() < FILE_CHECK) {
-            return;
-        }
-        state.checked = Some(Instant::now());
-        let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) else {
-            return;
-        };
-        if state.modified == Some(modified) {
-            return;
-        }
-        match std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| parse_htpasswd(&t, &path.display().to_string()))
-        {
-            Ok(users) => {
-                state.users = users;
-                state.modified = Some(modified);
-                // Passwords verified against the old file are checked again.
-                self.verified.lock().clear();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "htpasswd file unreadable; keeping the previous users")
-            }
+        if self.file.as_ref().is_some_and(Watched::refresh) {
+            self.verified.lock().clear();
         }
     }
 
@@ -332,14 +371,21 @@ impl BasicAuth {
         let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
         let user = String::from_utf8_lossy(user).into_owned();
         self.refresh();
-        let stored = {
-            let file = self.from_file.lock();
-            self.inline
-                .iter()
-                .chain(file.users.iter())
-                .find(|(u, _)| *u == user)
-                .map(|(_, p)| p.clone())
-        };
+        let stored = self
+            .inline
+            .iter()
+            .find(|(u, _)| *u == user)
+            .map(|(_, p)| p.clone())
+            .or_else(|| {
+                self.file.as_ref().and_then(|f| {
+                    f.with(|users| {
+                        users
+                            .iter()
+                            .find(|(u, _)| *u == user)
+                            .map(|(_, p)| p.clone())
+                    })
+                })
+            });
         let ok = match stored {
             None => false,
             Some(Password::Plain(p)) => p.matches(password),
@@ -401,15 +447,7 @@ pub struct BearerTokens {
     scheme: String,
     challenge: String,
     fixed: Vec<(String, Secret)>,
-    file: Option<PathBuf>,
-    from_file: Mutex<FileTokens>,
-}
-
-#[derive(Default)]
-struct FileTokens {
-    modified: Option<SystemTime>,
-    checked: Option<Instant>,
-    tokens: Vec<(String, Secret)>,
+    file: Option<Watched<Vec<(String, Secret)>>>,
 }
 
 /// How often the token file's modification time is looked at.
@@ -421,7 +459,7 @@ impl fmt::Debug for BearerTokens {
             .field("header", &self.header)
             .field("scheme", &self.scheme)
             .field("tokens", &format_args!("{} x ***", self.fixed.len()))
-            .field("file", &self.file)
+            .field("file", &self.file.as_ref().map(|f| &f.path))
             .finish()
     }
 }
@@ -439,24 +477,13 @@ impl BearerTokens {
                 .map(|(i, t)| (format!("token-{i}"), t))
                 .collect(),
             file: None,
-            from_file: Mutex::new(FileTokens::default()),
         }
     }
 
     /// Also accept the tokens in `path`, re-read whenever it changes. The file must be
     /// readable now.
     pub fn with_file(mut self, path: impl Into<PathBuf>) -> Result<Self, String> {
-        let path = path.into();
-        let modified = std::fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .map_err(|e| format!("token file {}: {e}", path.display()))?;
-        let tokens = read_token_file(&path)?;
-        *self.from_file.lock() = FileTokens {
-            modified: Some(modified),
-            checked: Some(Instant::now()),
-            tokens,
-        };
-        self.file = Some(path);
+        self.file = Some(Watched::open(path.into(), "token file", parse_tokens)?);
         Ok(self)
     }
 
@@ -472,36 +499,9 @@ impl BearerTokens {
         };
         self
     }
-
-    /// Re-read the file if it changed since the last look (at most every half second).
-    fn refresh(&self) {
-        let Some(path) = &self.file else { return };
-        let mut state = self.from_file.lock();
-        if state.checked.is_some_and(|t| t.elapsed() < FILE_CHECK) {
-            return;
-        }
-        state.checked = Some(Instant::now());
-        let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) else {
-            return; // Gone for a moment (an atomic rename): keep the last tokens.
-        };
-        if state.modified == Some(modified) {
-            return;
-        }
-        match read_token_file(path) {
-            Ok(tokens) => {
-                state.tokens = tokens;
-                state.modified = Some(modified);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "bearer token file unreadable; keeping the previous tokens")
-            }
-        }
-    }
 }
 
-fn read_token_file(path: &std::path::Path) -> Result<Vec<(String, Secret)>, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("token file {}: {e}", path.display()))?;
+fn parse_tokens(text: &str, _origin: &str) -> Result<Vec<(String, Secret)>, String> {
     Ok(text
         .lines()
         .map(str::trim)
@@ -539,18 +539,24 @@ impl Authenticate for BearerTokens {
                 }
             }
         };
-        self.refresh();
-        let file = self.from_file.lock();
         // Every token is compared, so the time taken does not say which one matched.
-        let mut subject: Option<&str> = None;
-        for (name, secret) in self.fixed.iter().chain(file.tokens.iter()) {
-            if secret.matches(token) && subject.is_none() {
-                subject = Some(name);
+        let find = |tokens: &[(String, Secret)]| {
+            let mut subject: Option<String> = None;
+            for (name, secret) in tokens {
+                if secret.matches(token) && subject.is_none() {
+                    subject = Some(name.clone());
+                }
             }
+            subject
+        };
+        let mut subject = find(&self.fixed);
+        if let Some(f) = &self.file {
+            f.refresh();
+            subject = f.with(|tokens| find(tokens)).or(subject);
         }
         match subject {
             Some(s) => Ok(vec![
-                ("subject".to_string(), s.to_string()),
+                ("subject".to_string(), s),
                 ("scheme".to_string(), "bearer".to_string()),
             ]),
             None => Err(AuthError::invalid("the token is not valid")),
