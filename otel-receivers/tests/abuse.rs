@@ -15,39 +15,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use otel_pipeline_core::testing::{InMemoryExporter, generate_traces};
-use otel_pipeline_core::{Pipeline, RunningPipeline, Telemetry};
-use otel_receivers::{OtlpConfig, OtlpReceiver, ReceiverLimits};
-use prost::Message;
+use otel_pipeline_core::Telemetry;
+use otel_receivers::{OtlpConfig, ReceiverLimits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-struct Setup {
-    running: RunningPipeline,
-    grpc: SocketAddr,
-    http: SocketAddr,
-}
+mod common;
+
+use common::{PROTO, Setup, gzip, http_post, proto_traces};
 
 impl Setup {
-    async fn new(config: OtlpConfig) -> Self {
-        let otlp = OtlpReceiver::new(config);
-        let (exporter, _exported) = InMemoryExporter::new();
-        let running = Pipeline::traces()
-            .receiver(otlp.traces())
-            .exporter(exporter)
-            .build()
-            .unwrap()
-            .start()
-            .await
-            .unwrap();
-        let addrs = otlp.local_addrs();
-        Self {
-            running,
-            grpc: addrs.grpc.unwrap(),
-            http: addrs.http.unwrap(),
-        }
-    }
-
     fn telemetry(&self) -> &Telemetry {
         self.running.telemetry()
     }
@@ -72,19 +49,11 @@ impl Setup {
 
     /// One good OTLP/HTTP request: the receiver still serves.
     async fn still_serves(&self) {
-        let status = http_post(self.http, &[], proto(2)).await.0;
+        let status = http_post(self.http, "/v1/traces", &[PROTO], proto_traces(2))
+            .await
+            .status;
         assert_eq!(status, 200, "the receiver stopped serving");
     }
-}
-
-fn proto(spans: usize) -> Vec<u8> {
-    generate_traces(1, spans, 7).encode_to_vec()
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    enc.write_all(data).unwrap();
-    enc.finish().unwrap()
 }
 
 /// A gzip body that inflates to `n` zero bytes.
@@ -95,32 +64,6 @@ fn bomb(n: usize) -> Vec<u8> {
         enc.write_all(&zeros).unwrap();
     }
     enc.finish().unwrap()
-}
-
-async fn http_post(
-    addr: SocketAddr,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> (u16, http::HeaderMap) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = http::Request::post("/v1/traces")
-        .header("host", addr.to_string())
-        .header("content-type", "application/x-protobuf");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = sender
-        .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let _ = resp.into_body().collect().await;
-    (status, headers)
 }
 
 /// A raw unary gRPC call with a framed, possibly compressed message: the `grpc-status`.
@@ -389,21 +332,28 @@ async fn gzip_bombs_corrupt_gzip_and_garbage_are_refused_and_counted() {
     assert!(bomb.len() < 1 << 20);
 
     // HTTP: 413, counted, and not inflated past the limit.
-    let (status, _) = http_post(s.http, &[("content-encoding", "gzip")], bomb.clone()).await;
+    let status = http_post(
+        s.http,
+        "/v1/traces",
+        &[PROTO, ("content-encoding", "gzip")],
+        bomb.clone(),
+    )
+    .await
+    .status;
     assert_eq!(status, 413);
     assert_eq!(s.failed("decompressed_too_large"), 1);
     // gRPC: INVALID_ARGUMENT (permanent: clients must not retry a bomb), counted.
     assert_eq!(grpc_call(s.grpc, &bomb, true).await, "3");
     assert_eq!(s.failed("decompressed_too_large"), 2);
     // Corrupt gzip over gRPC: INVALID_ARGUMENT, counted as malformed (tonic said INTERNAL).
-    let mut corrupt = gzip(&proto(5));
+    let mut corrupt = gzip(&proto_traces(5));
     let mid = corrupt.len() / 2;
     corrupt[mid] ^= 0xff;
     corrupt.truncate(corrupt.len() - 4);
     assert_eq!(grpc_call(s.grpc, &corrupt, true).await, "3");
     assert_eq!(s.failed("malformed"), 1);
     // Good gzip over gRPC still works.
-    assert_eq!(grpc_call(s.grpc, &gzip(&proto(5)), true).await, "0");
+    assert_eq!(grpc_call(s.grpc, &gzip(&proto_traces(5)), true).await, "0");
     // Garbage on the gRPC port: the connection is closed, counted, the receiver serves on.
     for _ in 0..5 {
         let mut stream = TcpStream::connect(s.grpc).await.unwrap();

@@ -4,97 +4,20 @@
 // Test helpers unwrap: a failure there is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use otel_pipeline_core::testing::{Exported, InMemoryExporter, generate_traces};
-use otel_pipeline_core::{ComponentKind, ComponentTelemetry, Pipeline, RunningPipeline, Traces};
+use otel_pipeline_core::testing::InMemoryExporter;
+use otel_pipeline_core::{Pipeline, Traces};
 use otel_receivers::{OtlpConfig, OtlpReceiver};
 use prost::Message;
-use std::sync::Arc;
 
-struct Setup {
-    running: RunningPipeline,
-    grpc: SocketAddr,
-    http: SocketAddr,
-    exported: Exported<Traces>,
-}
+mod common;
 
-impl Setup {
-    async fn new(config: OtlpConfig) -> Self {
-        let otlp = OtlpReceiver::new(config);
-        let (exporter, exported) = InMemoryExporter::new();
-        let running = Pipeline::traces()
-            .receiver(otlp.traces())
-            .exporter(exporter)
-            .build()
-            .unwrap()
-            .start()
-            .await
-            .unwrap();
-        let addrs = otlp.local_addrs();
-        Self {
-            running,
-            grpc: addrs.grpc.unwrap(),
-            http: addrs.http.unwrap(),
-            exported,
-        }
-    }
-
-    fn receiver(&self) -> Arc<ComponentTelemetry> {
-        self.running
-            .telemetry()
-            .find(ComponentKind::Receiver, "otlp")
-            .unwrap()
-    }
-}
-
-struct Reply {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-async fn http_post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = http::Request::post(path).header("host", addr.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = sender
-        .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn proto_traces(n: usize) -> Vec<u8> {
-    generate_traces(1, n, 7).encode_to_vec()
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    enc.write_all(data).unwrap();
-    enc.finish().unwrap()
-}
-
-const PROTO: (&str, &str) = ("content-type", "application/x-protobuf");
-const JSON: (&str, &str) = ("content-type", "application/json");
+use common::{JSON, PROTO, Setup, gzip, http_post, proto_traces};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_bad_input_gets_the_right_status_and_is_counted() {
