@@ -955,8 +955,11 @@ impl TailSamplingCore {
             let (r, s) = match by_group.get(&Arc::as_ptr(&scoped)) {
                 Some(&(_, r, s)) => (r, s),
                 None => {
-                    let mut resource_key =
-                        prost::Message::encode_to_vec(&scoped.resource.clone().unwrap_or_default());
+                    let mut resource_key = scoped
+                        .resource
+                        .as_ref()
+                        .map(prost::Message::encode_to_vec)
+                        .unwrap_or_default();
                     resource_key.extend_from_slice(scoped.resource_schema_url.as_bytes());
                     let r = *by_resource.entry(resource_key).or_insert_with(|| {
                         req.resource_spans.push(ResourceSpans {
@@ -966,8 +969,11 @@ impl TailSamplingCore {
                         });
                         req.resource_spans.len() - 1
                     });
-                    let mut scope_key =
-                        prost::Message::encode_to_vec(&scoped.scope.clone().unwrap_or_default());
+                    let mut scope_key = scoped
+                        .scope
+                        .as_ref()
+                        .map(prost::Message::encode_to_vec)
+                        .unwrap_or_default();
                     scope_key.extend_from_slice(scoped.scope_schema_url.as_bytes());
                     let scope_spans = &mut req.resource_spans[r].scope_spans;
                     let s = *by_scope.entry((r, scope_key)).or_insert_with(|| {
