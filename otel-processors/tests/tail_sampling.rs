@@ -174,6 +174,17 @@ fn kept_traces(out: &Exported<otel_pipeline_core::Traces>) -> HashMap<u128, usiz
     m
 }
 
+/// A sampler's engine with its own counters, driven by hand (no pipeline, no tasks).
+fn bare_core(yaml: &str) -> otel_processors::tail_sampling::TailSamplingCore {
+    let config: TailSamplingConfig = from_yaml("processors.tail_sampling", yaml).unwrap();
+    let telemetry = ComponentTelemetry::detached(
+        ComponentKind::Processor,
+        ComponentId::new("tail_sampling"),
+        "spans",
+    );
+    TailSampler::core(config, telemetry).unwrap()
+}
+
 fn counters(running: &RunningPipeline) -> Arc<ComponentTelemetry> {
     running
         .telemetry()
@@ -947,17 +958,7 @@ async fn invalid_configurations_name_the_setting() {
 async fn output_groups_spans_by_their_resource_and_scope() {
     use otel_pipeline_core::Batch;
 
-    let config: TailSamplingConfig = from_yaml(
-        "processors.tail_sampling",
-        "decision_wait: 30s\npolicies: [{ name: all, type: always_sample }]",
-    )
-    .unwrap();
-    let telemetry = ComponentTelemetry::detached(
-        ComponentKind::Processor,
-        ComponentId::new("tail_sampling"),
-        "spans",
-    );
-    let mut core = TailSampler::core(config, telemetry).unwrap();
+    let mut core = bare_core("decision_wait: 30s\npolicies: [{ name: all, type: always_sample }]");
     let two = Shape {
         spans: 2,
         ..Shape::default()
@@ -1069,17 +1070,9 @@ async fn spans_held_at_the_shutdown_deadline_are_counted() {
 /// heap: it stays within 2 x traces + 1024 per shard, not arrival rate x decision_wait.
 #[test]
 fn the_deadline_heap_stays_bounded_by_the_traces_held() {
-    let config: TailSamplingConfig = from_yaml(
-        "processors.tail_sampling",
+    let mut core = bare_core(
         "decision_wait: 3600s\nnum_traces: 100\nshards: 1\npolicies:\n  - { name: all, type: always_sample }\n",
-    )
-    .unwrap();
-    let telemetry = ComponentTelemetry::detached(
-        ComponentKind::Processor,
-        ComponentId::new("tail_sampling"),
-        "spans",
     );
-    let mut core = TailSampler::core(config, telemetry).unwrap();
     let start = Instant::now();
     for round in 0..200u128 {
         let spans: Vec<Span> = (0..50u128)
@@ -1158,17 +1151,7 @@ async fn the_shard_queues_refuse_past_their_share_of_the_byte_bound() {
 fn kept_traces_of_one_service_leave_under_one_resource() {
     use otel_pipeline_core::Batch;
     use otel_pipeline_core::proto::common::v1::InstrumentationScope;
-    let config: TailSamplingConfig = from_yaml(
-        "processors.tail_sampling",
-        "decision_wait: 30s\npolicies: [{ name: all, type: always_sample }]",
-    )
-    .unwrap();
-    let telemetry = ComponentTelemetry::detached(
-        ComponentKind::Processor,
-        ComponentId::new("tail_sampling"),
-        "spans",
-    );
-    let mut core = TailSampler::core(config, telemetry).unwrap();
+    let mut core = bare_core("decision_wait: 30s\npolicies: [{ name: all, type: always_sample }]");
     let now = Instant::now();
     for i in 0..7u128 {
         let mut req = request(trace_spans(
