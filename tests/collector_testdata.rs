@@ -60,14 +60,29 @@ fn sections(root: &Path) -> Vec<(String, String, serde_yaml_ng::Value)> {
     out
 }
 
-/// Load one section as a processor in a traces pipeline; `Ok` or the first error.
+/// Load one section as a processor in a pipeline of each signal: `Ok` when some
+/// signal's pipeline takes it (a section with log properties is for logs pipelines), else
+/// the traces pipeline's first error (the tail sampler serves traces only).
 fn outcome(id: &str, section: &serde_yaml_ng::Value) -> Result<(), String> {
+    let mut first = None;
+    for signal in ["traces", "metrics", "logs"] {
+        match outcome_in(signal, id, section) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(first.unwrap_or_default())
+}
+
+fn outcome_in(signal: &str, id: &str, section: &serde_yaml_ng::Value) -> Result<(), String> {
     let mut procs = serde_yaml_ng::Mapping::new();
     procs.insert(id.into(), section.clone());
     let mut doc = serde_yaml_ng::Mapping::new();
     doc.insert("processors".into(), serde_yaml_ng::Value::Mapping(procs));
     let text = format!(
-        "{}receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [{id}]\n      exporters: [debug]\n",
+        "{}receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\nexporters:\n  debug:\nservice:\n  pipelines:\n    {signal}:\n      receivers: [otlp]\n      processors: [{id}]\n      exporters: [debug]\n",
         serde_yaml_ng::to_string(&serde_yaml_ng::Value::Mapping(doc)).expect("yaml")
     );
     CollectorConfig::load(

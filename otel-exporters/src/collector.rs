@@ -129,31 +129,39 @@ struct DebugYaml {
 
 struct DebugFactory;
 
+impl DebugFactory {
+    fn exporter(section: &Section<'_>) -> Result<DebugExporter, ConfigError> {
+        let yaml: DebugYaml = section.deserialize()?;
+        let verbosity = match yaml.verbosity.as_deref() {
+            None | Some("basic") => Verbosity::Basic,
+            Some("normal") => Verbosity::Normal,
+            Some("detailed") => Verbosity::Detailed,
+            Some(other) => {
+                return Err(section.error(
+                    "verbosity",
+                    format!("`{other}`: expected basic, normal or detailed"),
+                ));
+            }
+        };
+        Ok(DebugExporter::new(verbosity).with_id(section.id().clone()))
+    }
+}
+
 impl ExporterFactory for DebugFactory {
     fn kind(&self) -> &'static str {
         "debug"
     }
 
     fn traces(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Traces>, ConfigError>> {
-        let make = || {
-            let yaml: DebugYaml = section.deserialize()?;
-            let verbosity = match yaml.verbosity.as_deref() {
-                None | Some("basic") => Verbosity::Basic,
-                Some("normal") => Verbosity::Normal,
-                Some("detailed") => Verbosity::Detailed,
-                Some(other) => {
-                    return Err(section.error(
-                        "verbosity",
-                        format!("`{other}`: expected basic, normal or detailed"),
-                    ));
-                }
-            };
-            Ok(
-                Box::new(DebugExporter::new(verbosity).with_id(section.id().clone()))
-                    as BoxExporter<Traces>,
-            )
-        };
-        Some(make())
+        Some(Self::exporter(section).map(|e| Box::new(e) as BoxExporter<Traces>))
+    }
+
+    fn metrics(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Metrics>, ConfigError>> {
+        Some(Self::exporter(section).map(|e| Box::new(e) as BoxExporter<Metrics>))
+    }
+
+    fn logs(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Logs>, ConfigError>> {
+        Some(Self::exporter(section).map(|e| Box::new(e) as BoxExporter<Logs>))
     }
 }
 

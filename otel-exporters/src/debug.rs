@@ -1,7 +1,8 @@
-//! The `debug` exporter: prints spans readably, for demos and for looking at a pipeline.
+//! The `debug` exporter: prints spans, metrics and log records readably, for demos and for
+//! looking at a pipeline.
 //!
 //! Verbosity follows the Collector's `debug` exporter: `basic` prints one summary line per
-//! batch, `normal` one line per span, `detailed` every field.
+//! batch, `normal` one line per span, data point or log record, `detailed` every field.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -9,10 +10,13 @@ use std::sync::Arc;
 
 use otel_pipeline_core::hex;
 use otel_pipeline_core::proto::common::v1::{AnyValue, KeyValue, any_value::Value};
+use otel_pipeline_core::proto::metrics::v1::{
+    Metric, NumberDataPoint, metric::Data, number_data_point,
+};
 use otel_pipeline_core::proto::trace::v1::{Span, span::SpanKind, status::StatusCode};
 use otel_pipeline_core::{
     Batch, BuildError, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError, Consumer,
-    Exporter, Traces,
+    Exporter, Logs, Metrics, Traces,
 };
 use parking_lot::Mutex;
 
@@ -79,14 +83,15 @@ impl DebugExporter {
     }
 }
 
-/// The consumer built by [`DebugExporter`].
-pub struct DebugConsumer {
+/// The consumer built by [`DebugExporter`], for signal `S`.
+pub struct DebugConsumer<S> {
     verbosity: Verbosity,
     sink: Sink,
     telemetry: Arc<ComponentTelemetry>,
+    signal: std::marker::PhantomData<fn(S)>,
 }
 
-impl std::fmt::Debug for DebugConsumer {
+impl<S> std::fmt::Debug for DebugConsumer<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DebugConsumer")
             .field("verbosity", &self.verbosity)
@@ -94,26 +99,8 @@ impl std::fmt::Debug for DebugConsumer {
     }
 }
 
-impl Exporter<Traces> for DebugExporter {
-    type Consumer = DebugConsumer;
-
-    fn id(&self) -> ComponentId {
-        self.id.clone()
-    }
-
-    fn build(self, ctx: &mut ComponentContext<'_>) -> Result<DebugConsumer, BuildError> {
-        Ok(DebugConsumer {
-            verbosity: self.verbosity,
-            sink: self.sink,
-            telemetry: ctx.telemetry(),
-        })
-    }
-}
-
-impl Consumer<Traces> for DebugConsumer {
-    async fn consume(&self, batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
-        let n = batch.item_count();
-        let text = render_traces(&batch, self.verbosity);
+impl<S> DebugConsumer<S> {
+    fn write(&self, n: usize, text: &str) -> Result<(), String> {
         let written = {
             let mut sink = self.sink.lock();
             sink.write_all(text.as_bytes()).and_then(|()| sink.flush())
@@ -125,13 +112,216 @@ impl Consumer<Traces> for DebugConsumer {
             }
             Err(e) => {
                 self.telemetry.add_send_failed(n);
-                Err(ConsumeError::rejected(
-                    n,
-                    format!("debug exporter could not write: {e}"),
-                ))
+                Err(format!("debug exporter could not write: {e}"))
             }
         }
     }
+}
+
+/// The exporter and its consumer for one signal, rendered by `$render`.
+macro_rules! debug_signal {
+    ($signal:ty, $render:ident) => {
+        impl Exporter<$signal> for DebugExporter {
+            type Consumer = DebugConsumer<$signal>;
+
+            fn id(&self) -> ComponentId {
+                self.id.clone()
+            }
+
+            fn build(
+                self,
+                ctx: &mut ComponentContext<'_>,
+            ) -> Result<DebugConsumer<$signal>, BuildError> {
+                Ok(DebugConsumer {
+                    verbosity: self.verbosity,
+                    sink: self.sink,
+                    telemetry: ctx.telemetry(),
+                    signal: std::marker::PhantomData,
+                })
+            }
+        }
+
+        impl Consumer<$signal> for DebugConsumer<$signal> {
+            async fn consume(&self, batch: Batch<$signal>) -> Result<(), ConsumeError<$signal>> {
+                let n = batch.item_count();
+                let text = $render(&batch, self.verbosity);
+                self.write(n, &text)
+                    .map_err(|e| ConsumeError::rejected(n, e))
+            }
+        }
+    };
+}
+
+debug_signal!(Traces, render_traces);
+debug_signal!(Metrics, render_metrics);
+debug_signal!(Logs, render_logs);
+
+/// Render a metrics batch as text at the given verbosity: one line per data point
+/// (`normal`), plus its attributes and times (`detailed`).
+pub fn render_metrics(batch: &Batch<Metrics>, verbosity: Verbosity) -> String {
+    let mut out = String::new();
+    let metrics: usize = batch
+        .data
+        .resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .map(|sm| sm.metrics.len())
+        .sum();
+    let _ = writeln!(
+        out,
+        "Metrics: {} resource(s), {} metric(s), {} data point(s)",
+        batch.data.resource_metrics.len(),
+        metrics,
+        batch.item_count()
+    );
+    if verbosity == Verbosity::Basic {
+        return out;
+    }
+    for rm in &batch.data.resource_metrics {
+        let attrs = rm.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let _ = writeln!(out, "Resource {}", render_attributes(attrs));
+        for sm in &rm.scope_metrics {
+            if let Some(scope) = &sm.scope {
+                let _ = writeln!(out, "  Scope {} {}", scope.name, scope.version);
+            }
+            for m in &sm.metrics {
+                render_metric(&mut out, m, verbosity);
+            }
+        }
+    }
+    out
+}
+
+fn render_metric(out: &mut String, m: &Metric, verbosity: Verbosity) {
+    let (kind, points): (&str, Vec<PointLine<'_>>) = match &m.data {
+        None => ("Empty", Vec::new()),
+        Some(Data::Gauge(g)) => ("Gauge", number_points(&g.data_points)),
+        Some(Data::Sum(s)) => (
+            if s.is_monotonic {
+                "Sum (monotonic)"
+            } else {
+                "Sum"
+            },
+            number_points(&s.data_points),
+        ),
+        Some(Data::Histogram(h)) => (
+            "Histogram",
+            h.data_points
+                .iter()
+                .map(|p| {
+                    (
+                        format!("count={} sum={}", p.count, p.sum.unwrap_or_default()),
+                        &p.attributes[..],
+                        p.time_unix_nano,
+                    )
+                })
+                .collect(),
+        ),
+        Some(Data::ExponentialHistogram(h)) => (
+            "ExponentialHistogram",
+            h.data_points
+                .iter()
+                .map(|p| {
+                    (
+                        format!(
+                            "count={} sum={} scale={}",
+                            p.count,
+                            p.sum.unwrap_or_default(),
+                            p.scale
+                        ),
+                        &p.attributes[..],
+                        p.time_unix_nano,
+                    )
+                })
+                .collect(),
+        ),
+        Some(Data::Summary(s)) => (
+            "Summary",
+            s.data_points
+                .iter()
+                .map(|p| {
+                    (
+                        format!("count={} sum={}", p.count, p.sum),
+                        &p.attributes[..],
+                        p.time_unix_nano,
+                    )
+                })
+                .collect(),
+        ),
+    };
+    let unit = if m.unit.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", m.unit)
+    };
+    let _ = writeln!(out, "    {} {kind}{unit}", m.name);
+    for (value, attrs, time) in points {
+        if verbosity == Verbosity::Detailed {
+            let _ = writeln!(out, "      {value} {} t={time}", render_attributes(attrs));
+        } else {
+            let _ = writeln!(out, "      {value} {}", render_attributes(attrs));
+        }
+    }
+}
+
+/// One data point as printed: its value, attributes and time.
+type PointLine<'a> = (String, &'a [KeyValue], u64);
+
+fn number_points(points: &[NumberDataPoint]) -> Vec<PointLine<'_>> {
+    points
+        .iter()
+        .map(|p| {
+            let v = match p.value {
+                Some(number_data_point::Value::AsDouble(d)) => d.to_string(),
+                Some(number_data_point::Value::AsInt(i)) => i.to_string(),
+                None => "null".into(),
+            };
+            (v, &p.attributes[..], p.time_unix_nano)
+        })
+        .collect()
+}
+
+/// Render a logs batch as text at the given verbosity: one line per record (`normal`),
+/// plus its attributes and trace context (`detailed`).
+pub fn render_logs(batch: &Batch<Logs>, verbosity: Verbosity) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Logs: {} resource(s), {} log record(s)",
+        batch.data.resource_logs.len(),
+        batch.item_count()
+    );
+    if verbosity == Verbosity::Basic {
+        return out;
+    }
+    for rl in &batch.data.resource_logs {
+        let attrs = rl.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let _ = writeln!(out, "Resource {}", render_attributes(attrs));
+        for sl in &rl.scope_logs {
+            if let Some(scope) = &sl.scope {
+                let _ = writeln!(out, "  Scope {} {}", scope.name, scope.version);
+            }
+            for r in &sl.log_records {
+                let severity = if r.severity_text.is_empty() {
+                    format!("SEVERITY{}", r.severity_number)
+                } else {
+                    r.severity_text.clone()
+                };
+                let _ = writeln!(out, "    {severity} {}", render_value(r.body.as_ref()));
+                if verbosity == Verbosity::Detailed {
+                    let _ = writeln!(
+                        out,
+                        "      t={} trace={} span={} {}",
+                        r.time_unix_nano,
+                        hex::encode(&r.trace_id),
+                        hex::encode(&r.span_id),
+                        render_attributes(&r.attributes)
+                    );
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Render a trace batch as text at the given verbosity.
@@ -263,7 +453,47 @@ fn render_value(value: Option<&AnyValue>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use otel_pipeline_core::testing::generate_traces;
+    use otel_pipeline_core::testing::{generate_logs, generate_metrics, generate_traces};
+
+    #[test]
+    fn metrics_and_logs_print_one_line_per_point_and_record() {
+        let batch = Batch::<Metrics>::new(generate_metrics(2, 3, 1));
+        let text = render_metrics(&batch, Verbosity::Normal);
+        assert!(
+            text.starts_with("Metrics: 1 resource(s), 2 metric(s), 6 data point(s)\n"),
+            "{text}"
+        );
+        assert!(text.contains("    orders.metric.0 Gauge [1]\n"), "{text}");
+        assert!(
+            text.contains("    orders.metric.1 Sum (monotonic) [1]\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.lines().filter(|l| l.contains("{http.route=")).count(),
+            6,
+            "{text}"
+        );
+        assert_eq!(render_metrics(&batch, Verbosity::Basic).lines().count(), 1);
+
+        let batch = Batch::<Logs>::new(generate_logs(4, 1));
+        let text = render_logs(&batch, Verbosity::Detailed);
+        assert!(
+            text.starts_with("Logs: 1 resource(s), 4 log record(s)\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("    ERROR \"order "))
+                .count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("      t=")).count(),
+            4,
+            "{text}"
+        );
+    }
 
     #[test]
     fn normal_prints_one_line_per_span() {

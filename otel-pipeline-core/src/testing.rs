@@ -1,12 +1,14 @@
 //! Test support shared by every crate's tests, examples and benches: an in-memory receiver
 //! you push batches into, an in-memory exporter that keeps what reaches it (and can be told
-//! to refuse), and a generator of realistic traces.
+//! to refuse), and generators of realistic traces, metrics and logs.
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, InstrumentationScope, KeyValue, any_value::Value,
@@ -310,6 +312,111 @@ pub fn generate_traces(
                     ..Default::default()
                 }),
                 spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Generate `metrics` metrics of `points` data points each, deterministic in `seed`: one
+/// resource (`service.name`), alternating gauges (`double`) and monotonic cumulative sums
+/// (`int`) named `orders.metric.<i>`, each point with an `http.route` attribute.
+pub fn generate_metrics(metrics: usize, points: usize, seed: u64) -> ExportMetricsServiceRequest {
+    use crate::proto::metrics::v1::{
+        AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        metric::Data, number_data_point,
+    };
+    let mut rng = SplitMix64::new(seed);
+    let list = (0..metrics)
+        .map(|i| {
+            let data_points: Vec<NumberDataPoint> = (0..points)
+                .map(|p| NumberDataPoint {
+                    attributes: vec![kv(
+                        "http.route",
+                        Value::StringValue(format!("/api/{}", p % 4)),
+                    )],
+                    time_unix_nano: 1_700_000_000_000_000_000u64 + rng.below(1_000_000_000),
+                    value: Some(if i % 2 == 0 {
+                        number_data_point::Value::AsDouble(rng.below(1000) as f64 / 10.0)
+                    } else {
+                        number_data_point::Value::AsInt(rng.below(1000) as i64)
+                    }),
+                    ..Default::default()
+                })
+                .collect();
+            Metric {
+                name: format!("orders.metric.{i}"),
+                unit: "1".into(),
+                data: Some(if i % 2 == 0 {
+                    Data::Gauge(Gauge { data_points })
+                } else {
+                    Data::Sum(Sum {
+                        data_points,
+                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                        is_monotonic: true,
+                    })
+                }),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", Value::StringValue("orders".into()))],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                scope: Some(InstrumentationScope {
+                    name: "otel-pipeline.testing".into(),
+                    ..Default::default()
+                }),
+                metrics: list,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Generate `records` log records, deterministic in `seed`: one resource
+/// (`service.name`), severities cycling through INFO, WARN, ERROR and DEBUG, string bodies
+/// `order <n> placed`, and an `http.route` attribute.
+pub fn generate_logs(records: usize, seed: u64) -> ExportLogsServiceRequest {
+    use crate::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    let mut rng = SplitMix64::new(seed);
+    const SEVERITIES: [(i32, &str); 4] = [(9, "INFO"), (13, "WARN"), (17, "ERROR"), (5, "DEBUG")];
+    let log_records = (0..records)
+        .map(|i| {
+            let (number, text) = SEVERITIES[i % SEVERITIES.len()];
+            LogRecord {
+                time_unix_nano: 1_700_000_000_000_000_000u64 + rng.below(1_000_000_000),
+                severity_number: number,
+                severity_text: text.into(),
+                body: Some(AnyValue {
+                    value: Some(Value::StringValue(format!(
+                        "order {} placed",
+                        rng.below(10_000)
+                    ))),
+                }),
+                attributes: vec![kv("http.route", Value::StringValue("/api/orders".into()))],
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", Value::StringValue("orders".into()))],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: "otel-pipeline.testing".into(),
+                    ..Default::default()
+                }),
+                log_records,
                 ..Default::default()
             }],
             ..Default::default()

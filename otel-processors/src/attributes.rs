@@ -30,11 +30,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use otel_pipeline_core::proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use otel_pipeline_core::proto::logs::v1::LogRecord;
+use otel_pipeline_core::proto::metrics::v1::Metric;
 use otel_pipeline_core::proto::resource::v1::Resource;
 use otel_pipeline_core::proto::trace::v1::Span;
 use otel_pipeline_core::{
     Batch, BuildError, ClientInfo, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError,
-    Consumer, Processor, Traces,
+    Consumer, Logs, Metrics, Processor, Traces,
 };
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
@@ -42,6 +44,8 @@ use sha2::{Digest, Sha256};
 
 use crate::condition::find_attr;
 use crate::config::ConfigError;
+use otel_pipeline_core::proto::collector::logs::v1::ExportLogsServiceRequest;
+use otel_pipeline_core::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
 
 /// A value in a config: string, integer, float or boolean.
@@ -168,16 +172,18 @@ pub struct MatchConfig {
     /// The span kind is one of these (`SPAN_KIND_SERVER`, `SERVER`, `server`, ...).
     #[serde(default)]
     pub span_kinds: Vec<String>,
-    /// Log and metric properties (`log_bodies`, `log_severity_texts`,
-    /// `log_severity_number`, `metric_names`): the Collector's, for logs and metrics,
-    /// which this processor does not handle yet; refused with a clear error.
-    #[serde(
-        default,
-        alias = "log_severity_texts",
-        alias = "log_severity_number",
-        alias = "metric_names"
-    )]
-    pub log_bodies: Option<serde::de::IgnoredAny>,
+    /// Logs: the body (a string, or the text of a number or boolean) is one of these.
+    #[serde(default)]
+    pub log_bodies: Vec<String>,
+    /// Logs: the severity text is one of these.
+    #[serde(default)]
+    pub log_severity_texts: Vec<String>,
+    /// Logs: the severity number is at least `min`.
+    #[serde(default)]
+    pub log_severity_number: Option<crate::filter::SeverityMatch>,
+    /// Metrics: the metric's name is one of these.
+    #[serde(default)]
+    pub metric_names: Vec<String>,
 }
 
 /// An instrumentation scope to match.
@@ -195,16 +201,25 @@ pub struct LibraryMatch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
-    /// Span attributes.
+    /// The item's own attributes: a span's, a log record's or a data point's (also
+    /// spelled `log_record` or `datapoint`).
+    #[serde(alias = "log_record", alias = "datapoint")]
     Span,
     /// Resource attributes.
     Resource,
     /// Span event attributes.
     Event,
+    /// Log bodies: redaction masks `blocked_values` in a string body and in the string
+    /// values of a map or list body. Actions do not apply to bodies.
+    Body,
 }
 
 fn default_targets() -> Vec<Target> {
     vec![Target::Span]
+}
+
+fn default_redaction_targets() -> Vec<Target> {
+    vec![Target::Span, Target::Body]
 }
 
 /// Configuration of the `attributes` processor.
@@ -250,7 +265,7 @@ pub enum Summary {
 }
 
 /// Configuration of the `redaction` mode.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedactionConfig {
     /// Keep every key (then only `blocked_values` applies).
@@ -268,9 +283,22 @@ pub struct RedactionConfig {
     /// Summary attributes.
     #[serde(default)]
     pub summary: Summary,
-    /// Which attribute sets to redact (default: span attributes).
-    #[serde(default = "default_targets")]
+    /// What to redact (default: the item's attributes, and log bodies).
+    #[serde(default = "default_redaction_targets")]
     pub apply_to: Vec<Target>,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        Self {
+            allow_all_keys: false,
+            allowed_keys: Vec::new(),
+            ignored_keys: Vec::new(),
+            blocked_values: Vec::new(),
+            summary: Summary::default(),
+            apply_to: default_redaction_targets(),
+        }
+    }
 }
 
 /// Builds [`ConfigError`]s the way a component context would.
@@ -345,6 +373,7 @@ enum Conversion {
     Bool,
 }
 
+#[derive(Debug)]
 pub(crate) enum Matcher {
     Strict(Vec<String>),
     Regexp(RegexSet),
@@ -369,6 +398,9 @@ impl Matcher {
     }
 }
 
+/// Which spans, log records or metrics an `include`/`exclude` selects. Every property
+/// given must match; a property of another signal is refused when the processor is built
+/// for a signal ([`SpanFilter::check_for`]).
 pub(crate) struct SpanFilter {
     services: Option<Matcher>,
     names: Option<Matcher>,
@@ -376,8 +408,21 @@ pub(crate) struct SpanFilter {
     resources: Vec<(String, Option<AttrValueMatch>)>,
     libraries: Vec<(Matcher, Option<String>)>,
     kinds: Vec<i32>,
+    log_bodies: Option<Matcher>,
+    log_severity_texts: Option<Matcher>,
+    log_severity: Option<(i32, bool)>,
+    metric_names: Option<Matcher>,
 }
 
+/// The signals an item filter can be built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ItemKind {
+    Span,
+    Log,
+    Metric,
+}
+
+#[derive(Debug)]
 pub(crate) enum AttrValueMatch {
     Equal(AnyValue),
     Regex(Regex),
@@ -439,21 +484,34 @@ fn span_kind(name: &str) -> Option<i32> {
 
 impl SpanFilter {
     pub(crate) fn new(c: &MatchConfig) -> Result<Self, String> {
-        if c.log_bodies.is_some() {
-            return Err("matching log records and metrics is not supported yet: spans only".into());
-        }
         if c.services.is_empty()
             && c.span_names.is_empty()
             && c.attributes.is_empty()
             && c.resources.is_empty()
             && c.libraries.is_empty()
             && c.span_kinds.is_empty()
+            && c.log_bodies.is_empty()
+            && c.log_severity_texts.is_empty()
+            && c.log_severity_number.is_none()
+            && c.metric_names.is_empty()
         {
             return Err(
-                "give at least one of services, span_names, span_kinds, attributes, libraries or resources to match on"
+                "give at least one of services, span_names, span_kinds, attributes, libraries, resources, log_bodies, log_severity_texts, log_severity_number or metric_names to match on"
                     .into(),
             );
         }
+        let log_severity = match &c.log_severity_number {
+            None => None,
+            Some(s) => Some((
+                crate::condition::severity_number(&s.min).ok_or_else(|| {
+                    format!(
+                        "log_severity_number.min: `{}` is not a severity (TRACE ... FATAL4, or 1 to 24)",
+                        s.min
+                    )
+                })?,
+                s.match_undefined,
+            )),
+        };
         let libraries = c
             .libraries
             .iter()
@@ -478,13 +536,47 @@ impl SpanFilter {
             resources: attr_matches(&c.resources, c.match_type, "resources")?,
             libraries,
             kinds,
+            log_bodies: Matcher::new(c.match_type, &c.log_bodies)
+                .map_err(|e| format!("log_bodies: {e}"))?,
+            log_severity_texts: Matcher::new(c.match_type, &c.log_severity_texts)
+                .map_err(|e| format!("log_severity_texts: {e}"))?,
+            log_severity,
+            metric_names: Matcher::new(c.match_type, &c.metric_names)
+                .map_err(|e| format!("metric_names: {e}"))?,
         })
     }
 
-    /// Whether `span` (of `resource` and `scope`) matches every given property.
-    pub(crate) fn matches_in(
+    /// Refuse properties that `kind` items do not have (span names for logs, log bodies
+    /// for spans, ...), as the Collector does when it builds the processor.
+    pub(crate) fn check_for(&self, kind: ItemKind) -> Result<(), String> {
+        let span_only = self.names.is_some() || !self.kinds.is_empty();
+        let log_only = self.log_bodies.is_some()
+            || self.log_severity_texts.is_some()
+            || self.log_severity.is_some();
+        let metric_only = self.metric_names.is_some();
+        let wrong = match kind {
+            ItemKind::Span if log_only => "log_bodies, log_severity_texts and log_severity_number",
+            ItemKind::Span if metric_only => "metric_names",
+            ItemKind::Log if span_only => "span_names and span_kinds",
+            ItemKind::Log if metric_only => "metric_names",
+            ItemKind::Metric if span_only => "span_names and span_kinds",
+            ItemKind::Metric if log_only => {
+                "log_bodies, log_severity_texts and log_severity_number"
+            }
+            ItemKind::Metric if !self.attributes.is_empty() => "attributes",
+            _ => return Ok(()),
+        };
+        let name = match kind {
+            ItemKind::Span => "spans",
+            ItemKind::Log => "log records",
+            ItemKind::Metric => "metrics",
+        };
+        Err(format!("{wrong} do not apply to {name}"))
+    }
+
+    /// The resource, scope and service properties, which every signal has.
+    fn matches_common(
         &self,
-        span: &Span,
         resource: Option<&Resource>,
         scope: Option<&InstrumentationScope>,
     ) -> bool {
@@ -497,19 +589,12 @@ impl SpanFilter {
                 return false;
             }
         }
-        if !self.kinds.is_empty() && !self.kinds.contains(&span.kind) {
-            return false;
-        }
         if !self.resources.is_empty() {
             let attrs = resource.map_or(&[][..], |r| &r.attributes[..]);
             if !all_match(&self.resources, attrs) {
                 return false;
             }
         }
-        self.matches(span, resource)
-    }
-
-    fn matches(&self, span: &Span, resource: Option<&Resource>) -> bool {
         if let Some(m) = &self.services {
             let service = resource
                 .and_then(|r| find_attr(&r.attributes, "service.name"))
@@ -521,10 +606,72 @@ impl SpanFilter {
                 return false;
             }
         }
-        if self.names.as_ref().is_some_and(|m| !m.is_match(&span.name)) {
+        true
+    }
+
+    /// Whether a log record matches every given property.
+    pub(crate) fn matches_log(
+        &self,
+        record: &LogRecord,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+    ) -> bool {
+        if !self.matches_common(resource, scope) {
             return false;
         }
-        all_match(&self.attributes, &span.attributes)
+        if let Some((min, undefined)) = self.log_severity {
+            let n = record.severity_number;
+            if !(n != 0 && n >= min || undefined && n == 0) {
+                return false;
+            }
+        }
+        if self
+            .log_severity_texts
+            .as_ref()
+            .is_some_and(|m| !m.is_match(&record.severity_text))
+        {
+            return false;
+        }
+        if let Some(m) = &self.log_bodies {
+            let body = match record.body.as_ref().and_then(|b| b.value.as_ref()) {
+                Some(any_value::Value::StringValue(s)) => std::borrow::Cow::Borrowed(s.as_str()),
+                Some(any_value::Value::IntValue(i)) => i.to_string().into(),
+                Some(any_value::Value::DoubleValue(d)) => d.to_string().into(),
+                Some(any_value::Value::BoolValue(b)) => b.to_string().into(),
+                _ => return false,
+            };
+            if !m.is_match(&body) {
+                return false;
+            }
+        }
+        all_match(&self.attributes, &record.attributes)
+    }
+
+    /// Whether a metric matches every given property.
+    pub(crate) fn matches_metric(
+        &self,
+        metric: &Metric,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+    ) -> bool {
+        self.matches_common(resource, scope)
+            && self
+                .metric_names
+                .as_ref()
+                .is_none_or(|m| m.is_match(&metric.name))
+    }
+
+    /// Whether `span` (of `resource` and `scope`) matches every given property.
+    pub(crate) fn matches_in(
+        &self,
+        span: &Span,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+    ) -> bool {
+        self.matches_common(resource, scope)
+            && (self.kinds.is_empty() || self.kinds.contains(&span.kind))
+            && self.names.as_ref().is_none_or(|m| m.is_match(&span.name))
+            && all_match(&self.attributes, &span.attributes)
     }
 }
 
@@ -749,14 +896,15 @@ impl AttributeRedactor {
     }
 }
 
-/// The consumer built by [`AttributeRedactor`].
-pub struct AttributesConsumer<N> {
+/// The consumer built by [`AttributeRedactor`], for signal `S`.
+pub struct AttributesConsumer<S, N> {
     rules: Arc<CompiledAttributes>,
     telemetry: Arc<ComponentTelemetry>,
     next: N,
+    signal: std::marker::PhantomData<fn(S)>,
 }
 
-impl<N: std::fmt::Debug> std::fmt::Debug for AttributesConsumer<N> {
+impl<S, N: std::fmt::Debug> std::fmt::Debug for AttributesConsumer<S, N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AttributesConsumer")
             .field("next", &self.next)
@@ -764,26 +912,52 @@ impl<N: std::fmt::Debug> std::fmt::Debug for AttributesConsumer<N> {
     }
 }
 
-impl Processor<Traces> for AttributeRedactor {
-    type Consumer<N: Consumer<Traces>> = AttributesConsumer<N>;
+/// The processor and its consumer for one signal; `$kind` says which include/exclude
+/// properties apply, `$apply` how a batch is changed.
+macro_rules! attributes_signal {
+    ($signal:ty, $kind:expr, $apply:ident) => {
+        impl Processor<$signal> for AttributeRedactor {
+            type Consumer<N: Consumer<$signal>> = AttributesConsumer<$signal, N>;
 
-    fn id(&self) -> ComponentId {
-        self.id.clone()
-    }
+            fn id(&self) -> ComponentId {
+                self.id.clone()
+            }
 
-    fn build<N: Consumer<Traces>>(
-        self,
-        next: N,
-        ctx: &mut ComponentContext<'_>,
-    ) -> Result<AttributesConsumer<N>, BuildError> {
-        let rules = self.compile().map_err(|e| ctx.invalid(e.path, e.message))?;
-        Ok(AttributesConsumer {
-            rules: Arc::new(rules),
-            telemetry: ctx.telemetry(),
-            next,
-        })
-    }
+            fn build<N: Consumer<$signal>>(
+                self,
+                next: N,
+                ctx: &mut ComponentContext<'_>,
+            ) -> Result<AttributesConsumer<$signal, N>, BuildError> {
+                let rules = self.compile().map_err(|e| ctx.invalid(e.path, e.message))?;
+                rules
+                    .check_for($kind)
+                    .map_err(|e| ctx.invalid(e.path, e.message))?;
+                Ok(AttributesConsumer {
+                    rules: Arc::new(rules),
+                    telemetry: ctx.telemetry(),
+                    next,
+                    signal: std::marker::PhantomData,
+                })
+            }
+        }
+
+        impl<N: Consumer<$signal>> Consumer<$signal> for AttributesConsumer<$signal, N> {
+            async fn consume(
+                &self,
+                mut batch: Batch<$signal>,
+            ) -> Result<(), ConsumeError<$signal>> {
+                let client = batch.client.clone();
+                let redacted = self.rules.$apply(&mut batch.data, client.as_deref());
+                self.telemetry.add_redacted_attributes(redacted);
+                self.next.consume(batch).await
+            }
+        }
+    };
 }
+
+attributes_signal!(Traces, ItemKind::Span, apply_with_client);
+attributes_signal!(Metrics, ItemKind::Metric, apply_metrics);
+attributes_signal!(Logs, ItemKind::Log, apply_logs);
 
 fn string_form(v: &AnyValue) -> String {
     match &v.value {
@@ -1006,6 +1180,160 @@ impl CompiledAttributes {
 }
 
 impl CompiledAttributes {
+    /// Refuse include/exclude properties that `kind` items do not have.
+    fn check_for(&self, kind: ItemKind) -> Result<(), ConfigError> {
+        for (name, f) in [("include", &self.include), ("exclude", &self.exclude)] {
+            if let Some(f) = f {
+                f.check_for(kind).map_err(|e| ConfigError::new(name, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Redaction of a log body: mask `blocked_values` in a string body and in the string
+    /// values of a map or list body; returns how many values were masked.
+    fn redact_body(&self, body: Option<&mut AnyValue>) -> usize {
+        let Some(r) = self
+            .redaction
+            .as_ref()
+            .filter(|r| r.targets.contains(&Target::Body))
+        else {
+            return 0;
+        };
+        let Some((any, each)) = &r.blocked else {
+            return 0;
+        };
+        fn walk(v: &mut AnyValue, any: &Regex, each: &[Regex]) -> usize {
+            match v.value.as_mut() {
+                Some(any_value::Value::StringValue(s)) if any.is_match(s) => {
+                    for re in each {
+                        if let std::borrow::Cow::Owned(masked) = re.replace_all(s, "****") {
+                            *s = masked;
+                        }
+                    }
+                    1
+                }
+                Some(any_value::Value::ArrayValue(a)) => {
+                    a.values.iter_mut().map(|v| walk(v, any, each)).sum()
+                }
+                Some(any_value::Value::KvlistValue(kv)) => kv
+                    .values
+                    .iter_mut()
+                    .filter_map(|kv| kv.value.as_mut())
+                    .map(|v| walk(v, any, each))
+                    .sum(),
+                _ => 0,
+            }
+        }
+        body.map_or(0, |b| walk(b, any, each))
+    }
+
+    /// Apply to every selected log record (its attributes, its body for redaction, and
+    /// its resource); returns how many values redaction removed or masked.
+    pub fn apply_logs(
+        &self,
+        data: &mut ExportLogsServiceRequest,
+        client: Option<&ClientInfo>,
+    ) -> usize {
+        let selected = |record: &LogRecord,
+                        resource: Option<&Resource>,
+                        scope: Option<&InstrumentationScope>| {
+            self.include
+                .as_ref()
+                .is_none_or(|f| f.matches_log(record, resource, scope))
+                && !self
+                    .exclude
+                    .as_ref()
+                    .is_some_and(|f| f.matches_log(record, resource, scope))
+        };
+        let mut redacted = 0;
+        for rl in &mut data.resource_logs {
+            let resource_selected = rl.scope_logs.iter().any(|sl| {
+                sl.log_records
+                    .iter()
+                    .any(|r| selected(r, rl.resource.as_ref(), sl.scope.as_ref()))
+            });
+            for sl in &mut rl.scope_logs {
+                for record in &mut sl.log_records {
+                    if !selected(record, rl.resource.as_ref(), sl.scope.as_ref()) {
+                        continue;
+                    }
+                    redacted += self.process(Target::Span, &mut record.attributes, client);
+                    redacted += self.redact_body(record.body.as_mut());
+                }
+            }
+            if let Some(resource) = rl.resource.as_mut().filter(|_| resource_selected) {
+                redacted += self.process(Target::Resource, &mut resource.attributes, client);
+            }
+        }
+        redacted
+    }
+
+    /// Apply to the data points of every selected metric (and its resource); returns how
+    /// many values redaction removed or masked.
+    pub fn apply_metrics(
+        &self,
+        data: &mut ExportMetricsServiceRequest,
+        client: Option<&ClientInfo>,
+    ) -> usize {
+        use otel_pipeline_core::proto::metrics::v1::metric::Data;
+        let selected =
+            |m: &Metric, resource: Option<&Resource>, scope: Option<&InstrumentationScope>| {
+                self.include
+                    .as_ref()
+                    .is_none_or(|f| f.matches_metric(m, resource, scope))
+                    && !self
+                        .exclude
+                        .as_ref()
+                        .is_some_and(|f| f.matches_metric(m, resource, scope))
+            };
+        let mut redacted = 0;
+        for rm in &mut data.resource_metrics {
+            let resource_selected = rm.scope_metrics.iter().any(|sm| {
+                sm.metrics
+                    .iter()
+                    .any(|m| selected(m, rm.resource.as_ref(), sm.scope.as_ref()))
+            });
+            for sm in &mut rm.scope_metrics {
+                for metric in &mut sm.metrics {
+                    if !selected(metric, rm.resource.as_ref(), sm.scope.as_ref()) {
+                        continue;
+                    }
+                    let mut each = |attrs: &mut Vec<KeyValue>| {
+                        redacted += self.process(Target::Span, attrs, client);
+                    };
+                    match &mut metric.data {
+                        Some(Data::Gauge(g)) => g
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| each(&mut p.attributes)),
+                        Some(Data::Sum(g)) => g
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| each(&mut p.attributes)),
+                        Some(Data::Histogram(g)) => g
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| each(&mut p.attributes)),
+                        Some(Data::ExponentialHistogram(g)) => g
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| each(&mut p.attributes)),
+                        Some(Data::Summary(g)) => g
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| each(&mut p.attributes)),
+                        None => {}
+                    }
+                }
+            }
+            if let Some(resource) = rm.resource.as_mut().filter(|_| resource_selected) {
+                redacted += self.process(Target::Resource, &mut resource.attributes, client);
+            }
+        }
+        redacted
+    }
+
     /// Apply to every selected span (and its events and resource); returns how many
     /// attribute values redaction removed or masked.
     pub fn apply(&self, data: &mut ExportTraceServiceRequest) -> usize {
@@ -1044,16 +1372,5 @@ impl CompiledAttributes {
             }
         }
         redacted
-    }
-}
-
-impl<N: Consumer<Traces>> Consumer<Traces> for AttributesConsumer<N> {
-    async fn consume(&self, mut batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
-        let client = batch.client.clone();
-        let redacted = self
-            .rules
-            .apply_with_client(&mut batch.data, client.as_deref());
-        self.telemetry.add_redacted_attributes(redacted);
-        self.next.consume(batch).await
     }
 }

@@ -1,8 +1,9 @@
-//! The `batch` processor: combine small batches and split large ones by span count.
+//! The `batch` processor: combine small batches and split large ones by item count
+//! (spans, metric data points or log records), for every signal.
 //!
 //! ```yaml
 //! batch:
-//!   send_batch_size: 8192      # send when this many spans are waiting (0: on timeout only)
+//!   send_batch_size: 8192      # send when this many items are waiting (0: on timeout only)
 //!   send_batch_max_size: 10000 # never send more than this in one batch (0: no limit)
 //!   timeout: 200ms             # send whatever is waiting after this long (0: at once)
 //!   metadata_keys: [tenant]    # batch separately per value of these request headers
@@ -10,23 +11,22 @@
 //! ```
 //!
 //! Resource and scope grouping is preserved: batches are combined by appending their
-//! `ResourceSpans`, and a split clones the resource and scope of a group it cuts in two.
+//! resources, and a split clones the resource and scope of a group it cuts in two (and,
+//! for metrics, the metric whose data points it divides).
 //! Client information does not survive combining (the combined batch came from several
 //! clients), except with `metadata_keys`: then each distinct combination of those
 //! metadata values (from receivers with `include_metadata`) is batched apart and keeps its
 //! metadata downstream. A new combination past `metadata_cardinality_limit` is rejected,
-//! counted with reason `metadata_cardinality_limit`. Waiting spans are sent on timeout and on shutdown; a refusal downstream is
-//! retried until the shutdown deadline, after which the spans are counted as dropped.
+//! counted with reason `metadata_cardinality_limit`. Waiting items are sent on timeout and on shutdown; a refusal downstream is
+//! retried until the shutdown deadline, after which the items are counted as dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
-use otel_pipeline_core::proto::trace::v1::{ResourceSpans, ScopeSpans};
 use otel_pipeline_core::{
     Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
-    ConsumeError, Consumer, Lifecycle, Processor, Redelivery, Traces, deadline_outcome, join_until,
+    ConsumeError, Consumer, Lifecycle, Processor, Redelivery, Signal, deadline_outcome, join_until,
     stage_deadlines,
 };
 use parking_lot::Mutex;
@@ -47,7 +47,7 @@ fn default_timeout() -> Duration {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchConfig {
-    /// Send when this many spans wait (default 8192).
+    /// Send when this many items wait (default 8192).
     #[serde(default = "default_size")]
     pub send_batch_size: usize,
     /// Largest batch sent; 0 for no limit (default 0).
@@ -106,48 +106,9 @@ impl BatchProcessor {
     }
 }
 
-/// Take the first `n` spans of `req` out into a new request, keeping resource and scope.
-pub fn split_front(req: &mut ExportTraceServiceRequest, n: usize) -> ExportTraceServiceRequest {
-    let mut out = ExportTraceServiceRequest::default();
-    let mut left = n;
-    while left > 0 && !req.resource_spans.is_empty() {
-        let rs = &mut req.resource_spans[0];
-        let rs_count: usize = rs.scope_spans.iter().map(|s| s.spans.len()).sum();
-        if rs_count <= left {
-            left -= rs_count;
-            out.resource_spans.push(req.resource_spans.remove(0));
-            continue;
-        }
-        // Cut inside this resource.
-        let mut part = ResourceSpans {
-            resource: rs.resource.clone(),
-            schema_url: rs.schema_url.clone(),
-            scope_spans: Vec::new(),
-        };
-        while left > 0 {
-            let ss = &mut rs.scope_spans[0];
-            if ss.spans.len() <= left {
-                left -= ss.spans.len();
-                part.scope_spans.push(rs.scope_spans.remove(0));
-            } else {
-                let rest = ss.spans.split_off(left);
-                let taken = std::mem::replace(&mut ss.spans, rest);
-                part.scope_spans.push(ScopeSpans {
-                    scope: ss.scope.clone(),
-                    schema_url: ss.schema_url.clone(),
-                    spans: taken,
-                });
-                left = 0;
-            }
-        }
-        out.resource_spans.push(part);
-    }
-    out
-}
-
-struct Worker<N> {
+struct Worker<S: Signal, N> {
     next: Mutex<Option<N>>,
-    rx: Mutex<Option<mpsc::Receiver<Batch<Traces>>>>,
+    rx: Mutex<Option<mpsc::Receiver<Batch<S>>>>,
     config: BatchConfig,
     groups: Arc<Groups>,
     deadline: Arc<Mutex<Option<Instant>>>,
@@ -161,8 +122,8 @@ struct Worker<N> {
 
 /// The consumer built by [`BatchProcessor`].
 #[derive(Debug)]
-pub struct BatchConsumer {
-    tx: mpsc::Sender<Batch<Traces>>,
+pub struct BatchConsumer<S: Signal> {
+    tx: mpsc::Sender<Batch<S>>,
     groups: Arc<Groups>,
     telemetry: Arc<ComponentTelemetry>,
     held: Arc<AtomicUsize>,
@@ -180,7 +141,7 @@ struct Groups {
 type GroupKey = Vec<Option<String>>;
 
 impl Groups {
-    fn key_of(&self, batch: &Batch<Traces>) -> GroupKey {
+    fn key_of<S: Signal>(&self, batch: &Batch<S>) -> GroupKey {
         self.keys
             .iter()
             .map(|k| {
@@ -194,18 +155,18 @@ impl Groups {
     }
 }
 
-impl Processor<Traces> for BatchProcessor {
-    type Consumer<N: Consumer<Traces>> = BatchConsumer;
+impl<S: Signal> Processor<S> for BatchProcessor {
+    type Consumer<N: Consumer<S>> = BatchConsumer<S>;
 
     fn id(&self) -> ComponentId {
         self.id.clone()
     }
 
-    fn build<N: Consumer<Traces>>(
+    fn build<N: Consumer<S>>(
         self,
         next: N,
         ctx: &mut ComponentContext<'_>,
-    ) -> Result<BatchConsumer, BuildError> {
+    ) -> Result<BatchConsumer<S>, BuildError> {
         let c = &self.config;
         if c.send_batch_max_size != 0 && c.send_batch_max_size < c.send_batch_size {
             return Err(ctx.invalid(
@@ -247,8 +208,8 @@ impl Processor<Traces> for BatchProcessor {
     }
 }
 
-impl Consumer<Traces> for BatchConsumer {
-    async fn consume(&self, batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
+impl<S: Signal> Consumer<S> for BatchConsumer<S> {
+    async fn consume(&self, batch: Batch<S>) -> Result<(), ConsumeError<S>> {
         if !self.groups.keys.is_empty() {
             let key = self.groups.key_of(&batch);
             let mut active = self.groups.active.lock();
@@ -283,7 +244,7 @@ impl Consumer<Traces> for BatchConsumer {
     }
 }
 
-impl<N: Consumer<Traces>> Lifecycle for Worker<N> {
+impl<S: Signal, N: Consumer<S>> Lifecycle for Worker<S, N> {
     fn start(&self) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
             let next = self
@@ -341,9 +302,9 @@ struct RunEnv {
     held: Arc<AtomicUsize>,
 }
 
-async fn run<N: Consumer<Traces>>(
+async fn run<S: Signal, N: Consumer<S>>(
     next: N,
-    mut rx: mpsc::Receiver<Batch<Traces>>,
+    mut rx: mpsc::Receiver<Batch<S>>,
     mut stop: watch::Receiver<bool>,
     env: RunEnv,
 ) {
@@ -371,10 +332,10 @@ async fn run<N: Consumer<Traces>>(
         config.send_batch_size
     };
     // One pending batch per metadata combination (one in all without metadata_keys).
-    let mut pending: std::collections::HashMap<GroupKey, Pending> = Default::default();
+    let mut pending: std::collections::HashMap<GroupKey, Pending<S>> = Default::default();
     // A batch leaves the processor's hold when it is handed on (delivered, rejected or
     // counted as dropped).
-    let send = |p: &mut Pending| {
+    let send = |p: &mut Pending<S>| {
         let out = p.take(max);
         held.fetch_sub(out.item_count(), Ordering::Relaxed);
         out
@@ -448,9 +409,9 @@ async fn run<N: Consumer<Traces>>(
     }
 }
 
-/// Spans waiting to be sent.
-struct Pending {
-    data: ExportTraceServiceRequest,
+/// Items waiting to be sent.
+struct Pending<S: Signal> {
+    data: S::Data,
     count: usize,
     /// When the oldest waiting span arrived.
     oldest: Option<Instant>,
@@ -458,8 +419,8 @@ struct Pending {
     client: Option<Arc<otel_pipeline_core::ClientInfo>>,
 }
 
-impl Pending {
-    fn new(first: &Batch<Traces>, groups: &Groups) -> Self {
+impl<S: Signal> Pending<S> {
+    fn new(first: &Batch<S>, groups: &Groups) -> Self {
         let client = (!groups.keys.is_empty()).then(|| {
             Arc::new(otel_pipeline_core::ClientInfo {
                 addr: None,
@@ -478,25 +439,25 @@ impl Pending {
             })
         });
         Self {
-            data: ExportTraceServiceRequest::default(),
+            data: S::Data::default(),
             count: 0,
             oldest: None,
             client,
         }
     }
 
-    fn push(&mut self, batch: Batch<Traces>) {
+    fn push(&mut self, batch: Batch<S>) {
         self.count += batch.item_count();
-        self.data.resource_spans.extend(batch.data.resource_spans);
+        S::merge(&mut self.data, batch.data);
     }
 
-    /// Up to `max` spans from the front.
-    fn take(&mut self, max: usize) -> Batch<Traces> {
+    /// Up to `max` items from the front.
+    fn take(&mut self, max: usize) -> Batch<S> {
         let n = self.count.min(max);
         let out = if n == self.count {
             std::mem::take(&mut self.data)
         } else {
-            split_front(&mut self.data, n)
+            S::split_front(&mut self.data, n)
         };
         self.count -= n;
         if self.count == 0 {
@@ -506,38 +467,5 @@ impl Pending {
             data: out,
             client: self.client.clone(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use otel_pipeline_core::Signal;
-    use otel_pipeline_core::testing::generate_traces;
-
-    #[test]
-    fn split_keeps_resource_and_scope() {
-        let mut req = generate_traces(3, 4, 1); // one resource, one scope, 12 spans
-        req.resource_spans
-            .push(generate_traces(1, 5, 2).resource_spans.remove(0));
-        let first = split_front(&mut req, 7);
-        assert_eq!(Traces::item_count(&first), 7);
-        assert_eq!(Traces::item_count(&req), 10);
-        assert_eq!(
-            first.resource_spans[0].resource,
-            req.resource_spans[0].resource
-        );
-        assert_eq!(
-            first.resource_spans[0].scope_spans[0].scope,
-            req.resource_spans[0].scope_spans[0].scope
-        );
-        let second = split_front(&mut req, 8);
-        assert_eq!(Traces::item_count(&second), 8);
-        assert_eq!(
-            second.resource_spans.len(),
-            2,
-            "the cut crosses into the second resource"
-        );
-        assert_eq!(Traces::item_count(&req), 2);
     }
 }

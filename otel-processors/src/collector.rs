@@ -1,5 +1,6 @@
 //! This crate's processors for the YAML loader: `memory_limiter`, `batch`, `filter`,
 //! `attributes`, `redaction` and `tail_sampling`, each configured by its Collector section.
+//! All of them serve traces, metrics and logs pipelines, except `tail_sampling` (traces).
 //!
 //! ```
 //! let mut registry = otel_pipeline_core::collector::Registry::new();
@@ -7,10 +8,10 @@
 //! assert_eq!(registry.processor_kinds().count(), 6);
 //! ```
 
-use otel_pipeline_core::Traces;
 use otel_pipeline_core::boxed::BoxProcessor;
 use otel_pipeline_core::collector::{ProcessorFactory, Registry, Section};
 use otel_pipeline_core::config::ConfigError;
+use otel_pipeline_core::{Logs, Metrics, Processor, Traces};
 
 use crate::{
     AttributeRedactor, AttributesConfig, BatchConfig, BatchProcessor, FilterConfig,
@@ -21,29 +22,25 @@ use crate::{
 /// Add this crate's processors to `registry`.
 pub fn register(registry: &mut Registry) {
     registry
-        .processor(TracesOnly("memory_limiter", |s| {
+        .processor(EverySignal("memory_limiter", |s| {
             let c: MemoryLimiterConfig = s.deserialize()?;
-            Ok(Box::new(MemoryLimiter::new(c).with_id(s.id().clone())))
+            Ok(MemoryLimiter::new(c).with_id(s.id().clone()))
         }))
-        .processor(TracesOnly("batch", |s| {
+        .processor(EverySignal("batch", |s| {
             let c: BatchConfig = s.deserialize()?;
-            Ok(Box::new(BatchProcessor::new(c).with_id(s.id().clone())))
+            Ok(BatchProcessor::new(c).with_id(s.id().clone()))
         }))
-        .processor(TracesOnly("filter", |s| {
+        .processor(EverySignal("filter", |s| {
             let c: FilterConfig = s.deserialize()?;
-            Ok(Box::new(FilterProcessor::new(c).with_id(s.id().clone())))
+            Ok(FilterProcessor::new(c).with_id(s.id().clone()))
         }))
-        .processor(TracesOnly("attributes", |s| {
+        .processor(EverySignal("attributes", |s| {
             let c: AttributesConfig = s.deserialize()?;
-            Ok(Box::new(
-                AttributeRedactor::attributes(c).with_id(s.id().clone()),
-            ))
+            Ok(AttributeRedactor::attributes(c).with_id(s.id().clone()))
         }))
-        .processor(TracesOnly("redaction", |s| {
+        .processor(EverySignal("redaction", |s| {
             let c: RedactionConfig = s.deserialize()?;
-            Ok(Box::new(
-                AttributeRedactor::redaction(c).with_id(s.id().clone()),
-            ))
+            Ok(AttributeRedactor::redaction(c).with_id(s.id().clone()))
         }))
         .processor(TracesOnly("tail_sampling", |s| {
             let c: TailSamplingConfig = s.deserialize()?;
@@ -53,8 +50,7 @@ pub fn register(registry: &mut Registry) {
 
 type MakeTraces = fn(&Section<'_>) -> Result<BoxProcessor<Traces>, ConfigError>;
 
-/// A processor type that handles traces only (today's processors; metrics and logs are
-/// the API issue's).
+/// A processor type that handles traces only (the tail sampler).
 struct TracesOnly(&'static str, MakeTraces);
 
 impl ProcessorFactory for TracesOnly {
@@ -64,5 +60,29 @@ impl ProcessorFactory for TracesOnly {
 
     fn traces(&self, section: &Section<'_>) -> Option<Result<BoxProcessor<Traces>, ConfigError>> {
         Some((self.1)(section))
+    }
+}
+
+/// A processor type that serves every signal with one configuration.
+struct EverySignal<P>(&'static str, fn(&Section<'_>) -> Result<P, ConfigError>);
+
+impl<P> ProcessorFactory for EverySignal<P>
+where
+    P: Processor<Traces> + Processor<Metrics> + Processor<Logs> + Send + Sync + 'static,
+{
+    fn kind(&self) -> &'static str {
+        self.0
+    }
+
+    fn traces(&self, section: &Section<'_>) -> Option<Result<BoxProcessor<Traces>, ConfigError>> {
+        Some((self.1)(section).map(|p| Box::new(p) as BoxProcessor<Traces>))
+    }
+
+    fn metrics(&self, section: &Section<'_>) -> Option<Result<BoxProcessor<Metrics>, ConfigError>> {
+        Some((self.1)(section).map(|p| Box::new(p) as BoxProcessor<Metrics>))
+    }
+
+    fn logs(&self, section: &Section<'_>) -> Option<Result<BoxProcessor<Logs>, ConfigError>> {
+        Some((self.1)(section).map(|p| Box::new(p) as BoxProcessor<Logs>))
     }
 }

@@ -8,14 +8,31 @@
 //! attributes["http.response.status_code"] >= 500
 //! ```
 //!
-//! # Paths
-//! `attributes["k"]` (also `span.attributes["k"]`; for span events, the event's),
-//! `resource.attributes["k"]`, `instrumentation_scope.name`, `name`, `kind`, `status.code`,
-//! `status.message`, `trace_state`, `duration_ns` (end minus start).
+//! # Paths, by context
+//! Every context reads `resource.attributes["k"]`, `instrumentation_scope.name` and
+//! `instrumentation_scope.version` (also `scope.name`, `scope.version`). A path may carry
+//! its context's prefix, as current OTTL writes it (`span.name`, `log.body`,
+//! `datapoint.attributes["k"]`, `metric.name`).
+//! - **span** and **spanevent**: `attributes["k"]` (for span events, the event's), `name`,
+//!   `kind`, `status.code`, `status.message`, `trace_state`, `duration_ns` (end minus
+//!   start).
+//! - **log_record**: `attributes["k"]`, `body` (a string body; other bodies compare as
+//!   values), `severity_number`, `severity_text`, `time_unix_nano`,
+//!   `observed_time_unix_nano`, `flags`, `event_name`, `dropped_attributes_count`.
+//! - **metric**: `name`, `description`, `unit`, `type`, `aggregation_temporality`,
+//!   `is_monotonic`, and the functions `HasAttrKeyOnDatapoint("k")` and
+//!   `HasAttrOnDatapoint("k", "v")`.
+//! - **datapoint**: `attributes["k"]`, `value_double`, `value_int`, `count`, `sum`,
+//!   `time_unix_nano`, `start_time_unix_nano`, `flags`, and the metric's fields as
+//!   `metric.name`, `metric.type`, ...
+//! - **resource**: `attributes["k"]`, `dropped_attributes_count`.
+//!
+//! A path that its context does not have is a parse error, so a typo fails at start-up.
 //!
 //! # Literals
 //! strings (`"..."` with `\"` and `\\` escapes), integers, floats, `true`, `false`, `nil`,
-//! `SPAN_KIND_*` and `STATUS_CODE_*` names.
+//! and the enum names `SPAN_KIND_*`, `STATUS_CODE_*`, `SEVERITY_NUMBER_*`,
+//! `METRIC_DATA_TYPE_*` and `AGGREGATION_TEMPORALITY_*`.
 //!
 //! # Semantics
 //! `==` and `!=` compare any two values (integers and floats numerically; different types
@@ -27,6 +44,11 @@
 use std::fmt;
 
 use otel_pipeline_core::proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use otel_pipeline_core::proto::logs::v1::LogRecord;
+use otel_pipeline_core::proto::metrics::v1::{
+    ExponentialHistogramDataPoint, HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint,
+    metric::Data as MetricData, number_data_point,
+};
 use otel_pipeline_core::proto::resource::v1::Resource;
 use otel_pipeline_core::proto::trace::v1::{Span, span::Event};
 use regex::Regex;
@@ -59,17 +81,103 @@ pub struct SpanContext<'a> {
     pub scope: Option<&'a InstrumentationScope>,
 }
 
+/// Which kind of item a condition is written for: it decides the paths it may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// Spans and span events (`traces.span`, `traces.spanevent`, sampling policies).
+    Span,
+    /// Log records (`logs.log_record`).
+    Log,
+    /// Metrics (`metrics.metric`).
+    Metric,
+    /// Metric data points (`metrics.datapoint`).
+    DataPoint,
+    /// Resources (`traces.resource`, `metrics.resource`, `logs.resource`).
+    Resource,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Span => "span",
+            Self::Log => "log_record",
+            Self::Metric => "metric",
+            Self::DataPoint => "datapoint",
+            Self::Resource => "resource",
+        }
+    }
+}
+
+/// One data point of any metric type.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PointRef<'a> {
+    Number(&'a NumberDataPoint),
+    Histogram(&'a HistogramDataPoint),
+    Exponential(&'a ExponentialHistogramDataPoint),
+    Summary(&'a SummaryDataPoint),
+}
+
+impl<'a> PointRef<'a> {
+    pub(crate) fn attributes(self) -> &'a [KeyValue] {
+        match self {
+            Self::Number(p) => &p.attributes,
+            Self::Histogram(p) => &p.attributes,
+            Self::Exponential(p) => &p.attributes,
+            Self::Summary(p) => &p.attributes,
+        }
+    }
+}
+
+/// What a condition is evaluated on, for contexts other than spans.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Item<'a> {
+    Span(SpanContext<'a>),
+    Log(&'a LogRecord),
+    Metric(&'a Metric),
+    Point(PointRef<'a>, &'a Metric),
+    Resource,
+}
+
+/// An item with the resource and scope it belongs to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cx<'a> {
+    pub(crate) item: Item<'a>,
+    pub(crate) resource: Option<&'a Resource>,
+    pub(crate) scope: Option<&'a InstrumentationScope>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Path {
     Attr(String),
     ResourceAttr(String),
     ScopeName,
+    ScopeVersion,
     Name,
     Kind,
     StatusCode,
     StatusMessage,
     TraceState,
     DurationNs,
+    Body,
+    SeverityNumber,
+    SeverityText,
+    TimeUnixNano,
+    ObservedTimeUnixNano,
+    StartTimeUnixNano,
+    Flags,
+    EventName,
+    DroppedAttributesCount,
+    Description,
+    Unit,
+    MetricType,
+    AggregationTemporality,
+    IsMonotonic,
+    /// The `expr` language's `MetricType`: `Gauge`, `Sum`, `Histogram`, ...
+    MetricTypeName,
+    ValueDouble,
+    ValueInt,
+    Count,
+    Sum,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +213,8 @@ enum Expr {
     Cmp(Operand, Op, Operand),
     Truthy(Operand),
     IsMatch(Operand, Regex),
+    /// A data point of the metric has attribute `key` (with `value`, when given).
+    OnDatapoint(String, Option<Lit>),
 }
 
 /// A parsed condition.
@@ -112,6 +222,7 @@ enum Expr {
 pub struct Condition {
     text: String,
     expr: Expr,
+    target: Target,
 }
 
 impl fmt::Debug for Condition {
@@ -163,19 +274,37 @@ impl Condition {
     /// assert_eq!(err.column, 26);
     /// ```
     pub fn parse(text: &str) -> Result<Self, ConditionError> {
-        let tokens = lex(text)?;
+        Self::parse_for(text, Target::Span)
+    }
+
+    /// Parse `text` as a condition on `target` items.
+    pub(crate) fn parse_for(text: &str, target: Target) -> Result<Self, ConditionError> {
+        Self::parse_dialect(text, target, false)
+    }
+
+    /// Parse with the older `expr` spellings too (`&&`, `||`, `!`, `Label("k")`,
+    /// `HasLabel("k")`, `MetricName`, `MetricType`), for data points.
+    pub(crate) fn parse_expr_language(text: &str) -> Result<Self, ConditionError> {
+        Self::parse_dialect(text, Target::DataPoint, true)
+    }
+
+    fn parse_dialect(text: &str, target: Target, expr: bool) -> Result<Self, ConditionError> {
+        let tokens = lex(text, expr)?;
         let mut p = Parser {
             tokens,
             pos: 0,
             len: text.len(),
+            target,
+            expr,
         };
-        let expr = p.or()?;
+        let parsed = p.or()?;
         if let Some(t) = p.peek() {
             return Err(p.error_at(t.col, format!("unexpected {}", t.kind)));
         }
         Ok(Self {
             text: text.to_string(),
-            expr,
+            expr: parsed,
+            target,
         })
     }
 
@@ -186,18 +315,146 @@ impl Condition {
 
     /// Evaluate on a span (or span event).
     pub fn eval(&self, cx: &SpanContext<'_>) -> Result<bool, EvalError> {
+        self.eval_in(&Cx {
+            item: Item::Span(*cx),
+            resource: cx.resource,
+            scope: cx.scope,
+        })
+    }
+
+    /// Evaluate on any item. An item of another context than the condition was parsed
+    /// for is an evaluation error (the filter never mixes them).
+    pub(crate) fn eval_in(&self, cx: &Cx<'_>) -> Result<bool, EvalError> {
+        let fits = matches!(
+            (self.target, &cx.item),
+            (Target::Span, Item::Span(_))
+                | (Target::Log, Item::Log(_))
+                | (Target::Metric, Item::Metric(_))
+                | (Target::DataPoint, Item::Point(..))
+                | (Target::Resource, Item::Resource)
+        );
+        if !fits {
+            return Err(EvalError(format!(
+                "a {} condition evaluated on another kind of item",
+                self.target.name()
+            )));
+        }
         eval(&self.expr, cx)
     }
 }
 
-fn read<'a>(path: &Path, cx: &SpanContext<'a>) -> Value<'a> {
+fn int(v: u64) -> Value<'static> {
+    Value::Int(v as i64)
+}
+
+fn metric_type(m: &Metric) -> i64 {
+    match &m.data {
+        None => 0,
+        Some(MetricData::Gauge(_)) => 1,
+        Some(MetricData::Sum(_)) => 2,
+        Some(MetricData::Histogram(_)) => 3,
+        Some(MetricData::ExponentialHistogram(_)) => 4,
+        Some(MetricData::Summary(_)) => 5,
+    }
+}
+
+/// Every data point of `m`.
+pub(crate) fn points(m: &Metric) -> Box<dyn Iterator<Item = PointRef<'_>> + '_> {
+    match &m.data {
+        None => Box::new(std::iter::empty()),
+        Some(MetricData::Gauge(g)) => Box::new(g.data_points.iter().map(PointRef::Number)),
+        Some(MetricData::Sum(s)) => Box::new(s.data_points.iter().map(PointRef::Number)),
+        Some(MetricData::Histogram(h)) => Box::new(h.data_points.iter().map(PointRef::Histogram)),
+        Some(MetricData::ExponentialHistogram(h)) => {
+            Box::new(h.data_points.iter().map(PointRef::Exponential))
+        }
+        Some(MetricData::Summary(s)) => Box::new(s.data_points.iter().map(PointRef::Summary)),
+    }
+}
+
+fn read_metric<'a>(path: &Path, m: &'a Metric) -> Value<'a> {
+    match path {
+        Path::Name => Value::Str(&m.name),
+        Path::Description => Value::Str(&m.description),
+        Path::Unit => Value::Str(&m.unit),
+        Path::MetricType => Value::Int(metric_type(m)),
+        Path::AggregationTemporality => Value::Int(i64::from(match &m.data {
+            Some(MetricData::Sum(s)) => s.aggregation_temporality,
+            Some(MetricData::Histogram(h)) => h.aggregation_temporality,
+            Some(MetricData::ExponentialHistogram(h)) => h.aggregation_temporality,
+            _ => 0,
+        })),
+        Path::IsMonotonic => {
+            Value::Bool(matches!(&m.data, Some(MetricData::Sum(s)) if s.is_monotonic))
+        }
+        Path::MetricTypeName => Value::Str(match &m.data {
+            None => "Empty",
+            Some(MetricData::Gauge(_)) => "Gauge",
+            Some(MetricData::Sum(_)) => "Sum",
+            Some(MetricData::Histogram(_)) => "Histogram",
+            Some(MetricData::ExponentialHistogram(_)) => "ExponentialHistogram",
+            Some(MetricData::Summary(_)) => "Summary",
+        }),
+        _ => Value::Nil,
+    }
+}
+
+fn read_point<'a>(path: &Path, p: PointRef<'a>, m: &'a Metric) -> Value<'a> {
+    use PointRef::*;
+    match (path, p) {
+        (Path::Attr(k), _) => any_value(find_attr(p.attributes(), k)),
+        (Path::ValueDouble, Number(n)) => match n.value {
+            Some(number_data_point::Value::AsDouble(d)) => Value::Double(d),
+            _ => Value::Double(0.0),
+        },
+        (Path::ValueInt, Number(n)) => match n.value {
+            Some(number_data_point::Value::AsInt(i)) => Value::Int(i),
+            _ => Value::Int(0),
+        },
+        (Path::Count, Histogram(h)) => int(h.count),
+        (Path::Count, Exponential(h)) => int(h.count),
+        (Path::Count, Summary(s)) => int(s.count),
+        (Path::Sum, Histogram(h)) => h.sum.map_or(Value::Nil, Value::Double),
+        (Path::Sum, Exponential(h)) => h.sum.map_or(Value::Nil, Value::Double),
+        (Path::Sum, Summary(s)) => Value::Double(s.sum),
+        (Path::TimeUnixNano, Number(n)) => int(n.time_unix_nano),
+        (Path::TimeUnixNano, Histogram(n)) => int(n.time_unix_nano),
+        (Path::TimeUnixNano, Exponential(n)) => int(n.time_unix_nano),
+        (Path::TimeUnixNano, Summary(n)) => int(n.time_unix_nano),
+        (Path::StartTimeUnixNano, Number(n)) => int(n.start_time_unix_nano),
+        (Path::StartTimeUnixNano, Histogram(n)) => int(n.start_time_unix_nano),
+        (Path::StartTimeUnixNano, Exponential(n)) => int(n.start_time_unix_nano),
+        (Path::StartTimeUnixNano, Summary(n)) => int(n.start_time_unix_nano),
+        (Path::Flags, Number(n)) => Value::Int(i64::from(n.flags)),
+        (Path::Flags, Histogram(n)) => Value::Int(i64::from(n.flags)),
+        (Path::Flags, Exponential(n)) => Value::Int(i64::from(n.flags)),
+        (Path::Flags, Summary(n)) => Value::Int(i64::from(n.flags)),
+        (Path::ValueDouble | Path::ValueInt | Path::Count | Path::Sum, _) => Value::Nil,
+        _ => read_metric(path, m),
+    }
+}
+
+fn read_log<'a>(path: &Path, r: &'a LogRecord) -> Value<'a> {
+    match path {
+        Path::Attr(k) => any_value(find_attr(&r.attributes, k)),
+        Path::Body => any_value(r.body.as_ref()),
+        Path::SeverityNumber => Value::Int(i64::from(r.severity_number)),
+        Path::SeverityText => Value::Str(&r.severity_text),
+        Path::TimeUnixNano => int(r.time_unix_nano),
+        Path::ObservedTimeUnixNano => int(r.observed_time_unix_nano),
+        Path::Flags => Value::Int(i64::from(r.flags)),
+        Path::EventName => Value::Str(&r.event_name),
+        Path::DroppedAttributesCount => Value::Int(i64::from(r.dropped_attributes_count)),
+        _ => Value::Nil,
+    }
+}
+
+fn read_span<'a>(path: &Path, cx: &SpanContext<'a>) -> Value<'a> {
     match path {
         Path::Attr(k) => match cx.event {
             Some(e) => any_value(find_attr(&e.attributes, k)),
             None => any_value(find_attr(&cx.span.attributes, k)),
         },
-        Path::ResourceAttr(k) => any_value(cx.resource.and_then(|r| find_attr(&r.attributes, k))),
-        Path::ScopeName => cx.scope.map_or(Value::Nil, |s| Value::Str(&s.name)),
         Path::Name => Value::Str(cx.event.map_or(&cx.span.name, |e| &e.name)),
         Path::Kind => Value::Int(i64::from(cx.span.kind)),
         Path::StatusCode => Value::Int(cx.span.status.as_ref().map_or(0, |s| i64::from(s.code))),
@@ -208,17 +465,38 @@ fn read<'a>(path: &Path, cx: &SpanContext<'a>) -> Value<'a> {
                 .end_time_unix_nano
                 .saturating_sub(cx.span.start_time_unix_nano) as i64,
         ),
+        _ => Value::Nil,
     }
 }
 
-fn operand<'a>(o: &'a Operand, cx: &SpanContext<'a>) -> Value<'a> {
+fn read<'a>(path: &Path, cx: &Cx<'a>) -> Value<'a> {
+    match path {
+        Path::ResourceAttr(k) => {
+            return any_value(cx.resource.and_then(|r| find_attr(&r.attributes, k)));
+        }
+        Path::ScopeName => return cx.scope.map_or(Value::Nil, |s| Value::Str(&s.name)),
+        Path::ScopeVersion => return cx.scope.map_or(Value::Nil, |s| Value::Str(&s.version)),
+        _ => {}
+    }
+    match cx.item {
+        Item::Span(span) => read_span(path, &span),
+        Item::Log(r) => read_log(path, r),
+        Item::Metric(m) => read_metric(path, m),
+        Item::Point(p, m) => read_point(path, p, m),
+        Item::Resource => match (path, cx.resource) {
+            (Path::Attr(k), r) => any_value(r.and_then(|r| find_attr(&r.attributes, k))),
+            (Path::DroppedAttributesCount, Some(r)) => {
+                Value::Int(i64::from(r.dropped_attributes_count))
+            }
+            _ => Value::Nil,
+        },
+    }
+}
+
+fn operand<'a>(o: &'a Operand, cx: &Cx<'a>) -> Value<'a> {
     match o {
         Operand::Path(p) => read(p, cx),
-        Operand::Lit(Lit::Str(s)) => Value::Str(s),
-        Operand::Lit(Lit::Int(i)) => Value::Int(*i),
-        Operand::Lit(Lit::Double(d)) => Value::Double(*d),
-        Operand::Lit(Lit::Bool(b)) => Value::Bool(*b),
-        Operand::Lit(Lit::Nil) => Value::Nil,
+        Operand::Lit(l) => lit_value(l),
     }
 }
 
@@ -249,7 +527,17 @@ fn order(a: Value<'_>, b: Value<'_>) -> Result<std::cmp::Ordering, EvalError> {
     }
 }
 
-fn eval(e: &Expr, cx: &SpanContext<'_>) -> Result<bool, EvalError> {
+fn lit_value(l: &Lit) -> Value<'_> {
+    match l {
+        Lit::Str(s) => Value::Str(s),
+        Lit::Int(i) => Value::Int(*i),
+        Lit::Double(d) => Value::Double(*d),
+        Lit::Bool(b) => Value::Bool(*b),
+        Lit::Nil => Value::Nil,
+    }
+}
+
+fn eval(e: &Expr, cx: &Cx<'_>) -> Result<bool, EvalError> {
     Ok(match e {
         Expr::Or(items) => {
             for i in items {
@@ -285,6 +573,15 @@ fn eval(e: &Expr, cx: &SpanContext<'_>) -> Result<bool, EvalError> {
         },
         Expr::IsMatch(o, re) => match operand(o, cx) {
             Value::Str(s) => re.is_match(s),
+            _ => false,
+        },
+        Expr::OnDatapoint(key, want) => match cx.item {
+            Item::Metric(m) => points(m).any(|p| match find_attr(p.attributes(), key) {
+                None => false,
+                Some(v) => want
+                    .as_ref()
+                    .is_none_or(|w| equal(any_value(Some(v)), lit_value(w))),
+            }),
             _ => false,
         },
     })
@@ -331,7 +628,7 @@ struct Token {
     col: usize,
 }
 
-fn lex(text: &str) -> Result<Vec<Token>, ConditionError> {
+fn lex(text: &str, expr: bool) -> Result<Vec<Token>, ConditionError> {
     let b = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -364,6 +661,21 @@ fn lex(text: &str) -> Result<Vec<Token>, ConditionError> {
             continue;
         }
         let two = |x: u8| b.get(i + 1) == Some(&x);
+        // The `expr` language spells the logic operators with symbols.
+        let word = match c {
+            b'&' if expr && two(b'&') => Some(("and", 2)),
+            b'|' if expr && two(b'|') => Some(("or", 2)),
+            b'!' if expr && !two(b'=') => Some(("not", 1)),
+            _ => None,
+        };
+        if let Some((w, n)) = word {
+            out.push(Token {
+                kind: Tok::Ident(w.into()),
+                col: start + 1,
+            });
+            i += n;
+            continue;
+        }
         let op = match c {
             b'=' if two(b'=') => Some((Op::Eq, 2)),
             b'!' if two(b'=') => Some((Op::Ne, 2)),
@@ -458,6 +770,9 @@ struct Parser {
     tokens: Vec<Token>,
     pos: usize,
     len: usize,
+    target: Target,
+    /// The older `expr` language's names are accepted too.
+    expr: bool,
 }
 
 impl Parser {
@@ -541,6 +856,46 @@ impl Parser {
             self.expect(&Tok::RParen)?;
             return Ok(inner);
         }
+        if self.is_word("HasAttrKeyOnDatapoint")
+            || self.is_word("HasAttrOnDatapoint")
+            || (self.expr && self.is_word("HasLabel"))
+        {
+            let Some(Token {
+                kind: Tok::Ident(f),
+                col,
+            }) = self.next()
+            else {
+                return Err(self.eof());
+            };
+            if f != "HasLabel" && self.target != Target::Metric {
+                return Err(self.error_at(
+                    col,
+                    format!(
+                        "{f} is a metric function, not for {} conditions",
+                        self.target.name()
+                    ),
+                ));
+            }
+            self.expect(&Tok::LParen)?;
+            let key = self.string("an attribute key")?;
+            let value = if f == "HasAttrOnDatapoint" {
+                self.expect(&Tok::Comma)?;
+                Some(Lit::Str(self.string("an attribute value")?))
+            } else {
+                None
+            };
+            self.expect(&Tok::RParen)?;
+            return Ok(if f == "HasLabel" {
+                // On a data point: the attribute is present.
+                Expr::Cmp(
+                    Operand::Path(Path::Attr(key)),
+                    Op::Ne,
+                    Operand::Lit(Lit::Nil),
+                )
+            } else {
+                Expr::OnDatapoint(key, value)
+            });
+        }
         if self.is_word("IsMatch") {
             let col = self.next().map_or(0, |t| t.col);
             self.expect(&Tok::LParen)?;
@@ -590,6 +945,19 @@ impl Parser {
         }
     }
 
+    /// A string literal; `what` names it in the error.
+    fn string(&mut self, what: &str) -> Result<String, ConditionError> {
+        match self.next() {
+            Some(Token {
+                kind: Tok::Str(s), ..
+            }) => Ok(s),
+            Some(t) => {
+                Err(self.error_at(t.col, format!("expected {what} string, found {}", t.kind)))
+            }
+            None => Err(self.eof()),
+        }
+    }
+
     fn key(&mut self) -> Result<String, ConditionError> {
         self.expect(&Tok::LBracket)?;
         let key = match self.next() {
@@ -623,21 +991,77 @@ impl Parser {
     }
 
     fn ident(&mut self, w: &str, col: usize) -> Result<Operand, ConditionError> {
+        use Target::*;
+        let t = self.target;
         let path = |p: Path| Ok(Operand::Path(p));
+        // A path this context does not have.
+        let missing = |me: &Self| {
+            Err(me.error_at(
+                col,
+                format!("`{w}` is not a path of {} conditions", t.name()),
+            ))
+        };
         match w {
-            "true" => Ok(Operand::Lit(Lit::Bool(true))),
-            "false" => Ok(Operand::Lit(Lit::Bool(false))),
-            "nil" => Ok(Operand::Lit(Lit::Nil)),
-            "attributes" => path(Path::Attr(self.key()?)),
-            "name" => path(Path::Name),
-            "kind" => path(Path::Kind),
-            "trace_state" => path(Path::TraceState),
-            "duration_ns" => path(Path::DurationNs),
-            "span" | "spanevent" => {
+            "true" => return Ok(Operand::Lit(Lit::Bool(true))),
+            "false" => return Ok(Operand::Lit(Lit::Bool(false))),
+            "nil" => return Ok(Operand::Lit(Lit::Nil)),
+            "resource" => {
+                return match self.field()? {
+                    (f, _) if f == "attributes" => path(Path::ResourceAttr(self.key()?)),
+                    (f, _) if f == "dropped_attributes_count" && t == Resource => {
+                        path(Path::DroppedAttributesCount)
+                    }
+                    (f, c) => Err(self.error_at(
+                        c,
+                        format!("unknown field resource.{f}: use resource.attributes[\"...\"]"),
+                    )),
+                };
+            }
+            "instrumentation_scope" | "scope" if t != Resource => {
+                return match self.field()? {
+                    (f, _) if f == "name" => path(Path::ScopeName),
+                    (f, _) if f == "version" => path(Path::ScopeVersion),
+                    (f, c) => Err(self.error_at(c, format!("unknown field {w}.{f}"))),
+                };
+            }
+            _ => {}
+        }
+        if self.expr {
+            match w {
+                "Label" => {
+                    self.expect(&Tok::LParen)?;
+                    let key = self.string("a label name")?;
+                    self.expect(&Tok::RParen)?;
+                    return path(Path::Attr(key));
+                }
+                "MetricName" => return path(Path::Name),
+                "MetricType" => return path(Path::MetricTypeName),
+                _ => {}
+            }
+        }
+        match (t, w) {
+            // The context's own prefix (`span.name`, `log.body`, `metric.name`, ...).
+            (Span, "span" | "spanevent")
+            | (Log, "log")
+            | (Metric, "metric")
+            | (DataPoint, "datapoint") => {
                 let (f, c) = self.field()?;
                 self.ident(&f, c)
             }
-            "status" => match self.field()? {
+            // A data point reads its metric's fields as `metric.<field>`.
+            (DataPoint, "metric") => {
+                let (f, c) = self.field()?;
+                let saved = std::mem::replace(&mut self.target, Metric);
+                let out = self.ident(&f, c);
+                self.target = saved;
+                out
+            }
+            (Span | Log | DataPoint | Resource, "attributes") => path(Path::Attr(self.key()?)),
+            (Span | Metric, "name") => path(Path::Name),
+            (Span, "kind") => path(Path::Kind),
+            (Span, "trace_state") => path(Path::TraceState),
+            (Span, "duration_ns") => path(Path::DurationNs),
+            (Span, "status") => match self.field()? {
                 (f, _) if f == "code" => path(Path::StatusCode),
                 (f, _) if f == "message" => path(Path::StatusMessage),
                 (f, c) => Err(self.error_at(
@@ -645,23 +1069,59 @@ impl Parser {
                     format!("unknown field status.{f}: use status.code or status.message"),
                 )),
             },
-            "resource" => match self.field()? {
-                (f, _) if f == "attributes" => path(Path::ResourceAttr(self.key()?)),
-                (f, c) => Err(self.error_at(
-                    c,
-                    format!("unknown field resource.{f}: use resource.attributes[\"...\"]"),
-                )),
-            },
-            "instrumentation_scope" => match self.field()? {
-                (f, _) if f == "name" => path(Path::ScopeName),
-                (f, c) => Err(self.error_at(c, format!("unknown field instrumentation_scope.{f}"))),
-            },
-            _ => match enum_value(w) {
-                Some(v) => Ok(Operand::Lit(Lit::Int(v))),
-                None => Err(self.error_at(col, format!("unknown name `{w}`"))),
-            },
+            (Log, "body") => path(Path::Body),
+            (Log, "severity_number") => path(Path::SeverityNumber),
+            (Log, "severity_text") => path(Path::SeverityText),
+            (Log, "observed_time_unix_nano") => path(Path::ObservedTimeUnixNano),
+            (Log, "event_name") => path(Path::EventName),
+            (Log | Resource, "dropped_attributes_count") => path(Path::DroppedAttributesCount),
+            (Log | DataPoint, "time_unix_nano") => path(Path::TimeUnixNano),
+            (Log | DataPoint, "flags") => path(Path::Flags),
+            (DataPoint, "start_time_unix_nano") => path(Path::StartTimeUnixNano),
+            (DataPoint, "value_double") => path(Path::ValueDouble),
+            (DataPoint, "value_int") => path(Path::ValueInt),
+            (DataPoint, "count") => path(Path::Count),
+            (DataPoint, "sum") => path(Path::Sum),
+            (Metric, "description") => path(Path::Description),
+            (Metric, "unit") => path(Path::Unit),
+            (Metric, "type") => path(Path::MetricType),
+            (Metric, "aggregation_temporality") => path(Path::AggregationTemporality),
+            (Metric, "is_monotonic") => path(Path::IsMonotonic),
+            _ if w
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit()) =>
+            {
+                match enum_value(w) {
+                    Some(v) => Ok(Operand::Lit(Lit::Int(v))),
+                    None => Err(self.error_at(col, format!("unknown name `{w}`"))),
+                }
+            }
+            _ => missing(self),
         }
     }
+}
+
+/// A severity by its short name (`TRACE`, `DEBUG2`, `info`, `ERROR4`, ...; case does not
+/// matter) or its number as text (`1` to `24`), as the log data model numbers them.
+pub(crate) fn severity_number(name: &str) -> Option<i32> {
+    if let Ok(n) = name.parse::<i32>() {
+        return (1..=24).contains(&n).then_some(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let (base, step) = match upper.char_indices().last() {
+        Some((i, c @ '2'..='4')) => (&upper[..i], c as i32 - '1' as i32),
+        _ => (upper.as_str(), 0),
+    };
+    let first = match base {
+        "TRACE" => 1,
+        "DEBUG" => 5,
+        "INFO" => 9,
+        "WARN" => 13,
+        "ERROR" => 17,
+        "FATAL" => 21,
+        _ => return None,
+    };
+    Some(first + step)
 }
 
 fn enum_value(name: &str) -> Option<i64> {
@@ -675,7 +1135,17 @@ fn enum_value(name: &str) -> Option<i64> {
         "STATUS_CODE_UNSET" => 0,
         "STATUS_CODE_OK" => 1,
         "STATUS_CODE_ERROR" => 2,
-        _ => return None,
+        "METRIC_DATA_TYPE_NONE" => 0,
+        "METRIC_DATA_TYPE_GAUGE" => 1,
+        "METRIC_DATA_TYPE_SUM" => 2,
+        "METRIC_DATA_TYPE_HISTOGRAM" => 3,
+        "METRIC_DATA_TYPE_EXPONENTIAL_HISTOGRAM" => 4,
+        "METRIC_DATA_TYPE_SUMMARY" => 5,
+        "AGGREGATION_TEMPORALITY_UNSPECIFIED" => 0,
+        "AGGREGATION_TEMPORALITY_DELTA" => 1,
+        "AGGREGATION_TEMPORALITY_CUMULATIVE" => 2,
+        "SEVERITY_NUMBER_UNSPECIFIED" => 0,
+        _ => return severity_number(name.strip_prefix("SEVERITY_NUMBER_")?).map(i64::from),
     })
 }
 
@@ -807,7 +1277,9 @@ mod tests {
             (r#"attributes["a"] =="#, 19, "end of condition"),
             (r#"attributes[a] == 1"#, 12, "attribute key"),
             (r#"attributes["a"] == "x"#, 20, "unterminated"),
-            (r#"nme == "x""#, 1, "unknown name `nme`"),
+            (r#"nme == "x""#, 1, "`nme` is not a path of span conditions"),
+            (r#"SPAN_KIND_SERVR == kind"#, 1, "unknown name `SPAN_KIND_SERVR`"),
+            (r#"severity_number > 3"#, 1, "not a path of span"),
             (r#"status.cod == 1"#, 8, "unknown field"),
             (r#"IsMatch(name, "(")"#, 15, "invalid regex"),
             (r#"name == "a" extra"#, 13, "unexpected"),

@@ -1,4 +1,6 @@
-//! The `filter` processor: drop spans and span events that match OTTL conditions.
+//! The `filter` processor: drop spans, span events, metrics, data points, log records or
+//! whole resources that match OTTL conditions (or the Collector's older include/exclude
+//! properties).
 //!
 //! ```yaml
 //! filter/health:
@@ -9,13 +11,37 @@
 //!       - 'IsMatch(name, "^GET /(ready|live)z?$")'
 //!     spanevent:
 //!       - 'name == "debug"'
+//!   metrics:
+//!     metric:
+//!       - 'name == "http.server.active_requests" and type == METRIC_DATA_TYPE_GAUGE'
+//!     datapoint:
+//!       - 'attributes["http.route"] == "/healthz"'
+//!   logs:
+//!     log_record:
+//!       - 'severity_number < SEVERITY_NUMBER_INFO'
+//!       - 'IsMatch(body, "^GET /healthz")'
 //! ```
 //!
-//! A span is dropped when **any** `span` condition is true; of the spans kept, events for
-//! which any `spanevent` condition is true are removed. Conditions are parsed when the
+//! An item is dropped when **any** of its conditions is true: `resource` conditions (under
+//! `traces`, `metrics` or `logs`) drop a whole resource with everything in it; `span`,
+//! `metric` and `log_record` drop one item; `spanevent` drops events of the spans kept,
+//! and `datapoint` data points of the metrics kept. A metric left with no data point is
+//! removed, as are scopes and resources left empty. Conditions are parsed when the
 //! pipeline is built: a bad one is a configuration error naming the condition and column.
-//! Dropped spans count as `otelcol_processor_dropped_spans{reason="filtered"}`, dropped
-//! events as `otelcol_processor_dropped_span_events{reason="filtered"}`.
+//! Dropped items count as `otelcol_processor_dropped_{spans,metric_points,log_records}`
+//! with `reason="filtered"`, dropped events as
+//! `otelcol_processor_dropped_span_events{reason="filtered"}`.
+//!
+//! The older properties, under `include` (keep only what matches) and `exclude` (drop what
+//! matches), work as the Collector's:
+//! - `logs`: `match_type` (`strict` or `regexp`), `resource_attributes`,
+//!   `record_attributes`, `severity_texts`, `severity_number: {min, match_undefined}` and
+//!   `bodies`; every property given must match.
+//! - `metrics`: `match_type` `strict` or `regexp` with `metric_names` (and
+//!   `resource_attributes`), or `expr` with `expressions` in the `expr` language's common
+//!   form (`Label("k") == "v"`, `HasLabel("k")`, `MetricName`, `MetricType`, `&&`, `||`,
+//!   `!`), true when a data point of the metric matches. `regexp` cache settings are
+//!   accepted and have no effect: each pattern set is compiled once into one automaton.
 //!
 //! `error_mode` says what an evaluation error does (a comparison of a string with a number,
 //! say): `propagate` (the default, as the Collector's) rejects the batch; `ignore` and
@@ -26,17 +52,25 @@ use std::sync::Arc;
 
 use otel_pipeline_core::{
     Batch, BuildError, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError, Consumer,
-    Processor, Traces,
+    Logs, Metrics, Processor, Signal, Traces,
 };
 use serde::Deserialize;
 
 use crate::attributes::{
-    AttrMatches, AttributeMatch, MatchConfig, MatchType, Matcher, SpanFilter, all_match,
+    AttrMatches, AttributeMatch, ItemKind, MatchConfig, MatchType, Matcher, SpanFilter, all_match,
     attr_matches,
 };
-use crate::condition::{Condition, EvalError, SpanContext};
+use crate::condition::{
+    Condition, Cx, EvalError, Item, SpanContext, Target, points, severity_number,
+};
 use crate::config::ConfigError;
+use otel_pipeline_core::proto::collector::logs::v1::ExportLogsServiceRequest;
+use otel_pipeline_core::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
+use otel_pipeline_core::proto::common::v1::InstrumentationScope;
+use otel_pipeline_core::proto::logs::v1::LogRecord;
+use otel_pipeline_core::proto::metrics::v1::{Metric, metric::Data as MetricData};
+use otel_pipeline_core::proto::resource::v1::Resource;
 
 /// What an evaluation error does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -55,6 +89,9 @@ pub enum ErrorMode {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TraceConditions {
+    /// Drop a resource, with all its spans, when any of these is true.
+    #[serde(default)]
+    pub resource: Vec<String>,
     /// Drop a span when any of these is true.
     #[serde(default)]
     pub span: Vec<String>,
@@ -82,16 +119,308 @@ pub struct FilterConfig {
     /// that match `exclude` (event names and attributes). Not together with `traces`.
     #[serde(default)]
     pub span_events: Option<EventMatching>,
-    /// Metrics conditions: accepted by the Collector, not supported here yet (refused
-    /// with a clear error).
+    /// Metric conditions and match properties.
     #[serde(default)]
-    pub metrics: Option<serde::de::IgnoredAny>,
-    /// Logs conditions: not supported here yet (refused with a clear error).
+    pub metrics: MetricFilters,
+    /// Log conditions and match properties.
     #[serde(default)]
-    pub logs: Option<serde::de::IgnoredAny>,
+    pub logs: LogFilters,
     /// Profiles conditions: not supported (refused with a clear error).
     #[serde(default)]
     pub profiles: Option<serde::de::IgnoredAny>,
+}
+
+/// Conditions and match properties for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricFilters {
+    /// Drop a resource, with all its metrics, when any of these is true.
+    #[serde(default)]
+    pub resource: Vec<String>,
+    /// Drop a metric when any of these is true.
+    #[serde(default)]
+    pub metric: Vec<String>,
+    /// Drop a data point when any of these is true.
+    #[serde(default)]
+    pub datapoint: Vec<String>,
+    /// Keep only metrics that match (the older way; not with conditions).
+    #[serde(default)]
+    pub include: Option<MetricMatch>,
+    /// Drop metrics that match (the older way; not with conditions).
+    #[serde(default)]
+    pub exclude: Option<MetricMatch>,
+    /// The Collector's regexp cache settings: accepted, no effect here.
+    #[serde(default)]
+    pub regexp: Option<RegexpCache>,
+}
+
+/// The Collector's `regexp` cache settings (`cacheenabled`, `cachemaxnumentries`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegexpCache {
+    /// Accepted; no effect.
+    #[serde(default)]
+    pub cacheenabled: bool,
+    /// Accepted; no effect.
+    #[serde(default)]
+    pub cachemaxnumentries: usize,
+}
+
+/// How metric properties match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricMatchType {
+    /// Exact names (default).
+    #[default]
+    Strict,
+    /// Regular expressions on names.
+    Regexp,
+    /// `expressions` in the `expr` language's common form.
+    Expr,
+}
+
+/// Which metrics match, the older way.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricMatch {
+    /// Strict, regexp or expr.
+    #[serde(default)]
+    pub match_type: MetricMatchType,
+    /// The metric's name is one of these (strict or regexp).
+    #[serde(default)]
+    pub metric_names: Vec<String>,
+    /// For `expr`: true when a data point satisfies any of these.
+    #[serde(default)]
+    pub expressions: Vec<String>,
+    /// Every listed resource attribute matches (strict or regexp).
+    #[serde(default)]
+    pub resource_attributes: Vec<AttributeMatch>,
+    /// The Collector's regexp cache settings: accepted, no effect here.
+    #[serde(default)]
+    pub regexp: Option<RegexpCache>,
+}
+
+/// Conditions and match properties for logs.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFilters {
+    /// Drop a resource, with all its log records, when any of these is true.
+    #[serde(default)]
+    pub resource: Vec<String>,
+    /// Drop a log record when any of these is true.
+    #[serde(default)]
+    pub log_record: Vec<String>,
+    /// Keep only log records that match (the older way; not with conditions).
+    #[serde(default)]
+    pub include: Option<LogMatch>,
+    /// Drop log records that match (the older way; not with conditions).
+    #[serde(default)]
+    pub exclude: Option<LogMatch>,
+}
+
+/// Which log records match, the older way. Every property given must match; with none
+/// given, the match is ignored (as the Collector does).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogMatch {
+    /// Strict or regexp.
+    #[serde(default)]
+    pub match_type: MatchType,
+    /// Every listed resource attribute matches.
+    #[serde(default)]
+    pub resource_attributes: Vec<AttributeMatch>,
+    /// Every listed record attribute matches.
+    #[serde(default)]
+    pub record_attributes: Vec<AttributeMatch>,
+    /// The severity text is one of these.
+    #[serde(default)]
+    pub severity_texts: Vec<String>,
+    /// The severity number is at least `min`.
+    #[serde(default)]
+    pub severity_number: Option<SeverityMatch>,
+    /// The body (a string, or the text form of a number or boolean) is one of these.
+    #[serde(default)]
+    pub bodies: Vec<String>,
+}
+
+/// `severity_number: {min: INFO, match_undefined: true}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeverityMatch {
+    /// The least severity that matches: `TRACE` ... `FATAL4` (any case) or `1` to `24`.
+    #[serde(default)]
+    pub min: String,
+    /// Records with no severity (0) match too.
+    #[serde(default)]
+    pub match_undefined: bool,
+}
+
+/// A [`LogMatch`], compiled.
+#[derive(Debug)]
+struct LogMatcher {
+    resource: AttrMatches,
+    record: AttrMatches,
+    severity_texts: Option<Matcher>,
+    severity: Option<(i32, bool)>,
+    bodies: Option<Matcher>,
+}
+
+impl LogMatcher {
+    fn new(m: &LogMatch, path: &str) -> Result<Option<Self>, ConfigError> {
+        let at = |field: &str| format!("{path}.{field}");
+        // With no `min`, severity is not matched on (as the Collector reads it).
+        let severity = match m.severity_number.as_ref().filter(|s| !s.min.is_empty()) {
+            None => None,
+            Some(s) => {
+                let min = {
+                    severity_number(&s.min).ok_or_else(|| {
+                        ConfigError::new(
+                            at("severity_number.min"),
+                            format!(
+                                "`{}` is not a severity: use TRACE, DEBUG, INFO, WARN, ERROR or FATAL (with 2 to 4 after it), or 1 to 24",
+                                s.min
+                            ),
+                        )
+                    })?
+                };
+                Some((min, s.match_undefined))
+            }
+        };
+        let out = Self {
+            resource: attr_matches(&m.resource_attributes, m.match_type, "resource_attributes")
+                .map_err(|e| ConfigError::new(at("resource_attributes"), e))?,
+            record: attr_matches(&m.record_attributes, m.match_type, "record_attributes")
+                .map_err(|e| ConfigError::new(at("record_attributes"), e))?,
+            severity_texts: Matcher::new(m.match_type, &m.severity_texts)
+                .map_err(|e| ConfigError::new(at("severity_texts"), e))?,
+            severity,
+            bodies: Matcher::new(m.match_type, &m.bodies)
+                .map_err(|e| ConfigError::new(at("bodies"), e))?,
+        };
+        let empty = out.resource.is_empty()
+            && out.record.is_empty()
+            && out.severity_texts.is_none()
+            && out.severity.is_none()
+            && out.bodies.is_none();
+        Ok((!empty).then_some(out))
+    }
+
+    fn matches(&self, record: &LogRecord, resource: Option<&Resource>) -> bool {
+        if !self.resource.is_empty()
+            && !all_match(&self.resource, resource.map_or(&[][..], |r| &r.attributes))
+        {
+            return false;
+        }
+        if let Some((min, undefined)) = self.severity {
+            let n = record.severity_number;
+            if !(n != 0 && n >= min || undefined && n == 0) {
+                return false;
+            }
+        }
+        if let Some(m) = &self.severity_texts
+            && !m.is_match(&record.severity_text)
+        {
+            return false;
+        }
+        if let Some(m) = &self.bodies {
+            use otel_pipeline_core::proto::common::v1::any_value::Value;
+            let text = match record.body.as_ref().and_then(|b| b.value.as_ref()) {
+                Some(Value::StringValue(s)) => std::borrow::Cow::Borrowed(s.as_str()),
+                Some(Value::IntValue(i)) => i.to_string().into(),
+                Some(Value::DoubleValue(d)) => d.to_string().into(),
+                Some(Value::BoolValue(b)) => b.to_string().into(),
+                _ => return false,
+            };
+            if !m.is_match(&text) {
+                return false;
+            }
+        }
+        all_match(&self.record, &record.attributes)
+    }
+}
+
+/// A [`MetricMatch`], compiled.
+#[derive(Debug)]
+enum MetricMatcher {
+    Names {
+        names: Option<Matcher>,
+        resource: AttrMatches,
+    },
+    /// True when a data point satisfies any expression.
+    Expr(Vec<Condition>),
+}
+
+impl MetricMatcher {
+    fn new(m: &MetricMatch, path: &str) -> Result<Option<Self>, ConfigError> {
+        let at = |field: &str| format!("{path}.{field}");
+        if m.match_type == MetricMatchType::Expr {
+            if !m.metric_names.is_empty() {
+                return Err(ConfigError::new(
+                    at("metric_names"),
+                    "match_type expr takes `expressions`, not `metric_names`",
+                ));
+            }
+            let conds = m
+                .expressions
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    Condition::parse_expr_language(t).map_err(|e| {
+                        ConfigError::new(
+                            format!("{path}.expressions[{i}]"),
+                            format!("{e} in `{t}`"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok((!conds.is_empty()).then_some(Self::Expr(conds)));
+        }
+        if !m.expressions.is_empty() {
+            return Err(ConfigError::new(
+                at("expressions"),
+                "`expressions` need match_type: expr",
+            ));
+        }
+        let match_type = if m.match_type == MetricMatchType::Regexp {
+            MatchType::Regexp
+        } else {
+            MatchType::Strict
+        };
+        let names = Matcher::new(match_type, &m.metric_names)
+            .map_err(|e| ConfigError::new(at("metric_names"), e))?;
+        let resource = attr_matches(&m.resource_attributes, match_type, "resource_attributes")
+            .map_err(|e| ConfigError::new(at("resource_attributes"), e))?;
+        Ok((names.is_some() || !resource.is_empty()).then_some(Self::Names { names, resource }))
+    }
+
+    fn matches(
+        &self,
+        metric: &Metric,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+        errors: &mut usize,
+    ) -> bool {
+        match self {
+            Self::Names { names, resource: r } => {
+                names.as_ref().is_none_or(|n| n.is_match(&metric.name))
+                    && (r.is_empty()
+                        || all_match(r, resource.map_or(&[][..], |res| &res.attributes)))
+            }
+            Self::Expr(conds) => points(metric).any(|p| {
+                let cx = Cx {
+                    item: Item::Point(p, metric),
+                    resource,
+                    scope,
+                };
+                conds.iter().any(|c| {
+                    c.eval_in(&cx).unwrap_or_else(|_| {
+                        *errors += 1;
+                        false
+                    })
+                })
+            }),
+        }
+    }
 }
 
 /// `span_events.include` / `span_events.exclude`.
@@ -195,13 +524,18 @@ impl FilterProcessor {
     }
 }
 
-/// Parse a list of conditions; errors name `path[i]` and the column.
+/// Parse a list of span conditions; errors name `path[i]` and the column.
 pub(crate) fn parse_all(path: &str, texts: &[String]) -> Result<Vec<Condition>, ConfigError> {
+    parse_for(path, texts, Target::Span)
+}
+
+/// Parse a list of conditions on `target` items; errors name `path[i]` and the column.
+fn parse_for(path: &str, texts: &[String], target: Target) -> Result<Vec<Condition>, ConfigError> {
     texts
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            Condition::parse(t)
+            Condition::parse_for(t, target)
                 .map_err(|e| ConfigError::new(format!("{path}[{i}]"), format!("{e} in `{t}`")))
         })
         .collect()
@@ -210,6 +544,16 @@ pub(crate) fn parse_all(path: &str, texts: &[String]) -> Result<Vec<Condition>, 
 /// A filter configuration, compiled: apply it to a batch in place.
 #[derive(Debug, Clone)]
 pub struct CompiledFilter {
+    trace_resources: Vec<Condition>,
+    metric_resources: Vec<Condition>,
+    log_resources: Vec<Condition>,
+    metric_conds: Vec<Condition>,
+    datapoints: Vec<Condition>,
+    log_records: Vec<Condition>,
+    metric_include: Option<Arc<MetricMatcher>>,
+    metric_exclude: Option<Arc<MetricMatcher>>,
+    log_include: Option<Arc<LogMatcher>>,
+    log_exclude: Option<Arc<LogMatcher>>,
     spans: Vec<Condition>,
     include: Option<Arc<SpanFilter>>,
     exclude: Option<Arc<SpanFilter>>,
@@ -219,10 +563,10 @@ pub struct CompiledFilter {
     error_mode: ErrorMode,
 }
 
-/// What [`CompiledFilter::apply`] removed.
+/// What [`CompiledFilter::apply`] (or `apply_metrics`, `apply_logs`) removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Filtered {
-    /// Spans removed.
+    /// Items removed: spans, metric data points or log records.
     pub spans: usize,
     /// Span events removed.
     pub events: usize,
@@ -231,22 +575,61 @@ pub struct Filtered {
 }
 
 impl FilterConfig {
-    /// Parse every condition; errors name `traces.span[i]` and the column.
+    /// Parse every condition and compile every match; errors name the setting
+    /// (`traces.span[i]`, `logs.include.severity_number.min`, ...) and, for a condition,
+    /// the column.
     pub fn compile(&self) -> Result<CompiledFilter, ConfigError> {
-        for (key, given) in [
-            ("metrics", self.metrics.is_some()),
-            ("logs", self.logs.is_some()),
-            ("profiles", self.profiles.is_some()),
-        ] {
-            if given {
-                return Err(ConfigError::new(
-                    key,
-                    format!("filtering {key} is not supported yet: this filter handles traces"),
-                ));
-            }
+        if self.profiles.is_some() {
+            return Err(ConfigError::new(
+                "profiles",
+                "the profiles signal is not supported: this filter handles traces, metrics and logs",
+            ));
         }
+        let m = &self.metrics;
+        let metric_conditions =
+            !m.resource.is_empty() || !m.metric.is_empty() || !m.datapoint.is_empty();
+        if metric_conditions && (m.include.is_some() || m.exclude.is_some()) {
+            return Err(ConfigError::new(
+                "metrics",
+                "use either `include`/`exclude` or the conditions (`resource`, `metric`, `datapoint`), not both",
+            ));
+        }
+        let l = &self.logs;
+        if (!l.resource.is_empty() || !l.log_record.is_empty())
+            && (l.include.is_some() || l.exclude.is_some())
+        {
+            return Err(ConfigError::new(
+                "logs",
+                "use either `include`/`exclude` or the conditions (`resource`, `log_record`), not both",
+            ));
+        }
+        let metric_matcher = |c: &Option<MetricMatch>, path: &str| {
+            Ok::<_, ConfigError>(match c {
+                None => None,
+                Some(c) => MetricMatcher::new(c, path)?.map(Arc::new),
+            })
+        };
+        let log_matcher = |c: &Option<LogMatch>, path: &str| {
+            Ok::<_, ConfigError>(match c {
+                None => None,
+                Some(c) => LogMatcher::new(c, path)?.map(Arc::new),
+            })
+        };
+        let metric_include = metric_matcher(&m.include, "metrics.include")?;
+        let metric_exclude = metric_matcher(&m.exclude, "metrics.exclude")?;
+        let log_include = log_matcher(&l.include, "logs.include")?;
+        let log_exclude = log_matcher(&l.exclude, "logs.exclude")?;
+        let trace_resources =
+            parse_for("traces.resource", &self.traces.resource, Target::Resource)?;
+        let metric_resources = parse_for("metrics.resource", &m.resource, Target::Resource)?;
+        let log_resources = parse_for("logs.resource", &l.resource, Target::Resource)?;
+        let metric_conds = parse_for("metrics.metric", &m.metric, Target::Metric)?;
+        let datapoints = parse_for("metrics.datapoint", &m.datapoint, Target::DataPoint)?;
+        let log_records = parse_for("logs.log_record", &l.log_record, Target::Log)?;
         let legacy = self.spans.clone().unwrap_or_default();
-        let ottl = !self.traces.span.is_empty() || !self.traces.spanevent.is_empty();
+        let ottl = !self.traces.span.is_empty()
+            || !self.traces.spanevent.is_empty()
+            || !self.traces.resource.is_empty();
         if self.span_events.is_some() && ottl {
             return Err(ConfigError::new(
                 "span_events",
@@ -269,12 +652,23 @@ impl FilterConfig {
             c.as_ref()
                 .map(|m| {
                     SpanFilter::new(m)
+                        .and_then(|f| f.check_for(ItemKind::Span).map(|()| f))
                         .map(Arc::new)
                         .map_err(|e| ConfigError::new(path, e))
                 })
                 .transpose()
         };
         Ok(CompiledFilter {
+            trace_resources,
+            metric_resources,
+            log_resources,
+            metric_conds,
+            datapoints,
+            log_records,
+            metric_include,
+            metric_exclude,
+            log_include,
+            log_exclude,
             include: matcher(&legacy.include, "spans.include")?,
             event_include: event_filter(&events.include, "span_events.include")?,
             event_exclude: event_filter(&events.exclude, "span_events.exclude")?,
@@ -286,47 +680,125 @@ impl FilterConfig {
     }
 }
 
-/// The consumer built by [`FilterProcessor`].
-#[derive(Debug)]
-pub struct FilterConsumer<N> {
+/// The consumer built by [`FilterProcessor`], for signal `S`.
+pub struct FilterConsumer<S, N> {
     filter: CompiledFilter,
     telemetry: Arc<ComponentTelemetry>,
     next: N,
+    signal: std::marker::PhantomData<fn(S)>,
 }
 
-impl Processor<Traces> for FilterProcessor {
-    type Consumer<N: Consumer<Traces>> = FilterConsumer<N>;
-
-    fn id(&self) -> ComponentId {
-        self.id.clone()
+impl<S, N: std::fmt::Debug> std::fmt::Debug for FilterConsumer<S, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilterConsumer")
+            .field("filter", &self.filter)
+            .field("next", &self.next)
+            .finish()
     }
+}
 
-    fn build<N: Consumer<Traces>>(
-        self,
-        next: N,
-        ctx: &mut ComponentContext<'_>,
-    ) -> Result<FilterConsumer<N>, BuildError> {
-        let filter = self
-            .config
-            .compile()
-            .map_err(|e| ctx.invalid(e.path, e.message))?;
-        Ok(FilterConsumer {
-            filter,
-            telemetry: ctx.telemetry(),
-            next,
-        })
+/// The filter for one signal: how to apply it, and the same consumer around it.
+macro_rules! filter_signal {
+    ($signal:ty, $apply:ident) => {
+        impl Processor<$signal> for FilterProcessor {
+            type Consumer<N: Consumer<$signal>> = FilterConsumer<$signal, N>;
+
+            fn id(&self) -> ComponentId {
+                self.id.clone()
+            }
+
+            fn build<N: Consumer<$signal>>(
+                self,
+                next: N,
+                ctx: &mut ComponentContext<'_>,
+            ) -> Result<FilterConsumer<$signal, N>, BuildError> {
+                let filter = self
+                    .config
+                    .compile()
+                    .map_err(|e| ctx.invalid(e.path, e.message))?;
+                Ok(FilterConsumer {
+                    filter,
+                    telemetry: ctx.telemetry(),
+                    next,
+                    signal: std::marker::PhantomData,
+                })
+            }
+        }
+
+        impl<N: Consumer<$signal>> Consumer<$signal> for FilterConsumer<$signal, N> {
+            async fn consume(
+                &self,
+                mut batch: Batch<$signal>,
+            ) -> Result<(), ConsumeError<$signal>> {
+                let n = batch.item_count();
+                let outcome = self.filter.$apply(&mut batch.data);
+                consumed::<$signal>(&self.telemetry, n, outcome)?;
+                if batch.item_count() == 0 {
+                    return Ok(());
+                }
+                self.next.consume(batch).await
+            }
+        }
+    };
+}
+
+filter_signal!(Traces, apply);
+filter_signal!(Metrics, apply_metrics);
+filter_signal!(Logs, apply_logs);
+
+/// Count what a filter pass removed; an evaluation error under `propagate` rejects the
+/// batch's `n` items.
+fn consumed<S: Signal>(
+    telemetry: &ComponentTelemetry,
+    n: usize,
+    outcome: Result<Filtered, EvalError>,
+) -> Result<(), ConsumeError<S>> {
+    match outcome {
+        Ok(f) => {
+            telemetry.add_dropped("filtered", f.spans);
+            telemetry.add_dropped_events("filtered", f.events);
+            telemetry.add_failed_requests("condition_error", f.errors);
+            Ok(())
+        }
+        Err(e) => {
+            telemetry.add_failed_request("condition_error");
+            telemetry.add_dropped("condition_error", n);
+            Err(ConsumeError::rejected(
+                n,
+                format!("filter condition failed: {e}"),
+            ))
+        }
+    }
+}
+
+/// The evaluation context of a span (or one of its events).
+fn span_cx<'a>(
+    span: &'a otel_pipeline_core::proto::trace::v1::Span,
+    event: Option<&'a otel_pipeline_core::proto::trace::v1::span::Event>,
+    resource: Option<&'a Resource>,
+    scope: Option<&'a InstrumentationScope>,
+) -> Cx<'a> {
+    Cx {
+        item: Item::Span(SpanContext {
+            span,
+            event,
+            resource,
+            scope,
+        }),
+        resource,
+        scope,
     }
 }
 
 /// Any condition true? Evaluation errors follow `mode`.
 fn any(
     conds: &[Condition],
-    cx: &SpanContext<'_>,
+    cx: &Cx<'_>,
     mode: ErrorMode,
     errors: &mut usize,
 ) -> Result<bool, EvalError> {
     for c in conds {
-        match c.eval(cx) {
+        match c.eval_in(cx) {
             Ok(true) => return Ok(true),
             Ok(false) => {}
             Err(e) => {
@@ -341,11 +813,237 @@ fn any(
 }
 
 impl CompiledFilter {
+    /// Remove the resources for which a `resource` condition is true; returns the items
+    /// they held.
+    fn drop_resources<R>(
+        &self,
+        conds: &[Condition],
+        resources: &mut Vec<R>,
+        resource_of: impl Fn(&R) -> Option<&Resource>,
+        items_of: impl Fn(&R) -> usize,
+        errors: &mut usize,
+    ) -> Result<usize, EvalError> {
+        if conds.is_empty() {
+            return Ok(0);
+        }
+        let mut dropped = 0;
+        let mut failure = None;
+        resources.retain(|r| {
+            if failure.is_some() {
+                return true;
+            }
+            let cx = Cx {
+                item: Item::Resource,
+                resource: resource_of(r),
+                scope: None,
+            };
+            match any(conds, &cx, self.error_mode, errors) {
+                Ok(true) => {
+                    dropped += items_of(r);
+                    false
+                }
+                Ok(false) => true,
+                Err(e) => {
+                    failure = Some(e);
+                    true
+                }
+            }
+        });
+        failure.map_or(Ok(dropped), Err)
+    }
+
+    /// Filter metrics in place: `resource`, then `include`/`exclude` or `metric`
+    /// conditions per metric, then `datapoint` conditions. Counts data points.
+    pub fn apply_metrics(
+        &self,
+        data: &mut ExportMetricsServiceRequest,
+    ) -> Result<Filtered, EvalError> {
+        let mut out = Filtered::default();
+        let mode = self.error_mode;
+        out.spans += self.drop_resources(
+            &self.metric_resources,
+            &mut data.resource_metrics,
+            |rm| rm.resource.as_ref(),
+            |rm| {
+                rm.scope_metrics
+                    .iter()
+                    .flat_map(|sm| &sm.metrics)
+                    .map(|m| points(m).count())
+                    .sum()
+            },
+            &mut out.errors,
+        )?;
+        for rm in &mut data.resource_metrics {
+            let resource = rm.resource.as_ref();
+            for sm in &mut rm.scope_metrics {
+                let scope = sm.scope.as_ref();
+                let mut failure = None;
+                let mut dropped = 0;
+                sm.metrics.retain_mut(|metric| {
+                    if failure.is_some() {
+                        return true;
+                    }
+                    let errors = &mut out.errors;
+                    let skip = self
+                        .metric_include
+                        .as_ref()
+                        .is_some_and(|m| !m.matches(metric, resource, scope, errors))
+                        || self
+                            .metric_exclude
+                            .as_ref()
+                            .is_some_and(|m| m.matches(metric, resource, scope, errors));
+                    let drop = skip || {
+                        let cx = Cx {
+                            item: Item::Metric(metric),
+                            resource,
+                            scope,
+                        };
+                        match any(&self.metric_conds, &cx, mode, errors) {
+                            Ok(d) => d,
+                            Err(e) => {
+                                failure = Some(e);
+                                return true;
+                            }
+                        }
+                    };
+                    if drop {
+                        dropped += points(metric).count();
+                        return false;
+                    }
+                    if self.datapoints.is_empty() {
+                        return true;
+                    }
+                    match self.filter_points(metric, resource, scope, errors) {
+                        Ok(n) => dropped += n,
+                        Err(e) => {
+                            failure = Some(e);
+                            return true;
+                        }
+                    }
+                    // A metric left with no data point goes too.
+                    points(metric).next().is_some()
+                });
+                out.spans += dropped;
+                if let Some(e) = failure {
+                    return Err(e);
+                }
+            }
+            rm.scope_metrics.retain(|sm| !sm.metrics.is_empty());
+        }
+        data.resource_metrics
+            .retain(|rm| !rm.scope_metrics.is_empty());
+        Ok(out)
+    }
+
+    /// Remove the data points of `metric` that a `datapoint` condition is true for.
+    fn filter_points(
+        &self,
+        metric: &mut Metric,
+        resource: Option<&Resource>,
+        scope: Option<&InstrumentationScope>,
+        errors: &mut usize,
+    ) -> Result<usize, EvalError> {
+        // Decide on a shared borrow, then remove by index.
+        let mut verdicts = Vec::new();
+        for p in points(metric) {
+            let cx = Cx {
+                item: Item::Point(p, metric),
+                resource,
+                scope,
+            };
+            verdicts.push(any(&self.datapoints, &cx, self.error_mode, errors)?);
+        }
+        let dropped = verdicts.iter().filter(|d| **d).count();
+        if dropped == 0 {
+            return Ok(0);
+        }
+        fn keep<T>(v: &mut Vec<T>, verdicts: &[bool]) {
+            let mut i = 0;
+            v.retain(|_| {
+                i += 1;
+                !verdicts[i - 1]
+            });
+        }
+        match &mut metric.data {
+            Some(MetricData::Gauge(g)) => keep(&mut g.data_points, &verdicts),
+            Some(MetricData::Sum(s)) => keep(&mut s.data_points, &verdicts),
+            Some(MetricData::Histogram(h)) => keep(&mut h.data_points, &verdicts),
+            Some(MetricData::ExponentialHistogram(h)) => keep(&mut h.data_points, &verdicts),
+            Some(MetricData::Summary(s)) => keep(&mut s.data_points, &verdicts),
+            None => {}
+        }
+        Ok(dropped)
+    }
+
+    /// Filter logs in place: `resource`, then `include`/`exclude` or `log_record`
+    /// conditions per record. Counts log records.
+    pub fn apply_logs(&self, data: &mut ExportLogsServiceRequest) -> Result<Filtered, EvalError> {
+        let mut out = Filtered::default();
+        let mode = self.error_mode;
+        out.spans += self.drop_resources(
+            &self.log_resources,
+            &mut data.resource_logs,
+            |rl| rl.resource.as_ref(),
+            |rl| rl.scope_logs.iter().map(|sl| sl.log_records.len()).sum(),
+            &mut out.errors,
+        )?;
+        for rl in &mut data.resource_logs {
+            let resource = rl.resource.as_ref();
+            for sl in &mut rl.scope_logs {
+                let scope = sl.scope.as_ref();
+                let before = sl.log_records.len();
+                let mut failure = None;
+                sl.log_records.retain(|record: &LogRecord| {
+                    if failure.is_some() {
+                        return true;
+                    }
+                    if self
+                        .log_include
+                        .as_ref()
+                        .is_some_and(|m| !m.matches(record, resource))
+                        || self
+                            .log_exclude
+                            .as_ref()
+                            .is_some_and(|m| m.matches(record, resource))
+                    {
+                        return false;
+                    }
+                    let cx = Cx {
+                        item: Item::Log(record),
+                        resource,
+                        scope,
+                    };
+                    match any(&self.log_records, &cx, mode, &mut out.errors) {
+                        Ok(drop) => !drop,
+                        Err(e) => {
+                            failure = Some(e);
+                            true
+                        }
+                    }
+                });
+                out.spans += before - sl.log_records.len();
+                if let Some(e) = failure {
+                    return Err(e);
+                }
+            }
+            rl.scope_logs.retain(|sl| !sl.log_records.is_empty());
+        }
+        data.resource_logs.retain(|rl| !rl.scope_logs.is_empty());
+        Ok(out)
+    }
+
     /// Filter `data` in place. Under `error_mode: propagate` an evaluation error stops and
     /// is returned (the batch may be partly filtered).
     pub fn apply(&self, data: &mut ExportTraceServiceRequest) -> Result<Filtered, EvalError> {
         let (mut spans_dropped, mut events_dropped, mut errors) = (0, 0, 0);
         let mode = self.error_mode;
+        spans_dropped += self.drop_resources(
+            &self.trace_resources,
+            &mut data.resource_spans,
+            |rs| rs.resource.as_ref(),
+            |rs| rs.scope_spans.iter().map(|ss| ss.spans.len()).sum(),
+            &mut errors,
+        )?;
         for rs in &mut data.resource_spans {
             let resource = rs.resource.as_ref();
             for ss in &mut rs.scope_spans {
@@ -367,12 +1065,7 @@ impl CompiledFilter {
                     {
                         return false;
                     }
-                    let cx = SpanContext {
-                        span,
-                        event: None,
-                        resource,
-                        scope,
-                    };
+                    let cx = span_cx(span, None, resource, scope);
                     match any(&self.spans, &cx, mode, &mut errors) {
                         Ok(drop) => !drop,
                         Err(e) => {
@@ -403,12 +1096,7 @@ impl CompiledFilter {
                     let before = events.len();
                     let mut failure = None;
                     events.retain(|event| {
-                        let cx = SpanContext {
-                            span,
-                            event: Some(event),
-                            resource,
-                            scope,
-                        };
+                        let cx = span_cx(span, Some(event), resource, scope);
                         match any(&self.events, &cx, mode, &mut errors) {
                             Ok(drop) => !drop,
                             Err(e) => {
@@ -432,31 +1120,5 @@ impl CompiledFilter {
             events: events_dropped,
             errors,
         })
-    }
-}
-
-impl<N: Consumer<Traces>> Consumer<Traces> for FilterConsumer<N> {
-    async fn consume(&self, mut batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
-        let n = batch.item_count();
-        match self.filter.apply(&mut batch.data) {
-            Ok(f) => {
-                self.telemetry.add_dropped("filtered", f.spans);
-                self.telemetry.add_dropped_events("filtered", f.events);
-                self.telemetry
-                    .add_failed_requests("condition_error", f.errors);
-                if batch.item_count() == 0 {
-                    return Ok(());
-                }
-                self.next.consume(batch).await
-            }
-            Err(e) => {
-                self.telemetry.add_failed_request("condition_error");
-                self.telemetry.add_dropped("condition_error", n);
-                Err(ConsumeError::rejected(
-                    n,
-                    format!("filter condition failed: {e}"),
-                ))
-            }
-        }
     }
 }
