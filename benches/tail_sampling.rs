@@ -29,9 +29,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput};
+use otel_pipeline::DirectReceiver;
 use otel_pipeline::processors::tail_sampling::TailSampler;
 use otel_pipeline::proto::collector::trace::v1::ExportTraceServiceRequest;
-use otel_pipeline::testing::InMemoryReceiver;
 use otel_pipeline::{Batch, Pipeline, Signal, Traces};
 
 #[path = "support/tail.rs"]
@@ -218,7 +218,7 @@ fn bench(c: &mut Criterion) {
                 let mut elapsed = Duration::ZERO;
                 for _ in 0..iters {
                     elapsed += runtime.block_on(async {
-                        let (receiver, sender) = InMemoryReceiver::new();
+                        let (receiver, sender) = DirectReceiver::new();
                         let (exporter, _out) = otel_pipeline::testing::InMemoryExporter::new();
                         let running = Pipeline::traces()
                             .receiver(receiver)

@@ -370,7 +370,7 @@ async fn run(verbose: bool) -> Result<bool, Box<dyn std::error::Error>> {
     let agent = start_collector("docs/examples/agent.yaml", AGENT, &overrides).await?;
 
     // The services' OTLP exporter, to the agent.
-    let (svc_receiver, svc) = otel_pipeline::testing::InMemoryReceiver::new();
+    let (svc_receiver, svc) = otel_pipeline::DirectReceiver::new();
     let services = Pipeline::traces()
         .named("traces/shop")
         .receiver(svc_receiver)

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use otel_pipeline::DirectReceiver;
 use otel_pipeline::exporters::otlp::{
     Compression, OtlpExporter, OtlpExporterConfig, Protocol, RetryConfig, SendingQueueConfig,
 };
@@ -30,7 +31,7 @@ use otel_pipeline::proto::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status, span::SpanKind, status::StatusCode,
 };
 use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
-use otel_pipeline::testing::{InMemoryReceiver, SplitMix64};
+use otel_pipeline::testing::SplitMix64;
 use otel_pipeline::{Batch, Consumer, Pipeline, Traces};
 
 #[derive(Debug, Clone)]
@@ -255,7 +256,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "http://127.0.0.1:4317".into());
 
     // The sender: our OTLP exporter without a queue, one request at a time per task.
-    let (receiver, sender) = InMemoryReceiver::<Traces>::new();
+    let (receiver, sender) = DirectReceiver::<Traces>::new();
     let running = Pipeline::traces()
         .named("traces/loadgen")
         .receiver(receiver)

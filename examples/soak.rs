@@ -16,12 +16,13 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use otel_pipeline::DirectReceiver;
 use otel_pipeline::collector::{CollectorConfig, ConfigFile};
 use otel_pipeline::exporters::otlp::{OtlpExporter, OtlpExporterConfig, RetryConfig};
 use otel_pipeline::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otel_pipeline::proto::trace::v1::{Status, status::StatusCode};
 use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
-use otel_pipeline::testing::{InMemoryReceiver, assert_balanced, generate_traces};
+use otel_pipeline::testing::{assert_balanced, generate_traces};
 use otel_pipeline::{
     Batch, BuildError, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError, Consumer,
     Exporter, Pipeline, Telemetry, Traces,
@@ -149,7 +150,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
 
     // The client: OTLP/gRPC at a steady rate, 5 % of traces with an error.
-    let (receiver, sender) = InMemoryReceiver::new();
+    let (receiver, sender) = DirectReceiver::new();
     let client = Pipeline::traces()
         .named("traces/client")
         .receiver(receiver)

@@ -11,6 +11,11 @@
 //! - [`exporters`] (feature `exporters`, default): `otel-exporters`;
 //! - `k8s` (feature `k8s`): `otel-k8s`, the `k8sattributes` processor (builds `kube`).
 //!
+//! Other features: `tls` (TLS for the OTLP receiver and exporter), `http`, `tokio` and
+//! `crossbeam` (propagation carriers and traced-send helpers), `testing` (the in-memory
+//! exporter and data generators of [`otel_pipeline_core`]'s `testing` module), and
+//! `pipeline` (default; off, the facade is propagation only).
+//!
 //! A pipeline end to end, in process: spans in, the tail sampler keeps the errors, counted.
 //!
 //! ```
@@ -18,14 +23,15 @@
 //! use std::time::Duration;
 //! use otel_pipeline::processors::config::from_yaml;
 //! use otel_pipeline::processors::tail_sampling::{TailSampler, TailSamplingConfig};
-//! use otel_pipeline::testing::{InMemoryExporter, InMemoryReceiver, generate_traces};
+//! use otel_pipeline::testing::{InMemoryExporter, generate_traces};
+//! use otel_pipeline::{DirectReceiver};
 //! use otel_pipeline::{ComponentKind, Pipeline};
 //!
 //! let sampler: TailSamplingConfig = from_yaml(
 //!     "tail_sampling",
 //!     "decision_wait: 1s\npolicies: [{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }]",
 //! )?;
-//! let (receiver, sender) = InMemoryReceiver::new();
+//! let (receiver, sender) = DirectReceiver::new();
 //! let (exporter, kept) = InMemoryExporter::new();
 //! let running = Pipeline::traces()
 //!     .receiver(receiver)
@@ -44,6 +50,7 @@
 //!
 //! The repository's `examples/` (the demo, the collector, the load generator) and `docs/`
 //! show more.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use otel_pipeline_core::*;
 

@@ -129,7 +129,11 @@ fn check_span(span: &Span, name: &str) {
     assert_eq!(span.events[0].attributes[0].key, "attempt");
     assert_eq!(span.links.len(), 1);
     assert_eq!(
-        otel_pipeline::hex::encode(&span.links[0].trace_id),
+        span.links[0]
+            .trace_id
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
         "0af7651916cd43dd8448eb211c80319c"
     );
     let status = span.status.as_ref().expect("status");

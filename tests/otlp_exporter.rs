@@ -7,18 +7,19 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use otel_pipeline::DirectSender;
 use otel_pipeline::exporters::otlp::{
     OtlpExporterConfig, Protocol, RetryConfig, SendingQueueConfig,
 };
 use otel_pipeline::receivers::OtlpConfig;
-use otel_pipeline::testing::{InMemorySender, generate_traces};
+use otel_pipeline::testing::generate_traces;
 use otel_pipeline::{ComponentKind, RunningPipeline, Traces};
 use prost::Message;
 
 mod common;
 use common::gateway;
 
-async fn agent(endpoint: String, protocol: Protocol) -> (RunningPipeline, InMemorySender<Traces>) {
+async fn agent(endpoint: String, protocol: Protocol) -> (RunningPipeline, DirectSender<Traces>) {
     common::agent(OtlpExporterConfig {
         endpoint,
         protocol,

@@ -6,11 +6,12 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use otel_pipeline::DirectSender;
 use otel_pipeline::exporters::otlp::{
     OtlpExporterConfig, Protocol, RetryConfig, SendingQueueConfig,
 };
 use otel_pipeline::receivers::OtlpConfig;
-use otel_pipeline::testing::{Exported, InMemorySender, eventually, generate_traces};
+use otel_pipeline::testing::{Exported, eventually, generate_traces};
 use otel_pipeline::{ComponentKind, RunningPipeline, Traces};
 
 mod common;
@@ -28,7 +29,7 @@ async fn gateway_on(addr: SocketAddr) -> (RunningPipeline, Exported<Traces>, Soc
 async fn agent_to(
     addr: SocketAddr,
     queue: SendingQueueConfig,
-) -> (RunningPipeline, InMemorySender<Traces>) {
+) -> (RunningPipeline, DirectSender<Traces>) {
     common::agent(OtlpExporterConfig {
         endpoint: format!("http://{addr}"),
         protocol: Protocol::Grpc,

@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use otel_pipeline::DirectReceiver;
 use otel_pipeline::exporters::otlp::{ClientTls, OtlpExporter, OtlpExporterConfig, Protocol};
 use otel_pipeline::receivers::otlp::TlsFiles;
 use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
-use otel_pipeline::testing::{InMemoryExporter, InMemoryReceiver, eventually, generate_traces};
+use otel_pipeline::testing::{InMemoryExporter, eventually, generate_traces};
 use otel_pipeline::{ComponentKind, Pipeline, Traces};
 
 mod common;
@@ -123,9 +124,9 @@ async fn bad_tls_files_fail_the_start_with_the_path() {
         .expect_err("no certificate");
     assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
 
-    let (_, sender) = InMemoryReceiver::<Traces>::new();
+    let (_, sender) = DirectReceiver::<Traces>::new();
     drop(sender);
-    let (receiver, _) = InMemoryReceiver::new();
+    let (receiver, _) = DirectReceiver::new();
     let err = Pipeline::traces()
         .receiver(receiver)
         .exporter(OtlpExporter::<Traces>::new(OtlpExporterConfig {

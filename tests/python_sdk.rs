@@ -97,7 +97,11 @@ async fn python_sdk_grpc_and_http_exporters() {
             assert_eq!(attr("retry"), Some(PV::BoolValue(true)));
             assert_eq!(span.events[0].name, "retrying");
             assert_eq!(
-                otel_pipeline::hex::encode(&span.links[0].span_id),
+                span.links[0]
+                    .span_id
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
                 "b7ad6b7169203331"
             );
             let status = span.status.as_ref().expect("status");

@@ -17,10 +17,9 @@ use otel_pipeline::exporters::loadbalancing::{
 };
 use otel_pipeline::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
-use otel_pipeline::testing::{
-    Exported, InMemoryReceiver, InMemorySender, eventually, generate_traces,
-};
+use otel_pipeline::testing::{Exported, eventually, generate_traces};
 use otel_pipeline::{BoxFuture, BuildError, Pipeline, RunningPipeline, Telemetry, Traces};
+use otel_pipeline::{DirectReceiver, DirectSender};
 use tokio::sync::watch;
 
 mod common;
@@ -70,12 +69,12 @@ fn router_config(endpoints: &[String], extra: &str) -> TraceRouterConfig {
 
 struct Agent {
     running: RunningPipeline,
-    sender: InMemorySender<Traces>,
+    sender: DirectSender<Traces>,
     telemetry: Telemetry,
 }
 
 async fn agent(config: TraceRouterConfig, resolver: Option<Arc<dyn Resolver>>) -> Agent {
-    let (receiver, sender) = InMemoryReceiver::new();
+    let (receiver, sender) = DirectReceiver::new();
     let telemetry = Telemetry::new();
     let mut router = TraceRouter::new(config);
     if let Some(r) = resolver {
@@ -536,7 +535,7 @@ async fn the_dns_resolver_follows_the_answer_and_keeps_the_last_good_set_on_fail
         };
         Box::pin(async move { a })
     }));
-    let (receiver, _sender) = InMemoryReceiver::<Traces>::new();
+    let (receiver, _sender) = DirectReceiver::<Traces>::new();
     let telemetry = Telemetry::new();
     let router =
         TraceRouter::new(router_config(&["127.0.0.1:1".into()], "")).with_resolver(Arc::new(dns));
@@ -599,7 +598,7 @@ async fn the_dns_resolver_follows_the_answer_and_keeps_the_last_good_set_on_fail
 #[test]
 fn bad_configurations_fail_at_build_with_the_path_named() {
     let build = |router: TraceRouter| {
-        let (receiver, _sender) = InMemoryReceiver::<Traces>::new();
+        let (receiver, _sender) = DirectReceiver::<Traces>::new();
         Pipeline::traces()
             .receiver(receiver)
             .exporter(router)

@@ -8,7 +8,6 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::Arc;
 
-use otel_pipeline_core::hex;
 use otel_pipeline_core::proto::common::v1::{AnyValue, KeyValue, any_value::Value};
 use otel_pipeline_core::proto::metrics::v1::{
     Metric, NumberDataPoint, metric::Data, number_data_point,
@@ -37,9 +36,9 @@ type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
 /// Prints every batch it receives. Writes to standard output unless given another writer.
 ///
 /// ```
-/// use otel_pipeline_core::{Pipeline, testing::InMemoryReceiver};
+/// use otel_pipeline_core::{Pipeline, DirectReceiver};
 /// use otel_exporters::{DebugExporter, Verbosity};
-/// let (receiver, _sender) = InMemoryReceiver::new();
+/// let (receiver, _sender) = DirectReceiver::new();
 /// let pipeline = Pipeline::traces()
 ///     .receiver(receiver)
 ///     .exporter(DebugExporter::new(Verbosity::Normal))
@@ -313,8 +312,8 @@ pub fn render_logs(batch: &Batch<Logs>, verbosity: Verbosity) -> String {
                         out,
                         "      t={} trace={} span={} {}",
                         r.time_unix_nano,
-                        hex::encode(&r.trace_id),
-                        hex::encode(&r.span_id),
+                        hex(&r.trace_id),
+                        hex(&r.span_id),
                         render_attributes(&r.attributes)
                     );
                 }
@@ -382,12 +381,12 @@ fn render_span(out: &mut String, span: &Span, verbosity: Verbosity) {
         "    {} {} trace={} span={} parent={} {duration_ms:.3}ms status={status}",
         kind,
         span.name,
-        hex::encode(&span.trace_id),
-        hex::encode(&span.span_id),
+        hex(&span.trace_id),
+        hex(&span.span_id),
         if span.parent_span_id.is_empty() {
             "-".to_string()
         } else {
-            hex::encode(&span.parent_span_id)
+            hex(&span.parent_span_id)
         },
     );
     if verbosity != Verbosity::Detailed {
@@ -418,11 +417,21 @@ fn render_span(out: &mut String, span: &Span, verbosity: Verbosity) {
         let _ = writeln!(
             out,
             "      link trace={} span={} {}",
-            hex::encode(&link.trace_id),
-            hex::encode(&link.span_id),
+            hex(&link.trace_id),
+            hex(&link.span_id),
             render_attributes(&link.attributes)
         );
     }
+}
+
+/// Lowercase hex of ids and byte values.
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 fn render_attributes(attrs: &[KeyValue]) -> String {
@@ -440,7 +449,7 @@ fn render_value(value: Option<&AnyValue>) -> String {
         Some(Value::BoolValue(b)) => b.to_string(),
         Some(Value::IntValue(i)) => i.to_string(),
         Some(Value::DoubleValue(d)) => d.to_string(),
-        Some(Value::BytesValue(b)) => format!("0x{}", hex::encode(b)),
+        Some(Value::BytesValue(b)) => format!("0x{}", hex(b)),
         Some(Value::ArrayValue(a)) => {
             let items: Vec<String> = a.values.iter().map(|v| render_value(Some(v))).collect();
             format!("[{}]", items.join(", "))

@@ -5,6 +5,11 @@
 //! - [`debug`]: prints what reaches it in a readable form, like the Collector's `debug`
 //!   exporter.
 //! - [`otlp`]: OTLP over gRPC or HTTP with retry, backoff and a bounded sending queue.
+//!
+//! ## Feature flags
+//! - `tls`: export to `https://` endpoints, with a CA file or the system roots and an
+//!   optional client certificate (rustls with ring).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod collector;
 pub mod debug;

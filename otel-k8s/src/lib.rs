@@ -7,6 +7,10 @@
 //! - [`K8sAttributes`]: the `k8sattributes` processor, configured in the Collector's shape;
 //! - [`K8sResolver`]: the trace router's resolver of a Service's ready endpoints, from its
 //!   EndpointSlices (`resolver.k8s` in the `loadbalancing` exporter).
+//!
+//! This crate has no feature flags; it builds `kube` with rustls and `k8s-openapi` for
+//! Kubernetes 1.33 (`v1_33`), whose API it reads.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cache;
 pub mod collector;

@@ -1007,7 +1007,7 @@ impl<N: Consumer<Traces>> Releaser<N> {
     ) {
         use std::sync::atomic::Ordering;
         let items: Vec<(Instant, Batch<Traces>)> = hold.queue.lock().drain(..).collect();
-        let redelivery = otel_pipeline_core::Redelivery {
+        let redelivery = otel_pipeline_core::queue::Redelivery {
             initial: Duration::from_millis(50),
             max: Duration::from_secs(1),
         };

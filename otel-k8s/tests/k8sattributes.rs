@@ -11,12 +11,11 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodIP, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use otel_k8s::{K8sAttributes, K8sAttributesConfig};
+use otel_pipeline_core::DirectReceiver;
 use otel_pipeline_core::config::from_yaml;
 use otel_pipeline_core::proto::common::v1::{AnyValue, KeyValue, any_value::Value};
 use otel_pipeline_core::proto::resource::v1::Resource;
-use otel_pipeline_core::testing::{
-    InMemoryExporter, InMemoryReceiver, eventually, generate_traces,
-};
+use otel_pipeline_core::testing::{InMemoryExporter, eventually, generate_traces};
 use otel_pipeline_core::{Batch, ClientInfo, Pipeline, Telemetry};
 
 mod common;
@@ -213,7 +212,7 @@ hold_unknown_for: 400ms
     )
     .expect("config");
     let telemetry = Telemetry::new();
-    let (receiver, sender) = InMemoryReceiver::new();
+    let (receiver, sender) = DirectReceiver::new();
     let (exporter, exported) = InMemoryExporter::new();
     let running = Pipeline::traces()
         .telemetry(telemetry.clone())
@@ -482,7 +481,7 @@ async fn readiness_waits_for_the_first_sync_and_an_unreachable_api_keeps_trying(
     let config: K8sAttributesConfig =
         from_yaml("processors.k8sattributes", "hold_unknown_for: 0s").expect("config");
     let telemetry = Telemetry::new();
-    let (receiver, sender) = InMemoryReceiver::new();
+    let (receiver, sender) = DirectReceiver::new();
     let (exporter, exported) = InMemoryExporter::new();
     let running = Pipeline::traces()
         .telemetry(telemetry.clone())

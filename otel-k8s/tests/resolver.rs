@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use otel_exporters::loadbalancing::{TraceRouter, TraceRouterConfig};
 use otel_k8s::K8sResolver;
-use otel_pipeline_core::testing::{
-    Exported, InMemoryExporter, InMemoryReceiver, eventually, generate_traces,
-};
+use otel_pipeline_core::DirectReceiver;
+use otel_pipeline_core::testing::{Exported, InMemoryExporter, eventually, generate_traces};
 use otel_pipeline_core::{Pipeline, RunningPipeline, Telemetry, Traces};
 use otel_receivers::{OtlpConfig, OtlpReceiver};
 
@@ -93,7 +92,7 @@ async fn the_router_follows_ready_endpoints_of_a_headless_service() {
         K8sResolver::new("otel-gateway.observability", vec![port]).with_client(api.client()),
     );
     let telemetry = Telemetry::new();
-    let (receiver, sender) = InMemoryReceiver::new();
+    let (receiver, sender) = DirectReceiver::new();
     let built = Pipeline::traces()
         .telemetry(telemetry.clone())
         .receiver(receiver)

@@ -13,7 +13,8 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
 //! use otel_pipeline_core::boxed::{BoxExporter, BoxProcessor};
-//! use otel_pipeline_core::testing::{InMemoryExporter, InMemoryReceiver, generate_traces};
+//! use otel_pipeline_core::testing::{InMemoryExporter, generate_traces};
+//! use otel_pipeline_core::{DirectReceiver};
 //! use otel_pipeline_core::{BoundedQueue, Pipeline, QueueConfig, Traces};
 //!
 //! // Decided at run time: how many processors and exporters.
@@ -25,7 +26,7 @@
 //!     Box::new(a.with_id("memory/a".parse()?)),
 //!     Box::new(b.with_id("memory/b".parse()?)),
 //! ];
-//! let (receiver, sender) = InMemoryReceiver::new();
+//! let (receiver, sender) = DirectReceiver::new();
 //! let running = Pipeline::traces()
 //!     .receiver(receiver)
 //!     .processors(processors)

@@ -13,7 +13,7 @@ use crate::telemetry::ComponentTelemetry;
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use otel_pipeline_core::{Pipeline, testing::{InMemoryExporter, DirectReceiver, generate_traces}};
+/// use otel_pipeline_core::{DirectReceiver, Pipeline, testing::{InMemoryExporter, generate_traces}};
 /// let (receiver, sender) = DirectReceiver::new();
 /// let (exporter, exported) = InMemoryExporter::new();
 /// let running = Pipeline::traces().receiver(receiver).exporter(exporter)

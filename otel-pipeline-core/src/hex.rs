@@ -3,13 +3,7 @@
 const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Append the lowercase hex form of `bytes` to `out`.
-///
-/// ```
-/// let mut s = String::new();
-/// otel_pipeline_core::hex::encode_to(&[0x0a, 0xff], &mut s);
-/// assert_eq!(s, "0aff");
-/// ```
-pub fn encode_to(bytes: &[u8], out: &mut String) {
+pub(crate) fn encode_to(bytes: &[u8], out: &mut String) {
     let mut buf = [0u8; 64];
     for chunk in bytes.chunks(32) {
         for (i, b) in chunk.iter().enumerate() {
@@ -22,7 +16,7 @@ pub fn encode_to(bytes: &[u8], out: &mut String) {
 }
 
 /// The lowercase hex form of `bytes`.
-pub fn encode(bytes: &[u8]) -> String {
+pub(crate) fn encode(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     encode_to(bytes, &mut s);
     s
@@ -31,7 +25,7 @@ pub fn encode(bytes: &[u8]) -> String {
 /// The value of one lowercase hex digit, or `None` (upper case is not hex here: W3C ids
 /// must be lowercase).
 #[inline]
-pub fn lower_digit(c: u8) -> Option<u8> {
+pub(crate) fn lower_digit(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
@@ -57,15 +51,8 @@ const LOWER: [u8; 256] = {
 
 /// Decode lowercase hex into `out`, which must be exactly half as long as `hex`.
 /// Returns `false` (leaving `out` partly written) on any other character or length.
-///
-/// ```
-/// let mut id = [0u8; 2];
-/// assert!(otel_pipeline_core::hex::decode_lower(b"0aff", &mut id));
-/// assert_eq!(id, [0x0a, 0xff]);
-/// assert!(!otel_pipeline_core::hex::decode_lower(b"0AFF", &mut id));
-/// ```
 #[inline]
-pub fn decode_lower(hex: &[u8], out: &mut [u8]) -> bool {
+pub(crate) fn decode_lower(hex: &[u8], out: &mut [u8]) -> bool {
     if hex.len() != out.len() * 2 {
         return false;
     }
@@ -77,4 +64,22 @@ pub fn decode_lower(hex: &[u8], out: &mut [u8]) -> bool {
         *byte = (h << 4) | (l & 0x0f);
     }
     bad & 0xf0 == 0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn round_trip_and_lowercase_only() {
+        let mut s = String::new();
+        super::encode_to(&[0x0a, 0xff], &mut s);
+        assert_eq!(s, "0aff");
+        assert_eq!(super::encode(&[0u8; 40]).len(), 80);
+        let mut id = [0u8; 2];
+        assert!(super::decode_lower(b"0aff", &mut id));
+        assert_eq!(id, [0x0a, 0xff]);
+        assert!(!super::decode_lower(b"0AFF", &mut id));
+        assert!(!super::decode_lower(b"0af", &mut id));
+        assert_eq!(super::lower_digit(b'f'), Some(15));
+        assert_eq!(super::lower_digit(b'F'), None);
+    }
 }

@@ -6,8 +6,10 @@
 //! ## Feature flags
 //! - `pipeline` (default): the OTLP data model, [`Consumer`], [`Processor`],
 //!   [`Exporter`], [`Receiver`], the typed [`Pipeline`] builder, the tokio runtime,
-//!   [`Telemetry`] and the [`testing`] helpers.
-//!
+//!   and [`Telemetry`].
+//! - `testing`: the `testing` module, an in-memory exporter that keeps what reaches it (and can be
+//!   told to refuse, reject or hang), generators of realistic traces, metrics and logs,
+//!   and balance checks on the counters. For tests, examples and benches.
 //! - `config`: [`config`], loading component configs from the Collector's YAML shape.
 //! - `http`, `tokio`, `crossbeam`: propagation carriers and traced-send helpers.
 //!
@@ -19,9 +21,10 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
 //! use otel_pipeline_core::{BoundedQueue, Pipeline, QueueConfig};
-//! use otel_pipeline_core::testing::{InMemoryExporter, InMemoryReceiver, generate_traces};
+//! use otel_pipeline_core::testing::{InMemoryExporter, generate_traces};
+//! use otel_pipeline_core::{DirectReceiver};
 //!
-//! let (receiver, sender) = InMemoryReceiver::new();
+//! let (receiver, sender) = DirectReceiver::new();
 //! let (exporter, exported) = InMemoryExporter::new();
 //! let running = Pipeline::traces()
 //!     .receiver(receiver)
@@ -36,6 +39,7 @@
 //! assert_eq!(exported.item_count(), 50);
 //! # Ok(()) }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "pipeline")]
 pub mod clock;
@@ -43,13 +47,13 @@ pub mod clock;
 pub mod collector;
 #[cfg(feature = "config")]
 pub mod config;
-pub mod hex;
+mod hex;
 pub mod propagation;
 
 #[cfg(feature = "pipeline")]
 pub mod boxed;
 #[cfg(feature = "pipeline")]
-mod builder;
+pub mod builder;
 #[cfg(feature = "pipeline")]
 mod component;
 #[cfg(feature = "pipeline")]
@@ -66,17 +70,13 @@ mod runtime;
 mod signal;
 #[cfg(feature = "pipeline")]
 pub mod telemetry;
-#[cfg(feature = "pipeline")]
+#[cfg(all(feature = "pipeline", any(test, feature = "testing")))]
 pub mod testing;
 #[cfg(feature = "pipeline")]
 mod transform;
 
 #[cfg(feature = "pipeline")]
-pub use builder::{
-    AddExporter, Built, BuiltPipeline, CountIn, CountOut, ExporterSet, Identity, ManyExporters,
-    NoExporters, NoReceivers, OneExporter, Pipeline, PipelineBuilder, ProcessorChain, ReceiverSet,
-    ReceiverStart, Stack, Then,
-};
+pub use builder::{BuiltPipeline, Pipeline, PipelineBuilder};
 #[cfg(feature = "pipeline")]
 pub use component::{
     BoxError, BuildContext, BuildError, Child, Children, ComponentContext, ComponentId,
@@ -90,10 +90,7 @@ pub use direct::{DirectReceiver, DirectSender};
 #[cfg(feature = "pipeline")]
 pub use otlp::OtlpSignal;
 #[cfg(feature = "pipeline")]
-pub use queue::{
-    BoundedQueue, Delivered, QueueConfig, QueueConsumer, Redelivery, WhenFull, deadline_outcome,
-    join_until, stage_deadlines,
-};
+pub use queue::{BoundedQueue, QueueConfig, QueueConsumer, WhenFull};
 #[cfg(feature = "pipeline")]
 pub use runtime::{Health, HealthState, ReadinessGate, RunningPipeline, ShutdownError, StartError};
 #[cfg(feature = "pipeline")]

@@ -366,7 +366,7 @@ pub async fn join_until(tasks: Vec<JoinHandle<()>>, deadline: Instant) -> bool {
 /// ```
 /// use std::time::Duration;
 /// let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-/// let (count_by, join_by) = otel_pipeline_core::stage_deadlines(deadline);
+/// let (count_by, join_by) = otel_pipeline_core::queue::stage_deadlines(deadline);
 /// assert!(count_by < join_by && join_by < deadline);
 /// ```
 pub fn stage_deadlines(deadline: Instant) -> (Instant, Instant) {

@@ -20,15 +20,8 @@ use tokio::time::Instant;
 
 use crate::component::{BoxError, BuildError, ComponentContext, ComponentId, Exporter, Lifecycle};
 use crate::consumer::{BoxFuture, ConsumeError, Consumer};
-pub use crate::direct::{DirectReceiver, DirectSender};
 use crate::signal::{Batch, Signal, Traces};
 use crate::telemetry::ComponentTelemetry;
-
-/// A receiver fed by test code: [`DirectReceiver`] under its test name.
-pub type InMemoryReceiver<S> = DirectReceiver<S>;
-
-/// Pushes batches into an [`InMemoryReceiver`]: [`DirectSender`] under its test name.
-pub type InMemorySender<S> = DirectSender<S>;
 
 /// Keeps every batch that reaches it; can be switched to refuse or reject.
 #[derive(Debug)]
@@ -453,8 +446,9 @@ pub async fn eventually(timeout: std::time::Duration, mut condition: impl FnMut(
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// use otel_pipeline_core::Pipeline;
-/// use otel_pipeline_core::testing::{InMemoryExporter, InMemoryReceiver, assert_balanced, generate_traces};
-/// let (receiver, sender) = InMemoryReceiver::new();
+/// use otel_pipeline_core::DirectReceiver;
+/// use otel_pipeline_core::testing::{InMemoryExporter, assert_balanced, generate_traces};
+/// let (receiver, sender) = DirectReceiver::new();
 /// let (exporter, _out) = InMemoryExporter::new();
 /// let running = Pipeline::traces().receiver(receiver).exporter(exporter).build().unwrap().start().await.unwrap();
 /// sender.send(generate_traces(2, 3, 1)).await.unwrap();

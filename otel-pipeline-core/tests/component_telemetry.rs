@@ -8,8 +8,9 @@ use std::time::Duration;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use otel_pipeline_core::DirectReceiver;
 use otel_pipeline_core::telemetry::{Counter, Gauge, Histogram, Instrument};
-use otel_pipeline_core::testing::{InMemoryExporter, InMemoryReceiver, generate_traces};
+use otel_pipeline_core::testing::{InMemoryExporter, generate_traces};
 use otel_pipeline_core::{
     Batch, BuildError, Children, ComponentContext, ComponentId, ConsumeError, Consumer, Pipeline,
     Processor, Telemetry, Traces,
@@ -86,7 +87,7 @@ async fn a_third_party_processor_reports_its_own_instruments() {
     let telemetry = Telemetry::new();
     telemetry.register_with_meter(&provider.meter("test"));
 
-    let (receiver, sender) = InMemoryReceiver::new();
+    let (receiver, sender) = DirectReceiver::new();
     let (sink, exported) = InMemoryExporter::new();
     let running = Pipeline::traces()
         .telemetry(telemetry.clone())

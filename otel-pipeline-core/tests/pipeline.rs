@@ -5,11 +5,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use otel_pipeline_core::DirectReceiver;
 use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otel_pipeline_core::proto::common::v1::{AnyValue, KeyValue, any_value::Value};
-use otel_pipeline_core::testing::{
-    Exported, InMemoryExporter, InMemoryReceiver, eventually, generate_traces,
-};
+use otel_pipeline_core::testing::{Exported, InMemoryExporter, eventually, generate_traces};
 use otel_pipeline_core::{
     BoundedQueue, BoxError, BuildError, ComponentId, ComponentKind, ConsumeError, Consumer,
     HealthState, Pipeline, QueueConfig, Receiver, ReceiverContext, RunningReceiver, Telemetry,
@@ -50,7 +49,7 @@ fn counter(
 #[tokio::test(start_paused = true)]
 async fn backpressure_reaches_the_receiver_and_shutdown_loses_nothing() {
     let telemetry = Telemetry::new();
-    let (receiver, sender) = InMemoryReceiver::new();
+    let (receiver, sender) = DirectReceiver::new();
     let (primary, primary_out) = InMemoryExporter::new();
     let (secondary, secondary_out) = InMemoryExporter::new();
     let queue = BoundedQueue::new(QueueConfig {
@@ -172,7 +171,7 @@ async fn backpressure_reaches_the_receiver_and_shutdown_loses_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_deadline_drops_are_counted_and_reported() {
-    let (receiver, sender) = InMemoryReceiver::new();
+    let (receiver, sender) = DirectReceiver::new();
     let (exporter, out) = InMemoryExporter::new();
     let running = Pipeline::traces()
         .receiver(receiver)
@@ -202,7 +201,7 @@ async fn shutdown_deadline_drops_are_counted_and_reported() {
 
 #[tokio::test]
 async fn rejection_is_permanent_and_counted() {
-    let (receiver, sender) = InMemoryReceiver::new();
+    let (receiver, sender) = DirectReceiver::new();
     let (exporter, out) = InMemoryExporter::new();
     let running = Pipeline::traces()
         .receiver(receiver)
@@ -230,8 +229,8 @@ async fn rejection_is_permanent_and_counted() {
 
 #[tokio::test]
 async fn several_receivers_feed_one_chain() {
-    let (r1, s1) = InMemoryReceiver::new();
-    let (r2, s2) = InMemoryReceiver::new();
+    let (r1, s1) = DirectReceiver::new();
+    let (r2, s2) = DirectReceiver::new();
     let (exporter, out) = InMemoryExporter::new();
     let running = Pipeline::traces()
         .receiver(r1)
@@ -324,7 +323,8 @@ async fn a_receiver_that_cannot_start_fails_start_and_stops_the_rest() {
 /// A rejection of part of a batch counts only that part as rejected; the rest is accepted.
 #[tokio::test]
 async fn a_partial_rejection_counts_only_the_rejected_items() {
-    use otel_pipeline_core::testing::{InMemoryReceiver, generate_traces};
+    use otel_pipeline_core::DirectReceiver;
+    use otel_pipeline_core::testing::generate_traces;
     use otel_pipeline_core::{ComponentKind, ConsumeError};
 
     /// Rejects two spans of every batch, passes the batch on.
@@ -356,7 +356,7 @@ async fn a_partial_rejection_counts_only_the_rejected_items() {
         }
     }
 
-    let (receiver, sender) = InMemoryReceiver::new();
+    let (receiver, sender) = DirectReceiver::new();
     let (exporter, _out) = otel_pipeline_core::testing::InMemoryExporter::new();
     let running = otel_pipeline_core::Pipeline::traces()
         .receiver(receiver)

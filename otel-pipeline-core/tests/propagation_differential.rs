@@ -15,7 +15,6 @@ use opentelemetry::baggage::BaggageExt;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanContext, TraceContextExt};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use otel_pipeline_core::hex;
 use otel_pipeline_core::propagation::{
     B3Propagator, W3cBaggagePropagator, W3cTraceContextPropagator,
 };
@@ -27,7 +26,7 @@ fn id_hex(rng: &mut SplitMix64, bytes: usize) -> String {
     loop {
         let raw: Vec<u8> = (0..bytes).map(|_| rng.next_u64() as u8).collect();
         if raw.iter().any(|b| *b != 0) {
-            return hex::encode(&raw);
+            return raw.iter().map(|b| format!("{b:02x}")).collect();
         }
     }
 }

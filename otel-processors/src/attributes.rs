@@ -965,14 +965,25 @@ fn string_form(v: &AnyValue) -> String {
         Some(any_value::Value::IntValue(i)) => i.to_string(),
         Some(any_value::Value::DoubleValue(d)) => d.to_string(),
         Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        Some(any_value::Value::BytesValue(b)) => otel_pipeline_core::hex::encode(b),
+        Some(any_value::Value::BytesValue(b)) => hex(b),
         Some(other) => format!("{other:?}"),
         None => String::new(),
     }
 }
 
+/// Lowercase hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 fn sha256_hex(s: &str) -> String {
-    otel_pipeline_core::hex::encode(&Sha256::digest(s.as_bytes()))
+    hex(&Sha256::digest(s.as_bytes()))
 }
 
 fn str_value(s: String) -> AnyValue {

@@ -24,10 +24,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use otel_pipeline_core::queue::{Redelivery, deadline_outcome, join_until, stage_deadlines};
 use otel_pipeline_core::{
     Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
-    ConsumeError, Consumer, Lifecycle, Processor, Redelivery, Signal, deadline_outcome, join_until,
-    stage_deadlines,
+    ConsumeError, Consumer, Lifecycle, Processor, Signal,
 };
 use parking_lot::Mutex;
 use serde::Deserialize;

@@ -1278,7 +1278,11 @@ mod tests {
             (r#"attributes[a] == 1"#, 12, "attribute key"),
             (r#"attributes["a"] == "x"#, 20, "unterminated"),
             (r#"nme == "x""#, 1, "`nme` is not a path of span conditions"),
-            (r#"SPAN_KIND_SERVR == kind"#, 1, "unknown name `SPAN_KIND_SERVR`"),
+            (
+                r#"SPAN_KIND_SERVR == kind"#,
+                1,
+                "unknown name `SPAN_KIND_SERVR`",
+            ),
             (r#"severity_number > 3"#, 1, "not a path of span"),
             (r#"status.cod == 1"#, 8, "unknown field"),
             (r#"IsMatch(name, "(")"#, 15, "invalid regex"),

@@ -3,10 +3,15 @@
 //! The Collector's everyday processors, configurable from Rust or from the Collector's
 //! YAML shape ([`config::from_yaml`]):
 //! - [`memory_limiter`]: refuse new data while memory is over the limit;
-//! - [`batch`]: combine and split batches by span count;
-//! - [`filter`]: drop spans and span events by OTTL conditions ([`condition`]);
+//! - [`batch`]: combine and split batches by item count;
+//! - [`filter`]: drop spans, span events, metrics, data points, log records or whole
+//!   resources by OTTL conditions ([`condition`]) or the older include/exclude;
 //! - [`attributes`]: attribute actions and redaction ([`AttributeRedactor`]);
 //! - [`tail_sampling`]: the tail sampler ([`TailSampler`]).
+//!
+//! Every processor but the tail sampler (traces) serves traces, metrics and logs. This
+//! crate has no feature flags.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod attributes;
 pub mod batch;

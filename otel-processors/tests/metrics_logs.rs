@@ -13,12 +13,12 @@ use otel_pipeline_core::proto::common::v1::{AnyValue, KeyValue, KeyValueList, an
 use otel_pipeline_core::proto::logs::v1::LogRecord;
 use otel_pipeline_core::proto::metrics::v1::{Metric, metric::Data};
 use otel_pipeline_core::testing::{
-    Exported, InMemoryExporter, InMemoryReceiver, InMemorySender, eventually, generate_logs,
-    generate_metrics,
+    Exported, InMemoryExporter, eventually, generate_logs, generate_metrics,
 };
 use otel_pipeline_core::{
     ComponentKind, ComponentTelemetry, Logs, Metrics, Pipeline, Processor, RunningPipeline, Signal,
 };
+use otel_pipeline_core::{DirectReceiver, DirectSender};
 use otel_processors::attributes::{AttributeRedactor, AttributesConfig, RedactionConfig};
 use otel_processors::batch::{BatchConfig, BatchProcessor};
 use otel_processors::config::from_yaml;
@@ -45,8 +45,8 @@ fn counters(running: &RunningPipeline, id: &str) -> Arc<ComponentTelemetry> {
 
 async fn run_logs<P: Processor<Logs>>(
     p: P,
-) -> (RunningPipeline, InMemorySender<Logs>, Exported<Logs>) {
-    let (receiver, sender) = InMemoryReceiver::new();
+) -> (RunningPipeline, DirectSender<Logs>, Exported<Logs>) {
+    let (receiver, sender) = DirectReceiver::new();
     let (exporter, exported) = InMemoryExporter::new();
     let running = Pipeline::logs()
         .receiver(receiver)
@@ -62,8 +62,8 @@ async fn run_logs<P: Processor<Logs>>(
 
 async fn run_metrics<P: Processor<Metrics>>(
     p: P,
-) -> (RunningPipeline, InMemorySender<Metrics>, Exported<Metrics>) {
-    let (receiver, sender) = InMemoryReceiver::new();
+) -> (RunningPipeline, DirectSender<Metrics>, Exported<Metrics>) {
+    let (receiver, sender) = DirectReceiver::new();
     let (exporter, exported) = InMemoryExporter::new();
     let running = Pipeline::metrics()
         .receiver(receiver)

@@ -10,12 +10,11 @@ use otel_pipeline_core::ComponentId;
 use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otel_pipeline_core::proto::common::v1::{AnyValue, KeyValue, any_value::Value};
 use otel_pipeline_core::proto::trace::v1::span::Event;
-use otel_pipeline_core::testing::{
-    Exported, InMemoryExporter, InMemoryReceiver, InMemorySender, eventually, generate_traces,
-};
+use otel_pipeline_core::testing::{Exported, InMemoryExporter, eventually, generate_traces};
 use otel_pipeline_core::{
     ComponentKind, ComponentTelemetry, Pipeline, Processor, RunningPipeline, Traces,
 };
+use otel_pipeline_core::{DirectReceiver, DirectSender};
 use otel_processors::attributes::{AttributeRedactor, AttributesConfig, RedactionConfig};
 use otel_processors::batch::{BatchConfig, BatchProcessor};
 use otel_processors::config::{from_yaml, processor_config};
@@ -62,8 +61,8 @@ fn spans(sets: Vec<(&str, Vec<KeyValue>)>) -> ExportTraceServiceRequest {
 
 async fn run<P: Processor<Traces>>(
     p: P,
-) -> (RunningPipeline, InMemorySender<Traces>, Exported<Traces>) {
-    let (receiver, sender) = InMemoryReceiver::new();
+) -> (RunningPipeline, DirectSender<Traces>, Exported<Traces>) {
+    let (receiver, sender) = DirectReceiver::new();
     let (exporter, exported) = InMemoryExporter::new();
     let running = Pipeline::traces()
         .receiver(receiver)
@@ -239,7 +238,7 @@ async fn bad_filter_configs_name_the_key_and_column() {
 async fn the_gateway_redaction_from_docs() {
     let attributes: AttributesConfig = processor_config(GATEWAY, "attributes/redact").unwrap();
     let redaction: RedactionConfig = processor_config(GATEWAY, "redaction").unwrap();
-    let (receiver, sender) = InMemoryReceiver::new();
+    let (receiver, sender) = DirectReceiver::new();
     let (exporter, out) = InMemoryExporter::new();
     let running = Pipeline::traces()
         .receiver(receiver)
@@ -579,7 +578,7 @@ fn a_memory_limiter_that_cannot_measure_fails_to_build() {
         ..Default::default()
     })
     .with_probe(Blind);
-    let (receiver, _sender) = InMemoryReceiver::<Traces>::new();
+    let (receiver, _sender) = DirectReceiver::<Traces>::new();
     let (exporter, _out) = InMemoryExporter::new();
     let err = Pipeline::traces()
         .receiver(receiver)
@@ -761,7 +760,10 @@ span_events:
     // A logs include with nothing to match on is ignored, as the Collector ignores it.
     let logs: FilterConfig = from_yaml("f", "logs: { include: { match_type: strict } }").unwrap();
     let mut data = otel_pipeline_core::testing::generate_logs(3, 1);
-    assert_eq!(logs.compile().unwrap().apply_logs(&mut data).unwrap().spans, 0);
+    assert_eq!(
+        logs.compile().unwrap().apply_logs(&mut data).unwrap().spans,
+        0
+    );
 
     // Attributes: libraries and span kinds select; from_context takes request metadata.
     let config: AttributesConfig = from_yaml(

@@ -15,12 +15,11 @@ use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otel_pipeline_core::proto::common::v1::{AnyValue, KeyValue, any_value::Value};
 use otel_pipeline_core::proto::resource::v1::Resource;
 use otel_pipeline_core::proto::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span::Event};
-use otel_pipeline_core::testing::{
-    Exported, InMemoryExporter, InMemoryReceiver, InMemorySender, SplitMix64,
-};
+use otel_pipeline_core::testing::{Exported, InMemoryExporter, SplitMix64};
 use otel_pipeline_core::{
     ComponentId, ComponentKind, ComponentTelemetry, Pipeline, RunningPipeline,
 };
+use otel_pipeline_core::{DirectReceiver, DirectSender};
 use otel_processors::config::from_yaml;
 use otel_processors::tail_sampling::{TailSampler, TailSamplingConfig, TailSamplingHandle};
 use tokio::time::Instant;
@@ -131,7 +130,7 @@ policies:
 
 struct Setup {
     running: RunningPipeline,
-    sender: InMemorySender<otel_pipeline_core::Traces>,
+    sender: DirectSender<otel_pipeline_core::Traces>,
     out: Exported<otel_pipeline_core::Traces>,
     handle: TailSamplingHandle,
 }
@@ -144,7 +143,7 @@ async fn setup_with_clock(yaml: &str, clock: SharedClock) -> Setup {
     let config: TailSamplingConfig = from_yaml("processors.tail_sampling", yaml).unwrap();
     let sampler = TailSampler::new(config).with_clock(clock);
     let handle = sampler.handle();
-    let (receiver, sender) = InMemoryReceiver::new();
+    let (receiver, sender) = DirectReceiver::new();
     let (exporter, out) = InMemoryExporter::new();
     let running = Pipeline::traces()
         .receiver(receiver)

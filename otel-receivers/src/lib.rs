@@ -5,6 +5,11 @@
 //!   ports, with limits, counted rejections and protocol-correct back-pressure.
 //! - [`sdk`]: an `opentelemetry_sdk` `SpanExporter` that feeds a pipeline in-process, so a
 //!   service can sample and redact before anything leaves it.
+//!
+//! ## Feature flags
+//! - `tls`: serve OTLP over TLS, and require client certificates (mutual TLS), when
+//!   [`OtlpConfig::tls`](otlp::OtlpConfig::tls) is set (rustls with ring).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod collector;
 pub mod otlp;

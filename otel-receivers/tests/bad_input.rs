@@ -151,7 +151,10 @@ async fn http_json_is_accepted_and_answered_in_json() {
     assert_eq!(reply.headers["content-type"], "application/json");
     let span = &s.exported.spans()[0];
     assert_eq!(
-        otel_pipeline_core::hex::encode(&span.trace_id),
+        span.trace_id
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
         "5b8efff798038103d269b633813fc60c"
     );
     assert_eq!(span.start_time_unix_nano, 1_544_712_660_000_000_000);

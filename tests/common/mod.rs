@@ -5,7 +5,8 @@
 
 use otel_pipeline::exporters::otlp::{OtlpExporter, OtlpExporterConfig};
 use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
-use otel_pipeline::testing::{Exported, InMemoryExporter, InMemoryReceiver, InMemorySender};
+use otel_pipeline::testing::{Exported, InMemoryExporter};
+use otel_pipeline::{DirectReceiver, DirectSender};
 use otel_pipeline::{Pipeline, RunningPipeline, Traces};
 
 /// OTLP in (with `config`), kept in memory.
@@ -25,8 +26,8 @@ pub async fn gateway(config: OtlpConfig) -> (RunningPipeline, OtlpReceiver, Expo
 }
 
 /// Fed from the test, out over OTLP with `config`.
-pub async fn agent(config: OtlpExporterConfig) -> (RunningPipeline, InMemorySender<Traces>) {
-    let (receiver, sender) = InMemoryReceiver::new();
+pub async fn agent(config: OtlpExporterConfig) -> (RunningPipeline, DirectSender<Traces>) {
+    let (receiver, sender) = DirectReceiver::new();
     let running = Pipeline::traces()
         .named("traces/agent")
         .receiver(receiver)

@@ -29,14 +29,14 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use otel_exporters::loadbalancing::{TraceRouter, TraceRouterConfig};
-//! use otel_pipeline_core::{Pipeline, testing::InMemoryReceiver};
+//! use otel_pipeline_core::{Pipeline, DirectReceiver};
 //!
 //! let config = TraceRouterConfig::from_yaml(
 //!     "exporters.loadbalancing",
 //!     "protocol: { otlp: { tls: { insecure: true } } }\n\
 //!      resolver: { static: { hostnames: [gw-0:4317, gw-1:4317, gw-2:4317] } }",
 //! )?;
-//! let (receiver, _sender) = InMemoryReceiver::new();
+//! let (receiver, _sender) = DirectReceiver::new();
 //! let built = Pipeline::traces().receiver(receiver).exporter(TraceRouter::new(config)).build()?;
 //! # drop(built); Ok(()) }
 //! ```

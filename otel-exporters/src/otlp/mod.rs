@@ -227,9 +227,9 @@ impl Default for OtlpExporterConfig {
 /// The OTLP exporter for signal `S`.
 ///
 /// ```
-/// use otel_pipeline_core::{Pipeline, Traces, testing::InMemoryReceiver};
+/// use otel_pipeline_core::{Pipeline, Traces, DirectReceiver};
 /// use otel_exporters::otlp::{OtlpExporter, OtlpExporterConfig, Protocol};
-/// let (receiver, _sender) = InMemoryReceiver::new();
+/// let (receiver, _sender) = DirectReceiver::new();
 /// let exporter = OtlpExporter::<Traces>::new(OtlpExporterConfig {
 ///     endpoint: "http://gateway:4318".into(),
 ///     protocol: Protocol::HttpProtobuf,

@@ -68,11 +68,11 @@ use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otel_pipeline_core::proto::common::v1::{InstrumentationScope, KeyValue};
 use otel_pipeline_core::proto::resource::v1::Resource;
 use otel_pipeline_core::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use otel_pipeline_core::queue::{Redelivery, deadline_outcome, join_until, stage_deadlines};
 use otel_pipeline_core::telemetry::{Counter, Gauge, Histogram};
 use otel_pipeline_core::{
     Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
-    ConsumeError, Consumer, Lifecycle, Processor, Redelivery, Traces, deadline_outcome, join_until,
-    stage_deadlines,
+    ConsumeError, Consumer, Lifecycle, Processor, Traces,
 };
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
