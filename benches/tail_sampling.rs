@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, Throughput};
 use otel_pipeline::DirectReceiver;
 use otel_pipeline::processors::tail_sampling::TailSampler;
+use otel_pipeline::processors::tail_sampling::internals::Engine;
 use otel_pipeline::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otel_pipeline::{Batch, Pipeline, Signal, Traces};
 
@@ -49,7 +50,7 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(|| batch.clone(), drop, BatchSize::LargeInput)
     });
     g.bench_function("core/ingest_and_decide_10k_spans", |b| {
-        let mut core = TailSampler::core(config(1), telemetry()).expect("core");
+        let mut core = Engine::new(config(1), telemetry()).expect("core");
         // New trace ids every iteration: a repeated id would meet its cached decision and
         // take the (cheaper) late-span path.
         let mut seed = 1000;
@@ -60,9 +61,9 @@ fn bench(c: &mut Criterion) {
             },
             |req| {
                 let now = tokio::time::Instant::now();
-                let part = core.prepare(Batch::new(req), 1).remove(0);
+                let part = core.prepare(Batch::new(req));
                 core.ingest(&part, now);
-                core.decide_all(now, None);
+                core.decide_all(now);
                 black_box(core.take_output())
             },
             BatchSize::LargeInput,
@@ -84,15 +85,15 @@ fn bench(c: &mut Criterion) {
                         slowest_of(threads, |t, ready| {
                             let mine: Vec<_> =
                                 work.iter().skip(t).step_by(threads).cloned().collect();
-                            let mut core = TailSampler::core(config(1), telemetry()).expect("core");
+                            let mut core = Engine::new(config(1), telemetry()).expect("core");
                             ready.wait();
                             let start = Instant::now();
                             let now = tokio::time::Instant::now();
                             for req in mine {
-                                let part = core.prepare(Batch::new(req), 1).remove(0);
+                                let part = core.prepare(Batch::new(req));
                                 core.ingest(&part, now);
                             }
-                            core.decide_all(now, None);
+                            core.decide_all(now);
                             black_box(core.take_output());
                             start.elapsed()
                         })
@@ -112,19 +113,19 @@ fn bench(c: &mut Criterion) {
                 (0..iters)
                     .map(|_| {
                         slowest_of(threads, |t, ready| {
-                            let mut core = TailSampler::core(config(1), telemetry()).expect("core");
+                            let mut core = Engine::new(config(1), telemetry()).expect("core");
                             let now = tokio::time::Instant::now();
                             let mut took = Duration::ZERO;
                             ready.wait();
                             for req in small.iter().skip(t).step_by(threads) {
                                 let req = req.clone();
                                 let start = Instant::now();
-                                let part = core.prepare(Batch::new(req), 1).remove(0);
+                                let part = core.prepare(Batch::new(req));
                                 core.ingest(&part, now);
                                 took += start.elapsed();
                             }
                             let start = Instant::now();
-                            core.decide_all(now, None);
+                            core.decide_all(now);
                             black_box(core.take_output());
                             took + start.elapsed()
                         })

@@ -6,7 +6,7 @@
 use std::alloc::System;
 use std::hint::black_box;
 
-use otel_pipeline::processors::tail_sampling::TailSampler;
+use otel_pipeline::processors::tail_sampling::internals::Engine;
 use otel_pipeline::{Batch, Signal, Traces};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -27,13 +27,13 @@ fn memory_report() {
         .map(prost::Message::encoded_len)
         .sum();
     drop(reference);
-    let mut core = TailSampler::core(config(1), telemetry()).expect("core");
+    let mut core = Engine::new(config(1), telemetry()).expect("core");
     let now = tokio::time::Instant::now();
     // Everything allocated from here and still held at the end is the buffer: the request
     // is built inside the region and its spans moved into the sampler, so what the request
     // no longer needs is freed again and nets out.
     let region = Region::new(GLOBAL);
-    let input = core.prepare(Batch::new(traces(N, 1)), 1).remove(0);
+    let input = core.prepare(Batch::new(traces(N, 1)));
     core.ingest(&input, now);
     drop(input);
     let stats = region.change();

@@ -115,7 +115,7 @@ fn protobuf_decoding_of_garbage_never_panics() {
         if let Ok(req) = ExportTraceServiceRequest::decode(bytes.as_slice()) {
             // Whatever decodes goes through the tail sampler's wire reader too.
             let _ = <otel_pipeline::Traces as otel_pipeline::Signal>::item_count(&req);
-            let mut core = otel_pipeline::processors::tail_sampling::TailSampler::core(
+            let mut core = otel_pipeline::processors::tail_sampling::internals::Engine::new(
                 otel_pipeline::processors::config::from_yaml(
                     "tail_sampling",
                     "policies: [{ name: s, type: string_attribute, string_attribute: { key: http.route, values: [x] } }, { name: t, type: trace_state, trace_state: { key: a, values: [b] } }]",
@@ -129,11 +129,9 @@ fn protobuf_decoding_of_garbage_never_panics() {
             )
             .expect("core");
             let now = tokio::time::Instant::now();
-            let spans = core
-                .prepare(otel_pipeline::Batch::<otel_pipeline::Traces>::new(req), 1)
-                .remove(0);
+            let spans = core.prepare(otel_pipeline::Batch::<otel_pipeline::Traces>::new(req));
             core.ingest(&spans, now);
-            core.decide_all(now, None);
+            core.decide_all(now);
             let _ = core.take_output();
         }
     }

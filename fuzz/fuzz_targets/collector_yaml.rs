@@ -9,5 +9,9 @@ fuzz_target!(|data: &[u8]| {
     let mut registry = Registry::new();
     otel_processors::collector::register(&mut registry);
     let files = [ConfigFile::new("fuzz.yaml", text)];
-    let _ = CollectorConfig::load(&files, |name| (name == "HOME").then(|| "/root".to_string()), &registry);
+    let _ = CollectorConfig::load(
+        &files,
+        |name| (name == "HOME").then(|| "/root".to_string()),
+        &registry,
+    );
 });

@@ -8,7 +8,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use otel_pipeline_core::{Batch, ComponentId, ComponentKind, ComponentTelemetry};
 use otel_processors::config::from_yaml;
-use otel_processors::tail_sampling::{TailSampler, TailSamplingConfig};
+use otel_processors::tail_sampling::TailSamplingConfig;
+use otel_processors::tail_sampling::internals::Engine;
 use prost::Message;
 
 fn spans(req: &ExportTraceServiceRequest) -> Vec<Vec<u8>> {
@@ -55,12 +56,11 @@ fuzz_target!(|data: &[u8]| {
         ComponentId::new("tail_sampling"),
         "spans",
     );
-    let mut core = TailSampler::core(config, telemetry).expect("core");
+    let mut core = Engine::new(config, telemetry).expect("core");
     let now = tokio::time::Instant::now();
-    for part in core.prepare(Batch::new(req.clone()), 1) {
-        core.ingest(&part, now);
-    }
-    core.decide_all(now, None);
+    let part = core.prepare(Batch::new(req.clone()));
+    core.ingest(&part, now);
+    core.decide_all(now);
     let out = core.take_output().unwrap_or_default();
     assert_eq!(spans(&out), spans(&req));
 });

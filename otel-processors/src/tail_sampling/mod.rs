@@ -45,7 +45,7 @@
 //! # Scaling
 //! Traces are sharded by trace id over `shards` workers (default: one per core), each
 //! owning its traces outright: no lock on the hot path. The caller's task (a receiver's)
-//! encodes the spans for their shards ([`TailSamplingCore::prepare`]) and frees the decoded
+//! encodes the spans for their shards (one encoding per span) and frees the decoded
 //! ones where they were decoded; shards publish their counters once per batch.
 //!
 //! # Time
@@ -81,13 +81,14 @@ use tokio::time::Instant;
 
 pub use config::{PolicyConfig, PolicyType, StatusCode, TailSamplingConfig};
 use policy::Compiled;
-pub use policy::{Decision, combine, randomness, threshold};
+pub use policy::Decision;
+pub(crate) use policy::combine;
 
 use crate::config::ConfigError;
 
 /// The resource and scope a group of buffered spans came with, shared by all of them.
 #[derive(Debug, Default)]
-pub struct Scoped {
+pub(crate) struct Scoped {
     /// Resource.
     pub resource: Option<Resource>,
     /// Resource schema URL.
@@ -121,7 +122,7 @@ struct SpanMeta {
 /// decoded them (receivers' tasks), which the allocator does fastest, and the work spreads
 /// over the callers; the shard only files bytes and decides.
 #[derive(Debug, Default)]
-pub struct ShardBatch {
+pub(crate) struct ShardBatch {
     /// (resource/scope, key mask of the resource, index in `spans` where the group ends).
     groups: Vec<(Arc<Scoped>, u64, usize)>,
     /// The spans' encodings, back to back.
@@ -131,12 +132,12 @@ pub struct ShardBatch {
 
 impl ShardBatch {
     /// Spans in the batch.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.spans.len()
     }
 
     /// Whether the batch holds no span.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
 
@@ -157,7 +158,7 @@ impl ShardBatch {
 /// The spans buffered for one trace, **encoded** (protobuf, length-delimited, about a
 /// sixth of the memory of decoded spans), with a summary of what the cheap policies need.
 #[derive(Debug)]
-pub struct TraceBuf {
+pub(crate) struct TraceBuf {
     /// Encoded spans grouped by the resource/scope they came with.
     pub groups: Vec<(Arc<Scoped>, Vec<u8>)>,
     /// Span count.
@@ -245,7 +246,7 @@ impl TraceBuf {
     }
 
     /// Decode the spans (for the policies that need whole spans, and for output).
-    pub fn decode(&self) -> Vec<(Arc<Scoped>, Vec<Span>)> {
+    pub(crate) fn decode(&self) -> Vec<(Arc<Scoped>, Vec<Span>)> {
         self.groups
             .iter()
             .map(|(scoped, buf)| {
@@ -562,7 +563,7 @@ impl TailSamplingHandle {
 
 /// The engine of one shard: buffer, decide, emit. Synchronous, so it can be driven and
 /// measured without a runtime; the processor runs one per shard in its own task.
-pub struct TailSamplingCore {
+pub(crate) struct TailSamplingCore {
     config: Arc<TailSamplingConfig>,
     policies: Vec<Compiled>,
     traces: HashMap<u128, TraceBuf>,
@@ -676,23 +677,24 @@ impl TailSamplingCore {
     }
 
     /// Whether a new trace would have to wait (block-on-overflow mode).
-    pub fn must_wait(&self) -> bool {
+    pub(crate) fn must_wait(&self) -> bool {
         self.config.block_on_overflow && self.full()
     }
 
     /// When the next trace is due, if any.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(crate) fn next_due(&self) -> Option<Instant> {
         self.due.peek().map(|r| r.0.0)
     }
 
     /// Encode a batch for the shards, on the caller's thread: spans split by trace id over
     /// `shards` (at least one), each with what the shard's policies need to know of it.
-    pub fn prepare(&self, batch: Batch<Traces>, shards: usize) -> Vec<ShardBatch> {
+    #[cfg(any(test, feature = "internals"))]
+    pub(crate) fn prepare(&self, batch: Batch<Traces>, shards: usize) -> Vec<ShardBatch> {
         prepare(batch, shards, &self.keys)
     }
 
     /// Buffer a prepared batch.
-    pub fn ingest(&mut self, batch: &ShardBatch, now: Instant) {
+    pub(crate) fn ingest(&mut self, batch: &ShardBatch, now: Instant) {
         let cap = match self.config.maximum_trace_size_bytes {
             0 => usize::MAX,
             n => n,
@@ -818,7 +820,7 @@ impl TailSamplingCore {
     }
 
     /// Decide every trace due at `now`.
-    pub fn decide_due(&mut self, now: Instant) {
+    pub(crate) fn decide_due(&mut self, now: Instant) {
         while let Some(std::cmp::Reverse((due, id))) = self.due.peek().copied() {
             if due > now {
                 break;
@@ -853,13 +855,14 @@ impl TailSamplingCore {
     }
 
     /// Deadline-heap entries held (live and stale), for the memory bound's tests.
-    pub fn heap_entries(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn heap_entries(&self) -> usize {
         self.due.len() + self.arrival.len()
     }
 
     /// Decide everything buffered (shutdown); with `drop`, drop it instead, counted with
     /// `reason` (`shutdown` when configured so, `shutdown_deadline` when time ran out).
-    pub fn decide_all(&mut self, now: Instant, drop: Option<&'static str>) {
+    pub(crate) fn decide_all(&mut self, now: Instant, drop: Option<&'static str>) {
         let ids: Vec<u128> = self.traces.keys().copied().collect();
         for id in ids {
             if let Some(reason) = drop {
@@ -938,7 +941,7 @@ impl TailSamplingCore {
     }
 
     /// Take the spans decided for keeping since the last call, as one batch.
-    pub fn take_output(&mut self) -> Option<ExportTraceServiceRequest> {
+    pub(crate) fn take_output(&mut self) -> Option<ExportTraceServiceRequest> {
         if self.out.is_empty() {
             return None;
         }
@@ -1084,8 +1087,9 @@ impl TailSampler {
             .collect()
     }
 
-    /// A core for one shard, for benchmarks and direct use.
-    pub fn core(
+    /// A core for one shard, driven by hand (tests and the `internals` feature's benches).
+    #[cfg(any(test, feature = "internals"))]
+    pub(crate) fn core(
         config: TailSamplingConfig,
         telemetry: Arc<ComponentTelemetry>,
     ) -> Result<TailSamplingCore, ConfigError> {
@@ -1453,6 +1457,62 @@ async fn run_shard<N: Consumer<Traces>>(
         deliver(out).await;
     }
 }
+
+/// The sampler's engine for one shard, driven by hand: for this workspace's benches, behind
+/// the `internals` feature. Not part of the API: it may change in any release.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals {
+    use std::sync::Arc;
+
+    use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
+    use otel_pipeline_core::{Batch, ComponentTelemetry, Traces};
+    use tokio::time::Instant;
+
+    use super::{ShardBatch, TailSampler, TailSamplingConfig, TailSamplingCore};
+    use crate::config::ConfigError;
+
+    /// One shard's engine.
+    #[derive(Debug)]
+    pub struct Engine(TailSamplingCore);
+
+    /// A batch encoded for the engine (what a shard receives).
+    #[derive(Debug)]
+    pub struct Prepared(ShardBatch);
+
+    impl Engine {
+        /// An engine with the policies of `config`, counting into `telemetry`.
+        pub fn new(
+            config: TailSamplingConfig,
+            telemetry: Arc<ComponentTelemetry>,
+        ) -> Result<Self, ConfigError> {
+            TailSampler::core(config, telemetry).map(Self)
+        }
+
+        /// Encode a batch's spans as a shard holds them.
+        pub fn prepare(&self, batch: Batch<Traces>) -> Prepared {
+            Prepared(self.0.prepare(batch, 1).remove(0))
+        }
+
+        /// File the prepared spans under their traces.
+        pub fn ingest(&mut self, batch: &Prepared, now: Instant) {
+            self.0.ingest(&batch.0, now);
+        }
+
+        /// Decide every buffered trace now.
+        pub fn decide_all(&mut self, now: Instant) {
+            self.0.decide_all(now, None);
+        }
+
+        /// The kept spans decided so far.
+        pub fn take_output(&mut self) -> Option<ExportTraceServiceRequest> {
+            self.0.take_output()
+        }
+    }
+}
+
+#[cfg(test)]
+mod engine_tests;
 
 #[cfg(test)]
 mod tests {

@@ -40,7 +40,7 @@ impl Decision {
 
 /// Combine policy decisions as the Collector does: drop wins, then an explicit
 /// not-sampled from an inverted match, then any sampled.
-pub fn combine(decisions: impl IntoIterator<Item = Decision>) -> bool {
+pub(crate) fn combine(decisions: impl IntoIterator<Item = Decision>) -> bool {
     let (mut sampled, mut inverted_no, mut dropped) = (false, false, false);
     for d in decisions {
         match d {
@@ -181,7 +181,7 @@ pub(crate) enum Compiled {
 /// The OpenTelemetry consistent-sampling threshold for `percentage`: a trace is kept when
 /// the 56 random bits of its id are at least this. Returns the threshold and its `th`
 /// encoding (14 hex digits, trailing zeros removed).
-pub fn threshold(percentage: f64) -> (u64, String) {
+pub(super) fn threshold(percentage: f64) -> (u64, String) {
     // Integer arithmetic on millionths of a percent, so 5 % is exactly 0xf3333333333333.
     const ONE: u128 = 1 << 56;
     let micro = (percentage.clamp(0.0, 100.0) * 1e6).round() as u128;
@@ -197,7 +197,7 @@ pub fn threshold(percentage: f64) -> (u64, String) {
 
 /// The 56 random bits of a trace: `ot=rv:` from `tracestate` when present, else the last
 /// 7 bytes of the trace id (random under W3C Level 2).
-pub fn randomness(trace_id: &[u8], trace_state: &str) -> u64 {
+pub(super) fn randomness(trace_id: &[u8], trace_state: &str) -> u64 {
     let rv = trace_state
         .split(',')
         .find_map(|m| m.trim().strip_prefix("ot="))

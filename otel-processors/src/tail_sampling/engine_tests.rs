@@ -1,0 +1,204 @@
+//! The sampler's engine driven by hand, without a pipeline or tasks: how kept traces are
+//! grouped on the way out, and that the deadline heap stays bounded.
+
+// Test helpers unwrap: a failure there is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+
+use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
+use otel_pipeline_core::proto::common::v1::{
+    AnyValue, InstrumentationScope, KeyValue, any_value::Value,
+};
+use otel_pipeline_core::proto::resource::v1::Resource;
+use otel_pipeline_core::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use otel_pipeline_core::{Batch, ComponentId, ComponentKind, ComponentTelemetry};
+use tokio::time::Instant;
+
+use super::{TailSampler, TailSamplingConfig, TailSamplingCore};
+use crate::config::from_yaml;
+
+fn kv(k: &str, v: Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Shape {
+    spans: usize,
+}
+
+/// The spans of trace `id`: a root and its children.
+fn trace_spans(id: u128, shape: Shape) -> Vec<Span> {
+    let root = (id as u64 | 1).to_be_bytes().to_vec();
+    (0..shape.spans.max(1))
+        .map(|i| Span {
+            trace_id: id.to_be_bytes().to_vec(),
+            span_id: if i == 0 {
+                root.clone()
+            } else {
+                ((id as u64).wrapping_add(i as u64 + 7) | 1)
+                    .to_be_bytes()
+                    .to_vec()
+            },
+            parent_span_id: if i == 0 { Vec::new() } else { root.clone() },
+            name: format!("op {i}"),
+            start_time_unix_nano: 1_000_000_000,
+            end_time_unix_nano: 1_001_000_000,
+            ..Default::default()
+        })
+        .collect()
+}
+
+fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", Value::StringValue("shop".into()))],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// A sampler's engine with its own counters.
+fn bare_core(yaml: &str) -> TailSamplingCore {
+    let config: TailSamplingConfig = from_yaml("processors.tail_sampling", yaml).unwrap();
+    let telemetry = ComponentTelemetry::detached(
+        ComponentKind::Processor,
+        ComponentId::new("tail_sampling"),
+        "spans",
+    );
+    TailSampler::core(config, telemetry).unwrap()
+}
+
+/// Kept traces leave grouped by the resource/scope they came with, however their spans
+/// interleaved across batches: one `ResourceSpans` per incoming group, every span once.
+#[tokio::test(start_paused = true)]
+async fn output_groups_spans_by_their_resource_and_scope() {
+    let mut core = bare_core("decision_wait: 30s\npolicies: [{ name: all, type: always_sample }]");
+    let two = Shape { spans: 2 };
+    let (t1, t2, t3) = (
+        trace_spans(1 << 64 | 1, two),
+        trace_spans(2 << 64 | 2, two),
+        trace_spans(3 << 64 | 3, two),
+    );
+    let with_service = |spans: Vec<Span>, service: &str| {
+        let mut req = request(spans);
+        req.resource_spans[0].resource.as_mut().unwrap().attributes =
+            vec![kv("service.name", Value::StringValue(service.into()))];
+        req
+    };
+    // Batch A: trace 1's root and all of trace 2; batch B: trace 1's child and trace 3.
+    let a = with_service(vec![t1[0].clone(), t2[0].clone(), t2[1].clone()], "a");
+    let b = with_service(vec![t1[1].clone(), t3[0].clone(), t3[1].clone()], "b");
+    let now = Instant::now();
+    let (a, b) = (
+        core.prepare(Batch::new(a), 1).remove(0),
+        core.prepare(Batch::new(b), 1).remove(0),
+    );
+    core.ingest(&a, now);
+    core.ingest(&b, now);
+    core.decide_all(now, None);
+    let out = core.take_output().unwrap();
+
+    assert_eq!(
+        out.resource_spans.len(),
+        2,
+        "one group per incoming resource/scope"
+    );
+    let mut seen: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    for rs in &out.resource_spans {
+        let service = match &rs.resource.as_ref().unwrap().attributes[0].value {
+            Some(AnyValue {
+                value: Some(Value::StringValue(s)),
+            }) => s.clone(),
+            other => panic!("unexpected service {other:?}"),
+        };
+        assert_eq!(rs.scope_spans.len(), 1);
+        let ids = rs.scope_spans[0]
+            .spans
+            .iter()
+            .map(|s| s.span_id.clone())
+            .collect::<Vec<_>>();
+        assert!(
+            seen.insert(service, ids).is_none(),
+            "a service appears twice"
+        );
+    }
+    let ids = |spans: &[&Span]| {
+        let mut v: Vec<Vec<u8>> = spans.iter().map(|s| s.span_id.clone()).collect();
+        v.sort();
+        v
+    };
+    let mut got_a = seen["a"].clone();
+    got_a.sort();
+    let mut got_b = seen["b"].clone();
+    got_b.sort();
+    assert_eq!(got_a, ids(&[&t1[0], &t2[0], &t2[1]]));
+    assert_eq!(got_b, ids(&[&t1[1], &t3[0], &t3[1]]));
+    assert!(core.take_output().is_none(), "output is taken once");
+}
+
+/// Traces decided early (here: over `num_traces`) leave no entries behind in the deadline
+/// heap: it stays within 2 x traces + 1024 per shard, not arrival rate x decision_wait.
+#[test]
+fn the_deadline_heap_stays_bounded_by_the_traces_held() {
+    let mut core = bare_core(
+        "decision_wait: 3600s\nnum_traces: 100\nshards: 1\npolicies:\n  - { name: all, type: always_sample }\n",
+    );
+    let start = Instant::now();
+    for round in 0..200u128 {
+        let spans: Vec<Span> = (0..50u128)
+            .flat_map(|i| trace_spans((round * 50 + i + 1) << 64 | i, Shape { spans: 2 }))
+            .collect();
+        for part in core.prepare(Batch::new(request(spans)), 1) {
+            core.ingest(&part, start);
+        }
+        let _ = core.take_output();
+    }
+    // 10 000 traces went through a buffer of 100.
+    assert!(
+        core.heap_entries() <= 2 * (2 * 100 + 1024),
+        "{}",
+        core.heap_entries()
+    );
+}
+
+/// Traces of one service that came in many requests leave under one `ResourceSpans` (and
+/// one `ScopeSpans` per distinct scope), not one copy of the resource per request.
+#[test]
+fn kept_traces_of_one_service_leave_under_one_resource() {
+    let mut core = bare_core("decision_wait: 30s\npolicies: [{ name: all, type: always_sample }]");
+    let now = Instant::now();
+    for i in 0..7u128 {
+        let mut req = request(trace_spans((i + 1) << 64 | i, Shape { spans: 3 }));
+        // Two scopes, alternating between requests.
+        req.resource_spans[0].scope_spans[0].scope = Some(InstrumentationScope {
+            name: if i % 2 == 0 { "http" } else { "db" }.into(),
+            ..Default::default()
+        });
+        for part in core.prepare(Batch::new(req), 1) {
+            core.ingest(&part, now);
+        }
+    }
+    core.decide_all(now, None);
+    let out = core.take_output().unwrap();
+    assert_eq!(out.resource_spans.len(), 1, "one resource, not seven");
+    let mut scopes: Vec<(&str, usize)> = out.resource_spans[0]
+        .scope_spans
+        .iter()
+        .map(|ss| (ss.scope.as_ref().unwrap().name.as_str(), ss.spans.len()))
+        .collect();
+    // Traces are decided in no particular order; each scope appears once.
+    scopes.sort_unstable();
+    assert_eq!(scopes, [("db", 9), ("http", 12)]);
+}
