@@ -17,4 +17,8 @@ pub mod loadbalancing;
 pub mod otlp;
 
 pub use debug::{DebugExporter, Verbosity};
-pub use otlp::{OtlpExporter, OtlpExporterConfig};
+pub use loadbalancing::{TraceRouter, TraceRouterConfig};
+pub use otlp::{
+    ClientTls, Compression, OtlpExporter, OtlpExporterConfig, Protocol, RetryConfig,
+    SendingQueueConfig,
+};

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use crate::component::{BoxError, ComponentId, Receiver, ReceiverContext, RunningReceiver};
 use crate::consumer::{BoxConsumer, ConsumeError, Consumer};
 use crate::signal::{Batch, Signal};
-use crate::telemetry::ComponentTelemetry;
+use crate::telemetry::{ComponentTelemetry, DropReason};
 
 /// A receiver fed by code in the same process through a [`DirectSender`]: tests, examples,
 /// and bridges such as the `opentelemetry_sdk` exporter in `otel-receivers`.
@@ -120,7 +120,7 @@ impl<S: Signal> DirectSender<S> {
         match &result {
             Ok(()) => telemetry.add_accepted(n),
             Err(ConsumeError::Refused(_)) if once => {
-                telemetry.add_dropped("refused_not_retried", n)
+                telemetry.add_dropped(DropReason::REFUSED_NOT_RETRIED, n)
             }
             Err(ConsumeError::Refused(_)) => telemetry.add_refused(n),
             // A rejection names how many items it covers: the rest were taken.

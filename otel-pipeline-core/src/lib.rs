@@ -11,6 +11,7 @@
 //!   told to refuse, reject or hang), generators of realistic traces, metrics and logs,
 //!   and balance checks on the counters. For tests, examples and benches.
 //! - `config`: [`config`], loading component configs from the Collector's YAML shape.
+//! - `wire`: OTLP/JSON forms of the requests and responses, and `otlp::WireSignal`.
 //! - `http`, `tokio`, `crossbeam`: propagation carriers and traced-send helpers.
 //!
 //! With default features off, the crate is propagation only and pulls in neither tokio
@@ -88,15 +89,13 @@ pub use consumer::{BoxConsumer, BoxFuture, ConsumeError, Consumer, FanOut, Refus
 #[cfg(feature = "pipeline")]
 pub use direct::{DirectReceiver, DirectSender};
 #[cfg(feature = "pipeline")]
-pub use otlp::OtlpSignal;
-#[cfg(feature = "pipeline")]
 pub use queue::{BoundedQueue, QueueConfig, QueueConsumer, WhenFull};
 #[cfg(feature = "pipeline")]
 pub use runtime::{Health, HealthState, ReadinessGate, RunningPipeline, ShutdownError, StartError};
 #[cfg(feature = "pipeline")]
-pub use signal::{Batch, ClientInfo, Logs, Metrics, Signal, Traces};
+pub use signal::{Batch, ClientInfo, Logs, Metrics, Signal, SignalKind, Traces};
 #[cfg(feature = "pipeline")]
-pub use telemetry::{ComponentTelemetry, MetricPoint, Telemetry};
+pub use telemetry::{ComponentTelemetry, DropReason, MetricPoint, Telemetry};
 
 /// The `opentelemetry` API these crates are built against (0.33): use it, rather than a
 /// version of your own, so span contexts, propagators and meters are the same types.

@@ -12,6 +12,23 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 
 use crate::signal::{Logs, Metrics, Signal, Traces};
 
+/// A signal OTLP carries in both encodings: its requests and responses also read and
+/// write OTLP/JSON. The three signals are; the OTLP receiver and exporter are generic over
+/// it. (Feature `wire`.)
+#[cfg(feature = "wire")]
+pub trait WireSignal:
+    OtlpSignal<Response: serde::Serialize + serde::de::DeserializeOwned>
+    + Signal<Data: serde::Serialize + serde::de::DeserializeOwned>
+{
+}
+
+#[cfg(feature = "wire")]
+impl<S> WireSignal for S where
+    S: OtlpSignal<Response: serde::Serialize + serde::de::DeserializeOwned>
+        + Signal<Data: serde::Serialize + serde::de::DeserializeOwned>
+{
+}
+
 /// A signal as OTLP carries it: the gRPC method, the HTTP path and the response message.
 pub trait OtlpSignal: Signal {
     /// The gRPC method path, e.g. `/opentelemetry.proto.collector.trace.v1.TraceService/Export`.

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::component::{BoxError, BuildError, ComponentContext, ComponentId, Lifecycle, Processor};
 use crate::consumer::{BoxFuture, ConsumeError, Consumer};
 use crate::signal::{Batch, Signal};
-use crate::telemetry::ComponentTelemetry;
+use crate::telemetry::{ComponentTelemetry, DropReason};
 
 /// What a full queue does with a new batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -293,7 +293,9 @@ impl<S: Signal, N: Consumer<S>> Lifecycle for QueueWorkers<S, N> {
             let timed_out = join_until(tasks, deadline).await;
             let left = self.shared.held.swap(0, Ordering::AcqRel);
             if left > 0 {
-                self.shared.telemetry.add_dropped("shutdown_deadline", left);
+                self.shared
+                    .telemetry
+                    .add_dropped(DropReason::SHUTDOWN_DEADLINE, left);
                 self.shared.telemetry.set_queue_size(0);
             }
             deadline_outcome(timed_out, &self.shared.telemetry)
@@ -435,7 +437,7 @@ impl Redelivery {
         tokio::select! {
             delivered = self.deliver(next, batch, deadline, telemetry) => delivered,
             _ = passed => {
-                telemetry.add_dropped("shutdown_deadline", n);
+                telemetry.add_dropped(DropReason::SHUTDOWN_DEADLINE, n);
                 Delivered::DroppedAtDeadline
             }
         }
@@ -460,7 +462,7 @@ impl Redelivery {
                     let wait = refusal.retry_after.unwrap_or(backoff).min(self.max);
                     let stop = *deadline.lock();
                     if stop.is_some_and(|d| Instant::now() + wait >= d) {
-                        telemetry.add_dropped("shutdown_deadline", batch.item_count());
+                        telemetry.add_dropped(DropReason::SHUTDOWN_DEADLINE, batch.item_count());
                         return Delivered::DroppedAtDeadline;
                     }
                     tokio::time::sleep(wait).await;

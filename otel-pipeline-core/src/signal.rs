@@ -22,8 +22,47 @@ mod sealed {
     pub trait Sealed {}
 }
 
+/// Which of the three signals, as a value: what [`Signal::KIND`] gives a signal type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SignalKind {
+    /// Spans.
+    Traces,
+    /// Metric data points.
+    Metrics,
+    /// Log records.
+    Logs,
+}
+
+impl SignalKind {
+    /// Every signal, in this order.
+    pub const ALL: [SignalKind; 3] = [Self::Traces, Self::Metrics, Self::Logs];
+
+    /// The name as the Collector spells it in pipeline ids (`traces`, ...).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Traces => "traces",
+            Self::Metrics => "metrics",
+            Self::Logs => "logs",
+        }
+    }
+
+    /// 0, 1 or 2: a place in a per-signal array.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for SignalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One of the three OpenTelemetry signals. Sealed: exactly [`Traces`], [`Metrics`], [`Logs`].
 pub trait Signal: sealed::Sealed + Send + Sync + fmt::Debug + 'static {
+    /// Which signal this is, as a value.
+    const KIND: SignalKind;
+
     /// The OTLP message that carries one batch of this signal.
     type Data: prost::Message + Default + Clone + PartialEq + Send + Sync + fmt::Debug + 'static;
 
@@ -163,6 +202,7 @@ impl sealed::Sealed for Logs {}
 
 impl Signal for Traces {
     type Data = ExportTraceServiceRequest;
+    const KIND: SignalKind = SignalKind::Traces;
     const NAME: &'static str = "traces";
     const ITEM: &'static str = "spans";
 
@@ -195,6 +235,7 @@ impl Signal for Traces {
 
 impl Signal for Metrics {
     type Data = ExportMetricsServiceRequest;
+    const KIND: SignalKind = SignalKind::Metrics;
     const NAME: &'static str = "metrics";
     const ITEM: &'static str = "metric_points";
 
@@ -267,6 +308,7 @@ impl Signal for Metrics {
 
 impl Signal for Logs {
     type Data = ExportLogsServiceRequest;
+    const KIND: SignalKind = SignalKind::Logs;
     const NAME: &'static str = "logs";
     const ITEM: &'static str = "log_records";
 

@@ -103,6 +103,53 @@ impl fmt::Debug for Telemetry {
     }
 }
 
+/// Why items were dropped: the `reason` attribute of `otelcol_<kind>_dropped_<items>`.
+///
+/// The reasons this workspace's components use are named constants; a component of your
+/// own names its reasons with [`DropReason::new`], once, as constants of its own.
+///
+/// ```
+/// use otel_pipeline_core::telemetry::DropReason;
+/// const DUPLICATE: DropReason = DropReason::new("duplicate");
+/// assert_eq!(DUPLICATE.as_str(), "duplicate");
+/// assert_eq!(DropReason::FILTERED.to_string(), "filtered");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DropReason(&'static str);
+
+impl DropReason {
+    /// A processor's conditions or match properties removed the items.
+    pub const FILTERED: Self = Self("filtered");
+    /// The component could not deliver the items before the shutdown deadline.
+    pub const SHUTDOWN_DEADLINE: Self = Self("shutdown_deadline");
+    /// A condition failed to evaluate under `error_mode: propagate`.
+    pub const CONDITION_ERROR: Self = Self("condition_error");
+    /// The items could not be read (a malformed request or span).
+    pub const MALFORMED: Self = Self("malformed");
+    /// The batch carried a new metadata combination past the batcher's limit.
+    pub const METADATA_CARDINALITY_LIMIT: Self = Self("metadata_cardinality_limit");
+    /// The next stage refused, and the component does not retry.
+    pub const REFUSED_NOT_RETRIED: Self = Self("refused_not_retried");
+    /// The trace router could not hand the spans to any backend in time.
+    pub const REROUTE_FAILED: Self = Self("reroute_failed");
+
+    /// A reason of your own: a short, fixed, snake_case label.
+    pub const fn new(label: &'static str) -> Self {
+        Self(label)
+    }
+
+    /// The label, as the `reason` attribute carries it.
+    pub const fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
 /// The counters of one component in one pipeline.
 #[derive(Debug)]
 pub struct ComponentTelemetry {
@@ -445,11 +492,11 @@ impl ComponentTelemetry {
     pub fn add_enqueue_failed(&self, n: usize) {
         self.enqueue_failed.fetch_add(n as u64, Ordering::Relaxed);
     }
-    /// Items dropped on purpose or by necessity; `reason` is a short fixed label such as
-    /// `"filtered"`, `"queue_full"`, `"shutdown_deadline"`.
-    pub fn add_dropped(&self, reason: &'static str, n: usize) {
+    /// Items dropped on purpose or by necessity, for `reason`
+    /// ([`DropReason::FILTERED`], [`DropReason::SHUTDOWN_DEADLINE`], ...).
+    pub fn add_dropped(&self, reason: DropReason, n: usize) {
         if n > 0 {
-            bump(&self.dropped, reason, n as u64);
+            bump(&self.dropped, reason.as_str(), n as u64);
         }
     }
     /// A request refused before its items could be counted (malformed, oversize, wrong
@@ -467,9 +514,9 @@ impl ComponentTelemetry {
 
     /// Span events dropped for `reason` (events are not pipeline items, so they have their
     /// own counter, `otelcol_<kind>_dropped_span_events`).
-    pub fn add_dropped_events(&self, reason: &'static str, n: usize) {
+    pub fn add_dropped_events(&self, reason: DropReason, n: usize) {
         if n > 0 {
-            bump(&self.dropped_events, reason, n as u64);
+            bump(&self.dropped_events, reason.as_str(), n as u64);
         }
     }
 
@@ -1098,9 +1145,9 @@ mod tests {
             "spans",
         );
         c.add_accepted(10);
-        c.add_dropped("filtered", 3);
-        c.add_dropped("filtered", 2);
-        c.add_dropped("malformed", 1);
+        c.add_dropped(DropReason::FILTERED, 3);
+        c.add_dropped(DropReason::FILTERED, 2);
+        c.add_dropped(DropReason::MALFORMED, 1);
         c.add_outgoing(4);
         assert_eq!(c.dropped("filtered"), 5);
         assert_eq!(c.dropped_total(), 6);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::component::{BuildError, ComponentContext, ComponentId, Processor};
 use crate::consumer::{ConsumeError, Consumer};
 use crate::signal::{Batch, Signal};
-use crate::telemetry::ComponentTelemetry;
+use crate::telemetry::{ComponentTelemetry, DropReason};
 
 /// A stateless processor made from a function that edits each batch in place.
 ///
@@ -29,12 +29,12 @@ use crate::telemetry::ComponentTelemetry;
 ///     }
 ///     dropped
 /// })
-/// .drop_reason("filtered");
+/// .drop_reason(otel_pipeline_core::DropReason::FILTERED);
 /// ```
 pub struct Transform<S: Signal, F> {
     id: ComponentId,
     f: F,
-    reason: &'static str,
+    reason: DropReason,
     _signal: PhantomData<fn() -> S>,
 }
 
@@ -53,7 +53,7 @@ where
         Self {
             id: ComponentId::new(kind),
             f,
-            reason: "transform",
+            reason: DropReason::new("transform"),
             _signal: PhantomData,
         }
     }
@@ -65,7 +65,7 @@ where
     }
 
     /// The reason label used when counting removed items.
-    pub fn drop_reason(mut self, reason: &'static str) -> Self {
+    pub fn drop_reason(mut self, reason: DropReason) -> Self {
         self.reason = reason;
         self
     }
@@ -75,7 +75,7 @@ where
 pub struct TransformConsumer<F, N> {
     f: F,
     next: N,
-    reason: &'static str,
+    reason: DropReason,
     telemetry: Arc<ComponentTelemetry>,
 }
 

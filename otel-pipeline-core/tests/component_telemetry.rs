@@ -232,7 +232,7 @@ fn dropped_span_events_and_redacted_attributes_reach_the_meter() {
         "traces",
         "spans",
     );
-    c.add_dropped_events("filtered", 3);
+    c.add_dropped_events(otel_pipeline_core::DropReason::FILTERED, 3);
     c.add_redacted_attributes(5);
     provider.force_flush().unwrap();
     let mut seen = std::collections::HashMap::new();

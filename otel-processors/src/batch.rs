@@ -27,7 +27,7 @@ use std::time::Duration;
 use otel_pipeline_core::queue::{Redelivery, deadline_outcome, join_until, stage_deadlines};
 use otel_pipeline_core::{
     Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
-    ConsumeError, Consumer, Lifecycle, Processor, Signal,
+    ConsumeError, Consumer, DropReason, Lifecycle, Processor, Signal,
 };
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -217,7 +217,8 @@ impl<S: Signal> Consumer<S> for BatchConsumer<S> {
                 if self.groups.limit != 0 && active.len() >= self.groups.limit {
                     drop(active);
                     let n = batch.item_count();
-                    self.telemetry.add_dropped("metadata_cardinality_limit", n);
+                    self.telemetry
+                        .add_dropped(DropReason::METADATA_CARDINALITY_LIMIT, n);
                     return Err(ConsumeError::rejected(
                         n,
                         format!(
@@ -286,7 +287,8 @@ impl<S: Signal, N: Consumer<S>> Lifecycle for Worker<S, N> {
             // A task stopped before it counted: what it still held is counted for it.
             let held = self.held.swap(0, Ordering::Relaxed);
             if timed_out && held > 0 {
-                self.telemetry.add_dropped("shutdown_deadline", held);
+                self.telemetry
+                    .add_dropped(DropReason::SHUTDOWN_DEADLINE, held);
             }
             deadline_outcome(timed_out, &self.telemetry)
         })

@@ -52,7 +52,7 @@ use std::sync::Arc;
 
 use otel_pipeline_core::{
     Batch, BuildError, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError, Consumer,
-    Logs, Metrics, Processor, Signal, Traces,
+    DropReason, Logs, Metrics, Processor, Signal, Traces,
 };
 use serde::Deserialize;
 
@@ -755,14 +755,14 @@ fn consumed<S: Signal>(
 ) -> Result<(), ConsumeError<S>> {
     match outcome {
         Ok(f) => {
-            telemetry.add_dropped("filtered", f.spans);
-            telemetry.add_dropped_events("filtered", f.events);
+            telemetry.add_dropped(DropReason::FILTERED, f.spans);
+            telemetry.add_dropped_events(DropReason::FILTERED, f.events);
             telemetry.add_failed_requests("condition_error", f.errors);
             Ok(())
         }
         Err(e) => {
             telemetry.add_failed_request("condition_error");
-            telemetry.add_dropped("condition_error", n);
+            telemetry.add_dropped(DropReason::CONDITION_ERROR, n);
             Err(ConsumeError::rejected(
                 n,
                 format!("filter condition failed: {e}"),

@@ -24,6 +24,7 @@ pub mod tail_sampling;
 
 pub use attributes::{AttributeRedactor, AttributesConfig, RedactionConfig};
 pub use batch::{BatchConfig, BatchProcessor};
+pub use config::{ConfigError, from_yaml, processor_config};
 pub use filter::{FilterConfig, FilterProcessor};
 pub use memory_limiter::{MemoryLimiter, MemoryLimiterConfig};
 pub use tail_sampling::{TailSampler, TailSamplingConfig};

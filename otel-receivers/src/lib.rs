@@ -17,7 +17,7 @@ pub mod sdk;
 
 pub use otlp::{
     AuthError, AuthRequest, Authenticate, Authenticator, BasicAuth, BearerTokens, BoundAddrs,
-    OtlpConfig, OtlpReceiver, OtlpSignalReceiver, ReceiverLimits, Secret, TlsFiles, WireSignal,
+    OtlpConfig, OtlpReceiver, OtlpSignalReceiver, ReceiverLimits, Secret, TlsFiles,
 };
 pub use sdk::{SdkBridge, SdkBridgeReceiver};
 

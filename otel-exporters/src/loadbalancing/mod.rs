@@ -530,15 +530,15 @@ impl Inner {
             if stopping || Instant::now() + backoff >= give_up {
                 let n = count(&data);
                 let reason = if stopping {
-                    "shutdown_deadline"
+                    otel_pipeline_core::DropReason::SHUTDOWN_DEADLINE
                 } else {
-                    "reroute_failed"
+                    otel_pipeline_core::DropReason::REROUTE_FAILED
                 };
                 self.telemetry.add_dropped(reason, n);
                 tracing::warn!(
                     spans = n,
                     endpoint = from,
-                    reason,
+                    reason = reason.as_str(),
                     "trace router: could not route spans again"
                 );
                 return;

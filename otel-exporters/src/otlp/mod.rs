@@ -32,26 +32,16 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use otel_pipeline_core::otlp::{OtlpSignal, WireSignal};
 use otel_pipeline_core::{
     Batch, BoundedQueue, BoxError, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
-    ConsumeError, Consumer, Exporter, Lifecycle, OtlpSignal, Processor, QueueConfig, Signal,
+    ConsumeError, Consumer, DropReason, Exporter, Lifecycle, Processor, QueueConfig, Signal,
     WhenFull,
 };
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tonic::codec::CompressionEncoding;
 use tonic_types::StatusExt;
-
-/// An OTLP signal whose messages also write and read OTLP/JSON.
-pub trait WireSignal:
-    OtlpSignal<Response: serde::de::DeserializeOwned> + Signal<Data: serde::Serialize>
-{
-}
-
-impl<S> WireSignal for S where
-    S: OtlpSignal<Response: serde::de::DeserializeOwned> + Signal<Data: serde::Serialize>
-{
-}
 
 /// Wire protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -981,7 +971,7 @@ impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
                 && shutdown
                     .is_some_and(|d| Instant::now().checked_add(pause).is_none_or(|t| t >= d))
             {
-                self.telemetry.add_dropped("shutdown_deadline", n);
+                self.telemetry.add_dropped(DropReason::SHUTDOWN_DEADLINE, n);
                 return Err(ConsumeError::rejected(
                     n,
                     format!("gave up at shutdown: {reason}"),

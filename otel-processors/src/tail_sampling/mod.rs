@@ -72,7 +72,7 @@ use otel_pipeline_core::queue::{Redelivery, deadline_outcome, join_until, stage_
 use otel_pipeline_core::telemetry::{Counter, Gauge, Histogram};
 use otel_pipeline_core::{
     Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
-    ConsumeError, Consumer, Lifecycle, Processor, Traces,
+    ConsumeError, Consumer, DropReason, Lifecycle, Processor, Traces,
 };
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
@@ -82,6 +82,17 @@ use tokio::time::Instant;
 pub use config::{PolicyConfig, PolicyType, StatusCode, TailSamplingConfig};
 use policy::Compiled;
 pub use policy::Decision;
+
+/// A span whose trace id is not 16 bytes, or all zeros.
+const INVALID_TRACE_ID: DropReason = DropReason::new("invalid_trace_id");
+/// A buffered span that no longer decodes (never expected; counted, not hidden).
+const UNDECODABLE: DropReason = DropReason::new("undecodable");
+/// A span arriving after its trace was decided and not kept.
+const LATE_NOT_SAMPLED: DropReason = DropReason::new("late_not_sampled");
+/// A trace still buffered at shutdown, with `drop_pending_traces_on_shutdown`.
+const DROPPED_ON_SHUTDOWN: DropReason = DropReason::new("shutdown");
+/// The spans of a trace the policies did not keep.
+const NOT_SAMPLED: DropReason = DropReason::new("not_sampled");
 pub(crate) use policy::combine;
 
 use crate::config::ConfigError;
@@ -440,7 +451,7 @@ struct Tally {
     late_not_sampled: i64,
     /// Decision latencies in microseconds since the last publish.
     latencies: Vec<u64>,
-    dropped: Vec<(&'static str, usize)>,
+    dropped: Vec<(DropReason, usize)>,
 }
 
 impl Tally {
@@ -451,7 +462,7 @@ impl Tally {
         }
     }
 
-    fn dropped(&mut self, reason: &'static str, n: usize) {
+    fn dropped(&mut self, reason: DropReason, n: usize) {
         if n == 0 {
             return;
         }
@@ -740,7 +751,7 @@ impl TailSamplingCore {
         now: Instant,
     ) {
         let Some(id) = meta.id else {
-            self.tally.dropped("invalid_trace_id", 1);
+            self.tally.dropped(INVALID_TRACE_ID, 1);
             return;
         };
         let is_root = meta.root;
@@ -771,13 +782,13 @@ impl TailSamplingCore {
             self.tally.late_sampled += 1;
             match wire::decode_span(encoded.body) {
                 Some(span) => self.out.push((Arc::clone(scoped), vec![span])),
-                None => self.tally.dropped("undecodable", 1),
+                None => self.tally.dropped(UNDECODABLE, 1),
             }
             return;
         }
         if self.not_sampled.contains(id) {
             self.tally.late_not_sampled += 1;
-            self.tally.dropped("late_not_sampled", 1);
+            self.tally.dropped(LATE_NOT_SAMPLED, 1);
             return;
         }
         // A new trace: make room by deciding the oldest early, on what has arrived.
@@ -862,7 +873,7 @@ impl TailSamplingCore {
 
     /// Decide everything buffered (shutdown); with `drop`, drop it instead, counted with
     /// `reason` (`shutdown` when configured so, `shutdown_deadline` when time ran out).
-    pub(crate) fn decide_all(&mut self, now: Instant, drop: Option<&'static str>) {
+    pub(crate) fn decide_all(&mut self, now: Instant, drop: Option<DropReason>) {
         let ids: Vec<u128> = self.traces.keys().copied().collect();
         for id in ids {
             if let Some(reason) = drop {
@@ -924,7 +935,7 @@ impl TailSamplingCore {
             let mut groups = t.decode();
             let decoded: usize = groups.iter().map(|(_, spans)| spans.len()).sum();
             self.tally
-                .dropped("undecodable", t.spans - decoded.min(t.spans));
+                .dropped(UNDECODABLE, t.spans - decoded.min(t.spans));
             // Kept only by probability: record the threshold for adjusted counts.
             if let Some(th) = th.filter(|_| !non_probabilistic_sampled) {
                 for (_, spans) in &mut groups {
@@ -936,7 +947,7 @@ impl TailSamplingCore {
             self.out.append(&mut groups);
         } else {
             self.not_sampled.insert(id);
-            self.tally.dropped("not_sampled", t.spans);
+            self.tally.dropped(NOT_SAMPLED, t.spans);
         }
     }
 
@@ -1377,8 +1388,10 @@ impl<N: Consumer<Traces>> Lifecycle for Workers<N> {
             let timed_out = join_until(tasks, join_by).await;
             let left = self.stats.spans.get();
             if timed_out && left > 0 {
-                self.telemetry
-                    .add_dropped("shutdown_deadline", usize::try_from(left).unwrap_or(0));
+                self.telemetry.add_dropped(
+                    DropReason::SHUTDOWN_DEADLINE,
+                    usize::try_from(left).unwrap_or(0),
+                );
                 self.stats.spans.set(0);
                 self.stats.traces.set(0);
                 self.stats.bytes.set(0);
@@ -1448,9 +1461,9 @@ async fn run_shard<N: Consumer<Traces>>(
     }
     let out_of_time = (*deadline.lock()).is_some_and(|d| Instant::now() >= d);
     let drop = if out_of_time {
-        Some("shutdown_deadline")
+        Some(DropReason::SHUTDOWN_DEADLINE)
     } else {
-        drop_on_shutdown.then_some("shutdown")
+        drop_on_shutdown.then_some(DROPPED_ON_SHUTDOWN)
     };
     core.decide_all(now, drop);
     if let Some(out) = core.take_output() {

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use otel_pipeline_core::{Logs, Metrics, OtlpSignal, Traces};
+use otel_pipeline_core::otlp::OtlpSignal;
+use otel_pipeline_core::{Logs, Metrics, Traces};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 

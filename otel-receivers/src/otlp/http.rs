@@ -5,7 +5,8 @@ use std::sync::Arc;
 use http::{HeaderValue, Method, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use otel_pipeline_core::{Logs, Metrics, OtlpSignal, Traces};
+use otel_pipeline_core::otlp::OtlpSignal;
+use otel_pipeline_core::{Logs, Metrics, Traces};
 
 use super::body::{self, BodyError, Gunzip};
 use super::server::ConnAuth;

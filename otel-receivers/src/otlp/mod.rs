@@ -46,25 +46,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use otel_pipeline_core::otlp::WireSignal;
 use otel_pipeline_core::{
-    Batch, BoxConsumer, BoxError, ClientInfo, ComponentId, ConsumeError, Consumer, OtlpSignal,
-    Receiver, ReceiverContext, RunningReceiver, Signal,
+    Batch, BoxConsumer, BoxError, ClientInfo, ComponentId, ConsumeError, Consumer, Receiver,
+    ReceiverContext, RunningReceiver,
 };
 use parking_lot::Mutex;
 
 use signal::{Sink, Sinks};
-
-/// An OTLP signal whose messages also read and write OTLP/JSON (all three do, through
-/// `opentelemetry-proto`'s `with-serde` feature).
-pub trait WireSignal:
-    OtlpSignal<Response: serde::Serialize> + Signal<Data: serde::de::DeserializeOwned>
-{
-}
-
-impl<S> WireSignal for S where
-    S: OtlpSignal<Response: serde::Serialize> + Signal<Data: serde::de::DeserializeOwned>
-{
-}
 
 /// Settings of the OTLP receiver.
 #[derive(Debug, Clone, PartialEq)]

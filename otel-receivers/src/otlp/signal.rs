@@ -21,24 +21,16 @@ pub(crate) struct Sinks {
     slots: [RwLock<Option<Arc<dyn Any + Send + Sync>>>; 3],
 }
 
-fn slot(name: &str) -> usize {
-    match name {
-        "traces" => 0,
-        "metrics" => 1,
-        _ => 2,
-    }
-}
-
 impl Sinks {
     /// The sink of signal `S`, while its pipeline runs.
     pub(crate) fn get<S: Signal>(&self) -> Option<Arc<Sink<S>>> {
-        let any = self.slots[slot(S::NAME)].read().clone()?;
+        let any = self.slots[S::KIND.index()].read().clone()?;
         any.downcast::<Sink<S>>().ok()
     }
 
     /// Install the sink of signal `S`; false if one is there already.
     pub(crate) fn set<S: Signal>(&self, sink: Sink<S>) -> bool {
-        let mut slot = self.slots[slot(S::NAME)].write();
+        let mut slot = self.slots[S::KIND.index()].write();
         if slot.is_some() {
             return false;
         }
@@ -48,6 +40,6 @@ impl Sinks {
 
     /// Remove the sink of signal `S` (its pipeline stopped).
     pub(crate) fn clear<S: Signal>(&self) {
-        *self.slots[slot(S::NAME)].write() = None;
+        *self.slots[S::KIND.index()].write() = None;
     }
 }
