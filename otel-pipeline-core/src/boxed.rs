@@ -50,11 +50,12 @@ use tokio::time::Instant;
 
 use crate::builder::{ExporterSet, ProcessorChain, build_processor};
 use crate::component::{
-    BoxError, BuildContext, BuildError, Children, ComponentContext, ComponentId, ComponentKind,
-    Exporter, Processor, Receiver, ReceiverContext, RunningReceiver, ShutdownSignal,
+    BuildContext, Children, ComponentContext, Exporter, Processor, Receiver, ReceiverContext,
+    RunningReceiver, ShutdownSignal,
 };
 use crate::consumer::{BoxConsumer, BoxFuture, ConsumeError, Consumer};
-use crate::runtime::{ShutdownError, StartError};
+use crate::id::{BoxError, BuildError, ComponentId, ComponentKind};
+use crate::id::{ShutdownError, StartError};
 use crate::signal::{Batch, Signal};
 use crate::telemetry::Telemetry;
 

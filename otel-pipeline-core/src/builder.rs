@@ -27,11 +27,14 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use crate::component::{
-    BuildContext, BuildError, ComponentContext, ComponentKind, Exporter, Processor, Receiver,
-    ReceiverContext, RunningReceiver, ShutdownSignal,
+    BuildContext, ComponentContext, Exporter, Processor, Receiver, ReceiverContext,
+    RunningReceiver, ShutdownSignal,
 };
 use crate::consumer::{ConsumeError, Consumer, FanOut};
-use crate::runtime::{Health, RunningPipeline, StartError};
+use crate::health::Health;
+use crate::id::StartError;
+use crate::id::{BuildError, ComponentKind};
+use crate::runtime::RunningPipeline;
 use crate::signal::{Batch, Logs, Metrics, Signal, Traces};
 use crate::telemetry::{ComponentTelemetry, Telemetry};
 

@@ -10,7 +10,6 @@
 //! first to last, exporters at the end), so every stage flushes into a stage that is still
 //! running.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -20,128 +19,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::consumer::{BoxFuture, Consumer};
-use crate::runtime::{ShutdownError, StartError};
+use crate::id::{BoxError, BuildError, ComponentId, ComponentKind, ShutdownError, StartError};
 use crate::signal::Signal;
 use crate::telemetry::{ComponentTelemetry, Telemetry};
-
-/// A boxed error from a component's start or shutdown.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// A component id in the Collector's `type[/name]` form: `otlp`, `batch/agent`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ComponentId {
-    kind: Cow<'static, str>,
-    name: Option<Cow<'static, str>>,
-}
-
-impl ComponentId {
-    /// An id with only a type, e.g. `ComponentId::new("batch")`.
-    pub fn new(kind: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            kind: kind.into(),
-            name: None,
-        }
-    }
-
-    /// The same type with a name: `batch` becomes `batch/agent`.
-    pub fn with_name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// The component type (`batch` in `batch/agent`).
-    pub fn kind(&self) -> &str {
-        &self.kind
-    }
-
-    /// The name after the slash, if any.
-    pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-}
-
-impl fmt::Display for ComponentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.name {
-            Some(name) => write!(f, "{}/{}", self.kind, name),
-            None => f.write_str(&self.kind),
-        }
-    }
-}
-
-impl std::str::FromStr for ComponentId {
-    type Err = BuildError;
-
-    /// Parse `type` or `type/name`; the type must be non-empty.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, name) = match s.split_once('/') {
-            Some((k, n)) => (k, Some(n)),
-            None => (s, None),
-        };
-        if kind.is_empty() || name.is_some_and(str::is_empty) {
-            return Err(BuildError::InvalidId(s.to_string()));
-        }
-        let id = Self::new(kind.to_string());
-        Ok(match name {
-            Some(n) => id.with_name(n.to_string()),
-            None => id,
-        })
-    }
-}
-
-/// Which role a component plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ComponentKind {
-    /// Brings data in.
-    Receiver,
-    /// Transforms, filters, batches or samples.
-    Processor,
-    /// Sends data out.
-    Exporter,
-    /// Serves the process, not a pipeline (`health_check`).
-    Extension,
-}
-
-impl ComponentKind {
-    /// `receiver`, `processor` or `exporter`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Receiver => "receiver",
-            Self::Processor => "processor",
-            Self::Exporter => "exporter",
-            Self::Extension => "extension",
-        }
-    }
-}
-
-/// Why a pipeline could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// A component's configuration is invalid. `path` names the offending setting.
-    #[error("{component}: invalid `{path}`: {message}")]
-    InvalidConfig {
-        /// The component.
-        component: ComponentId,
-        /// The setting, e.g. `policies[2].latency.threshold_ms`.
-        path: String,
-        /// What is wrong with it.
-        message: String,
-    },
-    /// A component id is not of the form `type[/name]`.
-    #[error("invalid component id `{0}`: expected `type` or `type/name`")]
-    InvalidId(String),
-    /// Two components of the same kind share an id in one pipeline.
-    #[error("duplicate {kind} id `{id}` in pipeline `{pipeline}`", kind = .kind.as_str())]
-    DuplicateId {
-        /// Receiver, processor or exporter.
-        kind: ComponentKind,
-        /// The repeated id.
-        id: ComponentId,
-        /// The pipeline.
-        pipeline: String,
-    },
-}
 
 /// Start, flush and shutdown hooks of a component that owns state or tasks.
 ///
@@ -226,7 +106,7 @@ pub struct BuildContext {
     seen: Vec<(ComponentKind, ComponentId)>,
     pub(crate) stages: Vec<Stage>,
     /// Readiness gates components registered, named `<id>: <what>`.
-    pub(crate) gates: Vec<(String, crate::runtime::ReadinessGate)>,
+    pub(crate) gates: Vec<(String, crate::health::ReadinessGate)>,
 }
 
 impl fmt::Debug for Stage {
@@ -342,8 +222,8 @@ impl ComponentContext<'_> {
     /// A gate that holds the pipeline's readiness closed until the component opens it,
     /// such as a metadata cache before its first full sync. `what` is shown in
     /// [`Health::waiting_for`](crate::Health::waiting_for).
-    pub fn readiness_gate(&mut self, what: &str) -> crate::runtime::ReadinessGate {
-        let gate = crate::runtime::ReadinessGate::closed();
+    pub fn readiness_gate(&mut self, what: &str) -> crate::health::ReadinessGate {
+        let gate = crate::health::ReadinessGate::closed();
         self.build
             .gates
             .push((format!("{}: {what}", self.id), gate.clone()));

@@ -3,8 +3,9 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use crate::component::{BoxError, ComponentId, Receiver, ReceiverContext, RunningReceiver};
+use crate::component::{Receiver, ReceiverContext, RunningReceiver};
 use crate::consumer::{BoxConsumer, ConsumeError, Consumer};
+use crate::id::{BoxError, ComponentId};
 use crate::signal::{Batch, Signal};
 use crate::telemetry::{ComponentTelemetry, DropReason};
 

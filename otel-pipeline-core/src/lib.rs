@@ -62,6 +62,10 @@ mod consumer;
 #[cfg(feature = "pipeline")]
 mod direct;
 #[cfg(feature = "pipeline")]
+mod health;
+#[cfg(feature = "pipeline")]
+mod id;
+#[cfg(feature = "pipeline")]
 pub mod otlp;
 #[cfg(feature = "pipeline")]
 pub mod queue;
@@ -80,18 +84,21 @@ mod transform;
 pub use builder::{BuiltPipeline, Pipeline, PipelineBuilder};
 #[cfg(feature = "pipeline")]
 pub use component::{
-    BoxError, BuildContext, BuildError, Child, Children, ComponentContext, ComponentId,
-    ComponentKind, Exporter, Lifecycle, Processor, Receiver, ReceiverContext, RunningReceiver,
-    ShutdownSignal,
+    BuildContext, Child, Children, ComponentContext, Exporter, Lifecycle, Processor, Receiver,
+    ReceiverContext, RunningReceiver, ShutdownSignal,
 };
 #[cfg(feature = "pipeline")]
 pub use consumer::{BoxConsumer, BoxFuture, ConsumeError, Consumer, FanOut, Refusal, Rejection};
 #[cfg(feature = "pipeline")]
 pub use direct::{DirectReceiver, DirectSender};
 #[cfg(feature = "pipeline")]
+pub use health::{Health, HealthState, ReadinessGate};
+#[cfg(feature = "pipeline")]
+pub use id::{BoxError, BuildError, ComponentId, ComponentKind, ShutdownError, StartError};
+#[cfg(feature = "pipeline")]
 pub use queue::{BoundedQueue, QueueConfig, QueueConsumer, WhenFull};
 #[cfg(feature = "pipeline")]
-pub use runtime::{Health, HealthState, ReadinessGate, RunningPipeline, ShutdownError, StartError};
+pub use runtime::RunningPipeline;
 #[cfg(feature = "pipeline")]
 pub use signal::{Batch, ClientInfo, Logs, Metrics, Signal, SignalKind, Traces};
 #[cfg(feature = "pipeline")]

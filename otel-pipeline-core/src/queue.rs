@@ -17,8 +17,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, watch}
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::component::{BoxError, BuildError, ComponentContext, ComponentId, Lifecycle, Processor};
+use crate::component::{ComponentContext, Lifecycle, Processor};
 use crate::consumer::{BoxFuture, ConsumeError, Consumer};
+use crate::id::{BoxError, BuildError, ComponentId};
 use crate::signal::{Batch, Signal};
 use crate::telemetry::{ComponentTelemetry, DropReason};
 

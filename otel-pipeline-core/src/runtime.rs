@@ -1,145 +1,18 @@
 //! The runtime: ordered start, health, and graceful shutdown with a deadline.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::component::{
-    BoxError, BuildContext, ComponentId, RunningReceiver, Stage, flush_stages, shutdown_stages,
-    start_stages,
+    BuildContext, RunningReceiver, Stage, flush_stages, shutdown_stages, start_stages,
 };
+use crate::health::Health;
+use crate::id::ComponentId;
+use crate::id::{ShutdownError, StartError};
 use crate::telemetry::Telemetry;
-
-/// Where a pipeline is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthState {
-    /// Built, starting components.
-    Starting,
-    /// Every component started; receivers accept data.
-    Ready,
-    /// Shutdown has begun: receivers stopped, stages flushing.
-    Draining,
-    /// Everything stopped.
-    Stopped,
-}
-
-/// Holds readiness closed until opened: a component's "not yet" (a Kubernetes cache
-/// before its first full sync). Get one from
-/// [`ComponentContext::readiness_gate`](crate::ComponentContext::readiness_gate).
-#[derive(Debug, Clone)]
-pub struct ReadinessGate(Arc<std::sync::atomic::AtomicBool>);
-
-impl ReadinessGate {
-    pub(crate) fn closed() -> Self {
-        Self(Arc::new(std::sync::atomic::AtomicBool::new(false)))
-    }
-
-    /// Readiness no longer waits for this gate.
-    pub fn open(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    /// Whether it has been opened.
-    pub fn is_open(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
-/// Live/ready state that a health endpoint can serve. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Health {
-    state: Arc<AtomicU8>,
-    gates: Arc<Vec<(String, ReadinessGate)>>,
-}
-
-impl Health {
-    pub(crate) fn new(gates: Vec<(String, ReadinessGate)>) -> Self {
-        Self {
-            state: Arc::new(AtomicU8::new(0)),
-            gates: Arc::new(gates),
-        }
-    }
-
-    /// What readiness waits for: the names of the gates still closed.
-    pub fn waiting_for(&self) -> Vec<String> {
-        self.gates
-            .iter()
-            .filter(|(_, g)| !g.is_open())
-            .map(|(n, _)| n.clone())
-            .collect()
-    }
-
-    /// The current state.
-    pub fn state(&self) -> HealthState {
-        match self.state.load(Ordering::Acquire) {
-            0 => HealthState::Starting,
-            1 => HealthState::Ready,
-            2 => HealthState::Draining,
-            _ => HealthState::Stopped,
-        }
-    }
-
-    /// Live: the process is working (starting, ready or draining), not stopped.
-    pub fn is_live(&self) -> bool {
-        self.state() != HealthState::Stopped
-    }
-
-    /// Ready: receivers accept data, and every component's readiness gate is open.
-    pub fn is_ready(&self) -> bool {
-        self.state() == HealthState::Ready && self.gates.iter().all(|(_, g)| g.is_open())
-    }
-
-    pub(crate) fn set_ready(&self) {
-        self.state.store(1, Ordering::Release);
-    }
-
-    fn set_draining(&self) {
-        self.state.store(2, Ordering::Release);
-    }
-
-    fn set_stopped(&self) {
-        self.state.store(3, Ordering::Release);
-    }
-}
-
-/// A component failed to start.
-#[derive(Debug, thiserror::Error)]
-#[error("{component} failed to start: {source}")]
-pub struct StartError {
-    /// The component.
-    pub component: ComponentId,
-    /// Why.
-    #[source]
-    pub source: BoxError,
-}
-
-impl StartError {
-    pub(crate) fn new(
-        component: ComponentId,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
-        Self {
-            component,
-            source: Box::new(source),
-        }
-    }
-
-    pub(crate) fn from_boxed(component: ComponentId, source: BoxError) -> Self {
-        Self { component, source }
-    }
-}
-
-/// Shutdown finished, but not cleanly: each entry names a component and what went wrong
-/// (an error, or the deadline passing before it finished).
-#[derive(Debug, thiserror::Error)]
-pub struct ShutdownError {
-    /// `(component, problem)` pairs in shutdown order.
-    pub failures: Vec<(ComponentId, String)>,
-}
 
 /// Wait for receivers (already told to stop) until `deadline`; abort and name the late ones.
 pub(crate) async fn stop_receivers(
@@ -161,31 +34,11 @@ pub(crate) async fn stop_receivers(
     }
 }
 
-impl ShutdownError {
-    pub(crate) fn from_failures(failures: Vec<(ComponentId, String)>) -> Result<(), Self> {
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(Self { failures })
-        }
-    }
-}
-
 impl Drop for RunningPipeline {
     fn drop(&mut self) {
         // Receivers stop accepting; stages follow as their inputs close. (After
         // `shutdown`, this is already done.)
         let _ = self.shutdown_tx.send(true);
-    }
-}
-
-impl fmt::Display for ShutdownError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("shutdown was not clean:")?;
-        for (id, problem) in &self.failures {
-            write!(f, " {id}: {problem};")?;
-        }
-        Ok(())
     }
 }
 

@@ -20,7 +20,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::Meter;
 use parking_lot::{Mutex, RwLock};
 
-use crate::component::{ComponentId, ComponentKind};
+use crate::id::{ComponentId, ComponentKind};
 
 type Registry = RwLock<Vec<Arc<ComponentTelemetry>>>;
 

@@ -18,8 +18,9 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Sta
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::component::{BoxError, BuildError, ComponentContext, ComponentId, Exporter, Lifecycle};
+use crate::component::{ComponentContext, Exporter, Lifecycle};
 use crate::consumer::{BoxFuture, ConsumeError, Consumer};
+use crate::id::{BoxError, BuildError, ComponentId};
 use crate::signal::{Batch, Signal, Traces};
 use crate::telemetry::ComponentTelemetry;
 

@@ -4,8 +4,9 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::component::{BuildError, ComponentContext, ComponentId, Processor};
+use crate::component::{ComponentContext, Processor};
 use crate::consumer::{ConsumeError, Consumer};
+use crate::id::{BuildError, ComponentId};
 use crate::signal::{Batch, Signal};
 use crate::telemetry::{ComponentTelemetry, DropReason};
 

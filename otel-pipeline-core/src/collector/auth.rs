@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{Extension, ExtensionFactory, Section};
+use super::factory::{Extension, ExtensionFactory, Noop, Section};
 use crate::config::ConfigError;
 
 /// One authenticator extension's settings.
@@ -190,7 +190,7 @@ impl ExtensionFactory for AuthExtensionFactory {
     }
     fn create(&self, section: &Section<'_>) -> Result<Box<dyn Extension>, ConfigError> {
         read(section)?;
-        Ok(Box::new(super::Noop))
+        Ok(Box::new(Noop))
     }
 }
 

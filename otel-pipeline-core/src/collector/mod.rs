@@ -25,12 +25,16 @@
 //! ```
 
 pub mod auth;
+mod factory;
 mod registry;
 
-pub use registry::{
+pub use factory::{
     CollectorHealth, CollectorSignal, ExporterFactory, Extension, ExtensionFactory, Host,
-    ProcessorFactory, ReceiverFactory, ReceiverInstance, Registry, Section,
+    ProcessorFactory, ReceiverFactory, ReceiverInstance, Section,
 };
+pub use registry::Registry;
+
+use factory::ACCEPTED_EXTENSIONS;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -41,15 +45,13 @@ use tokio::time::Instant;
 
 use crate::boxed::{BoxExporter, BoxProcessor, FanOutAll, ReceiverGroup};
 use crate::builder::{BuiltPipeline, NoReceivers, Pipeline};
-use crate::component::{BoxError, ComponentId, ComponentKind};
 use crate::config::{ConfigError, Location, Node, NodeValue};
-use crate::consumer::{BoxConsumer, BoxFuture};
-use crate::runtime::{RunningPipeline, ShutdownError, StartError};
+use crate::consumer::BoxConsumer;
+use crate::id::{ComponentId, ComponentKind};
+use crate::id::{ShutdownError, StartError};
+use crate::runtime::RunningPipeline;
 use crate::signal::{Logs, Metrics, Traces};
 use crate::telemetry::Telemetry;
-
-/// Extensions the Collector has that do nothing useful here; accepted with a warning.
-pub(crate) const ACCEPTED_EXTENSIONS: [&str; 2] = ["pprof", "zpages"];
 
 /// Component types of the Collector and its contrib distribution that this build does
 /// not include: named in a clear error rather than "unknown".
@@ -353,7 +355,7 @@ impl CollectorConfig {
 
     fn err(&self, path: &str, message: impl Into<String>) -> ConfigError {
         let e = ConfigError::new(path, message);
-        match registry::locate(&self.index, path) {
+        match factory::locate(&self.index, path) {
             Some(at) => e.at(at),
             None => e,
         }
@@ -550,7 +552,7 @@ impl CollectorConfig {
         let NodeValue::String(text) = &item.value else {
             return Err(ConfigError::new(path, "expected a component id").at(item.at.clone()));
         };
-        let id: ComponentId = text.parse().map_err(|e: crate::component::BuildError| {
+        let id: ComponentId = text.parse().map_err(|e: crate::id::BuildError| {
             ConfigError::new(path, e.to_string()).at(item.at.clone())
         })?;
         let defined = self
@@ -929,9 +931,9 @@ impl CollectorConfig {
     }
 
     /// Place a component's build error under its section.
-    fn build_error(&self, e: &crate::component::BuildError) -> ConfigError {
+    fn build_error(&self, e: &crate::id::BuildError) -> ConfigError {
         match e {
-            crate::component::BuildError::InvalidConfig {
+            crate::id::BuildError::InvalidConfig {
                 component,
                 path,
                 message,
@@ -1263,28 +1265,5 @@ impl RunningCollector {
         }
         failures.extend(stop_extensions(&self.extensions, deadline).await);
         ShutdownError::from_failures(failures)
-    }
-}
-
-/// `pprof` and `zpages`: accepted so configurations load, and do nothing.
-pub(crate) struct NoopExtension(pub(crate) &'static str);
-
-impl ExtensionFactory for NoopExtension {
-    fn kind(&self) -> &'static str {
-        self.0
-    }
-    fn create(&self, _section: &Section<'_>) -> Result<Box<dyn Extension>, ConfigError> {
-        Ok(Box::new(Noop))
-    }
-}
-
-struct Noop;
-
-impl Extension for Noop {
-    fn start(&self, _host: Host) -> BoxFuture<'_, Result<(), BoxError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn shutdown(&self, _deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
-        Box::pin(async { Ok(()) })
     }
 }

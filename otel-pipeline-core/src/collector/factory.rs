@@ -1,0 +1,378 @@
+//! What a component type gives the loader: the sections it reads, the factory traits, and
+//! what an extension sees of the collector. A leaf of `collector`: the registry, the
+//! authenticators and the loader import it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use crate::boxed::{BoxExporter, BoxProcessor, BoxReceiver};
+use crate::config::{ConfigError, Location, Node};
+use crate::consumer::BoxFuture;
+use crate::health::{Health, ReadinessGate};
+use crate::id::{BoxError, ComponentId};
+use crate::signal::{Logs, Metrics, Signal, Traces};
+use crate::telemetry::Telemetry;
+
+/// One component's configuration section, with where it sits in the user's files.
+///
+/// A factory reads it with [`Section::deserialize`]; errors name the path below the
+/// section and the file, line and column.
+#[derive(Debug)]
+pub struct Section<'a> {
+    pub(crate) id: ComponentId,
+    pub(crate) path: String,
+    pub(crate) node: Option<&'a Node>,
+    pub(crate) index: &'a BTreeMap<String, Location>,
+    /// The whole configuration, for sections that name another component.
+    pub(crate) root: Option<&'a Node>,
+}
+
+impl<'a> Section<'a> {
+    /// The component's id (`otlp/backend`).
+    pub fn id(&self) -> &ComponentId {
+        &self.id
+    }
+
+    /// The section of another component this one names at `subpath`, such as the extension
+    /// in a receiver's `auth.authenticator: bearertokenauth/server`. `kind` is the
+    /// top-level key it lives under (`extensions`). An id that is not defined there is an
+    /// error at `subpath`.
+    pub fn referenced(
+        &self,
+        kind: &str,
+        id: &str,
+        subpath: &str,
+    ) -> Result<Section<'a>, ConfigError> {
+        let parsed: ComponentId = id
+            .parse()
+            .map_err(|e: crate::BuildError| self.error(subpath, e.to_string()))?;
+        let node = self
+            .root
+            .and_then(|r| r.get(kind))
+            .and_then(|s| s.get(id))
+            .ok_or_else(|| self.error(subpath, format!("`{id}` is not defined under {kind}")))?;
+        Ok(Section {
+            id: parsed,
+            path: format!("{kind}.{id}"),
+            node: Some(node),
+            index: self.index,
+            root: self.root,
+        })
+    }
+
+    /// Where the section is: `exporters.otlp/backend`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether the section is empty (`batch:` with nothing under it).
+    pub fn is_empty(&self) -> bool {
+        self.node.is_none_or(|n| n.is_null())
+    }
+
+    /// The section as a plain YAML value (`null` when empty).
+    pub fn value(&self) -> serde_yaml_ng::Value {
+        self.node.map_or(serde_yaml_ng::Value::Null, Node::to_value)
+    }
+
+    /// Deserialize the section into `T`; an empty section deserializes from `{}`.
+    /// Errors name the path, and the line and column in the user's file.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        let value = match self.value() {
+            serde_yaml_ng::Value::Null => serde_yaml_ng::Value::Mapping(Default::default()),
+            v => v,
+        };
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let inner = e.path().to_string();
+            let sub = if inner == "." { String::new() } else { inner };
+            let message = e.into_inner().to_string();
+            self.error(&sub, strip_location(&message))
+        })
+    }
+
+    /// An error at `subpath` below the section (`""` for the section itself), placed at
+    /// the closest point of the user's file.
+    pub fn error(&self, subpath: &str, message: impl Into<String>) -> ConfigError {
+        let path = if subpath.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}.{subpath}", self.path)
+        };
+        let err = ConfigError::new(path.clone(), message);
+        match locate(self.index, &path) {
+            Some(at) => err.at(at),
+            None => err,
+        }
+    }
+
+    /// Turn an error from a component's own validation (its path relative to the section,
+    /// or already absolute) into one placed in the file.
+    pub fn place(&self, err: ConfigError) -> ConfigError {
+        if err.location.is_some() {
+            return err;
+        }
+        let sub = err
+            .path
+            .strip_prefix(&self.path)
+            .map(|p| p.trim_start_matches('.').to_string())
+            .unwrap_or(err.path.clone());
+        self.error(&sub, err.message)
+    }
+}
+
+/// serde_yaml_ng appends "at line L column C" of its own re-serialized copy; that place
+/// means nothing to the user, whose file is placed instead.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// The place of `path`, or of its closest ancestor that has one.
+pub(crate) fn locate(index: &BTreeMap<String, Location>, path: &str) -> Option<Location> {
+    let mut p = path;
+    loop {
+        if let Some(at) = index.get(p) {
+            return Some(at.clone());
+        }
+        let cut = p.rfind(['.', '['])?;
+        p = &p[..cut];
+    }
+}
+
+/// Signals the loader wires: traces, metrics, logs.
+pub trait CollectorSignal: Signal {
+    /// `traces`, `metrics`, `logs`.
+    const PIPELINE: &'static str;
+    /// This signal's part of a receiver instance.
+    fn receiver(instance: &mut dyn ReceiverInstance) -> Option<BoxReceiver<Self>>;
+    /// This signal's processor from a factory, or `None` if it has none for the signal.
+    fn processor(
+        factory: &dyn ProcessorFactory,
+        section: &Section<'_>,
+    ) -> Option<Result<BoxProcessor<Self>, ConfigError>>;
+    /// This signal's exporter from a factory, or `None`.
+    fn exporter(
+        factory: &dyn ExporterFactory,
+        section: &Section<'_>,
+    ) -> Option<Result<BoxExporter<Self>, ConfigError>>;
+}
+
+macro_rules! collector_signal {
+    ($signal:ty, $name:literal, $method:ident) => {
+        impl CollectorSignal for $signal {
+            const PIPELINE: &'static str = $name;
+            fn receiver(instance: &mut dyn ReceiverInstance) -> Option<BoxReceiver<Self>> {
+                instance.$method()
+            }
+            fn processor(
+                factory: &dyn ProcessorFactory,
+                section: &Section<'_>,
+            ) -> Option<Result<BoxProcessor<Self>, ConfigError>> {
+                factory.$method(section)
+            }
+            fn exporter(
+                factory: &dyn ExporterFactory,
+                section: &Section<'_>,
+            ) -> Option<Result<BoxExporter<Self>, ConfigError>> {
+                factory.$method(section)
+            }
+        }
+    };
+}
+collector_signal!(Traces, "traces", traces);
+collector_signal!(Metrics, "metrics", metrics);
+collector_signal!(Logs, "logs", logs);
+
+/// Makes receivers of one type (`otlp`). A receiver instance serves every signal it
+/// supports through one set of listeners, so one instance is made per receiver id and
+/// its parts go to the pipelines that use it.
+pub trait ReceiverFactory: Send + Sync {
+    /// The type in `receivers:` (`otlp`).
+    fn kind(&self) -> &'static str;
+    /// Check the section and make the instance. Do not bind sockets here.
+    fn create(&self, section: &Section<'_>) -> Result<Box<dyn ReceiverInstance>, ConfigError>;
+}
+
+/// One configured receiver; each signal's part can be taken once.
+pub trait ReceiverInstance: Send {
+    /// The traces part, if the receiver takes traces.
+    fn traces(&mut self) -> Option<BoxReceiver<Traces>> {
+        None
+    }
+    /// The metrics part.
+    fn metrics(&mut self) -> Option<BoxReceiver<Metrics>> {
+        None
+    }
+    /// The logs part.
+    fn logs(&mut self) -> Option<BoxReceiver<Logs>> {
+        None
+    }
+}
+
+/// Makes processors of one type. Return `None` for a signal the processor does not
+/// handle; the loader then says so.
+pub trait ProcessorFactory: Send + Sync {
+    /// The type in `processors:` (`batch`).
+    fn kind(&self) -> &'static str;
+    /// For a traces pipeline.
+    fn traces(&self, _section: &Section<'_>) -> Option<Result<BoxProcessor<Traces>, ConfigError>> {
+        None
+    }
+    /// For a metrics pipeline.
+    fn metrics(
+        &self,
+        _section: &Section<'_>,
+    ) -> Option<Result<BoxProcessor<Metrics>, ConfigError>> {
+        None
+    }
+    /// For a logs pipeline.
+    fn logs(&self, _section: &Section<'_>) -> Option<Result<BoxProcessor<Logs>, ConfigError>> {
+        None
+    }
+}
+
+/// Makes exporters of one type.
+pub trait ExporterFactory: Send + Sync {
+    /// The type in `exporters:` (`otlp`).
+    fn kind(&self) -> &'static str;
+    /// For a traces pipeline.
+    fn traces(&self, _section: &Section<'_>) -> Option<Result<BoxExporter<Traces>, ConfigError>> {
+        None
+    }
+    /// For a metrics pipeline.
+    fn metrics(&self, _section: &Section<'_>) -> Option<Result<BoxExporter<Metrics>, ConfigError>> {
+        None
+    }
+    /// For a logs pipeline.
+    fn logs(&self, _section: &Section<'_>) -> Option<Result<BoxExporter<Logs>, ConfigError>> {
+        None
+    }
+}
+
+/// What an extension sees of the collector while it runs.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Ready only once every pipeline has started (and every readiness gate is open),
+    /// not ready while draining.
+    pub health: CollectorHealth,
+    /// The collector's self-telemetry.
+    pub telemetry: Telemetry,
+}
+
+/// The collector's readiness: its pipelines' health plus any gates components hold
+/// closed (a Kubernetes cache before its first sync, for one).
+#[derive(Debug, Clone, Default)]
+pub struct CollectorHealth {
+    inner: Arc<parking_lot::RwLock<HealthInner>>,
+}
+
+#[derive(Debug, Default)]
+struct HealthInner {
+    pipelines: Vec<Health>,
+    started: bool,
+    draining: bool,
+    gates: Vec<(String, ReadinessGate)>,
+}
+
+impl CollectorHealth {
+    pub(crate) fn set_pipelines(&self, pipelines: Vec<Health>) {
+        let mut h = self.inner.write();
+        h.pipelines = pipelines;
+        h.started = true;
+    }
+
+    pub(crate) fn set_draining(&self) {
+        self.inner.write().draining = true;
+    }
+
+    /// A gate that holds readiness closed until [`ReadinessGate::open`]; named in
+    /// [`CollectorHealth::waiting_for`].
+    pub fn gate(&self, name: impl Into<String>) -> ReadinessGate {
+        let gate = ReadinessGate::closed();
+        self.inner.write().gates.push((name.into(), gate.clone()));
+        gate
+    }
+
+    /// Whether the collector serves: started, every pipeline ready, every gate open, not
+    /// draining.
+    pub fn is_ready(&self) -> bool {
+        let h = self.inner.read();
+        h.started
+            && !h.draining
+            && h.pipelines.iter().all(Health::is_ready)
+            && h.gates.iter().all(|(_, g)| g.is_open())
+    }
+
+    /// Whether the process is alive (not every pipeline stopped).
+    pub fn is_live(&self) -> bool {
+        let h = self.inner.read();
+        !h.started || h.pipelines.iter().any(Health::is_live)
+    }
+
+    /// What readiness waits for: `starting`, `draining`, or the names of closed gates.
+    pub fn waiting_for(&self) -> Vec<String> {
+        let h = self.inner.read();
+        let mut out = Vec::new();
+        if !h.started {
+            out.push("starting".to_string());
+        }
+        if h.draining {
+            out.push("draining".to_string());
+        }
+        out.extend(
+            h.gates
+                .iter()
+                .filter(|(_, g)| !g.is_open())
+                .map(|(n, _)| n.clone()),
+        );
+        out.extend(h.pipelines.iter().flat_map(Health::waiting_for));
+        out
+    }
+}
+
+/// A running extension (`health_check`).
+pub trait Extension: Send + Sync {
+    /// Start (bind listeners); the collector starts extensions before its pipelines.
+    fn start(&self, host: Host) -> BoxFuture<'_, Result<(), BoxError>>;
+    /// Stop by `deadline`; extensions stop after the pipelines.
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>>;
+}
+
+/// Makes extensions of one type.
+pub trait ExtensionFactory: Send + Sync {
+    /// The type in `extensions:` (`health_check`).
+    fn kind(&self) -> &'static str;
+    /// Check the section and make the extension.
+    fn create(&self, section: &Section<'_>) -> Result<Box<dyn Extension>, ConfigError>;
+}
+
+/// Extensions the Collector has that do nothing useful here; accepted with a warning.
+pub(crate) const ACCEPTED_EXTENSIONS: [&str; 2] = ["pprof", "zpages"];
+
+/// `pprof` and `zpages`: accepted so configurations load, and do nothing.
+pub(crate) struct NoopExtension(pub(crate) &'static str);
+
+impl ExtensionFactory for NoopExtension {
+    fn kind(&self) -> &'static str {
+        self.0
+    }
+    fn create(&self, _section: &Section<'_>) -> Result<Box<dyn Extension>, ConfigError> {
+        Ok(Box::new(Noop))
+    }
+}
+
+pub(crate) struct Noop;
+
+impl Extension for Noop {
+    fn start(&self, _host: Host) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn shutdown(&self, _deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
