@@ -180,10 +180,22 @@ pub struct MatchConfig {
     pub log_severity_texts: Vec<String>,
     /// Logs: the severity number is at least `min`.
     #[serde(default)]
-    pub log_severity_number: Option<crate::filter::SeverityMatch>,
+    pub log_severity_number: Option<SeverityMatch>,
     /// Metrics: the metric's name is one of these.
     #[serde(default)]
     pub metric_names: Vec<String>,
+}
+
+/// `severity_number: {min: INFO, match_undefined: true}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeverityMatch {
+    /// The least severity that matches: `TRACE` ... `FATAL4` (any case) or `1` to `24`.
+    #[serde(default)]
+    pub min: String,
+    /// Records with no severity (0) match too.
+    #[serde(default)]
+    pub match_undefined: bool,
 }
 
 /// An instrumentation scope to match.

@@ -57,8 +57,8 @@ use otel_pipeline_core::{
 use serde::Deserialize;
 
 use crate::attributes::{
-    AttrMatches, AttributeMatch, ItemKind, MatchConfig, MatchType, Matcher, SpanFilter, all_match,
-    attr_matches,
+    AttrMatches, AttributeMatch, ItemKind, MatchConfig, MatchType, Matcher, SeverityMatch,
+    SpanFilter, all_match, attr_matches,
 };
 use crate::condition::{
     Condition, Cx, EvalError, Item, SpanContext, Target, points, severity_number,
@@ -241,18 +241,6 @@ pub struct LogMatch {
     /// The body (a string, or the text form of a number or boolean) is one of these.
     #[serde(default)]
     pub bodies: Vec<String>,
-}
-
-/// `severity_number: {min: INFO, match_undefined: true}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SeverityMatch {
-    /// The least severity that matches: `TRACE` ... `FATAL4` (any case) or `1` to `24`.
-    #[serde(default)]
-    pub min: String,
-    /// Records with no severity (0) match too.
-    #[serde(default)]
-    pub match_undefined: bool,
 }
 
 /// A [`LogMatch`], compiled.

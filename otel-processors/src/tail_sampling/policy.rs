@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use regex::Regex;
 use tokio::time::Instant;
 
-use super::TraceBuf;
+use super::buffer::TraceBuf;
 use super::config::{PolicyConfig, PolicyType};
 use super::wire::{self, AnyRef};
 use crate::condition::{Condition, SpanContext};

@@ -8,8 +8,8 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::Shared;
-use super::server::Held;
+use super::conn::Held;
+use super::shared::Shared;
 
 /// Why a body was not read.
 pub(crate) enum BodyError {

@@ -14,9 +14,9 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::body::{self, BodyError, Gunzip};
-use super::server::ConnAuth;
-use super::server::{Peer, ResBody};
-use super::{Outcome, Shared, WireSignal, authenticate, client_info, count_failed, deliver};
+use super::conn::{ConnAuth, Peer, ResBody};
+use super::shared::{Outcome, Shared, authenticate, client_info, count_failed, deliver};
+use otel_pipeline_core::otlp::WireSignal;
 
 pub(crate) async fn handle(
     shared: Arc<Shared>,

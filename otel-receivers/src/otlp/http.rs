@@ -9,9 +9,9 @@ use otel_pipeline_core::otlp::OtlpSignal;
 use otel_pipeline_core::{Logs, Metrics, Traces};
 
 use super::body::{self, BodyError, Gunzip};
-use super::server::ConnAuth;
-use super::server::{Peer, ResBody, full};
-use super::{Outcome, Shared, WireSignal, authenticate, client_info, count_failed, deliver};
+use super::conn::{ConnAuth, Peer, ResBody, full};
+use super::shared::{Outcome, Shared, authenticate, client_info, count_failed, deliver};
+use otel_pipeline_core::otlp::WireSignal;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Encoding {

@@ -1,36 +1,26 @@
 //! The listeners: one accept loop per protocol, hyper connections, graceful stop.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::BodyExt;
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use otel_pipeline_core::telemetry::{Counter, Gauge, Instrument};
 use otel_pipeline_core::{BoxError, ComponentTelemetry};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use super::{AuthError, BoundAddrs, ReceiverLimits, Shared, grpc, http};
-
-/// Response body of both protocols.
-pub(crate) type ResBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// Box a complete body.
-pub(crate) fn full(bytes: impl Into<Bytes>) -> ResBody {
-    http_body_util::Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
+#[cfg(feature = "tls")]
+use super::auth::AuthError;
+use super::config::{BoundAddrs, ReceiverLimits};
+use super::conn::{ByteBudget, ConnAuth, ConnStats, Peer, ResBody};
+use super::shared::Shared;
+use super::{grpc, http};
 
 #[derive(Clone, Copy, Debug)]
 enum Protocol {
@@ -108,10 +98,6 @@ fn acceptor(shared: &Shared) -> Result<Acceptor, BoxError> {
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
 }
 
-/// What mutual TLS established about a connection's client: its identity, or why it has
-/// none. `None` when mutual TLS is not configured.
-pub(crate) type ConnAuth = Option<Arc<Result<Vec<(String, String)>, AuthError>>>;
-
 #[cfg(feature = "tls")]
 fn mtls_identity(shared: &Shared, conn: &tokio_rustls::rustls::ServerConnection) -> ConnAuth {
     let files = shared.config.tls.as_ref()?;
@@ -150,108 +136,6 @@ fn acceptor(shared: &Shared) -> Result<Acceptor, BoxError> {
         Some(_) => {
             Err("TLS is configured but otel-receivers was built without its `tls` feature".into())
         }
-    }
-}
-
-/// Connection-level events, counted on the telemetry of the pipeline that started the
-/// listeners (they happen before a request names its signal).
-pub(crate) static CONNECTIONS_REFUSED: Instrument = Instrument::counter(
-    "otelcol_receiver_refused_connections",
-    "{connections}",
-    "Connections closed at accept, by reason (max_connections).",
-);
-pub(crate) static CONNECTIONS_CLOSED: Instrument = Instrument::counter(
-    "otelcol_receiver_closed_connections",
-    "{connections}",
-    "Connections the receiver closed, by reason (header_read_timeout, idle_timeout, protocol_error, tls_handshake).",
-);
-pub(crate) static CONNECTIONS_OPEN: Instrument = Instrument::gauge(
-    "otelcol_receiver_open_connections",
-    "{connections}",
-    "Connections open now.",
-);
-pub(crate) static IN_FLIGHT_BYTES: Instrument = Instrument::gauge(
-    "otelcol_receiver_in_flight_bytes",
-    "By",
-    "Request bytes (wire and decompressed) held by requests in progress.",
-);
-
-/// The counters behind the instruments above.
-pub(crate) struct ConnStats {
-    refused_max: Counter,
-    header_timeout: Counter,
-    idle: Counter,
-    protocol_error: Counter,
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
-    tls_handshake: Counter,
-    open: Gauge,
-    pub(crate) in_flight: Gauge,
-}
-
-impl ConnStats {
-    fn new(t: &ComponentTelemetry) -> Self {
-        let closed = |reason| t.counter(&CONNECTIONS_CLOSED, &[("reason", reason)]);
-        Self {
-            refused_max: t.counter(&CONNECTIONS_REFUSED, &[("reason", "max_connections")]),
-            header_timeout: closed("header_read_timeout"),
-            idle: closed("idle_timeout"),
-            protocol_error: closed("protocol_error"),
-            tls_handshake: closed("tls_handshake"),
-            open: t.gauge(&CONNECTIONS_OPEN, &[]),
-            in_flight: t.gauge(&IN_FLIGHT_BYTES, &[]),
-        }
-    }
-}
-
-/// The bytes all requests in progress may hold together ([`ReceiverLimits::max_in_flight_bytes`]).
-pub(crate) struct ByteBudget {
-    permits: Arc<Semaphore>,
-    stats: Arc<ConnStats>,
-}
-
-/// Bytes a request holds; given back when it is dropped.
-pub(crate) struct Held {
-    permits: Option<OwnedSemaphorePermit>,
-    stats: Arc<ConnStats>,
-    bytes: usize,
-}
-
-impl ByteBudget {
-    /// An empty hold, to grow as a request's body arrives.
-    pub(crate) fn hold(self: &Arc<Self>) -> Held {
-        Held {
-            permits: None,
-            stats: Arc::clone(&self.stats),
-            bytes: 0,
-        }
-    }
-
-    /// Take `n` more bytes for `held`, or `false` when the budget has not that many left.
-    pub(crate) fn take(&self, held: &mut Held, n: usize) -> bool {
-        if n == 0 {
-            return true;
-        }
-        let Ok(n32) = u32::try_from(n) else {
-            return false;
-        };
-        match Arc::clone(&self.permits).try_acquire_many_owned(n32) {
-            Ok(p) => {
-                match &mut held.permits {
-                    Some(existing) => existing.merge(p),
-                    None => held.permits = Some(p),
-                }
-                held.bytes += n;
-                self.stats.in_flight.add(n as i64);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.stats.in_flight.add(-(self.bytes as i64));
     }
 }
 
@@ -627,6 +511,3 @@ fn count_connection_error(e: &(dyn std::error::Error + 'static), stats: &ConnSta
     }
     stats.protocol_error.add(1);
 }
-
-/// Peer address type used by handlers.
-pub(crate) type Peer = SocketAddr;

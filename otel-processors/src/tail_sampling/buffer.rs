@@ -1,0 +1,215 @@
+//! How the sampler holds spans: a shard's incoming batch of encoded spans, and each
+//! trace's buffer of them. A leaf of `tail_sampling`: the engine and the policies import
+//! it.
+
+use std::sync::Arc;
+
+use otel_pipeline_core::proto::common::v1::{InstrumentationScope, KeyValue};
+use otel_pipeline_core::proto::resource::v1::Resource;
+use otel_pipeline_core::proto::trace::v1::Span;
+use tokio::time::Instant;
+
+use super::wire;
+
+/// The resource and scope a group of buffered spans came with, shared by all of them.
+#[derive(Debug, Default)]
+pub(crate) struct Scoped {
+    /// Resource.
+    pub(crate) resource: Option<Resource>,
+    /// Resource schema URL.
+    pub(crate) resource_schema_url: String,
+    /// Instrumentation scope.
+    pub(crate) scope: Option<InstrumentationScope>,
+    /// Scope schema URL.
+    pub(crate) scope_schema_url: String,
+}
+
+/// What the shard needs to know of a span without reading its bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SpanMeta {
+    /// The trace id (`None`: not 16 bytes).
+    pub(crate) id: Option<u128>,
+    /// Where the span's encoding ends in [`ShardBatch::bytes`].
+    pub(crate) end: usize,
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
+    /// Which of the attribute policies' keys the span's attributes hold.
+    pub(crate) mask: u64,
+    pub(crate) status: u8,
+    pub(crate) sampled_flag: bool,
+    pub(crate) root: bool,
+}
+
+/// Spans for one shard, already encoded by [`TailSamplingCore::prepare`] on the caller's
+/// thread, in groups that share a resource and scope.
+///
+/// Encoding on the caller's side means the decoded spans are freed by the thread that
+/// decoded them (receivers' tasks), which the allocator does fastest, and the work spreads
+/// over the callers; the shard only files bytes and decides.
+#[derive(Debug, Default)]
+pub(crate) struct ShardBatch {
+    /// (resource/scope, key mask of the resource, index in `spans` where the group ends).
+    pub(crate) groups: Vec<(Arc<Scoped>, u64, usize)>,
+    /// The spans' encodings, back to back.
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) spans: Vec<SpanMeta>,
+}
+
+impl ShardBatch {
+    /// Spans in the batch.
+    pub(crate) fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether the batch holds no span.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The encoding of span `i`.
+    /// Heap bytes the batch holds while it waits in a shard's channel.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.bytes.capacity()
+            + self.spans.capacity() * std::mem::size_of::<SpanMeta>()
+            + self.groups.capacity() * std::mem::size_of::<(Arc<Scoped>, u64, usize)>()
+    }
+
+    pub(crate) fn body(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.spans[i - 1].end };
+        &self.bytes[start..self.spans[i].end]
+    }
+}
+
+/// The spans buffered for one trace, **encoded** (protobuf, length-delimited, about a
+/// sixth of the memory of decoded spans), with a summary of what the cheap policies need.
+#[derive(Debug)]
+pub(crate) struct TraceBuf {
+    /// Encoded spans grouped by the resource/scope they came with.
+    pub(crate) groups: Vec<(Arc<Scoped>, Vec<u8>)>,
+    /// Span count.
+    pub(crate) spans: usize,
+    /// OTLP-encoded size of the spans.
+    pub(crate) bytes: usize,
+    /// Earliest span start.
+    pub(crate) min_start: u64,
+    /// Latest span end.
+    pub(crate) max_end: u64,
+    /// Status codes seen: bit 0 unset, bit 1 ok, bit 2 error.
+    pub(crate) statuses: u8,
+    /// Any span with the W3C sampled flag.
+    pub(crate) any_sampled_flag: bool,
+    /// Which of the attribute policies' keys occur in the trace (bit i: key i).
+    pub(crate) attr_mask: u64,
+    /// The trace id.
+    pub(crate) trace_id: [u8; 16],
+    /// The first span's `tracestate` (for `ot=rv`).
+    pub(crate) first_trace_state: String,
+    pub(crate) first_seen: Instant,
+    pub(crate) due: Instant,
+    pub(crate) root_seen: bool,
+}
+
+impl TraceBuf {
+    pub(crate) fn new(
+        trace_id: [u8; 16],
+        first_trace_state: String,
+        now: Instant,
+        due: Instant,
+        root_seen: bool,
+    ) -> Self {
+        Self {
+            groups: Vec::with_capacity(1),
+            spans: 0,
+            bytes: 0,
+            min_start: u64::MAX,
+            max_end: 0,
+            statuses: 0,
+            any_sampled_flag: false,
+            attr_mask: 0,
+            trace_id,
+            first_trace_state,
+            first_seen: now,
+            due,
+            root_seen,
+        }
+    }
+
+    /// Summarise a span and buffer its encoding; returns the bytes it takes.
+    /// `group_mask` is the key mask of the group's resource, computed once per group.
+    pub(crate) fn push(
+        &mut self,
+        scoped: &Arc<Scoped>,
+        group_mask: u64,
+        meta: &SpanMeta,
+        encoded: Encoded<'_>,
+    ) -> usize {
+        self.spans += 1;
+        self.attr_mask |= group_mask | meta.mask;
+        self.min_start = self.min_start.min(meta.start_ns);
+        self.max_end = self.max_end.max(meta.end_ns);
+        self.statuses |= 1 << meta.status;
+        self.any_sampled_flag |= meta.sampled_flag;
+        let buf = match self.groups.last_mut() {
+            Some((s, buf)) if Arc::ptr_eq(s, scoped) => buf,
+            _ => {
+                self.groups.push((Arc::clone(scoped), Vec::new()));
+                &mut self.groups.last_mut().expect("just pushed").1
+            }
+        };
+        let need = wire::delimited_len(encoded.body);
+        if encoded.run > 0 {
+            buf.reserve_exact(encoded.run);
+        }
+        if buf.capacity() - buf.len() < need {
+            // Grow by about a quarter, not doubling: these buffers are the memory the
+            // sampler keeps small.
+            buf.reserve_exact(need.max(buf.len() / 4).max(1024));
+        }
+        wire::append_delimited(encoded.body, buf);
+        self.bytes += need;
+        need
+    }
+
+    /// Decode the spans (for the policies that need whole spans, and for output).
+    pub(crate) fn decode(&self) -> Vec<(Arc<Scoped>, Vec<Span>)> {
+        self.groups
+            .iter()
+            .map(|(scoped, buf)| {
+                let mut spans = Vec::with_capacity(match self.groups.len() {
+                    1 => self.spans,
+                    _ => 0,
+                });
+                spans.extend(wire::delimited(buf).filter_map(wire::decode_span));
+                (Arc::clone(scoped), spans)
+            })
+            .collect()
+    }
+
+    /// The encoded spans, each with its resource/scope.
+    pub(crate) fn encoded(&self) -> impl Iterator<Item = (&Arc<Scoped>, &[u8])> {
+        self.groups
+            .iter()
+            .flat_map(|(sc, buf)| wire::delimited(buf).map(move |m| (sc, m)))
+    }
+}
+
+/// A span's encoding, and at the first span of a run of spans of one trace, the room the
+/// whole run needs (so the trace's buffer is sized once, not grown span by span).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Encoded<'a> {
+    pub(crate) body: &'a [u8],
+    pub(crate) run: usize,
+}
+
+/// Which of `keys` occur among `attributes` (bit i: key i).
+pub(crate) fn key_mask(attributes: &[KeyValue], keys: &[String]) -> u64 {
+    let mut mask = 0;
+    if !keys.is_empty() {
+        for kv in attributes {
+            if let Some(i) = keys.iter().position(|k| *k == kv.key) {
+                mask |= 1 << i;
+            }
+        }
+    }
+    mask
+}

@@ -1,0 +1,133 @@
+//! The OTLP receiver's settings and the addresses it bound.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::auth::Authenticator;
+
+/// Settings of the OTLP receiver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpConfig {
+    /// gRPC listen address; `None` disables gRPC. Default `0.0.0.0:4317`.
+    pub grpc: Option<SocketAddr>,
+    /// HTTP listen address; `None` disables HTTP. Default `0.0.0.0:4318`.
+    pub http: Option<SocketAddr>,
+    /// Largest request accepted on the wire (compressed), in bytes. Default 4 MiB.
+    pub max_request_bytes: usize,
+    /// Largest request after decompression, in bytes. Default 16 MiB.
+    pub max_decompressed_bytes: usize,
+    /// Keep request headers / gRPC metadata in the batch's [`ClientInfo`](otel_pipeline_core::ClientInfo) (the
+    /// Collector's `include_metadata`). The peer address is always kept. Default off.
+    pub include_metadata: bool,
+    /// `Retry-After` / `RetryInfo` delay sent with back-pressure when the pipeline gives
+    /// none. Default 1 s.
+    pub default_retry_after: Duration,
+    /// Serve both protocols over TLS with this certificate (needs the `tls` feature).
+    /// Default: plain text.
+    pub tls: Option<TlsFiles>,
+    /// What clients may hold of the receiver: connections, time, memory.
+    pub limits: ReceiverLimits,
+    /// Who may send: requests without valid credentials are refused before their body is
+    /// read. Default: anyone.
+    pub auth: Option<Authenticator>,
+}
+
+/// Bounds on what clients may hold of a receiver, so that no number of slow, idle or
+/// oversized clients exhausts a gateway. Every limit hit is counted (see
+/// `docs/security.md`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiverLimits {
+    /// Open connections across both listeners; one more is closed at accept. Default 4096.
+    pub max_connections: usize,
+    /// Time from opening a connection to its first complete request headers, and on
+    /// HTTP/1 for the headers of each request (slowloris). Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Time to receive a request's whole body once its headers are in. Default 30 s.
+    pub body_read_timeout: Duration,
+    /// A connection with no request in progress and no bytes moving for this long is
+    /// closed. Default 2 min.
+    pub idle_timeout: Duration,
+    /// HTTP/2 PING interval (`None`: no pings). Default 30 s.
+    pub http2_keepalive_interval: Option<Duration>,
+    /// A PING not answered within this closes the connection. Default 10 s.
+    pub http2_keepalive_timeout: Duration,
+    /// Concurrent HTTP/2 streams (gRPC calls) per connection. Default 100.
+    pub max_concurrent_streams: u32,
+    /// Request header bytes (HTTP/1 buffer, HTTP/2 header list). Default 64 KiB.
+    pub max_header_bytes: usize,
+    /// Request bytes, as received and as decompressed, that all requests in progress may
+    /// hold together. A request that would pass it is refused as back-pressure
+    /// (`RESOURCE_EXHAUSTED` with `RetryInfo`, `429` with `Retry-After`). Default 256 MiB.
+    pub max_in_flight_bytes: usize,
+}
+
+impl Default for ReceiverLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            http2_keepalive_interval: Some(Duration::from_secs(30)),
+            http2_keepalive_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 100,
+            max_header_bytes: 64 << 10,
+            max_in_flight_bytes: 256 << 20,
+        }
+    }
+}
+
+/// The server's PEM certificate chain and private key, and for mutual TLS the CA that
+/// client certificates must chain to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, PEM.
+    pub cert_file: std::path::PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1), PEM.
+    pub key_file: std::path::PathBuf,
+    /// Mutual TLS: clients must present a certificate issued by this CA (PEM, the
+    /// Collector's `client_ca_file`). A request without one gets `UNAUTHENTICATED` / `401`;
+    /// a certificate that does not verify fails the handshake. Default: no client
+    /// certificates.
+    pub client_ca_file: Option<std::path::PathBuf>,
+    /// With `client_ca_file`: the client certificate must also be valid for one of these
+    /// names (DNS subject alternative names), which becomes the request's `auth.subject`.
+    /// Empty: any certificate from the CA.
+    pub client_names: Vec<String>,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            grpc: Some(SocketAddr::from(([0, 0, 0, 0], 4317))),
+            http: Some(SocketAddr::from(([0, 0, 0, 0], 4318))),
+            max_request_bytes: 4 << 20,
+            max_decompressed_bytes: 16 << 20,
+            include_metadata: false,
+            default_retry_after: Duration::from_secs(1),
+            tls: None,
+            limits: ReceiverLimits::default(),
+            auth: None,
+        }
+    }
+}
+
+impl OtlpConfig {
+    /// Both protocols on loopback with OS-chosen ports: for tests.
+    pub fn loopback() -> Self {
+        Self {
+            grpc: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            ..Self::default()
+        }
+    }
+}
+
+/// Addresses the receiver actually bound (useful with port 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BoundAddrs {
+    /// The gRPC listener.
+    pub grpc: Option<SocketAddr>,
+    /// The HTTP listener.
+    pub http: Option<SocketAddr>,
+}
