@@ -303,7 +303,7 @@ impl<S: Signal> Receiver<S> for BoxReceiver<S> {
 /// after the pipelines they feed, and shut them down before.
 pub struct ReceiverGroup {
     telemetry: Telemetry,
-    shutdown_tx: watch::Sender<bool>,
+    shutdown_tx: watch::Sender<Option<Instant>>,
     shutdown: ShutdownSignal,
     running: Vec<(ComponentId, RunningReceiver)>,
 }
@@ -364,7 +364,10 @@ impl ReceiverGroup {
 
     /// Stop every receiver and wait for them until `deadline`.
     pub async fn shutdown(self, deadline: Instant) -> Result<(), ShutdownError> {
-        let _ = self.shutdown_tx.send(true);
+        let now = Instant::now();
+        let _ = self
+            .shutdown_tx
+            .send(Some(now + deadline.saturating_duration_since(now) / 2));
         let mut failures = Vec::new();
         crate::runtime::stop_receivers(self.running, deadline, &mut failures).await;
         ShutdownError::from_failures(failures)

@@ -462,23 +462,34 @@ pub trait Exporter<S: Signal>: Send + 'static {
 
 /// Tells a running receiver to stop accepting.
 #[derive(Debug, Clone)]
-pub struct ShutdownSignal(watch::Receiver<bool>);
+pub struct ShutdownSignal(watch::Receiver<Option<Instant>>);
 
 impl ShutdownSignal {
-    pub(crate) fn new() -> (watch::Sender<bool>, Self) {
-        let (tx, rx) = watch::channel(false);
+    pub(crate) fn new() -> (watch::Sender<Option<Instant>>, Self) {
+        let (tx, rx) = watch::channel(None);
         (tx, Self(rx))
     }
 
     /// Whether shutdown has begun.
     pub fn is_shutdown(&self) -> bool {
+        self.0.borrow().is_some()
+    }
+
+    /// The instant by which the receiver should have stopped (drained its connections),
+    /// once shutdown has begun: the caller's deadline, less the share the pipeline's
+    /// stages need after the receivers.
+    pub fn deadline(&self) -> Option<Instant> {
         *self.0.borrow()
     }
 
-    /// Resolves when shutdown begins (at once if it already has).
-    pub async fn wait(&mut self) {
-        // An error means the runtime is gone, which is shutdown too.
-        let _ = self.0.wait_for(|stop| *stop).await;
+    /// Resolves when shutdown begins (at once if it already has), with the instant by
+    /// which the receiver should have stopped.
+    pub async fn wait(&mut self) -> Instant {
+        // An error means the runtime is gone, which is shutdown too: stop now.
+        match self.0.wait_for(Option::is_some).await {
+            Ok(deadline) => deadline.unwrap_or_else(Instant::now),
+            Err(_) => Instant::now(),
+        }
     }
 }
 

@@ -36,9 +36,13 @@ pub(crate) async fn stop_receivers(
 
 impl Drop for RunningPipeline {
     fn drop(&mut self) {
-        // Receivers stop accepting; stages follow as their inputs close. (After
+        // Receivers stop accepting at once; stages follow as their inputs close. (After
         // `shutdown`, this is already done.)
-        let _ = self.shutdown_tx.send(true);
+        self.shutdown_tx.send_if_modified(|d| {
+            let first = d.is_none();
+            d.get_or_insert_with(Instant::now);
+            first
+        });
     }
 }
 
@@ -53,7 +57,7 @@ pub struct RunningPipeline {
     telemetry: Telemetry,
     stages: Vec<Stage>,
     receivers: Vec<(ComponentId, RunningReceiver)>,
-    shutdown_tx: watch::Sender<bool>,
+    shutdown_tx: watch::Sender<Option<Instant>>,
     health: Health,
 }
 
@@ -68,7 +72,11 @@ impl fmt::Debug for RunningPipeline {
 }
 
 impl RunningPipeline {
-    pub(crate) fn new(ctx: BuildContext, shutdown_tx: watch::Sender<bool>, health: Health) -> Self {
+    pub(crate) fn new(
+        ctx: BuildContext,
+        shutdown_tx: watch::Sender<Option<Instant>>,
+        health: Health,
+    ) -> Self {
         let name = ctx.pipeline().to_string();
         let telemetry = ctx.telemetry().clone();
         Self {
@@ -124,7 +132,9 @@ impl RunningPipeline {
     pub async fn shutdown(mut self, timeout: Duration) -> Result<(), ShutdownError> {
         let deadline = Instant::now() + timeout;
         self.health.set_draining();
-        let _ = self.shutdown_tx.send(true);
+        // Receivers drain their connections within the first half of the time; the
+        // stages flush in what is left.
+        let _ = self.shutdown_tx.send(Some(Instant::now() + timeout / 2));
         let mut failures = Vec::new();
 
         stop_receivers(std::mem::take(&mut self.receivers), deadline, &mut failures).await;

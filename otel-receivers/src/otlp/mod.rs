@@ -179,14 +179,14 @@ impl<S: WireSignal> Receiver<S> for OtlpSignalReceiver<S> {
             state.running += 1;
         }
         let task = tokio::spawn(async move {
-            ctx.shutdown.wait().await;
+            let deadline = ctx.shutdown.wait().await;
             // This signal's requests stop going to a pipeline that is stopping.
             shared.sinks.clear::<S>();
             let mut state = listeners.state.lock().await;
             state.running -= 1;
             let last = state.running == 0;
             if let Some(server) = state.server.take_if(|_| last) {
-                server.stop().await;
+                server.stop(deadline).await;
             }
             Ok(())
         });

@@ -31,12 +31,9 @@ enum Protocol {
 /// Running listeners.
 pub(crate) struct Server {
     addrs: BoundAddrs,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Option<tokio::time::Instant>>,
     tasks: Vec<JoinHandle<()>>,
 }
-
-/// How long open connections get to finish their requests when the receiver stops.
-const DRAIN: Duration = Duration::from_secs(5);
 
 /// Turns accepted TCP streams into TLS streams, when TLS is configured.
 #[cfg(feature = "tls")]
@@ -146,7 +143,7 @@ impl Server {
         shared: Arc<Shared>,
         telemetry: &ComponentTelemetry,
     ) -> Result<Self, BoxError> {
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(None);
         let tls = acceptor(&shared)?;
         let stats = Arc::new(ConnStats::new(telemetry));
         let limits = &shared.config.limits;
@@ -201,9 +198,10 @@ impl Server {
         self.addrs
     }
 
-    /// Stop accepting, let open requests finish (up to a few seconds), then return.
-    pub(crate) async fn stop(self) {
-        let _ = self.stop.send(true);
+    /// Stop accepting, let open requests finish until `deadline` (the caller's), then
+    /// return.
+    pub(crate) async fn stop(self, deadline: tokio::time::Instant) {
+        let _ = self.stop.send(Some(deadline));
         for task in self.tasks {
             let _ = task.await;
         }
@@ -329,7 +327,7 @@ async fn accept_loop(
     listener: TcpListener,
     protocol: Protocol,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Option<tokio::time::Instant>>,
     tls: Acceptor,
     slots: Arc<Semaphore>,
     stats: Arc<ConnStats>,
@@ -338,7 +336,7 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => Some(accepted),
-            _ = stop.wait_for(|s| *s) => None,
+            _ = stop.wait_for(Option::is_some) => None,
         };
         let (stream, peer) = match accepted {
             None => break,
@@ -402,14 +400,20 @@ async fn accept_loop(
         });
     }
     drop(listener);
-    // Wait for open connections to drain (each stops itself on `stop`), bounded.
-    let _ = tokio::time::timeout(DRAIN + Duration::from_secs(1), async {
+    // Wait for open connections to drain (each stops itself by the deadline), bounded by
+    // the deadline too.
+    let deadline = (*stop.borrow()).unwrap_or_else(tokio::time::Instant::now);
+    let _ = tokio::time::timeout_at(deadline, async {
         let _ = slots
             .acquire_many(u32::try_from(max).unwrap_or(u32::MAX))
             .await;
     })
     .await;
 }
+
+/// How long an idle connection that was told to close gets to say goodbye (a gRPC
+/// GOAWAY, an HTTP/1 close) before it is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serve one connection (plain or TLS) until it closes, the receiver stops, or a limit
 /// closes it: no complete request headers within `header_read_timeout` of opening (both
@@ -418,7 +422,7 @@ async fn accept_loop(
 async fn serve<I, S>(
     io: I,
     service: S,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Option<tokio::time::Instant>>,
     activity: &Activity,
     stats: &ConnStats,
     limits: &ReceiverLimits,
@@ -451,7 +455,7 @@ async fn serve<I, S>(
     let tick = (limits.idle_timeout.min(limits.header_read_timeout) / 4)
         .clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut ticker = tokio::time::interval(tick);
-    let mut closing: Option<Instant> = None;
+    let mut closing: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
@@ -460,13 +464,16 @@ async fn serve<I, S>(
                 }
                 return;
             }
-            _ = stop.wait_for(|s| *s), if closing.is_none() => {
+            deadline = stop.wait_for(Option::is_some), if closing.is_none() => {
                 conn.as_mut().graceful_shutdown();
-                closing = Some(Instant::now());
+                closing = Some(match deadline {
+                    Ok(d) => (*d).unwrap_or_else(tokio::time::Instant::now),
+                    Err(_) => tokio::time::Instant::now(),
+                });
             }
             _ = ticker.tick() => {
-                if let Some(at) = closing {
-                    if at.elapsed() > DRAIN {
+                if let Some(deadline) = closing {
+                    if tokio::time::Instant::now() >= deadline {
                         return;
                     }
                     continue;
@@ -483,7 +490,7 @@ async fn serve<I, S>(
                 if activity.in_progress.load(Ordering::Relaxed) == 0 && idle > limits.idle_timeout {
                     stats.idle.add(1);
                     conn.as_mut().graceful_shutdown();
-                    closing = Some(Instant::now());
+                    closing = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
                 }
             }
         }
