@@ -640,3 +640,24 @@ service:
         .expect("stops");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A listen address another process holds is found when the collector is built, before
+/// anything starts, and the error points at the endpoint in the user's file.
+#[test]
+fn a_port_in_use_fails_the_build_at_its_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let yaml = format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{port}\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n"
+    );
+    let config = load(&[("c.yaml", &yaml)]).expect("loads: --validate does not bind ports");
+    let err = config
+        .build(&otel_pipeline::default_registry(), Telemetry::new())
+        .err()
+        .expect("the port is taken");
+    let e = &err.errors[0];
+    assert_eq!(e.path, "receivers.otlp.protocols.grpc.endpoint", "{err}");
+    let at = e.location.clone().expect("placed in the file");
+    assert_eq!(at.line, 5, "{err}");
+    assert!(e.message.contains("cannot listen"), "{err}");
+}

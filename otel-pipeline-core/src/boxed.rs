@@ -259,6 +259,9 @@ pub trait DynReceiver<S: Signal>: Send + 'static {
     /// The component id.
     fn id(&self) -> ComponentId;
 
+    /// [`Receiver::validate`].
+    fn validate_boxed(&self) -> Result<(), BuildError>;
+
     /// Start serving into `consumer`.
     fn start_boxed(
         self: Box<Self>,
@@ -270,6 +273,10 @@ pub trait DynReceiver<S: Signal>: Send + 'static {
 impl<S: Signal, R: Receiver<S>> DynReceiver<S> for R {
     fn id(&self) -> ComponentId {
         Receiver::id(self)
+    }
+
+    fn validate_boxed(&self) -> Result<(), BuildError> {
+        Receiver::validate(self)
     }
 
     fn start_boxed(
@@ -287,6 +294,10 @@ pub type BoxReceiver<S> = Box<dyn DynReceiver<S>>;
 impl<S: Signal> Receiver<S> for BoxReceiver<S> {
     fn id(&self) -> ComponentId {
         DynReceiver::id(&**self)
+    }
+
+    fn validate(&self) -> Result<(), BuildError> {
+        self.validate_boxed()
     }
 
     fn start<C: Consumer<S> + Clone>(

@@ -33,7 +33,7 @@ use crate::component::{
 use crate::consumer::{ConsumeError, Consumer, FanOut};
 use crate::health::Health;
 use crate::id::StartError;
-use crate::id::{BuildError, ComponentKind};
+use crate::id::{BuildError, ComponentId, ComponentKind};
 use crate::runtime::RunningPipeline;
 use crate::signal::{Batch, Logs, Metrics, Signal, Traces};
 use crate::telemetry::{ComponentTelemetry, Telemetry};
@@ -197,6 +197,7 @@ where
     /// started by [`BuiltPipeline::start`].
     pub fn build(self) -> Result<Built<S, R, P, E>, BuildError> {
         let telemetry = self.telemetry.unwrap_or_default();
+        self.receivers.validate_all(&mut Vec::new(), &self.name)?;
         let mut ctx = BuildContext::new::<S>(self.name, telemetry);
         let tail = self.exporters.build_set(&mut ctx)?;
         let head = self.processors.build_chain(tail, &mut ctx)?;
@@ -283,6 +284,10 @@ pub struct ReceiverStart<'a> {
 /// The set of receivers of a pipeline (a type-level list built by
 /// [`PipelineBuilder::receiver`]).
 pub trait ReceiverSet<S: Signal>: Send + 'static {
+    /// Validate every receiver in the set, and refuse two with one id; `ids` collects the
+    /// ids seen so far.
+    fn validate_all(&self, ids: &mut Vec<ComponentId>, pipeline: &str) -> Result<(), BuildError>;
+
     /// Start every receiver in the set into `consumer`.
     fn start_all<C: Consumer<S>>(
         self,
@@ -296,6 +301,10 @@ pub trait ReceiverSet<S: Signal>: Send + 'static {
 pub struct NoReceivers;
 
 impl<S: Signal> ReceiverSet<S> for NoReceivers {
+    fn validate_all(&self, _ids: &mut Vec<ComponentId>, _pipeline: &str) -> Result<(), BuildError> {
+        Ok(())
+    }
+
     async fn start_all<C: Consumer<S>>(
         self,
         _consumer: Arc<C>,
@@ -306,6 +315,22 @@ impl<S: Signal> ReceiverSet<S> for NoReceivers {
 }
 
 impl<S: Signal, Rest: ReceiverSet<S>, X: Receiver<S>> ReceiverSet<S> for (Rest, X) {
+    fn validate_all(&self, ids: &mut Vec<ComponentId>, pipeline: &str) -> Result<(), BuildError> {
+        let (rest, receiver) = self;
+        rest.validate_all(ids, pipeline)?;
+        let id = receiver.id();
+        if ids.contains(&id) {
+            return Err(BuildError::DuplicateId {
+                kind: ComponentKind::Receiver,
+                id,
+                pipeline: pipeline.to_string(),
+            });
+        }
+        receiver.validate()?;
+        ids.push(id);
+        Ok(())
+    }
+
     async fn start_all<C: Consumer<S>>(
         self,
         consumer: Arc<C>,

@@ -528,6 +528,14 @@ pub trait Receiver<S: Signal>: Send + 'static {
     /// The component id (`otlp`, `memory`).
     fn id(&self) -> ComponentId;
 
+    /// Check what can be checked before anything starts (certificate files, listen
+    /// addresses already taken, ...). The builder calls it in
+    /// [`PipelineBuilder::build`](crate::PipelineBuilder::build), so a configuration
+    /// mistake fails the build (and the collector's `--validate`), not the start.
+    fn validate(&self) -> Result<(), BuildError> {
+        Ok(())
+    }
+
     /// Bind and start serving into `consumer`. Return once the receiver accepts data, so
     /// a bind error fails the pipeline's start instead of surfacing later.
     fn start<C: Consumer<S> + Clone>(

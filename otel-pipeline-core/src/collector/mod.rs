@@ -50,7 +50,7 @@ use crate::consumer::BoxConsumer;
 use crate::id::{ComponentId, ComponentKind};
 use crate::id::{ShutdownError, StartError};
 use crate::runtime::RunningPipeline;
-use crate::signal::{Logs, Metrics, Traces};
+use crate::signal::{Logs, Metrics, SignalKind, Traces};
 use crate::telemetry::Telemetry;
 
 /// Component types of the Collector and its contrib distribution that this build does
@@ -225,14 +225,6 @@ impl From<ConfigError> for LoadError {
     }
 }
 
-/// Which signal a pipeline carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SignalKind {
-    Traces,
-    Metrics,
-    Logs,
-}
-
 /// One `service.pipelines` entry.
 #[derive(Debug, Clone)]
 struct PipelineSpec {
@@ -327,7 +319,9 @@ impl CollectorConfig {
                     .ok(),
             };
             let _entered = lent.as_ref().map(tokio::runtime::Runtime::enter);
-            if let Err(e) = config.build(registry, Telemetry::new()) {
+            // Everything but what depends on this host at this moment (whether a port is
+            // free): `--validate` runs where the collector may already be running.
+            if let Err(e) = config.build_inner(registry, Telemetry::new(), false) {
                 errors.extend(e.errors);
             }
         }
@@ -682,8 +676,19 @@ impl CollectorConfig {
         }
     }
 
-    /// Build every component (counting into `telemetry`), ready to start.
+    /// Build every component (counting into `telemetry`), ready to start. Receivers check
+    /// here what they can before they start (certificate files, listen addresses taken),
+    /// and an error points into the user's file.
     pub fn build(&self, registry: &Registry, telemetry: Telemetry) -> Result<Collector, LoadError> {
+        self.build_inner(registry, telemetry, true)
+    }
+
+    fn build_inner(
+        &self,
+        registry: &Registry,
+        telemetry: Telemetry,
+        check_receivers: bool,
+    ) -> Result<Collector, LoadError> {
         let mut errors = Vec::new();
         let mut pipelines = Vec::new();
         for spec in &self.pipelines {
@@ -828,6 +833,23 @@ impl CollectorConfig {
                         format!("receiver `{id}` does not take {}", signal_name(spec.signal)),
                     ));
                 }
+            }
+            // What the receiver can check before it starts (certificate files, ports):
+            // its parts share one configuration, so one check covers them.
+            let checked = match (&plan.traces, &plan.metrics, &plan.logs) {
+                _ if !check_receivers => None,
+                (Some(r), _, _) => Some(r.validate_boxed()),
+                (_, Some(r), _) => Some(r.validate_boxed()),
+                (_, _, Some(r)) => Some(r.validate_boxed()),
+                _ => None,
+            };
+            if let Some(Err(e)) = checked {
+                errors.push(match e {
+                    crate::id::BuildError::InvalidConfig { path, message, .. } => {
+                        self.err(&format!("receivers.{id}.{path}"), message)
+                    }
+                    other => self.err(&format!("receivers.{id}"), other.to_string()),
+                });
             }
             plans.push(plan);
         }

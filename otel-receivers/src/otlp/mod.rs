@@ -50,7 +50,8 @@ use std::sync::Arc;
 
 use otel_pipeline_core::otlp::WireSignal;
 use otel_pipeline_core::{
-    BoxConsumer, BoxError, ComponentId, Consumer, Receiver, ReceiverContext, RunningReceiver,
+    BoxConsumer, BoxError, BuildError, ComponentId, Consumer, Receiver, ReceiverContext,
+    RunningReceiver,
 };
 use parking_lot::Mutex;
 
@@ -153,6 +154,48 @@ impl<S> OtlpSignalReceiver<S> {
 impl<S: WireSignal> Receiver<S> for OtlpSignalReceiver<S> {
     fn id(&self) -> ComponentId {
         self.receiver.id.clone()
+    }
+
+    /// The TLS files load and fit, the two listen addresses differ, and neither is taken
+    /// by another process (checked by binding and letting go, unless these listeners
+    /// already run for another pipeline).
+    fn validate(&self) -> Result<(), BuildError> {
+        let invalid = |path: &str, message: String| BuildError::InvalidConfig {
+            component: self.receiver.id.clone(),
+            path: path.to_string(),
+            message,
+        };
+        let config = &self.receiver.shared.config;
+        server::acceptor(&self.receiver.shared).map_err(|e| invalid("tls", e.to_string()))?;
+        if let (Some(g), Some(h)) = (config.grpc, config.http)
+            && g == h
+            && g.port() != 0
+        {
+            return Err(invalid(
+                "protocols.http.endpoint",
+                format!("{h} is the gRPC endpoint too: give each protocol its own port"),
+            ));
+        }
+        let running = self
+            .receiver
+            .listeners
+            .state
+            .try_lock()
+            .map_or(true, |s| s.server.is_some());
+        if !running {
+            for (path, addr) in [
+                ("protocols.grpc.endpoint", config.grpc),
+                ("protocols.http.endpoint", config.http),
+            ] {
+                let Some(addr) = addr.filter(|a| a.port() != 0) else {
+                    continue;
+                };
+                if let Err(e) = std::net::TcpListener::bind(addr) {
+                    return Err(invalid(path, format!("cannot listen on {addr}: {e}")));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn start<C: Consumer<S> + Clone>(

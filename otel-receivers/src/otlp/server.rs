@@ -37,12 +37,12 @@ pub(crate) struct Server {
 
 /// Turns accepted TCP streams into TLS streams, when TLS is configured.
 #[cfg(feature = "tls")]
-type Acceptor = Option<tokio_rustls::TlsAcceptor>;
+pub(crate) type Acceptor = Option<tokio_rustls::TlsAcceptor>;
 #[cfg(not(feature = "tls"))]
-type Acceptor = Option<Arc<std::convert::Infallible>>;
+pub(crate) type Acceptor = Option<Arc<std::convert::Infallible>>;
 
 #[cfg(feature = "tls")]
-fn acceptor(shared: &Shared) -> Result<Acceptor, BoxError> {
+pub(crate) fn acceptor(shared: &Shared) -> Result<Acceptor, BoxError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     use tokio_rustls::rustls;
@@ -127,7 +127,7 @@ fn mtls_identity(shared: &Shared, conn: &tokio_rustls::rustls::ServerConnection)
 }
 
 #[cfg(not(feature = "tls"))]
-fn acceptor(shared: &Shared) -> Result<Acceptor, BoxError> {
+pub(crate) fn acceptor(shared: &Shared) -> Result<Acceptor, BoxError> {
     match &shared.config.tls {
         None => Ok(None),
         Some(_) => {
