@@ -653,8 +653,7 @@ fn a_port_in_use_fails_the_build_at_its_line() {
     let config = load(&[("c.yaml", &yaml)]).expect("loads: --validate does not bind ports");
     let err = config
         .build(&otel_pipeline::default_registry(), Telemetry::new())
-        .err()
-        .expect("the port is taken");
+        .expect_err("the port is taken");
     let e = &err.errors[0];
     assert_eq!(e.path, "receivers.otlp.protocols.grpc.endpoint", "{err}");
     let at = e.location.clone().expect("placed in the file");
