@@ -439,7 +439,7 @@ async fn the_collector_process_serves_health_and_metrics_and_drains_on_sigterm()
         .is_some_and(|(s, body)| {
             s == 200
                 && body.contains(
-                    "otelcol_receiver_accepted_spans{receiver=\"otlp\",pipeline=\"traces\"} 200",
+                    "otelcol_receiver_accepted_spans_total{receiver=\"otlp\",pipeline=\"traces\"} 200",
                 )
         }))
         .await,

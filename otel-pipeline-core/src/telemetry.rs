@@ -369,6 +369,8 @@ pub struct MetricPoint {
     /// The declared instrument this point belongs to; `None` for the counters every
     /// component keeps.
     pub instrument: Option<&'static Instrument>,
+    /// A gauge (a level that goes up and down), not a monotonic counter.
+    pub gauge: bool,
 }
 
 impl MetricPoint {
@@ -383,6 +385,18 @@ impl MetricPoint {
             attributes,
             value,
             instrument: Some(instrument),
+            gauge: matches!(instrument.kind, InstrumentKind::Gauge),
+        }
+    }
+
+    /// A point of the counters every component keeps.
+    fn builtin(name: String, attributes: Vec<(&'static str, String)>, value: i64) -> Self {
+        Self {
+            name,
+            attributes,
+            value,
+            instrument: None,
+            gauge: false,
         }
     }
 
@@ -754,12 +768,18 @@ impl ComponentTelemetry {
     fn points(&self, out: &mut Vec<MetricPoint>) {
         let prefix = format!("otelcol_{}", self.kind.as_str());
         for (suffix, value) in self.counters() {
-            out.push(MetricPoint {
-                name: format!("{prefix}_{suffix}_{}", self.item),
-                attributes: self.attributes(),
-                value: value as i64,
-                instrument: None,
-            });
+            let mut attributes = self.attributes();
+            // Processors count items of every signal under one name, told apart by
+            // `otel.signal`, as the Collector's processorhelper does.
+            let name = if self.kind == ComponentKind::Processor
+                && matches!(suffix, "incoming" | "outgoing")
+            {
+                attributes.push(("otel.signal", signal_of(self.item).to_string()));
+                format!("{prefix}_{suffix}_items")
+            } else {
+                format!("{prefix}_{suffix}_{}", self.item)
+            };
+            out.push(MetricPoint::builtin(name, attributes, value as i64));
         }
         let by_reason = [
             (format!("{prefix}_dropped_{}", self.item), &self.dropped),
@@ -773,12 +793,11 @@ impl ComponentTelemetry {
             for (reason, value) in counts.lock().iter() {
                 let mut attributes = self.attributes();
                 attributes.push(("reason", (*reason).to_string()));
-                out.push(MetricPoint {
-                    name: name.clone(),
+                out.push(MetricPoint::builtin(
+                    name.clone(),
                     attributes,
-                    value: *value as i64,
-                    instrument: None,
-                });
+                    *value as i64,
+                ));
             }
         }
         for d in self.declared.lock().iter() {
@@ -832,27 +851,36 @@ impl ComponentTelemetry {
             }
         }
         if self.redacted_attributes() > 0 {
-            out.push(MetricPoint {
-                name: format!("{prefix}_redacted_attributes"),
-                attributes: self.attributes(),
-                value: self.redacted_attributes() as i64,
-                instrument: None,
-            });
+            out.push(MetricPoint::builtin(
+                format!("{prefix}_redacted_attributes"),
+                self.attributes(),
+                self.redacted_attributes() as i64,
+            ));
         }
         if self.queue_capacity.load(Ordering::Relaxed) > 0 {
-            out.push(MetricPoint {
-                name: format!("{prefix}_queue_size"),
-                attributes: self.attributes(),
-                value: self.queue_size(),
-                instrument: None,
-            });
-            out.push(MetricPoint {
-                name: format!("{prefix}_queue_capacity"),
-                attributes: self.attributes(),
-                value: self.queue_capacity.load(Ordering::Relaxed),
-                instrument: None,
-            });
+            for (name, value) in [
+                (format!("{prefix}_queue_size"), self.queue_size()),
+                (
+                    format!("{prefix}_queue_capacity"),
+                    self.queue_capacity.load(Ordering::Relaxed),
+                ),
+            ] {
+                out.push(MetricPoint {
+                    gauge: true,
+                    ..MetricPoint::builtin(name, self.attributes(), value)
+                });
+            }
         }
+    }
+}
+
+/// The signal a component's items belong to, as `otel.signal` names it.
+fn signal_of(item: &str) -> &'static str {
+    match item {
+        "spans" => "traces",
+        "metric_points" => "metrics",
+        "log_records" => "logs",
+        _ => "unknown",
     }
 }
 
@@ -870,10 +898,8 @@ const KIND_COUNTERS: &[(ComponentKind, &[&str])] = &[
         ComponentKind::Receiver,
         &["accepted", "refused", "rejected", "dropped"],
     ),
-    (
-        ComponentKind::Processor,
-        &["incoming", "outgoing", "refused", "dropped"],
-    ),
+    // Processors' incoming and outgoing counts are `_items`, registered apart.
+    (ComponentKind::Processor, &["refused", "dropped"]),
     (
         ComponentKind::Exporter,
         &["sent", "send_failed", "enqueue_failed", "dropped"],
@@ -976,26 +1002,48 @@ impl Telemetry {
         let mut out = String::new();
         let mut last = "";
         for p in &points {
-            if p.family() != last {
-                let kind = match p.instrument.map(|i| i.kind) {
-                    Some(InstrumentKind::Counter) => "counter",
-                    Some(InstrumentKind::Gauge) => "gauge",
-                    Some(InstrumentKind::Histogram(_)) => "histogram",
-                    None if p.name.ends_with("_size") || p.name.ends_with("_capacity") => "gauge",
-                    None => "counter",
-                };
-                if let Some(i) = p.instrument {
-                    let _ = writeln!(out, "# HELP {} {}", i.name, i.description);
+            let histogram = matches!(
+                p.instrument.map(|i| i.kind),
+                Some(InstrumentKind::Histogram(_))
+            );
+            // Counters carry `_total`, as Prometheus names them (and the Collector's own
+            // Prometheus endpoint does).
+            let counter = !p.gauge && !histogram;
+            let total = |name: &str| {
+                if counter && !name.ends_with("_total") {
+                    format!("{name}_total")
+                } else {
+                    name.to_string()
                 }
-                let _ = writeln!(out, "# TYPE {} {kind}", p.family());
+            };
+            if p.family() != last {
+                let kind = if histogram {
+                    "histogram"
+                } else if p.gauge {
+                    "gauge"
+                } else {
+                    "counter"
+                };
+                let family = total(p.family());
+                if let Some(i) = p.instrument {
+                    let _ = writeln!(out, "# HELP {family} {}", i.description);
+                }
+                let _ = writeln!(out, "# TYPE {family} {kind}");
                 last = p.family();
             }
+            // Prometheus label names have no dots: `otel.signal` is `otel_signal`.
             let labels: Vec<String> = p
                 .attributes
                 .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+                .map(|(k, v)| format!("{}=\"{}\"", k.replace('.', "_"), escape_label(v)))
                 .collect();
-            let _ = writeln!(out, "{}{{{}}} {}", p.name, labels.join(","), p.value);
+            let _ = writeln!(
+                out,
+                "{}{{{}}} {}",
+                total(&p.name),
+                labels.join(","),
+                p.value
+            );
         }
         out
     }
@@ -1006,6 +1054,15 @@ impl Telemetry {
     /// unit and description (histograms record into a meter histogram from then on).
     /// Components and instruments registered later are included. Call it once.
     pub fn register_with_meter(&self, meter: &Meter) {
+        for suffix in ["incoming", "outgoing"] {
+            observe(
+                meter,
+                self,
+                format!("otelcol_processor_{suffix}_items"),
+                false,
+                None,
+            );
+        }
         for (kind, suffixes) in KIND_COUNTERS {
             for suffix in *suffixes {
                 for item in ITEMS {
@@ -1160,8 +1217,23 @@ mod tests {
         );
         let text = t.render_prometheus();
         assert!(text.contains(
-            "otelcol_processor_dropped_spans{processor=\"filter/health\",pipeline=\"traces\",reason=\"filtered\"} 5"
+            "otelcol_processor_dropped_spans_total{processor=\"filter/health\",pipeline=\"traces\",reason=\"filtered\"} 5"
         ), "{text}");
-        assert!(text.contains("# TYPE otelcol_processor_incoming_spans counter"));
+        // As the Collector names them: one `_items` counter for every signal, with
+        // `otel.signal` (`otel_signal` in Prometheus), and `_total` on counters.
+        assert!(
+            text.contains("# TYPE otelcol_processor_incoming_items_total counter"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "otelcol_processor_incoming_items_total{processor=\"filter/health\",pipeline=\"traces\",otel_signal=\"traces\"} 10"
+        ), "{text}");
+        assert_eq!(
+            t.sum(
+                "otelcol_processor_outgoing_items",
+                &[("otel.signal", "traces")]
+            ),
+            4
+        );
     }
 }

@@ -106,9 +106,9 @@ async fn a_third_party_processor_reports_its_own_instruments() {
 
     let text = telemetry.render_prometheus();
     for line in [
-        "# HELP acme_processor_seen_batches Batches the span counter has seen.",
-        "# TYPE acme_processor_seen_batches counter",
-        "acme_processor_seen_batches{processor=\"span_counter\",pipeline=\"traces\"} 2",
+        "# HELP acme_processor_seen_batches_total Batches the span counter has seen.",
+        "# TYPE acme_processor_seen_batches_total counter",
+        "acme_processor_seen_batches_total{processor=\"span_counter\",pipeline=\"traces\"} 2",
         "# TYPE acme_processor_last_batch_spans gauge",
         "acme_processor_last_batch_spans{processor=\"span_counter\",pipeline=\"traces\",stage=\"ingress\"} 20",
         "# TYPE acme_processor_batch_spans histogram",
@@ -201,7 +201,7 @@ async fn children_built_at_run_time_have_their_own_counters_and_lifecycle() {
     let text = telemetry.render_prometheus();
     assert!(
         text.contains(
-            "otelcol_exporter_sent_spans{exporter=\"memory/a\",pipeline=\"traces\",parent=\"router\"} 10"
+            "otelcol_exporter_sent_spans_total{exporter=\"memory/a\",pipeline=\"traces\",parent=\"router\"} 10"
         ),
         "{text}"
     );
