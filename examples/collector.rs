@@ -10,6 +10,11 @@
 //! gracefully: receivers stop accepting, processors flush, exporters drain, all within
 //! `--shutdown-timeout` (default 30s). Self-metrics are served as Prometheus text at
 //! `service.telemetry.metrics.address` (default `localhost:8888`) under `/metrics`.
+//!
+//! SIGHUP, or a change to any `--config` file (checked every `--watch-interval`, default
+//! 2s; `0s` turns watching off), reloads the configuration: components that can change in
+//! place (the tail sampler's policies) take their new sections, and nothing restarts. A
+//! configuration that does not load is logged with its errors and the running one stays.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,11 +27,12 @@ struct Args {
     configs: Vec<String>,
     validate: bool,
     shutdown_timeout: Duration,
+    watch_interval: Duration,
 }
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: collector --config FILE [--config FILE ...] [--validate] [--shutdown-timeout 30s]"
+        "usage: collector --config FILE [--config FILE ...] [--validate] [--shutdown-timeout 30s] [--watch-interval 2s]"
     );
     ExitCode::from(2)
 }
@@ -36,6 +42,7 @@ fn parse_args() -> Result<Args, String> {
         configs: Vec::new(),
         validate: false,
         shutdown_timeout: Duration::from_secs(30),
+        watch_interval: Duration::from_secs(2),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -55,6 +62,10 @@ fn parse_args() -> Result<Args, String> {
             "--shutdown-timeout" => {
                 let v = value("--shutdown-timeout")?;
                 args.shutdown_timeout = otel_pipeline::config::parse_duration(&v)?;
+            }
+            "--watch-interval" => {
+                let v = value("--watch-interval")?;
+                args.watch_interval = otel_pipeline::config::parse_duration(&v)?;
             }
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
@@ -158,7 +169,38 @@ async fn main() -> ExitCode {
     tracing::info!(pipelines = ?config.pipeline_names().collect::<Vec<_>>(), "collector started");
     println!("collector: ready");
 
-    wait_for_signal().await;
+    let mut stamps = stamps(&args.configs);
+    let mut hangup = hangup_signal();
+    let mut watch =
+        (!args.watch_interval.is_zero()).then(|| tokio::time::interval(args.watch_interval));
+    let stop = wait_for_signal();
+    tokio::pin!(stop);
+    loop {
+        let changed = async {
+            match watch.as_mut() {
+                Some(t) => {
+                    t.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                stamps = stamps_now(&args.configs);
+                reload(&running, &args.configs, &registry);
+            }
+            _ = changed => {
+                let now = stamps_now(&args.configs);
+                if now != stamps {
+                    stamps = now;
+                    tracing::info!("a configuration file changed: reloading");
+                    reload(&running, &args.configs, &registry);
+                }
+            }
+        }
+    }
     tracing::info!(timeout = ?args.shutdown_timeout, "shutting down");
     let deadline = tokio::time::Instant::now() + args.shutdown_timeout;
     let result = running.shutdown(args.shutdown_timeout).await;
@@ -174,6 +216,94 @@ async fn main() -> ExitCode {
             eprintln!("collector: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The files' modification times (and sizes), to notice a change.
+fn stamps(paths: &[String]) -> Vec<Option<(std::time::SystemTime, u64)>> {
+    stamps_now(paths)
+}
+
+fn stamps_now(paths: &[String]) -> Vec<Option<(std::time::SystemTime, u64)>> {
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+/// Load the files again; hand the running collector the new configuration, or log why
+/// not and keep the running one.
+fn reload(
+    running: &otel_pipeline::collector::RunningCollector,
+    paths: &[String],
+    registry: &otel_pipeline::collector::Registry,
+) {
+    let mut files = Vec::new();
+    for path in paths {
+        match ConfigFile::read(path) {
+            Ok(f) => files.push(f),
+            Err(e) => {
+                tracing::error!("reload refused, the running configuration stays: {e}");
+                return;
+            }
+        }
+    }
+    let config = match CollectorConfig::load(&files, |name| std::env::var(name).ok(), registry) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors.errors {
+                tracing::error!("reload refused, the running configuration stays: {e}");
+            }
+            return;
+        }
+    };
+    match running.reload(&config) {
+        Ok(done) => tracing::info!(applied = ?done.applied, "configuration reloaded"),
+        Err(errors) => {
+            for e in &errors.errors {
+                tracing::error!("reload refused, the running configuration stays: {e}");
+            }
+        }
+    }
+}
+
+/// SIGHUP, where there is one.
+#[cfg(unix)]
+fn hangup_signal() -> Hangup {
+    Hangup(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok())
+}
+
+#[cfg(unix)]
+struct Hangup(Option<tokio::signal::unix::Signal>);
+
+#[cfg(unix)]
+impl Hangup {
+    async fn recv(&mut self) {
+        match self.0.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> Hangup {
+    Hangup
+}
+
+#[cfg(not(unix))]
+struct Hangup;
+
+#[cfg(not(unix))]
+impl Hangup {
+    async fn recv(&mut self) {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -11,7 +11,8 @@
 //! Options: `--protocol grpc|http`, `--rate SPANS_PER_S` (0 = as fast as possible),
 //! `--duration S`, `--spans-per-trace N` (20), `--attrs N` (10), `--error-share F` (0.05),
 //! `--slow-share F` (0.05), `--traces-per-request N` (5), `--concurrency N` (4),
-//! `--relay-compression gzip|none` (how the relay exports; default gzip).
+//! `--relay-compression gzip|none` (how the relay exports; default gzip), `--relay-arg ARG`
+//! (repeatable: passed on to the relay, e.g. `--relay-arg --no-batch`).
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -48,6 +49,7 @@ struct Options {
     concurrency: usize,
     relay: bool,
     relay_compression: String,
+    relay_args: Vec<String>,
 }
 
 fn parse() -> Result<Options, String> {
@@ -80,6 +82,12 @@ fn parse() -> Result<Options, String> {
         concurrency: num("--concurrency", 4.0)?.max(1.0) as usize,
         relay: args.iter().any(|a| a == "--relay"),
         relay_compression: get("--relay-compression").unwrap_or_else(|| "gzip".into()),
+        relay_args: args
+            .iter()
+            .zip(args.iter().skip(1))
+            .filter(|(flag, _)| *flag == "--relay-arg")
+            .map(|(_, value)| value.clone())
+            .collect(),
     })
 }
 
@@ -220,6 +228,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &format!("http://{sink_addr}"),
             ])
             .args(["--compression", &o.relay_compression])
+            .args(&o.relay_args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -1,18 +1,24 @@
-//! An OTLP relay: receive OTLP (gRPC and HTTP) and export it over OTLP/gRPC, with the
-//! default sending queue. The smallest useful collector, and the process
+//! An OTLP relay: receive OTLP (gRPC and HTTP), batch, and export it over OTLP/gRPC with
+//! the default sending queue. The smallest useful collector, and the process
 //! `examples/loadgen.rs --relay` measures.
 //! Prints its self-telemetry to standard error when it stops.
 //!
 //! ```text
-//! cargo run --release --example relay -- --grpc 127.0.0.1:4317 --http 127.0.0.1:4318 --to http://127.0.0.1:14317 [--compression gzip|none]
+//! cargo run --release --example relay -- --grpc 127.0.0.1:4317 --http 127.0.0.1:4318 --to http://127.0.0.1:14317 [--compression gzip|none] [--no-batch] [--discard]
 //! ```
+//! `--no-batch` exports each request as it came (no `batch` processor: the Collector's
+//! default of 8192 spans or 200 ms otherwise); `--discard` exports nowhere (the `nop`
+//! exporter), to measure receiving alone.
 //! Prints `ready grpc=... http=...` once listening; stops on end of standard input (or
 //! Ctrl-C), drains, and prints its self-telemetry.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use otel_pipeline::boxed::{BoxExporter, BoxProcessor};
+use otel_pipeline::exporters::NopExporter;
 use otel_pipeline::exporters::otlp::{Compression, OtlpExporter, OtlpExporterConfig, Protocol};
+use otel_pipeline::processors::{BatchConfig, BatchProcessor};
 use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
 use otel_pipeline::{Pipeline, Traces};
 use tokio::io::AsyncReadExt;
@@ -44,15 +50,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         http: Some(http),
         ..OtlpConfig::default()
     });
-    let running = Pipeline::traces()
-        .named("traces/relay")
-        .receiver(otlp.traces())
-        .exporter(OtlpExporter::<Traces>::new(OtlpExporterConfig {
+    let batch = !args.iter().any(|a| a == "--no-batch");
+    let discard = args.iter().any(|a| a == "--discard");
+    let processors: Vec<BoxProcessor<Traces>> = if batch {
+        vec![Box::new(BatchProcessor::new(BatchConfig::default()))]
+    } else {
+        Vec::new()
+    };
+    let exporter: BoxExporter<Traces> = if discard {
+        Box::new(NopExporter::new())
+    } else {
+        Box::new(OtlpExporter::<Traces>::new(OtlpExporterConfig {
             endpoint: to,
             protocol: Protocol::Grpc,
             compression,
             ..OtlpExporterConfig::default()
         }))
+    };
+    let running = Pipeline::traces()
+        .named("traces/relay")
+        .receiver(otlp.traces())
+        .processors(processors)
+        .exporter(exporter)
         .build()?
         .start()
         .await?;

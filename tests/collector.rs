@@ -660,3 +660,120 @@ fn a_port_in_use_fails_the_build_at_its_line() {
     assert_eq!(at.line, 5, "{err}");
     assert!(e.message.contains("cannot listen"), "{err}");
 }
+
+/// The collector's configuration file changes while traffic flows: the tail sampler's
+/// rate goes from 5 % to 50 % in place, buffered traces stay and are decided, and an
+/// invalid change is refused with its line while the running policies keep running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sampling_rate_changes_live_through_the_config_file() {
+    let backend = common::gateway(OtlpConfig::loopback()).await;
+    let backend_addr = backend.1.local_addrs().grpc.unwrap();
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("otel-pipeline-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.yaml");
+    let yaml = |rate: &str| {
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:{port} }}\n\
+             processors:\n  tail_sampling:\n    decision_wait: 300ms\n    policies:\n      - name: rest\n        type: probabilistic\n        probabilistic: {{ sampling_percentage: {rate} }}\n\
+             exporters:\n  otlp/backend:\n    endpoint: http://{backend_addr}\n\
+             service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [tail_sampling]\n      exporters: [otlp/backend]\n"
+        )
+    };
+    let load_file = || {
+        let text = std::fs::read_to_string(&file).unwrap();
+        CollectorConfig::load(
+            &[ConfigFile::new("gateway.yaml", text)],
+            |_| None,
+            &otel_pipeline::default_registry(),
+        )
+    };
+    std::fs::write(&file, yaml("5")).unwrap();
+    let running = load_file()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .build(&otel_pipeline::default_registry(), Telemetry::new())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .start()
+        .await
+        .expect("collector starts");
+    let (client, sender) = common::agent(OtlpExporterConfig {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        ..OtlpExporterConfig::default()
+    })
+    .await;
+    let decided = || {
+        running.telemetry().sum(
+            "otelcol_processor_tail_sampling_decisions",
+            &[("policy", "(final)")],
+        )
+    };
+    let kept = || backend.2.spans().len();
+    // Sends `n` one-span traces; waits until all are decided; returns the share kept.
+    async fn wave(
+        sender: &otel_pipeline::DirectSender<Traces>,
+        seed: u64,
+        n: usize,
+        decided: impl Fn() -> i64,
+        kept: impl Fn() -> usize,
+    ) -> f64 {
+        let (before, kept_before) = (decided(), kept());
+        for part in 0..4 {
+            sender
+                .send(generate_traces(n / 4, 1, seed * 10 + part))
+                .await
+                .unwrap();
+        }
+        assert!(
+            eventually(Duration::from_secs(10), || decided() - before == n as i64).await,
+            "decided {} of {n}",
+            decided() - before
+        );
+        // Kept spans reach the backend soon after their decision.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (kept() - kept_before) as f64 / n as f64
+    }
+    let share = wave(&sender, 1, 4000, decided, kept).await;
+    assert!((0.02..0.08).contains(&share), "5 %: kept {share}");
+
+    // Traces buffered when the file changes stay buffered and are decided once.
+    for part in 0..4 {
+        sender
+            .send(generate_traces(250, 1, 900 + part))
+            .await
+            .unwrap();
+    }
+    std::fs::write(&file, yaml("50")).unwrap();
+    let done = running
+        .reload(&load_file().unwrap_or_else(|e| panic!("{e}")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(done.applied, ["processors.tail_sampling"]);
+    assert!(eventually(Duration::from_secs(10), || decided() == 5000).await);
+    let share = wave(&sender, 2, 4000, decided, kept).await;
+    assert!((0.42..0.58).contains(&share), "50 %: kept {share}");
+
+    // An invalid change is refused with its line; 50 % keeps running.
+    std::fs::write(&file, yaml("500")).unwrap();
+    let err = load_file().expect_err("500 % is not a rate");
+    let e = &err.errors[0];
+    assert!(
+        e.path.starts_with("processors.tail_sampling.policies[0]"),
+        "{err}"
+    );
+    assert!(e.location.as_ref().is_some_and(|at| at.line > 1), "{err}");
+    let share = wave(&sender, 3, 4000, decided, kept).await;
+    assert!((0.42..0.58).contains(&share), "still 50 %: kept {share}");
+
+    // Nothing was dropped but what the policies did not keep.
+    let dropped_other: i64 = running
+        .telemetry()
+        .snapshot()
+        .iter()
+        .filter(|p| p.name == "otelcol_processor_dropped_spans")
+        .filter(|p| p.attribute("reason") != Some("not_sampled"))
+        .map(|p| p.value)
+        .sum();
+    assert_eq!(dropped_other, 0);
+    client.shutdown(Duration::from_secs(5)).await.unwrap();
+    running.shutdown(Duration::from_secs(5)).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,10 +1,10 @@
-//! This crate's exporters for the YAML loader: `otlp`, `otlphttp`, `debug` and
+//! This crate's exporters for the YAML loader: `otlp`, `otlphttp`, `debug`, `nop` and
 //! `loadbalancing`, each configured by its Collector section.
 //!
 //! ```
 //! let mut registry = otel_pipeline_core::collector::Registry::new();
 //! otel_exporters::collector::register(&mut registry);
-//! assert!(registry.exporter_kinds().eq(["debug", "loadbalancing", "otlp", "otlphttp"]));
+//! assert!(registry.exporter_kinds().eq(["debug", "loadbalancing", "nop", "otlp", "otlphttp"]));
 //! ```
 
 use otel_pipeline_core::boxed::BoxExporter;
@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::loadbalancing::{TraceRouter, TraceRouterConfig};
 use crate::otlp::{OtlpExporter, OtlpExporterYaml};
-use crate::{DebugExporter, Verbosity};
+use crate::{DebugExporter, NopExporter, Verbosity};
 
 /// Add this crate's exporters to `registry`.
 pub fn register(registry: &mut Registry) {
@@ -23,7 +23,40 @@ pub fn register(registry: &mut Registry) {
         .exporter(OtlpFactory { http: false })
         .exporter(OtlpFactory { http: true })
         .exporter(DebugFactory)
+        .exporter(NopFactory)
         .exporter(LoadBalancingFactory);
+}
+
+/// `nop:` takes no settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NopYaml {}
+
+struct NopFactory;
+
+impl NopFactory {
+    fn exporter(section: &Section<'_>) -> Result<NopExporter, ConfigError> {
+        let _: NopYaml = section.deserialize()?;
+        Ok(NopExporter::new().with_id(section.id().clone()))
+    }
+}
+
+impl ExporterFactory for NopFactory {
+    fn kind(&self) -> &'static str {
+        "nop"
+    }
+
+    fn traces(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Traces>, ConfigError>> {
+        Some(Self::exporter(section).map(|e| Box::new(e) as BoxExporter<Traces>))
+    }
+
+    fn metrics(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Metrics>, ConfigError>> {
+        Some(Self::exporter(section).map(|e| Box::new(e) as BoxExporter<Metrics>))
+    }
+
+    fn logs(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Logs>, ConfigError>> {
+        Some(Self::exporter(section).map(|e| Box::new(e) as BoxExporter<Logs>))
+    }
 }
 
 struct OtlpFactory {

@@ -5,6 +5,8 @@
 //! - [`debug`]: prints what reaches it in a readable form, like the Collector's `debug`
 //!   exporter.
 //! - [`otlp`]: OTLP over gRPC or HTTP with retry, backoff and a bounded sending queue.
+//! - [`loadbalancing`]: the trace router, by trace id over a set of gateways.
+//! - [`nop`]: discards what reaches it, counted (a sink for measurements).
 //!
 //! ## Feature flags
 //! - `tls`: export to `https://` endpoints, with a CA file or the system roots and an
@@ -14,10 +16,12 @@
 pub mod collector;
 pub mod debug;
 pub mod loadbalancing;
+pub mod nop;
 pub mod otlp;
 
 pub use debug::{DebugExporter, Verbosity};
 pub use loadbalancing::{TraceRouter, TraceRouterConfig};
+pub use nop::NopExporter;
 pub use otlp::{
     ClientTls, Compression, OtlpExporter, OtlpExporterConfig, Protocol, RetryConfig,
     SendingQueueConfig,

@@ -9,14 +9,16 @@
 //! ```
 
 use otel_pipeline_core::boxed::BoxProcessor;
-use otel_pipeline_core::collector::{ProcessorFactory, Registry, Section};
+use std::sync::Arc;
+
+use otel_pipeline_core::collector::{ProcessorFactory, Registry, Reload, Section};
 use otel_pipeline_core::config::ConfigError;
 use otel_pipeline_core::{Logs, Metrics, Processor, Traces};
 
 use crate::{
     AttributeRedactor, AttributesConfig, BatchConfig, BatchProcessor, FilterConfig,
     FilterProcessor, MemoryLimiter, MemoryLimiterConfig, RedactionConfig, TailSampler,
-    TailSamplingConfig,
+    TailSamplingConfig, tail_sampling::TailSamplingHandle,
 };
 
 /// Add this crate's processors to `registry`.
@@ -44,8 +46,26 @@ pub fn register(registry: &mut Registry) {
         }))
         .processor(TracesOnly("tail_sampling", |s| {
             let c: TailSamplingConfig = s.deserialize()?;
-            Ok(Box::new(TailSampler::new(c).with_id(s.id().clone())))
+            let sampler = TailSampler::new(c).with_id(s.id().clone());
+            s.on_reload(Arc::new(SamplerPolicies(sampler.handle())));
+            Ok(Box::new(sampler))
         }));
+}
+
+/// A running tail sampler takes new policies in place: its section is read again, the
+/// policies checked as at start-up, then swapped in.
+struct SamplerPolicies(TailSamplingHandle);
+
+impl Reload for SamplerPolicies {
+    fn check(&self, section: &Section<'_>) -> Result<(), ConfigError> {
+        let c: TailSamplingConfig = section.deserialize()?;
+        TailSampler::validate(&c)
+    }
+
+    fn apply(&self, section: &Section<'_>) -> Result<(), ConfigError> {
+        let c: TailSamplingConfig = section.deserialize()?;
+        self.0.update_policies(&c)
+    }
 }
 
 type MakeTraces = fn(&Section<'_>) -> Result<BoxProcessor<Traces>, ConfigError>;

@@ -249,7 +249,12 @@ impl OtlpExporterYaml {
                 enabled: q.enabled.unwrap_or(d.enabled),
                 num_consumers: q.num_consumers.unwrap_or(d.num_consumers),
                 max_items: q.queue_size.unwrap_or(d.max_items),
-                max_bytes: q.max_bytes.or(d.max_bytes),
+                // `max_bytes: 0` lifts the byte bound (items only).
+                max_bytes: match q.max_bytes {
+                    Some(0) => None,
+                    Some(n) => Some(n),
+                    None => d.max_bytes,
+                },
                 block_on_overflow: q.block_on_overflow.unwrap_or(d.block_on_overflow),
             };
         }

@@ -95,6 +95,9 @@ impl Default for RetryConfig {
     }
 }
 
+/// The sending queue's default byte bound: 64 MiB of encoded requests.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
+
 /// Sending-queue settings (the Collector's `sending_queue`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SendingQueueConfig {
@@ -104,7 +107,10 @@ pub struct SendingQueueConfig {
     pub num_consumers: usize,
     /// Most items queued (default 100 000).
     pub max_items: usize,
-    /// Most bytes queued, protobuf-encoded (default none).
+    /// Most bytes queued, protobuf-encoded (default 64 MiB: memory stays bounded when the
+    /// backend is slower than intake, whatever the batches' sizes; `None` bounds by items
+    /// only). Past it the queue refuses, and the refusal reaches the client as
+    /// back-pressure.
     pub max_bytes: Option<usize>,
     /// When full, wait for room instead of refusing (default false: refuse).
     pub block_on_overflow: bool,
@@ -116,7 +122,7 @@ impl Default for SendingQueueConfig {
             enabled: true,
             num_consumers: 10,
             max_items: 100_000,
-            max_bytes: None,
+            max_bytes: Some(DEFAULT_QUEUE_BYTES),
             block_on_overflow: false,
         }
     }

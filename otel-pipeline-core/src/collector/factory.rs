@@ -3,6 +3,7 @@
 //! authenticators and the loader import it.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -28,6 +29,36 @@ pub struct Section<'a> {
     pub(crate) index: &'a BTreeMap<String, Location>,
     /// The whole configuration, for sections that name another component.
     pub(crate) root: Option<&'a Node>,
+    /// Where a component that can take a new configuration in place says so: set while
+    /// the collector builds the components it runs, `None` otherwise.
+    pub(crate) reloads: Option<&'a ReloadSink>,
+}
+
+/// The components of a built collector that can take a new configuration in place.
+pub(crate) type ReloadSink = parking_lot::Mutex<Vec<Reloadable>>;
+
+/// One component that takes new configurations in place: where its section is
+/// (`processors`, its id) and how it takes it.
+pub(crate) struct Reloadable {
+    pub(crate) section: String,
+    pub(crate) id: ComponentId,
+    pub(crate) reload: Arc<dyn Reload>,
+}
+
+impl fmt::Debug for Reloadable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.section, self.id)
+    }
+}
+
+/// A component that takes a new configuration while it runs, without a restart (the tail
+/// sampler's policies). Its factory registers one with [`Section::on_reload`].
+pub trait Reload: Send + Sync {
+    /// Check the component's new section, changing nothing: errors name the setting, as at
+    /// start-up.
+    fn check(&self, section: &Section<'_>) -> Result<(), ConfigError>;
+    /// Take the new section (already checked).
+    fn apply(&self, section: &Section<'_>) -> Result<(), ConfigError>;
 }
 
 impl<'a> Section<'a> {
@@ -60,7 +91,22 @@ impl<'a> Section<'a> {
             node: Some(node),
             index: self.index,
             root: self.root,
+            reloads: None,
         })
+    }
+
+    /// Say that the component built from this section takes new configurations in place
+    /// (`RunningCollector::reload` hands it its new section). Does nothing where no
+    /// collector will run it (`--validate`, a component defined but not in a pipeline).
+    pub fn on_reload(&self, reload: Arc<dyn Reload>) {
+        if let Some(sink) = self.reloads {
+            let section = self.path.split('.').next().unwrap_or_default().to_string();
+            sink.lock().push(Reloadable {
+                section,
+                id: self.id.clone(),
+                reload,
+            });
+        }
     }
 
     /// Where the section is: `exporters.otlp/backend`.

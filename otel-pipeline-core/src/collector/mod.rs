@@ -28,13 +28,14 @@ pub mod auth;
 mod factory;
 mod registry;
 
+pub use factory::Reload;
 pub use factory::{
     CollectorHealth, CollectorSignal, ExporterFactory, Extension, ExtensionFactory, Host,
     ProcessorFactory, ReceiverFactory, ReceiverInstance, Section,
 };
 pub use registry::Registry;
 
-use factory::ACCEPTED_EXTENSIONS;
+use factory::{ACCEPTED_EXTENSIONS, ReloadSink, Reloadable};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -138,7 +139,6 @@ const COLLECTOR_TYPES: &[(&str, &[&str])] = &[
             "sapm",
             "signalfx",
             "opencensus",
-            "nop",
         ],
     ),
     (
@@ -673,6 +673,7 @@ impl CollectorConfig {
             node: self.root.get(section).and_then(|s| s.get(&key)),
             index: &self.index,
             root: Some(&self.root),
+            reloads: None,
         }
     }
 
@@ -683,24 +684,28 @@ impl CollectorConfig {
         self.build_inner(registry, telemetry, true)
     }
 
+    /// `to_run`: the components are built to run (receivers check their ports, reloadable
+    /// components say so), not only to check the configuration.
     fn build_inner(
         &self,
         registry: &Registry,
         telemetry: Telemetry,
-        check_receivers: bool,
+        to_run: bool,
     ) -> Result<Collector, LoadError> {
+        let sink = ReloadSink::default();
+        let reloads = to_run.then_some(&sink);
         let mut errors = Vec::new();
         let mut pipelines = Vec::new();
         for spec in &self.pipelines {
             let built = match spec.signal {
                 SignalKind::Traces => self
-                    .build_pipeline::<Traces>(registry, spec, &telemetry)
+                    .build_pipeline::<Traces>(registry, spec, &telemetry, reloads)
                     .map(AnyBuilt::Traces),
                 SignalKind::Metrics => self
-                    .build_pipeline::<Metrics>(registry, spec, &telemetry)
+                    .build_pipeline::<Metrics>(registry, spec, &telemetry, reloads)
                     .map(AnyBuilt::Metrics),
                 SignalKind::Logs => self
-                    .build_pipeline::<Logs>(registry, spec, &telemetry)
+                    .build_pipeline::<Logs>(registry, spec, &telemetry, reloads)
                     .map(AnyBuilt::Logs),
             };
             match built {
@@ -837,7 +842,7 @@ impl CollectorConfig {
             // What the receiver can check before it starts (certificate files, ports):
             // its parts share one configuration, so one check covers them.
             let checked = match (&plan.traces, &plan.metrics, &plan.logs) {
-                _ if !check_receivers => None,
+                _ if !to_run => None,
                 (Some(r), _, _) => Some(r.validate_boxed()),
                 (_, Some(r), _) => Some(r.validate_boxed()),
                 (_, _, Some(r)) => Some(r.validate_boxed()),
@@ -867,14 +872,17 @@ impl CollectorConfig {
             extensions,
             telemetry,
             health: CollectorHealth::default(),
+            reloads: sink.into_inner(),
         })
     }
 
     /// Build a pipeline's `section` list (`processors`, `exporters`) for signal `S`
     /// through each type's factory; errors are placed in the user's file.
+    #[allow(clippy::too_many_arguments)]
     fn components<S: CollectorSignal, T, M>(
         &self,
         spec: &PipelineSpec,
+        reloads: Option<&ReloadSink>,
         section: &str,
         ids: &[ComponentId],
         factory: impl Fn(&str) -> Option<M>,
@@ -886,7 +894,8 @@ impl CollectorConfig {
     {
         let mut out = Vec::new();
         for (i, id) in ids.iter().enumerate() {
-            let place = self.section(section, id);
+            let mut place = self.section(section, id);
+            place.reloads = reloads;
             // An unknown type was reported while checking the document's shape.
             let Some(make) = factory(id.kind()) else {
                 continue;
@@ -912,10 +921,12 @@ impl CollectorConfig {
         registry: &Registry,
         spec: &PipelineSpec,
         telemetry: &Telemetry,
+        reloads: Option<&ReloadSink>,
     ) -> Result<BuiltDyn<S>, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let processors: Vec<BoxProcessor<S>> = self.components::<S, _, _>(
             spec,
+            reloads,
             "processors",
             &spec.processors,
             |id| {
@@ -929,6 +940,7 @@ impl CollectorConfig {
         );
         let exporters: Vec<BoxExporter<S>> = self.components::<S, _, _>(
             spec,
+            reloads,
             "exporters",
             &spec.exporters,
             |id| {
@@ -1052,6 +1064,7 @@ pub struct Collector {
     extensions: Vec<(ComponentId, Box<dyn Extension>)>,
     telemetry: Telemetry,
     health: CollectorHealth,
+    reloads: Vec<Reloadable>,
 }
 
 impl fmt::Debug for Collector {
@@ -1146,6 +1159,7 @@ impl Collector {
             extensions,
             telemetry: self.telemetry,
             health: self.health,
+            reloads: self.reloads,
         })
     }
 }
@@ -1237,6 +1251,7 @@ pub struct RunningCollector {
     extensions: Vec<(ComponentId, Box<dyn Extension>)>,
     telemetry: Telemetry,
     health: CollectorHealth,
+    reloads: Vec<Reloadable>,
 }
 
 impl fmt::Debug for RunningCollector {
@@ -1255,7 +1270,52 @@ impl fmt::Debug for RunningCollector {
     }
 }
 
+/// What [`RunningCollector::reload`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The components that took their new sections (`processors.tail_sampling`), once per
+    /// pipeline that runs them.
+    pub applied: Vec<String>,
+}
+
 impl RunningCollector {
+    /// Hand each component that can change in place (the tail sampler's policies) its
+    /// section of `config`, a configuration loaded again from the user's files. Every new
+    /// section is checked first: on any error nothing changes, and the error names the
+    /// setting and its line, as at start-up. Buffered data stays; nothing restarts. The
+    /// other components keep the configuration they started with until a restart.
+    pub fn reload(&self, config: &CollectorConfig) -> Result<Reloaded, LoadError> {
+        let mut errors = Vec::new();
+        let sections: Vec<Section<'_>> = self
+            .reloads
+            .iter()
+            .map(|r| config.section(&r.section, &r.id))
+            .collect();
+        for (r, section) in self.reloads.iter().zip(&sections) {
+            if section.node.is_none() {
+                errors.push(config.err(
+                    &format!("{}.{}", r.section, r.id),
+                    "this running component is gone from the configuration: a restart removes it",
+                ));
+                continue;
+            }
+            if let Err(e) = r.reload.check(section) {
+                errors.push(section.place(e));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(LoadError { errors });
+        }
+        let mut applied = Vec::new();
+        for (r, section) in self.reloads.iter().zip(&sections) {
+            r.reload.apply(section).map_err(|e| LoadError {
+                errors: vec![section.place(e)],
+            })?;
+            applied.push(section.path().to_string());
+        }
+        Ok(Reloaded { applied })
+    }
+
     /// Readiness, as the `health_check` extension serves it.
     pub fn health(&self) -> &CollectorHealth {
         &self.health

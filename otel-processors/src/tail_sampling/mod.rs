@@ -327,9 +327,32 @@ pub struct TailSamplingStats {
     pub late_not_sampled: i64,
 }
 
-/// A handle to read a running tail sampler's counters.
+/// Policies published for every shard to pick up before its next decision.
+#[derive(Default)]
+struct LivePolicies {
+    generation: std::sync::atomic::AtomicU64,
+    latest: Mutex<Option<Arc<PolicySet>>>,
+}
+
+/// One published set of policies.
+struct PolicySet {
+    config: Arc<TailSamplingConfig>,
+    policies: Vec<Compiled>,
+    stats: Arc<Stats>,
+}
+
+/// What a handle reaches of a built sampler.
+struct Live {
+    stats: Arc<Stats>,
+    policies: Arc<LivePolicies>,
+    config: Arc<TailSamplingConfig>,
+    keys: Arc<[String]>,
+    clock: SharedClock,
+}
+
+/// A handle to a running tail sampler: read its counters, change its policies.
 #[derive(Clone)]
-pub struct TailSamplingHandle(Arc<Mutex<Option<Arc<Stats>>>>);
+pub struct TailSamplingHandle(Arc<Mutex<Option<Live>>>);
 
 impl std::fmt::Debug for TailSamplingHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -342,7 +365,7 @@ impl std::fmt::Debug for TailSamplingHandle {
 impl TailSamplingHandle {
     /// The counters now (all zero before the pipeline is built).
     pub fn stats(&self) -> TailSamplingStats {
-        let Some(s) = self.0.lock().clone() else {
+        let Some(s) = self.0.lock().as_ref().map(|l| Arc::clone(&l.stats)) else {
             return TailSamplingStats::default();
         };
         let v = |a: &Counter| a.get() as i64;
@@ -361,12 +384,70 @@ impl TailSamplingHandle {
 
     /// (sampled, not sampled) counts of the top-level policy named `name`.
     pub fn policy(&self, name: &str) -> Option<(i64, i64)> {
-        let s = self.0.lock().clone()?;
+        let s = self.0.lock().as_ref().map(|l| Arc::clone(&l.stats))?;
         let i = s.names.iter().position(|n| n == name)?;
         Some((
             s.per_policy[i][0].get() as i64,
             s.per_policy[i][1].get() as i64,
         ))
+    }
+
+    /// Replace the running sampler's policies (and `sample_on_first_match`) with those of
+    /// `config`. Every trace decided from now on is decided by them; the traces buffered
+    /// stay buffered, nothing restarts, and the other settings (`decision_wait`, the
+    /// buffer's bounds, ...) keep the values the sampler was built with. A configuration
+    /// that does not compile is refused with the same error as at start-up, and the
+    /// policies running keep running.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use otel_pipeline_core::{DirectReceiver, Pipeline, testing::InMemoryExporter};
+    /// use otel_processors::config::from_yaml;
+    /// use otel_processors::tail_sampling::{TailSampler, TailSamplingConfig};
+    /// let config = |pct: u32| -> TailSamplingConfig {
+    ///     from_yaml("tail_sampling", &format!(
+    ///         "policies: [{{ name: rest, type: probabilistic, probabilistic: {{ sampling_percentage: {pct} }} }}]"
+    ///     )).unwrap()
+    /// };
+    /// let sampler = TailSampler::new(config(5));
+    /// let handle = sampler.handle();
+    /// let (receiver, _sender) = DirectReceiver::new();
+    /// let running = Pipeline::traces().receiver(receiver).processor(sampler)
+    ///     .exporter(InMemoryExporter::new().0).build().unwrap().start().await.unwrap();
+    /// handle.update_policies(&config(50)).unwrap();
+    /// assert!(handle.update_policies(&config(500)).is_err()); // 5 % keeps running
+    /// running.shutdown(std::time::Duration::from_secs(1)).await.unwrap();
+    /// # }
+    /// ```
+    pub fn update_policies(&self, config: &TailSamplingConfig) -> Result<(), ConfigError> {
+        let mut guard = self.0.lock();
+        let Some(live) = guard.as_mut() else {
+            return Err(ConfigError::new(
+                "policies",
+                "the tail sampler is not built yet: nothing to update",
+            ));
+        };
+        let mut policies = TailSampler::compile(config, live.clock.now())?;
+        for p in &mut policies {
+            p.index_known_keys(&live.keys);
+        }
+        let names: Vec<String> = config.policies.iter().map(|p| p.name.clone()).collect();
+        let stats = Arc::new(Stats::new(Arc::clone(&live.stats.telemetry), &names));
+        let mut merged = (*live.config).clone();
+        merged.policies = config.policies.clone();
+        merged.sample_on_first_match = config.sample_on_first_match;
+        let merged = Arc::new(merged);
+        *live.policies.latest.lock() = Some(Arc::new(PolicySet {
+            config: Arc::clone(&merged),
+            policies,
+            stats: Arc::clone(&stats),
+        }));
+        live.policies
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        live.stats = stats;
+        live.config = merged;
+        Ok(())
     }
 }
 
@@ -389,6 +470,8 @@ pub(crate) struct TailSamplingCore {
     tally: Tally,
     /// Keys the attribute policies look at, noted per trace at ingest.
     keys: Arc<[String]>,
+    /// Which published set of policies this shard runs (0: those it was built with).
+    generation: u64,
 }
 
 impl std::fmt::Debug for TailSamplingCore {
@@ -478,6 +561,7 @@ impl TailSamplingCore {
             tally: Tally::new(stats.per_policy.len()),
             stats,
             keys: keys.into(),
+            generation: 0,
         }
     }
 
@@ -695,6 +779,24 @@ impl TailSamplingCore {
         self.tally.spans -= t.spans as i64;
         self.tally.bytes -= t.bytes as i64;
         Some(t)
+    }
+
+    /// Take up the latest published policies, if they are newer than this shard's.
+    fn refresh(&mut self, live: &LivePolicies) {
+        let generation = live.generation.load(std::sync::atomic::Ordering::Acquire);
+        if generation == self.generation {
+            return;
+        }
+        let Some(set) = live.latest.lock().clone() else {
+            return;
+        };
+        // What was counted under the old policies goes to their counters.
+        self.tally.publish(&self.stats);
+        self.policies = set.policies.clone();
+        self.stats = Arc::clone(&set.stats);
+        self.config = Arc::clone(&set.config);
+        self.tally = Tally::new(self.policies.len());
+        self.generation = generation;
     }
 
     fn decide(&mut self, id: u128, why: Early, now: Instant) {
@@ -1057,11 +1159,13 @@ struct Workers<N> {
     clock: SharedClock,
     queued: Arc<Queued>,
     stats: Arc<Stats>,
+    live: Arc<LivePolicies>,
 }
 
 /// What every shard task shares.
 struct ShardEnv<N> {
     next: N,
+    live: Arc<LivePolicies>,
     deadline: Arc<Mutex<Option<Instant>>>,
     telemetry: Arc<ComponentTelemetry>,
     drop_on_shutdown: bool,
@@ -1097,7 +1201,7 @@ impl Processor<Traces> for TailSampler {
             .collect();
         let telemetry = ctx.telemetry();
         let stats = Arc::new(Stats::new(Arc::clone(&telemetry), &names));
-        *self.handle.0.lock() = Some(Arc::clone(&stats));
+        let live = Arc::new(LivePolicies::default());
         let config = Arc::new(self.config);
         let mut senders = Vec::with_capacity(shards);
         let mut cores = Vec::with_capacity(shards);
@@ -1116,6 +1220,13 @@ impl Processor<Traces> for TailSampler {
         }
         let (stop_tx, _) = watch::channel(false);
         let keys = Arc::clone(&cores[0].0.keys);
+        *self.handle.0.lock() = Some(Live {
+            stats: Arc::clone(&stats),
+            policies: Arc::clone(&live),
+            config: Arc::clone(&config),
+            keys: Arc::clone(&keys),
+            clock: Arc::clone(&self.clock),
+        });
         // The channels may hold a sixteenth of the buffer's bound on top of it.
         let queued = Arc::new(Queued {
             bytes: std::sync::atomic::AtomicUsize::new(0),
@@ -1135,6 +1246,7 @@ impl Processor<Traces> for TailSampler {
             clock: self.clock,
             queued: Arc::clone(&queued),
             stats,
+            live,
         }));
         Ok(TailSamplingConsumer {
             shards: senders,
@@ -1148,6 +1260,7 @@ impl<N: Consumer<Traces>> Lifecycle for Workers<N> {
     fn start(&self) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
             let env = Arc::new(ShardEnv {
+                live: Arc::clone(&self.live),
                 next: self
                     .next
                     .lock()
@@ -1207,6 +1320,7 @@ async fn run_shard<N: Consumer<Traces>>(
 ) {
     let ShardEnv {
         next,
+        live,
         deadline,
         telemetry,
         drop_on_shutdown,
@@ -1233,9 +1347,13 @@ async fn run_shard<N: Consumer<Traces>>(
         tokio::select! {
             biased;
             _ = stop.changed() => break,
-            _ = next_due(core.next_due()) => core.decide_due(clock.now()),
+            _ = next_due(core.next_due()) => {
+                core.refresh(live);
+                core.decide_due(clock.now());
+            }
             received = rx.recv(), if !waiting => match received {
                 Some(spans) => {
+                    core.refresh(live);
                     queued.release(spans.held_bytes());
                     let now = clock.now();
                     core.ingest(&spans, now);
@@ -1263,6 +1381,7 @@ async fn run_shard<N: Consumer<Traces>>(
     } else {
         drop_on_shutdown.then_some(DROPPED_ON_SHUTDOWN)
     };
+    core.refresh(live);
     core.decide_all(now, drop);
     if let Some(out) = core.take_output() {
         deliver(out).await;

@@ -599,6 +599,26 @@ impl Compiled {
         }
     }
 
+    /// As [`Compiled::index_keys`], against a list that may not grow: the keys a running
+    /// sampler already notes at ingest. A key not in it gets no bit, so its policy scans
+    /// the trace (a trace buffered before the policy came has no bit for it either).
+    pub(crate) fn index_known_keys(&mut self, keys: &[String]) {
+        let assign = |key: &str, bit: &mut Option<u8>| {
+            *bit = keys.iter().position(|k| k == key).map(|i| i as u8);
+        };
+        match self {
+            Self::Numeric { key, bit, .. }
+            | Self::Str { key, bit, .. }
+            | Self::Bool { key, bit, .. } => assign(key, bit),
+            Self::And(subs) | Self::Drop(subs) => {
+                subs.iter_mut().for_each(|p| p.index_known_keys(keys));
+            }
+            Self::Not(sub) => sub.index_known_keys(keys),
+            Self::Composite(subs) => subs.iter_mut().for_each(|(p, _)| p.index_known_keys(keys)),
+            _ => {}
+        }
+    }
+
     /// The `th` value to record on kept spans, for a probabilistic policy.
     pub(crate) fn th(&self) -> Option<&str> {
         match self {

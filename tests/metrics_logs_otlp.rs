@@ -1,0 +1,221 @@
+//! Metrics and logs end to end over real OTLP on loopback: a client exports with our OTLP
+//! exporter (logs as OTLP/HTTP JSON, metrics as OTLP/gRPC) to a collector built from YAML
+//! that filters, redacts and batches, and that exports over OTLP/gRPC to a backend.
+
+use std::time::Duration;
+
+use otel_pipeline::collector::{CollectorConfig, ConfigFile};
+use otel_pipeline::exporters::otlp::{OtlpExporter, OtlpExporterConfig, Protocol};
+use otel_pipeline::proto::common::v1::{AnyValue, any_value::Value};
+use otel_pipeline::proto::metrics::v1::metric::Data;
+use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
+use otel_pipeline::testing::{InMemoryExporter, eventually, generate_logs, generate_metrics};
+use otel_pipeline::{ComponentKind, DirectReceiver, Logs, Metrics, Pipeline, Telemetry};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_redaction_and_batch_on_metrics_and_logs_over_otlp() {
+    // The backend: one OTLP receiver feeding a logs and a metrics pipeline.
+    let backend = OtlpReceiver::new(OtlpConfig {
+        http: None,
+        ..OtlpConfig::loopback()
+    });
+    let (logs_out, logs_seen) = InMemoryExporter::<Logs>::new();
+    let (metrics_out, metrics_seen) = InMemoryExporter::<Metrics>::new();
+    let backend_logs = Pipeline::logs()
+        .receiver(backend.logs())
+        .exporter(logs_out)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let backend_metrics = Pipeline::metrics()
+        .receiver(backend.metrics())
+        .exporter(metrics_out)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let backend_addr = backend.local_addrs().grpc.expect("grpc");
+
+    // The collector, from YAML.
+    let (grpc, http) = (free_port(), free_port());
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
+      http: {{ endpoint: 127.0.0.1:{http} }}
+processors:
+  filter/noise:
+    error_mode: ignore
+    logs:
+      log_record:
+        - 'severity_number < SEVERITY_NUMBER_INFO'
+    metrics:
+      datapoint:
+        - 'attributes["http.route"] == "/api/1"'
+  redaction:
+    allow_all_keys: true
+    blocked_values: ['4[0-9]{{12}}(?:[0-9]{{3}})?']
+  batch:
+    timeout: 1s
+exporters:
+  otlp/backend:
+    endpoint: http://{backend_addr}
+service:
+  pipelines:
+    logs:
+      receivers: [otlp]
+      processors: [filter/noise, redaction, batch]
+      exporters: [otlp/backend]
+    metrics:
+      receivers: [otlp]
+      processors: [filter/noise, batch]
+      exporters: [otlp/backend]
+"#
+    );
+    let config = CollectorConfig::load(
+        &[ConfigFile::new("collector.yaml", yaml)],
+        |_| None,
+        &otel_pipeline::default_registry(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let collector = config
+        .build(&otel_pipeline::default_registry(), Telemetry::new())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .start()
+        .await
+        .expect("collector starts");
+
+    // A service: logs over OTLP/HTTP JSON, metrics over OTLP/gRPC.
+    let (logs_in, logs_sender) = DirectReceiver::<Logs>::new();
+    let client_logs = Pipeline::logs()
+        .receiver(logs_in)
+        .exporter(OtlpExporter::<Logs>::new(OtlpExporterConfig {
+            endpoint: format!("http://127.0.0.1:{http}"),
+            protocol: Protocol::HttpJson,
+            ..OtlpExporterConfig::default()
+        }))
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let (metrics_in, metrics_sender) = DirectReceiver::<Metrics>::new();
+    let client_metrics = Pipeline::metrics()
+        .receiver(metrics_in)
+        .exporter(OtlpExporter::<Metrics>::new(OtlpExporterConfig {
+            endpoint: format!("http://127.0.0.1:{grpc}"),
+            ..OtlpExporterConfig::default()
+        }))
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+
+    // 8 records (severities INFO, WARN, ERROR, DEBUG in turn): the two DEBUG ones go; a
+    // card number in a body is masked.
+    let mut logs = generate_logs(8, 3);
+    logs.resource_logs[0].scope_logs[0].log_records[0].body = Some(AnyValue {
+        value: Some(Value::StringValue("paid with 4111111111111111".into())),
+    });
+    logs_sender.send(logs).await.expect("logs sent");
+    // 4 metrics of 4 points (routes /api/0 .. /api/3): the /api/1 points go, in two
+    // requests the batch joins.
+    metrics_sender
+        .send(generate_metrics(2, 4, 1))
+        .await
+        .expect("metrics sent");
+    metrics_sender
+        .send(generate_metrics(2, 4, 2))
+        .await
+        .expect("metrics sent");
+    client_logs
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("client stops");
+    client_metrics
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("client stops");
+
+    assert!(
+        eventually(Duration::from_secs(10), || logs_seen.item_count() == 6
+            && metrics_seen.item_count() == 12)
+        .await,
+        "backend saw {} log records and {} data points",
+        logs_seen.item_count(),
+        metrics_seen.item_count()
+    );
+    let records: Vec<_> = logs_seen
+        .batches()
+        .into_iter()
+        .flat_map(|b| b.data.resource_logs)
+        .flat_map(|rl| rl.scope_logs)
+        .flat_map(|sl| sl.log_records)
+        .collect();
+    assert!(records.iter().all(|r| r.severity_number >= 9));
+    assert!(records.iter().any(|r| matches!(
+        r.body.as_ref().and_then(|b| b.value.as_ref()),
+        Some(Value::StringValue(s)) if s == "paid with ****"
+    )));
+    let routes: Vec<String> = metrics_seen
+        .batches()
+        .into_iter()
+        .flat_map(|b| b.data.resource_metrics)
+        .flat_map(|rm| rm.scope_metrics)
+        .flat_map(|sm| sm.metrics)
+        .flat_map(|m| match m.data {
+            Some(Data::Gauge(g)) => g.data_points,
+            Some(Data::Sum(s)) => s.data_points,
+            _ => Vec::new(),
+        })
+        .map(|p| match &p.attributes[0].value {
+            Some(AnyValue {
+                value: Some(Value::StringValue(s)),
+            }) => s.clone(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert!(!routes.iter().any(|r| r == "/api/1"), "{routes:?}");
+    // The batch joined the two metrics requests into one export.
+    assert_eq!(metrics_seen.batches().len(), 1);
+
+    let telemetry = collector.telemetry();
+    let filtered = |signal: &str| {
+        telemetry
+            .components()
+            .into_iter()
+            .filter(|c| {
+                c.kind() == ComponentKind::Processor && c.id().to_string() == "filter/noise"
+            })
+            .filter(|c| c.pipeline() == signal)
+            .map(|c| c.dropped("filtered"))
+            .sum::<u64>()
+    };
+    assert_eq!((filtered("logs"), filtered("metrics")), (2, 4));
+
+    collector
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("collector stops");
+    backend_logs
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("stops");
+    backend_metrics
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("stops");
+}
