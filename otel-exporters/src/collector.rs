@@ -10,7 +10,7 @@
 use otel_pipeline_core::boxed::BoxExporter;
 use otel_pipeline_core::collector::{ExporterFactory, Registry, Section, auth};
 use otel_pipeline_core::config::ConfigError;
-use otel_pipeline_core::{Logs, Metrics, Traces};
+use otel_pipeline_core::{Exporter, Logs, Metrics, Traces};
 use serde::Deserialize;
 
 use crate::loadbalancing::{TraceRouter, TraceRouterConfig};
@@ -22,8 +22,11 @@ pub fn register(registry: &mut Registry) {
     registry
         .exporter(OtlpFactory { http: false })
         .exporter(OtlpFactory { http: true })
-        .exporter(DebugFactory)
-        .exporter(NopFactory)
+        .exporter(EverySignal("debug", debug_exporter))
+        .exporter(EverySignal("nop", |s| {
+            let _: NopYaml = s.deserialize()?;
+            Ok(NopExporter::new().with_id(s.id().clone()))
+        }))
         .exporter(LoadBalancingFactory);
 }
 
@@ -32,30 +35,27 @@ pub fn register(registry: &mut Registry) {
 #[serde(deny_unknown_fields)]
 struct NopYaml {}
 
-struct NopFactory;
+/// An exporter type that serves every signal with one configuration.
+struct EverySignal<E>(&'static str, fn(&Section<'_>) -> Result<E, ConfigError>);
 
-impl NopFactory {
-    fn exporter(section: &Section<'_>) -> Result<NopExporter, ConfigError> {
-        let _: NopYaml = section.deserialize()?;
-        Ok(NopExporter::new().with_id(section.id().clone()))
-    }
-}
-
-impl ExporterFactory for NopFactory {
+impl<E> ExporterFactory for EverySignal<E>
+where
+    E: Exporter<Traces> + Exporter<Metrics> + Exporter<Logs> + Send + Sync + 'static,
+{
     fn kind(&self) -> &'static str {
-        "nop"
+        self.0
     }
 
     fn traces(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Traces>, ConfigError>> {
-        Some(Self::exporter(section).map(|e| Box::new(e) as BoxExporter<Traces>))
+        Some((self.1)(section).map(|e| Box::new(e) as BoxExporter<Traces>))
     }
 
     fn metrics(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Metrics>, ConfigError>> {
-        Some(Self::exporter(section).map(|e| Box::new(e) as BoxExporter<Metrics>))
+        Some((self.1)(section).map(|e| Box::new(e) as BoxExporter<Metrics>))
     }
 
     fn logs(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Logs>, ConfigError>> {
-        Some(Self::exporter(section).map(|e| Box::new(e) as BoxExporter<Logs>))
+        Some((self.1)(section).map(|e| Box::new(e) as BoxExporter<Logs>))
     }
 }
 
@@ -160,42 +160,20 @@ struct DebugYaml {
     _use_internal_logger: Option<serde::de::IgnoredAny>,
 }
 
-struct DebugFactory;
-
-impl DebugFactory {
-    fn exporter(section: &Section<'_>) -> Result<DebugExporter, ConfigError> {
-        let yaml: DebugYaml = section.deserialize()?;
-        let verbosity = match yaml.verbosity.as_deref() {
-            None | Some("basic") => Verbosity::Basic,
-            Some("normal") => Verbosity::Normal,
-            Some("detailed") => Verbosity::Detailed,
-            Some(other) => {
-                return Err(section.error(
-                    "verbosity",
-                    format!("`{other}`: expected basic, normal or detailed"),
-                ));
-            }
-        };
-        Ok(DebugExporter::new(verbosity).with_id(section.id().clone()))
-    }
-}
-
-impl ExporterFactory for DebugFactory {
-    fn kind(&self) -> &'static str {
-        "debug"
-    }
-
-    fn traces(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Traces>, ConfigError>> {
-        Some(Self::exporter(section).map(|e| Box::new(e) as BoxExporter<Traces>))
-    }
-
-    fn metrics(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Metrics>, ConfigError>> {
-        Some(Self::exporter(section).map(|e| Box::new(e) as BoxExporter<Metrics>))
-    }
-
-    fn logs(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Logs>, ConfigError>> {
-        Some(Self::exporter(section).map(|e| Box::new(e) as BoxExporter<Logs>))
-    }
+fn debug_exporter(section: &Section<'_>) -> Result<DebugExporter, ConfigError> {
+    let yaml: DebugYaml = section.deserialize()?;
+    let verbosity = match yaml.verbosity.as_deref() {
+        None | Some("basic") => Verbosity::Basic,
+        Some("normal") => Verbosity::Normal,
+        Some("detailed") => Verbosity::Detailed,
+        Some(other) => {
+            return Err(section.error(
+                "verbosity",
+                format!("`{other}`: expected basic, normal or detailed"),
+            ));
+        }
+    };
+    Ok(DebugExporter::new(verbosity).with_id(section.id().clone()))
 }
 
 struct LoadBalancingFactory;

@@ -479,6 +479,27 @@ pub(crate) fn all_match(want: &AttrMatches, attrs: &[KeyValue]) -> bool {
         })
 }
 
+/// Whether a record's severity is at least `min`, or undefined (0) where that matches
+/// too; true when severity is not matched on (`None`).
+pub(crate) fn severity_matches(record: &LogRecord, severity: Option<(i32, bool)>) -> bool {
+    severity.is_none_or(|(min, undefined)| {
+        let n = record.severity_number;
+        n != 0 && n >= min || undefined && n == 0
+    })
+}
+
+/// A log body as matchers read it: a string, or the text of a number or boolean; `None`
+/// for other bodies (maps, lists, bytes), which no body pattern matches.
+pub(crate) fn body_text(record: &LogRecord) -> Option<std::borrow::Cow<'_, str>> {
+    Some(match record.body.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(s) => std::borrow::Cow::Borrowed(s.as_str()),
+        any_value::Value::IntValue(i) => i.to_string().into(),
+        any_value::Value::DoubleValue(d) => d.to_string().into(),
+        any_value::Value::BoolValue(b) => b.to_string().into(),
+        _ => return None,
+    })
+}
+
 /// `SPAN_KIND_SERVER`, `SERVER` or `server` as the protobuf enum value.
 fn span_kind(name: &str) -> Option<i32> {
     let upper = name.to_ascii_uppercase();
@@ -631,32 +652,16 @@ impl SpanFilter {
         if !self.matches_common(resource, scope) {
             return false;
         }
-        if let Some((min, undefined)) = self.log_severity {
-            let n = record.severity_number;
-            if !(n != 0 && n >= min || undefined && n == 0) {
-                return false;
-            }
-        }
-        if self
-            .log_severity_texts
-            .as_ref()
-            .is_some_and(|m| !m.is_match(&record.severity_text))
-        {
-            return false;
-        }
-        if let Some(m) = &self.log_bodies {
-            let body = match record.body.as_ref().and_then(|b| b.value.as_ref()) {
-                Some(any_value::Value::StringValue(s)) => std::borrow::Cow::Borrowed(s.as_str()),
-                Some(any_value::Value::IntValue(i)) => i.to_string().into(),
-                Some(any_value::Value::DoubleValue(d)) => d.to_string().into(),
-                Some(any_value::Value::BoolValue(b)) => b.to_string().into(),
-                _ => return false,
-            };
-            if !m.is_match(&body) {
-                return false;
-            }
-        }
-        all_match(&self.attributes, &record.attributes)
+        severity_matches(record, self.log_severity)
+            && self
+                .log_severity_texts
+                .as_ref()
+                .is_none_or(|m| m.is_match(&record.severity_text))
+            && self
+                .log_bodies
+                .as_ref()
+                .is_none_or(|m| body_text(record).is_some_and(|b| m.is_match(&b)))
+            && all_match(&self.attributes, &record.attributes)
     }
 
     /// Whether a metric matches every given property.

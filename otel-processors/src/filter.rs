@@ -58,7 +58,7 @@ use serde::Deserialize;
 
 use crate::attributes::{
     AttrMatches, AttributeMatch, ItemKind, MatchConfig, MatchType, Matcher, SeverityMatch,
-    SpanFilter, all_match, attr_matches,
+    SpanFilter, all_match, attr_matches, body_text, severity_matches,
 };
 use crate::condition::{
     Condition, Cx, EvalError, Item, SpanContext, Target, points, severity_number,
@@ -299,31 +299,16 @@ impl LogMatcher {
         {
             return false;
         }
-        if let Some((min, undefined)) = self.severity {
-            let n = record.severity_number;
-            if !(n != 0 && n >= min || undefined && n == 0) {
-                return false;
-            }
-        }
-        if let Some(m) = &self.severity_texts
-            && !m.is_match(&record.severity_text)
-        {
-            return false;
-        }
-        if let Some(m) = &self.bodies {
-            use otel_pipeline_core::proto::common::v1::any_value::Value;
-            let text = match record.body.as_ref().and_then(|b| b.value.as_ref()) {
-                Some(Value::StringValue(s)) => std::borrow::Cow::Borrowed(s.as_str()),
-                Some(Value::IntValue(i)) => i.to_string().into(),
-                Some(Value::DoubleValue(d)) => d.to_string().into(),
-                Some(Value::BoolValue(b)) => b.to_string().into(),
-                _ => return false,
-            };
-            if !m.is_match(&text) {
-                return false;
-            }
-        }
-        all_match(&self.record, &record.attributes)
+        severity_matches(record, self.severity)
+            && self
+                .severity_texts
+                .as_ref()
+                .is_none_or(|m| m.is_match(&record.severity_text))
+            && self
+                .bodies
+                .as_ref()
+                .is_none_or(|m| body_text(record).is_some_and(|b| m.is_match(&b)))
+            && all_match(&self.record, &record.attributes)
     }
 }
 

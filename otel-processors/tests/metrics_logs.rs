@@ -43,12 +43,11 @@ fn counters(running: &RunningPipeline, id: &str) -> Arc<ComponentTelemetry> {
         .unwrap()
 }
 
-async fn run_logs<P: Processor<Logs>>(
-    p: P,
-) -> (RunningPipeline, DirectSender<Logs>, Exported<Logs>) {
+/// A pipeline of signal `S`: a direct receiver, `p`, an in-memory exporter.
+async fn run<S: Signal, P: Processor<S>>(p: P) -> (RunningPipeline, DirectSender<S>, Exported<S>) {
     let (receiver, sender) = DirectReceiver::new();
     let (exporter, exported) = InMemoryExporter::new();
-    let running = Pipeline::logs()
+    let running = Pipeline::new_for::<S>()
         .receiver(receiver)
         .processor(p)
         .exporter(exporter)
@@ -60,21 +59,16 @@ async fn run_logs<P: Processor<Logs>>(
     (running, sender, exported)
 }
 
+async fn run_logs<P: Processor<Logs>>(
+    p: P,
+) -> (RunningPipeline, DirectSender<Logs>, Exported<Logs>) {
+    run(p).await
+}
+
 async fn run_metrics<P: Processor<Metrics>>(
     p: P,
 ) -> (RunningPipeline, DirectSender<Metrics>, Exported<Metrics>) {
-    let (receiver, sender) = DirectReceiver::new();
-    let (exporter, exported) = InMemoryExporter::new();
-    let running = Pipeline::metrics()
-        .receiver(receiver)
-        .processor(p)
-        .exporter(exporter)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    (running, sender, exported)
+    run(p).await
 }
 
 fn records(exported: &Exported<Logs>) -> Vec<LogRecord> {
