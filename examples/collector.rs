@@ -13,7 +13,8 @@
 //!
 //! SIGHUP, or a change to any `--config` file (checked every `--watch-interval`, default
 //! 2s; `0s` turns watching off), reloads the configuration: components that can change in
-//! place (the tail sampler's policies) take their new sections, and nothing restarts. A
+//! place (the tail sampler's policies, filter conditions, attributes and redaction rules)
+//! take their new sections, and nothing restarts. A
 //! configuration that does not load is logged with its errors and the running one stays.
 
 use std::process::ExitCode;

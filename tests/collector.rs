@@ -777,3 +777,95 @@ async fn the_sampling_rate_changes_live_through_the_config_file() {
     running.shutdown(Duration::from_secs(5)).await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Filter conditions and redaction rules change in place on reload, from the next batch
+/// on; an invalid condition is refused with its line and the running filter stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_and_redaction_rules_change_in_place() {
+    let backend = common::gateway(OtlpConfig::loopback()).await;
+    let backend_addr = backend.1.local_addrs().grpc.unwrap();
+    let port = free_port();
+    let yaml = |condition: &str, blocked: &str| {
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:{port} }}\n\
+             processors:\n  filter/noise:\n    traces:\n      span:\n        - '{condition}'\n  redaction:\n    allow_all_keys: true\n    blocked_values: ['{blocked}']\n\
+             exporters:\n  otlp/backend:\n    endpoint: http://{backend_addr}\n\
+             service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [filter/noise, redaction]\n      exporters: [otlp/backend]\n"
+        )
+    };
+    let load = |text: String| {
+        CollectorConfig::load(
+            &[ConfigFile::new("c.yaml", text)],
+            |_| None,
+            &otel_pipeline::default_registry(),
+        )
+    };
+    let running = load(yaml(r#"name == "SELECT orders 1""#, "orders\\.svc"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .build(&otel_pipeline::default_registry(), Telemetry::new())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .start()
+        .await
+        .expect("starts");
+    let (client, sender) = common::agent(OtlpExporterConfig {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        ..OtlpExporterConfig::default()
+    })
+    .await;
+    // generate_traces: each trace is `GET /api/orders` and `SELECT orders 1..3`, with
+    // `server.address = orders.svc` on every span.
+    let got = |n: usize| {
+        let spans = backend.2.spans();
+        (spans.len() >= n).then_some(spans)
+    };
+    sender.send(generate_traces(10, 4, 1)).await.unwrap();
+    assert!(eventually(Duration::from_secs(10), || got(30).is_some()).await);
+    let before = backend.2.spans();
+    assert_eq!(before.len(), 30, "one span of four filtered");
+    let address = |s: &otel_pipeline::proto::trace::v1::Span| {
+        s.attributes
+            .iter()
+            .find(|kv| kv.key == "server.address")
+            .and_then(|kv| kv.value.clone())
+    };
+    assert_eq!(
+        address(&before[0]),
+        Some(AnyValue {
+            value: Some(Value::StringValue("****".into()))
+        })
+    );
+
+    // New rules: every SELECT span goes, and only `svc` is masked.
+    let done = running
+        .reload(&load(yaml(r#"IsMatch(name, "^SELECT")"#, "svc")).unwrap())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        done.applied,
+        ["processors.filter/noise", "processors.redaction"]
+    );
+    sender.send(generate_traces(10, 4, 2)).await.unwrap();
+    assert!(eventually(Duration::from_secs(10), || got(40).is_some()).await);
+    let after: Vec<_> = backend.2.spans().split_off(30);
+    assert_eq!(after.len(), 10, "only the roots pass: {after:?}");
+    assert_eq!(
+        address(&after[0]),
+        Some(AnyValue {
+            value: Some(Value::StringValue("orders.****".into()))
+        })
+    );
+
+    // A condition that does not parse: refused with its line; the filter stays.
+    let err = load(yaml("name ==", "svc")).expect_err("does not parse");
+    assert!(
+        err.errors[0]
+            .path
+            .starts_with("processors.filter/noise.traces.span[0]"),
+        "{err}"
+    );
+    sender.send(generate_traces(10, 4, 3)).await.unwrap();
+    assert!(eventually(Duration::from_secs(10), || got(50).is_some()).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(backend.2.spans().len(), 50);
+    client.shutdown(Duration::from_secs(5)).await.unwrap();
+    running.shutdown(Duration::from_secs(5)).await.unwrap();
+}

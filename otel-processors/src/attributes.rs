@@ -44,6 +44,7 @@ use sha2::{Digest, Sha256};
 
 use crate::condition::find_attr;
 use crate::config::ConfigError;
+use crate::live::LiveRules;
 use otel_pipeline_core::proto::collector::logs::v1::ExportLogsServiceRequest;
 use otel_pipeline_core::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
@@ -727,6 +728,48 @@ pub struct AttributeRedactor {
     id: ComponentId,
     attributes: AttributesConfig,
     redaction: Option<RedactionConfig>,
+    live: Arc<LiveRules<CompiledAttributes>>,
+    /// The signal it was built for, so a replacement is checked as the build was.
+    built_for: Arc<parking_lot::Mutex<Option<ItemKind>>>,
+}
+
+/// Changes a built attributes/redaction processor's rules while it runs:
+/// [`AttributeRedactor::handle`].
+#[derive(Debug, Clone)]
+pub struct AttributesHandle {
+    live: Arc<LiveRules<CompiledAttributes>>,
+    built_for: Arc<parking_lot::Mutex<Option<ItemKind>>>,
+}
+
+impl AttributesHandle {
+    /// Apply the actions and redaction of `rules` from the next batch on (its id is not
+    /// used). Rules that do not compile, or that match on another signal's properties, are
+    /// refused with the errors of a build, and the running rules stay.
+    pub fn update(&self, rules: &AttributeRedactor) -> Result<(), ConfigError> {
+        let compiled = self.compile_for_built(rules)?;
+        self.live.replace(compiled);
+        Ok(())
+    }
+
+    /// Whether [`AttributesHandle::update`] would take `rules`, changing nothing.
+    pub fn check(&self, rules: &AttributeRedactor) -> Result<(), ConfigError> {
+        self.compile_for_built(rules).map(drop)
+    }
+
+    fn compile_for_built(
+        &self,
+        rules: &AttributeRedactor,
+    ) -> Result<CompiledAttributes, ConfigError> {
+        let compiled = rules.compile()?;
+        let Some(kind) = *self.built_for.lock() else {
+            return Err(ConfigError::new(
+                "",
+                "the processor is not built yet: nothing to update",
+            ));
+        };
+        compiled.check_for(kind)?;
+        Ok(compiled)
+    }
 }
 
 impl AttributeRedactor {
@@ -736,6 +779,16 @@ impl AttributeRedactor {
             id: ComponentId::new("attributes"),
             attributes: config,
             redaction: None,
+            live: Arc::default(),
+            built_for: Arc::default(),
+        }
+    }
+
+    /// A handle that changes the rules once the processor is built.
+    pub fn handle(&self) -> AttributesHandle {
+        AttributesHandle {
+            live: Arc::clone(&self.live),
+            built_for: Arc::clone(&self.built_for),
         }
     }
 
@@ -745,6 +798,8 @@ impl AttributeRedactor {
             id: ComponentId::new("redaction"),
             attributes: AttributesConfig::default(),
             redaction: Some(config),
+            live: Arc::default(),
+            built_for: Arc::default(),
         }
     }
 
@@ -757,6 +812,8 @@ impl AttributeRedactor {
             id: ComponentId::new("attributes"),
             attributes,
             redaction: Some(redaction),
+            live: Arc::default(),
+            built_for: Arc::default(),
         }
     }
 
@@ -915,7 +972,7 @@ impl AttributeRedactor {
 
 /// The consumer built by [`AttributeRedactor`], for signal `S`.
 pub struct AttributesConsumer<S, N> {
-    rules: Arc<CompiledAttributes>,
+    rules: Arc<parking_lot::RwLock<Arc<CompiledAttributes>>>,
     telemetry: Arc<ComponentTelemetry>,
     next: N,
     signal: std::marker::PhantomData<fn(S)>,
@@ -949,8 +1006,9 @@ macro_rules! attributes_signal {
                 rules
                     .check_for($kind)
                     .map_err(|e| ctx.invalid(e.path, e.message))?;
+                *self.built_for.lock() = Some($kind);
                 Ok(AttributesConsumer {
-                    rules: Arc::new(rules),
+                    rules: self.live.install(rules),
                     telemetry: ctx.telemetry(),
                     next,
                     signal: std::marker::PhantomData,
@@ -964,7 +1022,8 @@ macro_rules! attributes_signal {
                 mut batch: Batch<$signal>,
             ) -> Result<(), ConsumeError<$signal>> {
                 let client = batch.client.clone();
-                let redacted = self.rules.$apply(&mut batch.data, client.as_deref());
+                let rules = Arc::clone(&*self.rules.read());
+                let redacted = rules.$apply(&mut batch.data, client.as_deref());
                 self.telemetry.add_redacted_attributes(redacted);
                 self.next.consume(batch).await
             }

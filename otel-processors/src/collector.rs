@@ -18,7 +18,8 @@ use otel_pipeline_core::{Logs, Metrics, Processor, Traces};
 use crate::{
     AttributeRedactor, AttributesConfig, BatchConfig, BatchProcessor, FilterConfig,
     FilterProcessor, MemoryLimiter, MemoryLimiterConfig, RedactionConfig, TailSampler,
-    TailSamplingConfig, tail_sampling::TailSamplingHandle,
+    TailSamplingConfig, attributes::AttributesHandle, filter::FilterHandle,
+    tail_sampling::TailSamplingHandle,
 };
 
 /// Add this crate's processors to `registry`.
@@ -34,15 +35,21 @@ pub fn register(registry: &mut Registry) {
         }))
         .processor(EverySignal("filter", |s| {
             let c: FilterConfig = s.deserialize()?;
-            Ok(FilterProcessor::new(c).with_id(s.id().clone()))
+            let filter = FilterProcessor::new(c).with_id(s.id().clone());
+            s.on_reload(Arc::new(FilterRules(filter.handle())));
+            Ok(filter)
         }))
         .processor(EverySignal("attributes", |s| {
             let c: AttributesConfig = s.deserialize()?;
-            Ok(AttributeRedactor::attributes(c).with_id(s.id().clone()))
+            let p = AttributeRedactor::attributes(c).with_id(s.id().clone());
+            s.on_reload(Arc::new(AttributeRules(p.handle(), false)));
+            Ok(p)
         }))
         .processor(EverySignal("redaction", |s| {
             let c: RedactionConfig = s.deserialize()?;
-            Ok(AttributeRedactor::redaction(c).with_id(s.id().clone()))
+            let p = AttributeRedactor::redaction(c).with_id(s.id().clone());
+            s.on_reload(Arc::new(AttributeRules(p.handle(), true)));
+            Ok(p)
         }))
         .processor(TracesOnly("tail_sampling", |s| {
             let c: TailSamplingConfig = s.deserialize()?;
@@ -50,6 +57,45 @@ pub fn register(registry: &mut Registry) {
             s.on_reload(Arc::new(SamplerPolicies(sampler.handle())));
             Ok(Box::new(sampler))
         }));
+}
+
+/// A running filter takes new conditions in place.
+struct FilterRules(FilterHandle);
+
+impl Reload for FilterRules {
+    fn check(&self, section: &Section<'_>) -> Result<(), ConfigError> {
+        let c: FilterConfig = section.deserialize()?;
+        c.compile().map(drop)
+    }
+
+    fn apply(&self, section: &Section<'_>) -> Result<(), ConfigError> {
+        let c: FilterConfig = section.deserialize()?;
+        self.0.update(&c)
+    }
+}
+
+/// A running attributes (`false`) or redaction (`true`) processor takes new rules in
+/// place.
+struct AttributeRules(AttributesHandle, bool);
+
+impl AttributeRules {
+    fn read(&self, section: &Section<'_>) -> Result<AttributeRedactor, ConfigError> {
+        Ok(if self.1 {
+            AttributeRedactor::redaction(section.deserialize()?)
+        } else {
+            AttributeRedactor::attributes(section.deserialize()?)
+        })
+    }
+}
+
+impl Reload for AttributeRules {
+    fn check(&self, section: &Section<'_>) -> Result<(), ConfigError> {
+        self.0.check(&self.read(section)?)
+    }
+
+    fn apply(&self, section: &Section<'_>) -> Result<(), ConfigError> {
+        self.0.update(&self.read(section)?)
+    }
 }
 
 /// A running tail sampler takes new policies in place: its section is read again, the

@@ -64,6 +64,7 @@ use crate::condition::{
     Condition, Cx, EvalError, Item, SpanContext, Target, points, severity_number,
 };
 use crate::config::ConfigError;
+use crate::live::LiveRules;
 use otel_pipeline_core::proto::collector::logs::v1::ExportLogsServiceRequest;
 use otel_pipeline_core::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
@@ -479,6 +480,27 @@ pub struct SpanMatching {
 pub struct FilterProcessor {
     id: ComponentId,
     config: FilterConfig,
+    live: Arc<LiveRules<CompiledFilter>>,
+}
+
+/// Changes a built filter's conditions while it runs: [`FilterProcessor::handle`].
+#[derive(Debug, Clone)]
+pub struct FilterHandle(Arc<LiveRules<CompiledFilter>>);
+
+impl FilterHandle {
+    /// Filter with `config` from the next batch on. A configuration that does not compile
+    /// is refused with the errors of a build, and the running conditions stay.
+    pub fn update(&self, config: &FilterConfig) -> Result<(), ConfigError> {
+        let compiled = config.compile()?;
+        if self.0.replace(compiled) {
+            Ok(())
+        } else {
+            Err(ConfigError::new(
+                "",
+                "the filter is not built yet: nothing to update",
+            ))
+        }
+    }
 }
 
 impl FilterProcessor {
@@ -487,7 +509,13 @@ impl FilterProcessor {
         Self {
             id: ComponentId::new("filter"),
             config,
+            live: Arc::default(),
         }
+    }
+
+    /// A handle that changes the filter's conditions once it is built.
+    pub fn handle(&self) -> FilterHandle {
+        FilterHandle(Arc::clone(&self.live))
     }
 
     /// Use another id (`filter/health`).
@@ -655,7 +683,7 @@ impl FilterConfig {
 
 /// The consumer built by [`FilterProcessor`], for signal `S`.
 pub struct FilterConsumer<S, N> {
-    filter: CompiledFilter,
+    filter: Arc<parking_lot::RwLock<Arc<CompiledFilter>>>,
     telemetry: Arc<ComponentTelemetry>,
     next: N,
     signal: std::marker::PhantomData<fn(S)>,
@@ -690,7 +718,7 @@ macro_rules! filter_signal {
                     .compile()
                     .map_err(|e| ctx.invalid(e.path, e.message))?;
                 Ok(FilterConsumer {
-                    filter,
+                    filter: self.live.install(filter),
                     telemetry: ctx.telemetry(),
                     next,
                     signal: std::marker::PhantomData,
@@ -704,7 +732,8 @@ macro_rules! filter_signal {
                 mut batch: Batch<$signal>,
             ) -> Result<(), ConsumeError<$signal>> {
                 let n = batch.item_count();
-                let outcome = self.filter.$apply(&mut batch.data);
+                let filter = Arc::clone(&*self.filter.read());
+                let outcome = filter.$apply(&mut batch.data);
                 consumed::<$signal>(&self.telemetry, n, outcome)?;
                 if batch.item_count() == 0 {
                     return Ok(());

@@ -19,6 +19,7 @@ pub mod collector;
 pub mod condition;
 pub use otel_pipeline_core::config;
 pub mod filter;
+mod live;
 pub mod memory_limiter;
 pub mod tail_sampling;
 

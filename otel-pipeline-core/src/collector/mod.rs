@@ -1279,7 +1279,8 @@ pub struct Reloaded {
 }
 
 impl RunningCollector {
-    /// Hand each component that can change in place (the tail sampler's policies) its
+    /// Hand each component that can change in place (the tail sampler's policies, filter
+    /// conditions, attributes and redaction rules) its
     /// section of `config`, a configuration loaded again from the user's files. Every new
     /// section is checked first: on any error nothing changes, and the error names the
     /// setting and its line, as at start-up. Buffered data stays; nothing restarts. The
