@@ -661,6 +661,18 @@ fn a_port_in_use_fails_the_build_at_its_line() {
     assert!(e.message.contains("cannot listen"), "{err}");
 }
 
+/// One configuration file, as the collector example reads it.
+fn load_text(
+    name: &str,
+    text: String,
+) -> Result<CollectorConfig, otel_pipeline::collector::LoadError> {
+    CollectorConfig::load(
+        &[ConfigFile::new(name, text)],
+        |_| None,
+        &otel_pipeline::default_registry(),
+    )
+}
+
 /// The collector's configuration file changes while traffic flows: the tail sampler's
 /// rate goes from 5 % to 50 % in place, buffered traces stay and are decided, and an
 /// invalid change is refused with its line while the running policies keep running.
@@ -680,14 +692,7 @@ async fn the_sampling_rate_changes_live_through_the_config_file() {
              service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [tail_sampling]\n      exporters: [otlp/backend]\n"
         )
     };
-    let load_file = || {
-        let text = std::fs::read_to_string(&file).unwrap();
-        CollectorConfig::load(
-            &[ConfigFile::new("gateway.yaml", text)],
-            |_| None,
-            &otel_pipeline::default_registry(),
-        )
-    };
+    let load_file = || load_text("gateway.yaml", std::fs::read_to_string(&file).unwrap());
     std::fs::write(&file, yaml("5")).unwrap();
     let running = load_file()
         .unwrap_or_else(|e| panic!("{e}"))
@@ -793,13 +798,7 @@ async fn filter_and_redaction_rules_change_in_place() {
              service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [filter/noise, redaction]\n      exporters: [otlp/backend]\n"
         )
     };
-    let load = |text: String| {
-        CollectorConfig::load(
-            &[ConfigFile::new("c.yaml", text)],
-            |_| None,
-            &otel_pipeline::default_registry(),
-        )
-    };
+    let load = |text: String| load_text("c.yaml", text);
     let running = load(yaml(r#"name == "SELECT orders 1""#, "orders\\.svc"))
         .unwrap_or_else(|e| panic!("{e}"))
         .build(&otel_pipeline::default_registry(), Telemetry::new())

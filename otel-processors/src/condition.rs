@@ -358,19 +358,49 @@ fn metric_type(m: &Metric) -> i64 {
     }
 }
 
-/// Every data point of `m`.
-pub(crate) fn points(m: &Metric) -> Box<dyn Iterator<Item = PointRef<'_>> + '_> {
+/// Every data point of `m`, without allocating.
+pub(crate) fn points(m: &Metric) -> Points<'_> {
     match &m.data {
-        None => Box::new(std::iter::empty()),
-        Some(MetricData::Gauge(g)) => Box::new(g.data_points.iter().map(PointRef::Number)),
-        Some(MetricData::Sum(s)) => Box::new(s.data_points.iter().map(PointRef::Number)),
-        Some(MetricData::Histogram(h)) => Box::new(h.data_points.iter().map(PointRef::Histogram)),
-        Some(MetricData::ExponentialHistogram(h)) => {
-            Box::new(h.data_points.iter().map(PointRef::Exponential))
-        }
-        Some(MetricData::Summary(s)) => Box::new(s.data_points.iter().map(PointRef::Summary)),
+        None => Points::Number([].iter()),
+        Some(MetricData::Gauge(g)) => Points::Number(g.data_points.iter()),
+        Some(MetricData::Sum(s)) => Points::Number(s.data_points.iter()),
+        Some(MetricData::Histogram(h)) => Points::Histogram(h.data_points.iter()),
+        Some(MetricData::ExponentialHistogram(h)) => Points::Exponential(h.data_points.iter()),
+        Some(MetricData::Summary(s)) => Points::Summary(s.data_points.iter()),
     }
 }
+
+/// The iterator [`points`] returns: one slice iterator per kind of data point.
+pub(crate) enum Points<'a> {
+    Number(std::slice::Iter<'a, NumberDataPoint>),
+    Histogram(std::slice::Iter<'a, HistogramDataPoint>),
+    Exponential(std::slice::Iter<'a, ExponentialHistogramDataPoint>),
+    Summary(std::slice::Iter<'a, SummaryDataPoint>),
+}
+
+impl<'a> Iterator for Points<'a> {
+    type Item = PointRef<'a>;
+
+    fn next(&mut self) -> Option<PointRef<'a>> {
+        match self {
+            Self::Number(i) => i.next().map(PointRef::Number),
+            Self::Histogram(i) => i.next().map(PointRef::Histogram),
+            Self::Exponential(i) => i.next().map(PointRef::Exponential),
+            Self::Summary(i) => i.next().map(PointRef::Summary),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Self::Number(i) => i.size_hint(),
+            Self::Histogram(i) => i.size_hint(),
+            Self::Exponential(i) => i.size_hint(),
+            Self::Summary(i) => i.size_hint(),
+        }
+    }
+}
+
+impl ExactSizeIterator for Points<'_> {}
 
 fn read_metric<'a>(path: &Path, m: &'a Metric) -> Value<'a> {
     match path {
