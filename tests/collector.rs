@@ -868,3 +868,35 @@ async fn filter_and_redaction_rules_change_in_place() {
     client.shutdown(Duration::from_secs(5)).await.unwrap();
     running.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// The tail sampler's `handoff.exporter` names a trace exporter under `exporters`; a name
+/// that is not there, an exporter that takes no traces, or an exporter whose own section
+/// is wrong fail the load at the right line.
+#[test]
+fn the_handoff_exporter_is_checked_where_it_is_named_and_defined() {
+    let with = |handoff: &str, exporters: &str| {
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\n\
+             processors:\n  tail_sampling:\n    handoff: {{ exporter: {handoff} }}\n    \
+             policies: [{{ name: all, type: always_sample }}]\n\
+             exporters:\n  debug:\n{exporters}\
+             service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      \
+             processors: [tail_sampling]\n      exporters: [debug]\n"
+        )
+    };
+    let peers = "  loadbalancing/peers:\n    protocol: { otlp: { sending_queue: { enabled: false } } }\n    \
+                 resolver: { static: { hostnames: [10.0.0.1:4317, 10.0.0.2:4317] } }\n    \
+                 exclude_endpoints: [10.0.0.1:4317]\n";
+    load(&[("c.yaml", &with("loadbalancing/peers", peers))]).expect("a hand-off loads");
+
+    let (path, line, _, message) = error_of(&with("loadbalancing/nope", peers));
+    assert_eq!(path, "processors.tail_sampling.handoff.exporter");
+    assert_eq!(line, 8);
+    assert!(message.contains("not defined under exporters"), "{message}");
+
+    let bad = "  loadbalancing/peers:\n    resolver: { static: { hostnames: [10.0.0.1:4317] } }\n    \
+               exclude_endpoints: ['not a host']\n";
+    let (path, line, _, _) = error_of(&with("loadbalancing/peers", bad));
+    assert_eq!(path, "exporters.loadbalancing/peers.exclude_endpoints[0]");
+    assert_eq!(line, 14);
+}

@@ -53,7 +53,20 @@ pub fn register(registry: &mut Registry) {
         }))
         .processor(TracesOnly("tail_sampling", |s| {
             let c: TailSamplingConfig = s.deserialize()?;
-            let sampler = TailSampler::new(c).with_id(s.id().clone());
+            let handoff = match &c.handoff {
+                Some(h) if h.exporter.trim().is_empty() => {
+                    return Err(s.error(
+                        "handoff.exporter",
+                        "name the trace exporter (defined under exporters) that takes the hand-off",
+                    ));
+                }
+                Some(h) => Some(s.exporter::<Traces>(&h.exporter, "handoff.exporter")?),
+                None => None,
+            };
+            let mut sampler = TailSampler::new(c).with_id(s.id().clone());
+            if let Some(exporter) = handoff {
+                sampler = sampler.with_handoff(exporter);
+            }
             s.on_reload(Arc::new(SamplerPolicies(sampler.handle())));
             Ok(Box::new(sampler))
         }));

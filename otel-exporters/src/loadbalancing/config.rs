@@ -15,6 +15,7 @@
 //!     grace_table_size: 200000        # most trace ids remembered for that
 //!     health: { failure_threshold: 5, probe_interval: 10s }
 //!     drain_timeout: 30s              # how long a removed endpoint's queue may take
+//!     exclude_endpoints: []           # resolved endpoints never used (a gateway's own)
 //! ```
 
 use std::time::Duration;
@@ -111,6 +112,11 @@ pub struct TraceRouterConfig {
     /// How long a removed or ejected endpoint's queue may take to hand its batches to
     /// their new owners (default 30 s).
     pub drain_timeout: Duration,
+    /// Resolved endpoints never routed to (`exclude_endpoints`): a gateway that hands its
+    /// buffered traces to its peers names itself here (`${env:POD_IP}:4317`), so the
+    /// peers' set is the resolver's minus itself, as the agents will see it once it has
+    /// gone. Compared without an `http://` or `https://` prefix.
+    pub exclude_endpoints: Vec<String>,
 }
 
 impl Default for TraceRouterConfig {
@@ -126,6 +132,7 @@ impl Default for TraceRouterConfig {
             grace_table_size: 200_000,
             health: HealthConfig::default(),
             drain_timeout: Duration::from_secs(30),
+            exclude_endpoints: Vec::new(),
         }
     }
 }
@@ -196,6 +203,8 @@ struct Raw {
     health: Option<HealthRaw>,
     #[serde(default, deserialize_with = "otel_pipeline_core::config::opt_duration")]
     drain_timeout: Option<Duration>,
+    #[serde(default)]
+    exclude_endpoints: Vec<String>,
     // The Collector's exporter-level settings: accepted, and applied to each endpoint's
     // exporter where `protocol.otlp` does not set them.
     #[serde(default, deserialize_with = "otel_pipeline_core::config::opt_duration")]
@@ -420,6 +429,11 @@ impl Raw {
                 "must be positive while grace_period is set (use grace_period: 0s to turn it off)",
             ));
         }
+        for (i, e) in self.exclude_endpoints.iter().enumerate() {
+            check_endpoint(e).map_err(|m| {
+                ConfigError::new(format!("{}[{i}]", at(path, "exclude_endpoints")), m)
+            })?;
+        }
         let drain_timeout = self.drain_timeout.unwrap_or(d.drain_timeout);
         if drain_timeout.is_zero() {
             return Err(ConfigError::new(
@@ -436,8 +450,17 @@ impl Raw {
             grace_table_size,
             health,
             drain_timeout,
+            exclude_endpoints: self.exclude_endpoints,
         })
     }
+}
+
+/// An endpoint without its scheme, as resolved sets are compared.
+pub(crate) fn bare_endpoint(endpoint: &str) -> &str {
+    endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, r)| r)
+        .trim_end_matches('/')
 }
 
 /// A resolved endpoint: `host:port`, or a URI with a scheme.

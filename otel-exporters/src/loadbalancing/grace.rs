@@ -115,6 +115,21 @@ impl GraceTable {
     }
 
     /// Forget traces not seen for a grace period; at most once a second.
+    /// Endpoints `gone` left the set: their traces now belong to `owner(h)`, which is
+    /// where a draining gateway hands them (the same hash over the same remaining set).
+    /// Pinning them there keeps them there when the endpoint comes back within the grace
+    /// period (a restart), instead of splitting them between the two.
+    pub(crate) fn repoint(&mut self, gone: &[u32], owner: impl Fn(u64) -> u32) {
+        if gone.is_empty() {
+            return;
+        }
+        for (h, pin) in &mut self.map {
+            if gone.contains(&pin.backend) {
+                pin.backend = owner(*h);
+            }
+        }
+    }
+
     pub(crate) fn sweep(&mut self, now: u32) {
         if now == self.last_sweep {
             return;
@@ -141,6 +156,21 @@ mod tests {
         // Not seen for longer than the period: the owner takes it.
         assert!(matches!(t.route(1, 60, 9, true, |_| true), Route::Owner));
         assert_eq!(t.pinned, 2);
+    }
+
+    #[test]
+    fn traces_of_a_gone_endpoint_stay_with_their_new_owner_when_it_returns() {
+        let mut t = GraceTable::new(10, 30);
+        t.route(1, 0, 7, false, |_| true);
+        t.route(2, 0, 8, false, |_| true);
+        // 7 leaves; trace 1 now belongs to 9 (trace 2's pin is not 7's).
+        t.repoint(&[7], |_| 9);
+        // 7 comes back as 10 and owns trace 1 again; the trace stays at 9.
+        assert!(matches!(
+            t.route(1, 5, 10, true, |_| true),
+            Route::Pinned(9)
+        ));
+        assert!(matches!(t.route(2, 5, 8, true, |_| true), Route::Owner));
     }
 
     #[test]

@@ -721,10 +721,16 @@ impl Inner {
 
     /// Make the ring match the resolved set minus the ejected endpoints.
     async fn reconcile(self: &Arc<Self>, m: &mut Membership) {
+        let excluded = |e: &str| {
+            self.config
+                .exclude_endpoints
+                .iter()
+                .any(|x| config::bare_endpoint(x) == config::bare_endpoint(e))
+        };
         let wanted: Vec<String> = m
             .resolved
             .iter()
-            .filter(|e| !m.ejected.contains_key(*e))
+            .filter(|e| !m.ejected.contains_key(*e) && !excluded(e))
             .cloned()
             .collect();
         let gone: Vec<String> = m
@@ -764,7 +770,14 @@ impl Inner {
             .iter()
             .filter_map(|n| m.live.get(n).cloned())
             .collect();
-        *self.ring.write() = Arc::new(Ring { set, backends });
+        let ring = Arc::new(Ring { set, backends });
+        if !retired.is_empty() && !ring.backends.is_empty() {
+            let gone: Vec<u32> = retired.iter().map(|b| b.uid).collect();
+            self.grace
+                .lock()
+                .repoint(&gone, |h| ring.backends[ring.set.owner(h)].uid);
+        }
+        *self.ring.write() = ring;
         self.last_change
             .store(u64::from(self.now_s()), Ordering::Release);
         self.metrics.updates.add(1);
@@ -869,10 +882,12 @@ impl Lifecycle for RouterLifecycle {
         Box::pin(async move {
             let inner = &self.0;
             let (tx, rx) = watch::channel(None);
+            let failures = Arc::new(tokio::sync::Notify::new());
             let updates = ResolverUpdates {
                 tx,
                 succeeded: inner.metrics.resolved_ok.clone(),
                 failed: inner.metrics.resolved_failed.clone(),
+                failures: Arc::clone(&failures),
             };
             let (eject_tx, eject_rx) = mpsc::unbounded_channel();
             *inner.eject_tx.lock() = Some(eject_tx);
@@ -884,13 +899,18 @@ impl Lifecycle for RouterLifecycle {
                     _ = stopped(&mut stop) => {}
                 }
             });
-            // Apply the first answer before data flows, if it comes soon.
+            // Apply the first answer before data flows, if it comes soon; a failed first
+            // resolution ends the wait (the membership task applies later answers).
             let mut first = rx.clone();
-            let initial =
-                tokio::time::timeout(Duration::from_secs(5), first.wait_for(Option::is_some))
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok().and_then(|v| v.clone()));
+            let initial = tokio::time::timeout(Duration::from_secs(5), async {
+                tokio::select! {
+                    r = first.wait_for(Option::is_some) => r.ok().and_then(|v| v.clone()),
+                    _ = failures.notified() => None,
+                }
+            })
+            .await
+            .ok()
+            .flatten();
             if let Some(set) = initial {
                 let mut m = inner.backends.lock().await;
                 m.resolved = set;

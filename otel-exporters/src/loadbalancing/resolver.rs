@@ -50,6 +50,9 @@ pub struct ResolverUpdates {
     pub(crate) tx: watch::Sender<Option<Vec<String>>>,
     pub(crate) succeeded: Counter,
     pub(crate) failed: Counter,
+    /// Woken at each failure, so the router's start stops waiting for a first answer
+    /// that is not coming (no cluster, no DNS name).
+    pub(crate) failures: Arc<tokio::sync::Notify>,
 }
 
 impl ResolverUpdates {
@@ -73,6 +76,7 @@ impl ResolverUpdates {
     /// A resolution failed: counted, and the last good set stays in force.
     pub fn failed(&self, reason: &str) {
         self.failed.add(1);
+        self.failures.notify_one();
         tracing::warn!(
             reason,
             "trace router: endpoint resolution failed; keeping the last set"

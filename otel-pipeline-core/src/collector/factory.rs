@@ -21,7 +21,6 @@ use crate::telemetry::Telemetry;
 ///
 /// A factory reads it with [`Section::deserialize`]; errors name the path below the
 /// section and the file, line and column.
-#[derive(Debug)]
 pub struct Section<'a> {
     pub(crate) id: ComponentId,
     pub(crate) path: String,
@@ -32,7 +31,23 @@ pub struct Section<'a> {
     /// Where a component that can take a new configuration in place says so: set while
     /// the collector builds the components it runs, `None` otherwise.
     pub(crate) reloads: Option<&'a ReloadSink>,
+    /// The exporter types, for sections that build an exporter they name
+    /// ([`Section::exporter`]); `None` where nothing is built (a reload's check).
+    pub(crate) exporters: Option<&'a ExporterFactories>,
 }
+
+impl fmt::Debug for Section<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Section")
+            .field("id", &self.id)
+            .field("path", &self.path)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The exporter types by name, as the registry holds them.
+pub(crate) type ExporterFactories = BTreeMap<&'static str, Arc<dyn ExporterFactory>>;
 
 /// The components of a built collector that can take a new configuration in place.
 pub(crate) type ReloadSink = parking_lot::Mutex<Vec<Reloadable>>;
@@ -92,7 +107,40 @@ impl<'a> Section<'a> {
             index: self.index,
             root: self.root,
             reloads: None,
+            exporters: self.exporters,
         })
+    }
+
+    /// Build the exporter another component names at `subpath`, such as the tail
+    /// sampler's `handoff.exporter: loadbalancing/peers`: the exporter's own section
+    /// (under `exporters`) is read by its type's factory, and its errors point there. The
+    /// exporter need not be in any pipeline; the caller owns what is built.
+    pub fn exporter<S: CollectorSignal>(
+        &self,
+        id: &str,
+        subpath: &str,
+    ) -> Result<BoxExporter<S>, ConfigError> {
+        let section = self.referenced("exporters", id, subpath)?;
+        let factories = self.exporters.ok_or_else(|| {
+            self.error(
+                subpath,
+                "the exporter it names is built only when the collector is built",
+            )
+        })?;
+        let factory = factories.get(section.id.kind()).ok_or_else(|| {
+            self.error(
+                subpath,
+                format!("`{id}`: no exporter type `{}` is known", section.id.kind()),
+            )
+        })?;
+        match S::exporter(factory.as_ref(), &section) {
+            Some(Ok(e)) => Ok(e),
+            Some(Err(e)) => Err(section.place(e)),
+            None => Err(self.error(
+                subpath,
+                format!("exporter `{id}` does not take {}", S::PIPELINE),
+            )),
+        }
     }
 
     /// Say that the component built from this section takes new configurations in place

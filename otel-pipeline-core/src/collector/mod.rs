@@ -674,6 +674,7 @@ impl CollectorConfig {
             index: &self.index,
             root: Some(&self.root),
             reloads: None,
+            exporters: None,
         }
     }
 
@@ -750,7 +751,8 @@ impl CollectorConfig {
                 if in_use {
                     continue;
                 }
-                let section = self.section(section_name, &id);
+                let mut section = self.section(section_name, &id);
+                section.exporters = Some(&registry.exporters);
                 let result = match section_name {
                     "receivers" => registry
                         .receivers
@@ -883,6 +885,7 @@ impl CollectorConfig {
         &self,
         spec: &PipelineSpec,
         reloads: Option<&ReloadSink>,
+        registry: &Registry,
         section: &str,
         ids: &[ComponentId],
         factory: impl Fn(&str) -> Option<M>,
@@ -896,6 +899,7 @@ impl CollectorConfig {
         for (i, id) in ids.iter().enumerate() {
             let mut place = self.section(section, id);
             place.reloads = reloads;
+            place.exporters = Some(&registry.exporters);
             // An unknown type was reported while checking the document's shape.
             let Some(make) = factory(id.kind()) else {
                 continue;
@@ -927,6 +931,7 @@ impl CollectorConfig {
         let processors: Vec<BoxProcessor<S>> = self.components::<S, _, _>(
             spec,
             reloads,
+            registry,
             "processors",
             &spec.processors,
             |id| {
@@ -941,6 +946,7 @@ impl CollectorConfig {
         let exporters: Vec<BoxExporter<S>> = self.components::<S, _, _>(
             spec,
             reloads,
+            registry,
             "exporters",
             &spec.exporters,
             |id| {

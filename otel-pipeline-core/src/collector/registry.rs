@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::auth::AuthExtensionFactory;
 use super::factory::{
-    ACCEPTED_EXTENSIONS, ExporterFactory, ExtensionFactory, NoopExtension, ProcessorFactory,
-    ReceiverFactory,
+    ACCEPTED_EXTENSIONS, ExporterFactories, ExporterFactory, ExtensionFactory, NoopExtension,
+    ProcessorFactory, ReceiverFactory,
 };
 
 /// Every component type the loader can build. Each crate adds its own
@@ -44,7 +44,7 @@ use super::factory::{
 pub struct Registry {
     pub(crate) receivers: BTreeMap<&'static str, Arc<dyn ReceiverFactory>>,
     pub(crate) processors: BTreeMap<&'static str, Arc<dyn ProcessorFactory>>,
-    pub(crate) exporters: BTreeMap<&'static str, Arc<dyn ExporterFactory>>,
+    pub(crate) exporters: ExporterFactories,
     pub(crate) extensions: BTreeMap<&'static str, Arc<dyn ExtensionFactory>>,
 }
 

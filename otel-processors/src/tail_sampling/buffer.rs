@@ -53,6 +53,8 @@ pub(crate) struct ShardBatch {
     /// The spans' encodings, back to back.
     pub(crate) bytes: Vec<u8>,
     pub(crate) spans: Vec<SpanMeta>,
+    /// Decisions a draining peer handed over: (trace id, keep).
+    pub(crate) decisions: Vec<(u128, bool)>,
 }
 
 impl ShardBatch {
@@ -63,7 +65,7 @@ impl ShardBatch {
 
     /// Whether the batch holds no span.
     pub(crate) fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.spans.is_empty() && self.decisions.is_empty()
     }
 
     /// The encoding of span `i`.
@@ -72,6 +74,7 @@ impl ShardBatch {
         self.bytes.capacity()
             + self.spans.capacity() * std::mem::size_of::<SpanMeta>()
             + self.groups.capacity() * std::mem::size_of::<(Arc<Scoped>, u64, usize)>()
+            + self.decisions.capacity() * std::mem::size_of::<(u128, bool)>()
     }
 
     pub(crate) fn body(&self, i: usize) -> &[u8] {

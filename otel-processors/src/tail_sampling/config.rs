@@ -37,6 +37,48 @@ impl Default for DecisionCacheConfig {
     }
 }
 
+/// The hand-off at shutdown (`handoff`): where a draining sampler sends the traces it
+/// has not decided, and the decisions it has made, instead of deciding on partial data.
+///
+/// ```yaml
+/// processors:
+///   tail_sampling:
+///     handoff: { exporter: loadbalancing/peers }
+/// exporters:
+///   loadbalancing/peers:               # the agents' resolver, minus this gateway
+///     protocol: { otlp: { tls: { insecure: true } } }
+///     resolver: { k8s: { service: otel-gateway.observability } }
+///     exclude_endpoints: ["${env:POD_IP}:4317"]
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffConfig {
+    /// The trace exporter, defined under `exporters`, that takes the hand-off: a
+    /// `loadbalancing` exporter over the other gateways, so each trace reaches the owner
+    /// the agents will route it to. In Rust, pass it with
+    /// [`TailSampler::with_handoff`](super::TailSampler::with_handoff); this name is then
+    /// unused.
+    #[serde(default)]
+    pub exporter: String,
+    /// Also hand over the ids of traces already decided (the decision caches, newest
+    /// first), so their late spans follow the decision at the new owner (default true).
+    #[serde(default = "yes")]
+    pub decisions: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for HandoffConfig {
+    fn default() -> Self {
+        Self {
+            exporter: String::new(),
+            decisions: true,
+        }
+    }
+}
+
 /// Configuration of the tail sampler.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +120,10 @@ pub struct TailSamplingConfig {
     /// The policies.
     #[serde(default)]
     pub policies: Vec<PolicyConfig>,
+    /// Hand buffered traces to their new owners at shutdown (default: off, decide them
+    /// here).
+    #[serde(default)]
+    pub handoff: Option<HandoffConfig>,
 }
 
 impl Default for TailSamplingConfig {
@@ -95,6 +141,7 @@ impl Default for TailSamplingConfig {
             decision_cache: DecisionCacheConfig::default(),
             shards: 0,
             policies: Vec::new(),
+            handoff: None,
         }
     }
 }

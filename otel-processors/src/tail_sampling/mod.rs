@@ -55,6 +55,7 @@
 
 mod buffer;
 pub mod config;
+mod handoff;
 mod policy;
 mod wire;
 
@@ -64,21 +65,22 @@ use ahash::{AHashMap as HashMap, AHashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use otel_pipeline_core::boxed::BoxExporter;
 use otel_pipeline_core::clock::{SharedClock, TokioClock};
 use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otel_pipeline_core::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use otel_pipeline_core::queue::{Redelivery, deadline_outcome, join_until, stage_deadlines};
 use otel_pipeline_core::telemetry::{Counter, Gauge, Histogram};
 use otel_pipeline_core::{
-    Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
-    ConsumeError, Consumer, DropReason, Lifecycle, Processor, Traces,
+    Batch, BoxConsumer, BoxError, BoxFuture, BuildError, Child, ComponentContext, ComponentId,
+    ComponentTelemetry, ConsumeError, Consumer, DropReason, Exporter, Lifecycle, Processor, Traces,
 };
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use config::{PolicyConfig, PolicyType, StatusCode, TailSamplingConfig};
+pub use config::{HandoffConfig, PolicyConfig, PolicyType, StatusCode, TailSamplingConfig};
 use policy::Compiled;
 pub use policy::Decision;
 
@@ -95,6 +97,7 @@ const NOT_SAMPLED: DropReason = DropReason::new("not_sampled");
 pub(crate) use policy::combine;
 
 use buffer::{Encoded, Scoped, ShardBatch, SpanMeta, TraceBuf, key_mask};
+use handoff::{HandoffStats, Marker};
 
 use crate::config::ConfigError;
 
@@ -325,6 +328,20 @@ pub struct TailSamplingStats {
     pub late_sampled: i64,
     /// Late spans dropped after a not-sampled decision.
     pub late_not_sampled: i64,
+    /// Undecided traces handed to their new owners at shutdown.
+    pub handoff_sent_traces: i64,
+    /// Spans of those traces.
+    pub handoff_sent_spans: i64,
+    /// Decisions handed over at shutdown.
+    pub handoff_sent_decisions: i64,
+    /// Traces a draining sampler could not hand off and decided itself.
+    pub handoff_failed_traces: i64,
+    /// Traces taken from draining peers.
+    pub handoff_received_traces: i64,
+    /// Spans taken from draining peers.
+    pub handoff_received_spans: i64,
+    /// Decisions taken from draining peers.
+    pub handoff_received_decisions: i64,
 }
 
 /// Policies published for every shard to pick up before its next decision.
@@ -344,6 +361,7 @@ struct PolicySet {
 /// What a handle reaches of a built sampler.
 struct Live {
     stats: Arc<Stats>,
+    handoff: Arc<HandoffStats>,
     policies: Arc<LivePolicies>,
     config: Arc<TailSamplingConfig>,
     keys: Arc<[String]>,
@@ -365,7 +383,12 @@ impl std::fmt::Debug for TailSamplingHandle {
 impl TailSamplingHandle {
     /// The counters now (all zero before the pipeline is built).
     pub fn stats(&self) -> TailSamplingStats {
-        let Some(s) = self.0.lock().as_ref().map(|l| Arc::clone(&l.stats)) else {
+        let Some((s, h)) = self
+            .0
+            .lock()
+            .as_ref()
+            .map(|l| (Arc::clone(&l.stats), Arc::clone(&l.handoff)))
+        else {
             return TailSamplingStats::default();
         };
         let v = |a: &Counter| a.get() as i64;
@@ -379,6 +402,13 @@ impl TailSamplingHandle {
             early_too_large: v(&s.early_too_large),
             late_sampled: v(&s.late_sampled),
             late_not_sampled: v(&s.late_not_sampled),
+            handoff_sent_traces: v(&h.sent_traces),
+            handoff_sent_spans: v(&h.sent_spans),
+            handoff_sent_decisions: v(&h.sent_decisions),
+            handoff_failed_traces: v(&h.failed_traces),
+            handoff_received_traces: v(&h.received_traces),
+            handoff_received_spans: v(&h.received_spans),
+            handoff_received_decisions: v(&h.received_decisions),
         }
     }
 
@@ -592,6 +622,9 @@ impl TailSamplingCore {
             0 => usize::MAX,
             n => n,
         };
+        for &(id, keep) in &batch.decisions {
+            self.take_decision(id, keep);
+        }
         let mut from = 0;
         for (scoped, group_mask, to) in &batch.groups {
             // SDKs export a request's spans together, so spans of one trace come in runs:
@@ -832,23 +865,102 @@ impl TailSamplingCore {
         self.tally.final_decisions[usize::from(!keep)] += 1;
         if keep {
             self.sampled.insert(id);
-            let mut groups = t.decode();
-            let decoded: usize = groups.iter().map(|(_, spans)| spans.len()).sum();
-            self.tally
-                .dropped(UNDECODABLE, t.spans - decoded.min(t.spans));
             // Kept only by probability: record the threshold for adjusted counts.
-            if let Some(th) = th.filter(|_| !non_probabilistic_sampled) {
-                for (_, spans) in &mut groups {
-                    for s in spans.iter_mut() {
-                        s.trace_state = with_threshold(&s.trace_state, &th);
-                    }
-                }
-            }
-            self.out.append(&mut groups);
+            self.emit(&t, th.filter(|_| !non_probabilistic_sampled).as_deref());
         } else {
             self.not_sampled.insert(id);
             self.tally.dropped(NOT_SAMPLED, t.spans);
         }
+    }
+
+    /// Decode a kept trace for output, with `th` set in each span's `tracestate`.
+    fn emit(&mut self, t: &TraceBuf, th: Option<&str>) {
+        let mut groups = t.decode();
+        let decoded: usize = groups.iter().map(|(_, spans)| spans.len()).sum();
+        self.tally
+            .dropped(UNDECODABLE, t.spans - decoded.min(t.spans));
+        if let Some(th) = th {
+            for (_, spans) in &mut groups {
+                for s in spans.iter_mut() {
+                    s.trace_state = with_threshold(&s.trace_state, th);
+                }
+            }
+        }
+        self.out.append(&mut groups);
+    }
+
+    /// A decision a draining peer made: a trace buffered here is decided that way at
+    /// once (its spans are late ones that came here while the peer drained); otherwise
+    /// the id is remembered, so late spans follow it.
+    fn take_decision(&mut self, id: u128, keep: bool) {
+        match self.remove(id) {
+            Some(t) if keep => {
+                self.sampled.insert(id);
+                self.tally.late_sampled += t.spans as i64;
+                self.emit(&t, None);
+            }
+            Some(t) => {
+                self.not_sampled.insert(id);
+                self.tally.late_not_sampled += t.spans as i64;
+                self.tally.dropped(LATE_NOT_SAMPLED, t.spans);
+            }
+            None if keep => self.sampled.insert(id),
+            None => self.not_sampled.insert(id),
+        }
+    }
+
+    /// Up to about `max_spans` spans of buffered traces (at least one trace), decoded into
+    /// one request marked for the hand-off, with the traces' ids and how many spans it
+    /// holds. The traces stay buffered until [`Self::forget`]: if the hand-off fails they
+    /// are decided here.
+    pub(crate) fn handoff_chunk(
+        &mut self,
+        max_spans: usize,
+    ) -> Option<(Vec<u128>, ExportTraceServiceRequest, usize)> {
+        let mut ids = Vec::new();
+        let mut groups = Vec::new();
+        let mut spans = 0;
+        for (id, t) in &self.traces {
+            if !ids.is_empty() && spans + t.spans > max_spans {
+                break;
+            }
+            ids.push(*id);
+            for (scoped, decoded) in t.decode() {
+                spans += decoded.len();
+                groups.push((scoped, decoded));
+            }
+        }
+        if ids.is_empty() {
+            return None;
+        }
+        let mut req = assemble(groups);
+        handoff::mark_spans(&mut req);
+        Some((ids, req, spans))
+    }
+
+    /// Let go of traces handed off (`spans`: how many of their spans decoded and left).
+    pub(crate) fn forget(&mut self, ids: &[u128], spans: usize) {
+        let mut held = 0;
+        for id in ids {
+            if let Some(t) = self.remove(*id) {
+                held += t.spans;
+            }
+        }
+        self.tally.dropped(UNDECODABLE, held.saturating_sub(spans));
+        self.tally.publish(&self.stats);
+    }
+
+    /// The ids in the decision caches, newest first: (sampled, not sampled).
+    pub(crate) fn decided(&self) -> (Vec<u128>, Vec<u128>) {
+        (
+            self.sampled.order.iter().rev().copied().collect(),
+            self.not_sampled.order.iter().rev().copied().collect(),
+        )
+    }
+
+    /// Traces buffered now.
+    pub(crate) fn buffered_traces(&self) -> usize {
+        self.traces.len()
     }
 
     /// Take the spans decided for keeping since the last call, as one batch.
@@ -856,65 +968,83 @@ impl TailSamplingCore {
         if self.out.is_empty() {
             return None;
         }
-        let mut req = ExportTraceServiceRequest::default();
-        // Spans of equal resources go under one `ResourceSpans`, and of equal scopes under
-        // one `ScopeSpans`, however many requests they came in: a service's kept traces
-        // leave as one resource, not one copy per incoming request. Groups are compared by
-        // their encoding, worked out once per incoming group (`Scoped`); the map holds the
-        // `Arc`s, so no address is freed and reused while it lives.
-        let mut by_group: HashMap<*const Scoped, (Arc<Scoped>, usize, usize)> = HashMap::new();
-        let mut by_resource: HashMap<Vec<u8>, usize> = HashMap::new();
-        let mut by_scope: HashMap<(usize, Vec<u8>), usize> = HashMap::new();
-        for (scoped, spans) in self.out.drain(..) {
-            let (r, s) = match by_group.get(&Arc::as_ptr(&scoped)) {
-                Some(&(_, r, s)) => (r, s),
-                None => {
-                    let mut resource_key = scoped
-                        .resource
-                        .as_ref()
-                        .map(prost::Message::encode_to_vec)
-                        .unwrap_or_default();
-                    resource_key.extend_from_slice(scoped.resource_schema_url.as_bytes());
-                    let r = *by_resource.entry(resource_key).or_insert_with(|| {
-                        req.resource_spans.push(ResourceSpans {
-                            resource: scoped.resource.clone(),
-                            schema_url: scoped.resource_schema_url.clone(),
-                            scope_spans: Vec::new(),
-                        });
-                        req.resource_spans.len() - 1
-                    });
-                    let mut scope_key = scoped
-                        .scope
-                        .as_ref()
-                        .map(prost::Message::encode_to_vec)
-                        .unwrap_or_default();
-                    scope_key.extend_from_slice(scoped.scope_schema_url.as_bytes());
-                    let scope_spans = &mut req.resource_spans[r].scope_spans;
-                    let s = *by_scope.entry((r, scope_key)).or_insert_with(|| {
-                        scope_spans.push(ScopeSpans {
-                            scope: scoped.scope.clone(),
-                            schema_url: scoped.scope_schema_url.clone(),
-                            spans: Vec::new(),
-                        });
-                        scope_spans.len() - 1
-                    });
-                    by_group.insert(Arc::as_ptr(&scoped), (scoped, r, s));
-                    (r, s)
-                }
-            };
-            req.resource_spans[r].scope_spans[s].spans.extend(spans);
-        }
-        Some(req)
+        Some(assemble(std::mem::take(&mut self.out)))
     }
 }
 
+/// One request from groups of decoded spans.
+fn assemble(out: Vec<(Arc<Scoped>, Vec<Span>)>) -> ExportTraceServiceRequest {
+    let mut req = ExportTraceServiceRequest::default();
+    // Spans of equal resources go under one `ResourceSpans`, and of equal scopes under
+    // one `ScopeSpans`, however many requests they came in: a service's kept traces
+    // leave as one resource, not one copy per incoming request. Groups are compared by
+    // their encoding, worked out once per incoming group (`Scoped`); the map holds the
+    // `Arc`s, so no address is freed and reused while it lives.
+    let mut by_group: HashMap<*const Scoped, (Arc<Scoped>, usize, usize)> = HashMap::new();
+    let mut by_resource: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut by_scope: HashMap<(usize, Vec<u8>), usize> = HashMap::new();
+    for (scoped, spans) in out {
+        let (r, s) = match by_group.get(&Arc::as_ptr(&scoped)) {
+            Some(&(_, r, s)) => (r, s),
+            None => {
+                let mut resource_key = scoped
+                    .resource
+                    .as_ref()
+                    .map(prost::Message::encode_to_vec)
+                    .unwrap_or_default();
+                resource_key.extend_from_slice(scoped.resource_schema_url.as_bytes());
+                let r = *by_resource.entry(resource_key).or_insert_with(|| {
+                    req.resource_spans.push(ResourceSpans {
+                        resource: scoped.resource.clone(),
+                        schema_url: scoped.resource_schema_url.clone(),
+                        scope_spans: Vec::new(),
+                    });
+                    req.resource_spans.len() - 1
+                });
+                let mut scope_key = scoped
+                    .scope
+                    .as_ref()
+                    .map(prost::Message::encode_to_vec)
+                    .unwrap_or_default();
+                scope_key.extend_from_slice(scoped.scope_schema_url.as_bytes());
+                let scope_spans = &mut req.resource_spans[r].scope_spans;
+                let s = *by_scope.entry((r, scope_key)).or_insert_with(|| {
+                    scope_spans.push(ScopeSpans {
+                        scope: scoped.scope.clone(),
+                        schema_url: scoped.scope_schema_url.clone(),
+                        spans: Vec::new(),
+                    });
+                    scope_spans.len() - 1
+                });
+                by_group.insert(Arc::as_ptr(&scoped), (scoped, r, s));
+                (r, s)
+            }
+        };
+        req.resource_spans[r].scope_spans[s].spans.extend(spans);
+    }
+    req
+}
+
 /// The tail sampling processor.
-#[derive(Debug, Clone)]
 pub struct TailSampler {
     id: ComponentId,
     config: TailSamplingConfig,
     handle: TailSamplingHandle,
     clock: SharedClock,
+    handoff: Option<BoxExporter<Traces>>,
+}
+
+impl std::fmt::Debug for TailSampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TailSampler")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .field(
+                "handoff",
+                &self.handoff.as_ref().map(|e| e.id().to_string()),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl TailSampler {
@@ -925,7 +1055,37 @@ impl TailSampler {
             config,
             handle: TailSamplingHandle(Arc::new(Mutex::new(None))),
             clock: TokioClock::shared(),
+            handoff: None,
         }
+    }
+
+    /// Hand the buffered traces to their new owners through `exporter` at shutdown,
+    /// instead of deciding them on what has arrived: a gateway leaving its set (a rolling
+    /// restart, a scale-down) passes on what it holds.
+    ///
+    /// `exporter` is normally a trace router over the other gateways, with the agents'
+    /// resolver and this gateway in its `exclude_endpoints`: the owner it picks for a
+    /// trace is the one the agents pick once this gateway has left their set. The
+    /// sampler owns it: it starts with the sampler and is drained at its shutdown.
+    ///
+    /// At shutdown each shard sends its undecided traces (their spans, marked so the new
+    /// owner merges them with what it has of the trace and decides once, on all of it),
+    /// then the ids in its decision caches (so late spans follow those decisions), for up
+    /// to half of the shutdown's time. What it cannot send (no peer, refused, out of
+    /// time) is decided here, as without a hand-off, and counted in
+    /// `otelcol_processor_tail_sampling_handoff_failed_traces`.
+    ///
+    /// ```
+    /// use otel_pipeline_core::testing::InMemoryExporter;
+    /// use otel_processors::tail_sampling::{TailSampler, TailSamplingConfig};
+    ///
+    /// let (peers, _handed) = InMemoryExporter::new(); // a trace router in production
+    /// let sampler = TailSampler::new(TailSamplingConfig::default()).with_handoff(peers);
+    /// # drop(sampler);
+    /// ```
+    pub fn with_handoff<E: Exporter<Traces>>(mut self, exporter: E) -> Self {
+        self.handoff = Some(Box::new(exporter));
+        self
     }
 
     /// Take time from `clock` instead of tokio's: decision deadlines, decision latency
@@ -1014,7 +1174,25 @@ impl TailSampler {
 /// Split a batch over `shards` by trace id and encode each span for its shard, sharing
 /// each group's resource and scope; the decoded spans are freed here, on the caller's
 /// thread.
+#[cfg(any(test, feature = "internals"))]
 fn prepare(batch: Batch<Traces>, shards: usize, keys: &[String]) -> Vec<ShardBatch> {
+    prepare_counting(batch, shards, keys).0
+}
+
+/// What a batch brought from draining peers.
+#[derive(Debug, Default)]
+struct Received {
+    traces: AHashSet<u128>,
+    spans: usize,
+    decisions: usize,
+}
+
+/// [`prepare`], also counting what came from draining peers.
+fn prepare_counting(
+    batch: Batch<Traces>,
+    shards: usize,
+    keys: &[String],
+) -> (Vec<ShardBatch>, Received) {
     let shards = shards.max(1);
     let spans = <Traces as otel_pipeline_core::Signal>::item_count(&batch.data);
     let mut out: Vec<(ShardBatch, wire::SpanEncoder)> = (0..shards)
@@ -1026,8 +1204,26 @@ fn prepare(batch: Batch<Traces>, shards: usize, keys: &[String]) -> Vec<ShardBat
             (batch, wire::SpanEncoder::with_room(room))
         })
         .collect();
+    let mut received = Received::default();
     for rs in batch.data.resource_spans {
         let mut resource = rs.resource;
+        let handed = match handoff::marker(resource.as_ref()) {
+            None => false,
+            Some(Marker::Spans) => {
+                handoff::unmark(&mut resource);
+                true
+            }
+            Some(Marker::Decision { keep }) => {
+                for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                    if let Some(id) = trace_key(&span.trace_id) {
+                        let shard = (id as u64 % shards as u64) as usize;
+                        out[shard].0.decisions.push((id, keep));
+                        received.decisions += 1;
+                    }
+                }
+                continue;
+            }
+        };
         let groups = rs.scope_spans.len();
         for (i, ss) in rs.scope_spans.into_iter().enumerate() {
             // The last group takes the resource; only earlier ones copy it.
@@ -1048,6 +1244,10 @@ fn prepare(batch: Batch<Traces>, shards: usize, keys: &[String]) -> Vec<ShardBat
             });
             for span in &ss.spans {
                 let id = trace_key(&span.trace_id);
+                if handed {
+                    received.spans += 1;
+                    received.traces.extend(id);
+                }
                 // The trace id's low bytes are random (W3C Level 2).
                 let shard = id.map_or(0, |id| (id as u64 % shards as u64) as usize);
                 let (part, encoder) = &mut out[shard];
@@ -1073,12 +1273,14 @@ fn prepare(batch: Batch<Traces>, shards: usize, keys: &[String]) -> Vec<ShardBat
             // `ss.spans` (decoded) is freed here.
         }
     }
-    out.into_iter()
+    let parts = out
+        .into_iter()
         .map(|(mut part, encoder)| {
             part.bytes = encoder.into_bytes();
             part
         })
-        .collect()
+        .collect();
+    (parts, received)
 }
 
 /// The consumer built by [`TailSampler`].
@@ -1087,6 +1289,7 @@ pub struct TailSamplingConsumer {
     shards: Vec<mpsc::Sender<ShardBatch>>,
     keys: Arc<[String]>,
     queued: Arc<Queued>,
+    handoff: Arc<HandoffStats>,
 }
 
 /// Bytes waiting in the shards' channels, bounded so that they count toward the sampler's
@@ -1121,7 +1324,13 @@ impl Consumer<Traces> for TailSamplingConsumer {
                 "tail sampler: the shards' queues hold their share of max_buffered_bytes; retry",
             ));
         }
-        let parts = prepare(batch, self.shards.len(), &self.keys);
+        let (parts, received) = prepare_counting(batch, self.shards.len(), &self.keys);
+        if received.spans > 0 || received.decisions > 0 {
+            let h = &self.handoff;
+            h.received_traces.add(received.traces.len() as u64);
+            h.received_spans.add(received.spans as u64);
+            h.received_decisions.add(received.decisions as u64);
+        }
         let held: usize = parts.iter().map(ShardBatch::held_bytes).sum();
         self.queued.bytes.fetch_add(held, Ordering::Relaxed);
         let mut parts = parts.into_iter().enumerate();
@@ -1160,6 +1369,16 @@ struct Workers<N> {
     queued: Arc<Queued>,
     stats: Arc<Stats>,
     live: Arc<LivePolicies>,
+    handoff: Option<Arc<HandoffSink>>,
+}
+
+/// Where a draining sampler sends what it holds, and until when.
+struct HandoffSink {
+    child: Child<BoxConsumer<Traces>>,
+    /// Set at shutdown: when the shards stop handing off and decide the rest here.
+    until: Mutex<Option<Instant>>,
+    decisions: bool,
+    stats: Arc<HandoffStats>,
 }
 
 /// What every shard task shares.
@@ -1171,6 +1390,7 @@ struct ShardEnv<N> {
     drop_on_shutdown: bool,
     clock: SharedClock,
     queued: Arc<Queued>,
+    handoff: Option<Arc<HandoffSink>>,
 }
 
 impl Processor<Traces> for TailSampler {
@@ -1201,6 +1421,22 @@ impl Processor<Traces> for TailSampler {
             .collect();
         let telemetry = ctx.telemetry();
         let stats = Arc::new(Stats::new(Arc::clone(&telemetry), &names));
+        let handoff_stats = Arc::new(HandoffStats::new(&telemetry));
+        let handoff = match (self.handoff, &self.config.handoff) {
+            (Some(exporter), config) => Some(Arc::new(HandoffSink {
+                child: ctx.children().exporter::<Traces, _>(exporter)?,
+                until: Mutex::new(None),
+                decisions: config.as_ref().is_none_or(|c| c.decisions),
+                stats: Arc::clone(&handoff_stats),
+            })),
+            (None, Some(_)) => {
+                return Err(ctx.invalid(
+                    "handoff.exporter",
+                    "no exporter to hand off to: name one under exporters (YAML), or pass it with TailSampler::with_handoff",
+                ));
+            }
+            (None, None) => None,
+        };
         let live = Arc::new(LivePolicies::default());
         let config = Arc::new(self.config);
         let mut senders = Vec::with_capacity(shards);
@@ -1222,6 +1458,7 @@ impl Processor<Traces> for TailSampler {
         let keys = Arc::clone(&cores[0].0.keys);
         *self.handle.0.lock() = Some(Live {
             stats: Arc::clone(&stats),
+            handoff: Arc::clone(&handoff_stats),
             policies: Arc::clone(&live),
             config: Arc::clone(&config),
             keys: Arc::clone(&keys),
@@ -1247,11 +1484,13 @@ impl Processor<Traces> for TailSampler {
             queued: Arc::clone(&queued),
             stats,
             live,
+            handoff,
         }));
         Ok(TailSamplingConsumer {
             shards: senders,
             keys,
             queued,
+            handoff: handoff_stats,
         })
     }
 }
@@ -1259,6 +1498,9 @@ impl Processor<Traces> for TailSampler {
 impl<N: Consumer<Traces>> Lifecycle for Workers<N> {
     fn start(&self) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
+            if let Some(h) = &self.handoff {
+                h.child.start().await?;
+            }
             let env = Arc::new(ShardEnv {
                 live: Arc::clone(&self.live),
                 next: self
@@ -1271,6 +1513,7 @@ impl<N: Consumer<Traces>> Lifecycle for Workers<N> {
                 drop_on_shutdown: self.drop_on_shutdown,
                 clock: Arc::clone(&self.clock),
                 queued: Arc::clone(&self.queued),
+                handoff: self.handoff.clone(),
             });
             let cores = std::mem::take(&mut *self.cores.lock());
             let mut tasks = self.tasks.lock();
@@ -1294,9 +1537,25 @@ impl<N: Consumer<Traces>> Lifecycle for Workers<N> {
             // are counted for it.
             let (count_by, join_by) = stage_deadlines(deadline);
             *self.deadline.lock() = Some(count_by);
+            // The hand-off takes up to half the time; what is left is decided here and
+            // delivered in the rest, while the hand-off's exporter drains.
+            let now = Instant::now();
+            if let Some(h) = &self.handoff {
+                *h.until.lock() = Some(now + count_by.saturating_duration_since(now) / 2);
+            }
             let _ = self.stop_tx.send(true);
             let tasks = std::mem::take(&mut *self.tasks.lock());
             let timed_out = join_until(tasks, join_by).await;
+            if let Some(h) = &self.handoff
+                && let Err(e) = h.child.shutdown(count_by).await
+            {
+                tracing::warn!(
+                    error = %e,
+                    "tail sampler: the hand-off exporter did not drain cleanly; give it \
+                     `sending_queue: {{ enabled: false }}` so that what it cannot deliver \
+                     is decided here instead"
+                );
+            }
             let left = self.stats.spans.get();
             if timed_out && left > 0 {
                 self.telemetry.add_dropped(
@@ -1326,6 +1585,7 @@ async fn run_shard<N: Consumer<Traces>>(
         drop_on_shutdown,
         clock,
         queued,
+        handoff,
     } = &*env;
     let next_due = |due: Option<Instant>| async move {
         match due {
@@ -1376,6 +1636,10 @@ async fn run_shard<N: Consumer<Traces>>(
         core.ingest(&spans, now);
     }
     let out_of_time = (*deadline.lock()).is_some_and(|d| Instant::now() >= d);
+    if let Some(h) = handoff.as_deref().filter(|_| !out_of_time) {
+        hand_off(&mut core, h).await;
+    }
+    let out_of_time = (*deadline.lock()).is_some_and(|d| Instant::now() >= d);
     let drop = if out_of_time {
         Some(DropReason::SHUTDOWN_DEADLINE)
     } else {
@@ -1385,6 +1649,95 @@ async fn run_shard<N: Consumer<Traces>>(
     core.decide_all(now, drop);
     if let Some(out) = core.take_output() {
         deliver(out).await;
+    }
+}
+
+/// Spans per hand-off request: about 0.7 MiB of typical spans, well inside the 4 MiB a
+/// gRPC server takes by default.
+const HANDOFF_SPANS: usize = 2048;
+/// Decisions per hand-off request (about 60 bytes each).
+const HANDOFF_DECISIONS: usize = 16_384;
+
+/// Send a shard's undecided traces, then its decisions, until the hand-off's time is up.
+/// What is not sent stays buffered, to be decided here.
+async fn hand_off(core: &mut TailSamplingCore, h: &HandoffSink) {
+    let started = Instant::now();
+    let until = (*h.until.lock()).unwrap_or(started + Duration::from_secs(5));
+    let (mut traces, mut spans, mut bytes, mut decisions) = (0u64, 0u64, 0u64, 0u64);
+    let mut sending = true;
+    while let Some((ids, req, n)) = core.handoff_chunk(HANDOFF_SPANS) {
+        let size = prost::Message::encoded_len(&req) as u64;
+        if !send_until(h.child.consumer(), req, until).await {
+            sending = false;
+            break;
+        }
+        core.forget(&ids, n);
+        traces += ids.len() as u64;
+        spans += n as u64;
+        bytes += size;
+    }
+    if sending && h.decisions {
+        // Decisions help late spans only: they get a second at most, so a set that is
+        // shutting down together does not wait on each other.
+        let until = until.min(Instant::now() + Duration::from_secs(1));
+        let (sampled, not_sampled) = core.decided();
+        'decisions: for (ids, keep) in [(sampled, true), (not_sampled, false)] {
+            for chunk in ids.chunks(HANDOFF_DECISIONS) {
+                let req = handoff::decisions(chunk, keep);
+                let size = prost::Message::encoded_len(&req) as u64;
+                if !send_until(h.child.consumer(), req, until).await {
+                    break 'decisions;
+                }
+                decisions += chunk.len() as u64;
+                bytes += size;
+            }
+        }
+    }
+    let failed = core.buffered_traces() as u64;
+    let s = &h.stats;
+    s.sent_traces.add(traces);
+    s.sent_spans.add(spans);
+    s.sent_bytes.add(bytes);
+    s.sent_decisions.add(decisions);
+    s.failed_traces.add(failed);
+    if traces + decisions + failed > 0 {
+        tracing::info!(
+            traces,
+            spans,
+            bytes,
+            decisions,
+            failed,
+            took_ms = started.elapsed().as_millis() as u64,
+            "tail sampler: handed buffered traces and decisions to their new owners; the failed ones are decided here"
+        );
+    }
+}
+
+/// Hand one request to the hand-off's exporter, waiting out refusals (full queues) for up
+/// to a second, until `until`. False: not taken (no peer, refused throughout, rejected, or
+/// out of time).
+async fn send_until(
+    consumer: &BoxConsumer<Traces>,
+    req: ExportTraceServiceRequest,
+    until: Instant,
+) -> bool {
+    let mut batch = Batch::new(req);
+    let mut pause = Duration::from_millis(10);
+    let refusals_until = Instant::now() + Duration::from_secs(1);
+    loop {
+        match tokio::time::timeout_at(until, consumer.consume(batch)).await {
+            Ok(Ok(())) => return true,
+            Ok(Err(ConsumeError::Refused(r))) => {
+                let now = Instant::now();
+                if now + pause >= until || now >= refusals_until {
+                    return false;
+                }
+                batch = r.batch;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            Ok(Err(ConsumeError::Rejected(_))) | Err(_) => return false,
+        }
     }
 }
 
