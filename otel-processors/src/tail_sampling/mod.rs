@@ -332,6 +332,8 @@ pub struct TailSamplingStats {
     pub handoff_sent_traces: i64,
     /// Spans of those traces.
     pub handoff_sent_spans: i64,
+    /// OTLP-encoded bytes of the hand-off requests sent (spans and decisions).
+    pub handoff_sent_bytes: i64,
     /// Decisions handed over at shutdown.
     pub handoff_sent_decisions: i64,
     /// Traces a draining sampler could not hand off and decided itself.
@@ -404,6 +406,7 @@ impl TailSamplingHandle {
             late_not_sampled: v(&s.late_not_sampled),
             handoff_sent_traces: v(&h.sent_traces),
             handoff_sent_spans: v(&h.sent_spans),
+            handoff_sent_bytes: v(&h.sent_bytes),
             handoff_sent_decisions: v(&h.sent_decisions),
             handoff_failed_traces: v(&h.failed_traces),
             handoff_received_traces: v(&h.received_traces),
