@@ -14,8 +14,10 @@
 //! SIGHUP, or a change to any `--config` file (checked every `--watch-interval`, default
 //! 2s; `0s` turns watching off), reloads the configuration: components that can change in
 //! place (the tail sampler's policies, filter conditions, attributes and redaction rules)
-//! take their new sections, and nothing restarts. A
-//! configuration that does not load is logged with its errors and the running one stays.
+//! take their new sections, and nothing restarts. Other changes (endpoints, receivers,
+//! pipelines) rebuild the collector in process: the running one drains first, so nothing
+//! it accepted is lost, then the new one starts. A configuration that does not load is
+//! logged with its errors and the running one stays.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -100,7 +102,8 @@ async fn main() -> ExitCode {
         }
     }
     let registry = otel_pipeline::default_registry();
-    let config = match CollectorConfig::load(&files, |name| std::env::var(name).ok(), &registry) {
+    let mut config = match CollectorConfig::load(&files, |name| std::env::var(name).ok(), &registry)
+    {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("collector: the configuration is not valid:");
@@ -160,7 +163,7 @@ async fn main() -> ExitCode {
             }
         }
     };
-    let running = match collector.start().await {
+    let mut running = match collector.start().await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("collector: {e}");
@@ -190,14 +193,18 @@ async fn main() -> ExitCode {
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
                 stamps = stamps_now(&args.configs);
-                reload(&running, &args.configs, &registry);
+                if let Some(new) = reload(&running, &args.configs, &registry) {
+                    (running, config) = restart(running, config, new, &registry, &telemetry, &args).await;
+                }
             }
             _ = changed => {
                 let now = stamps_now(&args.configs);
                 if now != stamps {
                     stamps = now;
                     tracing::info!("a configuration file changed: reloading");
-                    reload(&running, &args.configs, &registry);
+                    if let Some(new) = reload(&running, &args.configs, &registry) {
+                        (running, config) = restart(running, config, new, &registry, &telemetry, &args).await;
+                    }
                 }
             }
         }
@@ -236,20 +243,64 @@ fn stamps_now(paths: &[String]) -> Vec<Option<(std::time::SystemTime, u64)>> {
         .collect()
 }
 
+/// Rebuild the collector from `new` (changes that cannot be made in place): drain the
+/// running one first, so nothing it accepted is lost, then start the new one on the same
+/// self-telemetry. If the new one does not start, the configuration that ran before
+/// starts again; if that fails too, the process exits.
+async fn restart(
+    running: otel_pipeline::collector::RunningCollector,
+    old: CollectorConfig,
+    new: CollectorConfig,
+    registry: &otel_pipeline::collector::Registry,
+    telemetry: &Telemetry,
+    args: &Args,
+) -> (otel_pipeline::collector::RunningCollector, CollectorConfig) {
+    if let Err(e) = running.shutdown(args.shutdown_timeout).await {
+        tracing::warn!("restart: the running collector did not drain cleanly: {e}");
+    }
+    let started = async |c: &CollectorConfig| -> Result<_, String> {
+        let built = c
+            .build(registry, telemetry.clone())
+            .map_err(|e| e.to_string())?;
+        built.start().await.map_err(|e| e.to_string())
+    };
+    match started(&new).await {
+        Ok(r) => {
+            tracing::info!(pipelines = ?new.pipeline_names().collect::<Vec<_>>(), "restart: the collector runs the new configuration");
+            (r, new)
+        }
+        Err(e) => {
+            tracing::error!(
+                "restart: the new configuration did not start ({e}); starting the previous one again"
+            );
+            match started(&old).await {
+                Ok(r) => (r, old),
+                Err(e) => {
+                    tracing::error!(
+                        "restart: the previous configuration did not start either: {e}"
+                    );
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+}
+
 /// Load the files again; hand the running collector the new configuration, or log why
-/// not and keep the running one.
+/// not and keep the running one. Returns the new configuration when it changes what
+/// cannot change in place, so the caller rebuilds the collector from it.
 fn reload(
     running: &otel_pipeline::collector::RunningCollector,
     paths: &[String],
     registry: &otel_pipeline::collector::Registry,
-) {
+) -> Option<CollectorConfig> {
     let mut files = Vec::new();
     for path in paths {
         match ConfigFile::read(path) {
             Ok(f) => files.push(f),
             Err(e) => {
                 tracing::error!("reload refused, the running configuration stays: {e}");
-                return;
+                return None;
             }
         }
     }
@@ -259,15 +310,27 @@ fn reload(
             for e in &errors.errors {
                 tracing::error!("reload refused, the running configuration stays: {e}");
             }
-            return;
+            return None;
         }
     };
     match running.reload(&config) {
-        Ok(done) => tracing::info!(applied = ?done.applied, "configuration reloaded"),
+        Ok(done) if done.restart_needed.is_empty() => {
+            tracing::info!(applied = ?done.applied, "configuration reloaded");
+            None
+        }
+        Ok(done) => {
+            tracing::info!(
+                applied = ?done.applied,
+                restart_needed = ?done.restart_needed,
+                "configuration reloaded; these changes need a rebuild: restarting in process (draining first)"
+            );
+            Some(config)
+        }
         Err(errors) => {
             for e in &errors.errors {
                 tracing::error!("reload refused, the running configuration stays: {e}");
             }
+            None
         }
     }
 }

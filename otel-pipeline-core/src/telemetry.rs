@@ -913,7 +913,10 @@ impl Telemetry {
         Self::default()
     }
 
-    /// Create and register the counters of a component.
+    /// Create and register the counters of a component. A component built again into the
+    /// same registry (the same kind, id and pipeline: a collector rebuilt in process after
+    /// a configuration change) gets the earlier one's counters, so its counts go on
+    /// rather than appearing twice.
     pub fn component(
         &self,
         kind: ComponentKind,
@@ -921,14 +924,22 @@ impl Telemetry {
         pipeline: impl Into<String>,
         item: &'static str,
     ) -> Arc<ComponentTelemetry> {
+        let pipeline = pipeline.into();
+        let mut inner = self.inner.write();
+        if let Some(c) = inner
+            .iter()
+            .find(|c| c.kind == kind && c.id == id && c.pipeline == pipeline && c.parent.is_none())
+        {
+            return Arc::clone(c);
+        }
         let c = Arc::new(ComponentTelemetry::new(
             kind,
             id,
-            pipeline.into(),
+            pipeline,
             item,
             Arc::clone(&self.meter),
         ));
-        self.inner.write().push(Arc::clone(&c));
+        inner.push(Arc::clone(&c));
         c
     }
 

@@ -29,8 +29,11 @@ use otel_pipeline_core::{
     Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
     ConsumeError, Consumer, DropReason, Lifecycle, Processor, Signal,
 };
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::live::LiveRules;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -83,11 +86,69 @@ impl Default for BatchConfig {
     }
 }
 
+impl BatchConfig {
+    /// Check the settings: errors name the setting, as at build.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.send_batch_max_size != 0 && self.send_batch_max_size < self.send_batch_size {
+            return Err(ConfigError::new(
+                "send_batch_max_size",
+                "must be 0 or at least send_batch_size",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The sizes and timeout a running batcher reads before each decision.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// Send at this many items (`usize::MAX`: on timeout only).
+    size: usize,
+    /// Never more than this many (`usize::MAX`: no limit).
+    max: usize,
+    timeout: Duration,
+}
+
+impl Sizes {
+    fn of(c: &BatchConfig) -> Self {
+        let unbounded = |n: usize| if n == 0 { usize::MAX } else { n };
+        Self {
+            size: unbounded(c.send_batch_size),
+            max: unbounded(c.send_batch_max_size),
+            timeout: c.timeout,
+        }
+    }
+}
+
 /// The batch processor.
 #[derive(Debug, Clone)]
 pub struct BatchProcessor {
     id: ComponentId,
     config: BatchConfig,
+    live: Arc<LiveRules<Sizes>>,
+}
+
+/// Changes a built batcher's `send_batch_size`, `send_batch_max_size` and `timeout`
+/// while it runs: [`BatchProcessor::handle`]. What waits is sent by the new sizes from
+/// the next item on.
+#[derive(Debug, Clone)]
+pub struct BatchHandle(Arc<LiveRules<Sizes>>);
+
+impl BatchHandle {
+    /// Batch by the sizes and timeout of `config` from now on (`metadata_keys` and its
+    /// limit keep the values the batcher was built with). An invalid configuration is
+    /// refused with the error of a build, and the running sizes stay.
+    pub fn update(&self, config: &BatchConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        if self.0.replace(Sizes::of(config)) {
+            Ok(())
+        } else {
+            Err(ConfigError::new(
+                "",
+                "the batch processor is not built yet: nothing to update",
+            ))
+        }
+    }
 }
 
 impl BatchProcessor {
@@ -96,7 +157,13 @@ impl BatchProcessor {
         Self {
             id: ComponentId::new("batch"),
             config,
+            live: Arc::default(),
         }
+    }
+
+    /// A handle that changes the built batcher's sizes in place.
+    pub fn handle(&self) -> BatchHandle {
+        BatchHandle(Arc::clone(&self.live))
     }
 
     /// Use another id.
@@ -109,7 +176,7 @@ impl BatchProcessor {
 struct Worker<S: Signal, N> {
     next: Mutex<Option<N>>,
     rx: Mutex<Option<mpsc::Receiver<Batch<S>>>>,
-    config: BatchConfig,
+    sizes: Arc<RwLock<Arc<Sizes>>>,
     groups: Arc<Groups>,
     deadline: Arc<Mutex<Option<Instant>>>,
     telemetry: Arc<ComponentTelemetry>,
@@ -168,12 +235,8 @@ impl<S: Signal> Processor<S> for BatchProcessor {
         ctx: &mut ComponentContext<'_>,
     ) -> Result<BatchConsumer<S>, BuildError> {
         let c = &self.config;
-        if c.send_batch_max_size != 0 && c.send_batch_max_size < c.send_batch_size {
-            return Err(ctx.invalid(
-                "send_batch_max_size",
-                "must be 0 or at least send_batch_size",
-            ));
-        }
+        c.validate().map_err(|e| ctx.invalid(e.path, e.message))?;
+        let sizes = self.live.install(Sizes::of(c));
         let groups = Arc::new(Groups {
             keys: c
                 .metadata_keys
@@ -190,7 +253,7 @@ impl<S: Signal> Processor<S> for BatchProcessor {
         ctx.register_lifecycle(Arc::new(Worker {
             next: Mutex::new(Some(next)),
             rx: Mutex::new(Some(rx)),
-            config: self.config,
+            sizes,
             groups: Arc::clone(&groups),
             deadline: Arc::new(Mutex::new(None)),
             telemetry: ctx.telemetry(),
@@ -263,7 +326,7 @@ impl<S: Signal, N: Consumer<S>> Lifecycle for Worker<S, N> {
                 rx,
                 self.stop_rx.clone(),
                 RunEnv {
-                    config: self.config.clone(),
+                    sizes: Arc::clone(&self.sizes),
                     groups: Arc::clone(&self.groups),
                     deadline: Arc::clone(&self.deadline),
                     telemetry: Arc::clone(&self.telemetry),
@@ -297,7 +360,7 @@ impl<S: Signal, N: Consumer<S>> Lifecycle for Worker<S, N> {
 
 /// What the worker task shares with its lifecycle.
 struct RunEnv {
-    config: BatchConfig,
+    sizes: Arc<RwLock<Arc<Sizes>>>,
     groups: Arc<Groups>,
     deadline: Arc<Mutex<Option<Instant>>>,
     telemetry: Arc<ComponentTelemetry>,
@@ -311,7 +374,7 @@ async fn run<S: Signal, N: Consumer<S>>(
     env: RunEnv,
 ) {
     let RunEnv {
-        config,
+        sizes,
         groups,
         deadline,
         telemetry,
@@ -322,32 +385,27 @@ async fn run<S: Signal, N: Consumer<S>>(
         max: Duration::from_secs(1),
     };
     let stop_watch = stop.clone();
-    let max = if config.send_batch_max_size == 0 {
-        usize::MAX
-    } else {
-        config.send_batch_max_size
-    };
-    // 0 means no size trigger: send on timeout (or at once with a 0 timeout).
-    let size = if config.send_batch_size == 0 {
-        usize::MAX
-    } else {
-        config.send_batch_size
-    };
+    // Read before each decision: a reload changes them in place. A size of 0 in the
+    // configuration is no size trigger: send on timeout (or at once with a 0 timeout).
+    let now_sizes = || **sizes.read();
     // One pending batch per metadata combination (one in all without metadata_keys).
     let mut pending: std::collections::HashMap<GroupKey, Pending<S>> = Default::default();
     // A batch leaves the processor's hold when it is handed on (delivered, rejected or
     // counted as dropped).
     let send = |p: &mut Pending<S>| {
-        let out = p.take(max);
+        let out = p.take(now_sizes().max);
         held.fetch_sub(out.item_count(), Ordering::Relaxed);
         out
     };
     loop {
+        let Sizes { size, timeout, .. } = now_sizes();
+        // Waiting items are looked at again within a second, so a new timeout or size
+        // from a reload applies to them too.
         let timer = pending
             .values()
             .filter_map(|p| p.oldest)
             .min()
-            .map(|t| t + config.timeout);
+            .map(|t| (t + timeout).min(Instant::now() + Duration::from_secs(1)));
         tokio::select! {
             received = rx.recv() => match received {
                 Some(batch) => {
@@ -355,7 +413,7 @@ async fn run<S: Signal, N: Consumer<S>>(
                     let group = pending.entry(key.clone()).or_insert_with(|| Pending::new(&batch, &groups));
                     group.push(batch);
                     group.oldest.get_or_insert_with(Instant::now);
-                    let now_all = config.timeout.is_zero();
+                    let now_all = timeout.is_zero();
                     while group.count >= size || (now_all && group.count > 0) {
                         let out = send(group);
                         redelivery
@@ -373,7 +431,9 @@ async fn run<S: Signal, N: Consumer<S>>(
                 let now = Instant::now();
                 let due: Vec<GroupKey> = pending
                     .iter()
-                    .filter(|(_, p)| p.oldest.is_some_and(|t| t + config.timeout <= now))
+                    .filter(|(_, p)| {
+                        p.oldest.is_some_and(|t| t + timeout <= now) || p.count >= size
+                    })
                     .map(|(k, _)| k.clone())
                     .collect();
                 for key in due {

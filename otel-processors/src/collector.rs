@@ -18,7 +18,7 @@ use otel_pipeline_core::{Logs, Metrics, Processor, Traces};
 use crate::{
     AttributeRedactor, AttributesConfig, BatchConfig, BatchProcessor, FilterConfig,
     FilterProcessor, MemoryLimiter, MemoryLimiterConfig, RedactionConfig, TailSampler,
-    TailSamplingConfig, attributes::AttributesHandle, filter::FilterHandle,
+    TailSamplingConfig, attributes::AttributesHandle, batch::BatchHandle, filter::FilterHandle,
     tail_sampling::TailSamplingHandle,
 };
 
@@ -31,7 +31,9 @@ pub fn register(registry: &mut Registry) {
         }))
         .processor(EverySignal("batch", |s| {
             let c: BatchConfig = s.deserialize()?;
-            Ok(BatchProcessor::new(c).with_id(s.id().clone()))
+            let p = BatchProcessor::new(c.clone()).with_id(s.id().clone());
+            s.on_reload(Arc::new(BatchSizes(p.handle(), c)));
+            Ok(p)
         }))
         .processor(EverySignal("filter", |s| {
             let c: FilterConfig = s.deserialize()?;
@@ -70,6 +72,27 @@ pub fn register(registry: &mut Registry) {
             s.on_reload(Arc::new(SamplerPolicies(sampler.handle())));
             Ok(Box::new(sampler))
         }));
+}
+
+/// A running batcher takes new sizes and timeout in place; new `metadata_keys` need a
+/// rebuild.
+struct BatchSizes(BatchHandle, BatchConfig);
+
+impl Reload for BatchSizes {
+    fn check(&self, section: &Section<'_>) -> Result<(), ConfigError> {
+        section.deserialize::<BatchConfig>()?.validate()
+    }
+
+    fn apply(&self, section: &Section<'_>) -> Result<(), ConfigError> {
+        self.0.update(&section.deserialize()?)
+    }
+
+    fn needs_restart(&self, section: &Section<'_>) -> bool {
+        section.deserialize::<BatchConfig>().is_ok_and(|c| {
+            c.metadata_keys != self.1.metadata_keys
+                || c.metadata_cardinality_limit != self.1.metadata_cardinality_limit
+        })
+    }
 }
 
 /// A running filter takes new conditions in place.

@@ -74,6 +74,12 @@ pub trait Reload: Send + Sync {
     fn check(&self, section: &Section<'_>) -> Result<(), ConfigError>;
     /// Take the new section (already checked).
     fn apply(&self, section: &Section<'_>) -> Result<(), ConfigError>;
+    /// Whether the new section also changes what cannot change in place (a batch
+    /// processor's `metadata_keys`), so the collector must be rebuilt for all of it to
+    /// apply. By default, nothing.
+    fn needs_restart(&self, _section: &Section<'_>) -> bool {
+        false
+    }
 }
 
 impl<'a> Section<'a> {

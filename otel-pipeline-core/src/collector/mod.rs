@@ -875,6 +875,7 @@ impl CollectorConfig {
             telemetry,
             health: CollectorHealth::default(),
             reloads: sink.into_inner(),
+            source: self.root.to_value(),
         })
     }
 
@@ -1071,6 +1072,8 @@ pub struct Collector {
     telemetry: Telemetry,
     health: CollectorHealth,
     reloads: Vec<Reloadable>,
+    /// The configuration it was built from, to tell what a reload changes.
+    source: serde_yaml_ng::Value,
 }
 
 impl fmt::Debug for Collector {
@@ -1166,6 +1169,7 @@ impl Collector {
             telemetry: self.telemetry,
             health: self.health,
             reloads: self.reloads,
+            source: self.source,
         })
     }
 }
@@ -1258,6 +1262,7 @@ pub struct RunningCollector {
     telemetry: Telemetry,
     health: CollectorHealth,
     reloads: Vec<Reloadable>,
+    source: serde_yaml_ng::Value,
 }
 
 impl fmt::Debug for RunningCollector {
@@ -1282,6 +1287,12 @@ pub struct Reloaded {
     /// The components that took their new sections (`processors.tail_sampling`), once per
     /// pipeline that runs them.
     pub applied: Vec<String>,
+    /// What changed that the running components cannot take in place (`receivers.otlp`,
+    /// `exporters.otlp/backend`, `service`, a batch processor's `metadata_keys`): the
+    /// collector must be rebuilt from the new configuration for these to apply. The
+    /// `collector` example then restarts it in process, draining first, so nothing it
+    /// accepted is lost.
+    pub restart_needed: Vec<String>,
 }
 
 impl RunningCollector {
@@ -1314,13 +1325,59 @@ impl RunningCollector {
             return Err(LoadError { errors });
         }
         let mut applied = Vec::new();
+        let mut restart_needed = Vec::new();
         for (r, section) in self.reloads.iter().zip(&sections) {
             r.reload.apply(section).map_err(|e| LoadError {
                 errors: vec![section.place(e)],
             })?;
             applied.push(section.path().to_string());
+            if r.reload.needs_restart(section) && !restart_needed.contains(&section.path) {
+                restart_needed.push(section.path.clone());
+            }
         }
-        Ok(Reloaded { applied })
+        // Everything else that differs from what runs needs a rebuild.
+        let new = config.root.to_value();
+        let in_place = |path: &str| {
+            self.reloads
+                .iter()
+                .any(|r| format!("{}.{}", r.section, r.id) == path)
+        };
+        for kind in [
+            "receivers",
+            "processors",
+            "exporters",
+            "extensions",
+            "connectors",
+        ] {
+            let (old_s, new_s) = (self.source.get(kind), new.get(kind));
+            let mut ids: Vec<String> = Vec::new();
+            for m in [old_s, new_s].into_iter().flatten() {
+                if let Some(map) = m.as_mapping() {
+                    for k in map.keys() {
+                        if let Some(k) = k.as_str()
+                            && !ids.iter().any(|i| i == k)
+                        {
+                            ids.push(k.to_string());
+                        }
+                    }
+                }
+            }
+            for id in ids {
+                let path = format!("{kind}.{id}");
+                let before = old_s.and_then(|m| m.get(id.as_str()));
+                let after = new_s.and_then(|m| m.get(id.as_str()));
+                if before != after && !in_place(&path) && !restart_needed.contains(&path) {
+                    restart_needed.push(path);
+                }
+            }
+        }
+        if self.source.get("service") != new.get("service") {
+            restart_needed.push("service".to_string());
+        }
+        Ok(Reloaded {
+            applied,
+            restart_needed,
+        })
     }
 
     /// Readiness, as the `health_check` extension serves it.
