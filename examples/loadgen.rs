@@ -11,7 +11,7 @@
 //! Options: `--protocol grpc|http`, `--rate SPANS_PER_S` (0 = as fast as possible),
 //! `--duration S`, `--spans-per-trace N` (20), `--attrs N` (10), `--error-share F` (0.05),
 //! `--slow-share F` (0.05), `--traces-per-request N` (5), `--concurrency N` (4),
-//! `--relay-compression gzip|none` (how the relay exports; default gzip), `--relay-arg ARG`
+//! `--relay-compression gzip|zstd|none` (how the relay exports; default gzip), `--relay-arg ARG`
 //! (repeatable: passed on to the relay, e.g. `--relay-arg --no-batch`).
 
 use std::process::{Command, Stdio};

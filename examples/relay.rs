@@ -4,7 +4,7 @@
 //! Prints its self-telemetry to standard error when it stops.
 //!
 //! ```text
-//! cargo run --release --example relay -- --grpc 127.0.0.1:4317 --http 127.0.0.1:4318 --to http://127.0.0.1:14317 [--compression gzip|none] [--no-batch] [--discard]
+//! cargo run --release --example relay -- --grpc 127.0.0.1:4317 --http 127.0.0.1:4318 --to http://127.0.0.1:14317 [--compression gzip|zstd|none] [--no-batch] [--discard]
 //! ```
 //! `--no-batch` exports each request as it came (no `batch` processor: the Collector's
 //! default of 8192 spans or 200 ms otherwise); `--discard` exports nowhere (the `nop`
@@ -41,8 +41,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let to = arg(&args, "--to").unwrap_or_else(|| "http://127.0.0.1:14317".into());
     let compression = match arg(&args, "--compression").as_deref() {
         None | Some("gzip") => Compression::Gzip,
+        Some("zstd") => Compression::Zstd,
         Some("none") => Compression::None,
-        Some(other) => return Err(format!("--compression {other}: use gzip or none").into()),
+        Some(other) => {
+            return Err(format!("--compression {other}: use gzip, zstd or none").into());
+        }
     };
 
     let otlp = OtlpReceiver::new(OtlpConfig {

@@ -270,3 +270,44 @@ mod arrivals {
         }
     }
 }
+
+/// Every compression the exporter offers, over every protocol, reaches a real receiver
+/// whole: gzip, zstd and none, on gRPC, OTLP/HTTP protobuf and OTLP/HTTP JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_compression_over_every_protocol_arrives_whole() {
+    use otel_pipeline::exporters::otlp::Compression;
+    let (backend, otlp, exported) = gateway(OtlpConfig::loopback()).await;
+    let addrs = otlp.local_addrs();
+    let mut expected = 0;
+    for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
+        for protocol in [Protocol::Grpc, Protocol::HttpProtobuf, Protocol::HttpJson] {
+            let endpoint = match protocol {
+                Protocol::Grpc => format!("http://{}", addrs.grpc.unwrap()),
+                _ => format!("http://{}", addrs.http.unwrap()),
+            };
+            let (client, sender) = common::agent(OtlpExporterConfig {
+                endpoint,
+                protocol,
+                compression,
+                queue: SendingQueueConfig {
+                    enabled: false,
+                    ..SendingQueueConfig::default()
+                },
+                ..OtlpExporterConfig::default()
+            })
+            .await;
+            sender
+                .send(generate_traces(3, 4, expected as u64))
+                .await
+                .unwrap_or_else(|e| panic!("{compression:?} over {protocol:?}: {e}"));
+            client.shutdown(Duration::from_secs(5)).await.unwrap();
+            expected += 12;
+            assert_eq!(
+                exported.item_count(),
+                expected,
+                "{compression:?} over {protocol:?}"
+            );
+        }
+    }
+    backend.shutdown(Duration::from_secs(5)).await.unwrap();
+}

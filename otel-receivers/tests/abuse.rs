@@ -68,6 +68,12 @@ fn bomb(n: usize) -> Vec<u8> {
 
 /// A raw unary gRPC call with a framed, possibly compressed message: the `grpc-status`.
 async fn grpc_call(addr: SocketAddr, message: &[u8], compressed: bool) -> String {
+    grpc_call_encoded(addr, message, compressed.then_some("gzip")).await
+}
+
+/// As [`grpc_call`], compressed with `encoding` when given.
+async fn grpc_call_encoded(addr: SocketAddr, message: &[u8], encoding: Option<&str>) -> String {
+    let compressed = encoding.is_some();
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -82,8 +88,8 @@ async fn grpc_call(addr: SocketAddr, message: &[u8], compressed: bool) -> String
     ))
     .header("content-type", "application/grpc")
     .header("te", "trailers");
-    if compressed {
-        req = req.header("grpc-encoding", "gzip");
+    if let Some(encoding) = encoding {
+        req = req.header("grpc-encoding", encoding);
     }
     let resp = sender
         .send_request(req.body(Full::new(Bytes::from(framed))).unwrap())
@@ -377,6 +383,76 @@ async fn gzip_bombs_corrupt_gzip_and_garbage_are_refused_and_counted() {
             Some(("reason", "protocol_error"))
         )
     );
+    assert_eq!(s.metric("otelcol_receiver_in_flight_bytes", None), 0);
+    s.still_serves().await;
+}
+
+/// zstd and deflate (zlib) bodies are read like gzip ones, on both protocols, within the
+/// same limits: a zstd bomb is stopped at `max_decompressed_bytes` and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zstd_and_deflate_bodies_are_read_and_their_bombs_refused() {
+    let s = Setup::new(OtlpConfig {
+        max_decompressed_bytes: 8 << 20,
+        ..OtlpConfig::loopback()
+    })
+    .await;
+    let body = proto_traces(5);
+    let zstd_body = zstd::bulk::compress(&body, 3).unwrap();
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    zlib.write_all(&body).unwrap();
+    let zlib_body = zlib.finish().unwrap();
+    for (encoding, bytes) in [("zstd", &zstd_body), ("deflate", &zlib_body)] {
+        let r = http_post(
+            s.http,
+            "/v1/traces",
+            &[PROTO, ("content-encoding", encoding)],
+            bytes.clone(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{encoding}");
+    }
+    assert_eq!(
+        grpc_call_encoded(s.grpc, &zstd_body, Some("zstd")).await,
+        "0"
+    );
+    assert_eq!(s.metric("otelcol_receiver_accepted_spans", None), 15);
+
+    // 256 MiB of zeros in a few KiB of zstd: 413 / INVALID_ARGUMENT, counted.
+    let zeros = vec![0u8; 256 << 20];
+    let bomb = zstd::bulk::compress(&zeros, 3).unwrap();
+    drop(zeros);
+    assert!(bomb.len() < 1 << 20);
+    let r = http_post(
+        s.http,
+        "/v1/traces",
+        &[PROTO, ("content-encoding", "zstd")],
+        bomb.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    assert_eq!(grpc_call_encoded(s.grpc, &bomb, Some("zstd")).await, "3");
+    assert_eq!(s.failed("decompressed_too_large"), 2);
+    // Corrupt zstd: 400, malformed.
+    let mut corrupt = zstd_body.clone();
+    corrupt.truncate(corrupt.len() / 2);
+    let r = http_post(
+        s.http,
+        "/v1/traces",
+        &[PROTO, ("content-encoding", "zstd")],
+        corrupt,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(s.failed("malformed"), 1);
+    // An encoding nobody supports: 415 naming the ones we do.
+    let r = http_post(
+        s.http,
+        "/v1/traces",
+        &[PROTO, ("content-encoding", "br")],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 415);
     assert_eq!(s.metric("otelcol_receiver_in_flight_bytes", None), 0);
     s.still_serves().await;
 }

@@ -5,7 +5,7 @@
 //!   otlp/backend:
 //!     endpoint: backend:4317        # no scheme: TLS unless tls.insecure is true
 //!     tls: { insecure: true }
-//!     compression: gzip             # gzip (default) or none
+//!     compression: gzip             # gzip (default), zstd or none
 //!     headers: { x-api-key: "..." }
 //!     timeout: 5s
 //!     retry_on_failure: { enabled: true, initial_interval: 5s, max_interval: 30s, max_elapsed_time: 300s }
@@ -85,6 +85,7 @@ enum ProtocolYaml {
 #[serde(rename_all = "lowercase")]
 enum CompressionYaml {
     Gzip,
+    Zstd,
     None,
     #[serde(rename = "")]
     Empty,
@@ -212,6 +213,7 @@ impl OtlpExporterYaml {
         };
         c.compression = match self.compression {
             None | Some(CompressionYaml::Gzip) => Compression::Gzip,
+            Some(CompressionYaml::Zstd) => Compression::Zstd,
             Some(CompressionYaml::None | CompressionYaml::Empty) => Compression::None,
         };
         c.headers = self
@@ -316,5 +318,8 @@ mod tests {
         let err =
             from_yaml::<OtlpExporterConfig>("exporters.otlp", "compression: brotli").unwrap_err();
         assert_eq!(err.path, "exporters.otlp.compression", "{err}");
+        let zstd: OtlpExporterConfig =
+            from_yaml("exporters.otlp", "compression: zstd").expect("zstd loads");
+        assert_eq!(zstd.compression, Compression::Zstd);
     }
 }

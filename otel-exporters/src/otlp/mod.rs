@@ -63,6 +63,8 @@ pub enum Compression {
     /// gzip (default, as the Collector's).
     #[default]
     Gzip,
+    /// zstd (level 1: about gzip's ratio on OTLP for a fraction of its CPU).
+    Zstd,
 }
 
 /// Retry settings (defaults as the Collector's `retry_on_failure`).
@@ -697,6 +699,7 @@ impl<S: WireSignal> OtlpSender<S> {
                 enc.write_all(&raw).map_err(|e| format!("gzip: {e}"))?;
                 enc.finish().map_err(|e| format!("gzip: {e}"))?
             }
+            Compression::Zstd => zstd::bulk::compress(&raw, 1).map_err(|e| format!("zstd: {e}"))?,
         }))
     }
 
@@ -709,10 +712,14 @@ impl<S: WireSignal> OtlpSender<S> {
 
     async fn attempt_grpc(&self, channel: tonic::transport::Channel, body: &Bytes) -> Attempt {
         let mut grpc = tonic::client::Grpc::new(channel);
-        if self.config.compression == Compression::Gzip {
-            grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+        match self.config.compression {
+            Compression::None => {}
+            Compression::Gzip => grpc = grpc.send_compressed(CompressionEncoding::Gzip),
+            Compression::Zstd => grpc = grpc.send_compressed(CompressionEncoding::Zstd),
         }
-        grpc = grpc.accept_compressed(CompressionEncoding::Gzip);
+        grpc = grpc
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
         // A backend that accepts the connection and never answers the HTTP/2 handshake
         // must not hold the worker: connecting is bounded by the attempt's timeout too.
         match tokio::time::timeout(self.config.timeout, grpc.ready()).await {
@@ -762,8 +769,10 @@ impl<S: WireSignal> OtlpSender<S> {
         };
         let mut req =
             http::Request::post(uri.clone()).header(http::header::CONTENT_TYPE, content_type);
-        if self.config.compression == Compression::Gzip {
-            req = req.header(http::header::CONTENT_ENCODING, "gzip");
+        match self.config.compression {
+            Compression::None => {}
+            Compression::Gzip => req = req.header(http::header::CONTENT_ENCODING, "gzip"),
+            Compression::Zstd => req = req.header(http::header::CONTENT_ENCODING, "zstd"),
         }
         let mut req = match req.body(Full::new(body.clone())) {
             Ok(r) => r,

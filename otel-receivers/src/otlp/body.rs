@@ -62,11 +62,44 @@ pub(crate) async fn read(
     }
 }
 
-/// Why a gzip body was not inflated.
-pub(crate) enum Gunzip {
-    /// Inflates past `max_decompressed_bytes` (a gzip bomb).
+/// A body's compression, from `Content-Encoding` (HTTP) or `grpc-encoding` (gRPC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compressed {
+    Gzip,
+    /// zlib-wrapped deflate (`deflate` in HTTP, as browsers and the Collector read it).
+    Zlib,
+    Zstd,
+}
+
+impl Compressed {
+    /// The encoding named `name` (case-insensitive); `None` for identity or unknown.
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        [
+            ("gzip", Self::Gzip),
+            ("deflate", Self::Zlib),
+            ("zlib", Self::Zlib),
+            ("zstd", Self::Zstd),
+        ]
+        .into_iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, c)| c)
+    }
+
+    /// Its name, for error messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Gzip => "gzip",
+            Self::Zlib => "deflate",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+/// Why a compressed body was not inflated.
+pub(crate) enum Inflate {
+    /// Inflates past `max_decompressed_bytes` (a decompression bomb).
     TooLarge,
-    /// Not gzip, or corrupt.
+    /// Not in its encoding, or corrupt.
     Invalid(std::io::Error),
     /// The in-flight byte budget is spent: back-pressure.
     Busy,
@@ -75,31 +108,38 @@ pub(crate) enum Gunzip {
 /// Inflate `body` on a blocking thread (never on the runtime's), at most `limit` bytes,
 /// taking the output from the in-flight budget as it grows. A bomb is stopped at the limit
 /// without inflating the rest.
-pub(crate) async fn gunzip(
+pub(crate) async fn inflate(
     shared: &Arc<Shared>,
     body: Bytes,
+    encoding: Compressed,
     limit: usize,
     mut held: Held,
-) -> Result<(Bytes, Held), Gunzip> {
+) -> Result<(Bytes, Held), Inflate> {
     let shared = Arc::clone(shared);
     let work = tokio::task::spawn_blocking(move || {
         let Some(budget) = shared.budget.get() else {
-            return Err(Gunzip::Busy);
+            return Err(Inflate::Busy);
         };
         const CHUNK: usize = 64 << 10;
-        let mut decoder = flate2::read::GzDecoder::new(&body[..]);
+        let mut decoder: Box<dyn Read> = match encoding {
+            Compressed::Gzip => Box::new(flate2::read::GzDecoder::new(&body[..])),
+            Compressed::Zlib => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
+            Compressed::Zstd => Box::new(
+                zstd::stream::read::Decoder::with_buffer(&body[..]).map_err(Inflate::Invalid)?,
+            ),
+        };
         let mut out: Vec<u8> = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
         let mut chunk = vec![0u8; CHUNK];
         loop {
-            let n = decoder.read(&mut chunk).map_err(Gunzip::Invalid)?;
+            let n = decoder.read(&mut chunk).map_err(Inflate::Invalid)?;
             if n == 0 {
                 break;
             }
             if out.len() + n > limit {
-                return Err(Gunzip::TooLarge);
+                return Err(Inflate::TooLarge);
             }
             if !budget.take(&mut held, n) {
-                return Err(Gunzip::Busy);
+                return Err(Inflate::Busy);
             }
             out.extend_from_slice(&chunk[..n]);
         }
@@ -107,6 +147,6 @@ pub(crate) async fn gunzip(
     });
     match work.await {
         Ok(result) => result,
-        Err(e) => Err(Gunzip::Invalid(std::io::Error::other(e.to_string()))),
+        Err(e) => Err(Inflate::Invalid(std::io::Error::other(e.to_string()))),
     }
 }

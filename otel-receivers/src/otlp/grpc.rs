@@ -13,7 +13,7 @@ use otel_pipeline_core::{Logs, Metrics, Traces};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::body::{self, BodyError, Gunzip};
+use super::body::{self, BodyError, Compressed, Inflate};
 use super::conn::{ConnAuth, Peer, ResBody};
 use super::shared::{Outcome, Shared, authenticate, client_info, count_failed, deliver};
 use otel_pipeline_core::otlp::WireSignal;
@@ -101,24 +101,29 @@ async fn unary<S: WireSignal>(
             );
         }
     }
-    let gzip = match headers.get("grpc-encoding").map(|v| v.as_bytes()) {
-        None | Some(b"identity") => false,
-        Some(b"gzip") => true,
-        Some(other) => {
-            let name = String::from_utf8_lossy(other).into_owned();
-            let mut r = refuse::<S>(
-                &shared,
-                Some("unsupported_encoding"),
-                &Status::unimplemented(format!(
-                    "unsupported grpc-encoding {name:?}: use gzip or identity"
-                )),
-            );
-            r.headers_mut().insert(
-                "grpc-accept-encoding",
-                http::HeaderValue::from_static("gzip,identity"),
-            );
-            return r;
-        }
+    let encoding = match headers.get("grpc-encoding").map(|v| v.as_bytes()) {
+        None | Some(b"identity") => None,
+        Some(name) => match std::str::from_utf8(name)
+            .ok()
+            .and_then(Compressed::from_name)
+        {
+            Some(c) => Some(c),
+            None => {
+                let name = String::from_utf8_lossy(name).into_owned();
+                let mut r = refuse::<S>(
+                    &shared,
+                    Some("unsupported_encoding"),
+                    &Status::unimplemented(format!(
+                        "unsupported grpc-encoding {name:?}: use gzip, zstd, deflate or identity"
+                    )),
+                );
+                r.headers_mut().insert(
+                    "grpc-accept-encoding",
+                    http::HeaderValue::from_static("gzip,zstd,deflate,identity"),
+                );
+                return r;
+            }
+        },
     };
     let max = shared.config.max_request_bytes;
     // The 5-byte frame header comes on top of the message.
@@ -173,7 +178,7 @@ async fn unary<S: WireSignal>(
     }
     let message = body.slice(5..);
     let limit = shared.config.max_decompressed_bytes;
-    let (message, _held) = match (compressed, gzip) {
+    let (message, _held) = match (compressed, encoding) {
         (false, _) if message.len() > limit => {
             return refuse::<S>(
                 &shared,
@@ -185,14 +190,14 @@ async fn unary<S: WireSignal>(
             );
         }
         (false, _) => (message, held),
-        (true, false) => {
+        (true, None) => {
             return malformed("a compressed message without grpc-encoding".into());
         }
-        (true, true) => {
-            match body::gunzip(&shared, message, limit, held).await {
+        (true, Some(encoding)) => {
+            match body::inflate(&shared, message, encoding, limit, held).await {
                 Ok(inflated) => inflated,
                 // A bomb: permanent, so clients do not retry it.
-                Err(Gunzip::TooLarge) => {
+                Err(Inflate::TooLarge) => {
                     return refuse::<S>(
                         &shared,
                         Some("decompressed_too_large"),
@@ -201,8 +206,10 @@ async fn unary<S: WireSignal>(
                         )),
                     );
                 }
-                Err(Gunzip::Invalid(e)) => return malformed(format!("invalid gzip message: {e}")),
-                Err(Gunzip::Busy) => return busy::<S>(&shared),
+                Err(Inflate::Invalid(e)) => {
+                    return malformed(format!("invalid {} message: {e}", encoding.name()));
+                }
+                Err(Inflate::Busy) => return busy::<S>(&shared),
             }
         }
     };

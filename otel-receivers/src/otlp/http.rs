@@ -8,7 +8,7 @@ use hyper::{Request, Response};
 use otel_pipeline_core::otlp::OtlpSignal;
 use otel_pipeline_core::{Logs, Metrics, Traces};
 
-use super::body::{self, BodyError, Gunzip};
+use super::body::{self, BodyError, Compressed, Inflate};
 use super::conn::{ConnAuth, Peer, ResBody, full};
 use super::shared::{Outcome, Shared, authenticate, client_info, count_failed, deliver};
 use otel_pipeline_core::otlp::WireSignal;
@@ -149,14 +149,16 @@ async fn export<S: WireSignal>(
             );
         }
     };
-    let gzip = match headers
+    let compressed = match headers
         .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
+        .map(|v| v.to_str().map(str::trim))
     {
-        None | Some("identity") => false,
-        Some(e) if e.eq_ignore_ascii_case("gzip") => true,
+        None | Some(Ok("identity" | "")) => None,
+        Some(Ok(name)) if Compressed::from_name(name).is_some() => Compressed::from_name(name),
         Some(other) => {
-            let msg = format!("unsupported content encoding {other:?}: use gzip or none");
+            let other = other.unwrap_or("(not text)");
+            let msg =
+                format!("unsupported content encoding {other:?}: use gzip, zstd, deflate or none");
             return fail::<S>(
                 &shared,
                 encoding,
@@ -229,11 +231,11 @@ async fn export<S: WireSignal>(
             );
         }
     };
-    let (body, _held) = if gzip {
+    let (body, _held) = if let Some(compressed) = compressed {
         let limit = shared.config.max_decompressed_bytes;
-        match body::gunzip(&shared, body, limit, held).await {
+        match body::inflate(&shared, body, compressed, limit, held).await {
             Ok(inflated) => inflated,
-            Err(Gunzip::TooLarge) => {
+            Err(Inflate::TooLarge) => {
                 let msg = format!("decompressed body exceeds the limit of {limit} bytes");
                 return fail::<S>(
                     &shared,
@@ -243,16 +245,16 @@ async fn export<S: WireSignal>(
                     msg,
                 );
             }
-            Err(Gunzip::Invalid(e)) => {
+            Err(Inflate::Invalid(e)) => {
                 return fail::<S>(
                     &shared,
                     encoding,
                     StatusCode::BAD_REQUEST,
                     "malformed",
-                    format!("invalid gzip body: {e}"),
+                    format!("invalid {} body: {e}", compressed.name()),
                 );
             }
-            Err(Gunzip::Busy) => return busy::<S>(&shared, encoding),
+            Err(Inflate::Busy) => return busy::<S>(&shared, encoding),
         }
     } else {
         (body, held)
