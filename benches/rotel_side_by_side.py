@@ -10,6 +10,7 @@ Loads:
   rate10k   10 000 spans/s, plain forwarding (no compression)
   plain     flat out, plain forwarding
   gzip      flat out, gzip on export
+  zstd      flat out, compressed export: ours zstd, Rotel gzip (it has no zstd)
   agent     flat out; ours runs the agent path (a health-check filter, batch, a trace
             router to two sinks), Rotel forwards plainly
   gateway   flat out; ours runs the shipped gateway's processors (memory limiter, tail
@@ -21,6 +22,7 @@ benches/requirements-rotel.txt) into .venv, as .ci/run does for the Python tests
 
     python3 benches/rotel_side_by_side.py --runs 3 --duration 10
     python3 benches/rotel_side_by_side.py --loads gzip --runs 5
+    python3 benches/rotel_side_by_side.py --profile dist     # the shipping profile
 
 Prints one markdown table per load: spans/s accepted, CPU-seconds per million spans
 accepted, peak RSS and refused spans, each as min / median / max over the runs, and the
@@ -40,7 +42,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LOADS = ["rate10k", "plain", "gzip", "agent", "gateway"]
+LOADS = ["rate10k", "plain", "gzip", "zstd", "agent", "gateway"]
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -100,13 +102,14 @@ def ensure_rotel():
     return agent
 
 
-def ensure_ours():
+def ensure_ours(profile):
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     subprocess.run(
-        ["cargo", "build", "--release", "--example", "loadgen", "--example", "collector"],
+        ["cargo", "build", "--profile", profile, "--example", "loadgen", "--example",
+         "collector"],
         cwd=ROOT, check=True,
     )
-    return target / "release" / "examples"
+    return target / profile / "examples"
 
 
 def rotel(agent, tmp, name, grpc, args):
@@ -136,7 +139,7 @@ def our_config(load, grpc, sinks):
             + "service:\n  extensions: [health_check]\n" + telemetry
         )
         return [text, override]
-    compression = "gzip" if load == "gzip" else "none"
+    compression = load if load in ("gzip", "zstd") else "none"
     if load == "agent":
         hosts = ", ".join(f"127.0.0.1:{p}" for p in sinks)
         return [
@@ -178,7 +181,7 @@ def measure(system, load, args, agent, bins, tmp):
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                 stderr=open(tmp / "ours.err", "w"))
     else:
-        compression = "gzip" if load == "gzip" else "none"
+        compression = "gzip" if load in ("gzip", "zstd") else "none"
         proc = rotel(agent, tmp, "rotel", grpc,
                      ["--exporter", "otlp", "--otlp-exporter-endpoint",
                       f"http://127.0.0.1:{sink_ports[0]}",
@@ -220,13 +223,15 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--loads", default=",".join(LOADS))
+    p.add_argument("--profile", default="release",
+                   help="cargo profile of our binaries (release, or dist: thin LTO)")
     args = p.parse_args()
     loads = [l for l in args.loads.split(",") if l]
     unknown = [l for l in loads if l not in LOADS]
     if unknown:
         p.error(f"unknown loads {unknown}; known: {LOADS}")
     agent = ensure_rotel()
-    bins = ensure_ours()
+    bins = ensure_ours(args.profile)
     with tempfile.TemporaryDirectory(prefix="rotel-side-by-side-") as t:
         tmp = Path(t)
         for load in loads:

@@ -19,6 +19,9 @@
 //!   with reason `shutdown_deadline`.
 
 mod config;
+mod queue;
+
+pub use queue::EncodedQueue;
 
 pub(crate) use config::{OtlpExporterYaml, with_scheme};
 
@@ -34,9 +37,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use otel_pipeline_core::otlp::{OtlpSignal, WireSignal};
 use otel_pipeline_core::{
-    Batch, BoundedQueue, BoxError, BuildError, ComponentContext, ComponentId, ComponentTelemetry,
-    ConsumeError, Consumer, DropReason, Exporter, Lifecycle, Processor, QueueConfig, Signal,
-    WhenFull,
+    Batch, BoxError, BuildError, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError,
+    Consumer, DropReason, Exporter, Lifecycle, Signal,
 };
 use parking_lot::Mutex;
 use tokio::time::Instant;
@@ -109,10 +111,11 @@ pub struct SendingQueueConfig {
     pub num_consumers: usize,
     /// Most items queued (default 100 000).
     pub max_items: usize,
-    /// Most bytes queued, protobuf-encoded (default 64 MiB: memory stays bounded when the
-    /// backend is slower than intake, whatever the batches' sizes; `None` bounds by items
-    /// only). Past it the queue refuses, and the refusal reaches the client as
-    /// back-pressure.
+    /// Most bytes queued (default 64 MiB: memory stays bounded when the backend is slower
+    /// than intake, whatever the batches' sizes; `None` bounds by items only). The queue
+    /// holds each request as it will be sent (protobuf, or JSON; compressed for HTTP), so
+    /// this is the memory it takes. Past it the queue refuses, and the refusal reaches the
+    /// client as back-pressure.
     pub max_bytes: Option<usize>,
     /// When full, wait for room instead of refusing (default false: refuse).
     pub block_on_overflow: bool,
@@ -349,8 +352,8 @@ impl<S: Signal> std::fmt::Debug for OtlpSender<S> {
 /// The consumer the exporter builds: the queue in front of the sender, or the sender.
 #[derive(Debug)]
 pub enum OtlpExporterConsumer<S: Signal> {
-    /// Sending through the queue.
-    Queued(otel_pipeline_core::QueueConsumer<S>),
+    /// Sending through the queue (of encoded requests).
+    Queued(EncodedQueue<S>),
     /// Sending inline.
     Direct(Box<OtlpSender<S>>),
 }
@@ -501,19 +504,17 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
         // retrying while they drain.
         let consumer = if config.queue.enabled {
             let q = &config.queue;
-            let queue = BoundedQueue::new(QueueConfig {
-                capacity: q.max_items,
-                max_bytes: q.max_bytes,
-                workers: q.num_consumers,
-                when_full: if q.block_on_overflow {
-                    WhenFull::Block
-                } else {
-                    WhenFull::Refuse
-                },
-                ..QueueConfig::default()
-            });
-            let consumer = <BoundedQueue as Processor<S>>::build(queue, sender, ctx)?;
-            OtlpExporterConsumer::Queued(consumer)
+            if q.max_items == 0 || q.max_items > tokio::sync::Semaphore::MAX_PERMITS {
+                return Err(ctx.invalid("sending_queue.queue_size", "must be at least 1"));
+            }
+            if q.max_bytes
+                .is_some_and(|b| b == 0 || b > tokio::sync::Semaphore::MAX_PERMITS)
+            {
+                return Err(ctx.invalid("sending_queue.max_bytes", "must be between 1 and 2^61"));
+            }
+            let (queue, workers) = EncodedQueue::new(sender, q.clone(), ctx.telemetry());
+            ctx.register_lifecycle(workers);
+            OtlpExporterConsumer::Queued(queue)
         } else {
             OtlpExporterConsumer::Direct(Box::new(sender))
         };
@@ -920,8 +921,6 @@ impl<S: WireSignal> OtlpSender<S> {
 impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
     async fn consume(&self, batch: Batch<S>) -> Result<(), ConsumeError<S>> {
         let n = batch.item_count();
-        let started = Instant::now();
-        let mut wait = self.config.retry.initial_interval;
         // Encoded (and for HTTP compressed) once; retries resend the same bytes.
         let body = match self.encode(&batch.data) {
             Ok(b) => b,
@@ -930,11 +929,65 @@ impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
                 return Err(ConsumeError::rejected(n, reason));
             }
         };
+        drop(batch);
+        self.send_encoded(body, n).await
+    }
+}
+
+impl<S: WireSignal> OtlpSender<S> {
+    /// The request in `body` (from [`Self::encode`]) decoded again, for an owner that
+    /// takes it back (a trace router re-splitting a departing endpoint's batches).
+    fn decode_body(&self, body: &[u8]) -> Result<S::Data, String> {
+        use std::io::Read;
+        let mut inflated = Vec::new();
+        let raw: &[u8] = match (&self.transport, self.config.compression) {
+            (Transport::Grpc(_), _) | (_, Compression::None) => body,
+            (_, Compression::Gzip) => {
+                flate2::read::GzDecoder::new(body)
+                    .read_to_end(&mut inflated)
+                    .map_err(|e| format!("gzip: {e}"))?;
+                &inflated
+            }
+            (_, Compression::Zstd) => {
+                inflated = zstd::stream::decode_all(body).map_err(|e| format!("zstd: {e}"))?;
+                &inflated
+            }
+        };
+        if self.config.protocol == Protocol::HttpJson {
+            serde_json::from_slice(raw).map_err(|e| format!("JSON: {e}"))
+        } else {
+            prost::Message::decode(raw).map_err(|e| format!("protobuf: {e}"))
+        }
+    }
+
+    /// Give an encoded request back to the owner, decoded; false if there is no owner to
+    /// take it (or it no longer decodes, counted as failed).
+    async fn hand_back(&self, body: &[u8], n: usize) -> bool {
+        let Some(hand_back) = &self.hooks.hand_back else {
+            return false;
+        };
+        match self.decode_body(body) {
+            Ok(data) => {
+                hand_back(Batch::new(data)).await;
+                true
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    reason,
+                    "OTLP exporter: a request to hand back no longer decodes"
+                );
+                self.telemetry.add_send_failed(n);
+                true
+            }
+        }
+    }
+
+    /// Send an encoded request of `n` items, retrying as configured.
+    pub(crate) async fn send_encoded(&self, body: Bytes, n: usize) -> Result<(), ConsumeError<S>> {
+        let started = Instant::now();
+        let mut wait = self.config.retry.initial_interval;
         loop {
-            if let Some(hand_back) = &self.hooks.hand_back
-                && self.withdrawn()
-            {
-                hand_back(batch).await;
+            if self.withdrawn() && self.hand_back(&body, n).await {
                 return Ok(());
             }
             let attempt_started = Instant::now();
@@ -993,9 +1046,8 @@ impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
                 ));
             }
             if !r.enabled || started.elapsed().saturating_add(pause) > r.max_elapsed {
-                if let Some(hand_back) = &self.hooks.hand_back {
-                    // The owner sends it elsewhere; this endpoint counts nothing for it.
-                    hand_back(batch).await;
+                // The owner sends it elsewhere; this endpoint counts nothing for it.
+                if self.hand_back(&body, n).await {
                     return Ok(());
                 }
                 self.telemetry.add_send_failed(n);
