@@ -4,12 +4,11 @@
 //! the `collector` example driven as a process.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use otel_pipeline::collector::{CollectorConfig, ConfigFile, RunningCollector};
-use otel_pipeline::exporters::otlp::{OtlpExporterConfig, RetryConfig};
+use otel_pipeline::exporters::otlp::OtlpExporterConfig;
 use otel_pipeline::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otel_pipeline::proto::common::v1::{AnyValue, KeyValue, any_value::Value};
 use otel_pipeline::proto::trace::v1::{Status, status::StatusCode};
@@ -272,15 +271,7 @@ async fn the_shipped_agent_and_gateways_run_end_to_end() {
     assert!(agent.health().is_ready());
 
     // A service sends to the agent over OTLP.
-    let (client, sender) = common::agent(OtlpExporterConfig {
-        endpoint: format!("http://127.0.0.1:{agent_port}"),
-        retry: RetryConfig {
-            initial_interval: Duration::from_millis(20),
-            ..RetryConfig::default()
-        },
-        ..OtlpExporterConfig::default()
-    })
-    .await;
+    let (client, sender) = common::fast_retry_agent(format!("http://127.0.0.1:{agent_port}")).await;
     let mut errors = HashSet::new();
     let mut health = HashSet::new();
     for seed in 0..5 {
@@ -355,38 +346,9 @@ async fn the_shipped_agent_and_gateways_run_end_to_end() {
     }
 }
 
-/// Send an HTTP GET and return the status code and body.
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_collector_process_serves_health_and_metrics_and_drains_on_sigterm() {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("examples").join("collector"))
-        .unwrap();
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds examples",
-        bin.display()
-    );
+    let bin = common::collector_bin();
     let (backend, backend_otlp, exported) = common::gateway(OtlpConfig::loopback()).await;
     let (grpc, health, metrics) = (free_port(), free_port(), free_port());
     let dir = std::env::temp_dir().join(format!("otel-collector-test-{}", std::process::id()));
@@ -417,8 +379,11 @@ async fn the_collector_process_serves_health_and_metrics_and_drains_on_sigterm()
         .unwrap();
     let health_addr: SocketAddr = format!("127.0.0.1:{health}").parse().unwrap();
     assert!(
-        eventually(Duration::from_secs(20), || http_get(health_addr, "/")
-            .is_some_and(|(s, _)| s == 200))
+        eventually(Duration::from_secs(20), || common::http_get(
+            health_addr,
+            "/"
+        )
+        .is_some_and(|(s, _)| s == 200))
         .await,
         "health_check never answered ready"
     );
@@ -432,7 +397,7 @@ async fn the_collector_process_serves_health_and_metrics_and_drains_on_sigterm()
     client.shutdown(Duration::from_secs(5)).await.unwrap();
     let metrics_addr: SocketAddr = format!("127.0.0.1:{metrics}").parse().unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || http_get(
+        eventually(Duration::from_secs(5), || common::http_get(
             metrics_addr,
             "/metrics"
         )
@@ -444,7 +409,7 @@ async fn the_collector_process_serves_health_and_metrics_and_drains_on_sigterm()
         }))
         .await,
         "{:?}",
-        http_get(metrics_addr, "/metrics")
+        common::http_get(metrics_addr, "/metrics")
     );
     // SIGTERM while the sampler still holds the traces: they are decided and delivered.
     let status = std::process::Command::new("kill")
@@ -906,12 +871,7 @@ fn the_handoff_exporter_is_checked_where_it_is_named_and_defined() {
 /// sent reaches the backend of its time, none twice, none lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_sizes_change_in_place_and_other_changes_rebuild_without_loss() {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("examples").join("collector"))
-        .unwrap();
+    let bin = common::collector_bin();
     let a = common::gateway(OtlpConfig::loopback()).await;
     let b = common::gateway(OtlpConfig::loopback()).await;
     let port = free_port();
@@ -941,15 +901,7 @@ async fn batch_sizes_change_in_place_and_other_changes_rebuild_without_loss() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let (client, sender) = common::agent(OtlpExporterConfig {
-        endpoint: format!("http://127.0.0.1:{port}"),
-        retry: RetryConfig {
-            initial_interval: Duration::from_millis(50),
-            ..RetryConfig::default()
-        },
-        ..OtlpExporterConfig::default()
-    })
-    .await;
+    let (client, sender) = common::fast_retry_agent(format!("http://127.0.0.1:{port}")).await;
     // Held by the batch processor (60 s timeout) ...
     sender.send(generate_traces(25, 4, 1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;

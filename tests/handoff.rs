@@ -18,6 +18,8 @@ use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
 use otel_pipeline::testing::{Exported, InMemoryExporter, eventually, generate_traces};
 use otel_pipeline::{DirectReceiver, DirectSender, Pipeline, RunningPipeline, Traces};
 
+mod common;
+
 struct Gateway {
     running: Option<RunningPipeline>,
     exported: Exported<Traces>,
@@ -338,25 +340,9 @@ async fn a_leaving_gateway_hands_its_traces_and_decisions_to_their_new_owners() 
     }
 }
 
-/// The collector example's binary (built by `cargo test` with the examples).
-fn collector_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("examples").join("collector"))
-        .expect("target dir");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo test` builds examples",
-        bin.display()
-    );
-    bin
-}
-
 /// A collector process on `config`, its log in `log`.
 fn spawn_collector(config: &std::path::Path, log: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(collector_bin())
+    std::process::Command::new(common::collector_bin())
         .arg("--config")
         .arg(config)
         .args(["--shutdown-timeout", "10s"])
@@ -364,16 +350,6 @@ fn spawn_collector(config: &std::path::Path, log: &std::path::Path) -> std::proc
         .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()
         .expect("collector starts")
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    body.contains(" 200 ").then_some(body)
 }
 
 /// The value of the Prometheus sample whose line starts with `prefix`, summed.
@@ -463,7 +439,7 @@ async fn a_gateway_restarted_with_sigterm_hands_off_and_no_trace_is_lost_or_spli
         .collect();
     for m in &metrics {
         assert!(
-            eventually(Duration::from_secs(20), || http_get(*m, "/metrics")
+            eventually(Duration::from_secs(20), || common::http_get(*m, "/metrics")
                 .is_some())
             .await,
             "a gateway never came up"
@@ -474,26 +450,7 @@ async fn a_gateway_restarted_with_sigterm_hands_off_and_no_trace_is_lost_or_spli
     // A service sends through the agent: each trace in two halves a second apart, so
     // traces are always both in flight and buffered. Every 10th trace ends in an error,
     // every 10th (offset 5) is slow; both only in the second half.
-    let (client, sender) = {
-        use otel_pipeline::exporters::otlp::{OtlpExporter, OtlpExporterConfig, RetryConfig};
-        let (receiver, sender) = DirectReceiver::new();
-        let running = Pipeline::traces()
-            .receiver(receiver)
-            .exporter(OtlpExporter::<Traces>::new(OtlpExporterConfig {
-                endpoint: format!("http://{agent_addr}"),
-                retry: RetryConfig {
-                    initial_interval: Duration::from_millis(20),
-                    ..RetryConfig::default()
-                },
-                ..OtlpExporterConfig::default()
-            }))
-            .build()
-            .expect("client builds")
-            .start()
-            .await
-            .expect("client starts");
-        (running, sender)
-    };
+    let (client, sender) = common::fast_retry_agent(format!("http://{agent_addr}")).await;
     let mut must_keep: HashSet<Vec<u8>> = HashSet::new();
     let mut sent_at: HashMap<Vec<u8>, u128> = HashMap::new();
     let mut restarted_at = 0u128;
@@ -580,8 +537,8 @@ async fn a_gateway_restarted_with_sigterm_hands_off_and_no_trace_is_lost_or_spli
     let received_by_peers = || {
         metrics[1..]
             .iter()
-            .filter_map(|m| http_get(*m, "/metrics"))
-            .map(|b| {
+            .filter_map(|m| common::http_get(*m, "/metrics"))
+            .map(|(_, b)| {
                 metric(
                     &b,
                     "otelcol_processor_tail_sampling_handoff_spans_total",

@@ -310,25 +310,30 @@ async fn worker<S: Signal, N: Consumer<S>>(
     rx: SharedRx<S>,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let item = {
-            let mut rx = rx.lock().await;
-            let stopping = tokio::select! {
-                biased;
-                item = rx.recv() => Ok(item),
-                _ = stop.wait_for(|s| *s) => Err(()),
-            };
-            match stopping {
-                Ok(item) => item,
-                Err(()) => {
-                    // Stop taking new work; what is buffered is still delivered.
-                    rx.close();
-                    rx.recv().await
-                }
-            }
-        };
-        let Some(item) = item else { return };
+    while let Some(item) = next_queued(&rx, &mut stop).await {
         deliver(&shared, &*next, item).await;
+    }
+}
+
+/// The next item for one of the workers that share `rx`. Once `stop` turns true the
+/// channel closes: nothing new comes in, and what it holds is still handed out. `None`
+/// when it is closed and empty: the worker is done.
+pub async fn next_queued<T>(
+    rx: &tokio::sync::Mutex<mpsc::UnboundedReceiver<T>>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<T> {
+    let mut rx = rx.lock().await;
+    let stopping = tokio::select! {
+        biased;
+        item = rx.recv() => Ok(item),
+        _ = stop.wait_for(|s| *s) => Err(()),
+    };
+    match stopping {
+        Ok(item) => item,
+        Err(()) => {
+            rx.close();
+            rx.recv().await
+        }
     }
 }
 

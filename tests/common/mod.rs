@@ -3,7 +3,10 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use otel_pipeline::exporters::otlp::{OtlpExporter, OtlpExporterConfig};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use otel_pipeline::exporters::otlp::{OtlpExporter, OtlpExporterConfig, RetryConfig};
 use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
 use otel_pipeline::testing::{Exported, InMemoryExporter};
 use otel_pipeline::{DirectReceiver, DirectSender};
@@ -53,4 +56,54 @@ pub async fn otlp_agent(config: OtlpExporterConfig) -> (RunningPipeline, OtlpRec
         .await
         .expect("agent starts");
     (running, otlp)
+}
+
+/// Fed from the test, out over OTLP/gRPC to `endpoint`, retrying fast (a collector that
+/// restarts or drains refuses for a moment).
+pub async fn fast_retry_agent(endpoint: String) -> (RunningPipeline, DirectSender<Traces>) {
+    agent(OtlpExporterConfig {
+        endpoint,
+        retry: RetryConfig {
+            initial_interval: Duration::from_millis(20),
+            ..RetryConfig::default()
+        },
+        ..OtlpExporterConfig::default()
+    })
+    .await
+}
+
+/// The `collector` example's binary, which `cargo test` builds with the examples.
+pub fn collector_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("examples").join("collector"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo test` builds examples",
+        bin.display()
+    );
+    bin
+}
+
+/// Send an HTTP GET and return the status code and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
 }

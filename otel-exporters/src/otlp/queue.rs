@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use otel_pipeline_core::otlp::WireSignal;
-use otel_pipeline_core::queue::{deadline_outcome, join_until};
+use otel_pipeline_core::queue::{deadline_outcome, join_until, next_queued};
 use otel_pipeline_core::{
     Batch, BoxError, BoxFuture, ComponentTelemetry, ConsumeError, Consumer, DropReason, Lifecycle,
     Signal,
@@ -218,31 +218,12 @@ async fn worker<S: WireSignal>(
     rx: SharedRx,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let item = {
-            let mut rx = rx.lock().await;
-            let stopping = tokio::select! {
-                biased;
-                item = rx.recv() => Ok(item),
-                _ = stop.wait_for(|s| *s) => Err(()),
-            };
-            match stopping {
-                Ok(item) => item,
-                Err(()) => {
-                    // Stop taking new work; what is queued is still sent.
-                    rx.close();
-                    rx.recv().await
-                }
-            }
-        };
-        let Some(Item {
-            body,
-            items,
-            _permits,
-        }) = item
-        else {
-            return;
-        };
+    while let Some(Item {
+        body,
+        items,
+        _permits,
+    }) = next_queued(&rx, &mut stop).await
+    {
         // Failures are counted by the sender (sent, failed, dropped at the deadline).
         let _ = shared.sender.send_encoded(body, items).await;
         shared.release(items);
