@@ -950,3 +950,47 @@ async fn batch_sizes_change_in_place_and_other_changes_rebuild_without_loss() {
     b.0.shutdown(Duration::from_secs(5)).await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// What a reload cannot apply in place is listed, never applied halfway: a new endpoint,
+/// a removed processor, a changed pipeline. The components that can change in place do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_lists_what_needs_a_rebuild() {
+    let yaml = |batch_timeout: &str, with_filter: bool, endpoint: &str| {
+        let (filter, chain) = if with_filter {
+            (
+                "  filter/noise:\n    traces:\n      span: ['name == \"noise\"']\n",
+                "[filter/noise, batch]",
+            )
+        } else {
+            ("", "[batch]")
+        };
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:0 }}\n\
+             processors:\n  batch: {{ timeout: {batch_timeout} }}\n{filter}\
+             exporters:\n  otlp:\n    endpoint: {endpoint}\n    tls: {{ insecure: true }}\n\
+             service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: {chain}\n      exporters: [otlp]\n"
+        )
+    };
+    let running = start(&[("c.yaml", &yaml("1s", true, "127.0.0.1:4317"))]).await;
+    let reload = |text: String| {
+        running
+            .reload(&load(&[("c.yaml", &text)]).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let done = reload(yaml("2s", true, "127.0.0.1:4317"));
+    assert!(
+        done.applied.contains(&"processors.batch".to_string()),
+        "{done:?}"
+    );
+    assert!(done.restart_needed.is_empty(), "{done:?}");
+    let done = reload(yaml("2s", true, "127.0.0.1:4318"));
+    assert_eq!(done.restart_needed, ["exporters.otlp"]);
+    let done = reload(yaml("2s", false, "127.0.0.1:4317"));
+    assert!(
+        done.restart_needed
+            .contains(&"processors.filter/noise".to_string())
+            && done.restart_needed.contains(&"service".to_string()),
+        "{done:?}"
+    );
+    running.shutdown(Duration::from_secs(5)).await.unwrap();
+}

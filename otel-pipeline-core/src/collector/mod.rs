@@ -1310,11 +1310,8 @@ impl RunningCollector {
             .map(|r| config.section(&r.section, &r.id))
             .collect();
         for (r, section) in self.reloads.iter().zip(&sections) {
+            // A component gone from the file goes with the rebuild (below).
             if section.node.is_none() {
-                errors.push(config.err(
-                    &format!("{}.{}", r.section, r.id),
-                    "this running component is gone from the configuration: a restart removes it",
-                ));
                 continue;
             }
             if let Err(e) = r.reload.check(section) {
@@ -1327,6 +1324,13 @@ impl RunningCollector {
         let mut applied = Vec::new();
         let mut restart_needed = Vec::new();
         for (r, section) in self.reloads.iter().zip(&sections) {
+            if section.node.is_none() {
+                let path = format!("{}.{}", r.section, r.id);
+                if !restart_needed.contains(&path) {
+                    restart_needed.push(path);
+                }
+                continue;
+            }
             r.reload.apply(section).map_err(|e| LoadError {
                 errors: vec![section.place(e)],
             })?;
