@@ -292,16 +292,25 @@ impl<S: Signal, N: Consumer<S>> Lifecycle for QueueWorkers<S, N> {
             let _ = self.stop_tx.send(true);
             let tasks = std::mem::take(&mut *self.tasks.lock());
             let timed_out = join_until(tasks, deadline).await;
-            let left = self.shared.held.swap(0, Ordering::AcqRel);
-            if left > 0 {
-                self.shared
-                    .telemetry
-                    .add_dropped(DropReason::SHUTDOWN_DEADLINE, left);
-                self.shared.telemetry.set_queue_size(0);
-            }
-            deadline_outcome(timed_out, &self.shared.telemetry)
+            queue_outcome(&self.shared.held, &self.shared.telemetry, timed_out)
         })
     }
+}
+
+/// The end of a queue's shutdown, once its workers have stopped (`timed_out`: some were
+/// stopped at the deadline): what it still holds (`held` items) is counted as dropped at
+/// the deadline, its size gauge returns to zero, and the outcome says so.
+pub fn queue_outcome(
+    held: &AtomicUsize,
+    telemetry: &ComponentTelemetry,
+    timed_out: bool,
+) -> Result<(), BoxError> {
+    let left = held.swap(0, Ordering::AcqRel);
+    if left > 0 {
+        telemetry.add_dropped(DropReason::SHUTDOWN_DEADLINE, left);
+        telemetry.set_queue_size(0);
+    }
+    deadline_outcome(timed_out, telemetry)
 }
 
 async fn worker<S: Signal, N: Consumer<S>>(

@@ -12,10 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use otel_pipeline_core::otlp::WireSignal;
-use otel_pipeline_core::queue::{deadline_outcome, join_until, next_queued};
+use otel_pipeline_core::queue::{join_until, next_queued, queue_outcome};
 use otel_pipeline_core::{
-    Batch, BoxError, BoxFuture, ComponentTelemetry, ConsumeError, Consumer, DropReason, Lifecycle,
-    Signal,
+    Batch, BoxError, BoxFuture, ComponentTelemetry, ConsumeError, Consumer, Lifecycle, Signal,
 };
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, watch};
@@ -201,14 +200,7 @@ impl<S: WireSignal> Lifecycle for Workers<S> {
             let _ = self.stop_tx.send(true);
             let tasks = std::mem::take(&mut *self.tasks.lock());
             let timed_out = join_until(tasks, deadline).await;
-            let left = self.shared.held.swap(0, Ordering::AcqRel);
-            if left > 0 {
-                self.shared
-                    .telemetry
-                    .add_dropped(DropReason::SHUTDOWN_DEADLINE, left);
-                self.shared.telemetry.set_queue_size(0);
-            }
-            deadline_outcome(timed_out, &self.shared.telemetry)
+            queue_outcome(&self.shared.held, &self.shared.telemetry, timed_out)
         })
     }
 }
