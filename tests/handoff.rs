@@ -371,19 +371,11 @@ async fn a_gateway_restarted_with_sigterm_hands_off_and_no_trace_is_lost_or_spli
     // One sink per gateway, so a trace decided by two gateways would show.
     let mut sinks = Vec::new();
     for _ in 0..3 {
-        let otlp = OtlpReceiver::new(OtlpConfig {
+        let (running, otlp, exported) = common::gateway(OtlpConfig {
             http: None,
             ..OtlpConfig::loopback()
-        });
-        let (exporter, exported) = InMemoryExporter::new();
-        let running = Pipeline::traces()
-            .receiver(otlp.traces())
-            .exporter(exporter)
-            .build()
-            .expect("sink builds")
-            .start()
-            .await
-            .expect("sink starts");
+        })
+        .await;
         let addr = otlp.local_addrs().grpc.expect("bound");
         sinks.push((running, addr, exported));
     }
