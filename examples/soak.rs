@@ -85,7 +85,7 @@ impl Consumer<Traces> for SinkConsumer {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.0 += n as u64;
-        for rs in &batch.data.resource_spans {
+        for rs in &batch.data().resource_spans {
             for ss in &rs.scope_spans {
                 for span in &ss.spans {
                     state.1.insert(span.trace_id.clone());

@@ -161,7 +161,7 @@ service:
     let records: Vec<_> = logs_seen
         .batches()
         .into_iter()
-        .flat_map(|b| b.data.resource_logs)
+        .flat_map(|b| b.into_data().resource_logs)
         .flat_map(|rl| rl.scope_logs)
         .flat_map(|sl| sl.log_records)
         .collect();
@@ -173,7 +173,7 @@ service:
     let routes: Vec<String> = metrics_seen
         .batches()
         .into_iter()
-        .flat_map(|b| b.data.resource_metrics)
+        .flat_map(|b| b.into_data().resource_metrics)
         .flat_map(|rm| rm.scope_metrics)
         .flat_map(|sm| sm.metrics)
         .flat_map(|m| match m.data {

@@ -147,14 +147,14 @@ fn check_batch_context(exported: &Exported<Traces>, name: &str) {
         .batches()
         .into_iter()
         .find(|b| {
-            b.data.resource_spans.iter().any(|rs| {
+            b.data().resource_spans.iter().any(|rs| {
                 rs.scope_spans
                     .iter()
                     .any(|ss| ss.spans.iter().any(|s| s.name == name))
             })
         })
         .expect("batch with the span");
-    let rs = &batch.data.resource_spans[0];
+    let rs = &batch.data().resource_spans[0];
     let resource = rs.resource.as_ref().expect("resource");
     assert!(resource.attributes.iter().any(|a| a.key == "service.name"
         && a.value.as_ref().and_then(|v| v.value.clone())

@@ -112,7 +112,7 @@ async fn python_sdk_grpc_and_http_exporters() {
         }
     }
     let batch = &exported.batches()[0];
-    let rs = &batch.data.resource_spans[0];
+    let rs = &batch.data().resource_spans[0];
     assert!(
         rs.resource
             .as_ref()

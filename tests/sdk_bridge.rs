@@ -69,12 +69,12 @@ async fn sampling_and_redaction_before_anything_leaves_the_process() {
         assert!(matches!(span.status.as_ref().map(|s| s.code), Some(2)));
     }
     let batch = &exported.batches()[0];
-    let scope = batch.data.resource_spans[0].scope_spans[0]
+    let scope = batch.data().resource_spans[0].scope_spans[0]
         .scope
         .as_ref()
         .expect("scope");
     assert_eq!(scope.name, "checkout");
-    let service = batch.data.resource_spans[0]
+    let service = batch.data().resource_spans[0]
         .resource
         .as_ref()
         .expect("resource")

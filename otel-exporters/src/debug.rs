@@ -160,7 +160,7 @@ debug_signal!(Logs, render_logs);
 pub fn render_metrics(batch: &Batch<Metrics>, verbosity: Verbosity) -> String {
     let mut out = String::new();
     let metrics: usize = batch
-        .data
+        .data()
         .resource_metrics
         .iter()
         .flat_map(|rm| &rm.scope_metrics)
@@ -169,14 +169,14 @@ pub fn render_metrics(batch: &Batch<Metrics>, verbosity: Verbosity) -> String {
     let _ = writeln!(
         out,
         "Metrics: {} resource(s), {} metric(s), {} data point(s)",
-        batch.data.resource_metrics.len(),
+        batch.data().resource_metrics.len(),
         metrics,
         batch.item_count()
     );
     if verbosity == Verbosity::Basic {
         return out;
     }
-    for rm in &batch.data.resource_metrics {
+    for rm in &batch.data().resource_metrics {
         let attrs = rm.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         let _ = writeln!(out, "Resource {}", render_attributes(attrs));
         for sm in &rm.scope_metrics {
@@ -287,13 +287,13 @@ pub fn render_logs(batch: &Batch<Logs>, verbosity: Verbosity) -> String {
     let _ = writeln!(
         out,
         "Logs: {} resource(s), {} log record(s)",
-        batch.data.resource_logs.len(),
+        batch.data().resource_logs.len(),
         batch.item_count()
     );
     if verbosity == Verbosity::Basic {
         return out;
     }
-    for rl in &batch.data.resource_logs {
+    for rl in &batch.data().resource_logs {
         let attrs = rl.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         let _ = writeln!(out, "Resource {}", render_attributes(attrs));
         for sl in &rl.scope_logs {
@@ -326,7 +326,7 @@ pub fn render_logs(batch: &Batch<Logs>, verbosity: Verbosity) -> String {
 /// Render a trace batch as text at the given verbosity.
 pub fn render_traces(batch: &Batch<Traces>, verbosity: Verbosity) -> String {
     let mut out = String::new();
-    let resources = batch.data.resource_spans.len();
+    let resources = batch.data().resource_spans.len();
     let _ = writeln!(
         out,
         "Traces: {} resource(s), {} span(s)",
@@ -336,7 +336,7 @@ pub fn render_traces(batch: &Batch<Traces>, verbosity: Verbosity) -> String {
     if verbosity == Verbosity::Basic {
         return out;
     }
-    for rs in &batch.data.resource_spans {
+    for rs in &batch.data().resource_spans {
         let attrs = rs
             .resource
             .as_ref()

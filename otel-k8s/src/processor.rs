@@ -921,7 +921,7 @@ impl Shared {
     async fn enrich_batch(&self, batch: &mut Batch<Traces>) -> usize {
         let peer = batch.client.as_ref().and_then(|c| c.addr).map(|a| a.ip());
         let mut unknown = 0;
-        for rs in &mut batch.data.resource_spans {
+        for rs in &mut batch.data_mut().resource_spans {
             let resource = rs.resource.get_or_insert_with(Resource::default);
             match self.enrich(resource, peer).await {
                 Found::Unknown => unknown += 1,

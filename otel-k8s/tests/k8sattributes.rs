@@ -246,7 +246,7 @@ hold_unknown_for: 400ms
         exported
             .batches()
             .last()
-            .and_then(|b| b.data.resource_spans[0].resource.clone())
+            .and_then(|b| b.data().resource_spans[0].resource.clone())
             .expect("a batch")
     };
     // By the k8s.pod.ip resource attribute (the IPv6 one: dual-stack is indexed).
@@ -411,7 +411,7 @@ hold_unknown_for: 400ms
             exported
                 .batches()
                 .last()
-                .and_then(|b| b.data.resource_spans[0].resource.clone())
+                .and_then(|b| b.data().resource_spans[0].resource.clone())
                 .is_some_and(|r| attr(&r, "k8s.pod.name") == Some("web-7d9-xyz"))
         })
         .await,

@@ -79,6 +79,8 @@ pub mod telemetry;
 pub mod testing;
 #[cfg(feature = "pipeline")]
 mod transform;
+#[cfg(feature = "pipeline")]
+pub mod wire;
 
 #[cfg(feature = "pipeline")]
 pub use builder::{BuiltPipeline, Pipeline, PipelineBuilder};

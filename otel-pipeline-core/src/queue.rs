@@ -203,7 +203,7 @@ impl<S: Signal> Consumer<S> for QueueConsumer<S> {
         let byte_permit = match &shared.bytes {
             None => None,
             Some(sem) => {
-                let size = prost::Message::encoded_len(&batch.data);
+                let size = batch.encoded_len();
                 let limit = shared.config.max_bytes.unwrap_or(usize::MAX);
                 let want = size.clamp(1, limit).min(u32::MAX as usize) as u32;
                 match acquire(sem, want, shared.config.when_full).await {

@@ -7,7 +7,12 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use bytes::{Bytes, BytesMut};
+use prost::Message as _;
+
+use crate::wire::{self, WireError};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -376,42 +381,306 @@ impl ClientInfo {
 
 /// One unit of work flowing through a pipeline: the OTLP message plus where it came from.
 ///
+/// The message is held in one of two forms, and a stage sees the same request in
+/// either: decoded (the prost types, what [`Batch::data`] and [`Batch::data_mut`] give),
+/// or as the protobuf bytes a receiver took in ([`Batch::from_encoded`]; traces only).
+/// Bytes are decoded on first use, so a pipeline whose stages never look at spans (an
+/// OTLP relay, a trace router, the tail sampler) forwards what it received without
+/// decoding and encoding it again, unknown fields included. Stages that read or change
+/// spans call [`Batch::data_mut`], and from there the batch is decoded, as before.
+///
 /// ```
-/// use otel_pipeline_core::{Batch, Signal, Traces};
-/// let batch = Batch::<Traces>::new(Default::default());
-/// assert_eq!(batch.item_count(), 0);
+/// use otel_pipeline_core::{Batch, Signal, Traces, testing::generate_traces};
+/// let bytes = prost::Message::encode_to_vec(&generate_traces(2, 3, 1));
+/// let mut batch = Batch::<Traces>::from_encoded(bytes.into()).unwrap();
+/// assert_eq!(batch.item_count(), 6); // counted from the bytes
+/// assert!(batch.encoded().is_some());
+/// batch.data_mut().resource_spans.truncate(1); // decoded here
+/// assert!(batch.encoded().is_none());
+/// assert_eq!(batch.item_count(), 3);
 /// ```
 pub struct Batch<S: Signal> {
-    /// The OTLP export request.
-    pub data: S::Data,
+    payload: Payload<S>,
     /// The client that sent it, when a network receiver produced the batch.
     pub client: Option<Arc<ClientInfo>>,
+}
+
+/// The request, decoded or as bytes (checked, so they decode).
+enum Payload<S: Signal> {
+    Decoded(S::Data),
+    Encoded {
+        bytes: Bytes,
+        items: usize,
+        /// Filled by a read-only [`Batch::data`]; the bytes stay what is sent.
+        decoded: OnceLock<S::Data>,
+    },
+}
+
+impl<S: Signal> Payload<S> {
+    fn encoded(bytes: Bytes, items: usize) -> Self {
+        Self::Encoded {
+            bytes,
+            items,
+            decoded: OnceLock::new(),
+        }
+    }
+}
+
+/// Decode bytes that [`wire::check_traces`] (or prost) accepted.
+fn decode_checked<D: prost::Message + Default>(bytes: &[u8]) -> D {
+    // Checked bytes always decode; an empty request is the only conceivable fallback.
+    D::decode(bytes).unwrap_or_default()
 }
 
 impl<S: Signal> Batch<S> {
     /// A batch with no client information.
     pub fn new(data: S::Data) -> Self {
-        Self { data, client: None }
+        Self {
+            payload: Payload::Decoded(data),
+            client: None,
+        }
     }
 
     /// A batch that remembers the client that sent it.
     pub fn with_client(data: S::Data, client: Arc<ClientInfo>) -> Self {
         Self {
-            data,
+            payload: Payload::Decoded(data),
             client: Some(client),
+        }
+    }
+
+    /// A batch from a protobuf-encoded export request, as a receiver took it in.
+    ///
+    /// Trace requests are checked against the OTLP schema with the rules prost decodes
+    /// by (so a batch built here always decodes) and their spans counted, without
+    /// decoding them; the bytes are kept and sent on as they are unless a stage asks for
+    /// the decoded form. Metric and log requests are decoded here.
+    ///
+    /// ```
+    /// use otel_pipeline_core::{Batch, Traces};
+    /// let err = Batch::<Traces>::from_encoded(vec![0x0a, 0x05, 0x01].into()).unwrap_err();
+    /// assert!(err.to_string().contains("ExportTraceServiceRequest"), "{err}");
+    /// ```
+    pub fn from_encoded(bytes: Bytes) -> Result<Self, WireError> {
+        let payload = if S::KIND == SignalKind::Traces {
+            let items = wire::check_traces(&bytes)?;
+            Payload::encoded(bytes, items)
+        } else {
+            Payload::Decoded(
+                S::Data::decode(bytes).map_err(|e| WireError::from_prost(S::NAME, &e))?,
+            )
+        };
+        Ok(Self {
+            payload,
+            client: None,
+        })
+    }
+
+    /// The same batch, remembering the client that sent it.
+    pub fn with_client_info(mut self, client: Arc<ClientInfo>) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The OTLP export request, decoded (on first use if the batch holds bytes; the bytes
+    /// are still what is sent on).
+    pub fn data(&self) -> &S::Data {
+        match &self.payload {
+            Payload::Decoded(d) => d,
+            Payload::Encoded { bytes, decoded, .. } => {
+                decoded.get_or_init(|| decode_checked(bytes))
+            }
+        }
+    }
+
+    /// The OTLP export request, to change: decodes the batch if it holds bytes, and from
+    /// then on the decoded form is what is sent.
+    pub fn data_mut(&mut self) -> &mut S::Data {
+        if let Payload::Encoded { bytes, decoded, .. } = &mut self.payload {
+            let data = decoded.take().unwrap_or_else(|| decode_checked(bytes));
+            self.payload = Payload::Decoded(data);
+        }
+        match &mut self.payload {
+            Payload::Decoded(d) => d,
+            Payload::Encoded { .. } => unreachable!("decoded just above"),
+        }
+    }
+
+    /// The OTLP export request, decoded.
+    pub fn into_data(self) -> S::Data {
+        match self.payload {
+            Payload::Decoded(d) => d,
+            Payload::Encoded {
+                bytes, mut decoded, ..
+            } => decoded.take().unwrap_or_else(|| decode_checked(&bytes)),
+        }
+    }
+
+    /// The request's protobuf bytes, while the batch still holds them as received (no
+    /// stage has asked to change it): what an exporter can send without encoding.
+    pub fn encoded(&self) -> Option<&Bytes> {
+        match &self.payload {
+            Payload::Encoded { bytes, .. } => Some(bytes),
+            Payload::Decoded(_) => None,
+        }
+    }
+
+    /// The request as protobuf bytes: those it holds, or the decoded form encoded.
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.payload {
+            Payload::Encoded { bytes, .. } => bytes.clone(),
+            Payload::Decoded(d) => Bytes::from(d.encode_to_vec()),
+        }
+    }
+
+    /// Size of the request's protobuf encoding.
+    pub fn encoded_len(&self) -> usize {
+        match &self.payload {
+            Payload::Encoded { bytes, .. } => bytes.len(),
+            Payload::Decoded(d) => d.encoded_len(),
         }
     }
 
     /// Number of spans, metric points or log records in the batch.
     pub fn item_count(&self) -> usize {
-        S::item_count(&self.data)
+        match &self.payload {
+            Payload::Decoded(d) => S::item_count(d),
+            Payload::Encoded { items, .. } => *items,
+        }
+    }
+
+    /// Append `other`'s resources (this batch's client stays). Two batches of bytes join
+    /// as bytes: a protobuf message's repeated field is the concatenation of its
+    /// occurrences, so the joined bytes are the merged request. A decoded batch joining
+    /// bytes is encoded.
+    ///
+    /// ```
+    /// use otel_pipeline_core::{Batch, Traces, testing::generate_traces};
+    /// let enc = |n| prost::Message::encode_to_vec(&generate_traces(n, 2, 1)).into();
+    /// let mut a = Batch::<Traces>::from_encoded(enc(2)).unwrap();
+    /// a.append(Batch::from_encoded(enc(3)).unwrap());
+    /// assert_eq!(a.item_count(), 10);
+    /// assert_eq!(a.data().resource_spans.len(), 5);
+    /// ```
+    pub fn append(&mut self, other: Batch<S>) {
+        if other.item_count() == 0 && other.encoded_len() == 0 {
+            return;
+        }
+        if self.encoded_len() == 0 {
+            self.payload = other.payload;
+            return;
+        }
+        match (&mut self.payload, other.payload) {
+            (Payload::Decoded(a), Payload::Decoded(b)) => S::merge(a, b),
+            (payload, other) => {
+                let (mut joined, mut items) = match std::mem::replace(payload, Payload::Decoded(S::Data::default())) {
+                    Payload::Encoded { bytes, items, .. } => (
+                        bytes.try_into_mut().unwrap_or_else(|shared| {
+                            let mut m = BytesMut::with_capacity(shared.len() * 2);
+                            m.extend_from_slice(&shared);
+                            m
+                        }),
+                        items,
+                    ),
+                    Payload::Decoded(d) => {
+                        let mut m = BytesMut::with_capacity(d.encoded_len() * 2);
+                        d.encode_raw(&mut m);
+                        (m, S::item_count(&d))
+                    }
+                };
+                match other {
+                    Payload::Encoded {
+                        bytes, items: n, ..
+                    } => {
+                        joined.extend_from_slice(&bytes);
+                        items += n;
+                    }
+                    Payload::Decoded(d) => {
+                        items += S::item_count(&d);
+                        joined.reserve(d.encoded_len());
+                        d.encode_raw(&mut joined);
+                    }
+                }
+                *payload = Payload::encoded(joined.freeze(), items);
+            }
+        }
+    }
+
+    /// Take the first `n` items into a batch of their own (with the same client). Bytes
+    /// are cut as bytes: a resource or scope the cut crosses goes to both halves.
+    ///
+    /// ```
+    /// use otel_pipeline_core::{Batch, Traces, testing::generate_traces};
+    /// let bytes = prost::Message::encode_to_vec(&generate_traces(3, 4, 1));
+    /// let mut batch = Batch::<Traces>::from_encoded(bytes.into()).unwrap();
+    /// let front = batch.split_front(5);
+    /// assert_eq!((front.item_count(), batch.item_count()), (5, 7));
+    /// assert!(front.encoded().is_some() && batch.encoded().is_some());
+    /// ```
+    pub fn split_front(&mut self, n: usize) -> Batch<S> {
+        let client = self.client.clone();
+        let total = self.item_count();
+        if n >= total {
+            let payload = std::mem::replace(&mut self.payload, Payload::Decoded(S::Data::default()));
+            return Batch { payload, client };
+        }
+        let payload = match &mut self.payload {
+            Payload::Decoded(d) => Payload::Decoded(S::split_front(d, n)),
+            Payload::Encoded { bytes, .. } => {
+                let (front, rest) = wire::split_front_traces(bytes, n);
+                self.payload = Payload::encoded(Bytes::from(rest), total - n);
+                Payload::encoded(Bytes::from(front), n)
+            }
+        };
+        Batch { payload, client }
+    }
+}
+
+impl Batch<Traces> {
+    /// Split a batch of bytes span by span over `parts` outputs, as bytes: `owner`
+    /// gets each span's trace id (asked once per run of spans of one trace) and says
+    /// which output it goes to. `None` for a decoded batch (split the decoded request
+    /// instead). Returns the outputs that got spans, by index. See [`wire::split_traces`].
+    ///
+    /// ```
+    /// use otel_pipeline_core::{Batch, Traces, testing::generate_traces};
+    /// let bytes = prost::Message::encode_to_vec(&generate_traces(4, 5, 1));
+    /// let batch = Batch::<Traces>::from_encoded(bytes.into()).unwrap();
+    /// let parts = batch.split_encoded(2, |id| usize::from(id[15] & 1)).unwrap();
+    /// assert_eq!(parts.iter().map(|(_, b)| b.item_count()).sum::<usize>(), 20);
+    /// ```
+    pub fn split_encoded(
+        &self,
+        parts: usize,
+        mut owner: impl FnMut(&[u8]) -> usize,
+    ) -> Option<Vec<(usize, Batch<Traces>)>> {
+        let bytes = self.encoded()?;
+        Some(
+            wire::split_traces(bytes, parts, |id, _| owner(id))
+                .into_iter()
+                .map(|(i, part, items)| {
+                    (
+                        i,
+                        Batch {
+                            payload: Payload::encoded(Bytes::from(part), items),
+                            client: self.client.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        )
     }
 }
 
 impl<S: Signal> Clone for Batch<S> {
     fn clone(&self) -> Self {
+        let payload = match &self.payload {
+            Payload::Decoded(d) => Payload::Decoded(d.clone()),
+            // The bytes are shared; the decoded view is not copied.
+            Payload::Encoded { bytes, items, .. } => Payload::encoded(bytes.clone(), *items),
+        };
         Self {
-            data: self.data.clone(),
+            payload,
             client: self.client.clone(),
         }
     }
@@ -422,6 +691,7 @@ impl<S: Signal> fmt::Debug for Batch<S> {
         f.debug_struct("Batch")
             .field("signal", &S::NAME)
             .field("items", &self.item_count())
+            .field("encoded", &self.encoded().is_some())
             .field("client", &self.client)
             .finish()
     }

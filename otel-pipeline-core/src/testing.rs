@@ -143,7 +143,7 @@ impl Exported<Traces> {
             .batches
             .lock()
             .iter()
-            .flat_map(|b| &b.data.resource_spans)
+            .flat_map(|b| &b.data().resource_spans)
             .flat_map(|rs| &rs.scope_spans)
             .flat_map(|ss| ss.spans.iter().cloned())
             .collect()

@@ -118,7 +118,7 @@ where
     N: Consumer<S>,
 {
     async fn consume(&self, mut batch: Batch<S>) -> Result<(), ConsumeError<S>> {
-        let removed = (self.f)(&mut batch.data);
+        let removed = (self.f)(batch.data_mut());
         self.telemetry.add_dropped(self.reason, removed);
         if batch.item_count() == 0 {
             return Ok(());

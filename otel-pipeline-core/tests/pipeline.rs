@@ -115,7 +115,7 @@ async fn backpressure_reaches_the_receiver_and_shutdown_loses_nothing() {
                 assert!(err.is_retryable(), "{err}");
                 assert_eq!(err.items(), 5);
                 let back = err.into_batch().expect("refusal hands the batch back");
-                assert_eq!(back.data.resource_spans[0].scope_spans[0].spans.len(), 5);
+                assert_eq!(back.data().resource_spans[0].scope_spans[0].spans.len(), 5);
                 refused += 1;
             }
         }

@@ -1023,7 +1023,7 @@ macro_rules! attributes_signal {
             ) -> Result<(), ConsumeError<$signal>> {
                 let client = batch.client.clone();
                 let rules = Arc::clone(&*self.rules.read());
-                let redacted = rules.$apply(&mut batch.data, client.as_deref());
+                let redacted = rules.$apply(batch.data_mut(), client.as_deref());
                 self.telemetry.add_redacted_attributes(redacted);
                 self.next.consume(batch).await
             }

@@ -473,7 +473,8 @@ async fn run<S: Signal, N: Consumer<S>>(
 
 /// Items waiting to be sent.
 struct Pending<S: Signal> {
-    data: S::Data,
+    /// What waits, joined: as bytes while the batches came as bytes (ADR 005).
+    batch: Batch<S>,
     count: usize,
     /// When the oldest waiting span arrived.
     oldest: Option<Instant>,
@@ -501,7 +502,7 @@ impl<S: Signal> Pending<S> {
             })
         });
         Self {
-            data: S::Data::default(),
+            batch: Batch::new(S::Data::default()),
             count: 0,
             oldest: None,
             client,
@@ -510,24 +511,18 @@ impl<S: Signal> Pending<S> {
 
     fn push(&mut self, batch: Batch<S>) {
         self.count += batch.item_count();
-        S::merge(&mut self.data, batch.data);
+        self.batch.append(batch);
     }
 
     /// Up to `max` items from the front.
     fn take(&mut self, max: usize) -> Batch<S> {
         let n = self.count.min(max);
-        let out = if n == self.count {
-            std::mem::take(&mut self.data)
-        } else {
-            S::split_front(&mut self.data, n)
-        };
+        let mut out = self.batch.split_front(n);
         self.count -= n;
         if self.count == 0 {
             self.oldest = None;
         }
-        Batch {
-            data: out,
-            client: self.client.clone(),
-        }
+        out.client.clone_from(&self.client);
+        out
     }
 }

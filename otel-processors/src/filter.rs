@@ -733,7 +733,7 @@ macro_rules! filter_signal {
             ) -> Result<(), ConsumeError<$signal>> {
                 let n = batch.item_count();
                 let filter = Arc::clone(&*self.filter.read());
-                let outcome = filter.$apply(&mut batch.data);
+                let outcome = filter.$apply(batch.data_mut());
                 consumed::<$signal>(&self.telemetry, n, outcome)?;
                 if batch.item_count() == 0 {
                     return Ok(());

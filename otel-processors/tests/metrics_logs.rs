@@ -75,7 +75,7 @@ fn records(exported: &Exported<Logs>) -> Vec<LogRecord> {
     exported
         .batches()
         .into_iter()
-        .flat_map(|b| b.data.resource_logs)
+        .flat_map(|b| b.into_data().resource_logs)
         .flat_map(|rl| rl.scope_logs)
         .flat_map(|sl| sl.log_records)
         .collect()
@@ -85,7 +85,7 @@ fn metrics_of(exported: &Exported<Metrics>) -> Vec<Metric> {
     exported
         .batches()
         .into_iter()
-        .flat_map(|b| b.data.resource_metrics)
+        .flat_map(|b| b.into_data().resource_metrics)
         .flat_map(|rm| rm.scope_metrics)
         .flat_map(|sm| sm.metrics)
         .collect()

@@ -398,7 +398,7 @@ actions: [{key: touched, value: yes, action: insert}]
         .map(|sp| attr(&sp.attributes, "touched").is_some())
         .collect();
     assert_eq!(got, [true, false, false]);
-    let resource = out.batches()[0].data.resource_spans[0]
+    let resource = out.batches()[0].data().resource_spans[0]
         .resource
         .clone()
         .unwrap();
@@ -479,7 +479,7 @@ async fn batch_combines_splits_and_flushes() {
     assert!(eventually(Duration::from_millis(50), || out.item_count() == 12).await);
     assert_eq!(out.batches().len(), 1);
     assert_eq!(
-        out.batches()[0].data.resource_spans.len(),
+        out.batches()[0].data().resource_spans.len(),
         3,
         "resource grouping kept"
     );

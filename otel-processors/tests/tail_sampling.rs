@@ -397,7 +397,7 @@ async fn late_spans_follow_the_cached_decision() {
         "the late span of the kept trace is forwarded at once"
     );
     // Whole and unchanged, with its resource.
-    let last = s.out.batches().pop().unwrap().data;
+    let last = s.out.batches().pop().unwrap().into_data();
     assert_eq!(last.resource_spans[0].scope_spans[0].spans, vec![late_kept]);
     assert_eq!(
         last.resource_spans[0].resource,

@@ -403,20 +403,19 @@ impl Inner {
     /// routed again at once.
     async fn route(&self, batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
         let client = batch.client.clone();
-        let mut data = batch.data;
+        let mut batch = batch;
         let mut rejected = 0usize;
         let mut reasons = String::new();
         for _round in 0..4 {
             let ring = self.ring();
             if ring.backends.is_empty() {
-                let n = count(&data);
-                self.telemetry.add_enqueue_failed(n);
+                self.telemetry.add_enqueue_failed(batch.item_count());
                 return Err(ConsumeError::refused(
-                    Batch { data, client },
+                    batch,
                     "trace router has no endpoints (none resolved, or all ejected)",
                 ));
             }
-            let parts = self.split(data, &ring, None);
+            let parts = self.split(batch, &ring, None);
             let Sent {
                 refused,
                 retry_after,
@@ -428,24 +427,21 @@ impl Inner {
                 rejected += r;
                 reasons = reason;
             }
-            if refused.resource_spans.is_empty() {
+            if refused.item_count() == 0 {
                 break;
             }
             if !again {
-                self.telemetry.add_enqueue_failed(count(&refused));
-                let mut e = ConsumeError::refused(
-                    Batch {
-                        data: refused,
-                        client,
-                    },
-                    "an endpoint's sending queue is full",
-                );
+                self.telemetry.add_enqueue_failed(refused.item_count());
+                let mut refused = refused;
+                refused.client = client;
+                let mut e = ConsumeError::refused(refused, "an endpoint's sending queue is full");
                 if let ConsumeError::Refused(r) = &mut e {
                     r.retry_after = retry_after;
                 }
                 return Err(e);
             }
-            data = refused;
+            batch = refused;
+            batch.client = client.clone();
         }
         if rejected > 0 {
             return Err(ConsumeError::rejected(rejected, reasons));
@@ -459,18 +455,15 @@ impl Inner {
     async fn send_parts(
         &self,
         ring: &Ring,
-        parts: Vec<(usize, ExportTraceServiceRequest)>,
+        parts: Vec<(usize, Batch<Traces>)>,
         client: &Option<Arc<otel_pipeline_core::ClientInfo>>,
         rerouted: bool,
     ) -> Sent {
         let mut sent = Sent::default();
-        for (i, part) in parts {
+        for (i, mut batch) in parts {
             let backend = &ring.backends[i];
-            let n = count(&part) as u64;
-            let batch = Batch {
-                data: part,
-                client: client.clone(),
-            };
+            let n = batch.item_count() as u64;
+            batch.client.clone_from(client);
             match backend.child.consumer().consume(batch).await {
                 Ok(()) => {
                     backend.routed.add(n);
@@ -484,9 +477,7 @@ impl Inner {
                     } else {
                         sent.left = true;
                     }
-                    sent.refused
-                        .resource_spans
-                        .extend(r.batch.data.resource_spans);
+                    sent.refused.append(r.batch);
                 }
                 // Counted by the endpoint that rejected it.
                 Err(ConsumeError::Rejected(r)) => {
@@ -511,7 +502,7 @@ impl Inner {
     /// what is left as dropped with reason `reroute_failed`.
     async fn reroute(&self, batch: Batch<Traces>, from: &str) {
         let client = batch.client.clone();
-        let mut data = batch.data;
+        let mut data = batch;
         let give_up = Instant::now() + self.config.drain_timeout;
         let mut backoff = Duration::from_millis(20);
         loop {
@@ -521,14 +512,14 @@ impl Inner {
             if usable > 0 {
                 let parts = self.split(data, &ring, exclude);
                 let refused = self.send_parts(&ring, parts, &client, true).await.refused;
-                if refused.resource_spans.is_empty() {
+                if refused.item_count() == 0 {
                     return;
                 }
                 data = refused;
             }
             let stopping = self.stopping.load(Ordering::Acquire);
             if stopping || Instant::now() + backoff >= give_up {
-                let n = count(&data);
+                let n = data.item_count();
                 let reason = if stopping {
                     otel_pipeline_core::DropReason::SHUTDOWN_DEADLINE
                 } else {
@@ -548,16 +539,17 @@ impl Inner {
         }
     }
 
-    /// Split `data` by owner over `ring` (without the endpoint at `exclude`).
+    /// Split `batch` by owner over `ring` (without the endpoint at `exclude`). Routing by
+    /// trace id cuts a batch of bytes as bytes (ADR 005); the other keys decode it.
     fn split(
         &self,
-        data: ExportTraceServiceRequest,
+        batch: Batch<Traces>,
         ring: &Ring,
         exclude: Option<usize>,
-    ) -> Vec<(usize, ExportTraceServiceRequest)> {
+    ) -> Vec<(usize, Batch<Traces>)> {
         let n = ring.backends.len();
         if n == 1 && exclude.is_none() {
-            return vec![(0, data)];
+            return vec![(0, batch)];
         }
         let owner_of = |h: u64| match exclude {
             None => ring.set.owner(h),
@@ -567,7 +559,17 @@ impl Inner {
             RoutingKey::TraceId => {
                 let grace_on = !self.config.grace_period.is_zero() && exclude.is_none();
                 if !grace_on {
-                    return split_spans(data, n, |_, _, span| owner_of(key_hash(&span.trace_id)));
+                    let owner = |id: &[u8]| owner_of(key_hash(id));
+                    return match batch.split_encoded(n, owner) {
+                        Some(parts) => parts,
+                        None => {
+                            let client = batch.client.clone();
+                            let parts = split_spans(batch.into_data(), n, |_, _, span| {
+                                owner(&span.trace_id)
+                            });
+                            with_client(parts, client)
+                        }
+                    };
                 }
                 let now = self.now_s();
                 let changed = self.last_change.load(Ordering::Acquire);
@@ -576,52 +578,73 @@ impl Inner {
                 let mut grace = self.grace.lock();
                 let pinned_before = grace.pinned;
                 let full_before = grace.full;
-                let parts = split_spans(data, n, |_, _, span| {
-                    let h = key_hash(&span.trace_id);
+                let mut owner = |id: &[u8]| {
+                    let h = key_hash(id);
                     let owner = owner_of(h);
                     let uid = ring.backends[owner].uid;
                     match grace.route(h, now, uid, pinning, |u| ring.index_of_uid(u).is_some()) {
                         Route::Owner => owner,
                         Route::Pinned(u) => ring.index_of_uid(u).unwrap_or(owner),
                     }
-                });
+                };
+                let parts = match batch.split_encoded(n, &mut owner) {
+                    Some(parts) => parts,
+                    None => {
+                        let client = batch.client.clone();
+                        let parts =
+                            split_spans(batch.into_data(), n, |_, _, span| owner(&span.trace_id));
+                        with_client(parts, client)
+                    }
+                };
                 self.metrics.grace_pinned.add(grace.pinned - pinned_before);
                 self.metrics.grace_full.add(grace.full - full_before);
                 self.metrics.grace_entries.set(grace.len() as i64);
                 parts
             }
-            RoutingKey::Service => split_resources(data, n, |r| {
-                owner_of(key_hash(attr(r, "service.name").as_bytes()))
-            }),
-            RoutingKey::Resource => split_resources(data, n, |r| {
-                let mut attrs: Vec<String> = r
-                    .map(|r| {
-                        r.attributes
-                            .iter()
-                            .map(|kv| format!("{}={}", kv.key, value_text(kv.value.as_ref())))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                attrs.sort();
-                owner_of(key_hash(attrs.join("\u{1f}").as_bytes()))
-            }),
-            RoutingKey::Attributes(names) => split_spans(data, n, |resource, scope, span| {
-                let mut key = String::new();
-                for name in names {
-                    let found = find(&span.attributes, name)
-                        .or_else(|| scope.and_then(|s| find(&s.attributes, name)))
-                        .or_else(|| resource.and_then(|r| find(&r.attributes, name)));
-                    if let Some(v) = found {
-                        key.push_str(&value_text(Some(v)));
-                        key.push('\u{1f}');
+            RoutingKey::Service => {
+                let client = batch.client.clone();
+                let parts = split_resources(batch.into_data(), n, |r| {
+                    owner_of(key_hash(attr(r, "service.name").as_bytes()))
+                });
+                with_client(parts, client)
+            }
+            RoutingKey::Resource => {
+                let client = batch.client.clone();
+                let parts = split_resources(batch.into_data(), n, |r| {
+                    let mut attrs: Vec<String> = r
+                        .map(|r| {
+                            r.attributes
+                                .iter()
+                                .map(|kv| format!("{}={}", kv.key, value_text(kv.value.as_ref())))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    attrs.sort();
+                    owner_of(key_hash(attrs.join("\u{1f}").as_bytes()))
+                });
+                with_client(parts, client)
+            }
+            RoutingKey::Attributes(names) => {
+                let client = batch.client.clone();
+                let parts = split_spans(batch.into_data(), n, |resource, scope, span| {
+                    let mut key = String::new();
+                    for name in names {
+                        let found = find(&span.attributes, name)
+                            .or_else(|| scope.and_then(|s| find(&s.attributes, name)))
+                            .or_else(|| resource.and_then(|r| find(&r.attributes, name)));
+                        if let Some(v) = found {
+                            key.push_str(&value_text(Some(v)));
+                            key.push('\u{1f}');
+                        }
                     }
-                }
-                if key.is_empty() {
-                    owner_of(key_hash(&span.trace_id))
-                } else {
-                    owner_of(key_hash(key.as_bytes()))
-                }
-            }),
+                    if key.is_empty() {
+                        owner_of(key_hash(&span.trace_id))
+                    } else {
+                        owner_of(key_hash(key.as_bytes()))
+                    }
+                });
+                with_client(parts, client)
+            }
         }
     }
 
@@ -964,26 +987,44 @@ impl Lifecycle for RouterLifecycle {
 }
 
 /// What [`Inner::send_parts`] could not place.
-#[derive(Default)]
 struct Sent {
-    refused: ExportTraceServiceRequest,
+    refused: Batch<Traces>,
     retry_after: Option<Duration>,
     left: bool,
     rejected: usize,
     reason: String,
 }
 
+impl Default for Sent {
+    fn default() -> Self {
+        Self {
+            refused: Batch::new(ExportTraceServiceRequest::default()),
+            retry_after: None,
+            left: false,
+            rejected: 0,
+            reason: String::new(),
+        }
+    }
+}
+
+/// Decoded parts as batches, each with the client of the batch they came from.
+fn with_client(
+    parts: Vec<(usize, ExportTraceServiceRequest)>,
+    client: Option<Arc<otel_pipeline_core::ClientInfo>>,
+) -> Vec<(usize, Batch<Traces>)> {
+    parts
+        .into_iter()
+        .map(|(i, data)| {
+            let mut part = Batch::new(data);
+            part.client.clone_from(&client);
+            (i, part)
+        })
+        .collect()
+}
+
 /// Resolves once `stop` is true (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-fn count(data: &ExportTraceServiceRequest) -> usize {
-    data.resource_spans
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .map(|s| s.spans.len())
-        .sum()
 }
 
 fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
@@ -1121,7 +1162,12 @@ pub fn split_by_trace_id(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use otel_pipeline_core::Signal;
     use otel_pipeline_core::testing::generate_traces;
+
+    fn count(data: &ExportTraceServiceRequest) -> usize {
+        Traces::item_count(data)
+    }
 
     #[test]
     fn split_keeps_structure_and_moves_every_span_once() {

@@ -679,17 +679,20 @@ impl<S: WireSignal> OtlpSender<S> {
     /// The request body, made once per batch and reused by every attempt: for HTTP, the
     /// encoded (protobuf or JSON) and compressed body; for gRPC, the encoded message (the
     /// gRPC framing compresses it).
-    fn encode(&self, data: &S::Data) -> Result<Bytes, String> {
-        let raw = match self.config.protocol {
-            Protocol::HttpJson => {
-                serde_json::to_vec(data).map_err(|e| format!("encoding JSON: {e}"))?
-            }
-            _ => prost::Message::encode_to_vec(data),
+    /// A batch that still holds the request's bytes as received is sent as it is, not
+    /// decoded and encoded again (ADR 005).
+    fn encode(&self, batch: &Batch<S>) -> Result<Bytes, String> {
+        let raw: Bytes = match (self.config.protocol, batch.encoded()) {
+            (Protocol::HttpJson, _) => serde_json::to_vec(batch.data())
+                .map_err(|e| format!("encoding JSON: {e}"))?
+                .into(),
+            (_, Some(bytes)) => bytes.clone(),
+            (_, None) => prost::Message::encode_to_vec(batch.data()).into(),
         };
         if matches!(self.transport, Transport::Grpc(_)) {
-            return Ok(Bytes::from(raw));
+            return Ok(raw);
         }
-        Ok(Bytes::from(match self.config.compression {
+        Ok(match self.config.compression {
             Compression::None => raw,
             Compression::Gzip => {
                 use std::io::Write;
@@ -698,10 +701,12 @@ impl<S: WireSignal> OtlpSender<S> {
                     flate2::Compression::fast(),
                 );
                 enc.write_all(&raw).map_err(|e| format!("gzip: {e}"))?;
-                enc.finish().map_err(|e| format!("gzip: {e}"))?
+                enc.finish().map_err(|e| format!("gzip: {e}"))?.into()
             }
-            Compression::Zstd => zstd::bulk::compress(&raw, 1).map_err(|e| format!("zstd: {e}"))?,
-        }))
+            Compression::Zstd => zstd::bulk::compress(&raw, 1)
+                .map_err(|e| format!("zstd: {e}"))?
+                .into(),
+        })
     }
 
     async fn attempt(&self, body: &Bytes) -> Attempt {
@@ -922,7 +927,7 @@ impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
     async fn consume(&self, batch: Batch<S>) -> Result<(), ConsumeError<S>> {
         let n = batch.item_count();
         // Encoded (and for HTTP compressed) once; retries resend the same bytes.
-        let body = match self.encode(&batch.data) {
+        let body = match self.encode(&batch) {
             Ok(b) => b,
             Err(reason) => {
                 self.telemetry.add_send_failed(n);
@@ -937,38 +942,40 @@ impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
 impl<S: WireSignal> OtlpSender<S> {
     /// The request in `body` (from [`Self::encode`]) decoded again, for an owner that
     /// takes it back (a trace router re-splitting a departing endpoint's batches).
-    fn decode_body(&self, body: &[u8]) -> Result<S::Data, String> {
+    fn decode_body(&self, body: &Bytes) -> Result<Batch<S>, String> {
         use std::io::Read;
-        let mut inflated = Vec::new();
-        let raw: &[u8] = match (&self.transport, self.config.compression) {
-            (Transport::Grpc(_), _) | (_, Compression::None) => body,
+        let raw: Bytes = match (&self.transport, self.config.compression) {
+            (Transport::Grpc(_), _) | (_, Compression::None) => body.clone(),
             (_, Compression::Gzip) => {
-                flate2::read::GzDecoder::new(body)
+                let mut inflated = Vec::new();
+                flate2::read::GzDecoder::new(&body[..])
                     .read_to_end(&mut inflated)
                     .map_err(|e| format!("gzip: {e}"))?;
-                &inflated
+                inflated.into()
             }
-            (_, Compression::Zstd) => {
-                inflated = zstd::stream::decode_all(body).map_err(|e| format!("zstd: {e}"))?;
-                &inflated
-            }
+            (_, Compression::Zstd) => zstd::stream::decode_all(&body[..])
+                .map_err(|e| format!("zstd: {e}"))?
+                .into(),
         };
         if self.config.protocol == Protocol::HttpJson {
-            serde_json::from_slice(raw).map_err(|e| format!("JSON: {e}"))
+            serde_json::from_slice(&raw)
+                .map(Batch::new)
+                .map_err(|e| format!("JSON: {e}"))
         } else {
-            prost::Message::decode(raw).map_err(|e| format!("protobuf: {e}"))
+            // Handed back as bytes: the owner re-splits them without decoding.
+            Batch::from_encoded(raw).map_err(|e| format!("protobuf: {e}"))
         }
     }
 
     /// Give an encoded request back to the owner, decoded; false if there is no owner to
     /// take it (or it no longer decodes, counted as failed).
-    async fn hand_back(&self, body: &[u8], n: usize) -> bool {
+    async fn hand_back(&self, body: &Bytes, n: usize) -> bool {
         let Some(hand_back) = &self.hooks.hand_back else {
             return false;
         };
         match self.decode_body(body) {
-            Ok(data) => {
-                hand_back(Batch::new(data)).await;
+            Ok(batch) => {
+                hand_back(batch).await;
                 true
             }
             Err(reason) => {

@@ -131,7 +131,7 @@ impl<S: WireSignal> Consumer<S> for EncodedQueue<S> {
             Err(reason) => return Err(shared.refuse(batch, items, reason)),
         };
         // Encoded (and compressed) once, here, on the caller's task.
-        let body = match shared.sender.encode(&batch.data) {
+        let body = match shared.sender.encode(&batch) {
             Ok(b) => b,
             Err(reason) => {
                 shared.telemetry.add_send_failed(items);

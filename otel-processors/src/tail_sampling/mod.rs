@@ -1197,7 +1197,10 @@ fn prepare_counting(
     keys: &[String],
 ) -> (Vec<ShardBatch>, Received) {
     let shards = shards.max(1);
-    let spans = <Traces as otel_pipeline_core::Signal>::item_count(&batch.data);
+    if let Some(bytes) = batch.encoded() {
+        return prepare_encoded(bytes, batch.item_count(), shards, keys);
+    }
+    let spans = batch.item_count();
     let mut out: Vec<(ShardBatch, wire::SpanEncoder)> = (0..shards)
         .map(|_| {
             let mut batch = ShardBatch::default();
@@ -1208,7 +1211,7 @@ fn prepare_counting(
         })
         .collect();
     let mut received = Received::default();
-    for rs in batch.data.resource_spans {
+    for rs in batch.into_data().resource_spans {
         let mut resource = rs.resource;
         let handed = match handoff::marker(resource.as_ref()) {
             None => false,
@@ -1286,6 +1289,153 @@ fn prepare_counting(
     (parts, received)
 }
 
+/// [`prepare_counting`] for a batch that holds the request's bytes (ADR 005): each span's
+/// bytes are filed as the request carries them, and only the summary's fields are read
+/// in place (ids, times, status, flags, attribute keys); resources and scopes, one per
+/// group, are decoded. No span is decoded or encoded.
+fn prepare_encoded(
+    bytes: &[u8],
+    spans: usize,
+    shards: usize,
+    keys: &[String],
+) -> (Vec<ShardBatch>, Received) {
+    use otel_pipeline_core::wire::{Wire, fields};
+    let mut out: Vec<ShardBatch> = (0..shards)
+        .map(|_| {
+            let mut part = ShardBatch::default();
+            part.spans.reserve(spans / shards + 1);
+            part.bytes
+                .reserve((bytes.len() / shards + bytes.len() / 8).min(bytes.len()));
+            part
+        })
+        .collect();
+    let mut received = Received::default();
+    for (f, rs) in fields(bytes) {
+        let (1, Wire::Len(rs)) = (f, rs) else { continue };
+        let mut resource = None;
+        let mut resource_schema_url = String::new();
+        for (f, v) in fields(rs) {
+            match (f, v) {
+                (1, Wire::Len(r)) => resource = prost::Message::decode(r).ok(),
+                (3, Wire::Len(u)) => resource_schema_url = String::from_utf8_lossy(u).into(),
+                _ => {}
+            }
+        }
+        let handed = match handoff::marker(resource.as_ref()) {
+            None => false,
+            Some(Marker::Spans) => {
+                handoff::unmark(&mut resource);
+                true
+            }
+            Some(Marker::Decision { keep }) => {
+                for (f, ss) in fields(rs) {
+                    let (2, Wire::Len(ss)) = (f, ss) else { continue };
+                    for (f, span) in fields(ss) {
+                        let (2, Wire::Len(span)) = (f, span) else { continue };
+                        if let Some(id) = trace_key(otel_pipeline_core::wire::trace_id(span)) {
+                            let shard = (id as u64 % shards as u64) as usize;
+                            out[shard].decisions.push((id, keep));
+                            received.decisions += 1;
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        let group_mask = key_mask(
+            resource.as_ref().map_or(&[][..], |r| &r.attributes[..]),
+            keys,
+        );
+        let resource = resource.map(Arc::new);
+        for (f, ss) in fields(rs) {
+            let (2, Wire::Len(ss)) = (f, ss) else { continue };
+            let mut scope = None;
+            let mut scope_schema_url = String::new();
+            for (f, v) in fields(ss) {
+                match (f, v) {
+                    (1, Wire::Len(sc)) => scope = prost::Message::decode(sc).ok(),
+                    (3, Wire::Len(u)) => scope_schema_url = String::from_utf8_lossy(u).into(),
+                    _ => {}
+                }
+            }
+            let scoped = Arc::new(Scoped {
+                resource: resource.as_deref().cloned(),
+                resource_schema_url: resource_schema_url.clone(),
+                scope,
+                scope_schema_url,
+            });
+            for (f, span) in fields(ss) {
+                let (2, Wire::Len(span)) = (f, span) else { continue };
+                let meta = span_meta(span, keys);
+                if handed {
+                    received.spans += 1;
+                    received.traces.extend(meta.id);
+                }
+                // The trace id's low bytes are random (W3C Level 2).
+                let shard = meta.id.map_or(0, |id| (id as u64 % shards as u64) as usize);
+                let part = &mut out[shard];
+                part.bytes.extend_from_slice(span);
+                part.spans.push(SpanMeta {
+                    end: part.bytes.len(),
+                    ..meta
+                });
+            }
+            // A group for each shard that got spans of this one.
+            for part in &mut out {
+                let n = part.spans.len();
+                if n > part.groups.last().map_or(0, |(_, _, end)| *end) {
+                    part.groups.push((Arc::clone(&scoped), group_mask, n));
+                }
+            }
+        }
+    }
+    (out, received)
+}
+
+/// The summary of one encoded span (its `end` left for the caller to set).
+#[inline]
+fn span_meta(span: &[u8], keys: &[String]) -> SpanMeta {
+    use otel_pipeline_core::wire::{Wire, fields};
+    let mut meta = SpanMeta {
+        id: None,
+        end: 0,
+        start_ns: 0,
+        end_ns: 0,
+        mask: 0,
+        status: 0,
+        sampled_flag: false,
+        root: true,
+    };
+    for (f, v) in fields(span) {
+        match (f, v) {
+            (1, Wire::Len(id)) => meta.id = trace_key(id),
+            (4, Wire::Len(parent)) => meta.root = parent.is_empty(),
+            (7, Wire::Fixed64(t)) => meta.start_ns = t,
+            (8, Wire::Fixed64(t)) => meta.end_ns = t,
+            (9, Wire::Len(kv)) if !keys.is_empty() => {
+                for (f, k) in fields(kv) {
+                    if let (1, Wire::Len(k)) = (f, k) {
+                        if let Some(i) = keys.iter().position(|key| key.as_bytes() == k) {
+                            meta.mask |= 1 << i;
+                        }
+                        break;
+                    }
+                }
+            }
+            (15, Wire::Len(status)) => {
+                for (f, c) in fields(status) {
+                    if let (3, Wire::Varint(c)) = (f, c) {
+                        meta.status = (c as i32).clamp(0, 2) as u8;
+                    }
+                }
+            }
+            (16, Wire::Fixed32(flags)) => meta.sampled_flag = flags & 0x01 != 0,
+            _ => {}
+        }
+    }
+    meta
+}
+
 /// The consumer built by [`TailSampler`].
 #[derive(Debug)]
 pub struct TailSamplingConsumer {
@@ -1320,7 +1470,7 @@ impl Consumer<Traces> for TailSamplingConsumer {
             ));
         }
         // The encoded size is close to what the shard batches will hold.
-        let estimate = prost::Message::encoded_len(&batch.data);
+        let estimate = batch.encoded_len();
         if self.queued.bytes.load(Ordering::Relaxed) + estimate > self.queued.cap {
             return Err(ConsumeError::refused(
                 batch,

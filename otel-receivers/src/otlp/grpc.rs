@@ -3,6 +3,7 @@
 //! (tonic's own handling says `INTERNAL`, `OUT_OF_RANGE` or `RESOURCE_EXHAUSTED` without
 //! `RetryInfo`, which OTLP clients would retry) and is counted.
 
+use otel_pipeline_core::Batch;
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
@@ -213,11 +214,13 @@ async fn unary<S: WireSignal>(
             }
         }
     };
-    let data = match <S::Data as prost::Message>::decode(message) {
-        Ok(d) => d,
+    // Traces stay bytes, checked against the schema and counted without decoding
+    // (ADR 005); metrics and logs are decoded here.
+    let batch = match Batch::<S>::from_encoded(message) {
+        Ok(b) => b.with_client_info(client),
         Err(e) => return malformed(format!("malformed OTLP {} request: {e}", S::NAME)),
     };
-    match deliver::<S>(&shared, data, client).await {
+    match deliver::<S>(&shared, batch).await {
         None => status_response(&Status::unimplemented(format!("no {} pipeline", S::NAME))),
         Some(Outcome::Accepted) => ok_response(&S::Response::default()),
         Some(Outcome::Rejected { items, message }) => {

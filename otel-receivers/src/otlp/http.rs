@@ -1,5 +1,6 @@
 //! OTLP over HTTP: `POST /v1/{traces,metrics,logs}`, protobuf or JSON, optionally gzip.
 
+use otel_pipeline_core::Batch;
 use std::sync::Arc;
 
 use http::{HeaderValue, Method, StatusCode, header};
@@ -259,23 +260,25 @@ async fn export<S: WireSignal>(
     } else {
         (body, held)
     };
-    let data: S::Data = match encoding {
-        Encoding::Protobuf => match <S::Data as prost::Message>::decode(body) {
-            Ok(d) => d,
+    let batch: Batch<S> = match encoding {
+        // Traces stay bytes, checked against the schema and counted without decoding
+        // (ADR 005); metrics and logs are decoded here.
+        Encoding::Protobuf => match Batch::from_encoded(body) {
+            Ok(b) => b.with_client_info(client),
             Err(e) => {
                 let msg = format!("malformed OTLP {} protobuf: {e}", S::NAME);
                 return fail::<S>(&shared, encoding, StatusCode::BAD_REQUEST, "malformed", msg);
             }
         },
         Encoding::Json => match serde_json::from_slice(&body) {
-            Ok(d) => d,
+            Ok(d) => Batch::with_client(d, client),
             Err(e) => {
                 let msg = format!("malformed OTLP {} JSON: {e}", S::NAME);
                 return fail::<S>(&shared, encoding, StatusCode::BAD_REQUEST, "malformed", msg);
             }
         },
     };
-    match deliver::<S>(&shared, data, client).await {
+    match deliver::<S>(&shared, batch).await {
         None => plain(StatusCode::NOT_FOUND, format!("no {} pipeline", S::NAME)),
         Some(Outcome::Accepted) => encoded(StatusCode::OK, encoding, &S::Response::default()),
         Some(Outcome::Rejected { items, message }) => encoded(

@@ -35,14 +35,9 @@ pub(crate) enum Outcome {
     },
 }
 
-/// Push a decoded request into the signal's pipeline and count the result.
-pub(crate) async fn deliver<S: WireSignal>(
-    shared: &Shared,
-    data: S::Data,
-    client: Arc<ClientInfo>,
-) -> Option<Outcome> {
+/// Push a request (decoded, or checked bytes) into the signal's pipeline and count the result.
+pub(crate) async fn deliver<S: WireSignal>(shared: &Shared, batch: Batch<S>) -> Option<Outcome> {
     let sink = shared.sinks.get::<S>()?;
-    let batch = Batch::<S>::with_client(data, client);
     let n = batch.item_count();
     Some(match sink.consumer.consume(batch).await {
         Ok(()) => {
