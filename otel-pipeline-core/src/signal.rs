@@ -395,9 +395,9 @@ impl ClientInfo {
 /// let mut batch = Batch::<Traces>::from_encoded(bytes.into()).unwrap();
 /// assert_eq!(batch.item_count(), 6); // counted from the bytes
 /// assert!(batch.encoded().is_some());
-/// batch.data_mut().resource_spans.truncate(1); // decoded here
+/// batch.data_mut().resource_spans[0].scope_spans[0].spans.truncate(2); // decoded here
 /// assert!(batch.encoded().is_none());
-/// assert_eq!(batch.item_count(), 3);
+/// assert_eq!(batch.item_count(), 2);
 /// ```
 pub struct Batch<S: Signal> {
     payload: Payload<S>,
@@ -560,7 +560,8 @@ impl<S: Signal> Batch<S> {
     /// let mut a = Batch::<Traces>::from_encoded(enc(2)).unwrap();
     /// a.append(Batch::from_encoded(enc(3)).unwrap());
     /// assert_eq!(a.item_count(), 10);
-    /// assert_eq!(a.data().resource_spans.len(), 5);
+    /// // One resource each: the joined bytes decode to both.
+    /// assert_eq!(a.data().resource_spans.len(), 2);
     /// ```
     pub fn append(&mut self, other: Batch<S>) {
         if other.item_count() == 0 && other.encoded_len() == 0 {
@@ -573,21 +574,22 @@ impl<S: Signal> Batch<S> {
         match (&mut self.payload, other.payload) {
             (Payload::Decoded(a), Payload::Decoded(b)) => S::merge(a, b),
             (payload, other) => {
-                let (mut joined, mut items) = match std::mem::replace(payload, Payload::Decoded(S::Data::default())) {
-                    Payload::Encoded { bytes, items, .. } => (
-                        bytes.try_into_mut().unwrap_or_else(|shared| {
-                            let mut m = BytesMut::with_capacity(shared.len() * 2);
-                            m.extend_from_slice(&shared);
-                            m
-                        }),
-                        items,
-                    ),
-                    Payload::Decoded(d) => {
-                        let mut m = BytesMut::with_capacity(d.encoded_len() * 2);
-                        d.encode_raw(&mut m);
-                        (m, S::item_count(&d))
-                    }
-                };
+                let (mut joined, mut items) =
+                    match std::mem::replace(payload, Payload::Decoded(S::Data::default())) {
+                        Payload::Encoded { bytes, items, .. } => (
+                            bytes.try_into_mut().unwrap_or_else(|shared| {
+                                let mut m = BytesMut::with_capacity(shared.len() * 2);
+                                m.extend_from_slice(&shared);
+                                m
+                            }),
+                            items,
+                        ),
+                        Payload::Decoded(d) => {
+                            let mut m = BytesMut::with_capacity(d.encoded_len() * 2);
+                            d.encode_raw(&mut m);
+                            (m, S::item_count(&d))
+                        }
+                    };
                 match other {
                     Payload::Encoded {
                         bytes, items: n, ..
@@ -621,7 +623,8 @@ impl<S: Signal> Batch<S> {
         let client = self.client.clone();
         let total = self.item_count();
         if n >= total {
-            let payload = std::mem::replace(&mut self.payload, Payload::Decoded(S::Data::default()));
+            let payload =
+                std::mem::replace(&mut self.payload, Payload::Decoded(S::Data::default()));
             return Batch { payload, client };
         }
         let payload = match &mut self.payload {

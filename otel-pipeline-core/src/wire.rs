@@ -167,7 +167,7 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 #[inline(always)]
 pub fn varint_len(v: u64) -> usize {
     // ceil(bits / 7), at least 1.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Append a length-delimited field's tag and length (the caller appends the body).
@@ -376,9 +376,10 @@ fn malformed_field(msg: Msg, rest: &[u8]) -> WireError {
 /// let bytes = prost::Message::encode_to_vec(&generate_traces(4, 5, 1));
 /// // Even trace ids' last byte to output 0, odd to 1.
 /// let parts = wire::split_traces(&bytes, 2, |id, _| usize::from(id[15] & 1));
-/// let total: usize = parts.iter().map(|(_, p, n)| wire::check_traces(p).unwrap() + n).sum();
-/// assert_eq!(total, 40); // each part's count, checked against the bytes
-/// assert_eq!(total, 20);
+/// for (_, part, spans) in &parts {
+///     assert_eq!(wire::check_traces(part), Ok(*spans));
+/// }
+/// assert_eq!(parts.iter().map(|(_, _, spans)| spans).sum::<usize>(), 20);
 /// ```
 pub fn split_traces(
     buf: &[u8],
@@ -395,16 +396,21 @@ pub fn split_traces(
     while let Some((n, value, raw)) = it.next_raw() {
         match (n, value) {
             (1, Wire::Len(rs)) => {
-                split_resource(rs, raw, &mut out, &mut counts, &mut scratch, &mut |id, span| {
-                    match last {
+                split_resource(
+                    rs,
+                    raw,
+                    &mut out,
+                    &mut counts,
+                    &mut scratch,
+                    &mut |id, span| match last {
                         Some((l, o)) if l == id && !id.is_empty() => o,
                         _ => {
                             let o = owner(id, span).min(parts - 1);
                             last = Some((id, o));
                             o
                         }
-                    }
-                });
+                    },
+                );
             }
             _ => extra.push(raw),
         }
@@ -471,7 +477,6 @@ struct Scratch<'a> {
     /// The resource's body being built for one output.
     body: Vec<u8>,
 }
-
 
 /// Split one `ResourceSpans` (body `rs`, whole field `raw`) into `out`.
 fn split_resource<'a>(

@@ -567,7 +567,7 @@ impl Inner {
                             let parts = split_spans(batch.into_data(), n, |_, _, span| {
                                 owner(&span.trace_id)
                             });
-                            with_client(parts, client)
+                            with_client(parts, &client)
                         }
                     };
                 }
@@ -593,7 +593,7 @@ impl Inner {
                         let client = batch.client.clone();
                         let parts =
                             split_spans(batch.into_data(), n, |_, _, span| owner(&span.trace_id));
-                        with_client(parts, client)
+                        with_client(parts, &client)
                     }
                 };
                 self.metrics.grace_pinned.add(grace.pinned - pinned_before);
@@ -606,7 +606,7 @@ impl Inner {
                 let parts = split_resources(batch.into_data(), n, |r| {
                     owner_of(key_hash(attr(r, "service.name").as_bytes()))
                 });
-                with_client(parts, client)
+                with_client(parts, &client)
             }
             RoutingKey::Resource => {
                 let client = batch.client.clone();
@@ -622,7 +622,7 @@ impl Inner {
                     attrs.sort();
                     owner_of(key_hash(attrs.join("\u{1f}").as_bytes()))
                 });
-                with_client(parts, client)
+                with_client(parts, &client)
             }
             RoutingKey::Attributes(names) => {
                 let client = batch.client.clone();
@@ -643,7 +643,7 @@ impl Inner {
                         owner_of(key_hash(key.as_bytes()))
                     }
                 });
-                with_client(parts, client)
+                with_client(parts, &client)
             }
         }
     }
@@ -1010,13 +1010,13 @@ impl Default for Sent {
 /// Decoded parts as batches, each with the client of the batch they came from.
 fn with_client(
     parts: Vec<(usize, ExportTraceServiceRequest)>,
-    client: Option<Arc<otel_pipeline_core::ClientInfo>>,
+    client: &Option<Arc<otel_pipeline_core::ClientInfo>>,
 ) -> Vec<(usize, Batch<Traces>)> {
     parts
         .into_iter()
         .map(|(i, data)| {
             let mut part = Batch::new(data);
-            part.client.clone_from(&client);
+            part.client.clone_from(client);
             (i, part)
         })
         .collect()
@@ -1167,6 +1167,63 @@ mod tests {
 
     fn count(data: &ExportTraceServiceRequest) -> usize {
         Traces::item_count(data)
+    }
+
+    /// Several resources, spans of many traces interleaved within each scope.
+    fn interleaved(seed: u64) -> ExportTraceServiceRequest {
+        let mut rng = otel_pipeline_core::testing::SplitMix64::new(seed);
+        let mut out = ExportTraceServiceRequest::default();
+        for k in 0..3 {
+            let mut part = generate_traces(20, 4, seed * 10 + k);
+            for rs in &mut part.resource_spans {
+                rs.resource = Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!("svc-{k}"))),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                });
+                for ss in &mut rs.scope_spans {
+                    for i in (1..ss.spans.len()).rev() {
+                        let j = rng.below(i as u64 + 1) as usize;
+                        ss.spans.swap(i, j);
+                    }
+                }
+            }
+            Traces::merge(&mut out, part);
+        }
+        out
+    }
+
+    #[test]
+    fn the_byte_split_sends_what_the_decoded_split_sends() {
+        use prost::Message as _;
+        for seed in 0..10 {
+            let data = interleaved(seed);
+            let set = Rendezvous::new(["a:1", "b:1", "c:1"]);
+            let decoded = split_by_trace_id(data.clone(), &set);
+            let batch = Batch::<Traces>::from_encoded(data.encode_to_vec().into()).expect("valid");
+            let bytes = batch
+                .split_encoded(set.len(), |id| set.owner(key_hash(id)))
+                .expect("a batch of bytes splits as bytes");
+            assert_eq!(decoded.len(), bytes.len(), "seed {seed}: same endpoints");
+            for ((i, d), (j, b)) in decoded.iter().zip(&bytes) {
+                assert_eq!(i, j);
+                assert_eq!(
+                    b.item_count(),
+                    count(d),
+                    "seed {seed}: counted from the bytes"
+                );
+                assert_eq!(
+                    b.data(),
+                    d,
+                    "seed {seed}: endpoint {i} gets the same request"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1311,7 +1311,9 @@ fn prepare_encoded(
         .collect();
     let mut received = Received::default();
     for (f, rs) in fields(bytes) {
-        let (1, Wire::Len(rs)) = (f, rs) else { continue };
+        let (1, Wire::Len(rs)) = (f, rs) else {
+            continue;
+        };
         let mut resource = None;
         let mut resource_schema_url = String::new();
         for (f, v) in fields(rs) {
@@ -1329,9 +1331,13 @@ fn prepare_encoded(
             }
             Some(Marker::Decision { keep }) => {
                 for (f, ss) in fields(rs) {
-                    let (2, Wire::Len(ss)) = (f, ss) else { continue };
+                    let (2, Wire::Len(ss)) = (f, ss) else {
+                        continue;
+                    };
                     for (f, span) in fields(ss) {
-                        let (2, Wire::Len(span)) = (f, span) else { continue };
+                        let (2, Wire::Len(span)) = (f, span) else {
+                            continue;
+                        };
                         if let Some(id) = trace_key(otel_pipeline_core::wire::trace_id(span)) {
                             let shard = (id as u64 % shards as u64) as usize;
                             out[shard].decisions.push((id, keep));
@@ -1348,7 +1354,9 @@ fn prepare_encoded(
         );
         let resource = resource.map(Arc::new);
         for (f, ss) in fields(rs) {
-            let (2, Wire::Len(ss)) = (f, ss) else { continue };
+            let (2, Wire::Len(ss)) = (f, ss) else {
+                continue;
+            };
             let mut scope = None;
             let mut scope_schema_url = String::new();
             for (f, v) in fields(ss) {
@@ -1365,7 +1373,9 @@ fn prepare_encoded(
                 scope_schema_url,
             });
             for (f, span) in fields(ss) {
-                let (2, Wire::Len(span)) = (f, span) else { continue };
+                let (2, Wire::Len(span)) = (f, span) else {
+                    continue;
+                };
                 let meta = span_meta(span, keys);
                 if handed {
                     received.spans += 1;
