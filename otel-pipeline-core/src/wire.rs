@@ -331,6 +331,9 @@ fn check(msg: Msg, buf: &[u8], depth: u32, spans: &mut usize) -> Result<(), Wire
             (Kind::Nested(inner), Wire::Len(body)) => {
                 if inner == Msg::Span {
                     *spans += 1;
+                } else if inner == Msg::KeyValue && plain_key_value(body) {
+                    // The common attribute, checked without the general walk.
+                    continue;
                 }
                 check(inner, body, depth + 1, spans)?;
             }
@@ -343,6 +346,58 @@ fn check(msg: Msg, buf: &[u8], depth: u32, spans: &mut usize) -> Result<(), Wire
         }
     }
     Ok(())
+}
+
+/// Whether `kv` is a `KeyValue` of the usual shape (a key, then a scalar value, each once)
+/// and valid. `false` leaves it to the general walk, which gives the error if there is one.
+#[inline]
+fn plain_key_value(kv: &[u8]) -> bool {
+    let Some((key, rest)) = len_field(kv, 0x0a) else {
+        return false;
+    };
+    if std::str::from_utf8(key).is_err() {
+        return false;
+    }
+    if rest.is_empty() {
+        return true;
+    }
+    match len_field(rest, 0x12) {
+        Some((value, [])) => plain_any_value(value),
+        _ => false,
+    }
+}
+
+/// Whether `v` is an `AnyValue` holding one scalar (or nothing), and valid.
+#[inline]
+fn plain_any_value(v: &[u8]) -> bool {
+    let Some((&tag, rest)) = v.split_first() else {
+        return true;
+    };
+    match tag {
+        // string_value
+        0x0a => matches!(len_field(v, 0x0a), Some((s, [])) if std::str::from_utf8(s).is_ok()),
+        // bytes_value
+        0x3a => matches!(len_field(v, 0x3a), Some((_, []))),
+        // bool_value, int_value, string_value_strindex
+        0x10 | 0x18 | 0x40 => matches!(varint(rest), Some((_, n)) if n == rest.len()),
+        // double_value
+        0x21 => rest.len() == 8,
+        _ => false,
+    }
+}
+
+/// A length-delimited field with the one-byte `tag` at the start of `buf`: its body and
+/// what follows it.
+#[inline(always)]
+fn len_field(buf: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&first, rest) = buf.split_first()?;
+    if first != tag {
+        return None;
+    }
+    let (len, n) = varint(rest)?;
+    let end = n.checked_add(usize::try_from(len).ok()?)?;
+    let body = rest.get(n..end)?;
+    Some((body, &rest[end..]))
 }
 
 /// The error for the field that starts at `rest`: a tag or value cut short or
