@@ -541,6 +541,15 @@ impl<S: Signal> Batch<S> {
         }
     }
 
+    /// Whether the request holds nothing at all (not even a resource without items).
+    /// Cheap: it does not measure the encoding.
+    pub fn is_empty(&self) -> bool {
+        match &self.payload {
+            Payload::Decoded(d) => *d == S::Data::default(),
+            Payload::Encoded { bytes, .. } => bytes.is_empty(),
+        }
+    }
+
     /// Number of spans, metric points or log records in the batch.
     pub fn item_count(&self) -> usize {
         match &self.payload {
@@ -564,10 +573,10 @@ impl<S: Signal> Batch<S> {
     /// assert_eq!(a.data().resource_spans.len(), 2);
     /// ```
     pub fn append(&mut self, other: Batch<S>) {
-        if other.item_count() == 0 && other.encoded_len() == 0 {
+        if other.is_empty() {
             return;
         }
-        if self.encoded_len() == 0 {
+        if self.is_empty() {
             self.payload = other.payload;
             return;
         }

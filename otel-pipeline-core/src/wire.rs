@@ -94,7 +94,8 @@ impl<'a> Fields<'a> {
         let start = self.buf;
         let (tag, n) = varint(self.buf)?;
         let rest = &self.buf[n..];
-        let field = u32::try_from(tag >> 3).ok()?;
+        // A key past 32 bits is malformed, as prost reads it.
+        let field = u32::try_from(tag).ok()? >> 3;
         let (wire, used) = match tag & 7 {
             0 => {
                 let (v, m) = varint(rest)?;
