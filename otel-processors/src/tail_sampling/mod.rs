@@ -68,6 +68,7 @@ use std::time::Duration;
 use otel_pipeline_core::boxed::BoxExporter;
 use otel_pipeline_core::clock::{SharedClock, TokioClock};
 use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
+use otel_pipeline_core::proto::resource::v1::Resource;
 use otel_pipeline_core::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use otel_pipeline_core::queue::{Redelivery, deadline_outcome, join_until, stage_deadlines};
 use otel_pipeline_core::telemetry::{Counter, Gauge, Histogram};
@@ -1314,15 +1315,7 @@ fn prepare_encoded(
         let (1, Wire::Len(rs)) = (f, rs) else {
             continue;
         };
-        let mut resource = None;
-        let mut resource_schema_url = String::new();
-        for (f, v) in fields(rs) {
-            match (f, v) {
-                (1, Wire::Len(r)) => resource = prost::Message::decode(r).ok(),
-                (3, Wire::Len(u)) => resource_schema_url = String::from_utf8_lossy(u).into(),
-                _ => {}
-            }
-        }
+        let (mut resource, resource_schema_url) = head::<Resource>(rs);
         let handed = match handoff::marker(resource.as_ref()) {
             None => false,
             Some(Marker::Spans) => {
@@ -1352,22 +1345,13 @@ fn prepare_encoded(
             resource.as_ref().map_or(&[][..], |r| &r.attributes[..]),
             keys,
         );
-        let resource = resource.map(Arc::new);
         for (f, ss) in fields(rs) {
             let (2, Wire::Len(ss)) = (f, ss) else {
                 continue;
             };
-            let mut scope = None;
-            let mut scope_schema_url = String::new();
-            for (f, v) in fields(ss) {
-                match (f, v) {
-                    (1, Wire::Len(sc)) => scope = prost::Message::decode(sc).ok(),
-                    (3, Wire::Len(u)) => scope_schema_url = String::from_utf8_lossy(u).into(),
-                    _ => {}
-                }
-            }
+            let (scope, scope_schema_url) = head(ss);
             let scoped = Arc::new(Scoped {
-                resource: resource.as_deref().cloned(),
+                resource: resource.clone(),
                 resource_schema_url: resource_schema_url.clone(),
                 scope,
                 scope_schema_url,
@@ -1400,6 +1384,21 @@ fn prepare_encoded(
         }
     }
     (out, received)
+}
+
+/// The message in field 1 (a resource or scope) and the schema URL in field 3 of an
+/// encoded `ResourceSpans` or `ScopeSpans`.
+fn head<M: prost::Message + Default>(body: &[u8]) -> (Option<M>, String) {
+    use otel_pipeline_core::wire::{Wire, fields};
+    let (mut message, mut schema_url) = (None, String::new());
+    for (f, v) in fields(body) {
+        match (f, v) {
+            (1, Wire::Len(m)) => message = M::decode(m).ok(),
+            (3, Wire::Len(u)) => schema_url = String::from_utf8_lossy(u).into(),
+            _ => {}
+        }
+    }
+    (message, schema_url)
 }
 
 /// The summary of one encoded span (its `end` left for the caller to set).
