@@ -443,45 +443,20 @@ pub fn split_traces(
     mut owner: impl FnMut(&[u8], &[u8]) -> usize,
 ) -> Vec<(usize, Vec<u8>, usize)> {
     let parts = parts.max(1);
-    let mut out: Vec<Vec<u8>> = vec![Vec::new(); parts];
-    let mut counts = vec![0usize; parts];
-    let mut extra: Vec<&[u8]> = Vec::new();
-    let mut scratch = Scratch::default();
     let mut last: Option<(&[u8], usize)> = None;
-    let mut it = fields(buf);
-    while let Some((n, value, raw)) = it.next_raw() {
-        match (n, value) {
-            (1, Wire::Len(rs)) => {
-                split_resource(
-                    rs,
-                    raw,
-                    &mut out,
-                    &mut counts,
-                    &mut scratch,
-                    &mut |id, span| match last {
-                        Some((l, o)) if l == id && !id.is_empty() => o,
-                        _ => {
-                            let o = owner(id, span).min(parts - 1);
-                            last = Some((id, o));
-                            o
-                        }
-                    },
-                );
-            }
-            _ => extra.push(raw),
+    split_each(buf, parts, |id, span| match last {
+        Some((l, o)) if l == id && !id.is_empty() => o,
+        _ => {
+            let o = owner(id, span).min(parts - 1);
+            last = Some((id, o));
+            o
         }
-    }
-    out.into_iter()
-        .zip(counts)
-        .enumerate()
-        .filter(|(_, (o, _))| !o.is_empty())
-        .map(|(i, (mut o, count))| {
-            for raw in &extra {
-                o.extend_from_slice(raw);
-            }
-            (i, o, count)
-        })
-        .collect()
+    })
+    .into_iter()
+    .enumerate()
+    .filter(|(_, (o, _))| !o.is_empty())
+    .map(|(i, (o, count))| (i, o, count))
+    .collect()
 }
 
 /// Take the first `n` spans of the request in `buf` (checked by [`check_traces`]) into
@@ -496,31 +471,48 @@ pub fn split_traces(
 /// ```
 pub fn split_front_traces(buf: &[u8], n: usize) -> (Vec<u8>, Vec<u8>) {
     let mut seen = 0usize;
-    let mut out = [Vec::new(), Vec::new()];
+    let mut halves = split_each(buf, 2, |_, _| {
+        seen += 1;
+        usize::from(seen > n)
+    })
+    .into_iter()
+    .map(|(o, _)| o);
+    let front = halves.next().unwrap_or_default();
+    (front, halves.next().unwrap_or_default())
+}
+
+/// The walk behind [`split_traces`] and [`split_front_traces`]: `owner` is asked for every
+/// span (`< parts`). Returns each output's bytes (empty if it got no span) and span count;
+/// the request's own fields other than its resources go to every output that got spans.
+fn split_each<'a>(
+    buf: &'a [u8],
+    parts: usize,
+    mut owner: impl FnMut(&'a [u8], &'a [u8]) -> usize,
+) -> Vec<(Vec<u8>, usize)> {
+    let mut out: Vec<Vec<u8>> = vec![Vec::new(); parts];
+    let mut counts = vec![0usize; parts];
     let mut extra: Vec<&[u8]> = Vec::new();
     let mut scratch = Scratch::default();
     let mut it = fields(buf);
     while let Some((f, value, raw)) = it.next_raw() {
         match (f, value) {
             (1, Wire::Len(rs)) => {
-                split_resource(rs, raw, &mut out, &mut [0, 0], &mut scratch, &mut |_, _| {
-                    seen += 1;
-                    usize::from(seen > n)
-                });
+                split_resource(rs, raw, &mut out, &mut counts, &mut scratch, &mut owner);
             }
             _ => extra.push(raw),
         }
     }
-    let [mut front, mut rest] = out;
-    for raw in &extra {
-        if !front.is_empty() {
-            front.extend_from_slice(raw);
-        }
-        if !rest.is_empty() {
-            rest.extend_from_slice(raw);
-        }
-    }
-    (front, rest)
+    out.into_iter()
+        .zip(counts)
+        .map(|(mut o, count)| {
+            if !o.is_empty() {
+                for raw in &extra {
+                    o.extend_from_slice(raw);
+                }
+            }
+            (o, count)
+        })
+        .collect()
 }
 
 /// Working space reused across resources.

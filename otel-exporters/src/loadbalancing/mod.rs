@@ -559,17 +559,7 @@ impl Inner {
             RoutingKey::TraceId => {
                 let grace_on = !self.config.grace_period.is_zero() && exclude.is_none();
                 if !grace_on {
-                    let owner = |id: &[u8]| owner_of(key_hash(id));
-                    return match batch.split_encoded(n, owner) {
-                        Some(parts) => parts,
-                        None => {
-                            let client = batch.client.clone();
-                            let parts = split_spans(batch.into_data(), n, |_, _, span| {
-                                owner(&span.trace_id)
-                            });
-                            with_client(parts, &client)
-                        }
-                    };
+                    return split_by_trace_id_of(batch, n, |id| owner_of(key_hash(id)));
                 }
                 let now = self.now_s();
                 let changed = self.last_change.load(Ordering::Acquire);
@@ -587,15 +577,7 @@ impl Inner {
                         Route::Pinned(u) => ring.index_of_uid(u).unwrap_or(owner),
                     }
                 };
-                let parts = match batch.split_encoded(n, &mut owner) {
-                    Some(parts) => parts,
-                    None => {
-                        let client = batch.client.clone();
-                        let parts =
-                            split_spans(batch.into_data(), n, |_, _, span| owner(&span.trace_id));
-                        with_client(parts, &client)
-                    }
-                };
+                let parts = split_by_trace_id_of(batch, n, &mut owner);
                 self.metrics.grace_pinned.add(grace.pinned - pinned_before);
                 self.metrics.grace_full.add(grace.full - full_before);
                 self.metrics.grace_entries.set(grace.len() as i64);
@@ -1005,6 +987,21 @@ impl Default for Sent {
             reason: String::new(),
         }
     }
+}
+
+/// Split `batch` over `n` endpoints by the owner of each span's trace id: as bytes when
+/// it holds them (ADR 005), decoded otherwise.
+fn split_by_trace_id_of(
+    batch: Batch<Traces>,
+    n: usize,
+    mut owner: impl FnMut(&[u8]) -> usize,
+) -> Vec<(usize, Batch<Traces>)> {
+    if let Some(parts) = batch.split_encoded(n, &mut owner) {
+        return parts;
+    }
+    let client = batch.client.clone();
+    let parts = split_spans(batch.into_data(), n, |_, _, span| owner(&span.trace_id));
+    with_client(parts, &client)
 }
 
 /// Decoded parts as batches, each with the client of the batch they came from.

@@ -1345,13 +1345,21 @@ fn prepare_encoded(
             resource.as_ref().map_or(&[][..], |r| &r.attributes[..]),
             keys,
         );
-        for (f, ss) in fields(rs) {
-            let (2, Wire::Len(ss)) = (f, ss) else {
-                continue;
-            };
+        let scopes = fields(rs).filter_map(|field| match field {
+            (2, Wire::Len(ss)) => Some(ss),
+            _ => None,
+        });
+        let groups = scopes.clone().count();
+        for (i, ss) in scopes.enumerate() {
             let (scope, scope_schema_url) = head(ss);
+            // The last group takes the resource; only earlier ones copy it.
+            let resource = if i + 1 == groups {
+                resource.take()
+            } else {
+                resource.clone()
+            };
             let scoped = Arc::new(Scoped {
-                resource: resource.clone(),
+                resource,
                 resource_schema_url: resource_schema_url.clone(),
                 scope,
                 scope_schema_url,
