@@ -42,7 +42,6 @@ use otel_pipeline_core::{
 };
 use parking_lot::Mutex;
 use tokio::time::Instant;
-use tonic::codec::CompressionEncoding;
 use tonic_types::StatusExt;
 
 /// Wire protocol.
@@ -608,56 +607,51 @@ fn http_connector(
     Ok(http)
 }
 
-/// A gRPC codec that sends a message already encoded (the batch's bytes, made once) and
-/// decodes the response with prost.
-struct EncodedCodec<R>(std::marker::PhantomData<fn() -> R>);
-
-impl<R: prost::Message + Default + Send + 'static> tonic::codec::Codec for EncodedCodec<R> {
-    type Encode = Bytes;
-    type Decode = R;
-    type Encoder = BytesEncoder;
-    type Decoder = ProstDecoder<R>;
-
-    fn encoder(&mut self) -> BytesEncoder {
-        BytesEncoder
+/// A unary gRPC request for `path` carrying `message` (already compressed as `compression`
+/// says) in one length-prefixed frame.
+fn grpc_request(
+    path: &'static str,
+    message: &Bytes,
+    compression: Compression,
+    timeout: Duration,
+    headers: &http::HeaderMap,
+) -> Result<http::Request<tonic::body::Body>, String> {
+    let len = u32::try_from(message.len())
+        .map_err(|_| format!("a {} byte message does not fit a gRPC frame", message.len()))?;
+    let mut frame = bytes::BytesMut::with_capacity(5 + message.len());
+    frame.extend_from_slice(&[u8::from(compression != Compression::None)]);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(message);
+    let mut req = http::Request::post(path)
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .header("grpc-accept-encoding", "identity")
+        .header("grpc-timeout", format!("{}m", timeout.as_millis().max(1)));
+    match compression {
+        Compression::None => {}
+        Compression::Gzip => req = req.header("grpc-encoding", "gzip"),
+        Compression::Zstd => req = req.header("grpc-encoding", "zstd"),
     }
-
-    fn decoder(&mut self) -> ProstDecoder<R> {
-        ProstDecoder(std::marker::PhantomData)
-    }
+    let mut req = req
+        .body(tonic::body::Body::new(Full::new(frame.freeze())))
+        .map_err(|e| format!("building the request: {e}"))?;
+    req.headers_mut().extend(headers.clone());
+    Ok(req)
 }
 
-struct BytesEncoder;
-
-impl tonic::codec::Encoder for BytesEncoder {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: Bytes,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        use bytes::BufMut;
-        dst.put_slice(&item);
-        Ok(())
+/// The response message of a unary call: the first frame of `data` (uncompressed: the
+/// request accepts only `identity`).
+fn grpc_message<R: prost::Message + Default>(data: &[u8]) -> Result<R, String> {
+    if data.is_empty() {
+        return Ok(R::default());
     }
-}
-
-struct ProstDecoder<R>(std::marker::PhantomData<fn() -> R>);
-
-impl<R: prost::Message + Default> tonic::codec::Decoder for ProstDecoder<R> {
-    type Item = R;
-    type Error = tonic::Status;
-
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<R>, tonic::Status> {
-        R::decode(src)
-            .map(Some)
-            .map_err(|e| tonic::Status::internal(format!("decoding the response: {e}")))
+    let (head, rest) = data.split_at_checked(5).ok_or("a cut gRPC frame")?;
+    if head[0] != 0 {
+        return Err("a compressed response, not asked for".into());
     }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let message = rest.get(..len).ok_or("a cut gRPC frame")?;
+    R::decode(message).map_err(|e| format!("decoding the response: {e}"))
 }
 
 /// How one attempt went.
@@ -675,10 +669,21 @@ enum Attempt {
     },
 }
 
+/// The gRPC code for an HTTP status other than 200, as the gRPC spec maps them.
+fn http_to_grpc_code(status: http::StatusCode) -> tonic::Code {
+    match status.as_u16() {
+        400 => tonic::Code::Internal,
+        401 => tonic::Code::Unauthenticated,
+        403 => tonic::Code::PermissionDenied,
+        404 => tonic::Code::Unimplemented,
+        429 | 502..=504 => tonic::Code::Unavailable,
+        _ => tonic::Code::Unknown,
+    }
+}
+
 impl<S: WireSignal> OtlpSender<S> {
-    /// The request body, made once per batch and reused by every attempt: for HTTP, the
-    /// encoded (protobuf or JSON) and compressed body; for gRPC, the encoded message (the
-    /// gRPC framing compresses it).
+    /// The request body, made once per batch and reused by every attempt: the encoded
+    /// (protobuf, or JSON for HTTP) and compressed message.
     /// A batch that still holds the request's bytes as received is sent as it is, not
     /// decoded and encoded again (ADR 005).
     fn encode(&self, batch: &Batch<S>) -> Result<Bytes, String> {
@@ -689,9 +694,7 @@ impl<S: WireSignal> OtlpSender<S> {
             (_, Some(bytes)) => bytes.clone(),
             (_, None) => prost::Message::encode_to_vec(batch.data()).into(),
         };
-        if matches!(self.transport, Transport::Grpc(_)) {
-            return Ok(raw);
-        }
+        // Compressed once here, for gRPC as for HTTP: retries resend these bytes.
         Ok(match self.config.compression {
             Compression::None => raw,
             Compression::Gzip => {
@@ -716,19 +719,16 @@ impl<S: WireSignal> OtlpSender<S> {
         }
     }
 
-    async fn attempt_grpc(&self, channel: tonic::transport::Channel, body: &Bytes) -> Attempt {
-        let mut grpc = tonic::client::Grpc::new(channel);
-        match self.config.compression {
-            Compression::None => {}
-            Compression::Gzip => grpc = grpc.send_compressed(CompressionEncoding::Gzip),
-            Compression::Zstd => grpc = grpc.send_compressed(CompressionEncoding::Zstd),
-        }
-        grpc = grpc
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd);
+    /// One unary gRPC call over the channel, framed here: `body` is the message as the
+    /// queue holds it (compressed once, when compression is on), so an attempt neither
+    /// encodes nor compresses (tonic's client would compress again on every attempt).
+    async fn attempt_grpc(&self, mut channel: tonic::transport::Channel, body: &Bytes) -> Attempt {
+        use http_body_util::BodyExt;
+        use tonic::client::GrpcService;
         // A backend that accepts the connection and never answers the HTTP/2 handshake
         // must not hold the worker: connecting is bounded by the attempt's timeout too.
-        match tokio::time::timeout(self.config.timeout, grpc.ready()).await {
+        let ready = std::future::poll_fn(|cx| channel.poll_ready(cx));
+        match tokio::time::timeout(self.config.timeout, ready).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 return Attempt::Retryable {
@@ -743,22 +743,69 @@ impl<S: WireSignal> OtlpSender<S> {
                 };
             }
         }
-        // The encoded message, shared: no deep copy of the request per attempt.
-        let mut request = tonic::Request::new(body.clone());
-        request.set_timeout(self.config.timeout);
-        for (k, v) in &self.headers {
-            if let (Ok(key), Ok(value)) = (
-                tonic::metadata::MetadataKey::from_bytes(k.as_str().as_bytes()),
-                tonic::metadata::MetadataValue::try_from(v.as_bytes()),
-            ) {
-                request.metadata_mut().insert(key, value);
+        let request = match grpc_request(
+            S::GRPC_PATH,
+            body,
+            self.config.compression,
+            self.config.timeout,
+            &self.headers,
+        ) {
+            Ok(r) => r,
+            Err(reason) => return Attempt::Permanent { reason },
+        };
+        let call = async {
+            let response = channel
+                .call(request)
+                .await
+                .map_err(|e| format!("sending: {e}"))?;
+            let (parts, body) = response.into_parts();
+            let collected = body
+                .collect()
+                .await
+                .map_err(|e| format!("reading the response: {e}"))?;
+            Ok::<_, String>((parts, collected))
+        };
+        let (parts, collected) = match tokio::time::timeout(self.config.timeout, call).await {
+            Err(_) => {
+                return Attempt::Retryable {
+                    reason: "timed out".into(),
+                    retry_after: None,
+                };
             }
+            Ok(Err(reason)) => {
+                return Attempt::Retryable {
+                    reason,
+                    retry_after: None,
+                };
+            }
+            Ok(Ok(r)) => r,
+        };
+        if parts.status != http::StatusCode::OK {
+            return classify_grpc(&tonic::Status::new(
+                http_to_grpc_code(parts.status),
+                format!("HTTP status {}", parts.status),
+            ));
         }
-        let path = http::uri::PathAndQuery::from_static(S::GRPC_PATH);
-        let codec = EncodedCodec::<S::Response>(std::marker::PhantomData);
-        match grpc.unary(request, path, codec).await {
-            Ok(response) => sent_from::<S>(response.get_ref()),
-            Err(status) => classify_grpc(&status),
+        // The status is in the trailers, or in the headers of a trailers-only response.
+        let trailers = collected.trailers().cloned();
+        let status = trailers
+            .as_ref()
+            .and_then(tonic::Status::from_header_map)
+            .or_else(|| tonic::Status::from_header_map(&parts.headers));
+        match status {
+            Some(status) if status.code() != tonic::Code::Ok => classify_grpc(&status),
+            None => classify_grpc(&tonic::Status::internal("the response has no grpc-status")),
+            Some(_) => {
+                let message = collected.to_bytes();
+                match grpc_message::<S::Response>(&message) {
+                    Ok(response) => sent_from::<S>(&response),
+                    // The data was accepted; only the partial-success report is unreadable.
+                    Err(_) => Attempt::Sent {
+                        rejected: 0,
+                        message: String::new(),
+                    },
+                }
+            }
         }
     }
 
@@ -945,7 +992,7 @@ impl<S: WireSignal> OtlpSender<S> {
     fn decode_body(&self, body: &Bytes) -> Result<Batch<S>, String> {
         use std::io::Read;
         let raw: Bytes = match (&self.transport, self.config.compression) {
-            (Transport::Grpc(_), _) | (_, Compression::None) => body.clone(),
+            (_, Compression::None) => body.clone(),
             (_, Compression::Gzip) => {
                 let mut inflated = Vec::new();
                 flate2::read::GzDecoder::new(&body[..])
