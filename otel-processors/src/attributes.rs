@@ -39,6 +39,8 @@ use otel_pipeline_core::{
     Consumer, Logs, Metrics, Processor, Traces,
 };
 use regex::{Regex, RegexSet};
+
+use crate::blocked::Blocked;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -697,8 +699,8 @@ struct Redaction {
     allow_all: bool,
     allowed: Vec<String>,
     ignored: Vec<String>,
-    /// Any of the patterns (a quick no for most values), and each one in order.
-    blocked: Option<(Regex, Vec<Regex>)>,
+    /// The `blocked_values` patterns, each with its prefilter.
+    blocked: Option<Blocked>,
     summary: Summary,
     targets: Vec<Target>,
 }
@@ -925,28 +927,10 @@ impl AttributeRedactor {
                 let blocked = if r.blocked_values.is_empty() {
                     None
                 } else {
-                    let each = r
-                        .blocked_values
-                        .iter()
-                        .enumerate()
-                        .map(|(i, p)| {
-                            Regex::new(p).map_err(|e| {
-                                ctx.invalid(format!("blocked_values[{i}]"), e.to_string())
-                            })
-                        })
-                        .collect::<Result<Vec<_>, _>>()?;
-                    // One unanchored automaton for all patterns: a single pass over a value
-                    // says whether any matches, which most values do not. Each pattern is a
-                    // group of its own, so its flags stay inside it.
-                    let any = r
-                        .blocked_values
-                        .iter()
-                        .map(|p| format!("(?:{p})"))
-                        .collect::<Vec<_>>()
-                        .join("|");
-                    let any = Regex::new(&any)
-                        .map_err(|e| ctx.invalid("blocked_values", e.to_string()))?;
-                    Some((any, each))
+                    Some(
+                        Blocked::new(&r.blocked_values)
+                            .map_err(|(i, e)| ctx.invalid(format!("blocked_values[{i}]"), e))?,
+                    )
                 };
                 // With allow_all_keys false and nothing allowed, every attribute goes: the
                 // Collector reads an empty `redaction:` that way, so we do too.
@@ -1173,7 +1157,7 @@ impl CompiledAttributes {
             }
             keep
         });
-        if let Some((any, each)) = &r.blocked {
+        if let Some(blocked) = &r.blocked {
             for kv in attrs.iter_mut() {
                 if r.ignored.contains(&kv.key) {
                     continue;
@@ -1183,16 +1167,10 @@ impl CompiledAttributes {
                 else {
                     continue;
                 };
-                if !any.is_match(s) {
-                    continue;
-                }
                 // In the configured order; a pattern with no match leaves the value alone.
-                for re in each {
-                    if let std::borrow::Cow::Owned(masked) = re.replace_all(s, "****") {
-                        *s = masked;
-                    }
+                if blocked.mask(s) {
+                    masked.push(kv.key.clone());
                 }
-                masked.push(kv.key.clone());
             }
         }
         (removed, masked)
@@ -1287,32 +1265,25 @@ impl CompiledAttributes {
         else {
             return 0;
         };
-        let Some((any, each)) = &r.blocked else {
+        let Some(blocked) = &r.blocked else {
             return 0;
         };
-        fn walk(v: &mut AnyValue, any: &Regex, each: &[Regex]) -> usize {
+        fn walk(v: &mut AnyValue, blocked: &Blocked) -> usize {
             match v.value.as_mut() {
-                Some(any_value::Value::StringValue(s)) if any.is_match(s) => {
-                    for re in each {
-                        if let std::borrow::Cow::Owned(masked) = re.replace_all(s, "****") {
-                            *s = masked;
-                        }
-                    }
-                    1
-                }
+                Some(any_value::Value::StringValue(s)) => usize::from(blocked.mask(s)),
                 Some(any_value::Value::ArrayValue(a)) => {
-                    a.values.iter_mut().map(|v| walk(v, any, each)).sum()
+                    a.values.iter_mut().map(|v| walk(v, blocked)).sum()
                 }
                 Some(any_value::Value::KvlistValue(kv)) => kv
                     .values
                     .iter_mut()
                     .filter_map(|kv| kv.value.as_mut())
-                    .map(|v| walk(v, any, each))
+                    .map(|v| walk(v, blocked))
                     .sum(),
                 _ => 0,
             }
         }
-        body.map_or(0, |b| walk(b, any, each))
+        body.map_or(0, |b| walk(b, blocked))
     }
 
     /// Apply to every selected log record (its attributes, its body for redaction, and

@@ -15,6 +15,7 @@
 
 pub mod attributes;
 pub mod batch;
+mod blocked;
 pub mod collector;
 pub mod condition;
 pub use otel_pipeline_core::config;
