@@ -39,8 +39,6 @@ use otel_pipeline_core::{
     Consumer, Logs, Metrics, Processor, Traces,
 };
 use regex::{Regex, RegexSet};
-
-use crate::blocked::Blocked;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -699,8 +697,8 @@ struct Redaction {
     allow_all: bool,
     allowed: Vec<String>,
     ignored: Vec<String>,
-    /// The `blocked_values` patterns, each with its prefilter.
-    blocked: Option<Blocked>,
+    /// Any of the patterns (a quick no for most values), and each one in order.
+    blocked: Option<(Regex, Vec<Regex>)>,
     summary: Summary,
     targets: Vec<Target>,
 }
@@ -927,10 +925,28 @@ impl AttributeRedactor {
                 let blocked = if r.blocked_values.is_empty() {
                     None
                 } else {
-                    Some(
-                        Blocked::new(&r.blocked_values)
-                            .map_err(|(i, e)| ctx.invalid(format!("blocked_values[{i}]"), e))?,
-                    )
+                    let each = r
+                        .blocked_values
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| {
+                            Regex::new(p).map_err(|e| {
+                                ctx.invalid(format!("blocked_values[{i}]"), e.to_string())
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    // One unanchored automaton for all patterns: a single pass over a value
+                    // says whether any matches, which most values do not. Each pattern is a
+                    // group of its own, so its flags stay inside it.
+                    let any = r
+                        .blocked_values
+                        .iter()
+                        .map(|p| format!("(?:{p})"))
+                        .collect::<Vec<_>>()
+                        .join("|");
+                    let any = Regex::new(&any)
+                        .map_err(|e| ctx.invalid("blocked_values", e.to_string()))?;
+                    Some((any, each))
                 };
                 // With allow_all_keys false and nothing allowed, every attribute goes: the
                 // Collector reads an empty `redaction:` that way, so we do too.
@@ -1157,7 +1173,7 @@ impl CompiledAttributes {
             }
             keep
         });
-        if let Some(blocked) = &r.blocked {
+        if let Some((any, each)) = &r.blocked {
             for kv in attrs.iter_mut() {
                 if r.ignored.contains(&kv.key) {
                     continue;
@@ -1167,10 +1183,16 @@ impl CompiledAttributes {
                 else {
                     continue;
                 };
-                // In the configured order; a pattern with no match leaves the value alone.
-                if blocked.mask(s) {
-                    masked.push(kv.key.clone());
+                if !any.is_match(s) {
+                    continue;
                 }
+                // In the configured order; a pattern with no match leaves the value alone.
+                for re in each {
+                    if let std::borrow::Cow::Owned(masked) = re.replace_all(s, "****") {
+                        *s = masked;
+                    }
+                }
+                masked.push(kv.key.clone());
             }
         }
         (removed, masked)
@@ -1265,25 +1287,32 @@ impl CompiledAttributes {
         else {
             return 0;
         };
-        let Some(blocked) = &r.blocked else {
+        let Some((any, each)) = &r.blocked else {
             return 0;
         };
-        fn walk(v: &mut AnyValue, blocked: &Blocked) -> usize {
+        fn walk(v: &mut AnyValue, any: &Regex, each: &[Regex]) -> usize {
             match v.value.as_mut() {
-                Some(any_value::Value::StringValue(s)) => usize::from(blocked.mask(s)),
+                Some(any_value::Value::StringValue(s)) if any.is_match(s) => {
+                    for re in each {
+                        if let std::borrow::Cow::Owned(masked) = re.replace_all(s, "****") {
+                            *s = masked;
+                        }
+                    }
+                    1
+                }
                 Some(any_value::Value::ArrayValue(a)) => {
-                    a.values.iter_mut().map(|v| walk(v, blocked)).sum()
+                    a.values.iter_mut().map(|v| walk(v, any, each)).sum()
                 }
                 Some(any_value::Value::KvlistValue(kv)) => kv
                     .values
                     .iter_mut()
                     .filter_map(|kv| kv.value.as_mut())
-                    .map(|v| walk(v, blocked))
+                    .map(|v| walk(v, any, each))
                     .sum(),
                 _ => 0,
             }
         }
-        body.map_or(0, |b| walk(b, blocked))
+        body.map_or(0, |b| walk(b, any, each))
     }
 
     /// Apply to every selected log record (its attributes, its body for redaction, and

@@ -15,7 +15,6 @@
 
 pub mod attributes;
 pub mod batch;
-mod blocked;
 pub mod collector;
 pub mod condition;
 pub use otel_pipeline_core::config;
