@@ -626,7 +626,7 @@ fn grpc_request(
         .header(http::header::CONTENT_TYPE, "application/grpc")
         .header(http::header::TE, "trailers")
         .header("grpc-accept-encoding", "identity")
-        .header("grpc-timeout", format!("{}m", timeout.as_millis().max(1)));
+        .header("grpc-timeout", grpc_timeout(timeout));
     match compression {
         Compression::None => {}
         Compression::Gzip => req = req.header("grpc-encoding", "gzip"),
@@ -637,6 +637,16 @@ fn grpc_request(
         .map_err(|e| format!("building the request: {e}"))?;
     req.headers_mut().extend(headers.clone());
     Ok(req)
+}
+
+/// `grpc-timeout`: at most eight digits and a unit, as the gRPC spec writes it.
+fn grpc_timeout(timeout: Duration) -> String {
+    let ms = timeout.as_millis().max(1);
+    if ms < 100_000_000 {
+        format!("{ms}m")
+    } else {
+        format!("{}S", timeout.as_secs().min(99_999_999))
+    }
 }
 
 /// The response message of a unary call: the first frame of `data` (uncompressed: the
@@ -1115,5 +1125,51 @@ impl<S: WireSignal> OtlpSender<S> {
                 (wait.as_secs_f64() * r.multiplier).min(r.max_interval.as_secs_f64()),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use otel_pipeline_core::proto::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceResponse,
+    };
+
+    use super::{grpc_message, grpc_timeout};
+
+    #[test]
+    fn grpc_timeouts_fit_eight_digits() {
+        assert_eq!(grpc_timeout(Duration::from_secs(10)), "10000m");
+        assert_eq!(grpc_timeout(Duration::ZERO), "1m");
+        assert_eq!(grpc_timeout(Duration::from_secs(200_000)), "200000S");
+        assert_eq!(grpc_timeout(Duration::MAX), "99999999S");
+    }
+
+    #[test]
+    fn a_response_frame_is_read_or_refused_clearly() {
+        let response = ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: 3,
+                error_message: "bad".into(),
+            }),
+        };
+        let body = prost::Message::encode_to_vec(&response);
+        let mut frame = vec![0];
+        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&body);
+        assert_eq!(
+            grpc_message::<ExportTraceServiceResponse>(&frame),
+            Ok(response)
+        );
+        // An empty body is an empty response (nothing rejected).
+        assert_eq!(
+            grpc_message::<ExportTraceServiceResponse>(&[]),
+            Ok(ExportTraceServiceResponse::default())
+        );
+        assert!(grpc_message::<ExportTraceServiceResponse>(&frame[..4]).is_err());
+        assert!(grpc_message::<ExportTraceServiceResponse>(&frame[..frame.len() - 1]).is_err());
+        frame[0] = 1;
+        assert!(grpc_message::<ExportTraceServiceResponse>(&frame).is_err());
     }
 }
