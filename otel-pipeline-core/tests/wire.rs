@@ -9,26 +9,9 @@ use otel_pipeline_core::proto::common::v1::{
 };
 use otel_pipeline_core::proto::resource::v1::Resource;
 use otel_pipeline_core::proto::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
-use otel_pipeline_core::testing::generate_traces;
+use otel_pipeline_core::testing::{SplitMix64, generate_traces};
 use otel_pipeline_core::{Batch, Signal, Traces, wire};
 use prost::Message;
-
-/// A small deterministic generator (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue {
@@ -41,9 +24,9 @@ fn kv(key: &str, value: Value) -> KeyValue {
 /// A request that uses every message of the schema: several resources and scopes, spans
 /// of a few traces interleaved, events, links, status, nested arrays and maps.
 fn rich_request(seed: u64, resources: usize) -> ExportTraceServiceRequest {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let trace_ids: Vec<Vec<u8>> = (0..5)
-        .map(|_| [rng.next().to_be_bytes(), rng.next().to_be_bytes()].concat())
+        .map(|_| [rng.next_u64().to_be_bytes(), rng.next_u64().to_be_bytes()].concat())
         .collect();
     let resource_spans = (0..resources)
         .map(|r| ResourceSpans {
@@ -79,19 +62,19 @@ fn rich_request(seed: u64, resources: usize) -> ExportTraceServiceRequest {
                             let trace = &trace_ids[rng.below(5) as usize];
                             Span {
                                 trace_id: trace.clone(),
-                                span_id: rng.next().to_be_bytes().to_vec(),
+                                span_id: rng.next_u64().to_be_bytes().to_vec(),
                                 parent_span_id: if i == 0 {
                                     Vec::new()
                                 } else {
-                                    rng.next().to_be_bytes().to_vec()
+                                    rng.next_u64().to_be_bytes().to_vec()
                                 },
                                 name: format!("op {i}"),
                                 kind: span::SpanKind::Internal as i32,
-                                start_time_unix_nano: rng.next(),
-                                end_time_unix_nano: rng.next(),
+                                start_time_unix_nano: rng.next_u64(),
+                                end_time_unix_nano: rng.next_u64(),
                                 flags: 1,
                                 attributes: vec![
-                                    kv("n", Value::IntValue(rng.next() as i64)),
+                                    kv("n", Value::IntValue(rng.next_u64() as i64)),
                                     kv("d", Value::DoubleValue(0.5)),
                                     kv("b", Value::BytesValue(vec![0, 1, 2])),
                                 ],
@@ -129,7 +112,7 @@ fn rich_request(seed: u64, resources: usize) -> ExportTraceServiceRequest {
 
 #[test]
 fn the_check_accepts_exactly_what_prost_decodes() {
-    let mut rng = Rng(7);
+    let mut rng = SplitMix64::new(7);
     let seeds: Vec<Vec<u8>> = (0..8)
         .map(|s| rich_request(s, 1 + s as usize % 3).encode_to_vec())
         .chain([generate_traces(3, 4, 1).encode_to_vec()])
@@ -152,7 +135,7 @@ fn the_check_accepts_exactly_what_prost_decodes() {
             match rng.below(4) {
                 0 => buf[at] ^= 1 << rng.below(8),
                 1 => buf.truncate(at),
-                2 => buf.insert(at, rng.next() as u8),
+                2 => buf.insert(at, rng.next_u64() as u8),
                 _ => {
                     buf.remove(at);
                 }
