@@ -49,26 +49,33 @@ fn bench(c: &mut Criterion) {
     g.bench_function("floor/drop_10k_spans", |b| {
         b.iter_batched(|| batch.clone(), drop, BatchSize::LargeInput)
     });
-    g.bench_function("core/ingest_and_decide_10k_spans", |b| {
-        let mut core = Engine::new(config(1), telemetry()).expect("core");
-        // New trace ids every iteration: a repeated id would meet its cached decision and
-        // take the (cheaper) late-span path.
-        let mut seed = 1000;
-        b.iter_batched(
-            || {
-                seed += 1;
-                traces(500, seed)
-            },
-            |req| {
-                let now = tokio::time::Instant::now();
-                let part = core.prepare(Batch::new(req));
-                core.ingest(&part, now);
-                core.decide_all(now);
-                black_box(core.take_output())
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    for (name, pack) in [
+        ("core/ingest_and_decide_10k_spans", true),
+        ("core_unpacked/ingest_and_decide_10k_spans", false),
+    ] {
+        g.bench_function(name, |b| {
+            let mut c = config(1);
+            c.pack_spans = pack;
+            let mut core = Engine::new(c, telemetry()).expect("core");
+            // New trace ids every iteration: a repeated id would meet its cached decision and
+            // take the (cheaper) late-span path.
+            let mut seed = 1000;
+            b.iter_batched(
+                || {
+                    seed += 1;
+                    traces(500, seed)
+                },
+                |req| {
+                    let now = tokio::time::Instant::now();
+                    let part = core.prepare(Batch::new(req));
+                    core.ingest(&part, now);
+                    core.decide_all(now);
+                    black_box(core.take_output())
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
 
     // Shard engines on 1 and 2 threads over the same 40k spans: how the sharded design
     // scales with cores when nothing else competes for them. Each thread builds its share

@@ -1,5 +1,6 @@
 //! Bytes of heap per span buffered by the tail sampler, measured with a counting
-//! allocator, against the spans' OTLP-encoded size. Prints one line; not a timing.
+//! allocator, against the spans' OTLP-encoded size, with spans packed (the default) and
+//! not. Prints two lines; not a timing.
 //!
 //! `cargo bench --bench tail_sampling_memory`
 
@@ -17,7 +18,7 @@ use common::{config, telemetry, traces};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-fn memory_report() {
+fn memory_report(pack_spans: bool) {
     const N: usize = 5000;
     let reference = traces(N, 1);
     let spans = Traces::item_count(&reference);
@@ -27,7 +28,9 @@ fn memory_report() {
         .map(prost::Message::encoded_len)
         .sum();
     drop(reference);
-    let mut core = Engine::new(config(1), telemetry()).expect("core");
+    let mut c = config(1);
+    c.pack_spans = pack_spans;
+    let mut core = Engine::new(c, telemetry()).expect("core");
     let now = tokio::time::Instant::now();
     // Everything allocated from here and still held at the end is the buffer: the request
     // is built inside the region and its spans moved into the sampler, so what the request
@@ -40,7 +43,7 @@ fn memory_report() {
     // stats_alloc already folds reallocations into allocated/deallocated.
     let held = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64;
     println!(
-        "tail_sampling memory: {:.0} bytes of heap per buffered span (measured), {:.0} bytes per span OTLP-encoded: {:.2}x",
+        "tail_sampling memory (pack_spans: {pack_spans}): {:.0} bytes of heap per buffered span (measured), {:.0} bytes per span OTLP-encoded: {:.2}x",
         held as f64 / spans as f64,
         encoded as f64 / spans as f64,
         held as f64 / encoded as f64,
@@ -49,5 +52,6 @@ fn memory_report() {
 }
 
 fn main() {
-    memory_report();
+    memory_report(true);
+    memory_report(false);
 }

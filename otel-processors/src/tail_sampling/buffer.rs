@@ -9,6 +9,7 @@ use otel_pipeline_core::proto::resource::v1::Resource;
 use otel_pipeline_core::proto::trace::v1::Span;
 use tokio::time::Instant;
 
+use super::pack::{self, Dict};
 use super::wire;
 
 /// The resource and scope a group of buffered spans came with, shared by all of them.
@@ -83,12 +84,15 @@ impl ShardBatch {
     }
 }
 
-/// The spans buffered for one trace, **encoded** (protobuf, length-delimited, about a
-/// sixth of the memory of decoded spans), with a summary of what the cheap policies need.
+/// The spans buffered for one trace, **encoded** and packed (protobuf, with what repeats
+/// across spans numbered in the shard's dictionary: [`pack`]), length-delimited, with a
+/// summary of what the cheap policies need.
 #[derive(Debug)]
 pub(crate) struct TraceBuf {
-    /// Encoded spans grouped by the resource/scope they came with.
+    /// Packed spans grouped by the resource/scope they came with.
     pub(crate) groups: Vec<(Arc<Scoped>, Vec<u8>)>,
+    /// The shard's dictionary the spans are packed with.
+    pub(crate) dict: u32,
     /// Span count.
     pub(crate) spans: usize,
     /// OTLP-encoded size of the spans.
@@ -119,9 +123,11 @@ impl TraceBuf {
         now: Instant,
         due: Instant,
         root_seen: bool,
+        dict: u32,
     ) -> Self {
         Self {
             groups: Vec::with_capacity(1),
+            dict,
             spans: 0,
             bytes: 0,
             min_start: u64::MAX,
@@ -137,14 +143,18 @@ impl TraceBuf {
         }
     }
 
-    /// Summarise a span and buffer its encoding; returns the bytes it takes.
+    /// Summarise a span and buffer it, packed with `dict` (`scratch`: room to pack in);
+    /// returns its OTLP-encoded size (length-delimited), what the limits count.
     /// `group_mask` is the key mask of the group's resource, computed once per group.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn push(
         &mut self,
         scoped: &Arc<Scoped>,
         group_mask: u64,
         meta: &SpanMeta,
         encoded: Encoded<'_>,
+        dict: Option<&mut Dict>,
+        scratch: &mut Vec<u8>,
     ) -> usize {
         self.spans += 1;
         self.attr_mask |= group_mask | meta.mask;
@@ -159,40 +169,82 @@ impl TraceBuf {
                 &mut self.groups.last_mut().expect("just pushed").1
             }
         };
+        scratch.clear();
+        pack::pack(encoded.body, &self.trace_id, dict, scratch);
         let need = wire::delimited_len(encoded.body);
-        if encoded.run > 0 {
-            buf.reserve_exact(encoded.run);
+        let packed = wire::delimited_len(scratch);
+        if encoded.run > need {
+            // Room for the run, packed as this span packed.
+            let rest = (encoded.run - need) as u128 * packed as u128 / need as u128;
+            buf.reserve_exact(packed + rest as usize + rest as usize / 16);
         }
-        if buf.capacity() - buf.len() < need {
+        if buf.capacity() - buf.len() < packed {
             // Grow by about a quarter, not doubling: these buffers are the memory the
             // sampler keeps small.
-            buf.reserve_exact(need.max(buf.len() / 4).max(1024));
+            buf.reserve_exact(packed.max(buf.len() / 4).max(256));
         }
-        wire::append_delimited(encoded.body, buf);
+        wire::append_delimited(scratch, buf);
         self.bytes += need;
         need
     }
+}
 
-    /// Decode the spans (for the policies that need whole spans, and for output).
+/// A buffered trace with the dictionary its spans are packed with: what policies read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Held<'a> {
+    pub(crate) trace: &'a TraceBuf,
+    pub(crate) dict: &'a Dict,
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = TraceBuf;
+
+    fn deref(&self) -> &TraceBuf {
+        self.trace
+    }
+}
+
+impl Held<'_> {
+    /// Whether `test` holds for any span's encoding (with its resource/scope), spans
+    /// unpacked one at a time into one buffer.
+    pub(crate) fn any_span(&self, mut test: impl FnMut(&Arc<Scoped>, &[u8]) -> bool) -> bool {
+        let mut span = Vec::new();
+        for (scoped, buf) in &self.trace.groups {
+            for packed in wire::delimited(buf) {
+                span.clear();
+                if pack::unpack(packed, &self.trace.trace_id, self.dict, &mut span).is_some()
+                    && test(scoped, &span)
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Decode the spans (for the policies that need whole spans, and for output). A span
+    /// that does not unpack or decode is left out (the caller counts the shortfall).
     pub(crate) fn decode(&self) -> Vec<(Arc<Scoped>, Vec<Span>)> {
-        self.groups
+        let t = self.trace;
+        let mut span = Vec::new();
+        t.groups
             .iter()
             .map(|(scoped, buf)| {
-                let mut spans = Vec::with_capacity(match self.groups.len() {
-                    1 => self.spans,
+                let mut spans = Vec::with_capacity(match t.groups.len() {
+                    1 => t.spans,
                     _ => 0,
                 });
-                spans.extend(wire::delimited(buf).filter_map(wire::decode_span));
+                for packed in wire::delimited(buf) {
+                    span.clear();
+                    if pack::unpack(packed, &t.trace_id, self.dict, &mut span).is_some()
+                        && let Some(s) = wire::decode_span(&span)
+                    {
+                        spans.push(s);
+                    }
+                }
                 (Arc::clone(scoped), spans)
             })
             .collect()
-    }
-
-    /// The encoded spans, each with its resource/scope.
-    pub(crate) fn encoded(&self) -> impl Iterator<Item = (&Arc<Scoped>, &[u8])> {
-        self.groups
-            .iter()
-            .flat_map(|(sc, buf)| wire::delimited(buf).map(move |m| (sc, m)))
     }
 }
 

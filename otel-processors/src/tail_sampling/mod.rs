@@ -56,6 +56,7 @@
 mod buffer;
 pub mod config;
 mod handoff;
+mod pack;
 mod policy;
 mod wire;
 
@@ -97,7 +98,7 @@ const DROPPED_ON_SHUTDOWN: DropReason = DropReason::new("shutdown");
 const NOT_SAMPLED: DropReason = DropReason::new("not_sampled");
 pub(crate) use policy::combine;
 
-use buffer::{Encoded, Scoped, ShardBatch, SpanMeta, TraceBuf, key_mask};
+use buffer::{Encoded, Held, Scoped, ShardBatch, SpanMeta, TraceBuf, key_mask};
 use handoff::{HandoffStats, Marker};
 
 use crate::config::ConfigError;
@@ -506,6 +507,10 @@ pub(crate) struct TailSamplingCore {
     keys: Arc<[String]>,
     /// Which published set of policies this shard runs (0: those it was built with).
     generation: u64,
+    /// What the shard's buffered spans are packed with.
+    dicts: pack::Dicts,
+    /// Room to pack a span in.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for TailSamplingCore {
@@ -596,6 +601,8 @@ impl TailSamplingCore {
             stats,
             keys: keys.into(),
             generation: 0,
+            dicts: pack::Dicts::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -675,7 +682,11 @@ impl TailSamplingCore {
         };
         let is_root = meta.root;
         if let Some(t) = self.traces.get_mut(&id) {
-            let bytes = t.push(scoped, group_mask, meta, encoded);
+            let dict = match self.config.pack_spans {
+                true => self.dicts.get_mut(t.dict),
+                false => None,
+            };
+            let bytes = t.push(scoped, group_mask, meta, encoded, dict, &mut self.scratch);
             self.bytes += bytes;
             self.spans += 1;
             self.tally.spans += 1;
@@ -727,14 +738,26 @@ impl TailSamplingCore {
         {
             due = due.min(now + after);
         }
+        let dict = self.dicts.enter();
         let mut t = TraceBuf::new(
             id.to_be_bytes(),
             wire::span_trace_state(encoded.body).to_owned(),
             now,
             due,
             is_root,
+            dict,
         );
-        let bytes = t.push(scoped, group_mask, meta, encoded);
+        let bytes = t.push(
+            scoped,
+            group_mask,
+            meta,
+            encoded,
+            match self.config.pack_spans {
+                true => self.dicts.get_mut(dict),
+                false => None,
+            },
+            &mut self.scratch,
+        );
         self.traces.insert(id, t);
         self.due.push(std::cmp::Reverse((due, id)));
         self.arrival.push_back((id, now));
@@ -769,6 +792,7 @@ impl TailSamplingCore {
     /// evicted), once they outnumber the live traces: both stay within
     /// `2 * traces + 1024` entries, whatever the arrival rate.
     fn compact(&mut self) {
+        self.dicts.collect();
         let limit = 2 * self.traces.len() + 1024;
         if self.arrival.len() > limit {
             let traces = &self.traces;
@@ -810,6 +834,8 @@ impl TailSamplingCore {
 
     fn remove(&mut self, id: u128) -> Option<TraceBuf> {
         let t = self.traces.remove(&id)?;
+        // Its dictionary stays readable until the next `compact`.
+        self.dicts.leave(t.dict);
         self.bytes -= t.bytes;
         self.spans -= t.spans;
         self.tally.traces -= 1;
@@ -851,7 +877,11 @@ impl TailSamplingCore {
         let mut non_probabilistic_sampled = false;
         let mut th: Option<String> = None;
         for (i, p) in self.policies.iter_mut().enumerate() {
-            let d = p.evaluate(&t, now);
+            let held = Held {
+                trace: &t,
+                dict: self.dicts.get(t.dict),
+            };
+            let d = p.evaluate(&held, now);
             let sampled = d.samples();
             self.tally.per_policy[i][usize::from(!sampled)] += 1;
             if sampled {
@@ -879,7 +909,11 @@ impl TailSamplingCore {
 
     /// Decode a kept trace for output, with `th` set in each span's `tracestate`.
     fn emit(&mut self, t: &TraceBuf, th: Option<&str>) {
-        let mut groups = t.decode();
+        let mut groups = Held {
+            trace: t,
+            dict: self.dicts.get(t.dict),
+        }
+        .decode();
         let decoded: usize = groups.iter().map(|(_, spans)| spans.len()).sum();
         self.tally
             .dropped(UNDECODABLE, t.spans - decoded.min(t.spans));
@@ -929,7 +963,11 @@ impl TailSamplingCore {
                 break;
             }
             ids.push(*id);
-            for (scoped, decoded) in t.decode() {
+            let held = Held {
+                trace: t,
+                dict: self.dicts.get(t.dict),
+            };
+            for (scoped, decoded) in held.decode() {
                 spans += decoded.len();
                 groups.push((scoped, decoded));
             }

@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use regex::Regex;
 use tokio::time::Instant;
 
-use super::buffer::TraceBuf;
+use super::buffer::Held;
 use super::config::{PolicyConfig, PolicyType};
 use super::wire::{self, AnyRef};
 use crate::condition::{Condition, SpanContext};
@@ -231,7 +231,7 @@ fn any_ref(v: &AnyValue) -> AnyRef<'_> {
 /// Attribute `key` of any span, or of a span's resource, passes `test`. Spans are read
 /// encoded, without decoding.
 fn any_attr(
-    trace: &TraceBuf,
+    trace: &Held<'_>,
     key: &str,
     bit: Option<u8>,
     mut test: impl FnMut(AnyRef<'_>) -> bool,
@@ -240,14 +240,13 @@ fn any_attr(
     if bit.is_some_and(|b| trace.attr_mask & (1 << b) == 0) {
         return false;
     }
-    trace.groups.iter().any(|(scoped, buf)| {
-        let resource = scoped
+    trace.groups.iter().any(|(scoped, _)| {
+        scoped
             .resource
             .as_ref()
-            .and_then(|r| find(&r.attributes, key));
-        resource.is_some_and(|v| test(any_ref(v)))
-            || wire::delimited(buf).any(|span| wire::span_attr(span, key).is_some_and(&mut test))
-    })
+            .and_then(|r| find(&r.attributes, key))
+            .is_some_and(|v| test(any_ref(v)))
+    }) || trace.any_span(|_, span| wire::span_attr(span, key).is_some_and(&mut test))
 }
 
 fn invert(matched: bool, invert: bool) -> Decision {
@@ -628,7 +627,7 @@ impl Compiled {
     }
 
     /// Evaluate on a trace at time `now`.
-    pub(crate) fn evaluate(&mut self, trace: &TraceBuf, now: Instant) -> Decision {
+    pub(crate) fn evaluate(&mut self, trace: &Held<'_>, now: Instant) -> Decision {
         match self {
             Self::Always => Decision::Sampled,
             Self::Latency { lo, hi } => {
@@ -700,7 +699,7 @@ impl Compiled {
                 invert(trace.spans >= *min && trace.spans <= *max, false)
             }
             Self::TraceState { key, values } => {
-                let hit = trace.encoded().any(|(_, span)| {
+                let hit = trace.any_span(|_, span| {
                     wire::span_trace_state(span)
                         .split(',')
                         .filter_map(|m| m.trim().split_once('='))
