@@ -277,3 +277,69 @@ async fn bytes_and_decoded_requests_are_sampled_alike() {
         "the byte path keeps what the decoded one keeps"
     );
 }
+
+/// Packed spans come back as they went in, whatever the dictionaries went through: more
+/// repeated values than one dictionary holds (so a second one starts while traces still
+/// use the first), spans of a trace that arrive after that, values too long to enter,
+/// values of every kind. The same spans leave with `pack_spans: false`, and once all is
+/// decided only the current dictionary is left.
+#[tokio::test(start_paused = true)]
+async fn packed_spans_come_back_as_they_went_in_across_dictionaries() {
+    let traces = 40_000u128;
+    let span = |t: u128, i: usize| {
+        let mut s = trace_spans(t << 64 | t, Shape { spans: 2 }).remove(i);
+        s.attributes = vec![
+            // Two traces in a row share these: they enter the dictionary at their second
+            // sighting, 40 000 entries in all.
+            kv("user.id", Value::StringValue(format!("u-{}", t / 2))),
+            kv("session", Value::StringValue(format!("s-{}", t / 2))),
+            kv("http.request.method", Value::StringValue("GET".into())),
+            kv("count", Value::IntValue(t as i64 % 7)),
+            kv("ratio", Value::DoubleValue(0.5)),
+            kv("ok", Value::BoolValue(i == 0)),
+            kv(
+                "long",
+                Value::StringValue("x".repeat(200 + (t % 3) as usize)),
+            ),
+            kv("", Value::StringValue(String::new())),
+        ];
+        s
+    };
+    // Each trace's first spans in one batch, its second spans in a later one, after the
+    // first dictionary has filled.
+    let firsts: Vec<Span> = (1..=traces).map(|t| span(t, 0)).collect();
+    let seconds: Vec<Span> = (1..=traces).map(|t| span(t, 1)).collect();
+    let mut want: Vec<Span> = firsts.iter().chain(&seconds).cloned().collect();
+    want.sort_by(|a, b| (&a.trace_id, &a.span_id).cmp(&(&b.trace_id, &b.span_id)));
+    let yaml =
+        "decision_wait: 30s\nnum_traces: 100000\npolicies: [{ name: all, type: always_sample }]";
+    for pack in [true, false] {
+        let mut core = bare_core(&format!("{yaml}\npack_spans: {pack}"));
+        let now = Instant::now();
+        for chunk in firsts.chunks(5000).chain(seconds.chunks(5000)) {
+            let part = core
+                .prepare(Batch::new(request(chunk.to_vec())), 1)
+                .remove(0);
+            core.ingest(&part, now);
+            assert!(core.dicts.len() <= 3);
+        }
+        if pack {
+            assert!(core.dicts.len() > 1, "a second dictionary started");
+        }
+        core.decide_all(now, None);
+        assert_eq!(core.dicts.len(), 1);
+        let out = core.take_output().unwrap();
+        let mut got: Vec<Span> = out
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| ss.spans.clone())
+            .collect();
+        got.sort_by(|a, b| (&a.trace_id, &a.span_id).cmp(&(&b.trace_id, &b.span_id)));
+        assert_eq!(got.len(), want.len(), "pack_spans: {pack}");
+        assert!(
+            got == want,
+            "pack_spans: {pack}: the spans come back as they went in"
+        );
+    }
+}

@@ -829,6 +829,7 @@ impl TailSamplingCore {
         }
         self.due.clear();
         self.arrival.clear();
+        self.dicts.collect();
         self.tally.publish(&self.stats);
     }
 
