@@ -685,10 +685,7 @@ impl TailSamplingCore {
         };
         let is_root = meta.root;
         if let Some(t) = self.traces.get_mut(&id) {
-            let dict = match self.config.pack_spans {
-                true => self.dicts.get_mut(t.dict),
-                false => None,
-            };
+            let dict = self.dicts.packing(t.dict, self.config.pack_spans);
             let bytes = t.push(scoped, group_mask, meta, encoded, dict, &mut self.scratch);
             self.bytes += bytes;
             self.spans += 1;
@@ -755,10 +752,7 @@ impl TailSamplingCore {
             group_mask,
             meta,
             encoded,
-            match self.config.pack_spans {
-                true => self.dicts.get_mut(dict),
-                false => None,
-            },
+            self.dicts.packing(dict, self.config.pack_spans),
             &mut self.scratch,
         );
         self.traces.insert(id, t);

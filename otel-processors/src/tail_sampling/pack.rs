@@ -240,9 +240,13 @@ impl Dicts {
         self.list.iter().find(|e| e.0 == n).map_or(&EMPTY, |e| &e.1)
     }
 
-    /// Dictionary `n`, to pack more spans with (`None`: unknown).
-    pub(crate) fn get_mut(&mut self, n: u32) -> Option<&mut Dict> {
-        self.list.iter_mut().find(|e| e.0 == n).map(|e| &mut e.1)
+    /// Dictionary `n`, to pack more spans with (`None`: unknown, or packing `on` is off,
+    /// and then only the trace id is packed).
+    pub(crate) fn packing(&mut self, n: u32, on: bool) -> Option<&mut Dict> {
+        self.list
+            .iter_mut()
+            .find(|e| on && e.0 == n)
+            .map(|e| &mut e.1)
     }
 
     /// Dictionaries held.
@@ -462,7 +466,7 @@ mod tests {
         let first = dicts.enter();
         for i in 0..MAX_ENTRIES {
             let e = format!("entry {i}");
-            let d = dicts.get_mut(first).expect("current");
+            let d = dicts.packing(first, true).expect("current");
             d.intern(e.as_bytes());
             d.intern(e.as_bytes());
         }
