@@ -26,7 +26,6 @@
 //! attributes (`redaction.redacted.keys`/`.count`, `redaction.masked.keys`/`.count`).
 //! Every pattern is compiled once, when the pipeline is built.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use otel_pipeline_core::proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
@@ -693,12 +692,118 @@ impl SpanFilter {
     }
 }
 
+/// The `blocked_values` patterns, compiled, with a memo of the values they judged.
+struct Blocked {
+    /// Any of the patterns (a quick no for most values).
+    any: Regex,
+    /// Each pattern, in the configured order.
+    each: Vec<Regex>,
+    /// Which memo of each thread is this one's.
+    id: u64,
+}
+
+/// Values at most this long are remembered.
+const MEMO_VALUE: usize = 128;
+/// Values a memo remembers before starting afresh.
+const MEMO_ENTRIES: usize = 4096;
+/// Memos a thread keeps (of as many redaction processors or rule sets).
+const MEMOS: usize = 4;
+
+/// What one thread remembers for one [`Blocked`]: value hash -> (value, masked form if
+/// any pattern matched). Values enter at their second sighting, so one-off values (ids,
+/// timestamps) cost a hash, not an entry.
+struct Memo {
+    owner: u64,
+    hash: ahash::RandomState,
+    judged: crate::prehashed::HashKeyed<(Box<str>, Option<Box<str>>)>,
+    seen: crate::prehashed::SeenOnce,
+}
+
+thread_local! {
+    static MEMO: std::cell::RefCell<Vec<Memo>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Blocked {
+    fn new(any: Regex, each: Vec<Regex>) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Self {
+            any,
+            each,
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// `s` with every match of the patterns masked, in the configured order (a pattern
+    /// with no match leaves it alone); `None` when no pattern matches.
+    fn scan(&self, s: &str) -> Option<String> {
+        if !self.any.is_match(s) {
+            return None;
+        }
+        let mut out = std::borrow::Cow::Borrowed(s);
+        for re in &self.each {
+            if let std::borrow::Cow::Owned(masked) = re.replace_all(&out, "****") {
+                out = std::borrow::Cow::Owned(masked);
+            }
+        }
+        Some(out.into_owned())
+    }
+
+    /// Mask the matches in `s`; whether any pattern matched. Real attributes repeat
+    /// their values across spans (methods, routes, hosts, the same token), so a value
+    /// judged before is answered from this thread's memo without running the patterns.
+    fn mask(&self, s: &mut String) -> bool {
+        if s.len() > MEMO_VALUE {
+            return self.scan(s).map(|m| *s = m).is_some();
+        }
+        MEMO.with_borrow_mut(|memos| {
+            let at = match memos.iter().position(|m| m.owner == self.id) {
+                Some(at) => at,
+                None => {
+                    if memos.len() >= MEMOS {
+                        memos.remove(0);
+                    }
+                    memos.push(Memo {
+                        owner: self.id,
+                        hash: ahash::RandomState::new(),
+                        judged: Default::default(),
+                        seen: Default::default(),
+                    });
+                    memos.len() - 1
+                }
+            };
+            let memo = &mut memos[at];
+            let h = memo.hash.hash_one(s.as_bytes());
+            if let Some((value, masked)) = memo.judged.get(&h)
+                && **value == **s
+            {
+                return match masked {
+                    Some(m) => {
+                        s.clear();
+                        s.push_str(m);
+                        true
+                    }
+                    None => false,
+                };
+            }
+            let masked = self.scan(s);
+            if !memo.judged.contains_key(&h) && memo.seen.again(h, MEMO_ENTRIES) {
+                if memo.judged.len() >= MEMO_ENTRIES {
+                    memo.judged.clear();
+                }
+                memo.judged
+                    .insert(h, (s.as_str().into(), masked.as_deref().map(Into::into)));
+            }
+            masked.map(|m| *s = m).is_some()
+        })
+    }
+}
+
 struct Redaction {
     allow_all: bool,
     allowed: Vec<String>,
     ignored: Vec<String>,
-    /// Any of the patterns (a quick no for most values), and each one in order.
-    blocked: Option<(Regex, Vec<Regex>)>,
+    /// The `blocked_values` patterns.
+    blocked: Option<Blocked>,
     summary: Summary,
     targets: Vec<Target>,
 }
@@ -946,7 +1051,7 @@ impl AttributeRedactor {
                         .join("|");
                     let any = Regex::new(&any)
                         .map_err(|e| ctx.invalid("blocked_values", e.to_string()))?;
-                    Some((any, each))
+                    Some(Blocked::new(any, each))
                 };
                 // With allow_all_keys false and nothing allowed, every attribute goes: the
                 // Collector reads an empty `redaction:` that way, so we do too.
@@ -1173,26 +1278,16 @@ impl CompiledAttributes {
             }
             keep
         });
-        if let Some((any, each)) = &r.blocked {
+        if let Some(blocked) = &r.blocked {
             for kv in attrs.iter_mut() {
-                if r.ignored.contains(&kv.key) {
-                    continue;
-                }
                 let Some(any_value::Value::StringValue(s)) =
                     kv.value.as_mut().and_then(|v| v.value.as_mut())
                 else {
                     continue;
                 };
-                if !any.is_match(s) {
-                    continue;
+                if !r.ignored.contains(&kv.key) && blocked.mask(s) {
+                    masked.push(kv.key.clone());
                 }
-                // In the configured order; a pattern with no match leaves the value alone.
-                for re in each {
-                    if let std::borrow::Cow::Owned(masked) = re.replace_all(s, "****") {
-                        *s = masked;
-                    }
-                }
-                masked.push(kv.key.clone());
             }
         }
         (removed, masked)
@@ -1208,8 +1303,10 @@ impl CompiledAttributes {
             value: Some(any_value::Value::IntValue(n as i64)),
         };
         let keys = |k: &[String]| {
-            let sorted: BTreeSet<&str> = k.iter().map(String::as_str).collect();
-            str_value(sorted.into_iter().collect::<Vec<_>>().join(","))
+            let mut sorted: Vec<&str> = k.iter().map(String::as_str).collect();
+            sorted.sort_unstable();
+            sorted.dedup();
+            str_value(sorted.join(","))
         };
         if summary == Summary::Silent {
             return;
@@ -1287,32 +1384,25 @@ impl CompiledAttributes {
         else {
             return 0;
         };
-        let Some((any, each)) = &r.blocked else {
+        let Some(blocked) = &r.blocked else {
             return 0;
         };
-        fn walk(v: &mut AnyValue, any: &Regex, each: &[Regex]) -> usize {
+        fn walk(v: &mut AnyValue, blocked: &Blocked) -> usize {
             match v.value.as_mut() {
-                Some(any_value::Value::StringValue(s)) if any.is_match(s) => {
-                    for re in each {
-                        if let std::borrow::Cow::Owned(masked) = re.replace_all(s, "****") {
-                            *s = masked;
-                        }
-                    }
-                    1
-                }
+                Some(any_value::Value::StringValue(s)) => usize::from(blocked.mask(s)),
                 Some(any_value::Value::ArrayValue(a)) => {
-                    a.values.iter_mut().map(|v| walk(v, any, each)).sum()
+                    a.values.iter_mut().map(|v| walk(v, blocked)).sum()
                 }
                 Some(any_value::Value::KvlistValue(kv)) => kv
                     .values
                     .iter_mut()
                     .filter_map(|kv| kv.value.as_mut())
-                    .map(|v| walk(v, any, each))
+                    .map(|v| walk(v, blocked))
                     .sum(),
                 _ => 0,
             }
         }
-        body.map_or(0, |b| walk(b, any, each))
+        body.map_or(0, |b| walk(b, blocked))
     }
 
     /// Apply to every selected log record (its attributes, its body for redaction, and

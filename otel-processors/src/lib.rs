@@ -21,6 +21,7 @@ pub use otel_pipeline_core::config;
 pub mod filter;
 mod live;
 pub mod memory_limiter;
+mod prehashed;
 pub mod tail_sampling;
 
 pub use attributes::{AttributeRedactor, AttributesConfig, RedactionConfig};

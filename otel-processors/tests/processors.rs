@@ -896,3 +896,79 @@ async fn batch_by_metadata_with_a_cardinality_limit_and_zero_meanings() {
     );
     running.shutdown(Duration::from_secs(1)).await.unwrap();
 }
+
+/// Redaction remembers the values it judged (per thread), so a value repeated across
+/// spans is masked from memory: what it gives must be what the patterns give, for values
+/// seen once, twice and often, values too long to remember, more distinct values than a
+/// memo holds, and two redactions with different patterns on one thread, each with its
+/// own answers for the same value.
+#[test]
+fn repeated_values_are_masked_as_the_patterns_say_and_each_redaction_keeps_its_own() {
+    let compile = |patterns: &str| {
+        let config: RedactionConfig = from_yaml(
+            "processors.redaction",
+            &format!("allow_all_keys: true\nsummary: silent\nblocked_values: {patterns}"),
+        )
+        .unwrap();
+        AttributeRedactor::redaction(config).compile().unwrap()
+    };
+    let digits = compile("['[0-9]+', '[a-f]{4}']");
+    let secret = compile("['secret']");
+    let (d, hex, sec) = (
+        regex::Regex::new("[0-9]+").unwrap(),
+        regex::Regex::new("[a-f]{4}").unwrap(),
+        regex::Regex::new("secret").unwrap(),
+    );
+    let expect_digits = |v: &str| {
+        hex.replace_all(&d.replace_all(v, "****"), "****")
+            .into_owned()
+    };
+    let expect_secret = |v: &str| sec.replace_all(v, "****").into_owned();
+    // Values: a few that repeat often, some seen twice, a long one, 5000 one-offs (more
+    // than a memo holds).
+    let mut values: Vec<String> = Vec::new();
+    for i in 0..6000 {
+        values.push(match i % 6 {
+            0 => "secret 123".into(),
+            1 => "no match here".into(),
+            2 => format!("cafe{} secret", i % 40),
+            3 => format!("x{}y", i / 2),
+            4 => format!("{} {}", "abcdef".repeat(30), i % 3),
+            _ => format!("one-off {i} secret"),
+        });
+    }
+    let request = |values: &[String]| {
+        let mut req = generate_traces(1, values.len(), 5);
+        for (span, v) in req.resource_spans[0].scope_spans[0]
+            .spans
+            .iter_mut()
+            .zip(values)
+        {
+            span.attributes = vec![kv("v", s(v))];
+        }
+        req
+    };
+    let values_of = |req: &ExportTraceServiceRequest| -> Vec<String> {
+        req.resource_spans[0].scope_spans[0]
+            .spans
+            .iter()
+            .map(|span| match attr(&span.attributes, "v") {
+                Some(Value::StringValue(v)) => v.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    // Alternate the two redactions on this thread, three rounds each.
+    for _ in 0..3 {
+        let mut a = request(&values);
+        let masked = digits.apply(&mut a);
+        let want: Vec<String> = values.iter().map(|v| expect_digits(v)).collect();
+        assert_eq!(values_of(&a), want);
+        let changed = values.iter().zip(&want).filter(|(v, w)| v != w).count();
+        assert_eq!(masked, changed, "every matching value counted");
+        let mut b = request(&values);
+        secret.apply(&mut b);
+        let want: Vec<String> = values.iter().map(|v| expect_secret(v)).collect();
+        assert_eq!(values_of(&b), want);
+    }
+}

@@ -20,10 +20,9 @@
 //! shard then starts a new one for new traces, and drops the old one once no buffered
 //! trace refers to it ([`Dicts`]), so what a workload repeats can change over time.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hasher};
-
 use otel_pipeline_core::wire::{Wire, fields, put_varint, varint, varint_len};
+
+use crate::prehashed::{HashKeyed, SeenOnce};
 
 /// A whole attribute field from the dictionary: `ESC_ATTRIBUTE id`.
 const ESC_ATTRIBUTE: u8 = 0x06;
@@ -53,37 +52,6 @@ const MAX_SEEN: usize = 1 << 14;
 /// seen once), so a shard's dictionaries stay under 8 MiB.
 const MAX_DICTS: usize = 3;
 
-/// A hasher for keys that already are hashes.
-#[derive(Default, Clone, Copy)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
-#[derive(Default, Clone, Copy)]
-struct BuildPrehashed;
-
-impl BuildHasher for BuildPrehashed {
-    type Hasher = Prehashed;
-
-    fn build_hasher(&self) -> Prehashed {
-        Prehashed(0)
-    }
-}
-
 /// Byte strings that repeat across spans, numbered.
 #[derive(Default)]
 pub(crate) struct Dict {
@@ -92,9 +60,9 @@ pub(crate) struct Dict {
     entries: Vec<(u32, u32)>,
     /// Hash of an entry's bytes -> [`slot`] of the entry (found without reading
     /// `entries`).
-    index: HashMap<u64, u64, BuildPrehashed>,
+    index: HashKeyed<u64>,
     /// Hashes of what was seen once.
-    seen: HashSet<u64, BuildPrehashed>,
+    seen: SeenOnce,
     hash: ahash::RandomState,
 }
 
@@ -135,11 +103,7 @@ impl Dict {
         if self.full() || bytes.len() > MAX_ENTRY {
             return None;
         }
-        if !self.seen.remove(&h) {
-            if self.seen.len() >= MAX_SEEN {
-                self.seen.clear();
-            }
-            self.seen.insert(h);
+        if !self.seen.again(h, MAX_SEEN) {
             return None;
         }
         let id = self.entries.len() as u64;

@@ -1,0 +1,61 @@
+//! Tables keyed by a hash computed once by the caller: the tail sampler's span
+//! dictionary and redaction's memo of values hash a byte string once and use that one
+//! hash to look up, to remember a first sighting and to insert. A leaf module.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+
+/// A hasher for keys that already are hashes.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// Builds [`Prehashed`].
+#[derive(Default, Clone, Copy)]
+pub(crate) struct BuildPrehashed;
+
+impl BuildHasher for BuildPrehashed {
+    type Hasher = Prehashed;
+
+    fn build_hasher(&self) -> Prehashed {
+        Prehashed(0)
+    }
+}
+
+/// A map keyed by hashes.
+pub(crate) type HashKeyed<V> = HashMap<u64, V, BuildPrehashed>;
+
+/// Hashes of things seen once, forgotten all at once past `limit`: whether a thing is
+/// worth keeping is told by its second sighting.
+#[derive(Debug, Default)]
+pub(crate) struct SeenOnce(HashSet<u64, BuildPrehashed>);
+
+impl SeenOnce {
+    /// Whether `hash` was seen once before (and forget it); otherwise remember it.
+    #[inline]
+    pub(crate) fn again(&mut self, hash: u64, limit: usize) -> bool {
+        if self.0.remove(&hash) {
+            return true;
+        }
+        if self.0.len() >= limit {
+            self.0.clear();
+        }
+        self.0.insert(hash);
+        false
+    }
+}
