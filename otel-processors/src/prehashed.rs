@@ -46,6 +46,11 @@ pub(crate) type HashKeyed<V> = HashMap<u64, V, BuildPrehashed>;
 pub(crate) struct SeenOnce(HashSet<u64, BuildPrehashed>);
 
 impl SeenOnce {
+    /// Heap bytes held (a control byte and a hash per bucket).
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.0.capacity() * (1 + std::mem::size_of::<u64>())
+    }
+
     /// Whether `hash` was seen once before (and forget it); otherwise remember it.
     #[inline]
     pub(crate) fn again(&mut self, hash: u64, limit: usize) -> bool {

@@ -1026,3 +1026,52 @@ async fn the_shard_queues_refuse_past_their_share_of_the_byte_bound() {
     s.out.set_hanging(false);
     s.running.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// `memory_held` reports what the buffered spans take as held: packed (the default),
+/// well under their OTLP-encoded size (`bytes_buffered`); unpacked, about that size. Once
+/// everything is decided only the dictionary is left, within its bound.
+#[tokio::test(start_paused = true)]
+async fn memory_held_reports_packed_spans_under_their_encoded_size() {
+    let yaml = "decision_wait: 5s\nshards: 1\npolicies: [{ name: all, type: always_sample }]";
+    let mut held = Vec::new();
+    for pack in [true, false] {
+        let s = setup(&format!("{yaml}\npack_spans: {pack}")).await;
+        let mut rng = SplitMix64::new(3);
+        let mut spans = many_traces(500, 10);
+        for span in &mut spans {
+            span.attributes = (0..8)
+                .map(|a| {
+                    let v = format!("value-{}", rng.below(20));
+                    kv(&format!("app.attr.{a}"), Value::StringValue(v))
+                })
+                .collect();
+        }
+        for chunk in spans.chunks(500) {
+            s.sender.send(request(chunk.to_vec())).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stats = s.handle.stats();
+        assert_eq!(stats.spans_buffered, 5000);
+        held.push((stats.memory_held, stats.bytes_buffered));
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(s.out.spans().len(), 5000);
+        let after = s.handle.stats();
+        assert_eq!(after.spans_buffered, 0);
+        assert!(
+            (0..8 << 20).contains(&after.memory_held),
+            "only the dictionaries are left: {}",
+            after.memory_held
+        );
+        s.running.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+    let (packed, encoded) = held[0];
+    assert!(
+        packed > 0 && packed * 2 < encoded,
+        "packed: {packed} of {encoded}"
+    );
+    let (unpacked, encoded) = held[1];
+    assert!(
+        unpacked * 10 >= encoded * 9,
+        "unpacked: {unpacked} of {encoded}"
+    );
+}

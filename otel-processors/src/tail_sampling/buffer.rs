@@ -93,6 +93,8 @@ pub(crate) struct TraceBuf {
     pub(crate) groups: Vec<(Arc<Scoped>, Vec<u8>)>,
     /// The shard's dictionary the spans are packed with.
     pub(crate) dict: u32,
+    /// Heap bytes the packed spans take (their buffers' capacity).
+    pub(crate) held: usize,
     /// Span count.
     pub(crate) spans: usize,
     /// OTLP-encoded size of the spans.
@@ -128,6 +130,7 @@ impl TraceBuf {
         Self {
             groups: Vec::with_capacity(1),
             dict,
+            held: 0,
             spans: 0,
             bytes: 0,
             min_start: u64::MAX,
@@ -173,6 +176,7 @@ impl TraceBuf {
         pack::pack(encoded.body, &self.trace_id, dict, scratch);
         let need = wire::delimited_len(encoded.body);
         let packed = wire::delimited_len(scratch);
+        let capacity = buf.capacity();
         if encoded.run > need {
             // Room for the run, packed as this span packed.
             let rest = (encoded.run - need) as u128 * packed as u128 / need as u128;
@@ -184,6 +188,7 @@ impl TraceBuf {
             buf.reserve_exact(packed.max(buf.len() / 4).max(256));
         }
         wire::append_delimited(scratch, buf);
+        self.held += buf.capacity() - capacity;
         self.bytes += need;
         need
     }

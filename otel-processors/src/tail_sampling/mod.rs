@@ -169,6 +169,11 @@ mod instruments {
         "By",
         "Encoded bytes of the spans held awaiting a decision.",
     );
+    pub(super) const MEMORY_HELD: Instrument = Instrument::gauge(
+        "otelcol_processor_tail_sampling_memory_held",
+        "By",
+        "Heap bytes the buffered spans take as held (packed, see pack_spans), with the span dictionaries.",
+    );
     pub(super) const DECISIONS: Instrument = Instrument::counter(
         "otelcol_processor_tail_sampling_decisions",
         "{traces}",
@@ -199,6 +204,7 @@ struct Stats {
     traces: Gauge,
     spans: Gauge,
     bytes: Gauge,
+    held: Gauge,
     /// Per top-level policy: [sampled, not sampled].
     per_policy: Vec<[Counter; 2]>,
     /// Final: [sampled, not sampled].
@@ -222,6 +228,7 @@ impl Stats {
             traces: t.gauge(&TRACES_BUFFERED, &[]),
             spans: t.gauge(&SPANS_BUFFERED, &[]),
             bytes: t.gauge(&BYTES_BUFFERED, &[]),
+            held: t.gauge(&MEMORY_HELD, &[]),
             per_policy: names
                 .iter()
                 .map(|n| [decision(n, "sampled"), decision(n, "not_sampled")])
@@ -249,6 +256,7 @@ struct Tally {
     traces: i64,
     spans: i64,
     bytes: i64,
+    held: i64,
     per_policy: Vec<[i64; 2]>,
     final_decisions: [i64; 2],
     early_capacity: i64,
@@ -293,6 +301,7 @@ impl Tally {
         gauge(&stats.traces, &mut self.traces);
         gauge(&stats.spans, &mut self.spans);
         gauge(&stats.bytes, &mut self.bytes);
+        gauge(&stats.held, &mut self.held);
         for (cells, v) in stats.per_policy.iter().zip(&mut self.per_policy) {
             add(&cells[0], &mut v[0]);
             add(&cells[1], &mut v[1]);
@@ -321,6 +330,9 @@ pub struct TailSamplingStats {
     pub spans_buffered: i64,
     /// OTLP-encoded bytes buffered now.
     pub bytes_buffered: i64,
+    /// Heap bytes the buffered spans take now as held (packed), with the span
+    /// dictionaries.
+    pub memory_held: i64,
     /// Traces kept.
     pub sampled: i64,
     /// Traces dropped.
@@ -403,6 +415,7 @@ impl TailSamplingHandle {
             traces_buffered: s.traces.get(),
             spans_buffered: s.spans.get(),
             bytes_buffered: s.bytes.get(),
+            memory_held: s.held.get(),
             sampled: v(&s.final_decisions[0]),
             not_sampled: v(&s.final_decisions[1]),
             early_capacity: v(&s.early_capacity),
@@ -514,6 +527,8 @@ pub(crate) struct TailSamplingCore {
     dicts: pack::Dicts,
     /// Room to pack a span in.
     scratch: Vec<u8>,
+    /// What the dictionaries held when last counted.
+    dicts_held: usize,
 }
 
 impl std::fmt::Debug for TailSamplingCore {
@@ -606,6 +621,7 @@ impl TailSamplingCore {
             generation: 0,
             dicts: pack::Dicts::default(),
             scratch: Vec::new(),
+            dicts_held: 0,
         }
     }
 
@@ -686,7 +702,9 @@ impl TailSamplingCore {
         let is_root = meta.root;
         if let Some(t) = self.traces.get_mut(&id) {
             let dict = self.dicts.packing(t.dict, self.config.pack_spans);
+            let held = t.held;
             let bytes = t.push(scoped, group_mask, meta, encoded, dict, &mut self.scratch);
+            self.tally.held += (t.held - held) as i64;
             self.bytes += bytes;
             self.spans += 1;
             self.tally.spans += 1;
@@ -755,6 +773,7 @@ impl TailSamplingCore {
             self.dicts.packing(dict, self.config.pack_spans),
             &mut self.scratch,
         );
+        self.tally.held += t.held as i64;
         self.traces.insert(id, t);
         self.due.push(std::cmp::Reverse((due, id)));
         self.arrival.push_back((id, now));
@@ -789,7 +808,7 @@ impl TailSamplingCore {
     /// evicted), once they outnumber the live traces: both stay within
     /// `2 * traces + 1024` entries, whatever the arrival rate.
     fn compact(&mut self) {
-        self.dicts.collect();
+        self.collect_dicts();
         let limit = 2 * self.traces.len() + 1024;
         if self.arrival.len() > limit {
             let traces = &self.traces;
@@ -803,6 +822,14 @@ impl TailSamplingCore {
                 .map(|(id, t)| std::cmp::Reverse((t.due, *id)))
                 .collect();
         }
+    }
+
+    /// Drop the dictionaries no trace uses, and count what the rest hold.
+    fn collect_dicts(&mut self) {
+        self.dicts.collect();
+        let held = self.dicts.held_bytes();
+        self.tally.held += held as i64 - self.dicts_held as i64;
+        self.dicts_held = held;
     }
 
     /// Deadline-heap entries held (live and stale), for the memory bound's tests.
@@ -826,7 +853,7 @@ impl TailSamplingCore {
         }
         self.due.clear();
         self.arrival.clear();
-        self.dicts.collect();
+        self.collect_dicts();
         self.tally.publish(&self.stats);
     }
 
@@ -834,6 +861,7 @@ impl TailSamplingCore {
         let t = self.traces.remove(&id)?;
         // Its dictionary stays readable until the next `compact`.
         self.dicts.leave(t.dict);
+        self.tally.held -= t.held as i64;
         self.bytes -= t.bytes;
         self.spans -= t.spans;
         self.tally.traces -= 1;

@@ -84,6 +84,15 @@ impl Dict {
             .get(start as usize..start as usize + len as usize)
     }
 
+    /// Heap bytes held: the entries, their table (a control byte and the entry per
+    /// bucket) and the hashes seen once.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.arena.capacity()
+            + self.entries.capacity() * std::mem::size_of::<(u32, u32)>()
+            + self.index.capacity() * (1 + std::mem::size_of::<(u64, u64)>())
+            + self.seen.held_bytes()
+    }
+
     /// Whether the dictionary takes no more entries.
     pub(crate) fn full(&self) -> bool {
         self.entries.len() >= MAX_ENTRIES || self.arena.len() >= MAX_ARENA
@@ -211,6 +220,11 @@ impl Dicts {
             .iter_mut()
             .find(|e| on && e.0 == n)
             .map(|e| &mut e.1)
+    }
+
+    /// Heap bytes held by the dictionaries.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.list.iter().map(|e| e.1.held_bytes()).sum()
     }
 
     /// Dictionaries held.
