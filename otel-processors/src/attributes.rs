@@ -706,8 +706,9 @@ struct Blocked {
 const MEMO_VALUE: usize = 128;
 /// Values a memo remembers before starting afresh.
 const MEMO_ENTRIES: usize = 4096;
-/// Memos a thread keeps (of as many redaction processors or rule sets).
-const MEMOS: usize = 4;
+/// Memos a thread keeps (of as many redaction processors or rule sets); past it, the one
+/// used least recently goes.
+const MEMOS: usize = 8;
 
 /// What one thread remembers for one [`Blocked`]: value hash -> (value, masked form if
 /// any pattern matched). Values enter at their second sighting, so one-off values (ids,
@@ -756,22 +757,24 @@ impl Blocked {
             return self.scan(s).map(|m| *s = m).is_some();
         }
         MEMO.with_borrow_mut(|memos| {
-            let at = match memos.iter().position(|m| m.owner == self.id) {
-                Some(at) => at,
+            // Most recently used first, so the last is the one to let go.
+            match memos.iter().position(|m| m.owner == self.id) {
+                Some(0) => {}
+                Some(at) => memos[..=at].rotate_right(1),
                 None => {
                     if memos.len() >= MEMOS {
-                        memos.remove(0);
+                        memos.pop();
                     }
-                    memos.push(Memo {
+                    let memo = Memo {
                         owner: self.id,
                         hash: ahash::RandomState::new(),
                         judged: Default::default(),
                         seen: Default::default(),
-                    });
-                    memos.len() - 1
+                    };
+                    memos.insert(0, memo);
                 }
-            };
-            let memo = &mut memos[at];
+            }
+            let memo = &mut memos[0];
             let h = memo.hash.hash_one(s.as_bytes());
             if let Some((value, masked)) = memo.judged.get(&h)
                 && **value == **s

@@ -972,3 +972,33 @@ fn repeated_values_are_masked_as_the_patterns_say_and_each_redaction_keeps_its_o
         assert_eq!(values_of(&b), want);
     }
 }
+
+/// More redaction rule sets on one thread than it keeps memos for: each still masks what
+/// its own pattern says, round after round, as memos are let go and made again.
+#[test]
+fn more_rule_sets_than_memos_each_mask_their_own_pattern() {
+    let rule_sets: Vec<_> = (0..12)
+        .map(|i| {
+            let config: RedactionConfig = from_yaml(
+                "processors.redaction",
+                &format!("allow_all_keys: true\nsummary: silent\nblocked_values: ['w{i}x']"),
+            )
+            .unwrap();
+            AttributeRedactor::redaction(config).compile().unwrap()
+        })
+        .collect();
+    let value: String = (0..12).map(|i| format!("w{i}x ")).collect();
+    for _ in 0..4 {
+        for (i, rules) in rule_sets.iter().enumerate() {
+            let mut req = generate_traces(1, 3, 1);
+            for span in &mut req.resource_spans[0].scope_spans[0].spans {
+                span.attributes = vec![kv("v", s(&value))];
+            }
+            assert_eq!(rules.apply(&mut req), 3);
+            let want = value.replace(&format!("w{i}x"), "****");
+            for span in &req.resource_spans[0].scope_spans[0].spans {
+                assert_eq!(attr(&span.attributes, "v"), Some(&s(&want)), "rule set {i}");
+            }
+        }
+    }
+}
