@@ -37,6 +37,7 @@ use otel_pipeline::{Batch, Pipeline, Signal, Traces};
 
 #[path = "support/tail.rs"]
 mod common;
+mod support;
 use common::{config, telemetry, traces};
 
 fn bench(c: &mut Criterion) {
@@ -49,6 +50,40 @@ fn bench(c: &mut Criterion) {
     g.bench_function("floor/drop_10k_spans", |b| {
         b.iter_batched(|| batch.clone(), drop, BatchSize::LargeInput)
     });
+    // The same on the processor benches' HTTP/DB spans (10-span traces, 20 attributes
+    // as instrumentation writes them), each iteration under new trace ids.
+    let http = support::spans_with_20_attributes(10_000);
+    for (name, pack) in [
+        ("core_http/ingest_and_decide_10k_spans", true),
+        ("core_http_unpacked/ingest_and_decide_10k_spans", false),
+    ] {
+        g.bench_function(name, |b| {
+            let mut c = config(1);
+            c.pack_spans = pack;
+            let mut core = Engine::new(c, telemetry()).expect("core");
+            let mut seed = 0u16;
+            b.iter_batched(
+                || {
+                    seed = seed.wrapping_add(1);
+                    let mut req = http.clone();
+                    for span in &mut req.resource_spans[0].scope_spans[0].spans {
+                        let [hi, lo] = seed.to_be_bytes();
+                        span.trace_id[0] ^= hi;
+                        span.trace_id[1] ^= lo;
+                    }
+                    req
+                },
+                |req| {
+                    let now = tokio::time::Instant::now();
+                    let part = core.prepare(Batch::new(req));
+                    core.ingest(&part, now);
+                    core.decide_all(now);
+                    black_box(core.take_output())
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
     for (name, pack) in [
         ("core/ingest_and_decide_10k_spans", true),
         ("core_unpacked/ingest_and_decide_10k_spans", false),
