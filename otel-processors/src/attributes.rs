@@ -705,7 +705,10 @@ struct Blocked {
 /// Values at most this long are remembered.
 const MEMO_VALUE: usize = 128;
 /// Values a memo remembers before starting afresh.
-const MEMO_ENTRIES: usize = 4096;
+const MEMO_ENTRIES: usize = 2048;
+/// Bytes of values (and their masked forms) a memo remembers before starting afresh. With
+/// the table, a memo stays under about 160 KiB, and a thread's memos under 1.3 MiB.
+const MEMO_BYTES: usize = 64 << 10;
 /// Memos a thread keeps (of as many redaction processors or rule sets); past it, the one
 /// used least recently goes.
 const MEMOS: usize = 8;
@@ -715,6 +718,8 @@ const MEMOS: usize = 8;
 /// timestamps) cost a hash, not an entry.
 struct Memo {
     owner: u64,
+    /// Bytes of the values and masked forms remembered.
+    bytes: usize,
     hash: ahash::RandomState,
     judged: crate::prehashed::HashKeyed<(Box<str>, Option<Box<str>>)>,
     seen: crate::prehashed::SeenOnce,
@@ -767,6 +772,7 @@ impl Blocked {
                     }
                     let memo = Memo {
                         owner: self.id,
+                        bytes: 0,
                         hash: ahash::RandomState::new(),
                         judged: Default::default(),
                         seen: Default::default(),
@@ -790,9 +796,12 @@ impl Blocked {
             }
             let masked = self.scan(s);
             if !memo.judged.contains_key(&h) && memo.seen.again(h, MEMO_ENTRIES) {
-                if memo.judged.len() >= MEMO_ENTRIES {
+                let size = s.len() + masked.as_ref().map_or(0, String::len);
+                if memo.judged.len() >= MEMO_ENTRIES || memo.bytes + size > MEMO_BYTES {
                     memo.judged.clear();
+                    memo.bytes = 0;
                 }
+                memo.bytes += size;
                 memo.judged
                     .insert(h, (s.as_str().into(), masked.as_deref().map(Into::into)));
             }
