@@ -50,65 +50,28 @@ fn bench(c: &mut Criterion) {
     g.bench_function("floor/drop_10k_spans", |b| {
         b.iter_batched(|| batch.clone(), drop, BatchSize::LargeInput)
     });
-    // The same on the processor benches' HTTP/DB spans (10-span traces, 20 attributes
-    // as instrumentation writes them), each iteration under new trace ids.
+    // The engine with spans packed (the default) and not, on the tail benches' spans
+    // and on the processor benches' HTTP/DB spans (10-span traces, 20 attributes as
+    // instrumentation writes them). New trace ids every iteration: a repeated id would
+    // meet its cached decision and take the (cheaper) late-span path.
     let http = support::spans_with_20_attributes(10_000);
-    for (name, pack) in [
-        ("core_http/ingest_and_decide_10k_spans", true),
-        ("core_http_unpacked/ingest_and_decide_10k_spans", false),
-    ] {
-        g.bench_function(name, |b| {
-            let mut c = config(1);
-            c.pack_spans = pack;
-            let mut core = Engine::new(c, telemetry()).expect("core");
-            let mut seed = 0u16;
-            b.iter_batched(
-                || {
-                    seed = seed.wrapping_add(1);
-                    let mut req = http.clone();
-                    for span in &mut req.resource_spans[0].scope_spans[0].spans {
-                        let [hi, lo] = seed.to_be_bytes();
-                        span.trace_id[0] ^= hi;
-                        span.trace_id[1] ^= lo;
-                    }
-                    req
-                },
-                |req| {
-                    let now = tokio::time::Instant::now();
-                    let part = core.prepare(Batch::new(req));
-                    core.ingest(&part, now);
-                    core.decide_all(now);
-                    black_box(core.take_output())
-                },
-                BatchSize::LargeInput,
-            )
+    for pack in [true, false] {
+        let unpacked = if pack { "" } else { "_unpacked" };
+        let mut seed = 1000;
+        engine(&mut g, &format!("core{unpacked}"), pack, || {
+            seed += 1;
+            traces(500, seed)
         });
-    }
-    for (name, pack) in [
-        ("core/ingest_and_decide_10k_spans", true),
-        ("core_unpacked/ingest_and_decide_10k_spans", false),
-    ] {
-        g.bench_function(name, |b| {
-            let mut c = config(1);
-            c.pack_spans = pack;
-            let mut core = Engine::new(c, telemetry()).expect("core");
-            // New trace ids every iteration: a repeated id would meet its cached decision and
-            // take the (cheaper) late-span path.
-            let mut seed = 1000;
-            b.iter_batched(
-                || {
-                    seed += 1;
-                    traces(500, seed)
-                },
-                |req| {
-                    let now = tokio::time::Instant::now();
-                    let part = core.prepare(Batch::new(req));
-                    core.ingest(&part, now);
-                    core.decide_all(now);
-                    black_box(core.take_output())
-                },
-                BatchSize::LargeInput,
-            )
+        let mut seed = 0u16;
+        engine(&mut g, &format!("core_http{unpacked}"), pack, || {
+            seed = seed.wrapping_add(1);
+            let mut req = http.clone();
+            for span in &mut req.resource_spans[0].scope_spans[0].spans {
+                let [hi, lo] = seed.to_be_bytes();
+                span.trace_id[0] ^= hi;
+                span.trace_id[1] ^= lo;
+            }
+            req
         });
     }
 
@@ -308,6 +271,32 @@ fn bench(c: &mut Criterion) {
 /// Run `work(thread, ready)` on `threads` threads; each waits on `ready` once its setup is
 /// done and reports its own time. Returns the slowest thread's (the work is done when
 /// every thread is).
+/// `<name>/ingest_and_decide_10k_spans`: one engine prepares, ingests and decides what
+/// `make` builds (outside the timing), and hands out what it keeps.
+fn engine(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    pack_spans: bool,
+    mut make: impl FnMut() -> ExportTraceServiceRequest,
+) {
+    g.bench_function(format!("{name}/ingest_and_decide_10k_spans"), |b| {
+        let mut c = config(1);
+        c.pack_spans = pack_spans;
+        let mut core = Engine::new(c, telemetry()).expect("core");
+        b.iter_batched(
+            &mut make,
+            |req| {
+                let now = tokio::time::Instant::now();
+                let part = core.prepare(Batch::new(req));
+                core.ingest(&part, now);
+                core.decide_all(now);
+                black_box(core.take_output())
+            },
+            BatchSize::LargeInput,
+        )
+    });
+}
+
 fn slowest_of(
     threads: usize,
     work: impl Fn(usize, &std::sync::Barrier) -> Duration + Sync,

@@ -3,7 +3,7 @@
 //! hash to look up, to remember a first sighting and to insert. A leaf module.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// A hasher for keys that already are hashes.
 #[derive(Default, Clone, Copy)]
@@ -25,25 +25,13 @@ impl Hasher for Prehashed {
     }
 }
 
-/// Builds [`Prehashed`].
-#[derive(Default, Clone, Copy)]
-pub(crate) struct BuildPrehashed;
-
-impl BuildHasher for BuildPrehashed {
-    type Hasher = Prehashed;
-
-    fn build_hasher(&self) -> Prehashed {
-        Prehashed(0)
-    }
-}
-
 /// A map keyed by hashes.
-pub(crate) type HashKeyed<V> = HashMap<u64, V, BuildPrehashed>;
+pub(crate) type HashKeyed<V> = HashMap<u64, V, BuildHasherDefault<Prehashed>>;
 
 /// Hashes of things seen once, forgotten all at once past `limit`: whether a thing is
 /// worth keeping is told by its second sighting.
 #[derive(Debug, Default)]
-pub(crate) struct SeenOnce(HashSet<u64, BuildPrehashed>);
+pub(crate) struct SeenOnce(HashSet<u64, BuildHasherDefault<Prehashed>>);
 
 impl SeenOnce {
     /// Heap bytes held (a control byte and a hash per bucket).
