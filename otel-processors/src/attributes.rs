@@ -474,9 +474,27 @@ pub(crate) fn all_match(want: &AttrMatches, attrs: &[KeyValue]) -> bool {
             (Some(_), None) => true,
             (Some(v), Some(AttrValueMatch::Equal(w))) => v == w,
             (Some(v), Some(AttrValueMatch::Regex(re))) => {
-                matches!(&v.value, Some(any_value::Value::StringValue(s)) if re.is_match(s))
+                attribute_string_value(v).is_some_and(|s| re.is_match(&s))
             }
         })
+}
+
+/// The text a `match_type: regexp` attribute matcher reads, as the Collector's
+/// `attributeStringValue` gives it: a string as it is, a boolean as `true`/`false`, an
+/// integer in decimal, a float in plain decimal (never an exponent). Other values (bytes,
+/// maps, arrays, empty) have none, and match no pattern.
+pub(crate) fn attribute_string_value(v: &AnyValue) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    Some(match v.value.as_ref()? {
+        any_value::Value::StringValue(s) => Cow::Borrowed(s.as_str()),
+        any_value::Value::BoolValue(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        any_value::Value::IntValue(i) => Cow::Owned(i.to_string()),
+        any_value::Value::DoubleValue(d) if d.is_infinite() => {
+            Cow::Borrowed(if *d > 0.0 { "+Inf" } else { "-Inf" })
+        }
+        any_value::Value::DoubleValue(d) => Cow::Owned(d.to_string()),
+        _ => return None,
+    })
 }
 
 /// Whether a record's severity is at least `min`, or undefined (0) where that matches

@@ -35,11 +35,23 @@
 //! `METRIC_DATA_TYPE_*` and `AGGREGATION_TEMPORALITY_*`.
 //!
 //! # Semantics
-//! `==` and `!=` compare any two values (integers and floats numerically; different types
-//! are not equal; a missing attribute is `nil`). `<`, `>`, `<=`, `>=` compare numbers with
-//! numbers and strings with strings; anything else is an evaluation error, which the
-//! processor's `error_mode` decides about. `IsMatch(value, "regex")` is false for a value
-//! that is not a string.
+//! Comparisons follow the Collector's OTTL rules (`pkg/ottl/compare.go`) and never fail:
+//! - integers and floats compare numerically, strings and bytes lexicographically (by
+//!   byte), booleans with `false < true`;
+//! - a missing attribute is `nil`; `nil` equals `nil` (so `<=` and `>=` hold as well) and
+//!   nothing else;
+//! - maps and arrays are equal when their contents are, and have no order;
+//! - any other pair, such as a string against a number or a missing attribute against a
+//!   number, is false for every operator except `!=`, which is true.
+//!
+//! So `attributes["http.status_code"] >= 500` is simply false on a span without the
+//! attribute, or with the string `"503"`. `IsMatch(value, "regex")` matches a string as it
+//! is and any other value on its text, as the Collector formats it (`503`, `1.5`, `true`,
+//! bytes in hex, maps and arrays as JSON); a missing value matches nothing.
+//!
+//! The only evaluation error left is a bare path used as a condition whose value is not a
+//! boolean (`attributes["retry"]` on a string); the processor's `error_mode` decides.
+//! Parentheses and `not` nest at most 64 deep.
 
 use std::fmt;
 
@@ -240,8 +252,8 @@ enum Value<'a> {
     Bool(bool),
     Bytes(&'a [u8]),
     Nil,
-    /// Arrays and maps: only equal to themselves by identity, so never to a literal.
-    Complex,
+    /// Arrays and maps: equal to another by their contents, never ordered.
+    Complex(&'a any_value::Value),
 }
 
 fn any_value(v: Option<&AnyValue>) -> Value<'_> {
@@ -252,7 +264,7 @@ fn any_value(v: Option<&AnyValue>) -> Value<'_> {
         Some(any_value::Value::DoubleValue(d)) => Value::Double(*d),
         Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
         Some(any_value::Value::BytesValue(b)) => Value::Bytes(b),
-        Some(_) => Value::Complex,
+        Some(v) => Value::Complex(v),
     }
 }
 
@@ -296,6 +308,7 @@ impl Condition {
             len: text.len(),
             target,
             expr,
+            depth: 0,
         };
         let parsed = p.or()?;
         if let Some(t) = p.peek() {
@@ -530,30 +543,182 @@ fn operand<'a>(o: &'a Operand, cx: &Cx<'a>) -> Value<'a> {
     }
 }
 
-fn equal(a: Value<'_>, b: Value<'_>) -> bool {
+/// OTTL's comparison rules, as the Collector's `compare.go` applies them: a comparison
+/// never fails. Numbers compare numerically (integers with floats), strings and bytes
+/// lexicographically, booleans with `false < true`; `nil` equals only `nil` (and then
+/// `<=` and `>=` hold too); maps and arrays are equal when their contents are. Any other
+/// pair (a string against a number, a missing attribute against a number, an ordering of
+/// maps) is invalid: false for every operator but `!=`, which is true.
+fn compare(a: Value<'_>, b: Value<'_>, op: Op) -> bool {
+    use Value::*;
+    use std::cmp::Ordering;
+    let ordered = |o: Option<Ordering>| match o {
+        // NaN: every comparison is false, but `!=` is true.
+        None => op == Op::Ne,
+        Some(o) => match op {
+            Op::Eq => o.is_eq(),
+            Op::Ne => o.is_ne(),
+            Op::Lt => o.is_lt(),
+            Op::Le => o.is_le(),
+            Op::Gt => o.is_gt(),
+            Op::Ge => o.is_ge(),
+        },
+    };
     match (a, b) {
-        (Value::Int(x), Value::Double(y)) | (Value::Double(y), Value::Int(x)) => (x as f64) == y,
-        (Value::Complex, _) | (_, Value::Complex) => false,
-        _ => a == b,
+        (Nil, Nil) => matches!(op, Op::Eq | Op::Le | Op::Ge),
+        (Int(x), Int(y)) => ordered(Some(x.cmp(&y))),
+        (Int(x), Double(y)) => ordered((x as f64).partial_cmp(&y)),
+        (Double(x), Int(y)) => ordered(x.partial_cmp(&(y as f64))),
+        (Double(x), Double(y)) => ordered(x.partial_cmp(&y)),
+        (Str(x), Str(y)) => ordered(Some(x.as_bytes().cmp(y.as_bytes()))),
+        (Bytes(x), Bytes(y)) => ordered(Some(x.cmp(y))),
+        (Bool(x), Bool(y)) => ordered(Some(x.cmp(&y))),
+        // Maps and arrays: equality of contents, no order.
+        (Complex(x), Complex(y)) if matches!(op, Op::Eq | Op::Ne) => (x == y) == (op == Op::Eq),
+        _ => op == Op::Ne,
     }
 }
 
-fn order(a: Value<'_>, b: Value<'_>) -> Result<std::cmp::Ordering, EvalError> {
-    use Value::*;
-    let num = |v: Value<'_>| match v {
-        Int(i) => Some(i as f64),
-        Double(d) => Some(d),
-        _ => None,
-    };
-    match (a, b) {
-        (Int(x), Int(y)) => Ok(x.cmp(&y)),
-        (Str(x), Str(y)) => Ok(x.cmp(y)),
-        _ => match (num(a), num(b)) {
-            (Some(x), Some(y)) => x
-                .partial_cmp(&y)
-                .ok_or_else(|| EvalError("cannot order NaN".into())),
-            _ => Err(EvalError(format!("cannot order {a:?} and {b:?}"))),
-        },
+/// The text `IsMatch` reads from a value that is not a string, as the Collector's
+/// `StringLikeGetter` formats it: integers and floats in decimal, booleans as
+/// `true`/`false`, bytes in lowercase hex, maps and arrays as JSON.
+fn value_text(v: Value<'_>) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    match v {
+        Value::Str(s) => out.push_str(s),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Double(d) => go_float(d, &mut out),
+        Value::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        Value::Bytes(b) => hex_into(b, &mut out),
+        Value::Complex(c) => json_value(Some(c), &mut out),
+        Value::Nil => {}
+    }
+    out
+}
+
+fn hex_into(b: &[u8], out: &mut String) {
+    use std::fmt::Write;
+    for byte in b {
+        let _ = write!(out, "{byte:02x}");
+    }
+}
+
+/// Go's `strconv.FormatFloat(f, 'f' or 'e', -1, 64)` as `encoding/json` picks between them.
+fn go_float(d: f64, out: &mut String) {
+    use std::fmt::Write;
+    if d.is_nan() {
+        out.push_str("NaN");
+    } else if d.is_infinite() {
+        out.push_str(if d > 0.0 { "+Inf" } else { "-Inf" });
+    } else if d == 0.0 || (1e-6..1e21).contains(&d.abs()) {
+        let _ = write!(out, "{d}");
+    } else {
+        // Rust writes `1e21` and `1.5e-7`; Go's encoder writes `1e+21` and `1.5e-7`.
+        let s = format!("{d:e}");
+        match s.split_once('e') {
+            Some((mantissa, exp)) if !exp.starts_with('-') => {
+                let _ = write!(out, "{mantissa}e+{exp}");
+            }
+            _ => out.push_str(&s),
+        }
+    }
+}
+
+/// A value as JSON, as Go's `json.Marshal` writes `AsRaw()`: map keys sorted, bytes in
+/// base64, an empty value as `null`.
+fn json_value(v: Option<&any_value::Value>, out: &mut String) {
+    use std::fmt::Write;
+    match v {
+        None => out.push_str("null"),
+        Some(any_value::Value::StringValue(s)) => json_string(s, out),
+        Some(any_value::Value::IntValue(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        Some(any_value::Value::DoubleValue(d)) if d.is_finite() => go_float(*d, out),
+        Some(any_value::Value::DoubleValue(_)) => out.push_str("null"),
+        Some(any_value::Value::BoolValue(b)) => out.push_str(if *b { "true" } else { "false" }),
+        Some(any_value::Value::BytesValue(b)) => {
+            out.push('"');
+            base64(b, out);
+            out.push('"');
+        }
+        Some(any_value::Value::ArrayValue(a)) => {
+            out.push('[');
+            for (i, item) in a.values.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_value(item.value.as_ref(), out);
+            }
+            out.push(']');
+        }
+        Some(any_value::Value::KvlistValue(m)) => {
+            let mut entries: Vec<&KeyValue> = m.values.iter().collect();
+            entries.sort_by(|a, b| a.key.cmp(&b.key));
+            // A map keeps one value per key (the last one, as pcommon's FromRaw would).
+            entries.dedup_by(|later, earlier| {
+                if later.key == earlier.key {
+                    std::mem::swap(later, earlier);
+                    true
+                } else {
+                    false
+                }
+            });
+            out.push('{');
+            for (i, kv) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_string(&kv.key, out);
+                out.push(':');
+                json_value(kv.value.as_ref().and_then(|v| v.value.as_ref()), out);
+            }
+            out.push('}');
+        }
+        // A profile's string-table index: no value of its own here.
+        Some(any_value::Value::StringValueStrindex(_)) => out.push_str("null"),
+    }
+}
+
+fn json_string(s: &str, out: &mut String) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            // Go's encoder escapes HTML-significant characters too.
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn base64(b: &[u8], out: &mut String) {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in b.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(chunk.get(1).copied().unwrap_or(0)) << 8)
+            | u32::from(chunk.get(2).copied().unwrap_or(0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ABC[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
     }
 }
 
@@ -586,31 +751,26 @@ fn eval(e: &Expr, cx: &Cx<'_>) -> Result<bool, EvalError> {
             true
         }
         Expr::Not(inner) => !eval(inner, cx)?,
-        Expr::Cmp(a, op, b) => {
-            let (a, b) = (operand(a, cx), operand(b, cx));
-            match op {
-                Op::Eq => equal(a, b),
-                Op::Ne => !equal(a, b),
-                Op::Lt => order(a, b)?.is_lt(),
-                Op::Gt => order(a, b)?.is_gt(),
-                Op::Le => order(a, b)?.is_le(),
-                Op::Ge => order(a, b)?.is_ge(),
-            }
-        }
+        Expr::Cmp(a, op, b) => compare(operand(a, cx), operand(b, cx), *op),
         Expr::Truthy(o) => match operand(o, cx) {
             Value::Bool(b) => b,
+            // A flag that is not there is not set.
+            Value::Nil => false,
             other => return Err(EvalError(format!("{other:?} is not a boolean"))),
         },
+        // A value that is not a string is matched on its text, as the Collector's
+        // string-like getter formats it; a missing one matches nothing.
         Expr::IsMatch(o, re) => match operand(o, cx) {
             Value::Str(s) => re.is_match(s),
-            _ => false,
+            Value::Nil => false,
+            other => re.is_match(&value_text(other)),
         },
         Expr::OnDatapoint(key, want) => match cx.item {
             Item::Metric(m) => points(m).any(|p| match find_attr(p.attributes(), key) {
                 None => false,
                 Some(v) => want
                     .as_ref()
-                    .is_none_or(|w| equal(any_value(Some(v)), lit_value(w))),
+                    .is_none_or(|w| compare(any_value(Some(v)), lit_value(w), Op::Eq)),
             }),
             _ => false,
         },
@@ -759,9 +919,18 @@ fn lex(text: &str, expr: bool) -> Result<Vec<Token>, ConditionError> {
         }
         if c.is_ascii_digit() || c == b'-' || c == b'.' {
             i += 1;
-            while i < b.len()
-                && (b[i].is_ascii_digit() || b[i] == b'.' || b[i] == b'e' || b[i] == b'E')
-            {
+            while i < b.len() {
+                let exponent_sign = (b[i] == b'-' || b[i] == b'+')
+                    && matches!(b[i - 1], b'e' | b'E')
+                    && b[start..i - 1].iter().any(u8::is_ascii_digit);
+                if !(b[i].is_ascii_digit()
+                    || b[i] == b'.'
+                    || b[i] == b'e'
+                    || b[i] == b'E'
+                    || exponent_sign)
+                {
+                    break;
+                }
                 i += 1;
             }
             let s = &text[start..i];
@@ -803,7 +972,13 @@ struct Parser {
     target: Target,
     /// The older `expr` language's names are accepted too.
     expr: bool,
+    /// How deep `not` and parentheses nest here, bounded by [`MAX_DEPTH`].
+    depth: usize,
 }
+
+/// How deep parentheses and `not` may nest: far more than any real condition, and little
+/// enough that the recursive parser cannot overflow a thread's stack.
+const MAX_DEPTH: usize = 64;
 
 impl Parser {
     fn peek(&self) -> Option<&Token> {
@@ -866,11 +1041,22 @@ impl Parser {
     }
 
     fn not(&mut self) -> Result<Expr, ConditionError> {
-        if self.is_word("not") {
-            self.pos += 1;
-            return Ok(Expr::Not(Box::new(self.not()?)));
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            let col = self.peek().map_or(self.len + 1, |t| t.col);
+            return Err(self.error_at(
+                col,
+                format!("conditions nest at most {MAX_DEPTH} deep (parentheses and `not`)"),
+            ));
         }
-        self.comparison()
+        let out = if self.is_word("not") {
+            self.pos += 1;
+            self.not().map(|e| Expr::Not(Box::new(e)))
+        } else {
+            self.comparison()
+        };
+        self.depth -= 1;
+        out
     }
 
     fn comparison(&mut self) -> Result<Expr, ConditionError> {
@@ -1268,9 +1454,10 @@ mod tests {
     fn logic_and_regex() {
         assert!(check(r#"IsMatch(name, "^GET /health")"#));
         assert!(
-            !check(r#"IsMatch(attributes["http.response.status_code"], "5..")"#),
-            "non-strings never match"
+            check(r#"IsMatch(attributes["http.response.status_code"], "5..")"#),
+            "an integer is matched on its decimal text"
         );
+        assert!(!check(r#"IsMatch(attributes["missing"], ".*")"#));
         assert!(check(
             r#"kind == SPAN_KIND_SERVER and status.code == STATUS_CODE_ERROR"#
         ));
@@ -1295,10 +1482,376 @@ mod tests {
             resource: None,
             scope: None,
         };
+        // An ordering of a string against a number is false, not an error.
         let c = Condition::parse(r#"attributes["http.route"] > 3"#).unwrap();
-        assert!(c.eval(&cx).is_err());
+        assert_eq!(c.eval(&cx), Ok(false));
         let c = Condition::parse(r#"attributes["http.route"]"#).unwrap();
         assert!(c.eval(&cx).is_err());
+    }
+
+    /// The Collector's own table (`pkg/ottl/compare_test.go`, `Test_compare`): every
+    /// pair of value kinds, both ways round, under every operator.
+    #[test]
+    fn comparisons_follow_the_collector_table() {
+        use any_value::Value as V;
+        let ops = [Op::Eq, Op::Ne, Op::Lt, Op::Le, Op::Ge, Op::Gt];
+        let s = |x: &str| Some(V::StringValue(x.into()));
+        let b = |x: &[u8]| Some(V::BytesValue(x.to_vec()));
+        let i = |x: i64| Some(V::IntValue(x));
+        let f = |x: f64| Some(V::DoubleValue(x));
+        let t = |x: bool| Some(V::BoolValue(x));
+        #[allow(clippy::type_complexity)]
+        let table: Vec<(&str, Option<V>, Option<V>, [bool; 6])> = vec![
+            // EQ, NE, LT, LTE, GTE, GT
+            (
+                "identity string",
+                s("1"),
+                s("1"),
+                [true, false, false, true, true, false],
+            ),
+            (
+                "identity int64",
+                i(1),
+                i(1),
+                [true, false, false, true, true, false],
+            ),
+            (
+                "identity float64",
+                f(1.0),
+                f(1.0),
+                [true, false, false, true, true, false],
+            ),
+            (
+                "identity bytes",
+                b(b"1"),
+                b(b"1"),
+                [true, false, false, true, true, false],
+            ),
+            (
+                "identity nil",
+                None,
+                None,
+                [true, false, false, true, true, false],
+            ),
+            (
+                "diff strings",
+                s("1"),
+                s("2"),
+                [false, true, true, true, false, false],
+            ),
+            (
+                "string bytes",
+                s("1"),
+                b(b"1"),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "string int64",
+                s("1"),
+                i(1),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "string float64",
+                s("1"),
+                f(1.0),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "string nil",
+                s("1"),
+                None,
+                [false, true, false, false, false, false],
+            ),
+            (
+                "diff bytes",
+                b(b"1"),
+                b(b"2"),
+                [false, true, true, true, false, false],
+            ),
+            (
+                "bytes string",
+                b(b"1"),
+                s("1"),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "bytes int64",
+                b(b"1"),
+                i(1),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "bytes float64",
+                b(b"1"),
+                f(1.0),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "bytes nil",
+                b(b"1"),
+                None,
+                [false, true, false, false, false, false],
+            ),
+            (
+                "false true",
+                t(false),
+                t(true),
+                [false, true, true, true, false, false],
+            ),
+            (
+                "true false",
+                t(true),
+                t(false),
+                [false, true, false, false, true, true],
+            ),
+            (
+                "true true",
+                t(true),
+                t(true),
+                [true, false, false, true, true, false],
+            ),
+            (
+                "false false",
+                t(false),
+                t(false),
+                [true, false, false, true, true, false],
+            ),
+            (
+                "bool string",
+                t(false),
+                s("1"),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "bool int64",
+                t(false),
+                i(1),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "bool float64",
+                t(false),
+                f(1.0),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "bool and empty string",
+                t(false),
+                s(""),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "bool nil",
+                t(false),
+                None,
+                [false, true, false, false, false, false],
+            ),
+            (
+                "nil string",
+                None,
+                s("1"),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "nil int64",
+                None,
+                i(1),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "nil float64",
+                None,
+                f(1.0),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "nil and empty string",
+                None,
+                s(""),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "int64 string",
+                i(1),
+                s("1"),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "int64 bytes",
+                i(1),
+                b(b"1"),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "int64 nil",
+                i(1),
+                None,
+                [false, true, false, false, false, false],
+            ),
+            (
+                "int64 int64",
+                i(1),
+                i(2),
+                [false, true, true, true, false, false],
+            ),
+            (
+                "int64 float64",
+                i(1),
+                f(2.0),
+                [false, true, true, true, false, false],
+            ),
+            (
+                "diff float64s",
+                f(1.0),
+                f(2.0),
+                [false, true, true, true, false, false],
+            ),
+            (
+                "float64 string",
+                f(1.0),
+                s("1"),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "float64 bytes",
+                f(1.0),
+                b(b"1"),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "float64 nil",
+                f(1.0),
+                None,
+                [false, true, false, false, false, false],
+            ),
+            (
+                "float64 int64",
+                f(1.0),
+                i(2),
+                [false, true, true, true, false, false],
+            ),
+            // Beyond the Collector's table, from its rules: NaN, maps and arrays.
+            (
+                "nan nan",
+                f(f64::NAN),
+                f(f64::NAN),
+                [false, true, false, false, false, false],
+            ),
+            (
+                "array array",
+                Some(V::ArrayValue(Default::default())),
+                Some(V::ArrayValue(Default::default())),
+                [true, false, false, false, false, false],
+            ),
+            (
+                "array string",
+                Some(V::ArrayValue(Default::default())),
+                s("[]"),
+                [false, true, false, false, false, false],
+            ),
+        ];
+        for (name, a, b, want) in &table {
+            let (av, bv) = (AnyValue { value: a.clone() }, AnyValue { value: b.clone() });
+            for (op, want) in ops.iter().zip(want) {
+                let got = compare(any_value(Some(&av)), any_value(Some(&bv)), *op);
+                assert_eq!(got, *want, "{name} {op:?}");
+            }
+        }
+    }
+
+    /// The check from the issue: five spans through one condition; a missing attribute
+    /// or a string never makes the condition fail, and `IsMatch` reads the int 503.
+    #[test]
+    fn missing_and_mistyped_values_compare_false() {
+        let cond = Condition::parse(
+            r#"attributes["http.status_code"] >= 500 or IsMatch(attributes["code"], "^5")"#,
+        )
+        .unwrap();
+        let with = |kv: Option<KeyValue>| {
+            let mut s = span();
+            s.attributes = kv.into_iter().collect();
+            let cx = SpanContext {
+                span: &s,
+                event: None,
+                resource: None,
+                scope: None,
+            };
+            cond.eval(&cx)
+        };
+        let int = |k: &str, v| Some(kv(k, any_value::Value::IntValue(v)));
+        assert_eq!(with(int("http.status_code", 503)), Ok(true));
+        assert_eq!(with(int("http.status_code", 200)), Ok(false));
+        assert_eq!(with(None), Ok(false));
+        let text = kv(
+            "http.status_code",
+            any_value::Value::StringValue("503".into()),
+        );
+        assert_eq!(with(Some(text)), Ok(false));
+        assert_eq!(with(int("code", 503)), Ok(true));
+    }
+
+    #[test]
+    fn is_match_reads_values_as_the_collector_formats_them() {
+        use any_value::Value as V;
+        let cases: Vec<(V, &str)> = vec![
+            (V::IntValue(-42), "^-42$"),
+            (V::DoubleValue(1.5), "^1.5$"),
+            (V::DoubleValue(100.0), "^100$"),
+            (V::DoubleValue(1e21), r"^1e\+21$"),
+            (V::DoubleValue(1.5e-7), r"^1.5e-7$"),
+            (V::BoolValue(true), "^true$"),
+            (V::BytesValue(vec![0xde, 0xad]), "^dead$"),
+            (
+                V::KvlistValue(otel_pipeline_core::proto::common::v1::KeyValueList {
+                    values: vec![
+                        kv("b", V::BytesValue(b"hi".to_vec())),
+                        kv("a", V::StringValue("<x>".into())),
+                    ],
+                }),
+                r#"^\{"a":"\\u003cx\\u003e","b":"aGk="\}$"#,
+            ),
+            (
+                V::ArrayValue(otel_pipeline_core::proto::common::v1::ArrayValue {
+                    values: vec![
+                        AnyValue {
+                            value: Some(V::IntValue(1)),
+                        },
+                        AnyValue { value: None },
+                    ],
+                }),
+                r"^\[1,null\]$",
+            ),
+        ];
+        for (value, pattern) in cases {
+            let mut s = span();
+            s.attributes = vec![kv("v", value.clone())];
+            let cx = SpanContext {
+                span: &s,
+                event: None,
+                resource: None,
+                scope: None,
+            };
+            let c = Condition::parse(&format!(
+                r#"IsMatch(attributes["v"], "{}")"#,
+                pattern.replace('\\', "\\\\").replace('"', "\\\"")
+            ))
+            .unwrap_or_else(|e| panic!("{pattern}: {e}"));
+            assert_eq!(c.eval(&cx), Ok(true), "{value:?} against {pattern}");
+        }
+    }
+
+    #[test]
+    fn exponents_and_nesting() {
+        assert!(check(r#"attributes["ratio"] > 1e-5"#));
+        assert!(check(r#"attributes["ratio"] < 5E+2"#));
+        let deep = format!("{}name == \"a\"{}", "(".repeat(10_000), ")".repeat(10_000));
+        let err = Condition::parse(&deep).unwrap_err();
+        assert!(err.message.contains("nest"), "{err}");
+        let nots = format!("{}true", "not ".repeat(100_000));
+        assert!(Condition::parse(&nots).is_err());
+        let fine = format!("{}name != \"a\"{}", "(".repeat(30), ")".repeat(30));
+        assert!(Condition::parse(&fine).is_ok());
     }
 
     #[test]

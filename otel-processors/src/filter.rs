@@ -43,8 +43,8 @@
 //!   `!`), true when a data point of the metric matches. `regexp` cache settings are
 //!   accepted and have no effect: each pattern set is compiled once into one automaton.
 //!
-//! `error_mode` says what an evaluation error does (a comparison of a string with a number,
-//! say): `propagate` (the default, as the Collector's) rejects the batch; `ignore` and
+//! `error_mode` says what an evaluation error does (a bare path used as a condition that
+//! holds no boolean; comparisons never fail, as in the Collector): `propagate` (the default, as the Collector's) rejects the batch; `ignore` and
 //! `silent` keep the span as if the condition were false. Errors are counted either way
 //! (`otelcol_processor_failed_requests{reason="condition_error"}`).
 

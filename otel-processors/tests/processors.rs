@@ -133,7 +133,7 @@ async fn span_events_and_error_modes() {
     let yaml = r#"
 error_mode: propagate
 traces:
-  span: ['attributes["http.response.status_code"] > 499']
+  span: ['attributes["http.response.status_code"] > 499', 'attributes["debug"]']
   spanevent: ['name == "cache.miss"']
 "#;
     let (running, sender, out) = run(FilterProcessor::new(
@@ -174,25 +174,7 @@ traces:
     let c = counters(&running, "filter");
     assert_eq!(c.dropped_events("filtered"), 1);
 
-    // A string where a number is expected: propagate rejects the batch, counted.
-    let err = sender
-        .send(spans(vec![(
-            "weird",
-            vec![kv("http.response.status_code", s("five hundred"))],
-        )]))
-        .await
-        .unwrap_err();
-    assert!(!err.is_retryable());
-    assert!(err.reason().contains("cannot order"), "{err}");
-    assert_eq!(c.dropped("condition_error"), 1);
-    running.shutdown(Duration::from_secs(1)).await.unwrap();
-
-    // ignore: the span is kept, the error counted.
-    let yaml = "error_mode: ignore\ntraces:\n  span: ['attributes[\"http.response.status_code\"] > 499']\n";
-    let (running, sender, out) = run(FilterProcessor::new(
-        from_yaml("processors.filter", yaml).unwrap(),
-    ))
-    .await;
+    // A string where a number is expected compares false (as in the Collector): kept.
     sender
         .send(spans(vec![(
             "weird",
@@ -200,11 +182,94 @@ traces:
         )]))
         .await
         .unwrap();
+    assert_eq!(out.spans().len(), 2);
+    // A bare path that is not a boolean cannot decide: propagate rejects the batch, counted.
+    let err = sender
+        .send(spans(vec![("flagged", vec![kv("debug", s("yes"))])]))
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable());
+    assert!(err.reason().contains("is not a boolean"), "{err}");
+    assert_eq!(c.dropped("condition_error"), 1);
+    running.shutdown(Duration::from_secs(1)).await.unwrap();
+
+    // ignore: the span is kept, the error counted.
+    let yaml = "error_mode: ignore\ntraces:\n  span: ['attributes[\"debug\"]']\n";
+    let (running, sender, out) = run(FilterProcessor::new(
+        from_yaml("processors.filter", yaml).unwrap(),
+    ))
+    .await;
+    sender
+        .send(spans(vec![("flagged", vec![kv("debug", s("yes"))])]))
+        .await
+        .unwrap();
     assert_eq!(out.item_count(), 1);
     assert_eq!(
         counters(&running, "filter").failed_requests("condition_error"),
         1
     );
+    running.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+/// The Collector delivers B, C and D of these five spans: comparisons on a missing or
+/// mistyped value are false, never an error that loses the batch, and `IsMatch` reads the
+/// integer 503 as "503".
+#[tokio::test]
+async fn filter_conditions_on_missing_and_mistyped_values_follow_the_collector() {
+    let yaml = r#"
+traces:
+  span:
+    - 'attributes["http.status_code"] >= 500'
+    - 'IsMatch(attributes["code"], "^5")'
+"#;
+    let (running, sender, out) = run(FilterProcessor::new(
+        from_yaml("processors.filter", yaml).unwrap(),
+    ))
+    .await;
+    sender
+        .send(spans(vec![
+            ("A", vec![kv("http.status_code", Value::IntValue(503))]),
+            ("B", vec![kv("http.status_code", Value::IntValue(200))]),
+            ("C", vec![]),
+            ("D", vec![kv("http.status_code", s("503"))]),
+            ("E", vec![kv("code", Value::IntValue(503))]),
+        ]))
+        .await
+        .unwrap();
+    let names: Vec<String> = out.spans().iter().map(|s| s.name.clone()).collect();
+    assert_eq!(names, ["B", "C", "D"]);
+    let c = counters(&running, "filter");
+    assert_eq!(c.dropped("filtered"), 2);
+    assert_eq!(c.dropped("condition_error"), 0);
+    running.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
+/// `match_type: regexp` reads ints, floats and booleans as text, as the Collector's
+/// attribute matcher does; bytes and maps match nothing.
+#[tokio::test]
+async fn regexp_attribute_matching_reads_numbers_and_booleans_as_text() {
+    let yaml = r#"
+include: { match_type: regexp, attributes: [{key: code, value: '^5'}] }
+actions: [{key: touched, value: yes, action: insert}]
+"#;
+    let config: AttributesConfig = from_yaml("processors.attributes", yaml).unwrap();
+    let (running, sender, out) = run(AttributeRedactor::attributes(config)).await;
+    sender
+        .send(spans(vec![
+            ("int", vec![kv("code", Value::IntValue(503))]),
+            ("double", vec![kv("code", Value::DoubleValue(5.5))]),
+            ("string", vec![kv("code", s("500"))]),
+            ("low", vec![kv("code", Value::IntValue(200))]),
+            ("bytes", vec![kv("code", Value::BytesValue(b"5".to_vec()))]),
+        ]))
+        .await
+        .unwrap();
+    let got: Vec<bool> = out
+        .spans()
+        .iter()
+        .map(|sp| attr(&sp.attributes, "touched").is_some())
+        .collect();
+    assert_eq!(got, [true, true, true, false, false]);
     running.shutdown(Duration::from_secs(1)).await.unwrap();
 }
 
