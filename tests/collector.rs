@@ -143,6 +143,23 @@ fn every_class_of_mistake_names_its_path_line_and_column() {
     );
 }
 
+/// `token: ${env:TOKEN}` with TOKEN unset would accept `Authorization: Bearer ` with an
+/// empty credential: the load refuses it and names the key.
+#[test]
+fn an_empty_bearer_token_is_refused_at_load_naming_the_key() {
+    let pipeline = "service:\n  extensions: [bearertokenauth/server]\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n";
+    let (path, line, _, msg) = error_of(&format!(
+        "extensions:\n  bearertokenauth/server:\n    token: ${{env:UNSET_TOKEN}}\n{BASE}{pipeline}"
+    ));
+    assert_eq!(path, "extensions.bearertokenauth/server.token", "{msg}");
+    assert_eq!(line, 3, "{msg}");
+    assert!(msg.contains("empty"), "{msg}");
+    let (path, _, _, msg) = error_of(&format!(
+        "extensions:\n  bearertokenauth/server:\n    tokens: [good, \"\"]\n{BASE}{pipeline}"
+    ));
+    assert_eq!(path, "extensions.bearertokenauth/server.tokens[1]", "{msg}");
+}
+
 #[test]
 fn several_files_merge_in_order_with_environment_values() {
     // (A `${...}` goes in a block list or quotes: braces are flow indicators in YAML.)

@@ -78,10 +78,11 @@ struct BearerYaml {
     scheme: Option<String>,
     #[serde(default)]
     header: Option<String>,
+    /// `Some(None)`: the key is there with no value (`${env:TOKEN}` unset).
+    #[serde(default, deserialize_with = "present")]
+    token: Option<Option<String>>,
     #[serde(default)]
-    token: Option<String>,
-    #[serde(default)]
-    tokens: Option<Vec<String>>,
+    tokens: Option<Vec<Option<String>>>,
     #[serde(default)]
     filename: Option<PathBuf>,
 }
@@ -111,13 +112,33 @@ struct ClientAuthYaml {
     password: String,
 }
 
+/// A key that is present, even with a null value (`Some(None)`), apart from an absent one.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
 /// Read an authenticator extension's section.
 pub fn read(section: &Section<'_>) -> Result<AuthExtension, ConfigError> {
     match section.id().kind() {
         "bearertokenauth" => {
             let y: BearerYaml = section.deserialize()?;
-            let mut tokens: Vec<String> = y.token.into_iter().collect();
-            tokens.extend(y.tokens.unwrap_or_default());
+            // An empty token (`token: ${env:TOKEN}` with TOKEN unset) would let a request
+            // with an empty credential through: refused here, naming the key.
+            let empty = |t: &Option<String>| t.as_deref().is_none_or(|t| t.trim().is_empty());
+            if y.token.as_ref().is_some_and(empty) {
+                return Err(section.error(
+                    "token",
+                    "the token is empty (an unset environment variable?): refused",
+                ));
+            }
+            if let Some(i) = y.tokens.iter().flatten().position(empty) {
+                return Err(section.error(
+                    &format!("tokens[{i}]"),
+                    "the token is empty (an unset environment variable?): refused",
+                ));
+            }
+            let mut tokens: Vec<String> = y.token.flatten().into_iter().collect();
+            tokens.extend(y.tokens.into_iter().flatten().flatten());
             if tokens.is_empty() && y.filename.is_none() {
                 return Err(section.error("", "give token, tokens or filename"));
             }

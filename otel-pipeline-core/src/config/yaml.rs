@@ -6,7 +6,13 @@
 //! - `${env:NAME}`, `${env:NAME:-default}` and `${NAME}` are replaced in string values;
 //!   `$$` is a literal `$`. A plain value that is one reference alone resolves again as a
 //!   scalar, so `port: ${env:PORT}` is a number. An unset variable with no default
-//!   becomes empty, as in the Collector.
+//!   becomes empty, as in the Collector; a default applies only to an unset variable (one
+//!   set to the empty string stays empty).
+//! - Mapping keys are taken as written: no `${...}` or `$$` expansion, no retyping
+//!   (`0x1F`, `~` and `1.50` stay those strings), as the Collector expands values only.
+//! - Nesting is bounded ([`MAX_DEPTH`] levels) and so is what aliases copy
+//!   ([`MAX_NODES`] nodes in all), so a hostile file (deep nesting, "billion laughs")
+//!   is an error, not an exhausted stack or memory.
 //! - Anchors, aliases and `<<` merge keys work.
 //! - Several documents merge in order: maps merge key by key, anything else is replaced.
 
@@ -19,6 +25,12 @@ use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use super::ConfigError;
+
+/// How deep mappings and sequences may nest in a configuration.
+pub(crate) const MAX_DEPTH: usize = 128;
+
+/// How many nodes a document may hold once its aliases are copied in.
+pub(crate) const MAX_NODES: usize = 1_000_000;
 
 /// A place in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +169,8 @@ pub(crate) fn parse(
         pos: 0,
         anchors: BTreeMap::new(),
         env,
+        depth: 0,
+        nodes: 0,
     };
     // Skip to the document's root.
     while builder.pos < builder.events.len()
@@ -207,8 +221,13 @@ struct Builder<'a> {
     file: Arc<str>,
     events: Vec<(Event, Marker)>,
     pos: usize,
-    anchors: BTreeMap<usize, Node>,
+    /// Each anchored node with its size in nodes.
+    anchors: BTreeMap<usize, (Node, usize)>,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// How deep the node being built is.
+    depth: usize,
+    /// Nodes built so far, aliases counted at their full size.
+    nodes: usize,
 }
 
 impl Builder<'_> {
@@ -228,21 +247,80 @@ impl Builder<'_> {
         Ok(item)
     }
 
-    fn node(&mut self, path: &str) -> Result<Node, ConfigError> {
+    /// A mapping key: a scalar taken as written (no expansion, no retyping), or an alias
+    /// to one.
+    fn key(&mut self, path: &str) -> Result<(String, Location), ConfigError> {
         let (event, mark) = self.next(path)?;
         let at = located(&self.file, &mark);
-        let (node, anchor) = match event {
-            Event::Alias(id) => match self.anchors.get(&id) {
-                Some(n) => (
-                    Node {
-                        value: n.value.clone(),
-                        at,
-                    },
-                    0,
-                ),
+        let text = match event {
+            Event::Scalar(text, ..) => text,
+            Event::Alias(id) => match self.anchors.get(&id).map(|(n, _)| &n.value) {
+                Some(NodeValue::String(s)) => s.clone(),
+                Some(NodeValue::Int(i)) => i.to_string(),
+                Some(NodeValue::Bool(b)) => b.to_string(),
+                Some(NodeValue::Float(f)) => f.to_string(),
+                Some(NodeValue::Null) => String::new(),
+                Some(_) => {
+                    return Err(ConfigError::new(path, "a mapping key must be a scalar").at(at));
+                }
                 None => return Err(self.err(path, &mark, "alias to an unknown anchor")),
             },
+            _ => return Err(ConfigError::new(path, "a mapping key must be a scalar").at(at)),
+        };
+        self.count(path, &mark, 1)?;
+        Ok((text, at))
+    }
+
+    /// Count `n` more nodes against [`MAX_NODES`].
+    fn count(&mut self, path: &str, mark: &Marker, n: usize) -> Result<(), ConfigError> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            return Err(self.err(
+                path,
+                mark,
+                format!(
+                    "the document expands to more than {MAX_NODES} nodes (aliases copied in): \
+                     refused"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn node(&mut self, path: &str) -> Result<Node, ConfigError> {
+        self.depth += 1;
+        let out = if self.depth > MAX_DEPTH {
+            let mark = self.events.get(self.pos).map(|(_, m)| *m);
+            let err = ConfigError::new(path, format!("nested more than {MAX_DEPTH} levels deep"));
+            Err(match mark {
+                Some(m) => err.at(located(&self.file, &m)),
+                None => err,
+            })
+        } else {
+            self.node_inner(path)
+        };
+        self.depth -= 1;
+        out
+    }
+
+    fn node_inner(&mut self, path: &str) -> Result<Node, ConfigError> {
+        let (event, mark) = self.next(path)?;
+        let at = located(&self.file, &mark);
+        let nodes_before = self.nodes;
+        let (node, anchor) = match event {
+            Event::Alias(id) => {
+                let Some((n, size)) = self.anchors.get(&id) else {
+                    return Err(self.err(path, &mark, "alias to an unknown anchor"));
+                };
+                let (value, size) = (n.value.clone(), *size);
+                // The copy counts at its full size, so nested aliases cannot multiply
+                // unseen (the `billion laughs` pattern); the size was counted before the
+                // clone would be made a second time.
+                self.count(path, &mark, size)?;
+                (Node { value, at }, 0)
+            }
             Event::Scalar(text, style, anchor, tag) => {
+                self.count(path, &mark, 1)?;
                 let value = self.scalar(
                     path,
                     &mark,
@@ -253,6 +331,7 @@ impl Builder<'_> {
                 (Node { value, at }, anchor)
             }
             Event::SequenceStart(anchor, _) => {
+                self.count(path, &mark, 1)?;
                 let mut items = Vec::new();
                 loop {
                     if matches!(self.events.get(self.pos), Some((Event::SequenceEnd, _))) {
@@ -271,6 +350,7 @@ impl Builder<'_> {
                 )
             }
             Event::MappingStart(anchor, _) => {
+                self.count(path, &mark, 1)?;
                 let mut entries: Vec<(String, Location, Node)> = Vec::new();
                 let mut merged: Vec<(String, Location, Node)> = Vec::new();
                 loop {
@@ -278,18 +358,7 @@ impl Builder<'_> {
                         self.pos += 1;
                         break;
                     }
-                    let key_node = self.node(path)?;
-                    let key = match &key_node.value {
-                        NodeValue::String(s) => s.clone(),
-                        NodeValue::Int(i) => i.to_string(),
-                        NodeValue::Bool(b) => b.to_string(),
-                        NodeValue::Float(f) => f.to_string(),
-                        NodeValue::Null => String::new(),
-                        _ => {
-                            return Err(ConfigError::new(path, "a mapping key must be a scalar")
-                                .at(key_node.at));
-                        }
-                    };
+                    let (key, key_at) = self.key(path)?;
                     let child = if path.is_empty() {
                         key.clone()
                     } else {
@@ -309,8 +378,9 @@ impl Builder<'_> {
                                 })
                                 .collect(),
                             _ => {
-                                return Err(ConfigError::new(child, "`<<` merges a mapping")
-                                    .at(key_node.at));
+                                return Err(
+                                    ConfigError::new(child, "`<<` merges a mapping").at(key_at)
+                                );
                             }
                         };
                         for source in sources {
@@ -323,10 +393,11 @@ impl Builder<'_> {
                         continue;
                     }
                     if entries.iter().any(|(k, _, _)| *k == key) {
-                        return Err(ConfigError::new(child, "key given twice in one mapping")
-                            .at(key_node.at));
+                        return Err(
+                            ConfigError::new(child, "key given twice in one mapping").at(key_at)
+                        );
                     }
-                    entries.push((key, key_node.at, value));
+                    entries.push((key, key_at, value));
                 }
                 for entry in merged {
                     if !entries.iter().any(|(k, _, _)| *k == entry.0) {
@@ -344,7 +415,8 @@ impl Builder<'_> {
             other => return Err(self.err(path, &mark, format!("unexpected YAML event {other:?}"))),
         };
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let size = self.nodes - nodes_before;
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         Ok(node)
     }
@@ -413,11 +485,12 @@ fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, St
                     "`${{{reference}}}`: `{name}` is not an environment variable name"
                 ));
             }
+            // As the Collector's env provider: the default applies only to a variable
+            // that is not set; one set to the empty string stays empty.
             match (env(name), default) {
-                (Some(v), _) if !v.is_empty() || default.is_none() => out.push_str(&v),
-                (_, Some(d)) => out.push_str(d),
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
                 (None, None) => {}
-                (Some(_), None) => {}
             }
             rest = &body[end + 1..];
         } else {
@@ -530,7 +603,8 @@ mod tests {
         assert_eq!(v("port"), Value::Number(4317.into()));
         assert_eq!(v("host"), Value::String("gw:4317".into()));
         assert_eq!(v("missing"), Value::String("fallback".into()));
-        assert_eq!(v("empty"), Value::String("dflt".into()));
+        // Set but empty: the Collector's env provider keeps it empty.
+        assert_eq!(v("empty"), Value::Null);
         assert_eq!(v("unset"), Value::Null);
         assert_eq!(v("cost"), Value::String("$5".into()));
         let err = parse("t.yaml", "a:\n  b: ${file:/etc/x}\n", &|_| None).unwrap_err();
@@ -562,6 +636,59 @@ mod tests {
         let err = parse("dup.yaml", "a: 1\na: 2\n", &|_| None).unwrap_err();
         assert_eq!(err.path, "a");
         assert_eq!(err.location.map(|l| l.line), Some(2));
+    }
+
+    #[test]
+    fn keys_are_taken_as_written() {
+        let d = doc(
+            "m:\n  0x1F: a\n  ~: b\n  null: c\n  1.50: d\n  $$k: e\n  ${env:PORT}: f\n  \"q\": g\n",
+        );
+        let keys: Vec<&str> = d
+            .get("m")
+            .unwrap()
+            .entries()
+            .iter()
+            .map(|(k, _, _)| k.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            ["0x1F", "~", "null", "1.50", "$$k", "${env:PORT}", "q"]
+        );
+        // Values are still expanded and typed.
+        let d = doc("a: $$5\nb: 0x1F\n");
+        assert_eq!(d.get("a").unwrap().to_value(), Value::String("$5".into()));
+        assert_eq!(d.get("b").unwrap().to_value(), Value::Number(31.into()));
+    }
+
+    #[test]
+    fn hostile_nesting_and_alias_expansion_are_refused() {
+        // The YAML parser refuses very deep flow nesting itself; ours bounds the rest.
+        let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse("deep.yaml", &deep, &|_| None).is_err());
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let err = parse("deep.yaml", &deep, &|_| None).unwrap_err();
+        assert!(err.to_string().contains("levels deep"), "{err}");
+        let deep_block: String = (0..300)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        let err = parse("block.yaml", &deep_block, &|_| None).unwrap_err();
+        assert!(err.to_string().contains("levels deep"), "{err}");
+        // Billion laughs: nine levels of ten aliases each would be 10^9 nodes.
+        let mut laughs = String::from("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for (prev, name) in ["a", "b", "c", "d", "e", "f", "g", "h"]
+            .iter()
+            .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+        {
+            laughs.push_str(&format!(
+                "{name}: &{name} [{}]\n",
+                vec![format!("*{prev}"); 10].join(", ")
+            ));
+        }
+        let err = parse("laughs.yaml", &laughs, &|_| None).unwrap_err();
+        assert!(err.to_string().contains("nodes"), "{err}");
+        // A modest use of aliases still loads.
+        let ok = "a: &a {x: 1, y: [1, 2, 3]}\nb: [*a, *a, *a]\nc: {<<: *a, z: 2}\n";
+        assert!(parse("ok.yaml", ok, &|_| None).is_ok());
     }
 
     #[test]

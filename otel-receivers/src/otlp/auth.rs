@@ -539,6 +539,10 @@ impl Authenticate for BearerTokens {
                 }
             }
         };
+        // An empty credential never matches, whatever the configuration holds.
+        if token.is_empty() {
+            return Err(AuthError::invalid("the token is empty"));
+        }
         // Every token is compared, so the time taken does not say which one matched.
         let find = |tokens: &[(String, Secret)]| {
             let mut subject: Option<String> = None;
@@ -571,6 +575,28 @@ impl Authenticate for BearerTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A configuration that let an empty token in (built in code, past the YAML check)
+    /// still refuses `Authorization: Bearer ` with nothing after it.
+    #[test]
+    fn an_empty_credential_never_matches() {
+        let auth = BearerTokens::new([Secret::new(""), Secret::new("t0k3n")]);
+        let peer: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
+        let ask = |value: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_static(value),
+            );
+            auth.authenticate(&AuthRequest {
+                headers: &headers,
+                peer,
+            })
+        };
+        assert!(ask("Bearer ").is_err());
+        assert!(ask("Bearer    ").is_err());
+        assert!(ask("Bearer t0k3n").is_ok());
+    }
 
     #[test]
     fn constant_time_comparison_is_equality() {
