@@ -457,15 +457,44 @@ struct Index {
     shared: Interner,
 }
 
+/// Whether `a` started strictly before `b` (both start times known), as Kubernetes'
+/// `Time.Before` answers it.
+fn started_before(a: &PodRecord, b: &PodRecord) -> bool {
+    matches!((&a.start_time, &b.start_time), (Some(x), Some(y)) if x.0 < y.0)
+}
+
 impl Index {
     /// Stop indexing `rec`'s IPs and container IDs that still point at it and that `keep`
-    /// (its successor under the same UID) does not have.
+    /// (its successor under the same UID) does not have. An IP another live pod also
+    /// holds goes to that pod (the one started last), so a reused address is found again
+    /// once the old pod is gone.
     fn unindex(&mut self, rec: &PodRecord, keep: Option<&PodRecord>) {
         for ip in &rec.ips {
             if keep.is_none_or(|k| !k.ips.contains(ip))
                 && self.by_ip.get(ip).is_some_and(|r| r.uid == rec.uid)
             {
-                self.by_ip.remove(ip);
+                let heir = self
+                    .by_uid
+                    .values()
+                    .filter(|p| {
+                        p.uid != rec.uid
+                            && !p.host_network
+                            && !self.deleted.contains_key(&p.uid)
+                            && p.ips.contains(ip)
+                    })
+                    .fold(None::<&Arc<PodRecord>>, |best, p| match best {
+                        Some(b) if !started_before(b, p) => Some(b),
+                        _ => Some(p),
+                    })
+                    .cloned();
+                match heir {
+                    Some(p) => {
+                        self.by_ip.insert(*ip, p);
+                    }
+                    None => {
+                        self.by_ip.remove(ip);
+                    }
+                }
             }
         }
         for id in rec.container_ids.iter().flatten() {
@@ -512,7 +541,18 @@ impl PodMetadataCache {
         }
         if !rec.host_network {
             for ip in &rec.ips {
-                ix.by_ip.insert(*ip, Arc::clone(&rec));
+                // An IP is reused: a completed Job pod keeps `podIP` in its status while a
+                // new pod gets the same address. As the Collector does, the pod that
+                // started later keeps the IP, whatever order the updates come in; a pod
+                // already deleted (within its grace) always gives way.
+                let keeps = ix.by_ip.get(ip).is_some_and(|held| {
+                    held.uid != rec.uid
+                        && !ix.deleted.contains_key(&held.uid)
+                        && started_before(&rec, held)
+                });
+                if !keeps {
+                    ix.by_ip.insert(*ip, Arc::clone(&rec));
+                }
             }
         }
         for id in rec.container_ids.iter().flatten() {
@@ -757,5 +797,71 @@ mod tests {
         );
         assert!(cache.by_uid("u1").is_none());
         assert!(cache.by_ip("fd00::5".parse().unwrap()).is_none());
+    }
+
+    fn started(mut p: Pod, rfc3339: &str) -> Pod {
+        if let Some(status) = p.status.as_mut() {
+            status.start_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                rfc3339.parse().unwrap(),
+            ));
+        }
+        p
+    }
+
+    /// A completed Job pod keeps its `podIP`; a new pod gets the same address. The newer
+    /// pod keeps the IP in both orders of updates and re-lists, and when the old pod is
+    /// deleted and expires, the IP still finds the new one.
+    #[test]
+    fn a_reused_ip_stays_with_the_pod_started_last_in_either_order() {
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        let old = || {
+            started(
+                pod("old", "job-1", &["10.0.0.5"], false),
+                "2026-01-01T00:00:00Z",
+            )
+        };
+        let new = || {
+            started(
+                pod("new", "web-1", &["10.0.0.5"], false),
+                "2026-01-01T01:00:00Z",
+            )
+        };
+        for old_first in [true, false] {
+            let cache = PodMetadataCache::new(Keep::default(), Duration::from_secs(60));
+            let t0 = Instant::now();
+            if old_first {
+                cache.apply(&old());
+                cache.apply(&new());
+            } else {
+                cache.apply(&new());
+                cache.apply(&old());
+            }
+            assert_eq!(
+                cache.by_ip(ip).unwrap().name(),
+                "web-1",
+                "old first: {old_first}"
+            );
+            // A later update to the old pod (its status, say) does not take the IP back.
+            cache.apply(&old());
+            assert_eq!(cache.by_ip(ip).unwrap().name(), "web-1");
+            // A re-list that orders the old pod last does not either.
+            cache.apply(&new());
+            cache.apply(&old());
+            assert_eq!(cache.by_ip(ip).unwrap().name(), "web-1");
+            // The old pod goes: the new one is still found by its IP.
+            cache.delete(&old(), t0);
+            cache.expire(t0 + Duration::from_secs(61));
+            assert_eq!(cache.by_ip(ip).unwrap().name(), "web-1");
+        }
+        // Without start times, the last update wins as before, and when the holder goes
+        // the other live pod with the IP is found again.
+        let cache = PodMetadataCache::new(Keep::default(), Duration::from_secs(60));
+        let t0 = Instant::now();
+        cache.apply(&pod("a", "a", &["10.0.0.5"], false));
+        cache.apply(&pod("b", "b", &["10.0.0.5"], false));
+        assert_eq!(cache.by_ip(ip).unwrap().name(), "b");
+        cache.delete(&pod("b", "b", &[], false), t0);
+        cache.expire(t0 + Duration::from_secs(61));
+        assert_eq!(cache.by_ip(ip).unwrap().name(), "a");
     }
 }

@@ -124,15 +124,105 @@ struct Extract {
 /// A namespace's labels and annotations.
 type NamespaceMeta = (BTreeMap<String, String>, BTreeMap<String, String>);
 
+/// Labels and annotations of nodes or namespaces by name, following a metadata watch.
+/// A re-list (`Init` .. `InitDone`, at the start and after a watch restarts or gets `410
+/// Gone`) replaces the table with what it listed when it ends, so an object deleted while
+/// the watch was down goes too; until then the previous table serves.
+#[derive(Debug, Default)]
+struct MetaTable {
+    live: HashMap<String, NamespaceMeta>,
+    relist: Option<HashMap<String, NamespaceMeta>>,
+}
+
+impl MetaTable {
+    fn get(&self, name: &str) -> Option<&NamespaceMeta> {
+        self.live.get(name)
+    }
+
+    /// Apply one watch event; true when it ends a re-list.
+    fn on_event<T: kube::Resource>(&mut self, event: Event<T>) -> bool {
+        let meta = |o: &T| {
+            let m = o.meta();
+            Some((
+                m.name.clone()?,
+                (
+                    m.labels.clone().unwrap_or_default(),
+                    m.annotations.clone().unwrap_or_default(),
+                ),
+            ))
+        };
+        match event {
+            Event::Init => self.relist = Some(HashMap::new()),
+            Event::InitApply(o) => {
+                if let Some((name, m)) = meta(&o) {
+                    match self.relist.as_mut() {
+                        Some(listed) => listed.insert(name, m),
+                        None => self.live.insert(name, m),
+                    };
+                }
+            }
+            Event::InitDone => {
+                if let Some(listed) = self.relist.take() {
+                    self.live = listed;
+                }
+                return true;
+            }
+            Event::Apply(o) => {
+                if let Some((name, m)) = meta(&o) {
+                    self.live.insert(name, m);
+                }
+            }
+            Event::Delete(o) => {
+                if let Some(name) = &o.meta().name {
+                    self.live.remove(name);
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Follow a node or namespace metadata watch into the table `table` picks from `shared`.
+fn follow_metadata<T>(
+    api: Api<T>,
+    cfg: watcher::Config,
+    shared: Arc<Shared>,
+    table: fn(&Shared) -> &Mutex<MetaTable>,
+    synced: Arc<SyncCountdown>,
+    what: &'static str,
+) -> JoinHandle<()>
+where
+    T: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    T::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    tokio::spawn(async move {
+        let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+        let mut first = true;
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(event) => {
+                    if table(&shared).lock().on_event(event) && std::mem::take(&mut first) {
+                        synced.synced();
+                    }
+                }
+                Err(e) => {
+                    shared.restarts.add(1);
+                    tracing::warn!(error = %e, "k8sattributes: {what} watch failed; retrying");
+                }
+            }
+        }
+    })
+}
+
 /// ReplicaSet UIDs and their Deployment (None: not owned by one), with insertion order for
 /// the bound.
 type OwnerCache = (HashMap<String, Option<Arc<str>>>, VecDeque<String>);
 
 struct Shared {
     cache: PodMetadataCache,
-    namespaces: Mutex<HashMap<String, NamespaceMeta>>,
+    namespaces: Mutex<MetaTable>,
     /// Node labels and annotations, when an extraction reads `from: node`.
-    nodes: Mutex<HashMap<String, NamespaceMeta>>,
+    nodes: Mutex<MetaTable>,
     /// The kube-system namespace's UID, for `k8s.cluster.uid`.
     cluster_uid: OnceLock<String>,
     rules: Vec<(String, Vec<Source>)>,
@@ -557,34 +647,14 @@ impl Lifecycle for Watches {
                     Some(n) => watcher::Config::default().fields(&format!("metadata.name={n}")),
                     None => watcher::Config::default(),
                 };
-                let shared = Arc::clone(&self.shared);
-                let synced = Arc::clone(&countdown);
-                tasks.push(tokio::spawn(async move {
-                    let mut stream = watcher::watcher(nodes, cfg).default_backoff().boxed();
-                    let mut first = true;
-                    while let Some(event) = stream.next().await {
-                        match event {
-                            Ok(Event::InitDone) if std::mem::take(&mut first) => synced.synced(),
-                            Ok(Event::Apply(n) | Event::InitApply(n)) => {
-                                if let Some(name) = n.metadata.name.clone() {
-                                    let labels = n.metadata.labels.clone().unwrap_or_default();
-                                    let annotations = n.metadata.annotations.clone().unwrap_or_default();
-                                    shared.nodes.lock().insert(name, (labels, annotations));
-                                }
-                            }
-                            Ok(Event::Delete(n)) => {
-                                if let Some(name) = &n.metadata.name {
-                                    shared.nodes.lock().remove(name);
-                                }
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                shared.restarts.add(1);
-                                tracing::warn!(error = %e, "k8sattributes: node watch failed; retrying");
-                            }
-                        }
-                    }
-                }));
+                tasks.push(follow_metadata(
+                    nodes,
+                    cfg,
+                    Arc::clone(&self.shared),
+                    |s| &s.nodes,
+                    Arc::clone(&countdown),
+                    "node",
+                ));
             }
             if self
                 .shared
@@ -594,34 +664,14 @@ impl Lifecycle for Watches {
             {
                 // Metadata only: labels and annotations are all a namespace gives.
                 let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client);
-                let shared = Arc::clone(&self.shared);
-                let synced = Arc::clone(&countdown);
-                tasks.push(tokio::spawn(async move {
-                    let mut stream = watcher::watcher(namespaces, watcher::Config::default()).default_backoff().boxed();
-                    let mut first = true;
-                    while let Some(event) = stream.next().await {
-                        match event {
-                            Ok(Event::InitDone) if std::mem::take(&mut first) => synced.synced(),
-                            Ok(Event::Apply(ns) | Event::InitApply(ns)) => {
-                                if let Some(name) = ns.metadata.name.clone() {
-                                    let labels = ns.metadata.labels.clone().unwrap_or_default();
-                                    let annotations = ns.metadata.annotations.clone().unwrap_or_default();
-                                    shared.namespaces.lock().insert(name, (labels, annotations));
-                                }
-                            }
-                            Ok(Event::Delete(ns)) => {
-                                if let Some(name) = &ns.metadata.name {
-                                    shared.namespaces.lock().remove(name);
-                                }
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                shared.restarts.add(1);
-                                tracing::warn!(error = %e, "k8sattributes: namespace watch failed; retrying");
-                            }
-                        }
-                    }
-                }));
+                tasks.push(follow_metadata(
+                    namespaces,
+                    watcher::Config::default(),
+                    Arc::clone(&self.shared),
+                    |s| &s.namespaces,
+                    Arc::clone(&countdown),
+                    "namespace",
+                ));
             }
             Ok(())
         })
@@ -1071,5 +1121,44 @@ impl<N: Consumer<Traces>> Lifecycle for Releaser<N> {
             .await;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(name: &str, team: &str) -> PartialObjectMeta<Namespace> {
+        let mut o = PartialObjectMeta::<Namespace>::default();
+        o.metadata.name = Some(name.into());
+        o.metadata.labels = Some([("team".to_string(), team.to_string())].into());
+        o
+    }
+
+    /// A namespace deleted while the watch was down is gone after the re-list; until the
+    /// re-list ends, the previous table serves.
+    #[test]
+    fn a_relist_prunes_what_it_did_not_list() {
+        let mut t = MetaTable::default();
+        t.on_event(Event::<PartialObjectMeta<Namespace>>::Init);
+        t.on_event(Event::InitApply(ns("shop", "a")));
+        t.on_event(Event::InitApply(ns("gone", "b")));
+        assert!(t.on_event(Event::<PartialObjectMeta<Namespace>>::InitDone));
+        assert!(t.get("gone").is_some());
+        t.on_event(Event::Apply(ns("late", "c")));
+        // The watch restarts; `gone` was deleted meanwhile; `shop` changed.
+        t.on_event(Event::<PartialObjectMeta<Namespace>>::Init);
+        t.on_event(Event::InitApply(ns("shop", "z")));
+        assert!(
+            t.get("gone").is_some(),
+            "the old table serves during the re-list"
+        );
+        t.on_event(Event::InitApply(ns("late", "c")));
+        assert!(t.on_event(Event::<PartialObjectMeta<Namespace>>::InitDone));
+        assert!(t.get("gone").is_none());
+        assert_eq!(t.get("shop").unwrap().0["team"], "z");
+        assert!(t.get("late").is_some());
+        t.on_event(Event::Delete(ns("late", "c")));
+        assert!(t.get("late").is_none());
     }
 }
