@@ -685,6 +685,13 @@ impl Lifecycle for Watches {
     }
 }
 
+/// A resource attribute's string value.
+fn attribute<'a>(resource: Option<&'a Resource>, name: &str) -> Option<&'a str> {
+    resource
+        .and_then(|r| r.attributes.iter().find(|kv| kv.key == name))
+        .and_then(|kv| text_of(kv.value.as_ref()))
+}
+
 fn text_of(v: Option<&AnyValue>) -> Option<&str> {
     match v.and_then(|v| v.value.as_ref()) {
         Some(any_value::Value::StringValue(s)) => Some(s),
@@ -719,56 +726,50 @@ enum Found {
 impl Shared {
     /// Whether some rule has a value for every one of its sources.
     fn has_key(&self, resource: Option<&Resource>, peer: Option<IpAddr>) -> bool {
-        self.rules.iter().any(|(_, sources)| {
+        self.keyed_rule(resource, peer).is_some()
+    }
+
+    /// The first rule whose sources all have a value here, as the Collector picks it
+    /// (`extractPodID`): later rules are not tried, whatever the cache holds.
+    fn keyed_rule(&self, resource: Option<&Resource>, peer: Option<IpAddr>) -> Option<usize> {
+        self.rules.iter().position(|(_, sources)| {
             sources.iter().all(|s| match s {
                 Source::Connection => peer.is_some(),
-                Source::Attribute(n) => {
-                    resource.is_some_and(|r| r.attributes.iter().any(|kv| &kv.key == n))
-                }
+                Source::Attribute(n) => attribute(resource, n).is_some_and(|v| !v.is_empty()),
             })
         })
     }
 
-    /// The pod of a resource, by the first rule whose sources all resolve.
+    /// The pod of a resource: the first rule whose sources all have values names it, and
+    /// every source must find the same pod. A pod the cache does not know is a miss, never
+    /// a reason to try the next rule: falling through to the connection would label a
+    /// new pod's spans with whatever sent them (a sidecar, a proxy, a node agent).
     fn associate(
         &self,
         resource: Option<&Resource>,
         peer: Option<IpAddr>,
     ) -> Option<(usize, Arc<PodRecord>)> {
-        let attr = |name: &str| {
-            resource
-                .and_then(|r| r.attributes.iter().find(|kv| kv.key == name))
-                .and_then(|kv| text_of(kv.value.as_ref()))
-        };
-        for (i, (_, sources)) in self.rules.iter().enumerate() {
-            let mut found: Option<Arc<PodRecord>> = None;
-            let mut all = true;
-            for s in sources {
-                let pod = match s {
-                    Source::Connection => peer.and_then(|ip| self.cache.by_ip(ip)),
-                    Source::Attribute(n) => match (n.as_str(), attr(n)) {
-                        ("k8s.pod.ip" | "host.name", Some(v)) => {
-                            v.parse().ok().and_then(|ip| self.cache.by_ip(ip))
-                        }
-                        ("k8s.pod.uid", Some(v)) => self.cache.by_uid(v),
-                        ("container.id", Some(v)) => self.cache.by_container_id(v),
-                        _ => None,
-                    },
-                };
-                match (pod, &found) {
-                    (Some(p), None) => found = Some(p),
-                    (Some(p), Some(f)) if p.uid() == f.uid() => {}
-                    _ => {
-                        all = false;
-                        break;
+        let i = self.keyed_rule(resource, peer)?;
+        let mut found: Option<Arc<PodRecord>> = None;
+        for s in &self.rules[i].1 {
+            let pod = match s {
+                Source::Connection => peer.and_then(|ip| self.cache.by_ip(ip)),
+                Source::Attribute(n) => match (n.as_str(), attribute(resource, n)) {
+                    ("k8s.pod.ip" | "host.name", Some(v)) => {
+                        v.parse().ok().and_then(|ip| self.cache.by_ip(ip))
                     }
-                }
-            }
-            if all && let Some(p) = found {
-                return Some((i, p));
+                    ("k8s.pod.uid", Some(v)) => self.cache.by_uid(v),
+                    ("container.id", Some(v)) => self.cache.by_container_id(v),
+                    _ => None,
+                },
+            }?;
+            match &found {
+                None => found = Some(pod),
+                Some(f) if f.uid() == pod.uid() => {}
+                Some(_) => return None,
             }
         }
-        None
+        found.map(|p| (i, p))
     }
 
     /// The Deployment that owns ReplicaSet `name` (uid `uid`) in `namespace`, fetched

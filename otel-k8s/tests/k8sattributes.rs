@@ -520,3 +520,125 @@ async fn readiness_waits_for_the_first_sync_and_an_unreachable_api_keeps_trying(
         .await
         .expect("shutdown");
 }
+
+/// The shipped association order (`k8s.pod.ip` from the resource, then the connection):
+/// spans that name a pod the cache has not seen yet, sent through a proxy pod, are held
+/// for that pod, not labelled as the proxy. They are enriched when the pod appears (1.5 s
+/// later), and pass on unenriched, counted, when it never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_named_but_not_yet_seen_is_a_miss_not_the_connecting_proxy() {
+    const PODS: &str = "/api/v1/pods";
+    let api = ApiServer::start().await;
+    let json = |p: Pod| serde_json::to_value(p).expect("pod json");
+    api.put(
+        PODS,
+        json(pod(
+            "u-proxy",
+            "envoy-proxy",
+            "node-a",
+            &["10.1.0.6"],
+            None,
+            &[],
+            "envoy:1",
+            "p01",
+        )),
+    );
+    let config: K8sAttributesConfig = from_yaml(
+        "processors.k8sattributes",
+        r#"
+extract:
+  metadata: [k8s.pod.name]
+pod_association:
+  - sources: [{ from: resource_attribute, name: k8s.pod.ip }]
+  - sources: [{ from: connection }]
+hold_unknown_for: 3s
+"#,
+    )
+    .expect("config");
+    let telemetry = Telemetry::new();
+    let (receiver, sender) = DirectReceiver::new();
+    let (exporter, exported) = InMemoryExporter::new();
+    let running = Pipeline::traces()
+        .telemetry(telemetry.clone())
+        .receiver(receiver)
+        .processor(K8sAttributes::new(config).with_client(api.client()))
+        .exporter(exporter)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    assert!(eventually(Duration::from_secs(10), || running.health().is_ready()).await);
+    let names = || -> Vec<Option<String>> {
+        exported
+            .batches()
+            .iter()
+            .map(|b| {
+                b.data().resource_spans[0]
+                    .resource
+                    .as_ref()
+                    .and_then(|r| attr(r, "k8s.pod.name").map(str::to_string))
+            })
+            .collect()
+    };
+    // Only the connection: the proxy itself, as before.
+    sender
+        .send_batch(batch_with(vec![], Some("10.1.0.6"), 1))
+        .await
+        .expect("sent");
+    assert_eq!(names(), [Some("envoy-proxy".to_string())]);
+    // A pod IP the cache does not know yet, through the proxy: held, not the proxy's.
+    sender
+        .send_batch(batch_with(
+            vec![("k8s.pod.ip", "10.1.0.9")],
+            Some("10.1.0.6"),
+            2,
+        ))
+        .await
+        .expect("sent");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(names().len(), 1, "held while its pod may still appear");
+    api.put(
+        PODS,
+        json(pod(
+            "u-late",
+            "late-pod",
+            "node-a",
+            &["10.1.0.9"],
+            None,
+            &[],
+            "app:1",
+            "l01",
+        )),
+    );
+    assert!(
+        eventually(Duration::from_secs(4), || names().len() == 2).await,
+        "released"
+    );
+    assert_eq!(names()[1].as_deref(), Some("late-pod"));
+    // A pod that never appears: unenriched at the end of the hold, never the proxy.
+    sender
+        .send_batch(batch_with(
+            vec![("k8s.pod.ip", "10.1.0.99")],
+            Some("10.1.0.6"),
+            3,
+        ))
+        .await
+        .expect("sent");
+    assert!(
+        eventually(Duration::from_secs(5), || names().len() == 3).await,
+        "released"
+    );
+    assert_eq!(names()[2], None);
+    assert_eq!(
+        telemetry.sum(
+            "otelcol_processor_k8sattributes_released_spans",
+            &[("result", "unenriched")]
+        ),
+        2
+    );
+    running
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
+}
