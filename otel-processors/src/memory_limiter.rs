@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use otel_pipeline_core::telemetry::{Counter, Instrument};
 use otel_pipeline_core::{
     Batch, BoxError, BoxFuture, BuildError, ComponentContext, ComponentId, ConsumeError, Consumer,
     Lifecycle, Processor, Refusal, Signal,
@@ -128,9 +129,11 @@ impl MemoryProbe for ProcessMemory {
 
 /// The memory limit of the process's cgroup under `root` (`/sys/fs/cgroup`), from the
 /// process's `/proc/self/cgroup` text: cgroup v2 (`0::/path` and `memory.max`) or v1 (the
-/// `memory` controller's `memory.limit_in_bytes`). Inside a container the cgroup namespace
-/// makes the path `/`; on a host it is the full path, tried first. No limit (`max`, or v1's
-/// page-rounded `i64::MAX`) is `None`.
+/// `memory` controller's `memory.limit_in_bytes`). A limit on any ancestor applies too (a
+/// pod's limit on its slice, with `max` on the container's leaf), so the effective limit
+/// is the smallest found walking from the process's cgroup up to the root. Inside a
+/// container the cgroup namespace makes the path `/`, and only the root's own file is
+/// seen. No limit anywhere (`max`, or v1's page-rounded `i64::MAX`) is `None`.
 fn cgroup_limit(root: &std::path::Path, own: &str) -> Option<u64> {
     let read = |file: std::path::PathBuf| -> Option<u64> {
         let text = std::fs::read_to_string(file).ok()?;
@@ -138,30 +141,40 @@ fn cgroup_limit(root: &std::path::Path, own: &str) -> Option<u64> {
         // v1 says "no limit" with a number near i64::MAX.
         (v < 1 << 60).then_some(v)
     };
+    // The smallest limit from `base/path` up to `base`.
+    let walk = |base: std::path::PathBuf, path: &str, file: &str| -> Option<u64> {
+        let mut dir = base.join(path.trim_start_matches('/'));
+        let mut least: Option<u64> = None;
+        loop {
+            if let Some(v) = read(dir.join(file)) {
+                least = Some(least.map_or(v, |l| l.min(v)));
+            }
+            if dir == base || !dir.pop() || !dir.starts_with(&base) {
+                break;
+            }
+        }
+        least
+    };
+    let mut least: Option<u64> = None;
     for line in own.lines() {
         let mut parts = line.splitn(3, ':');
         let (Some(_id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
         else {
             continue;
         };
-        let path = path.trim_start_matches('/');
-        if controllers.is_empty() {
+        let found = if controllers.is_empty() {
             // v2: one unified hierarchy.
-            for dir in [root.join(path), root.to_path_buf()] {
-                if let Some(v) = read(dir.join("memory.max")) {
-                    return Some(v);
-                }
-            }
+            walk(root.to_path_buf(), path, "memory.max")
         } else if controllers.split(',').any(|c| c == "memory") {
-            let base = root.join("memory");
-            for dir in [base.join(path), base.clone()] {
-                if let Some(v) = read(dir.join("memory.limit_in_bytes")) {
-                    return Some(v);
-                }
-            }
+            walk(root.join("memory"), path, "memory.limit_in_bytes")
+        } else {
+            None
+        };
+        if let Some(v) = found {
+            least = Some(least.map_or(v, |l| l.min(v)));
         }
     }
-    None
+    least
 }
 
 /// A probe whose reading is set by hand, for tests and simulations.
@@ -184,11 +197,17 @@ impl ManualMemory {
     pub fn set_used(&self, bytes: u64) {
         self.used.store(bytes, Ordering::SeqCst);
     }
+
+    /// Make the probe fail to measure (as `/proc` becoming unreadable would), until the
+    /// next [`set_used`](Self::set_used).
+    pub fn set_unreadable(&self) {
+        self.used.store(u64::MAX, Ordering::SeqCst);
+    }
 }
 
 impl MemoryProbe for ManualMemory {
     fn used_bytes(&self) -> Option<u64> {
-        Some(self.used.load(Ordering::SeqCst))
+        Some(self.used.load(Ordering::SeqCst)).filter(|u| *u != u64::MAX)
     }
 
     fn total_bytes(&self) -> Option<u64> {
@@ -291,18 +310,52 @@ impl MemoryLimiter {
     }
 }
 
+/// The limiter's own instrument.
+const MEASURE_FAILURES: Instrument = Instrument::counter(
+    "otelcol_processor_memory_limiter_measure_failures",
+    "{checks}",
+    "Checks in which the memory limiter could not measure the process's memory; while it \
+     cannot, it accepts data (the gate opens) and logs that it does.",
+);
+
 struct Gate {
     refusing: AtomicBool,
     used: AtomicU64,
     soft: u64,
     hard: u64,
+    /// Checks that could not measure.
+    failures: Counter,
+    /// Whether the last check could not measure (logs once per change).
+    blind: AtomicBool,
 }
 
 impl Gate {
+    /// Measure and set the gate. A check that cannot measure opens the gate (a gate shut
+    /// on a stale reading would refuse every client for as long as measuring fails), and
+    /// is counted and logged when it starts and when it ends.
     fn check(&self, probe: &dyn MemoryProbe) {
-        if let Some(used) = probe.used_bytes() {
-            self.used.store(used, Ordering::Relaxed);
-            self.refusing.store(used >= self.soft, Ordering::Release);
+        match probe.used_bytes() {
+            Some(used) => {
+                self.used.store(used, Ordering::Relaxed);
+                self.refusing.store(used >= self.soft, Ordering::Release);
+                if self.blind.swap(false, Ordering::AcqRel) {
+                    tracing::warn!(
+                        used_mib = used >> 20,
+                        "memory_limiter: measuring memory works again; the limits apply again"
+                    );
+                }
+            }
+            None => {
+                self.failures.add(1);
+                self.refusing.store(false, Ordering::Release);
+                if !self.blind.swap(true, Ordering::AcqRel) {
+                    tracing::error!(
+                        "memory_limiter: cannot measure this process's memory; accepting all \
+                         data until it can (otelcol_processor_memory_limiter_measure_failures \
+                         counts the checks)"
+                    );
+                }
+            }
         }
     }
 }
@@ -376,6 +429,8 @@ impl<S: Signal> Processor<S> for MemoryLimiter {
             used: AtomicU64::new(0),
             soft,
             hard,
+            failures: ctx.telemetry().counter(&MEASURE_FAILURES, &[]),
+            blind: AtomicBool::new(false),
         });
         ctx.register_lifecycle(Arc::new(Checker {
             gate: Arc::clone(&gate),
@@ -438,6 +493,43 @@ mod tests {
         assert_eq!(cgroup_limit(&root, "0::/\n"), Some(1 << 30));
         let root = tree(&[("memory.max", "max\n")]);
         assert_eq!(cgroup_limit(&root, "0::/\n"), None, "no limit");
+    }
+
+    /// A limit set on an ancestor slice with `max` on the leaf (how a pod's limit sits
+    /// above its containers' cgroups on a host view): the smallest along the path wins.
+    #[test]
+    fn cgroup_v2_limit_on_an_ancestor_applies() {
+        let root = tree(&[
+            ("kubepods.slice/memory.max", "max\n"),
+            ("kubepods.slice/pod1.slice/memory.max", "268435456\n"),
+            ("kubepods.slice/pod1.slice/ctr.scope/memory.max", "max\n"),
+            ("memory.max", "max\n"),
+        ]);
+        assert_eq!(
+            cgroup_limit(&root, "0::/kubepods.slice/pod1.slice/ctr.scope\n"),
+            Some(256 << 20)
+        );
+        // A tighter leaf wins over a looser ancestor.
+        let root = tree(&[
+            ("a/memory.max", "1073741824\n"),
+            ("a/b/memory.max", "536870912\n"),
+        ]);
+        assert_eq!(cgroup_limit(&root, "0::/a/b\n"), Some(512 << 20));
+        // v1 walks its memory hierarchy the same way.
+        let root = tree(&[
+            ("memory/kubepods/memory.limit_in_bytes", "134217728\n"),
+            (
+                "memory/kubepods/pod1/memory.limit_in_bytes",
+                "9223372036854771712\n",
+            ),
+        ]);
+        assert_eq!(
+            cgroup_limit(&root, "4:memory:/kubepods/pod1\n"),
+            Some(128 << 20)
+        );
+        // A path that tries to climb out of the hierarchy stops at its root.
+        let root = tree(&[("memory.max", "max\n")]);
+        assert_eq!(cgroup_limit(&root, "0::/../../etc\n"), None);
     }
 
     #[test]

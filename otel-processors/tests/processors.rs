@@ -700,6 +700,22 @@ async fn memory_limiter_refuses_between_the_thresholds() {
     sender.send(generate_traces(1, 2, 5)).await.unwrap();
     assert_eq!(out.item_count(), 6, "nothing accepted was lost");
     assert_eq!(counters(&running, "memory_limiter").refused(), 4);
+    // Over the limit, then measuring fails: the gate does not stay shut on the stale
+    // reading; it opens, and the failed checks are counted.
+    probe.set_used(600 * MIB);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(sender.send(generate_traces(1, 2, 6)).await.is_err());
+    probe.set_unreadable();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    sender.send(generate_traces(1, 2, 7)).await.unwrap();
+    let failures = running
+        .telemetry()
+        .sum("otelcol_processor_memory_limiter_measure_failures", &[]);
+    assert!(failures >= 2, "{failures} failed checks counted");
+    // Measuring again: the limits apply again.
+    probe.set_used(600 * MIB);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(sender.send(generate_traces(1, 2, 8)).await.is_err());
     running.shutdown(Duration::from_secs(1)).await.unwrap();
 }
 
