@@ -1011,3 +1011,138 @@ async fn a_reload_lists_what_needs_a_rebuild() {
     );
     running.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// Every key of every component that reloads in place either changes in place or is
+/// listed in `restart_needed`: a reload never reports "applied" while old values keep
+/// running. Each key of the tail sampler, the batch processor, the filter, attributes and
+/// redaction is flipped on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_flipping_each_key_applies_it_or_lists_a_rebuild() {
+    const SAMPLER: &[(&str, &str, &str)] = &[
+        // (key, before, after)
+        ("decision_wait", "10s", "20s"),
+        ("decision_wait_after_root_received", "1s", "2s"),
+        ("num_traces", "1000", "2000"),
+        ("expected_new_traces_per_sec", "10", "20"),
+        ("max_buffered_bytes", "100000000", "200000000"),
+        ("maximum_trace_size_bytes", "1000000", "2000000"),
+        ("pack_spans", "true", "false"),
+        ("block_on_overflow", "false", "true"),
+        ("drop_pending_traces_on_shutdown", "false", "true"),
+        (
+            "decision_cache",
+            "{ sampled_cache_size: 100 }",
+            "{ sampled_cache_size: 200 }",
+        ),
+        ("shards", "1", "2"),
+        ("handoff", "{ exporter: debug/a }", "{ exporter: debug/b }"),
+        ("sample_on_first_match", "false", "true"),
+        (
+            "policies",
+            "[{ name: all, type: always_sample }]",
+            "[{ name: p, type: probabilistic, probabilistic: { sampling_percentage: 5 } }]",
+        ),
+    ];
+    const IN_PLACE: &[&str] = &["sample_on_first_match", "policies"];
+    let sampler = |flip: Option<&str>| -> String {
+        SAMPLER
+            .iter()
+            .map(|(k, before, after)| {
+                let v = if Some(*k) == flip { after } else { before };
+                format!("    {k}: {v}\n")
+            })
+            .collect()
+    };
+    const BATCH: &[(&str, &str, &str, bool)] = &[
+        ("send_batch_size", "100", "200", true),
+        ("send_batch_max_size", "1000", "2000", true),
+        ("timeout", "1s", "2s", true),
+        ("metadata_keys", "[]", "[tenant]", false),
+        ("metadata_cardinality_limit", "100", "200", false),
+    ];
+    let batch = |flip: Option<&str>| -> String {
+        BATCH
+            .iter()
+            .map(|(k, before, after, _)| {
+                let v = if Some(*k) == flip { after } else { before };
+                format!("    {k}: {v}\n")
+            })
+            .collect()
+    };
+    let yaml = |s: &str, b: &str, filter: &str, attr: &str, redact: &str| {
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:0 }}\n\
+             processors:\n  tail_sampling:\n{s}  batch:\n{b}\
+             \x20 filter:\n    error_mode: {filter}\n    traces:\n      span: ['name == \"x\"']\n\
+             \x20 attributes:\n    actions: [{{ key: a, value: {attr}, action: upsert }}]\n\
+             \x20 redaction:\n    allow_all_keys: true\n    blocked_values: ['{redact}']\n\
+             exporters:\n  debug/a:\n  debug/b:\n\
+             service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      \
+             processors: [filter, attributes, redaction, tail_sampling, batch]\n      exporters: [debug/a]\n"
+        )
+    };
+    let base = yaml(
+        &sampler(None),
+        &batch(None),
+        "propagate",
+        "one",
+        "4[0-9]{15}",
+    );
+    let running = start(&[("c.yaml", &base)]).await;
+    let reload = |text: String| {
+        running
+            .reload(&load(&[("c.yaml", &text)]).unwrap_or_else(|e| panic!("{e}\n{text}")))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    for (key, ..) in SAMPLER {
+        let done = reload(yaml(
+            &sampler(Some(key)),
+            &batch(None),
+            "propagate",
+            "one",
+            "4[0-9]{15}",
+        ));
+        let listed = done
+            .restart_needed
+            .contains(&"processors.tail_sampling".to_string());
+        assert_eq!(
+            listed,
+            !IN_PLACE.contains(key),
+            "tail_sampling.{key}: {done:?}"
+        );
+        assert!(
+            done.applied
+                .contains(&"processors.tail_sampling".to_string())
+        );
+    }
+    for (key, _, _, in_place) in BATCH {
+        let done = reload(yaml(
+            &sampler(None),
+            &batch(Some(key)),
+            "propagate",
+            "one",
+            "4[0-9]{15}",
+        ));
+        let listed = done
+            .restart_needed
+            .contains(&"processors.batch".to_string());
+        assert_eq!(listed, !in_place, "batch.{key}: {done:?}");
+    }
+    // Filter, attributes and redaction take their whole sections in place.
+    for (filter, attr, redact) in [
+        ("ignore", "one", "4[0-9]{15}"),
+        ("propagate", "two", "4[0-9]{15}"),
+        ("propagate", "one", "5[0-9]{15}"),
+    ] {
+        let done = reload(yaml(&sampler(None), &batch(None), filter, attr, redact));
+        assert!(done.restart_needed.is_empty(), "{done:?}");
+        for p in [
+            "processors.filter",
+            "processors.attributes",
+            "processors.redaction",
+        ] {
+            assert!(done.applied.contains(&p.to_string()), "{p}: {done:?}");
+        }
+    }
+    running.shutdown(Duration::from_secs(5)).await.unwrap();
+}

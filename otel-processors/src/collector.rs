@@ -93,6 +93,10 @@ impl Reload for BatchSizes {
                 || c.metadata_cardinality_limit != self.1.metadata_cardinality_limit
         })
     }
+
+    fn in_place_keys(&self) -> Option<&'static [&'static str]> {
+        Some(&["send_batch_size", "send_batch_max_size", "timeout"])
+    }
 }
 
 /// A running filter takes new conditions in place.
@@ -135,7 +139,8 @@ impl Reload for AttributeRules {
 }
 
 /// A running tail sampler takes new policies in place: its section is read again, the
-/// policies checked as at start-up, then swapped in.
+/// policies checked as at start-up, then swapped in. Any other key that changed is
+/// listed as needing a rebuild.
 struct SamplerPolicies(TailSamplingHandle);
 
 impl Reload for SamplerPolicies {
@@ -147,6 +152,12 @@ impl Reload for SamplerPolicies {
     fn apply(&self, section: &Section<'_>) -> Result<(), ConfigError> {
         let c: TailSamplingConfig = section.deserialize()?;
         self.0.update_policies(&c)
+    }
+
+    /// Only the policies change in place; the buffer's sizes, `decision_wait`, the shards,
+    /// the hand-off and the rest shape the running engine and need a rebuild.
+    fn in_place_keys(&self) -> Option<&'static [&'static str]> {
+        Some(&["policies", "sample_on_first_match"])
     }
 }
 

@@ -80,6 +80,13 @@ pub trait Reload: Send + Sync {
     fn needs_restart(&self, _section: &Section<'_>) -> bool {
         false
     }
+    /// The keys of its section that the component takes in place. A change to any other
+    /// key of the section is listed in [`Reloaded::restart_needed`](super::Reloaded), so
+    /// a reload never says "applied" while old values keep running. `None` (the default):
+    /// the component takes its whole section in place.
+    fn in_place_keys(&self) -> Option<&'static [&'static str]> {
+        None
+    }
 }
 
 impl<'a> Section<'a> {

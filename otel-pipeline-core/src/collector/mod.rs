@@ -1254,6 +1254,22 @@ async fn stop_extensions(
     failures
 }
 
+/// A component's section without the keys it takes in place (null and empty alike).
+fn without_keys(section: Option<&serde_yaml_ng::Value>, keys: &[&str]) -> serde_yaml_ng::Value {
+    match section {
+        Some(serde_yaml_ng::Value::Mapping(m)) => serde_yaml_ng::Value::Mapping(
+            m.iter()
+                .filter(|(k, _)| k.as_str().is_none_or(|k| !keys.contains(&k)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        Some(serde_yaml_ng::Value::Null) | None => {
+            serde_yaml_ng::Value::Mapping(serde_yaml_ng::Mapping::new())
+        }
+        Some(other) => other.clone(),
+    }
+}
+
 /// A running collector. Stop it with [`RunningCollector::shutdown`].
 pub struct RunningCollector {
     pipelines: Vec<RunningPipeline>,
@@ -1335,7 +1351,17 @@ impl RunningCollector {
                 errors: vec![section.place(e)],
             })?;
             applied.push(section.path().to_string());
-            if r.reload.needs_restart(section) && !restart_needed.contains(&section.path) {
+            let beyond = r.reload.in_place_keys().is_some_and(|keys| {
+                let old = self
+                    .source
+                    .get(r.section.as_str())
+                    .and_then(|m| m.get(r.id.to_string().as_str()));
+                let new = section.node.map(|n| n.to_value());
+                without_keys(old, keys) != without_keys(new.as_ref(), keys)
+            });
+            if (beyond || r.reload.needs_restart(section))
+                && !restart_needed.contains(&section.path)
+            {
                 restart_needed.push(section.path.clone());
             }
         }
