@@ -506,16 +506,11 @@ pub(crate) fn severity_matches(record: &LogRecord, severity: Option<(i32, bool)>
     })
 }
 
-/// A log body as matchers read it: a string, or the text of a number or boolean; `None`
-/// for other bodies (maps, lists, bytes), which no body pattern matches.
+/// A log body as matchers read it: its text as the Collector's `AsString` gives it
+/// (numbers and booleans as text, maps and arrays as JSON, bytes in base64); `None` when
+/// the record has no body.
 pub(crate) fn body_text(record: &LogRecord) -> Option<std::borrow::Cow<'_, str>> {
-    Some(match record.body.as_ref()?.value.as_ref()? {
-        any_value::Value::StringValue(s) => std::borrow::Cow::Borrowed(s.as_str()),
-        any_value::Value::IntValue(i) => i.to_string().into(),
-        any_value::Value::DoubleValue(d) => d.to_string().into(),
-        any_value::Value::BoolValue(b) => b.to_string().into(),
-        _ => return None,
-    })
+    record.body.as_ref().map(crate::condition::as_string)
 }
 
 /// `SPAN_KIND_SERVER`, `SERVER` or `server` as the protobuf enum value.

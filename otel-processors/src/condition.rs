@@ -599,6 +599,27 @@ fn value_text(v: Value<'_>) -> String {
     out
 }
 
+/// A value as the Collector's `pcommon.Value.AsString` gives it: strings as they are,
+/// integers and booleans as text, floats as JSON writes them, bytes in base64, maps and
+/// arrays as JSON, an empty value as "". What log body matchers read.
+pub(crate) fn as_string(v: &AnyValue) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    match v.value.as_ref() {
+        Some(any_value::Value::StringValue(s)) => Cow::Borrowed(s),
+        Some(any_value::Value::BytesValue(b)) => {
+            let mut out = String::new();
+            base64(b, &mut out);
+            Cow::Owned(out)
+        }
+        Some(any_value::Value::DoubleValue(d)) if !d.is_finite() => Cow::Owned(format!(
+            "json: unsupported value: {}",
+            value_text(Value::Double(*d))
+        )),
+        None => Cow::Borrowed(""),
+        Some(_) => Cow::Owned(value_text(any_value(Some(v)))),
+    }
+}
+
 fn hex_into(b: &[u8], out: &mut String) {
     use std::fmt::Write;
     for byte in b {
@@ -1839,6 +1860,22 @@ mod tests {
             .unwrap_or_else(|e| panic!("{pattern}: {e}"));
             assert_eq!(c.eval(&cx), Ok(true), "{value:?} against {pattern}");
         }
+    }
+
+    /// Log body matchers read `AsString`: bytes in base64 (not hex, as `IsMatch` reads
+    /// an attribute), floats as JSON writes them.
+    #[test]
+    fn as_string_is_the_collectors_as_string() {
+        use any_value::Value as V;
+        let text = |v: Option<V>| as_string(&AnyValue { value: v }).into_owned();
+        assert_eq!(text(None), "");
+        assert_eq!(text(Some(V::StringValue("x".into()))), "x");
+        assert_eq!(text(Some(V::IntValue(-7))), "-7");
+        assert_eq!(text(Some(V::DoubleValue(0.000_000_1))), "1e-7");
+        assert_eq!(text(Some(V::DoubleValue(2.5))), "2.5");
+        assert_eq!(text(Some(V::BoolValue(false))), "false");
+        assert_eq!(text(Some(V::BytesValue(b"hi!".to_vec()))), "aGkh");
+        assert_eq!(text(Some(V::BytesValue(b"h".to_vec()))), "aA==");
     }
 
     #[test]
