@@ -1146,3 +1146,130 @@ async fn a_reload_flipping_each_key_applies_it_or_lists_a_rebuild() {
     }
     running.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// The shipped gateway, as written, masks its blocked values in every string a backend
+/// receives: span, event, link, scope and resource attributes (plain strings, and strings
+/// inside arrays and maps) and the status message. A card number, an e-mail address and
+/// a bearer token are planted in each; none reaches the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_gateway_masks_secrets_in_every_string_a_backend_receives() {
+    use otel_pipeline::proto::common::v1::{ArrayValue, KeyValueList};
+    use otel_pipeline::proto::trace::v1::span::{Event, Link};
+    const SECRETS: [&str; 3] = [
+        "4111111111111111",
+        "jane.doe@example.com",
+        "Bearer abc.DEF-123",
+    ];
+    let planted = |i: usize| format!("see {} here", SECRETS[i % SECRETS.len()]);
+    let string = |v: String| AnyValue {
+        value: Some(Value::StringValue(v)),
+    };
+    // Every kind of attribute value that holds strings.
+    let attrs = |prefix: &str| -> Vec<KeyValue> {
+        (0..SECRETS.len())
+            .flat_map(|i| {
+                [
+                    KeyValue {
+                        key: format!("{prefix}.plain.{i}"),
+                        value: Some(string(planted(i))),
+                        ..Default::default()
+                    },
+                    KeyValue {
+                        key: format!("{prefix}.array.{i}"),
+                        value: Some(AnyValue {
+                            value: Some(Value::ArrayValue(ArrayValue {
+                                values: vec![string("ok".into()), string(planted(i))],
+                            })),
+                        }),
+                        ..Default::default()
+                    },
+                    KeyValue {
+                        key: format!("{prefix}.map.{i}"),
+                        value: Some(AnyValue {
+                            value: Some(Value::KvlistValue(KeyValueList {
+                                values: vec![KeyValue {
+                                    key: "nested".into(),
+                                    value: Some(string(planted(i))),
+                                    ..Default::default()
+                                }],
+                            })),
+                        }),
+                        ..Default::default()
+                    },
+                ]
+            })
+            .collect()
+    };
+    let mut data = generate_traces(1, 20, 77);
+    let rs = &mut data.resource_spans[0];
+    rs.resource
+        .get_or_insert_default()
+        .attributes
+        .extend(attrs("resource"));
+    rs.scope_spans[0]
+        .scope
+        .get_or_insert_default()
+        .attributes
+        .extend(attrs("scope"));
+    for (i, span) in rs.scope_spans[0].spans.iter_mut().enumerate() {
+        span.attributes.extend(attrs("span"));
+        span.events.push(Event {
+            name: "exception".into(),
+            attributes: attrs("event"),
+            ..Default::default()
+        });
+        span.links.push(Link {
+            trace_id: vec![7; 16],
+            span_id: vec![7; 8],
+            attributes: attrs("link"),
+            ..Default::default()
+        });
+        // Errors, so the tail sampler keeps every trace.
+        span.status = Some(Status {
+            code: StatusCode::Error as i32,
+            message: format!("payment failed: {}", planted(i)),
+        });
+    }
+
+    let backend = common::gateway(OtlpConfig::loopback()).await;
+    let port = free_port();
+    let override_yaml = format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:{port} }}\n      http: {{ endpoint: 127.0.0.1:0 }}\n\
+         processors:\n  tail_sampling:\n    decision_wait: 200ms\n  batch:\n    timeout: 100ms\n\
+         exporters:\n  otlp/backend:\n    endpoint: {}\n\
+         extensions:\n  health_check:\n    endpoint: 127.0.0.1:0\n\
+         service:\n  telemetry:\n    metrics: {{ level: none }}\n",
+        backend.1.local_addrs().grpc.unwrap()
+    );
+    let gateway = start(&[
+        ("gateway.yaml", GATEWAY),
+        ("gateway-test.yaml", &override_yaml),
+    ])
+    .await;
+    let (client, sender) = common::fast_retry_agent(format!("http://127.0.0.1:{port}")).await;
+    sender.send(data).await.unwrap();
+    client.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || backend.2.item_count() == 20).await,
+        "spans at the backend: {}",
+        backend.2.item_count()
+    );
+    // Everything the backend holds, every byte of it.
+    for batch in backend.2.batches() {
+        let text = format!("{:?}", batch.data());
+        for secret in SECRETS {
+            assert!(!text.contains(secret), "{secret} reached the backend");
+        }
+        assert!(text.contains("****"), "masked, not removed");
+    }
+    let span = &backend.2.spans()[0];
+    assert!(
+        span.status
+            .as_ref()
+            .unwrap()
+            .message
+            .starts_with("payment failed: see "),
+        "the status message keeps its text around the mask"
+    );
+    gateway.shutdown(Duration::from_secs(5)).await.unwrap();
+}

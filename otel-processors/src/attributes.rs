@@ -25,6 +25,16 @@
 //! `blocked_values` regex with `****`, leaves `ignored_keys` alone, and adds summary
 //! attributes (`redaction.redacted.keys`/`.count`, `redaction.masked.keys`/`.count`).
 //! Every pattern is compiled once, when the pipeline is built.
+//!
+//! # What each covers
+//! `apply_to` names the places: `span` (the item's own attributes: a span's, a log
+//! record's, a data point's), `resource`, `scope`, `event`, `link`, `status` (a span's
+//! status message) and `body` (log bodies). Actions default to `[span]`, as the
+//! Collector's `attributes` processor. Redaction defaults to all of them, so a blocked
+//! value is masked in every string a backend receives: the Collector's `redaction`
+//! processor covers resource, scope, span and event attributes; links and status
+//! messages are ours. Within an attribute, strings nested in arrays and maps are masked
+//! too. `status` and `body` have no key: only `blocked_values` applies there.
 
 use std::sync::Arc;
 
@@ -221,6 +231,13 @@ pub enum Target {
     Resource,
     /// Span event attributes.
     Event,
+    /// Span link attributes.
+    Link,
+    /// Instrumentation scope attributes.
+    Scope,
+    /// A span's status message: redaction masks `blocked_values` in it (it has no key, so
+    /// key rules do not apply). Actions do not apply to it.
+    Status,
     /// Log bodies: redaction masks `blocked_values` in a string body and in the string
     /// values of a map or list body. Actions do not apply to bodies.
     Body,
@@ -230,8 +247,20 @@ fn default_targets() -> Vec<Target> {
     vec![Target::Span]
 }
 
+/// Redaction covers every string a backend receives by default: the Collector's
+/// redaction processor covers resource, scope, span and span event attributes (and log
+/// bodies); links and status messages are ours, so no secret passes by an uncovered
+/// field.
 fn default_redaction_targets() -> Vec<Target> {
-    vec![Target::Span, Target::Body]
+    vec![
+        Target::Span,
+        Target::Resource,
+        Target::Scope,
+        Target::Event,
+        Target::Link,
+        Target::Status,
+        Target::Body,
+    ]
 }
 
 /// Configuration of the `attributes` processor.
@@ -295,7 +324,8 @@ pub struct RedactionConfig {
     /// Summary attributes.
     #[serde(default)]
     pub summary: Summary,
-    /// What to redact (default: the item's attributes, and log bodies).
+    /// What to redact (default: everything, `[span, resource, scope, event, link,
+    /// status, body]`).
     #[serde(default = "default_redaction_targets")]
     pub apply_to: Vec<Target>,
 }
@@ -1100,6 +1130,25 @@ impl AttributeRedactor {
     }
 }
 
+/// Mask `blocked_values` in a value and in every string nested in its arrays and maps;
+/// returns how many strings changed.
+fn mask_within(v: &mut AnyValue, blocked: &Blocked) -> usize {
+    // Iterative, so a hostile client's deeply nested value cannot overflow the stack.
+    let mut stack: Vec<&mut AnyValue> = vec![v];
+    let mut changed = 0;
+    while let Some(v) = stack.pop() {
+        match v.value.as_mut() {
+            Some(any_value::Value::StringValue(s)) => changed += usize::from(blocked.mask(s)),
+            Some(any_value::Value::ArrayValue(a)) => stack.extend(a.values.iter_mut()),
+            Some(any_value::Value::KvlistValue(kv)) => {
+                stack.extend(kv.values.iter_mut().filter_map(|kv| kv.value.as_mut()));
+            }
+            _ => {}
+        }
+    }
+    changed
+}
+
 /// The consumer built by [`AttributeRedactor`], for signal `S`.
 pub struct AttributesConsumer<S, N> {
     rules: Arc<parking_lot::RwLock<Arc<CompiledAttributes>>>,
@@ -1305,12 +1354,11 @@ impl CompiledAttributes {
         });
         if let Some(blocked) = &r.blocked {
             for kv in attrs.iter_mut() {
-                let Some(any_value::Value::StringValue(s)) =
-                    kv.value.as_mut().and_then(|v| v.value.as_mut())
-                else {
+                let Some(v) = kv.value.as_mut() else {
                     continue;
                 };
-                if !r.ignored.contains(&kv.key) && blocked.mask(s) {
+                // Strings inside arrays and maps are values a backend receives too.
+                if !r.ignored.contains(&kv.key) && mask_within(v, blocked) > 0 {
                     masked.push(kv.key.clone());
                 }
             }
@@ -1357,6 +1405,18 @@ impl CompiledAttributes {
         attrs: &mut Vec<KeyValue>,
         client: Option<&ClientInfo>,
     ) -> usize {
+        self.process_noting(target, attrs, client, None)
+    }
+
+    /// As [`process`](Self::process), with `also_masked` (a keyless field of the same
+    /// item that was masked, `status.message`) named in the summary.
+    fn process_noting(
+        &self,
+        target: Target,
+        attrs: &mut Vec<KeyValue>,
+        client: Option<&ClientInfo>,
+        also_masked: Option<&str>,
+    ) -> usize {
         if self.targets.contains(&target) {
             self.apply_actions(attrs, client);
         }
@@ -1367,7 +1427,8 @@ impl CompiledAttributes {
         else {
             return 0;
         };
-        let (removed, masked) = Self::redact(r, attrs);
+        let (removed, mut masked) = Self::redact(r, attrs);
+        masked.extend(also_masked.map(str::to_string));
         Self::summarize(r.summary, attrs, &removed, &masked);
         removed.len() + masked.len()
     }
@@ -1412,22 +1473,23 @@ impl CompiledAttributes {
         let Some(blocked) = &r.blocked else {
             return 0;
         };
-        fn walk(v: &mut AnyValue, blocked: &Blocked) -> usize {
-            match v.value.as_mut() {
-                Some(any_value::Value::StringValue(s)) => usize::from(blocked.mask(s)),
-                Some(any_value::Value::ArrayValue(a)) => {
-                    a.values.iter_mut().map(|v| walk(v, blocked)).sum()
-                }
-                Some(any_value::Value::KvlistValue(kv)) => kv
-                    .values
-                    .iter_mut()
-                    .filter_map(|kv| kv.value.as_mut())
-                    .map(|v| walk(v, blocked))
-                    .sum(),
-                _ => 0,
-            }
-        }
-        body.map_or(0, |b| walk(b, blocked))
+        body.map_or(0, |b| mask_within(b, blocked))
+    }
+
+    /// Redaction of a span's status message: `blocked_values` masked in it; 1 when it
+    /// changed.
+    fn redact_status(&self, span: &mut Span) -> usize {
+        let Some(blocked) = self
+            .redaction
+            .as_ref()
+            .filter(|r| r.targets.contains(&Target::Status))
+            .and_then(|r| r.blocked.as_ref())
+        else {
+            return 0;
+        };
+        span.status
+            .as_mut()
+            .map_or(0, |st| usize::from(blocked.mask(&mut st.message)))
     }
 
     /// Apply to every selected log record (its attributes, its body for redaction, and
@@ -1559,14 +1621,30 @@ impl CompiledAttributes {
             });
             for ss in &mut rs.scope_spans {
                 let scope = ss.scope.as_ref();
+                let mut scope_selected = false;
                 for span in &mut ss.spans {
                     if !self.selected(span, rs.resource.as_ref(), scope) {
                         continue;
                     }
-                    redacted += self.process(Target::Span, &mut span.attributes, client);
+                    scope_selected = true;
+                    let status = self.redact_status(span) > 0;
+                    let n = self.process_noting(
+                        Target::Span,
+                        &mut span.attributes,
+                        client,
+                        status.then_some("status.message"),
+                    );
+                    // (Counted in the summary when span attributes are redacted too.)
+                    redacted += n.max(usize::from(status));
                     for event in &mut span.events {
                         redacted += self.process(Target::Event, &mut event.attributes, client);
                     }
+                    for link in &mut span.links {
+                        redacted += self.process(Target::Link, &mut link.attributes, client);
+                    }
+                }
+                if let Some(scope) = ss.scope.as_mut().filter(|_| scope_selected) {
+                    redacted += self.process(Target::Scope, &mut scope.attributes, client);
                 }
             }
             if let Some(resource) = rs.resource.as_mut().filter(|_| resource_selected) {
