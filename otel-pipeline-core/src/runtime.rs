@@ -36,22 +36,93 @@ pub(crate) async fn stop_receivers(
 
 impl Drop for RunningPipeline {
     fn drop(&mut self) {
-        // Receivers stop accepting at once; stages follow as their inputs close. (After
-        // `shutdown`, this is already done.)
-        self.shutdown_tx.send_if_modified(|d| {
-            let first = d.is_none();
-            d.get_or_insert_with(Instant::now);
-            first
-        });
+        if self.stopped {
+            return;
+        }
+        // Dropped without `shutdown`: drain as `shutdown(RunningPipeline::DROP_DRAIN)` would, where the
+        // runtime allows blocking this thread for it; otherwise say loudly what may be lost.
+        let stages = std::mem::take(&mut self.stages);
+        let receivers = std::mem::take(&mut self.receivers);
+        let tx = std::mem::replace(&mut self.shutdown_tx, watch::channel(None).0);
+        let health = self.health.clone();
+        let name = self.name.clone();
+        let drain = async move {
+            drain(
+                &stages,
+                receivers,
+                &tx,
+                &health,
+                RunningPipeline::DROP_DRAIN,
+            )
+            .await
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tracing::warn!(
+                    pipeline = %name,
+                    limit = ?RunningPipeline::DROP_DRAIN,
+                    "a running pipeline was dropped without shutdown(): draining it now"
+                );
+                let result = tokio::task::block_in_place(|| handle.block_on(drain));
+                if let Err(e) = result {
+                    tracing::error!(pipeline = %name, error = %e, "the pipeline dropped without shutdown() did not drain whole");
+                }
+            }
+            Ok(handle) => {
+                // A current-thread runtime cannot block here: drain in a task, which runs
+                // only if the runtime keeps going after this.
+                tracing::error!(
+                    pipeline = %name,
+                    "a running pipeline was dropped without shutdown() on a current-thread runtime: \
+                     its receivers stop now and its stages drain in the background; what they \
+                     hold is lost if the runtime stops first. Call `shutdown(timeout).await`."
+                );
+                handle.spawn(drain);
+            }
+            Err(_) => {
+                tracing::error!(
+                    pipeline = %name,
+                    "a running pipeline was dropped without shutdown() outside its runtime: \
+                     what its stages hold is lost. Call `shutdown(timeout).await`."
+                );
+                drop(drain);
+            }
+        }
     }
+}
+
+/// Stop the receivers, then let processors flush (first to last) and exporters drain,
+/// all within `timeout`.
+async fn drain(
+    stages: &[Stage],
+    receivers: Vec<(ComponentId, RunningReceiver)>,
+    shutdown_tx: &watch::Sender<Option<Instant>>,
+    health: &Health,
+    timeout: Duration,
+) -> Result<(), ShutdownError> {
+    let deadline = Instant::now() + timeout;
+    health.set_draining();
+    // Receivers drain their connections within the first half of the time; the stages
+    // flush in what is left.
+    let _ = shutdown_tx.send(Some(Instant::now() + timeout / 2));
+    let mut failures = Vec::new();
+    stop_receivers(receivers, deadline, &mut failures).await;
+    // Reverse of start order: the first processor flushes into the second, ..., and the
+    // exporters drain last.
+    shutdown_stages(stages, deadline, &mut failures).await;
+    health.set_stopped();
+    ShutdownError::from_failures(failures)
 }
 
 /// A started pipeline. Shut it down with [`RunningPipeline::shutdown`]: a bounded drain in
 /// which every stage delivers what it holds or counts it.
 ///
-/// Dropping it without `shutdown` stops it too, unbounded: its receivers stop at once
-/// (listeners close), and each stage winds down as its input closes, delivering what it
-/// holds if the next stage takes it. Nothing waits for that, and there is no deadline.
+/// Dropping it without `shutdown` drains it too, as `shutdown(RunningPipeline::DROP_DRAIN)` (5 s) would,
+/// when it is dropped on a multi-thread tokio runtime (the dropping thread blocks for it,
+/// through `block_in_place`). On a current-thread runtime it cannot block: the drain runs
+/// in a task, and an error is logged that what the stages hold is lost if the runtime
+/// stops first; outside any runtime, the error says it is lost. Call `shutdown` and await
+/// it: that is the only way to choose the deadline and to see what did not drain.
 pub struct RunningPipeline {
     name: String,
     telemetry: Telemetry,
@@ -59,6 +130,8 @@ pub struct RunningPipeline {
     receivers: Vec<(ComponentId, RunningReceiver)>,
     shutdown_tx: watch::Sender<Option<Instant>>,
     health: Health,
+    /// `shutdown` ran: nothing left for `Drop` to do.
+    stopped: bool,
 }
 
 impl fmt::Debug for RunningPipeline {
@@ -72,6 +145,10 @@ impl fmt::Debug for RunningPipeline {
 }
 
 impl RunningPipeline {
+    /// How long a pipeline dropped without [`shutdown`](Self::shutdown) takes to drain,
+    /// where it can.
+    pub const DROP_DRAIN: Duration = Duration::from_secs(5);
+
     pub(crate) fn new(
         ctx: BuildContext,
         shutdown_tx: watch::Sender<Option<Instant>>,
@@ -86,6 +163,7 @@ impl RunningPipeline {
             receivers: Vec::new(),
             shutdown_tx,
             health,
+            stopped: false,
         }
     }
 
@@ -130,19 +208,15 @@ impl RunningPipeline {
     /// within `timeout`. A stage that has not finished by the deadline is abandoned and
     /// named in the error; stages count what they had to drop.
     pub async fn shutdown(mut self, timeout: Duration) -> Result<(), ShutdownError> {
-        let deadline = Instant::now() + timeout;
-        self.health.set_draining();
-        // Receivers drain their connections within the first half of the time; the
-        // stages flush in what is left.
-        let _ = self.shutdown_tx.send(Some(Instant::now() + timeout / 2));
-        let mut failures = Vec::new();
-
-        stop_receivers(std::mem::take(&mut self.receivers), deadline, &mut failures).await;
-
-        // Reverse of start order: the first processor flushes into the second, ..., and
-        // the exporters drain last.
-        shutdown_stages(&self.stages, deadline, &mut failures).await;
-        self.health.set_stopped();
-        ShutdownError::from_failures(failures)
+        self.stopped = true;
+        let receivers = std::mem::take(&mut self.receivers);
+        drain(
+            &self.stages,
+            receivers,
+            &self.shutdown_tx,
+            &self.health,
+            timeout,
+        )
+        .await
     }
 }
