@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use otel_pipeline::Telemetry;
 use otel_pipeline::collector::{CollectorConfig, ConfigFile};
-use otel_pipeline::receivers::collector::{listen_address, serve_metrics};
 
 struct Args {
     configs: Vec<String>,
@@ -151,25 +150,6 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let metrics = match &config.service_telemetry().metrics_address {
-        None => None,
-        Some(addr) => {
-            let served = match listen_address(addr) {
-                Ok(a) => serve_metrics(a, telemetry.clone()).await,
-                Err(e) => Err(e.into()),
-            };
-            match served {
-                Ok(s) => {
-                    tracing::info!(address = %s.local_addr(), "serving self-metrics at /metrics");
-                    Some(s)
-                }
-                Err(e) => {
-                    eprintln!("collector: service.telemetry.metrics: {e}");
-                    return ExitCode::from(1);
-                }
-            }
-        }
-    };
     let mut running = match collector.start().await {
         Ok(r) => r,
         Err(e) => {
@@ -177,7 +157,11 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    tracing::info!(pipelines = ?config.pipeline_names().collect::<Vec<_>>(), "collector started");
+    tracing::info!(
+        pipelines = ?config.pipeline_names().collect::<Vec<_>>(),
+        metrics = ?running.metrics_address(),
+        "collector started"
+    );
     println!("collector: ready");
 
     let mut stamps = stamps(&args.configs);
@@ -217,11 +201,7 @@ async fn main() -> ExitCode {
         }
     }
     tracing::info!(timeout = ?args.shutdown_timeout, "shutting down");
-    let deadline = tokio::time::Instant::now() + args.shutdown_timeout;
     let result = running.shutdown(args.shutdown_timeout).await;
-    if let Some(m) = metrics {
-        m.stop(deadline).await;
-    }
     match result {
         Ok(()) => {
             println!("collector: stopped");

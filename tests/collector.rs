@@ -190,8 +190,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Self-metrics on a port of their own, so collectors in parallel tests do not share
+/// `localhost:8888`; a test's own files come after it and may set another.
+const OWN_METRICS_PORT: (&str, &str) = (
+    "metrics-port.yaml",
+    "service:\n  telemetry:\n    metrics:\n      address: 127.0.0.1:0\n",
+);
+
 async fn start(files: &[(&str, &str)]) -> RunningCollector {
-    let config = load(files).unwrap_or_else(|e| panic!("{e}"));
+    let files: Vec<(&str, &str)> = std::iter::once(OWN_METRICS_PORT)
+        .chain(files.iter().copied())
+        .collect();
+    let config = load(&files).unwrap_or_else(|e| panic!("{e}"));
     config
         .build(&otel_pipeline::default_registry(), Telemetry::new())
         .unwrap_or_else(|e| panic!("{e}"))

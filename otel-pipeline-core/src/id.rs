@@ -94,8 +94,55 @@ impl ComponentKind {
     }
 }
 
+/// Errors a user's `main` returns with `?` are printed with `Debug`: they read as their
+/// `Display` text (`{:#?}` shows the structure).
+macro_rules! readable_debug {
+    ($t:ty, |$s:ident, $f:ident| $structure:expr) => {
+        impl fmt::Debug for $t {
+            fn fmt(&self, $f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let $s = self;
+                if $f.alternate() {
+                    $structure
+                } else {
+                    fmt::Display::fmt(self, $f)
+                }
+            }
+        }
+    };
+}
+pub(crate) use readable_debug;
+
+readable_debug!(StartError, |s, f| f
+    .debug_struct("StartError")
+    .field("component", &s.component)
+    .field("source", &s.source)
+    .finish());
+readable_debug!(ShutdownError, |s, f| f
+    .debug_struct("ShutdownError")
+    .field("failures", &s.failures)
+    .finish());
+readable_debug!(BuildError, |s, f| match s {
+    BuildError::InvalidConfig {
+        component,
+        path,
+        message,
+    } => f
+        .debug_struct("InvalidConfig")
+        .field("component", component)
+        .field("path", path)
+        .field("message", message)
+        .finish(),
+    BuildError::InvalidId(id) => f.debug_tuple("InvalidId").field(id).finish(),
+    BuildError::DuplicateId { kind, id, pipeline } => f
+        .debug_struct("DuplicateId")
+        .field("kind", kind)
+        .field("id", id)
+        .field("pipeline", pipeline)
+        .finish(),
+});
+
 /// A component failed to start.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[error("{component} failed to start: {source}")]
 pub struct StartError {
     /// The component.
@@ -123,7 +170,7 @@ impl StartError {
 
 /// Shutdown finished, but not cleanly: each entry names a component and what went wrong
 /// (an error, or the deadline passing before it finished).
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub struct ShutdownError {
     /// `(component, problem)` pairs in shutdown order.
     pub failures: Vec<(ComponentId, String)>,
@@ -150,7 +197,7 @@ impl fmt::Display for ShutdownError {
 }
 
 /// Why a pipeline could not be built.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
     /// A component's configuration is invalid. `path` names the offending setting.

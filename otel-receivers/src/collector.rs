@@ -17,8 +17,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use otel_pipeline_core::boxed::BoxReceiver;
 use otel_pipeline_core::collector::{
-    CollectorHealth, Extension, ExtensionFactory, Host, ReceiverFactory, ReceiverInstance,
-    Registry, Section,
+    CollectorHealth, Extension, ExtensionFactory, Host, MetricsEndpointFactory, ReceiverFactory,
+    ReceiverInstance, Registry, Section,
 };
 use otel_pipeline_core::config::ConfigError;
 use otel_pipeline_core::{BoxError, BoxFuture, Logs, Metrics, Telemetry, Traces};
@@ -65,6 +65,53 @@ fn authenticator(ext: &AuthExtension) -> Result<Authenticator, String> {
 pub fn register(registry: &mut Registry) {
     registry.receiver(OtlpFactory);
     registry.extension(HealthCheckFactory);
+    registry.metrics_endpoint(PrometheusEndpoint);
+}
+
+/// `service.telemetry.metrics`: the self-metrics as Prometheus text at `GET /metrics`,
+/// served by the collector itself (an embedded one too), started before its pipelines
+/// and stopped after them.
+struct PrometheusEndpoint;
+
+impl MetricsEndpointFactory for PrometheusEndpoint {
+    fn create(&self, address: &str) -> Result<Box<dyn Extension>, String> {
+        Ok(Box::new(MetricsEndpoint {
+            addr: listen_address(address)?,
+            server: Mutex::new(None),
+        }))
+    }
+}
+
+struct MetricsEndpoint {
+    addr: SocketAddr,
+    server: Mutex<Option<MetricsServer>>,
+}
+
+impl Extension for MetricsEndpoint {
+    fn start(&self, host: Host) -> BoxFuture<'_, Result<(), BoxError>> {
+        Box::pin(async move {
+            let server = serve_metrics(self.addr, host.telemetry)
+                .await
+                .map_err(|e| format!("service.telemetry.metrics: {e}"))?;
+            tracing::info!(address = %server.local_addr(), "serving self-metrics at /metrics");
+            *self.server.lock() = Some(server);
+            Ok(())
+        })
+    }
+
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
+        let server = self.server.lock().take();
+        Box::pin(async move {
+            if let Some(s) = server {
+                s.stop(deadline).await;
+            }
+            Ok(())
+        })
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.server.lock().as_ref().map(MetricsServer::local_addr)
+    }
 }
 
 /// Resolve a Collector listen address: `host:port`, `:port` (every interface).
@@ -464,6 +511,10 @@ impl Extension for HealthCheck {
             }
             Ok(())
         })
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.server.lock().as_ref().map(|s| s.addr)
     }
 }
 

@@ -448,6 +448,22 @@ pub trait Extension: Send + Sync {
     fn start(&self, host: Host) -> BoxFuture<'_, Result<(), BoxError>>;
     /// Stop by `deadline`; extensions stop after the pipelines.
     fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>>;
+    /// The address it listens on, once started (for one that serves), so a port `0` in
+    /// the configuration can be found.
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
+}
+
+/// Serves the collector's self-metrics where `service.telemetry.metrics` asks (its
+/// `address`, or a `pull` reader's Prometheus `host` and `port`). The core has no HTTP
+/// server: the crate that has one registers it (`otel-receivers` does, in
+/// `default_registry`), so [`Collector::start`](super::Collector::start) serves what the
+/// configuration asks for, as the Collector does.
+pub trait MetricsEndpointFactory: Send + Sync {
+    /// The endpoint for `address` (`host:port`, `:port`); an error says what is wrong
+    /// with the address.
+    fn create(&self, address: &str) -> Result<Box<dyn Extension>, String>;
 }
 
 /// Makes extensions of one type.

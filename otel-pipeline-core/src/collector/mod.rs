@@ -31,7 +31,7 @@ mod registry;
 pub use factory::Reload;
 pub use factory::{
     CollectorHealth, CollectorSignal, ExporterFactory, Extension, ExtensionFactory, Host,
-    ProcessorFactory, ReceiverFactory, ReceiverInstance, Section,
+    MetricsEndpointFactory, ProcessorFactory, ReceiverFactory, ReceiverInstance, Section,
 };
 pub use registry::Registry;
 
@@ -200,12 +200,19 @@ impl ConfigFile {
     }
 }
 
-/// Everything wrong with a configuration, each with its path and place.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Everything wrong with a configuration, each with its path and place. Its `Debug` is
+/// its `Display` text, one `file:line:col: path: message` a line, so `?` from `main`
+/// prints what the docs show.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub struct LoadError {
     /// The errors, in file order.
     pub errors: Vec<ConfigError>,
 }
+
+crate::id::readable_debug!(LoadError, |s, f| f
+    .debug_struct("LoadError")
+    .field("errors", &s.errors)
+    .finish());
 
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -795,6 +802,16 @@ impl CollectorConfig {
                 }
             }
         }
+        // The self-metrics endpoint the configuration asks for, served like an extension
+        // (started first, stopped last).
+        if let (Some(address), Some(factory)) =
+            (&self.telemetry.metrics_address, &registry.metrics_endpoint)
+        {
+            match factory.create(address) {
+                Ok(e) => extensions.insert(0, (ComponentId::new(METRICS_ENDPOINT), e)),
+                Err(m) => errors.push(self.err("service.telemetry.metrics", m)),
+            }
+        }
         if !errors.is_empty() {
             return Err(LoadError { errors });
         }
@@ -1270,6 +1287,9 @@ fn without_keys(section: Option<&serde_yaml_ng::Value>, keys: &[&str]) -> serde_
     }
 }
 
+/// The id the self-metrics endpoint runs under, among the extensions.
+const METRICS_ENDPOINT: &str = "service.telemetry.metrics";
+
 /// A running collector. Stop it with [`RunningCollector::shutdown`].
 pub struct RunningCollector {
     pipelines: Vec<RunningPipeline>,
@@ -1408,6 +1428,24 @@ impl RunningCollector {
             applied,
             restart_needed,
         })
+    }
+
+    /// Where the self-metrics are served (`GET /metrics`, Prometheus text), as
+    /// `service.telemetry.metrics` asked; `None` when it asked for none (`level: none`) or
+    /// the registry has no endpoint.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.extensions
+            .iter()
+            .find(|(id, _)| id.kind() == METRICS_ENDPOINT)
+            .and_then(|(_, e)| e.local_addr())
+    }
+
+    /// Where extension `id` listens (`health_check`), once started.
+    pub fn extension_address(&self, id: &str) -> Option<std::net::SocketAddr> {
+        self.extensions
+            .iter()
+            .find(|(e, _)| e.to_string() == id)
+            .and_then(|(_, e)| e.local_addr())
     }
 
     /// Readiness, as the `health_check` extension serves it.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::auth::AuthExtensionFactory;
 use super::factory::{
-    ACCEPTED_EXTENSIONS, ExporterFactories, ExporterFactory, ExtensionFactory, NoopExtension,
-    ProcessorFactory, ReceiverFactory,
+    ACCEPTED_EXTENSIONS, ExporterFactories, ExporterFactory, ExtensionFactory,
+    MetricsEndpointFactory, NoopExtension, ProcessorFactory, ReceiverFactory,
 };
 
 /// Every component type the loader can build. Each crate adds its own
@@ -46,6 +46,7 @@ pub struct Registry {
     pub(crate) processors: BTreeMap<&'static str, Arc<dyn ProcessorFactory>>,
     pub(crate) exporters: ExporterFactories,
     pub(crate) extensions: BTreeMap<&'static str, Arc<dyn ExtensionFactory>>,
+    pub(crate) metrics_endpoint: Option<Arc<dyn MetricsEndpointFactory>>,
 }
 
 impl fmt::Debug for Registry {
@@ -55,6 +56,7 @@ impl fmt::Debug for Registry {
             .field("processors", &self.processors.keys().collect::<Vec<_>>())
             .field("exporters", &self.exporters.keys().collect::<Vec<_>>())
             .field("extensions", &self.extensions.keys().collect::<Vec<_>>())
+            .field("metrics_endpoint", &self.metrics_endpoint.is_some())
             .finish()
     }
 }
@@ -89,6 +91,16 @@ impl Registry {
     /// Add (or replace) an exporter type.
     pub fn exporter(&mut self, factory: impl ExporterFactory + 'static) -> &mut Self {
         self.exporters.insert(factory.kind(), Arc::new(factory));
+        self
+    }
+
+    /// Serve `service.telemetry.metrics` with `factory` (replacing any other). Without
+    /// one, a collector built from this registry serves no self-metrics endpoint.
+    pub fn metrics_endpoint(
+        &mut self,
+        factory: impl MetricsEndpointFactory + 'static,
+    ) -> &mut Self {
+        self.metrics_endpoint = Some(Arc::new(factory));
         self
     }
 

@@ -15,8 +15,9 @@ use serde::{Deserialize, Deserializer};
 pub use yaml::Location;
 pub(crate) use yaml::{Node, NodeValue, merge, parse};
 
-/// A configuration that could not be loaded or validated.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// A configuration that could not be loaded or validated. Its `Debug` is its `Display`
+/// text (`file:line:col: path: message`), so `?` from `main` prints that.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
     /// Where: `processors.filter.traces.span[0]`.
     pub path: String,
@@ -25,6 +26,13 @@ pub struct ConfigError {
     /// The file, line and column, when the configuration came from a file.
     pub location: Option<Location>,
 }
+
+crate::id::readable_debug!(ConfigError, |s, f| f
+    .debug_struct("ConfigError")
+    .field("path", &s.path)
+    .field("message", &s.message)
+    .field("location", &s.location)
+    .finish());
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
