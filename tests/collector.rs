@@ -191,17 +191,27 @@ fn free_port() -> u16 {
 }
 
 /// Self-metrics on a port of their own, so collectors in parallel tests do not share
-/// `localhost:8888`; a test's own files come after it and may set another.
+/// the shipped configs' `:8888` (`level: none` in a test's file still turns them off).
 const OWN_METRICS_PORT: (&str, &str) = (
     "metrics-port.yaml",
     "service:\n  telemetry:\n    metrics:\n      address: 127.0.0.1:0\n",
 );
 
-async fn start(files: &[(&str, &str)]) -> RunningCollector {
-    let files: Vec<(&str, &str)> = std::iter::once(OWN_METRICS_PORT)
-        .chain(files.iter().copied())
+/// `files` as [`start`] loads them: with [`OWN_METRICS_PORT`] last. A reload loads the
+/// same way, so the only differences are the test's own.
+fn load_to_run(
+    files: &[(&str, &str)],
+) -> Result<CollectorConfig, otel_pipeline::collector::LoadError> {
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .copied()
+        .chain(std::iter::once(OWN_METRICS_PORT))
         .collect();
-    let config = load(&files).unwrap_or_else(|e| panic!("{e}"));
+    load(&files)
+}
+
+async fn start(files: &[(&str, &str)]) -> RunningCollector {
+    let config = load_to_run(files).unwrap_or_else(|e| panic!("{e}"));
     config
         .build(&otel_pipeline::default_registry(), Telemetry::new())
         .unwrap_or_else(|e| panic!("{e}"))
@@ -659,7 +669,10 @@ fn load_text(
     text: String,
 ) -> Result<CollectorConfig, otel_pipeline::collector::LoadError> {
     CollectorConfig::load(
-        &[ConfigFile::new(name, text)],
+        &[
+            ConfigFile::new(name, text),
+            ConfigFile::new(OWN_METRICS_PORT.0, OWN_METRICS_PORT.1),
+        ],
         |_| None,
         &otel_pipeline::default_registry(),
     )
@@ -1001,7 +1014,7 @@ async fn a_reload_lists_what_needs_a_rebuild() {
     let running = start(&[("c.yaml", &yaml("1s", true, "127.0.0.1:4317"))]).await;
     let reload = |text: String| {
         running
-            .reload(&load(&[("c.yaml", &text)]).unwrap_or_else(|e| panic!("{e}")))
+            .reload(&load_to_run(&[("c.yaml", &text)]).unwrap_or_else(|e| panic!("{e}")))
             .unwrap_or_else(|e| panic!("{e}"))
     };
     let done = reload(yaml("2s", true, "127.0.0.1:4317"));
@@ -1101,7 +1114,7 @@ async fn a_reload_flipping_each_key_applies_it_or_lists_a_rebuild() {
     let running = start(&[("c.yaml", &base)]).await;
     let reload = |text: String| {
         running
-            .reload(&load(&[("c.yaml", &text)]).unwrap_or_else(|e| panic!("{e}\n{text}")))
+            .reload(&load_to_run(&[("c.yaml", &text)]).unwrap_or_else(|e| panic!("{e}\n{text}")))
             .unwrap_or_else(|e| panic!("{e}"))
     };
     for (key, ..) in SAMPLER {

@@ -73,6 +73,8 @@ exporters:
   otlp/backend:
     endpoint: http://{backend_addr}
 service:
+  telemetry:
+    metrics: {{ address: 127.0.0.1:0 }}
   pipelines:
     logs:
       receivers: [otlp]

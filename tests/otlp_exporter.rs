@@ -257,6 +257,71 @@ async fn hostile_retry_after_values_are_clamped() {
         .expect("stops");
 }
 
+/// A backend that answers every request `429 Retry-After: 0`, for 5 s, with 20 spans'
+/// worth of requests and `initial_interval: 100ms`: the wait is the longer of the backoff
+/// and `Retry-After` (as in the Collector), so the backoff grows and the backend sees a
+/// handful of requests, not hundreds (about 500 when `Retry-After` replaced the backoff).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_keeps_refusing_is_not_hammered() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let count = std::sync::Arc::clone(&count);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let answer: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0\r\ncontent-length: 0\r\n\r\n";
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut config = OtlpExporterConfig {
+        endpoint: format!("http://{addr}"),
+        protocol: Protocol::HttpProtobuf,
+        retry: RetryConfig {
+            initial_interval: Duration::from_millis(100),
+            max_elapsed: Duration::from_secs(60),
+            ..RetryConfig::default()
+        },
+        ..OtlpExporterConfig::default()
+    };
+    config.queue.num_consumers = 4;
+    let (running, sender) = common::agent(config).await;
+    for seed in 0..20 {
+        sender
+            .send(generate_traces(1, 1, seed))
+            .await
+            .expect("queued");
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let requests = seen.load(Ordering::SeqCst);
+    // 4 workers, each backing off 100 ms, 150 ms, 225 ms, ... (jitter +-50 %): about
+    // 8 requests each in 5 s.
+    assert!(requests >= 4, "the backend was asked: {requests}");
+    assert!(requests <= 60, "hammered: {requests} requests in 5 s");
+    let _ = running.shutdown(Duration::from_millis(200)).await;
+}
+
 mod arrivals {
     /// Request arrival times.
     #[derive(Default)]

@@ -6,7 +6,7 @@
 //!   `retry.max_elapsed`: gRPC `UNAVAILABLE`, `CANCELLED`, `DEADLINE_EXCEEDED`, `ABORTED`,
 //!   `OUT_OF_RANGE`, `DATA_LOSS`, and `RESOURCE_EXHAUSTED` when the server sent `RetryInfo`;
 //!   HTTP 429, 502, 503, 504; connection errors and timeouts. A server's `RetryInfo` or
-//!   `Retry-After` replaces the computed wait, within `initial_interval..=max_interval`
+//!   `Retry-After` lengthens the computed wait (the longer of the two, at most `max_interval`)
 //!   (a huge value cannot stall or overflow a worker; `0` cannot make it spin).
 //! - **Permanent** answers are not retried: the items are counted in
 //!   `otelcol_exporter_send_failed_*` and dropped.
@@ -336,7 +336,51 @@ pub struct OtlpSender<S: Signal> {
     /// Set when shutdown begins, so retries stop at the deadline.
     deadline: Arc<Mutex<Option<Instant>>>,
     jitter: AtomicU64,
+    /// Retries and failures are logged at most once per [`LOG_EVERY`] each.
+    retry_log: RateLimited,
+    failure_log: RateLimited,
     _signal: PhantomData<fn() -> S>,
+}
+
+/// How often an exporter logs its retries, and its failures, at most.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A log line allowed at most once per [`LOG_EVERY`], counting what it held back.
+#[derive(Debug, Default)]
+struct RateLimited {
+    /// When it last logged, in ms after `epoch` (0: never).
+    last: AtomicU64,
+    /// Events not logged since.
+    held_back: AtomicU64,
+}
+
+impl RateLimited {
+    /// `Some(events held back since the last line)` when a line may be logged now.
+    fn allow(&self, epoch: Instant) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let now = (epoch.elapsed().as_millis() as u64).max(1);
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < LOG_EVERY.as_millis() as u64 {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if self
+            .last
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.held_back.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// When the process's exporters started counting time for their log limits.
+fn log_epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    Instant::from_std(epoch)
 }
 
 impl<S: Signal> std::fmt::Debug for OtlpSender<S> {
@@ -496,6 +540,8 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
                 ) | 1,
             ),
             config: config.clone(),
+            retry_log: RateLimited::default(),
+            failure_log: RateLimited::default(),
             _signal: PhantomData,
         };
         // Lifecycles shut down in reverse order of registration: registering the deadline
@@ -1046,6 +1092,21 @@ impl<S: WireSignal> OtlpSender<S> {
         }
     }
 
+    /// Log (rate-limited) that `n` items could not be delivered.
+    fn log_failure(&self, n: usize, reason: &str, after: Duration) {
+        if let Some(held_back) = self.failure_log.allow(log_epoch()) {
+            tracing::error!(
+                exporter = %self.telemetry.id(),
+                endpoint = %self.config.endpoint,
+                items = n,
+                reason,
+                after = ?after,
+                failures_not_logged = held_back,
+                "OTLP export failed; the items are dropped (otelcol_exporter_send_failed_*)"
+            );
+        }
+    }
+
     /// Send an encoded request of `n` items, retrying as configured.
     pub(crate) async fn send_encoded(&self, body: Bytes, n: usize) -> Result<(), ConsumeError<S>> {
         let started = Instant::now();
@@ -1079,6 +1140,7 @@ impl<S: WireSignal> OtlpSender<S> {
                 }
                 Attempt::Permanent { reason } => {
                     self.telemetry.add_send_failed(n);
+                    self.log_failure(n, &reason, started.elapsed());
                     return Err(ConsumeError::rejected(n, reason));
                 }
                 Attempt::Retryable {
@@ -1091,10 +1153,12 @@ impl<S: WireSignal> OtlpSender<S> {
                 Duration::from_secs_f64(wait.as_secs_f64() * self.jitter(r.randomization));
             // A server's Retry-After / RetryInfo is honoured within the configured bounds:
             // never a busy loop on 0, never a pause beyond max_interval on a huge value.
+            // As the Collector: the longer of the backoff and what the server asked, so a
+            // server that keeps answering `Retry-After: 0` still sees the backoff grow.
             let pause = match retry_after {
-                Some(asked) => {
-                    asked.clamp(r.initial_interval, r.max_interval.max(r.initial_interval))
-                }
+                Some(asked) => asked
+                    .max(backoff)
+                    .min(r.max_interval.max(r.initial_interval)),
                 None => backoff,
             };
             let shutdown = *self.deadline.lock();
@@ -1115,10 +1179,22 @@ impl<S: WireSignal> OtlpSender<S> {
                     return Ok(());
                 }
                 self.telemetry.add_send_failed(n);
+                self.log_failure(n, &reason, started.elapsed());
                 return Err(ConsumeError::rejected(
                     n,
                     format!("gave up after {:?}: {reason}", started.elapsed()),
                 ));
+            }
+            if let Some(held_back) = self.retry_log.allow(log_epoch()) {
+                tracing::warn!(
+                    exporter = %self.telemetry.id(),
+                    endpoint = %self.config.endpoint,
+                    items = n,
+                    reason = %reason,
+                    retry_in = ?pause,
+                    retries_not_logged = held_back,
+                    "OTLP export failed; retrying"
+                );
             }
             self.pause(pause).await;
             wait = Duration::from_secs_f64(
@@ -1131,6 +1207,22 @@ impl<S: WireSignal> OtlpSender<S> {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    /// A failing exporter logs at most one line per `LOG_EVERY` of each kind, and the next
+    /// line says how many it held back.
+    #[test]
+    fn failure_logs_are_rate_limited_and_count_what_they_held_back() {
+        let limit = super::RateLimited::default();
+        let epoch = tokio::time::Instant::now();
+        assert_eq!(limit.allow(epoch), Some(0), "the first one is logged");
+        for _ in 0..50 {
+            assert_eq!(limit.allow(epoch), None);
+        }
+        // As if LOG_EVERY had passed since the last line.
+        let earlier = epoch - super::LOG_EVERY - Duration::from_millis(1);
+        assert_eq!(limit.allow(earlier), Some(50));
+        assert_eq!(limit.allow(earlier), None);
+    }
 
     use otel_pipeline_core::proto::collector::trace::v1::{
         ExportTracePartialSuccess, ExportTraceServiceResponse,
