@@ -19,7 +19,9 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, TraceContextExt, TraceId};
 use opentelemetry::{Context, KeyValue};
 
-use super::{B3Propagator, JaegerPropagator, W3cBaggagePropagator, W3cTraceContextPropagator};
+use super::{
+    B3Encoding, B3Propagator, JaegerPropagator, W3cBaggagePropagator, W3cTraceContextPropagator,
+};
 
 /// Two formats in one request disagreeing on the trace id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,12 +140,36 @@ impl CompositePropagator {
         }
     }
 
-    /// W3C Trace Context, then B3 (single header), plus W3C Baggage: the usual set for a
-    /// service between W3C and Zipkin-instrumented peers.
+    /// W3C Trace Context, then B3 (single `b3` header), plus W3C Baggage: the usual set
+    /// for a service between W3C and Zipkin-instrumented peers. Extraction reads both B3
+    /// forms; injection writes the single header. For peers that read only the
+    /// multi-header `X-B3-*` form (the `opentelemetry-zipkin` default, and many older
+    /// Zipkin libraries), use [`w3c_and_b3_with`](Self::w3c_and_b3_with).
     pub fn w3c_and_b3() -> Self {
+        Self::w3c_and_b3_with(B3Encoding::Single)
+    }
+
+    /// W3C Trace Context, then B3 injected as `encoding` says (`Single`, `Multi` for the
+    /// `X-B3-*` headers, or `SingleAndMulti`), plus W3C Baggage.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use opentelemetry::propagation::TextMapPropagator;
+    /// use otel_pipeline_core::propagation::{B3Encoding, CompositePropagator};
+    ///
+    /// let legacy = CompositePropagator::w3c_and_b3_with(B3Encoding::Multi);
+    /// let mut headers = HashMap::new();
+    /// headers.insert("traceparent".to_string(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string());
+    /// let cx = legacy.extract(&headers);
+    /// let mut out = HashMap::new();
+    /// legacy.inject_context(&cx, &mut out);
+    /// assert_eq!(out["x-b3-traceid"], "0af7651916cd43dd8448eb211c80319c");
+    /// assert!(!out.contains_key("b3"));
+    /// ```
+    pub fn w3c_and_b3_with(encoding: B3Encoding) -> Self {
         Self::new()
             .with("tracecontext", W3cTraceContextPropagator::new())
-            .with("b3", B3Propagator::single())
+            .with("b3", B3Propagator::new(encoding))
             .with("baggage", W3cBaggagePropagator::new())
     }
 

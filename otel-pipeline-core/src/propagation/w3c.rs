@@ -292,6 +292,37 @@ impl Tracestate {
     pub fn to_trace_state(&self) -> TraceState {
         to_trace_state(&self.iter().collect::<Vec<_>>())
     }
+
+    /// A `tracestate` of these members, in order, each checked by the current grammar
+    /// (at most 32; a duplicated key keeps its first value).
+    ///
+    /// ```
+    /// use otel_pipeline_core::propagation::w3c::Tracestate;
+    /// let key = format!("{}@{}", "t".repeat(241), "v".repeat(14));
+    /// let ts = Tracestate::from_members([(key.as_str(), "1")]).unwrap();
+    /// assert_eq!(ts.get(&key), Some("1"));
+    /// assert!(Tracestate::from_members([("Bad", "1")]).is_err());
+    /// ```
+    pub fn from_members<'a>(
+        members: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, TracestateError> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (i, (key, value)) in members.into_iter().enumerate() {
+            if !valid_tracestate_key(key) {
+                return Err(TracestateError::Key(key.to_string()));
+            }
+            if !valid_tracestate_value(value) {
+                return Err(TracestateError::Value(key.to_string()));
+            }
+            if i >= MAX_TRACESTATE_MEMBERS {
+                return Err(TracestateError::TooManyMembers);
+            }
+            if !out.iter().any(|(k, _)| k == key) {
+                out.push((key.to_string(), value.to_string()));
+            }
+        }
+        Ok(Self { members: out })
+    }
 }
 
 /// Parse and validate the `tracestate` header lines of one request, combined in order.
@@ -465,6 +496,66 @@ fn remote_parts(
         SpanContext::new(tp.trace_id, tp.parent_id, tp.flags, true, state),
         origin,
     ))
+}
+
+/// The whole `tracestate` of the span in `cx`: every member received, those
+/// `opentelemetry`'s `TraceState` could not hold included, or what the application set
+/// with [`with_tracestate`]; else what the span's `TraceState` holds.
+///
+/// `TraceState` checks keys by an older grammar and refuses some valid ones (`foo@@bar`,
+/// `a@b@c`, a vendor part of 14 characters after a 241-character tenant), so an
+/// application that reads `span_context().trace_state()` does not see them. This does.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use opentelemetry::propagation::TextMapPropagator;
+/// use opentelemetry::trace::TraceContextExt;
+/// use otel_pipeline_core::propagation::W3cTraceContextPropagator;
+/// use otel_pipeline_core::propagation::w3c::received_tracestate;
+///
+/// let mut headers = HashMap::new();
+/// headers.insert("traceparent".to_string(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string());
+/// headers.insert("tracestate".to_string(), "foo@@bar=1,congo=t61".to_string());
+/// let cx = W3cTraceContextPropagator::new().extract(&headers);
+/// assert_eq!(cx.span().span_context().trace_state().get("foo@@bar"), None);
+/// assert_eq!(received_tracestate(&cx).get("foo@@bar"), Some("1"));
+/// ```
+pub fn received_tracestate(cx: &Context) -> Tracestate {
+    let span = cx.span();
+    let sc = span.span_context();
+    let state = sc.trace_state();
+    match cx
+        .get::<W3cOrigin>()
+        .filter(|o| o.trace_id == sc.trace_id())
+        .and_then(|o| o.tracestate.as_deref())
+    {
+        Some((full, extracted)) if extracted == state => full.clone(),
+        _ => Tracestate {
+            members: state
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        },
+    }
+}
+
+/// `cx` with `tracestate` as what the propagator sends for its span, whatever
+/// `opentelemetry`'s `TraceState` can hold. It applies while the span's `TraceState`
+/// stays the one it had here; a later change to that goes out first, followed by the
+/// members `TraceState` cannot hold.
+pub fn with_tracestate(cx: &Context, tracestate: Tracestate) -> Context {
+    let span = cx.span();
+    let sc = span.span_context();
+    let flags = cx
+        .get::<W3cOrigin>()
+        .filter(|o| o.trace_id == sc.trace_id())
+        .map_or(sc.trace_flags().to_u8(), |o| o.flags);
+    let origin = W3cOrigin {
+        trace_id: sc.trace_id(),
+        flags,
+        tracestate: Some(std::sync::Arc::new((tracestate, sc.trace_state().clone()))),
+    };
+    cx.with_value(origin)
 }
 
 /// Extract a remote span context from W3C headers.
@@ -972,6 +1063,46 @@ mod tests {
         // Duplicates: the tracestate is kept with the first value.
         let cx = extract(&p, tp, &["foo=1,foo=2"]);
         assert_eq!(inject(&p, &cx)["tracestate"], "foo=1");
+    }
+
+    /// A key of the full 256 characters (241, `@`, 14; or 256 without `@`) is valid and
+    /// goes out as it came in, extracted or set by the application.
+    #[test]
+    fn the_longest_keys_are_propagated() {
+        let p = W3cTraceContextPropagator::new();
+        let tp = "00-12345678901234567890123456789012-1234567890123456-01";
+        let tenant = format!("{}@{}", "t".repeat(241), "v".repeat(14));
+        let plain = "k".repeat(256);
+        for key in [tenant.as_str(), plain.as_str()] {
+            assert!(valid_tracestate_key(key), "{}", key.len());
+            let header = format!("{key}=1,other=2");
+            let cx = extract(&p, tp, &[&header]);
+            assert_eq!(inject(&p, &cx)["tracestate"], header, "{}", key.len());
+            // The application reads the whole received list.
+            assert_eq!(received_tracestate(&cx).get(key), Some("1"));
+            // Set by the application on a span of its own: `TraceState` cannot hold the
+            // tenant form (its check allows 13 characters after the `@`), so it is set
+            // beside it.
+            let sc = SpanContext::new(
+                TraceId::from(7),
+                SpanId::from(8),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::NONE,
+            );
+            let cx = Context::new().with_remote_span_context(sc);
+            let ts = Tracestate::from_members([(key, "1")]).unwrap();
+            let out = inject(&p, &with_tracestate(&cx, ts));
+            assert_eq!(out["tracestate"], format!("{key}=1"), "{}", key.len());
+            assert_eq!(
+                received_tracestate(&with_tracestate(
+                    &cx,
+                    Tracestate::from_members([(key, "2")]).unwrap()
+                ))
+                .get(key),
+                Some("2")
+            );
+        }
     }
 
     #[test]
