@@ -11,7 +11,8 @@
 //! - [`exporters`] (feature `exporters`, default): `otel-exporters`;
 //! - `k8s` (feature `k8s`): `otel-k8s`, the `k8sattributes` processor (builds `kube`).
 //!
-//! Other features: `tls` (TLS for the OTLP receiver and exporter), `http`, `tokio` and
+//! Other features: `sdk` (re-exports `opentelemetry_sdk`, for a propagation-only build),
+//! `tls` (TLS for the OTLP receiver and exporter), `http`, `tokio` and
 //! `crossbeam` (propagation carriers and traced-send helpers), `testing` (the in-memory
 //! exporter and data generators of [`otel_pipeline_core`]'s `testing` module), and
 //! `pipeline` (default; off, the facade is propagation only).
@@ -58,10 +59,12 @@ pub use otel_pipeline_core::*;
 #[cfg(feature = "receivers")]
 pub use otel_receivers as receivers;
 
-/// The `opentelemetry_sdk` the SDK bridge is built for (0.33): build your tracer provider
-/// from it. (`opentelemetry`, the API, is re-exported at the root.)
-#[cfg(feature = "receivers")]
-pub use otel_receivers::opentelemetry_sdk;
+/// The `opentelemetry_sdk` these crates are built against (0.33): build your tracer
+/// provider from it, so the SDK bridge is a `SpanExporter` of it and the propagators see
+/// its spans. (`opentelemetry`, the API, is re-exported at the root.) Feature `sdk`, on
+/// with `receivers`; a propagation-only build enables it alone.
+#[cfg(feature = "sdk")]
+pub use opentelemetry_sdk;
 
 /// Processors (`otel-processors`).
 #[cfg(feature = "processors")]

@@ -114,3 +114,24 @@ fn two_receivers_with_one_id_fail_the_build() {
         "{err}"
     );
 }
+
+/// The default listens on loopback only, as the Collector's YAML default does; every
+/// interface is a choice (`all_interfaces`).
+#[test]
+fn the_default_receiver_listens_on_loopback_only() {
+    let d = OtlpConfig::default();
+    for addr in [d.grpc, d.http].into_iter().flatten() {
+        assert!(addr.ip().is_loopback(), "{addr}");
+    }
+    assert_eq!(d.grpc.map(|a| a.port()), Some(4317));
+    assert_eq!(d.http.map(|a| a.port()), Some(4318));
+    let all = OtlpConfig::all_interfaces();
+    assert!(
+        all.grpc
+            .is_some_and(|a| a.ip().is_unspecified() && a.port() == 4317)
+    );
+    assert!(
+        all.http
+            .is_some_and(|a| a.ip().is_unspecified() && a.port() == 4318)
+    );
+}

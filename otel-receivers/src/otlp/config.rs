@@ -6,11 +6,16 @@ use std::time::Duration;
 use super::auth::Authenticator;
 
 /// Settings of the OTLP receiver.
+///
+/// The default listens on loopback only (`127.0.0.1:4317` and `:4318`), as the Collector
+/// does since it stopped defaulting to every interface: a receiver reachable from other
+/// hosts is a choice made on purpose ([`OtlpConfig::all_interfaces`], or the addresses you
+/// set), not an accident of a default.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpConfig {
-    /// gRPC listen address; `None` disables gRPC. Default `0.0.0.0:4317`.
+    /// gRPC listen address; `None` disables gRPC. Default `127.0.0.1:4317`.
     pub grpc: Option<SocketAddr>,
-    /// HTTP listen address; `None` disables HTTP. Default `0.0.0.0:4318`.
+    /// HTTP listen address; `None` disables HTTP. Default `127.0.0.1:4318`.
     pub http: Option<SocketAddr>,
     /// Largest request accepted on the wire (compressed), in bytes. Default 4 MiB.
     pub max_request_bytes: usize,
@@ -99,8 +104,8 @@ pub struct TlsFiles {
 impl Default for OtlpConfig {
     fn default() -> Self {
         Self {
-            grpc: Some(SocketAddr::from(([0, 0, 0, 0], 4317))),
-            http: Some(SocketAddr::from(([0, 0, 0, 0], 4318))),
+            grpc: Some(SocketAddr::from(([127, 0, 0, 1], 4317))),
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 4318))),
             max_request_bytes: 4 << 20,
             max_decompressed_bytes: 16 << 20,
             include_metadata: false,
@@ -113,6 +118,16 @@ impl Default for OtlpConfig {
 }
 
 impl OtlpConfig {
+    /// Both protocols on every interface, on the standard ports (`0.0.0.0:4317` and
+    /// `0.0.0.0:4318`): what an agent or gateway that receives from other pods needs.
+    pub fn all_interfaces() -> Self {
+        Self {
+            grpc: Some(SocketAddr::from(([0, 0, 0, 0], 4317))),
+            http: Some(SocketAddr::from(([0, 0, 0, 0], 4318))),
+            ..Self::default()
+        }
+    }
+
     /// Both protocols on loopback with OS-chosen ports: for tests.
     pub fn loopback() -> Self {
         Self {
