@@ -107,3 +107,33 @@ pub fn default_registry() -> collector::Registry {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// Every Rust snippet of the guides in `docs/` (the README's is above) compiles, and unless
+/// marked `no_run` runs, as a doctest of this crate, so the docs cannot drift from the API.
+#[cfg(doctest)]
+mod docs_snippets {
+    #[doc = include_str!("../docs/architecture.md")]
+    struct Architecture;
+    #[doc = include_str!("../docs/collector.md")]
+    struct Collector;
+    #[doc = include_str!("../docs/k8s.md")]
+    struct K8s;
+    #[doc = include_str!("../docs/operations.md")]
+    struct Operations;
+    #[doc = include_str!("../docs/otlp.md")]
+    struct Otlp;
+    #[doc = include_str!("../docs/processors.md")]
+    struct Processors;
+    #[doc = include_str!("../docs/propagation.md")]
+    struct Propagation;
+    #[doc = include_str!("../docs/reliability.md")]
+    struct Reliability;
+    #[doc = include_str!("../docs/router.md")]
+    struct Router;
+    #[doc = include_str!("../docs/security.md")]
+    struct Security;
+    #[doc = include_str!("../docs/tail_sampling.md")]
+    struct TailSampling;
+    #[doc = include_str!("../docs/telemetry.md")]
+    struct Telemetry;
+}
