@@ -102,7 +102,9 @@ pub use queue::{BoundedQueue, QueueConfig, QueueConsumer, WhenFull};
 #[cfg(feature = "pipeline")]
 pub use runtime::RunningPipeline;
 #[cfg(feature = "pipeline")]
-pub use signal::{Batch, ClientInfo, Logs, Metrics, Signal, SignalKind, Traces};
+pub use signal::{
+    Batch, ClientInfo, Logs, Metrics, Signal, SignalKind, Traces, is_credential_header,
+};
 #[cfg(feature = "pipeline")]
 pub use telemetry::{ComponentTelemetry, DropReason, MetricPoint, Telemetry};
 

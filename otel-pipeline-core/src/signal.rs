@@ -344,11 +344,35 @@ impl Signal for Logs {
     }
 }
 
+/// Whether a request header named `key` carries a credential (`authorization`,
+/// `proxy-authorization`, `cookie`, `x-api-key`, or a name with `token`, `secret`,
+/// `password`, `api-key`, `apikey` or `session` in it): such values are never printed, and
+/// copying them into telemetry needs an explicit opt-in.
+///
+/// ```
+/// use otel_pipeline_core::is_credential_header;
+/// assert!(is_credential_header("Authorization"));
+/// assert!(is_credential_header("x-goog-iap-jwt-assertion-token"));
+/// assert!(!is_credential_header("x-tenant"));
+/// ```
+pub fn is_credential_header(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    matches!(
+        k.as_str(),
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie" | "x-api-key"
+    ) || [
+        "token", "secret", "password", "api-key", "apikey", "session",
+    ]
+    .iter()
+    .any(|w| k.contains(w))
+}
+
 /// Who sent a batch: the peer address and the request metadata a receiver saw.
 ///
 /// Receivers attach it; processors such as `k8sattributes` read it to associate spans with
 /// the pod that sent them. Shared behind an `Arc`, so attaching it costs one pointer copy.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Its `Debug` masks the values of credential headers ([`is_credential_header`]).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ClientInfo {
     /// The peer's socket address, when the transport has one.
     pub addr: Option<SocketAddr>,
@@ -359,6 +383,28 @@ pub struct ClientInfo {
     /// `("subject", "checkout")` and `("scheme", "bearer")`; empty without one. Never a
     /// credential.
     pub auth: Vec<(String, String)>,
+}
+
+impl fmt::Debug for ClientInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let metadata: Vec<(&str, &str)> = self
+            .metadata
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_credential_header(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("ClientInfo")
+            .field("addr", &self.addr)
+            .field("metadata", &metadata)
+            .field("auth", &self.auth)
+            .finish()
+    }
 }
 
 impl ClientInfo {

@@ -128,6 +128,13 @@ pub struct ActionConfig {
     /// does nothing).
     #[serde(default)]
     pub from_context: Option<String>,
+    /// Ours: allow `from_context: metadata.<key>` to copy a credential header
+    /// (`authorization`, `cookie`, `x-api-key`, ...; see
+    /// [`is_credential_header`](otel_pipeline_core::is_credential_header)) into telemetry.
+    /// Off by default: a credential copied into a span is sent to every backend and kept
+    /// as long as the traces are. Turn it on only for a value you mean to store.
+    #[serde(default)]
+    pub allow_credentials: bool,
     /// For `convert`: `int`, `double`, `string` or `bool`.
     #[serde(default)]
     pub converted_type: Option<String>,
@@ -1008,6 +1015,19 @@ impl AttributeRedactor {
                         (None, Some(f), None) => Source::From(f.clone()),
                         (None, None, Some(c)) => {
                             Source::Context(if let Some(k) = c.strip_prefix("metadata.") {
+                                if otel_pipeline_core::is_credential_header(k)
+                                    && !a.allow_credentials
+                                {
+                                    return Err(ctx.invalid(
+                                        at("from_context"),
+                                        format!(
+                                            "`{k}` carries a credential: copying it into \
+                                             telemetry sends it to every backend; set \
+                                             `allow_credentials: true` on this action if \
+                                             that is what you want"
+                                        ),
+                                    ));
+                                }
                                 ContextKey::Metadata(k.to_ascii_lowercase())
                             } else if let Some(k) = c.strip_prefix("auth.") {
                                 ContextKey::Auth(k.to_string())

@@ -1083,3 +1083,50 @@ fn more_rule_sets_than_memos_each_mask_their_own_pattern() {
         }
     }
 }
+
+/// With `include_metadata`, a receiver keeps the `authorization` header: it is never
+/// printed (a batch's `Debug` masks it), and `from_context` copies it into spans only
+/// with `allow_credentials: true`.
+#[tokio::test]
+async fn credentials_in_request_metadata_are_never_printed_or_copied_by_default() {
+    use otel_pipeline_core::{Batch, ClientInfo};
+    let client = Arc::new(ClientInfo {
+        addr: None,
+        metadata: vec![
+            ("authorization".into(), "Bearer s3cr3t".into()),
+            ("x-tenant".into(), "acme".into()),
+        ],
+        auth: vec![],
+    });
+    let batch = Batch::with_client(spans(vec![("a", vec![])]), Arc::clone(&client));
+    let printed = format!("{batch:?} {client:?}");
+    assert!(!printed.contains("s3cr3t"), "{printed}");
+    assert!(printed.contains("acme"), "{printed}");
+
+    let refused = from_yaml::<AttributesConfig>(
+        "processors.attributes",
+        "actions: [{ key: auth, from_context: metadata.authorization, action: insert }]",
+    )
+    .unwrap();
+    let (exporter, _) = InMemoryExporter::new();
+    let err = Pipeline::traces()
+        .processor(AttributeRedactor::attributes(refused))
+        .exporter(exporter)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("allow_credentials"), "{err}");
+    assert!(err.contains("from_context"), "{err}");
+
+    let allowed = from_yaml::<AttributesConfig>(
+        "processors.attributes",
+        "actions: [{ key: auth, from_context: metadata.authorization, action: insert, allow_credentials: true }, { key: tenant, from_context: metadata.x-tenant, action: insert }]",
+    )
+    .unwrap();
+    let (running, sender, out) = run(AttributeRedactor::attributes(allowed)).await;
+    sender.send_batch(batch).await.unwrap();
+    let span = &out.spans()[0];
+    assert_eq!(attr(&span.attributes, "auth"), Some(&s("Bearer s3cr3t")));
+    assert_eq!(attr(&span.attributes, "tenant"), Some(&s("acme")));
+    running.shutdown(Duration::from_secs(1)).await.unwrap();
+}

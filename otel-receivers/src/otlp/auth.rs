@@ -263,6 +263,20 @@ pub struct BasicAuth {
     verified: Mutex<std::collections::HashMap<(String, u64), Instant>>,
     keys: std::collections::hash_map::RandomState,
     slots: Arc<tokio::sync::Semaphore>,
+    /// A bcrypt hash of no one's password at the cost the users' hashes have: an unknown
+    /// user is checked against it, so a refusal takes as long whether the user exists or
+    /// not (no user names told apart by timing).
+    decoy: std::sync::OnceLock<Arc<Secret>>,
+    /// bcrypt verifications run (the decoy's included).
+    bcrypt_runs: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The bcrypt cost of the first bcrypt hash in `users` (`$2b$12$...` is 12).
+fn bcrypt_cost(users: &[(String, Password)]) -> Option<u32> {
+    users.iter().find_map(|(_, p)| match p {
+        Password::Bcrypt(h) => h.0.get(4..6).and_then(|c| c.parse().ok()),
+        Password::Plain(_) => None,
+    })
 }
 
 #[derive(Clone)]
@@ -330,7 +344,54 @@ impl BasicAuth {
             verified: Mutex::new(std::collections::HashMap::new()),
             keys: std::collections::hash_map::RandomState::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(2)),
+            decoy: std::sync::OnceLock::new(),
+            bcrypt_runs: Arc::default(),
         })
+    }
+
+    /// The bcrypt cost the users' hashes have; `None` when no user has a bcrypt hash
+    /// (then every check is a constant-time comparison anyway).
+    fn users_cost(&self) -> Option<u32> {
+        bcrypt_cost(&self.inline).or_else(|| {
+            self.file
+                .as_ref()
+                .and_then(|f| f.with(|users| bcrypt_cost(users)))
+        })
+    }
+
+    /// Spend what checking `password` against a bcrypt hash costs, for a user that does
+    /// not exist (the decoy hash is made once, on a blocking thread).
+    async fn check_decoy(&self, password: &[u8]) -> Result<(), AuthError> {
+        let Some(cost) = self.users_cost() else {
+            return Ok(());
+        };
+        let Ok(_slot) = Arc::clone(&self.slots).acquire_owned().await else {
+            return Err(AuthError::invalid("the receiver is stopping"));
+        };
+        let decoy = self.decoy.get().cloned();
+        let password = password.to_vec();
+        let runs = Arc::clone(&self.bcrypt_runs);
+        let made = tokio::task::spawn_blocking(move || {
+            runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (decoy, made) = match decoy {
+                Some(d) => (d, None),
+                None => {
+                    let hash =
+                        bcrypt::hash(b"no user has this password", cost.clamp(4, 31)).ok()?;
+                    let d = Arc::new(Secret::new(hash));
+                    (Arc::clone(&d), Some(d))
+                }
+            };
+            let _ = bcrypt::verify(&password, &decoy.0);
+            made
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(d) = made {
+            let _ = self.decoy.set(d);
+        }
+        Ok(())
     }
 
     /// Re-read the htpasswd file if it changed; passwords verified against the old one
@@ -387,7 +448,11 @@ impl BasicAuth {
                 })
             });
         let ok = match stored {
-            None => false,
+            None => {
+                // As long as a wrong password for a known user takes.
+                self.check_decoy(password).await?;
+                false
+            }
             Some(Password::Plain(p)) => p.matches(password),
             Some(Password::Bcrypt(hash)) => {
                 let key = (user.clone(), self.key(password));
@@ -403,7 +468,9 @@ impl BasicAuth {
                         return Err(AuthError::invalid("the receiver is stopping"));
                     };
                     let password = password.to_vec();
+                    let runs = Arc::clone(&self.bcrypt_runs);
                     let verified = tokio::task::spawn_blocking(move || {
+                        runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         bcrypt::verify(&password, &hash.0).unwrap_or(false)
                     })
                     .await
@@ -596,6 +663,55 @@ mod tests {
         assert!(ask("Bearer ").is_err());
         assert!(ask("Bearer    ").is_err());
         assert!(ask("Bearer t0k3n").is_ok());
+    }
+
+    /// An unknown user costs a bcrypt verification, as a known user with a wrong password
+    /// does: refusals cannot tell user names apart by timing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unknown_user_costs_what_a_known_one_does() {
+        use base64::Engine;
+        use std::sync::atomic::Ordering;
+        let hash = bcrypt::hash("right", 4).unwrap();
+        let auth = BasicAuth::new(&format!("known:{hash}"), None).unwrap();
+        let peer: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
+        let ask = async |user: &str, password: &str| {
+            let value = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            );
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+            auth.check(&AuthRequest {
+                headers: &headers,
+                peer,
+            })
+            .await
+        };
+        assert!(ask("known", "wrong").await.is_err());
+        assert_eq!(auth.bcrypt_runs.load(Ordering::Relaxed), 1);
+        assert!(ask("nobody", "wrong").await.is_err());
+        assert_eq!(auth.bcrypt_runs.load(Ordering::Relaxed), 2, "the decoy ran");
+        assert!(ask("nobody", "again").await.is_err());
+        assert_eq!(auth.bcrypt_runs.load(Ordering::Relaxed), 3);
+        assert!(ask("known", "right").await.is_ok());
+        // Plain users only: nothing to imitate, every check is a constant-time comparison.
+        let plain = BasicAuth::new("p:pw", None).unwrap();
+        let mut headers = http::HeaderMap::new();
+        let value = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("q:pw")
+        );
+        headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        assert!(
+            plain
+                .check(&AuthRequest {
+                    headers: &headers,
+                    peer
+                })
+                .await
+                .is_err()
+        );
+        assert_eq!(plain.bcrypt_runs.load(Ordering::Relaxed), 0);
     }
 
     #[test]
