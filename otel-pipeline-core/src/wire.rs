@@ -626,11 +626,13 @@ fn split_resource<'a>(
 /// A span's `trace_id` (field 1), read in place; empty if it has none.
 #[inline]
 pub fn trace_id(span: &[u8]) -> &[u8] {
-    // Encoders write fields in number order, so the id is nearly always first.
+    // As prost reads it: a field given twice keeps its last value, so a span cannot be
+    // routed by one id here and buffered or exported under another.
+    let mut id: &[u8] = &[];
     for (f, value) in fields(span) {
-        if let (1, Wire::Len(id)) = (f, value) {
-            return id;
+        if let (1, Wire::Len(v)) = (f, value) {
+            id = v;
         }
     }
-    &[]
+    id
 }

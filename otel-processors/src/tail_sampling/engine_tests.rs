@@ -343,3 +343,103 @@ async fn packed_spans_come_back_as_they_went_in_across_dictionaries() {
         );
     }
 }
+
+/// Two clients whose resource encoding and schema URL concatenate to the same bytes stay
+/// two resources: group keys are length-prefixed. (Client A's resource encodes to
+/// `0x10 0x41` and its URL is `x`; client B has no resource and the URL `\x10Ax`: the
+/// plain concatenation merged them, so A's spans left under B's URL or the reverse.)
+#[test]
+fn resources_whose_bytes_run_into_their_schema_urls_stay_apart() {
+    use otel_pipeline_core::proto::resource::v1::Resource;
+    use prost::Message as _;
+    let mut core = bare_core("decision_wait: 30s\npolicies: [{ name: all, type: always_sample }]");
+    let now = Instant::now();
+    let a = Resource {
+        dropped_attributes_count: 65,
+        ..Default::default()
+    };
+    assert_eq!(a.encode_to_vec(), [0x10, 0x41]);
+    let clients = [(Some(a), "x".to_string()), (None, "\u{10}Ax".to_string())];
+    for (i, (resource, url)) in clients.into_iter().enumerate() {
+        let mut req = request(trace_spans((i as u128 + 1) << 64, Shape { spans: 1 }));
+        req.resource_spans[0].resource = resource;
+        req.resource_spans[0].schema_url = url;
+        for part in core.prepare(Batch::new(req), 1) {
+            core.ingest(&part, now);
+        }
+    }
+    core.decide_all(now, None);
+    let out = core.take_output().unwrap();
+    assert_eq!(out.resource_spans.len(), 2, "two clients, two resources");
+    let mut urls: Vec<&str> = out
+        .resource_spans
+        .iter()
+        .map(|r| r.schema_url.as_str())
+        .collect();
+    urls.sort_unstable();
+    assert_eq!(urls, ["\u{10}Ax", "x"]);
+}
+
+/// Readers of request bytes give what prost's decode gives: a field given twice keeps
+/// its last value (`trace_id`), an attribute's values merge, a resource given twice is
+/// merged. Decoded and bytes paths then sample and emit alike.
+#[test]
+fn repeated_fields_are_read_as_prost_reads_them() {
+    use otel_pipeline_core::proto::trace::v1::Span;
+    use prost::Message as _;
+    // A span with two trace_id fields: 1 then 2.
+    let span = Span {
+        trace_id: 1u128.to_be_bytes().to_vec(),
+        span_id: vec![1; 8],
+        name: "x".into(),
+        ..Default::default()
+    };
+    let mut bytes = span.encode_to_vec();
+    let second = Span {
+        trace_id: 2u128.to_be_bytes().to_vec(),
+        ..Default::default()
+    };
+    bytes.extend(second.encode_to_vec());
+    let decoded = Span::decode(&bytes[..]).unwrap();
+    assert_eq!(
+        otel_pipeline_core::wire::trace_id(&bytes),
+        &decoded.trace_id[..]
+    );
+    assert_eq!(decoded.trace_id, 2u128.to_be_bytes().to_vec());
+
+    // An attribute with two values: "a" then the int 5; prost merges to the int.
+    let kv1 = KeyValue {
+        key: "k".into(),
+        value: Some(otel_pipeline_core::proto::common::v1::AnyValue {
+            value: Some(Value::StringValue("a".into())),
+        }),
+        ..Default::default()
+    };
+    let mut kv_bytes = kv1.encode_to_vec();
+    kv_bytes.extend(
+        KeyValue {
+            key: String::new(),
+            value: Some(otel_pipeline_core::proto::common::v1::AnyValue {
+                value: Some(Value::IntValue(5)),
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+        // Only the value field: drop the empty key (which prost would not write anyway).
+        .into_iter()
+        .collect::<Vec<u8>>(),
+    );
+    let merged = KeyValue::decode(&kv_bytes[..]).unwrap();
+    let mut span_bytes = Vec::new();
+    prost::encoding::bytes::encode(9, &kv_bytes, &mut span_bytes);
+    assert_eq!(
+        super::wire::span_attr(&span_bytes, "k"),
+        Some(super::wire::AnyRef::Int(5))
+    );
+    assert!(matches!(
+        merged.value.and_then(|v| v.value),
+        Some(Value::IntValue(5))
+    ));
+    let fast = super::wire::decode_span(&span_bytes).unwrap();
+    assert_eq!(fast, Span::decode(&span_bytes[..]).unwrap());
+}

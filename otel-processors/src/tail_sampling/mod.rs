@@ -1041,6 +1041,21 @@ impl TailSamplingCore {
 }
 
 /// One request from groups of decoded spans.
+/// What identifies a resource or scope with its schema URL, unambiguously: whether the
+/// message is there, its encoding's length, the encoding, then the URL. (The encoding
+/// followed straight by the URL would let one client's resource end where another's
+/// URL begins, and merge them.)
+fn group_key<M: prost::Message>(message: Option<&M>, schema_url: &str) -> Vec<u8> {
+    let encoded = message.map(prost::Message::encode_to_vec);
+    let mut key = Vec::with_capacity(9 + encoded.as_ref().map_or(0, Vec::len) + schema_url.len());
+    key.push(u8::from(encoded.is_some()));
+    let body = encoded.unwrap_or_default();
+    key.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    key.extend_from_slice(&body);
+    key.extend_from_slice(schema_url.as_bytes());
+    key
+}
+
 fn assemble(out: Vec<(Arc<Scoped>, Vec<Span>)>) -> ExportTraceServiceRequest {
     let mut req = ExportTraceServiceRequest::default();
     // Spans of equal resources go under one `ResourceSpans`, and of equal scopes under
@@ -1055,12 +1070,7 @@ fn assemble(out: Vec<(Arc<Scoped>, Vec<Span>)>) -> ExportTraceServiceRequest {
         let (r, s) = match by_group.get(&Arc::as_ptr(&scoped)) {
             Some(&(_, r, s)) => (r, s),
             None => {
-                let mut resource_key = scoped
-                    .resource
-                    .as_ref()
-                    .map(prost::Message::encode_to_vec)
-                    .unwrap_or_default();
-                resource_key.extend_from_slice(scoped.resource_schema_url.as_bytes());
+                let resource_key = group_key(scoped.resource.as_ref(), &scoped.resource_schema_url);
                 let r = *by_resource.entry(resource_key).or_insert_with(|| {
                     req.resource_spans.push(ResourceSpans {
                         resource: scoped.resource.clone(),
@@ -1069,12 +1079,7 @@ fn assemble(out: Vec<(Arc<Scoped>, Vec<Span>)>) -> ExportTraceServiceRequest {
                     });
                     req.resource_spans.len() - 1
                 });
-                let mut scope_key = scoped
-                    .scope
-                    .as_ref()
-                    .map(prost::Message::encode_to_vec)
-                    .unwrap_or_default();
-                scope_key.extend_from_slice(scoped.scope_schema_url.as_bytes());
+                let scope_key = group_key(scoped.scope.as_ref(), &scoped.scope_schema_url);
                 let scope_spans = &mut req.resource_spans[r].scope_spans;
                 let s = *by_scope.entry((r, scope_key)).or_insert_with(|| {
                     scope_spans.push(ScopeSpans {
@@ -1459,13 +1464,20 @@ fn prepare_encoded(
 }
 
 /// The message in field 1 (a resource or scope) and the schema URL in field 3 of an
-/// encoded `ResourceSpans` or `ScopeSpans`.
+/// encoded `ResourceSpans` or `ScopeSpans`, as prost reads them: a message given twice is
+/// merged (repeated fields append, scalars take the later value), a string keeps its last.
 fn head<M: prost::Message + Default>(body: &[u8]) -> (Option<M>, String) {
     use otel_pipeline_core::wire::{Wire, fields};
-    let (mut message, mut schema_url) = (None, String::new());
+    let (mut message, mut schema_url): (Option<M>, String) = (None, String::new());
     for (f, v) in fields(body) {
         match (f, v) {
-            (1, Wire::Len(m)) => message = M::decode(m).ok(),
+            (1, Wire::Len(m)) => {
+                let mut merged = message.take().unwrap_or_default();
+                // The request passed `check_traces`, so this does not fail; if it did, the
+                // part read so far stays, as prost's error would have refused it whole.
+                let _ = merged.merge(m);
+                message = Some(merged);
+            }
             (3, Wire::Len(u)) => schema_url = String::from_utf8_lossy(u).into(),
             _ => {}
         }

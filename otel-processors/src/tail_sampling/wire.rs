@@ -348,6 +348,8 @@ fn decode_attribute(b: &[u8]) -> Option<KeyValue> {
     for (field, w) in &mut it {
         match (field, w) {
             (KV_KEY, Wire::Len(k)) => kv.key = string(k)?,
+            // A second value merges into the first in prost: let prost do it.
+            (KV_VALUE, Wire::Len(_)) if kv.value.is_some() => return KeyValue::decode(b).ok(),
             (KV_VALUE, Wire::Len(v)) => {
                 kv.value = Some(decode_any_value(v).or_else(|| AnyValue::decode(v).ok())?)
             }
@@ -406,49 +408,55 @@ pub(crate) enum AnyRef<'a> {
     Other,
 }
 
+/// The value an `AnyValue` encoding holds as prost reads it: of its `oneof` fields the last
+/// one given wins (a scalar replaces what came before; arrays and maps are `Other`).
 fn any_value(buf: &[u8]) -> AnyRef<'_> {
-    match fields(buf).next() {
-        Some((1, Wire::Len(s))) => std::str::from_utf8(s).map_or(AnyRef::Other, AnyRef::Str),
-        Some((2, Wire::Varint(b))) => AnyRef::Bool(b != 0),
-        Some((3, Wire::Varint(i))) => AnyRef::Int(i as i64),
-        Some((4, Wire::Fixed64(d))) => AnyRef::Double(f64::from_bits(d)),
-        _ => AnyRef::Other,
+    let mut out = AnyRef::Other;
+    for (f, w) in fields(buf) {
+        out = match (f, w) {
+            (1, Wire::Len(s)) => std::str::from_utf8(s).map_or(AnyRef::Other, AnyRef::Str),
+            (2, Wire::Varint(b)) => AnyRef::Bool(b != 0),
+            (3, Wire::Varint(i)) => AnyRef::Int(i as i64),
+            (4, Wire::Fixed64(d)) => AnyRef::Double(f64::from_bits(d)),
+            (5..=7, _) => AnyRef::Other,
+            // Unknown fields leave the value as it was.
+            _ => continue,
+        };
     }
+    out
 }
 
-/// The value of attribute `key` in an encoded span, if present.
+/// The value of attribute `key` in an encoded span, if present: what prost's decode
+/// gives, read in place. The first attribute with the key counts (as the decoded
+/// lookups take the first); within a `KeyValue` the last `key` wins, and several `value`
+/// fields merge, so their `oneof` fields are read in order and the last one wins.
 pub(crate) fn span_attr<'a>(span: &'a [u8], key: &str) -> Option<AnyRef<'a>> {
     fields(span).find_map(|(f, w)| match (f, w) {
         (SPAN_ATTRIBUTES, Wire::Len(kv)) => {
-            let mut kv_fields = fields(kv);
-            // Encoders write the key first: a different key is rejected without reading
-            // the value. Fall back to a full read for out-of-order encodings.
-            match kv_fields.next() {
-                Some((KV_KEY, Wire::Len(k))) if k != key.as_bytes() => None,
-                Some((KV_KEY, Wire::Len(_))) => Some(
-                    kv_fields
-                        .find_map(|(f, w)| match (f, w) {
-                            (KV_VALUE, Wire::Len(v)) => Some(any_value(v)),
-                            _ => None,
-                        })
-                        .unwrap_or(AnyRef::Other),
-                ),
-                _ => {
-                    let mut found_key = false;
-                    let mut value = None;
-                    for (f, w) in fields(kv) {
-                        match (f, w) {
-                            (KV_KEY, Wire::Len(k)) => found_key = k == key.as_bytes(),
-                            (KV_VALUE, Wire::Len(v)) => value = Some(v),
-                            _ => {}
+            let mut found_key = false;
+            let mut value: Option<AnyRef<'a>> = None;
+            for (f, w) in fields(kv) {
+                match (f, w) {
+                    (KV_KEY, Wire::Len(k)) => found_key = k == key.as_bytes(),
+                    (KV_VALUE, Wire::Len(v)) => {
+                        // A later value's fields continue the merge: only a value with
+                        // no oneof field of its own leaves the earlier one standing.
+                        if value.is_none() || has_oneof(v) {
+                            value = Some(any_value(v));
                         }
                     }
-                    found_key.then(|| value.map_or(AnyRef::Other, any_value))
+                    _ => {}
                 }
             }
+            found_key.then(|| value.unwrap_or(AnyRef::Other))
         }
         _ => None,
     })
+}
+
+/// Whether an `AnyValue` encoding sets its `oneof` at all.
+fn has_oneof(buf: &[u8]) -> bool {
+    fields(buf).any(|(f, _)| (1..=7).contains(&f))
 }
 
 /// The `trace_state` of an encoded span ("" when absent).
