@@ -1506,13 +1506,16 @@ fn span_meta(span: &[u8], keys: &[String]) -> SpanMeta {
             (7, Wire::Fixed64(t)) => meta.start_ns = t,
             (8, Wire::Fixed64(t)) => meta.end_ns = t,
             (9, Wire::Len(kv)) if !keys.is_empty() => {
-                for (f, k) in fields(kv) {
-                    if let (1, Wire::Len(k)) = (f, k) {
-                        if let Some(i) = keys.iter().position(|key| key.as_bytes() == k) {
-                            meta.mask |= 1 << i;
-                        }
-                        break;
-                    }
+                // The last `key` field is the key, as prost reads it.
+                let key = fields(kv)
+                    .filter_map(|(f, k)| match (f, k) {
+                        (1, Wire::Len(k)) => Some(k),
+                        _ => None,
+                    })
+                    .last()
+                    .unwrap_or_default();
+                if let Some(i) = keys.iter().position(|k| k.as_bytes() == key) {
+                    meta.mask |= 1 << i;
                 }
             }
             (15, Wire::Len(status)) => {
@@ -2038,7 +2041,18 @@ pub mod internals {
             self.0.take_output()
         }
     }
+
+    /// The first difference between a reader of request bytes (trace id, span summary,
+    /// attribute reads, resource and scope heads, splits, pack and unpack, the fast span
+    /// decoder) and prost's decode of `request`; `Ok` when there is none, or when
+    /// `check_traces` refuses the request. For the differential fuzz target.
+    pub fn check_readers(request: &[u8]) -> Result<(), String> {
+        super::differential::check_readers(request)
+    }
 }
+
+#[cfg(any(test, feature = "internals"))]
+mod differential;
 
 #[cfg(test)]
 mod engine_tests;
