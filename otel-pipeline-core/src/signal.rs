@@ -694,6 +694,56 @@ impl<S: Signal> Batch<S> {
     }
 }
 
+impl<S: Signal> Batch<S> {
+    /// Cut the whole batch into batches of `size` items (the last may hold fewer), in
+    /// order, leaving this one empty. On bytes this is one pass over the request, where
+    /// calling [`split_front`](Self::split_front) again and again would walk and copy the
+    /// remainder each time.
+    ///
+    /// ```
+    /// use otel_pipeline_core::{Batch, Traces, testing::generate_traces};
+    /// let bytes = prost::Message::encode_to_vec(&generate_traces(3, 4, 1));
+    /// let mut batch = Batch::<Traces>::from_encoded(bytes.into()).unwrap();
+    /// let sizes: Vec<usize> = batch.split_chunks(5).iter().map(|b| b.item_count()).collect();
+    /// assert_eq!(sizes, [5, 5, 2]);
+    /// assert!(batch.is_empty());
+    /// ```
+    pub fn split_chunks(&mut self, size: usize) -> Vec<Batch<S>> {
+        let size = size.max(1);
+        let client = self.client.clone();
+        let total = self.item_count();
+        if total <= size {
+            return vec![self.split_front(total)];
+        }
+        let payload = std::mem::replace(&mut self.payload, Payload::Decoded(S::Data::default()));
+        match payload {
+            Payload::Encoded { bytes, .. } => wire::chunk_traces(&bytes, total, size)
+                .into_iter()
+                .map(|(part, n)| Batch {
+                    payload: Payload::encoded(Bytes::from(part), n),
+                    client: client.clone(),
+                })
+                .collect(),
+            Payload::Decoded(mut d) => {
+                let mut out = Vec::with_capacity(total.div_ceil(size));
+                let mut left = total;
+                while left > size {
+                    out.push(Batch {
+                        payload: Payload::Decoded(S::split_front(&mut d, size)),
+                        client: client.clone(),
+                    });
+                    left -= size;
+                }
+                out.push(Batch {
+                    payload: Payload::Decoded(d),
+                    client,
+                });
+                out
+            }
+        }
+    }
+}
+
 impl Batch<Traces> {
     /// Split a batch of bytes span by span over `parts` outputs, as bytes: `owner`
     /// gets each span's trace id (asked once per run of spans of one trace) and says

@@ -421,8 +421,9 @@ fn malformed_field(msg: Msg, rest: &[u8]) -> WireError {
 /// of one trace are asked once). Each output gets, for every resource and scope it has
 /// spans of, that resource's and scope's fields byte for byte, then its spans byte for
 /// byte; a resource whose spans all go one way is copied whole. Returns the outputs
-/// that got spans, by index. Fields of the request itself other than its resources
-/// (unknown to this OTLP version) go to every output.
+/// that got spans, by index. Fields unknown to this OTLP version (of the request, a
+/// resource or a scope) go out once, with the first output that gets spans of them, so a
+/// split never multiplies them.
 ///
 /// What prost decodes from the outputs is what splitting the decoded request would
 /// give: the same spans, each under a copy of its resource and scope, in order.
@@ -481,9 +482,35 @@ pub fn split_front_traces(buf: &[u8], n: usize) -> (Vec<u8>, Vec<u8>) {
     (front, halves.next().unwrap_or_default())
 }
 
+/// Cut the request in `buf` (checked by [`check_traces`], holding `total` spans) into
+/// requests of `size` spans each (the last may hold fewer), in order, in one pass: taking
+/// `size` from the front again and again would walk and copy the rest each time.
+///
+/// ```
+/// use otel_pipeline_core::{testing::generate_traces, wire};
+/// let bytes = prost::Message::encode_to_vec(&generate_traces(3, 4, 1));
+/// let chunks = wire::chunk_traces(&bytes, 12, 5);
+/// let sizes: Vec<usize> = chunks.iter().map(|(_, n)| *n).collect();
+/// assert_eq!(sizes, [5, 5, 2]);
+/// ```
+pub fn chunk_traces(buf: &[u8], total: usize, size: usize) -> Vec<(Vec<u8>, usize)> {
+    let size = size.max(1);
+    let parts = total.div_ceil(size).max(1);
+    let mut seen = 0usize;
+    split_each(buf, parts, |_, _| {
+        let o = seen / size;
+        seen += 1;
+        o
+    })
+    .into_iter()
+    .filter(|(o, _)| !o.is_empty())
+    .collect()
+}
+
 /// The walk behind [`split_traces`] and [`split_front_traces`]: `owner` is asked for every
 /// span (`< parts`). Returns each output's bytes (empty if it got no span) and span count;
-/// the request's own fields other than its resources go to every output that got spans.
+/// fields this OTLP version does not know (of the request, a resource or a scope) go out
+/// once, with the first output that gets spans of them.
 fn split_each<'a>(
     buf: &'a [u8],
     parts: usize,
@@ -502,24 +529,31 @@ fn split_each<'a>(
             _ => extra.push(raw),
         }
     }
-    out.into_iter()
-        .zip(counts)
-        .map(|(mut o, count)| {
-            if !o.is_empty() {
-                for raw in &extra {
-                    o.extend_from_slice(raw);
-                }
-            }
-            (o, count)
-        })
-        .collect()
+    // Fields of the request this OTLP version does not know go out once, with the first
+    // output that got spans: copied to every output, one large unknown field would cost
+    // its size once per part (and again per endpoint in a router). prost drops them, so
+    // the decoded split has none at all.
+    if let Some(first) = out.iter_mut().find(|o| !o.is_empty()) {
+        for raw in &extra {
+            first.extend_from_slice(raw);
+        }
+    }
+    out.into_iter().zip(counts).collect()
+}
+
+/// Whether field `f` of a `ResourceSpans` or `ScopeSpans` is one this OTLP version knows
+/// besides the spans (the resource or scope, and the schema URL): those go with every
+/// part of a split; unknown ones go once.
+fn known_head(f: u32) -> bool {
+    f == 1 || f == 3
 }
 
 /// Working space reused across resources.
 #[derive(Default)]
 struct Scratch<'a> {
-    /// The resource's scopes: (body, bytes of its own fields, first span in `spans`).
-    scopes: Vec<(&'a [u8], usize, usize)>,
+    /// The resource's scopes: (body, bytes of its known own fields, bytes of its unknown
+    /// ones, first span in `spans`).
+    scopes: Vec<(&'a [u8], usize, usize, usize)>,
     /// Spans of the resource: (whole field encoding, owner).
     spans: Vec<(&'a [u8], usize)>,
     /// The resource's body being built for one output.
@@ -538,18 +572,22 @@ fn split_resource<'a>(
     let parts = out.len();
     scratch.scopes.clear();
     scratch.spans.clear();
-    // The resource's own fields (resource, schema URL, unknown ones): their size.
-    let mut head_len = 0usize;
+    // The resource's own fields: the known ones (resource, schema URL), and unknown ones.
+    let (mut head_len, mut head_unknown) = (0usize, 0usize);
     // Where every span goes: the one output, if all go one way and no scope is empty.
     let mut only: Option<Option<usize>> = None;
     let mut it = fields(rs);
     while let Some((f, value, field_raw)) = it.next_raw() {
         let (2, Wire::Len(ss)) = (f, value) else {
-            head_len += field_raw.len();
+            if known_head(f) {
+                head_len += field_raw.len();
+            } else {
+                head_unknown += field_raw.len();
+            }
             continue;
         };
         let first = scratch.spans.len();
-        let mut scope_head = 0usize;
+        let (mut scope_head, mut scope_unknown) = (0usize, 0usize);
         let mut sit = fields(ss);
         while let Some((sf, svalue, sraw)) = sit.next_raw() {
             match (sf, svalue) {
@@ -562,14 +600,15 @@ fn split_resource<'a>(
                         _ => Some(None),
                     };
                 }
-                _ => scope_head += sraw.len(),
+                _ if known_head(sf) => scope_head += sraw.len(),
+                _ => scope_unknown += sraw.len(),
             }
         }
         if scratch.spans.len() == first {
             // An empty scope: the decoded split leaves it out, so the copy must too.
             only = Some(None);
         }
-        scratch.scopes.push((ss, scope_head, first));
+        scratch.scopes.push((ss, scope_head, scope_unknown, first));
     }
     for (_, o) in &scratch.spans {
         counts[*o] += 1;
@@ -585,10 +624,14 @@ fn split_resource<'a>(
         _ => {}
     }
     let span_count = scratch.spans.len();
+    // Unknown fields of the resource and of each scope go with the first part that has
+    // spans of them, once.
+    let mut resource_unknown_out = head_unknown == 0;
+    let mut scope_unknown_out: Vec<bool> = scratch.scopes.iter().map(|s| s.2 == 0).collect();
     for (o, target) in out.iter_mut().enumerate() {
         scratch.body.clear();
-        for (i, &(ss, scope_head, first)) in scratch.scopes.iter().enumerate() {
-            let end = scratch.scopes.get(i + 1).map_or(span_count, |s| s.2);
+        for (i, &(ss, scope_head, scope_unknown, first)) in scratch.scopes.iter().enumerate() {
+            let end = scratch.scopes.get(i + 1).map_or(span_count, |s| s.3);
             let spans = &scratch.spans[first..end];
             let size: usize = spans
                 .iter()
@@ -598,10 +641,12 @@ fn split_resource<'a>(
             if size == 0 {
                 continue;
             }
-            put_len_header(&mut scratch.body, 2, scope_head + size);
+            let with_unknown = !std::mem::replace(&mut scope_unknown_out[i], true);
+            let unknown = if with_unknown { scope_unknown } else { 0 };
+            put_len_header(&mut scratch.body, 2, scope_head + unknown + size);
             let mut sit = fields(ss);
             while let Some((sf, _, sraw)) = sit.next_raw() {
-                if sf != 2 {
+                if sf != 2 && (known_head(sf) || with_unknown) {
                     scratch.body.extend_from_slice(sraw);
                 }
             }
@@ -612,10 +657,12 @@ fn split_resource<'a>(
         if scratch.body.is_empty() {
             continue;
         }
-        put_len_header(target, 1, head_len + scratch.body.len());
+        let with_unknown = !std::mem::replace(&mut resource_unknown_out, true);
+        let unknown = if with_unknown { head_unknown } else { 0 };
+        put_len_header(target, 1, head_len + unknown + scratch.body.len());
         let mut it = fields(rs);
         while let Some((f, _, field_raw)) = it.next_raw() {
-            if f != 2 {
+            if f != 2 && (known_head(f) || with_unknown) {
                 target.extend_from_slice(field_raw);
             }
         }

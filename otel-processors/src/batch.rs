@@ -475,6 +475,10 @@ async fn run<S: Signal, N: Consumer<S>>(
 struct Pending<S: Signal> {
     /// What waits, joined: as bytes while the batches came as bytes (ADR 005).
     batch: Batch<S>,
+    /// Parts already cut to the maximum size, sent before `batch` (cut in one pass: see
+    /// [`Pending::take`]).
+    cut: std::collections::VecDeque<Batch<S>>,
+    /// Items in `cut` and `batch`.
     count: usize,
     /// When the oldest waiting span arrived.
     oldest: Option<Instant>,
@@ -503,6 +507,7 @@ impl<S: Signal> Pending<S> {
         });
         Self {
             batch: Batch::new(S::Data::default()),
+            cut: std::collections::VecDeque::new(),
             count: 0,
             oldest: None,
             client,
@@ -514,10 +519,22 @@ impl<S: Signal> Pending<S> {
         self.batch.append(batch);
     }
 
-    /// Up to `max` items from the front.
+    /// Up to `max` items from the front. When more than `max` wait, everything waiting is
+    /// cut into `max`-sized parts at once, in one pass over its bytes: taking `max` from
+    /// the front each time would walk and copy the rest each time (quadratic in the size
+    /// of a large request).
     fn take(&mut self, max: usize) -> Batch<S> {
-        let n = self.count.min(max);
-        let mut out = self.batch.split_front(n);
+        if self.cut.is_empty() && self.batch.item_count() > max {
+            self.cut = self.batch.split_chunks(max).into();
+        }
+        let mut out = match self.cut.pop_front() {
+            Some(part) => part,
+            None => {
+                let n = self.batch.item_count().min(max);
+                self.batch.split_front(n)
+            }
+        };
+        let n = out.item_count();
         self.count -= n;
         if self.count == 0 {
             self.oldest = None;

@@ -1130,3 +1130,40 @@ async fn credentials_in_request_metadata_are_never_printed_or_copied_by_default(
     assert_eq!(attr(&span.attributes, "tenant"), Some(&s("acme")));
     running.shutdown(Duration::from_secs(1)).await.unwrap();
 }
+
+/// A request of 10 000 spans as bytes, cut to `send_batch_max_size: 100`: 100 batches of
+/// 100, as bytes, every span once and in order (cut in one pass, not by taking 100 from
+/// the front of the rest a hundred times).
+#[tokio::test]
+async fn a_large_request_is_cut_to_the_maximum_size_in_order() {
+    use prost::Message as _;
+    let (running, sender, out) = run(BatchProcessor::new(BatchConfig {
+        send_batch_size: 100,
+        send_batch_max_size: 100,
+        timeout: Duration::from_millis(10),
+        ..BatchConfig::default()
+    }))
+    .await;
+    let req = generate_traces(1000, 10, 3);
+    let want: Vec<Vec<u8>> = req.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .map(|s| s.span_id.clone())
+        .collect();
+    let batch = otel_pipeline_core::Batch::<otel_pipeline_core::Traces>::from_encoded(
+        req.encode_to_vec().into(),
+    )
+    .unwrap();
+    sender.send_batch(batch).await.unwrap();
+    assert!(eventually(Duration::from_secs(5), || out.item_count() == 10_000).await);
+    let batches = out.batches();
+    assert_eq!(batches.len(), 100);
+    assert!(
+        batches
+            .iter()
+            .all(|b| b.item_count() == 100 && b.encoded().is_some())
+    );
+    let got: Vec<Vec<u8>> = out.spans().into_iter().map(|s| s.span_id).collect();
+    assert_eq!(got, want);
+    running.shutdown(Duration::from_secs(1)).await.unwrap();
+}

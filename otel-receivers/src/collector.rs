@@ -183,6 +183,9 @@ struct ServerYaml {
     /// Ours: request bytes all requests in progress may hold, in MiB.
     #[serde(default)]
     max_in_flight_mib: Option<u64>,
+    /// Ours: spans, data points or log records one request may carry.
+    #[serde(default)]
+    max_items_per_request: Option<usize>,
     // Accepted so Collector configs load; the server's own settings apply.
     #[serde(default, rename = "read_buffer_size")]
     _read_buffer_size: Option<serde::de::IgnoredAny>,
@@ -340,6 +343,13 @@ impl ReceiverFactory for OtlpFactory {
             match server.max_connections {
                 Some(0) => return Err(section.error(&at("max_connections"), "must be positive")),
                 Some(n) => limits.max_connections = n,
+                None => {}
+            }
+            match server.max_items_per_request {
+                Some(0) => {
+                    return Err(section.error(&at("max_items_per_request"), "must be positive"));
+                }
+                Some(n) => limits.max_items_per_request = n,
                 None => {}
             }
             match server.max_in_flight_mib {

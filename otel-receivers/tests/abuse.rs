@@ -467,3 +467,52 @@ async fn eventually_metric(s: &Setup, name: &str, attr: (&str, &str), at_least: 
     }
     false
 }
+
+/// 8 MiB of empty 2-byte spans is 4 million spans (a few KB gzipped): refused whole as
+/// too many items, on both protocols, counted, before any stage pays per span. Under the
+/// limit, a request of many small spans is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_millions_of_empty_spans_is_refused_and_counted() {
+    let s = Setup::new(OtlpConfig {
+        max_request_bytes: 16 << 20,
+        max_decompressed_bytes: 16 << 20,
+        ..OtlpConfig::loopback()
+    })
+    .await;
+    // ResourceSpans { ScopeSpans { spans: [Span {}, Span {}, ...] } }: each span `12 00`.
+    let request = |spans: usize| {
+        let mut scope = Vec::with_capacity(spans * 2);
+        for _ in 0..spans {
+            scope.extend_from_slice(&[0x12, 0x00]);
+        }
+        let mut rs = Vec::new();
+        otel_pipeline_core::wire::put_len_header(&mut rs, 2, scope.len());
+        rs.extend_from_slice(&scope);
+        let mut req = Vec::new();
+        otel_pipeline_core::wire::put_len_header(&mut req, 1, rs.len());
+        req.extend_from_slice(&rs);
+        req
+    };
+    let flood = request(4_000_000);
+    let zipped = gzip(&flood);
+    assert!(zipped.len() < 64 << 10, "{} bytes gzipped", zipped.len());
+    let status = http_post(
+        s.http,
+        "/v1/traces",
+        &[PROTO, ("content-encoding", "gzip")],
+        zipped.clone(),
+    )
+    .await
+    .status;
+    assert_eq!(status, 413);
+    assert_eq!(s.failed("too_many_items"), 1);
+    assert_eq!(grpc_call(s.grpc, &zipped, true).await, "3");
+    assert_eq!(s.failed("too_many_items"), 2);
+    assert_eq!(s.metric("otelcol_receiver_in_flight_bytes", None), 0);
+    // 50 000 small spans: under the default limit, taken.
+    let status = http_post(s.http, "/v1/traces", &[PROTO], request(50_000))
+        .await
+        .status;
+    assert_eq!(status, 200);
+    s.still_serves().await;
+}

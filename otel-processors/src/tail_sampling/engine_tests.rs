@@ -443,3 +443,26 @@ fn repeated_fields_are_read_as_prost_reads_them() {
     let fast = super::wire::decode_span(&span_bytes).unwrap();
     assert_eq!(fast, Span::decode(&span_bytes[..]).unwrap());
 }
+
+/// A request filed over 64 shards (a large machine) holds about its own size, not nine
+/// times it: the byte bound counts what the parts hold, so over-reserving refused data
+/// that fit.
+#[test]
+fn sharding_a_request_holds_about_its_size() {
+    use prost::Message as _;
+    let core = bare_core("decision_wait: 30s\npolicies: [{ name: all, type: always_sample }]");
+    let req = request(
+        (0..2_000u128)
+            .flat_map(|t| trace_spans((t + 1) << 64 | t, Shape { spans: 2 }))
+            .collect(),
+    );
+    let bytes = req.encode_to_vec();
+    let batch = Batch::from_encoded(bytes.clone().into()).unwrap();
+    let parts = core.prepare(batch, 64);
+    let held_bytes: usize = parts.iter().map(|p| p.bytes.capacity()).sum();
+    assert!(
+        held_bytes < bytes.len() * 3 / 2,
+        "{held_bytes} bytes held for a {}-byte request",
+        bytes.len()
+    );
+}

@@ -1374,8 +1374,12 @@ fn prepare_encoded(
         .map(|_| {
             let mut part = ShardBatch::default();
             part.spans.reserve(spans / shards + 1);
+            // Its share of the bytes and an eighth more: trace ids spread evenly, and a
+            // shard that gets more grows. (An eighth of the whole request per shard made
+            // 64 shards reserve and count nine times the request, and refuse for it.)
+            let share = bytes.len() / shards;
             part.bytes
-                .reserve((bytes.len() / shards + bytes.len() / 8).min(bytes.len()));
+                .reserve((share + share / 8 + 256).min(bytes.len()));
             part
         })
         .collect();
@@ -1458,6 +1462,12 @@ fn prepare_encoded(
                     part.groups.push((Arc::clone(&scoped), group_mask, n));
                 }
             }
+        }
+    }
+    // What a part holds is counted against the byte bound: leave no large unused room.
+    for part in &mut out {
+        if part.bytes.capacity() > 2 * part.bytes.len() + 4096 {
+            part.bytes.shrink_to_fit();
         }
     }
     (out, received)

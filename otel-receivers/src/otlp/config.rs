@@ -64,6 +64,12 @@ pub struct ReceiverLimits {
     /// hold together. A request that would pass it is refused as back-pressure
     /// (`RESOURCE_EXHAUSTED` with `RetryInfo`, `429` with `Retry-After`). Default 256 MiB.
     pub max_in_flight_bytes: usize,
+    /// Items (spans, data points, log records) one request may carry. More is refused as
+    /// bad data (`INVALID_ARGUMENT`, `413`), counted as `too_many_items`: 16 MiB of empty
+    /// 2-byte spans is 8 million spans, and every stage pays per span. Default 100 000,
+    /// far above what an SDK or Collector sends in one request (a few thousand; the
+    /// Collector's 4 MiB message limit holds about 20 000 typical spans).
+    pub max_items_per_request: usize,
 }
 
 impl Default for ReceiverLimits {
@@ -78,6 +84,7 @@ impl Default for ReceiverLimits {
             max_concurrent_streams: 100,
             max_header_bytes: 64 << 10,
             max_in_flight_bytes: 256 << 20,
+            max_items_per_request: 100_000,
         }
     }
 }

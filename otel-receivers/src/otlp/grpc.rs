@@ -220,6 +220,18 @@ async fn unary<S: WireSignal>(
         Ok(b) => b.with_client_info(client),
         Err(e) => return malformed(format!("malformed OTLP {} request: {e}", S::NAME)),
     };
+    let most = shared.config.limits.max_items_per_request;
+    if batch.item_count() > most {
+        return refuse::<S>(
+            &shared,
+            Some("too_many_items"),
+            &Status::invalid_argument(format!(
+                "the request carries {} {}, more than the limit of {most}",
+                batch.item_count(),
+                S::ITEM
+            )),
+        );
+    }
     match deliver::<S>(&shared, batch).await {
         None => status_response(&Status::unimplemented(format!("no {} pipeline", S::NAME))),
         Some(Outcome::Accepted) => ok_response(&S::Response::default()),

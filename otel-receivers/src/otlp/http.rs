@@ -278,6 +278,21 @@ async fn export<S: WireSignal>(
             }
         },
     };
+    let most = shared.config.limits.max_items_per_request;
+    if batch.item_count() > most {
+        let msg = format!(
+            "the request carries {} {}, more than the limit of {most}",
+            batch.item_count(),
+            S::ITEM
+        );
+        return fail::<S>(
+            &shared,
+            encoding,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_items",
+            msg,
+        );
+    }
     match deliver::<S>(&shared, batch).await {
         None => plain(StatusCode::NOT_FOUND, format!("no {} pipeline", S::NAME)),
         Some(Outcome::Accepted) => encoded(StatusCode::OK, encoding, &S::Response::default()),
