@@ -438,12 +438,10 @@ pub(crate) fn span_attr<'a>(span: &'a [u8], key: &str) -> Option<AnyRef<'a>> {
             for (f, w) in fields(kv) {
                 match (f, w) {
                     (KV_KEY, Wire::Len(k)) => found_key = k == key.as_bytes(),
-                    (KV_VALUE, Wire::Len(v)) => {
-                        // A later value's fields continue the merge: only a value with
-                        // no oneof field of its own leaves the earlier one standing.
-                        if value.is_none() || has_oneof(v) {
-                            value = Some(any_value(v));
-                        }
+                    // A later value's fields continue the merge: only a value with no
+                    // oneof field of its own leaves the earlier one standing.
+                    (KV_VALUE, Wire::Len(v)) if value.is_none() || has_oneof(v) => {
+                        value = Some(any_value(v));
                     }
                     _ => {}
                 }
