@@ -629,3 +629,48 @@ fn bad_configurations_fail_at_build_with_the_path_named() {
     .unwrap_err();
     assert_eq!(err.path, "exporters.loadbalancing.resolver.dns.interval");
 }
+
+/// Endpoints that refuse while the set keeps changing under the router: whatever the
+/// rounds of routing again give, every span is delivered, or handed back to the caller
+/// as a refusal and counted; none leaves `route` uncounted (it used to end after four
+/// rounds and report the rest as delivered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_refused_while_the_set_keeps_changing_are_refused_upstream() {
+    let (a, b) = (gateway().await, gateway().await);
+    a.exported.set_refusing(true);
+    b.exported.set_refusing(true);
+    let (set_a, set_b) = (vec![a.addr.to_string()], vec![b.addr.to_string()]);
+    let (tx, rx) = watch::channel(set_a.clone());
+    let yaml = "protocol:\n  otlp:\n    tls: { insecure: true }\n    timeout: 1s\n    \
+                retry_on_failure: { enabled: false }\n    sending_queue: { enabled: false }\n\
+                resolver:\n  static:\n    hostnames: [placeholder:4317]\n";
+    let config = TraceRouterConfig::from_yaml("exporters.loadbalancing", yaml).expect("config");
+    let agent = agent(config, Some(Arc::new(Controlled(rx)))).await;
+    // The set flips between the two refusing gateways all the time.
+    let flipper = tokio::spawn(async move {
+        for i in 0u64.. {
+            let _ = tx.send(if i % 2 == 0 {
+                set_b.clone()
+            } else {
+                set_a.clone()
+            });
+            tokio::time::sleep(Duration::from_micros(300)).await;
+        }
+    });
+    for seed in 0..30 {
+        // Refused upstream, or rejected (counted failed by the endpoint): never `Ok`.
+        let result = agent.sender.send(generate_traces(8, 2, seed)).await;
+        assert!(
+            result.is_err(),
+            "send {seed}: no gateway took a span, yet Ok"
+        );
+    }
+    flipper.abort();
+    assert_eq!(a.exported.item_count() + b.exported.item_count(), 0);
+    // What the agent's receiver took, the router and its endpoints account for (failed
+    // or dropped): nothing counted as delivered that no gateway has.
+    otel_pipeline::testing::assert_balanced(&agent.telemetry);
+    let _ = agent.running.shutdown(Duration::from_secs(2)).await;
+    a.running.shutdown(Duration::from_secs(2)).await.expect("a");
+    b.running.shutdown(Duration::from_secs(2)).await.expect("b");
+}

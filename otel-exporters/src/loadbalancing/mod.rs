@@ -282,6 +282,10 @@ impl Exporter<Traces> for TraceRouter {
     }
 }
 
+/// How many times the router routes spans again when their endpoint left the set while
+/// it sent them.
+const ROUTE_ROUNDS: usize = 4;
+
 #[derive(Debug)]
 struct RouterMetrics {
     backends: Gauge,
@@ -398,15 +402,17 @@ impl Inner {
         Arc::clone(&self.ring.read())
     }
 
-    /// Route a batch from upstream. Parts that endpoints refuse (full queues) come back
-    /// to the caller as one refusal; parts refused by an endpoint that has just left are
-    /// routed again at once.
+    /// Route `batch` to its endpoints: parts that endpoints refuse (full queues) come
+    /// back to the caller as one refusal. Spans an endpoint refuses because it left the set
+    /// meanwhile are routed again, at most `ROUTE_ROUNDS` times; what is still refused
+    /// then goes back to the caller as a refusal. Every span is delivered, rejected
+    /// (counted by the endpoint) or refused: none leaves uncounted.
     async fn route(&self, batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
         let client = batch.client.clone();
         let mut batch = batch;
         let mut rejected = 0usize;
         let mut reasons = String::new();
-        for _round in 0..4 {
+        for _round in 0..ROUTE_ROUNDS {
             let ring = self.ring();
             if ring.backends.is_empty() {
                 self.telemetry.add_enqueue_failed(batch.item_count());
@@ -442,6 +448,19 @@ impl Inner {
             }
             batch = refused;
             batch.client = client.clone();
+            if _round + 1 == ROUTE_ROUNDS {
+                // The set kept changing under every round: nothing may leave uncounted, so
+                // what is left goes back to the caller, which retries it (back-pressure).
+                self.telemetry.add_enqueue_failed(batch.item_count());
+                let mut e = ConsumeError::refused(
+                    batch,
+                    "the trace router's endpoints kept changing while it routed",
+                );
+                if let ConsumeError::Refused(r) = &mut e {
+                    r.retry_after = Some(Duration::from_millis(100));
+                }
+                return Err(e);
+            }
         }
         if rejected > 0 {
             return Err(ConsumeError::rejected(rejected, reasons));

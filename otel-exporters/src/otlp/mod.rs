@@ -1038,7 +1038,7 @@ impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
             }
         };
         drop(batch);
-        self.send_encoded(body, n).await
+        self.send_direct(body, n).await
     }
 }
 
@@ -1107,13 +1107,47 @@ impl<S: WireSignal> OtlpSender<S> {
         }
     }
 
-    /// Send an encoded request of `n` items, retrying as configured.
+    /// Send an encoded request of `n` items for the queue's workers, retrying as
+    /// configured: what the endpoint gives up on (withdrawn, retries exhausted) goes to
+    /// `hand_back` when there is one.
     pub(crate) async fn send_encoded(&self, body: Bytes, n: usize) -> Result<(), ConsumeError<S>> {
+        self.send(body, n, false).await
+    }
+
+    /// Send for a caller waiting on `consume` (no sending queue): what the endpoint gives
+    /// up on goes back to that caller, never to `hand_back`. An owner that routes (the
+    /// trace router) routes a refusal again itself; handing back from inside its own
+    /// call would nest one reroute in another without bound while endpoints keep
+    /// changing.
+    async fn send_direct(&self, body: Bytes, n: usize) -> Result<(), ConsumeError<S>> {
+        self.send(body, n, true).await
+    }
+
+    /// Give `body` back to a direct caller as a refusal (it decodes again, as the bytes
+    /// were encoded here); one that no longer decodes is counted failed.
+    fn refuse_direct(&self, body: &Bytes, n: usize, why: &str) -> ConsumeError<S> {
+        match self.decode_body(body) {
+            Ok(batch) => {
+                ConsumeError::refused(batch, format!("endpoint {}: {why}", self.config.endpoint))
+            }
+            Err(reason) => {
+                self.telemetry.add_send_failed(n);
+                ConsumeError::rejected(n, reason)
+            }
+        }
+    }
+
+    async fn send(&self, body: Bytes, n: usize, direct: bool) -> Result<(), ConsumeError<S>> {
         let started = Instant::now();
         let mut wait = self.config.retry.initial_interval;
         loop {
-            if self.withdrawn() && self.hand_back(&body, n).await {
-                return Ok(());
+            if self.withdrawn() {
+                if direct {
+                    return Err(self.refuse_direct(&body, n, "withdrawn"));
+                }
+                if self.hand_back(&body, n).await {
+                    return Ok(());
+                }
             }
             let attempt_started = Instant::now();
             let attempt = self.attempt(&body).await;
@@ -1175,8 +1209,11 @@ impl<S: WireSignal> OtlpSender<S> {
             }
             if !r.enabled || started.elapsed().saturating_add(pause) > r.max_elapsed {
                 // The owner sends it elsewhere; this endpoint counts nothing for it.
-                if self.hand_back(&body, n).await {
+                if !direct && self.hand_back(&body, n).await {
                     return Ok(());
+                }
+                if direct && self.withdrawn() {
+                    return Err(self.refuse_direct(&body, n, "withdrawn"));
                 }
                 self.telemetry.add_send_failed(n);
                 self.log_failure(n, &reason, started.elapsed());
