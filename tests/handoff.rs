@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use otel_pipeline::config::from_yaml;
 use otel_pipeline::exporters::loadbalancing::{TraceRouter, TraceRouterConfig};
+use otel_pipeline::exporters::otlp::OtlpExporterConfig;
 use otel_pipeline::processors::tail_sampling::{
     TailSampler, TailSamplingConfig, TailSamplingHandle,
 };
@@ -17,6 +18,7 @@ use otel_pipeline::proto::trace::v1::{Span, Status, status::StatusCode};
 use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
 use otel_pipeline::testing::{Exported, InMemoryExporter, eventually, generate_traces};
 use otel_pipeline::{DirectReceiver, DirectSender, Pipeline, RunningPipeline, Traces};
+use std::sync::Arc;
 
 mod common;
 
@@ -37,7 +39,7 @@ fn free_addr() -> SocketAddr {
 fn sampler_config() -> TailSamplingConfig {
     from_yaml(
         "processors.tail_sampling",
-        "decision_wait: 1500ms\nshards: 2\n\
+        "decision_wait: 1500ms\nshards: 2\nhandoff: { accept_from: [\"*\"] }\n\
          policies: [{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }]\n",
     )
     .expect("sampler config")
@@ -391,7 +393,7 @@ async fn a_gateway_restarted_with_sigterm_hands_off_and_no_trace_is_lost_or_spli
         let yaml = format!(
             "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: {me} }}\n\
              processors:\n  tail_sampling:\n    decision_wait: 2s\n    \
-             handoff: {{ exporter: loadbalancing/peers }}\n    policies:\n      \
+             handoff: {{ exporter: loadbalancing/peers, accept_from: [\"*\"] }}\n    policies:\n      \
              - {{ name: errors, type: status_code, status_code: {{ status_codes: [ERROR] }} }}\n      \
              - {{ name: slow, type: latency, latency: {{ threshold_ms: 2000 }} }}\n      \
              - {{ name: rest, type: probabilistic, probabilistic: {{ sampling_percentage: 10 }} }}\n  \
@@ -594,4 +596,140 @@ async fn a_gateway_restarted_with_sigterm_hands_off_and_no_trace_is_lost_or_spli
             .expect("sink drains");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A client that is not a peer sends a victim's trace id under the hand-off marker
+/// `not_sampled`, through a real OTLP receiver: the marker decides nothing (counted), the
+/// victim's error trace is kept, and so are its late spans. The same request from a peer
+/// named in `accept_from` (by its bearer token's subject) is obeyed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_handoff_decision_from_a_client_decides_nothing() {
+    use otel_pipeline::proto::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use otel_pipeline::proto::resource::v1::Resource;
+    use otel_pipeline::receivers::{Authenticator, BearerTokens, Secret};
+    let config: TailSamplingConfig = from_yaml(
+        "processors.tail_sampling",
+        "decision_wait: 300ms\nhandoff: { accept_from: [gateway-b] }\n\
+         policies: [{ name: errors, type: status_code, status_code: { status_codes: [ERROR] } }]\n",
+    )
+    .expect("config");
+    let tokens = BearerTokens::new([Secret::new("client-token")]);
+    let tokens = {
+        // Two names: the client's token, and the peer gateway's.
+        let dir = std::env::temp_dir().join(format!("otel-forge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("tokens");
+        std::fs::write(&file, "app-1 client-token\ngateway-b peer-token\n").expect("write");
+        tokens.with_file(&file).expect("token file")
+    };
+    let otlp = OtlpReceiver::new(OtlpConfig {
+        auth: Some(Authenticator::Bearer(Arc::new(tokens))),
+        ..OtlpConfig::loopback()
+    });
+    let sampler = TailSampler::new(config);
+    let (exporter, exported) = InMemoryExporter::new();
+    let running = Pipeline::traces()
+        .receiver(otlp.traces())
+        .processor(sampler)
+        .exporter(exporter)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let addr = otlp.local_addrs().grpc.expect("grpc");
+    let send = |token: &'static str, req: ExportTraceServiceRequest| async move {
+        let headers = vec![("authorization".to_string(), format!("Bearer {token}"))];
+        let (client, sender) = otel_pipeline_agent(addr, headers).await;
+        sender.send(req).await.expect("sent");
+        client
+            .shutdown(Duration::from_secs(2))
+            .await
+            .expect("client");
+    };
+    // The victim's error trace.
+    let mut victim = generate_traces(1, 3, 1);
+    set_error(&mut victim.resource_spans[0].scope_spans[0].spans[0]);
+    let victim_id = victim.resource_spans[0].scope_spans[0].spans[0]
+        .trace_id
+        .clone();
+    send("client-token", victim.clone()).await;
+    // The forgery: the victim's trace id under `not_sampled`, from an ordinary client.
+    let forged = |id: &[u8]| {
+        let mut req = generate_traces(1, 1, 2);
+        req.resource_spans[0].scope_spans[0].spans[0].trace_id = id.to_vec();
+        req.resource_spans[0].resource = Some(Resource {
+            attributes: vec![KeyValue {
+                key: "otel_pipeline.handoff".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue("not_sampled".into())),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        req
+    };
+    send("client-token", forged(&victim_id)).await;
+    assert!(
+        eventually(Duration::from_secs(5), || exported
+            .spans()
+            .iter()
+            .filter(|s| s.trace_id == victim_id)
+            .count()
+            >= 3)
+        .await,
+        "the victim's error trace was dropped by a forged decision"
+    );
+    let untrusted = running.telemetry().sum(
+        "otelcol_processor_tail_sampling_handoff_untrusted_spans",
+        &[],
+    );
+    assert_eq!(untrusted, 1);
+    // From the peer, the same marker is obeyed: a new error trace decided `not_sampled`
+    // before it arrives is not kept.
+    let mut other = generate_traces(1, 2, 3);
+    set_error(&mut other.resource_spans[0].scope_spans[0].spans[0]);
+    let other_id = other.resource_spans[0].scope_spans[0].spans[0]
+        .trace_id
+        .clone();
+    send("peer-token", forged(&other_id)).await;
+    send("client-token", other).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        exported
+            .spans()
+            .iter()
+            .filter(|s| s.trace_id == other_id)
+            .count(),
+        0,
+        "the peer's decision is obeyed"
+    );
+    running
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("stops");
+}
+
+/// An agent pipeline sending over OTLP/gRPC to `addr` with `headers`.
+async fn otel_pipeline_agent(
+    addr: SocketAddr,
+    headers: Vec<(String, String)>,
+) -> (RunningPipeline, DirectSender<Traces>) {
+    let (receiver, sender) = DirectReceiver::new();
+    let running = Pipeline::traces()
+        .receiver(receiver)
+        .exporter(otel_pipeline::exporters::otlp::OtlpExporter::<Traces>::new(
+            OtlpExporterConfig {
+                endpoint: format!("http://{addr}"),
+                headers,
+                ..OtlpExporterConfig::default()
+            },
+        ))
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    (running, sender)
 }

@@ -56,6 +56,8 @@ pub fn register(registry: &mut Registry) {
         .processor(TracesOnly("tail_sampling", |s| {
             let c: TailSamplingConfig = s.deserialize()?;
             let handoff = match &c.handoff {
+                // Only taking hand-offs from peers (`accept_from`), handing off none.
+                Some(h) if h.exporter.trim().is_empty() && !h.accept_from.is_empty() => None,
                 Some(h) if h.exporter.trim().is_empty() => {
                     return Err(s.error(
                         "handoff.exporter",

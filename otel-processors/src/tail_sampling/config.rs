@@ -43,7 +43,9 @@ impl Default for DecisionCacheConfig {
 /// ```yaml
 /// processors:
 ///   tail_sampling:
-///     handoff: { exporter: loadbalancing/peers }
+///     handoff:
+///       exporter: loadbalancing/peers
+///       accept_from: [gateway]         # the peers' auth.subject (docs/security.md)
 /// exporters:
 ///   loadbalancing/peers:               # the agents' resolver, minus this gateway
 ///     protocol: { otlp: { tls: { insecure: true } } }
@@ -64,6 +66,23 @@ pub struct HandoffConfig {
     /// first), so their late spans follow the decision at the new owner (default true).
     #[serde(default = "yes")]
     pub decisions: bool,
+    /// Whose hand-off this sampler obeys: the authenticated subjects (`auth.subject`, set
+    /// by the receiver's authenticator: a bearer token's name, a basic-auth user, an mTLS
+    /// certificate's name) of the peer gateways. Hand-off markers from anyone else are
+    /// ordinary attributes, counted, and decide nothing, so no client can drop a victim's
+    /// trace by sending its id under `not_sampled`. `"*"` accepts any client: only where
+    /// nothing but the gateways can reach the receiver (docs/security.md). Default: none.
+    #[serde(default)]
+    pub accept_from: Vec<String>,
+}
+
+impl HandoffConfig {
+    /// Whether a batch from a client with authenticated `subject` may hand off.
+    pub fn accepts(&self, subject: Option<&str>) -> bool {
+        self.accept_from
+            .iter()
+            .any(|a| a == "*" || subject.is_some_and(|s| s == a))
+    }
 }
 
 fn yes() -> bool {
@@ -75,6 +94,7 @@ impl Default for HandoffConfig {
         Self {
             exporter: String::new(),
             decisions: true,
+            accept_from: Vec::new(),
         }
     }
 }

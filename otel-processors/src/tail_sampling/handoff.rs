@@ -131,6 +131,12 @@ pub(crate) mod instruments {
         "{traces}",
         "Traces a draining sampler could not hand off and decided itself.",
     );
+    pub(crate) const UNTRUSTED: Instrument = Instrument::counter(
+        "otelcol_processor_tail_sampling_handoff_untrusted_spans",
+        "{spans}",
+        "Spans under a hand-off marker from a client not in handoff.accept_from: the \
+         marker decided nothing, the spans were sampled as any others.",
+    );
 }
 
 /// The hand-off's counters, shared by the shards and the consumer.
@@ -144,6 +150,8 @@ pub(crate) struct HandoffStats {
     pub(crate) received_spans: Counter,
     pub(crate) received_decisions: Counter,
     pub(crate) failed_traces: Counter,
+    /// Spans under a hand-off marker from a client not in `accept_from`.
+    pub(crate) untrusted_spans: Counter,
 }
 
 impl HandoffStats {
@@ -160,6 +168,7 @@ impl HandoffStats {
             received_spans: t.counter(&SPANS, &received),
             received_decisions: t.counter(&DECISIONS, &received),
             failed_traces: t.counter(&FAILED, &[]),
+            untrusted_spans: t.counter(&UNTRUSTED, &[]),
         }
     }
 }

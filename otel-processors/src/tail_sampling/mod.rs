@@ -1249,7 +1249,7 @@ impl TailSampler {
 /// thread.
 #[cfg(any(test, feature = "internals"))]
 fn prepare(batch: Batch<Traces>, shards: usize, keys: &[String]) -> Vec<ShardBatch> {
-    prepare_counting(batch, shards, keys).0
+    prepare_counting(batch, shards, keys, true).0
 }
 
 /// What a batch brought from draining peers.
@@ -1258,6 +1258,8 @@ struct Received {
     traces: AHashSet<u128>,
     spans: usize,
     decisions: usize,
+    /// Spans under a marker from a client the sampler does not obey.
+    untrusted: usize,
 }
 
 /// [`prepare`], also counting what came from draining peers.
@@ -1265,10 +1267,11 @@ fn prepare_counting(
     batch: Batch<Traces>,
     shards: usize,
     keys: &[String],
+    trusted: bool,
 ) -> (Vec<ShardBatch>, Received) {
     let shards = shards.max(1);
     if let Some(bytes) = batch.encoded() {
-        return prepare_encoded(bytes, batch.item_count(), shards, keys);
+        return prepare_encoded(bytes, batch.item_count(), shards, keys, trusted);
     }
     let spans = batch.item_count();
     let mut out: Vec<(ShardBatch, wire::SpanEncoder)> = (0..shards)
@@ -1283,7 +1286,17 @@ fn prepare_counting(
     let mut received = Received::default();
     for rs in batch.into_data().resource_spans {
         let mut resource = rs.resource;
-        let handed = match handoff::marker(resource.as_ref()) {
+        let mut marked = handoff::marker(resource.as_ref());
+        if marked.is_some() && !trusted {
+            // Not a peer: the marker is an ordinary attribute and decides nothing.
+            received.untrusted += rs
+                .scope_spans
+                .iter()
+                .map(|ss| ss.spans.len())
+                .sum::<usize>();
+            marked = None;
+        }
+        let handed = match marked {
             None => false,
             Some(Marker::Spans) => {
                 handoff::unmark(&mut resource);
@@ -1368,6 +1381,7 @@ fn prepare_encoded(
     spans: usize,
     shards: usize,
     keys: &[String],
+    trusted: bool,
 ) -> (Vec<ShardBatch>, Received) {
     use otel_pipeline_core::wire::{Wire, fields};
     let mut out: Vec<ShardBatch> = (0..shards)
@@ -1389,7 +1403,19 @@ fn prepare_encoded(
             continue;
         };
         let (mut resource, resource_schema_url) = head::<Resource>(rs);
-        let handed = match handoff::marker(resource.as_ref()) {
+        let mut marked = handoff::marker(resource.as_ref());
+        if marked.is_some() && !trusted {
+            // Not a peer: the marker is an ordinary attribute and decides nothing.
+            received.untrusted += fields(rs)
+                .filter_map(|(f, ss)| match (f, ss) {
+                    (2, Wire::Len(ss)) => Some(ss),
+                    _ => None,
+                })
+                .map(|ss| fields(ss).filter(|(f, _)| *f == 2).count())
+                .sum::<usize>();
+            marked = None;
+        }
+        let handed = match marked {
             None => false,
             Some(Marker::Spans) => {
                 handoff::unmark(&mut resource);
@@ -1549,6 +1575,8 @@ pub struct TailSamplingConsumer {
     keys: Arc<[String]>,
     queued: Arc<Queued>,
     handoff: Arc<HandoffStats>,
+    /// Whose hand-off markers count (`handoff.accept_from`).
+    peers: config::HandoffConfig,
 }
 
 /// Bytes waiting in the shards' channels, bounded so that they count toward the sampler's
@@ -1583,7 +1611,12 @@ impl Consumer<Traces> for TailSamplingConsumer {
                 "tail sampler: the shards' queues hold their share of max_buffered_bytes; retry",
             ));
         }
-        let (parts, received) = prepare_counting(batch, self.shards.len(), &self.keys);
+        let subject = batch.client.as_ref().and_then(|c| c.auth("subject"));
+        let trusted = self.peers.accepts(subject);
+        let (parts, received) = prepare_counting(batch, self.shards.len(), &self.keys, trusted);
+        if received.untrusted > 0 {
+            self.handoff.untrusted_spans.add(received.untrusted as u64);
+        }
         if received.spans > 0 || received.decisions > 0 {
             let h = &self.handoff;
             h.received_traces.add(received.traces.len() as u64);
@@ -1688,6 +1721,8 @@ impl Processor<Traces> for TailSampler {
                 decisions: config.as_ref().is_none_or(|c| c.decisions),
                 stats: Arc::clone(&handoff_stats),
             })),
+            // Only obeying peers' hand-offs, handing off none itself.
+            (None, Some(c)) if c.exporter.trim().is_empty() && !c.accept_from.is_empty() => None,
             (None, Some(_)) => {
                 return Err(ctx.invalid(
                     "handoff.exporter",
@@ -1750,6 +1785,7 @@ impl Processor<Traces> for TailSampler {
             keys,
             queued,
             handoff: handoff_stats,
+            peers: config.handoff.clone().unwrap_or_default(),
         })
     }
 }
