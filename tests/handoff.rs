@@ -47,6 +47,15 @@ fn sampler_config() -> TailSamplingConfig {
 
 /// A router over `endpoints` (without `exclude`), with fast retries.
 fn router(endpoints: &[SocketAddr], exclude: Option<SocketAddr>) -> TraceRouter {
+    router_with(endpoints, exclude, 3)
+}
+
+/// [`router`], ejecting an endpoint after `failures` failures in a row.
+fn router_with(
+    endpoints: &[SocketAddr],
+    exclude: Option<SocketAddr>,
+    failures: u32,
+) -> TraceRouter {
     let list: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
     // The hand-off's router sends synchronously: what it cannot deliver is decided at
     // the leaving gateway instead of being lost in a queue.
@@ -54,12 +63,19 @@ fn router(endpoints: &[SocketAddr], exclude: Option<SocketAddr>) -> TraceRouter 
         Some(e) => (format!("exclude_endpoints: [{e}]\n"), "false"),
         None => (String::new(), "true"),
     };
+    // Without a queue (the hand-off), refusals come straight back: the sampler retries
+    // them for a second and decides the rest itself.
+    let retry = if queue == "false" {
+        "{ enabled: false }"
+    } else {
+        "{ initial_interval: 20ms, max_interval: 100ms }"
+    };
     let yaml = format!(
         "protocol:\n  otlp:\n    tls: {{ insecure: true }}\n    timeout: 2s\n    \
-         retry_on_failure: {{ initial_interval: 20ms, max_interval: 100ms }}\n    \
+         retry_on_failure: {retry}\n    \
          sending_queue: {{ enabled: {queue} }}\n\
          resolver:\n  static:\n    hostnames: [{}]\n\
-         health: {{ failure_threshold: 3, probe_interval: 200ms }}\n{exclude}",
+         health: {{ failure_threshold: {failures}, probe_interval: 200ms }}\n{exclude}",
         list.join(", ")
     );
     TraceRouter::new(
@@ -732,4 +748,100 @@ async fn otel_pipeline_agent(
         .await
         .expect("starts");
     (running, sender)
+}
+
+/// A leaving gateway hands its traces to two peers, one of which refuses (it is itself
+/// shutting down): the refusing peer's share is decided here, the other peer's share only
+/// there. No trace is exported twice, none is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_taken_in_part_is_decided_here_only_for_the_rest() {
+    let addrs = [free_addr(), free_addr(), free_addr()];
+    let leaving = addrs[0];
+    // The refusing peer is never ejected (which would send its share to the other).
+    let mut gateways = vec![
+        gateway(leaving, Some(router_with(&addrs, Some(leaving), 1_000_000))).await,
+        gateway(addrs[1], None).await,
+    ];
+    // The third peer refuses everything, as a receiver that is shutting down does.
+    let (refusing, _otlp, refusing_out) = {
+        let (running, otlp, out) = common_gateway_at(addrs[2]).await;
+        out.set_refusing(true);
+        (running, otlp, out)
+    };
+    let (agent, sender) = agent(&[leaving]).await;
+    let n = 400;
+    let data = traces(n, 2, 31, |_, s, span| {
+        if s == 0 {
+            set_error(span);
+        }
+    });
+    sender.send(data).await.expect("agent takes");
+    assert!(
+        eventually(Duration::from_secs(5), || gateways[0]
+            .sampler
+            .stats()
+            .traces_buffered
+            == n as i64)
+        .await
+    );
+    agent
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("agent drains");
+    gateways[0]
+        .running
+        .take()
+        .expect("running")
+        .shutdown(Duration::from_secs(10))
+        .await
+        .expect("drains");
+    let taken = gateways[1].sampler.stats().handoff_received_traces;
+    let s = gateways[0].sampler.stats();
+    assert!(
+        taken > 50 && taken < n as i64 - 50,
+        "the peer took a share: {taken}"
+    );
+    assert_eq!(s.handoff_sent_traces, taken, "{s:?}");
+    assert_eq!(s.handoff_failed_traces, n as i64 - taken, "{s:?}");
+    let peer = gateways.pop().expect("peer");
+    peer.running
+        .expect("running")
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("peer drains");
+    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+    for span in gateways[0]
+        .exported
+        .spans()
+        .into_iter()
+        .chain(peer.exported.spans())
+    {
+        *seen.entry(span.span_id).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 2 * n, "every span exported");
+    assert!(seen.values().all(|c| *c == 1), "a span exported twice");
+    assert_eq!(refusing_out.item_count(), 0);
+    refusing
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("stops");
+}
+
+/// A plain OTLP gateway (receiver to an in-memory exporter) at `addr`.
+async fn common_gateway_at(addr: SocketAddr) -> (RunningPipeline, OtlpReceiver, Exported<Traces>) {
+    let otlp = OtlpReceiver::new(OtlpConfig {
+        grpc: Some(addr),
+        http: None,
+        ..OtlpConfig::loopback()
+    });
+    let (exporter, exported) = InMemoryExporter::new();
+    let running = Pipeline::traces()
+        .receiver(otlp.traces())
+        .exporter(exporter)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    (running, otlp, exported)
 }

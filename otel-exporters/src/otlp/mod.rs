@@ -12,6 +12,11 @@
 //!   `otelcol_exporter_send_failed_*` and dropped.
 //! - A **partial success** counts the items the server rejected as send-failed, the rest as
 //!   sent.
+//! - With the sending queue **off**, `consume` sends and answers for it: a retryable
+//!   failure it gives up on (retries off or exhausted) goes back to the caller as a
+//!   refusal, with the batch, so the caller (a receiver, a router, the tail sampler's
+//!   hand-off) can push back or send it elsewhere; permanent failures are counted and
+//!   rejected as above.
 //! - With the **sending queue** on (the default), `consume` only enqueues: the queue's
 //!   workers send. When it is full it refuses (back-pressure to the receiver) or blocks,
 //!   as configured; refusals count in `otelcol_exporter_enqueue_failed_*`. On shutdown the
@@ -1212,8 +1217,15 @@ impl<S: WireSignal> OtlpSender<S> {
                 if !direct && self.hand_back(&body, n).await {
                     return Ok(());
                 }
-                if direct && self.withdrawn() {
-                    return Err(self.refuse_direct(&body, n, "withdrawn"));
+                // A caller waiting on `consume` still holds its client's answer: give the
+                // batch back as a refusal (back-pressure it can pass on, or route
+                // elsewhere) rather than count it failed here.
+                if direct {
+                    let mut e = self.refuse_direct(&body, n, &reason);
+                    if let ConsumeError::Refused(r) = &mut e {
+                        r.retry_after = Some(pause);
+                    }
+                    return Err(e);
                 }
                 self.telemetry.add_send_failed(n);
                 self.log_failure(n, &reason, started.elapsed());

@@ -1962,14 +1962,43 @@ async fn hand_off(core: &mut TailSamplingCore, h: &HandoffSink) {
     let mut sending = true;
     while let Some((ids, req, n)) = core.handoff_chunk(HANDOFF_SPANS) {
         let size = prost::Message::encoded_len(&req) as u64;
-        if !send_until(h.child.consumer(), req, until).await {
-            sending = false;
-            break;
+        match send_until(h.child.consumer(), req, until).await {
+            Sent::All => {
+                core.forget(&ids, n);
+                traces += ids.len() as u64;
+                spans += n as u64;
+                bytes += size;
+            }
+            // Peers took part of the chunk (a router over several, one of them refusing):
+            // what they took is theirs now and is forgotten here; only the rest is
+            // decided here. Deciding the whole chunk here would export the taken traces
+            // twice.
+            Sent::Part(left) => {
+                let left_ids: AHashSet<u128> = left
+                    .data()
+                    .resource_spans
+                    .iter()
+                    .flat_map(|rs| &rs.scope_spans)
+                    .flat_map(|ss| &ss.spans)
+                    .filter_map(|s| trace_key(&s.trace_id))
+                    .collect();
+                let taken: Vec<u128> = ids
+                    .iter()
+                    .copied()
+                    .filter(|id| !left_ids.contains(id))
+                    .collect();
+                let taken_spans = n.saturating_sub(left.item_count());
+                core.forget(&taken, taken_spans);
+                traces += taken.len() as u64;
+                spans += taken_spans as u64;
+                sending = false;
+                break;
+            }
+            Sent::Unknown => {
+                sending = false;
+                break;
+            }
         }
-        core.forget(&ids, n);
-        traces += ids.len() as u64;
-        spans += n as u64;
-        bytes += size;
     }
     if sending && h.decisions {
         // Decisions help late spans only: they get a second at most, so a set that is
@@ -1980,7 +2009,7 @@ async fn hand_off(core: &mut TailSamplingCore, h: &HandoffSink) {
             for chunk in ids.chunks(HANDOFF_DECISIONS) {
                 let req = handoff::decisions(chunk, keep);
                 let size = prost::Message::encoded_len(&req) as u64;
-                if !send_until(h.child.consumer(), req, until).await {
+                if !matches!(send_until(h.child.consumer(), req, until).await, Sent::All) {
                     break 'decisions;
                 }
                 decisions += chunk.len() as u64;
@@ -2008,30 +2037,52 @@ async fn hand_off(core: &mut TailSamplingCore, h: &HandoffSink) {
     }
 }
 
+/// What the hand-off's exporter took of one request.
+#[derive(Debug)]
+enum Sent {
+    /// All of it.
+    All,
+    /// All but this (refused to the end): the rest is the peers'.
+    Part(Batch<Traces>),
+    /// Not known: nothing is assumed taken (no peer, a rejection, out of time).
+    Unknown,
+}
+
 /// Hand one request to the hand-off's exporter, waiting out refusals (full queues) for up
-/// to a second, until `until`. False: not taken (no peer, refused throughout, rejected, or
-/// out of time).
+/// to a second, until `until`. A refusal hands back just what was refused (a router over
+/// several peers refuses only what its refusing peers had): that is what is retried, and
+/// what [`Sent::Part`] says was not taken.
 async fn send_until(
     consumer: &BoxConsumer<Traces>,
     req: ExportTraceServiceRequest,
     until: Instant,
-) -> bool {
+) -> Sent {
     let mut batch = Batch::new(req);
     let mut pause = Duration::from_millis(10);
     let refusals_until = Instant::now() + Duration::from_secs(1);
+    let whole = batch.item_count();
     loop {
+        // Once peers took part, what is still being sent is kept: if this attempt ends
+        // without an answer, that part is decided here, and only that part.
+        let in_flight = (batch.item_count() < whole).then(|| batch.clone());
         match tokio::time::timeout_at(until, consumer.consume(batch)).await {
-            Ok(Ok(())) => return true,
+            Ok(Ok(())) => return Sent::All,
             Ok(Err(ConsumeError::Refused(r))) => {
                 let now = Instant::now();
                 if now + pause >= until || now >= refusals_until {
-                    return false;
+                    return if r.batch.item_count() < whole {
+                        Sent::Part(r.batch)
+                    } else {
+                        Sent::Unknown
+                    };
                 }
                 batch = r.batch;
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(200));
             }
-            Ok(Err(ConsumeError::Rejected(_))) | Err(_) => return false,
+            Ok(Err(ConsumeError::Rejected(_))) | Err(_) => {
+                return in_flight.map_or(Sent::Unknown, Sent::Part);
+            }
         }
     }
 }
