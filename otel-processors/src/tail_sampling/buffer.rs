@@ -12,17 +12,65 @@ use tokio::time::Instant;
 use super::pack::{self, Dict};
 use super::wire;
 
+/// A `ResourceSpans`' resource and schema URL, shared by every scope that came with it:
+/// a request's resource is held once however many scopes it has (one copy per scope let
+/// a 1 MiB resource with 10 000 scopes take 10 GiB).
+#[derive(Debug, Default)]
+pub(crate) struct ResourceHead {
+    pub(crate) resource: Option<Resource>,
+    pub(crate) schema_url: String,
+    /// Its OTLP-encoded size, worked out once.
+    pub(crate) size: usize,
+}
+
+impl ResourceHead {
+    pub(crate) fn new(resource: Option<Resource>, schema_url: String) -> Self {
+        let size = resource.as_ref().map_or(0, prost::Message::encoded_len) + schema_url.len();
+        Self {
+            resource,
+            schema_url,
+            size,
+        }
+    }
+}
+
 /// The resource and scope a group of buffered spans came with, shared by all of them.
 #[derive(Debug, Default)]
 pub(crate) struct Scoped {
-    /// Resource.
-    pub(crate) resource: Option<Resource>,
-    /// Resource schema URL.
-    pub(crate) resource_schema_url: String,
+    /// The resource, shared with the other scopes of its `ResourceSpans`.
+    pub(crate) head: Arc<ResourceHead>,
     /// Instrumentation scope.
     pub(crate) scope: Option<InstrumentationScope>,
     /// Scope schema URL.
     pub(crate) scope_schema_url: String,
+    /// The OTLP-encoded size of the scope (without the resource's, which the head has).
+    pub(crate) size: usize,
+}
+
+impl Scoped {
+    pub(crate) fn new(
+        head: Arc<ResourceHead>,
+        scope: Option<InstrumentationScope>,
+        scope_schema_url: String,
+    ) -> Self {
+        let size = scope.as_ref().map_or(0, prost::Message::encoded_len) + scope_schema_url.len();
+        Self {
+            head,
+            scope,
+            scope_schema_url,
+            size,
+        }
+    }
+
+    /// The resource.
+    pub(crate) fn resource(&self) -> Option<&Resource> {
+        self.head.resource.as_ref()
+    }
+
+    /// The resource's schema URL.
+    pub(crate) fn resource_schema_url(&self) -> &str {
+        &self.head.schema_url
+    }
 }
 
 /// What the shard needs to know of a span without reading its bytes.
@@ -147,7 +195,8 @@ impl TraceBuf {
     }
 
     /// Summarise a span and buffer it, packed with `dict` (`scratch`: room to pack in);
-    /// returns its OTLP-encoded size (length-delimited), what the limits count.
+    /// returns its OTLP-encoded size (length-delimited), what the limits count. (The
+    /// shard counts the group's resource and scope, once for all its traces.)
     /// `group_mask` is the key mask of the group's resource, computed once per group.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn push(

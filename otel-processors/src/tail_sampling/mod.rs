@@ -101,7 +101,7 @@ const DROPPED_ON_SHUTDOWN: DropReason = DropReason::new("shutdown");
 const NOT_SAMPLED: DropReason = DropReason::new("not_sampled");
 pub(crate) use policy::combine;
 
-use buffer::{Encoded, Held, Scoped, ShardBatch, SpanMeta, TraceBuf, key_mask};
+use buffer::{Encoded, Held, ResourceHead, Scoped, ShardBatch, SpanMeta, TraceBuf, key_mask};
 use handoff::{HandoffStats, Marker};
 
 use crate::config::ConfigError;
@@ -506,6 +506,10 @@ impl TailSamplingHandle {
 /// measured without a runtime; the processor runs one per shard in its own task.
 pub(crate) struct TailSamplingCore {
     config: Arc<TailSamplingConfig>,
+    /// The resources and scopes the buffered traces hold, each counted once in `bytes`
+    /// while any trace holds it: pointer -> traces holding it.
+    held_groups: HashMap<usize, u32>,
+    held_heads: HashMap<usize, u32>,
     policies: Vec<Compiled>,
     traces: HashMap<u128, TraceBuf>,
     due: BinaryHeap<std::cmp::Reverse<(Instant, u128)>>,
@@ -598,6 +602,8 @@ impl TailSamplingCore {
             0
         };
         Self {
+            held_groups: HashMap::default(),
+            held_heads: HashMap::default(),
             sampled: DecisionCache::new(config.decision_cache.sampled_cache_size.div_ceil(shards)),
             not_sampled: DecisionCache::new(
                 config
@@ -702,9 +708,12 @@ impl TailSamplingCore {
         let is_root = meta.root;
         if let Some(t) = self.traces.get_mut(&id) {
             let dict = self.dicts.packing(t.dict, self.config.pack_spans);
-            let held = t.held;
-            let bytes = t.push(scoped, group_mask, meta, encoded, dict, &mut self.scratch);
+            let (held, groups) = (t.held, t.groups.len());
+            let mut bytes = t.push(scoped, group_mask, meta, encoded, dict, &mut self.scratch);
             self.tally.held += (t.held - held) as i64;
+            if t.groups.len() > groups {
+                bytes += hold_group(&mut self.held_groups, &mut self.held_heads, scoped);
+            }
             self.bytes += bytes;
             self.spans += 1;
             self.tally.spans += 1;
@@ -765,7 +774,7 @@ impl TailSamplingCore {
             is_root,
             dict,
         );
-        let bytes = t.push(
+        let span_bytes = t.push(
             scoped,
             group_mask,
             meta,
@@ -773,6 +782,7 @@ impl TailSamplingCore {
             self.dicts.packing(dict, self.config.pack_spans),
             &mut self.scratch,
         );
+        let bytes = span_bytes + hold_group(&mut self.held_groups, &mut self.held_heads, scoped);
         self.tally.held += t.held as i64;
         self.traces.insert(id, t);
         self.due.push(std::cmp::Reverse((due, id)));
@@ -782,7 +792,8 @@ impl TailSamplingCore {
         self.tally.traces += 1;
         self.tally.spans += 1;
         self.tally.bytes += bytes as i64;
-        if self.config.maximum_trace_size_bytes > 0 && bytes > self.config.maximum_trace_size_bytes
+        if self.config.maximum_trace_size_bytes > 0
+            && span_bytes > self.config.maximum_trace_size_bytes
         {
             self.decide(id, Early::TooLarge, now);
         }
@@ -862,6 +873,12 @@ impl TailSamplingCore {
         // Its dictionary stays readable until the next `compact`.
         self.dicts.leave(t.dict);
         self.tally.held -= t.held as i64;
+        let mut released = 0;
+        for (scoped, _) in &t.groups {
+            released += release_group(&mut self.held_groups, &mut self.held_heads, scoped);
+        }
+        self.bytes -= released;
+        self.tally.bytes -= released as i64;
         self.bytes -= t.bytes;
         self.spans -= t.spans;
         self.tally.traces -= 1;
@@ -1041,6 +1058,54 @@ impl TailSamplingCore {
 }
 
 /// One request from groups of decoded spans.
+/// A trace now holds `scoped`: the bytes to count for it, its scope and its resource
+/// each the first time any buffered trace of the shard holds them.
+fn hold_group(
+    groups: &mut HashMap<usize, u32>,
+    heads: &mut HashMap<usize, u32>,
+    scoped: &Arc<Scoped>,
+) -> usize {
+    let mut bytes = 0;
+    let g = groups.entry(Arc::as_ptr(scoped) as usize).or_insert(0);
+    if *g == 0 {
+        bytes += scoped.size;
+    }
+    *g += 1;
+    let h = heads.entry(Arc::as_ptr(&scoped.head) as usize).or_insert(0);
+    if *h == 0 {
+        bytes += scoped.head.size;
+    }
+    *h += 1;
+    bytes
+}
+
+/// A trace no longer holds `scoped`: the bytes no longer held once no trace holds them.
+/// (The pointers stay valid while counted: the leaving trace still holds its `Arc`s.)
+fn release_group(
+    groups: &mut HashMap<usize, u32>,
+    heads: &mut HashMap<usize, u32>,
+    scoped: &Arc<Scoped>,
+) -> usize {
+    let mut bytes = 0;
+    let key = Arc::as_ptr(scoped) as usize;
+    if let Some(g) = groups.get_mut(&key) {
+        *g -= 1;
+        if *g == 0 {
+            groups.remove(&key);
+            bytes += scoped.size;
+        }
+    }
+    let key = Arc::as_ptr(&scoped.head) as usize;
+    if let Some(h) = heads.get_mut(&key) {
+        *h -= 1;
+        if *h == 0 {
+            heads.remove(&key);
+            bytes += scoped.head.size;
+        }
+    }
+    bytes
+}
+
 /// What identifies a resource or scope with its schema URL, unambiguously: whether the
 /// message is there, its encoding's length, the encoding, then the URL. (The encoding
 /// followed straight by the URL would let one client's resource end where another's
@@ -1070,11 +1135,11 @@ fn assemble(out: Vec<(Arc<Scoped>, Vec<Span>)>) -> ExportTraceServiceRequest {
         let (r, s) = match by_group.get(&Arc::as_ptr(&scoped)) {
             Some(&(_, r, s)) => (r, s),
             None => {
-                let resource_key = group_key(scoped.resource.as_ref(), &scoped.resource_schema_url);
+                let resource_key = group_key(scoped.resource(), scoped.resource_schema_url());
                 let r = *by_resource.entry(resource_key).or_insert_with(|| {
                     req.resource_spans.push(ResourceSpans {
-                        resource: scoped.resource.clone(),
-                        schema_url: scoped.resource_schema_url.clone(),
+                        resource: scoped.resource().cloned(),
+                        schema_url: scoped.resource_schema_url().to_string(),
                         scope_spans: Vec::new(),
                     });
                     req.resource_spans.len() - 1
@@ -1313,24 +1378,14 @@ fn prepare_counting(
                 continue;
             }
         };
-        let groups = rs.scope_spans.len();
-        for (i, ss) in rs.scope_spans.into_iter().enumerate() {
-            // The last group takes the resource; only earlier ones copy it.
-            let resource = if i + 1 == groups {
-                resource.take()
-            } else {
-                resource.clone()
-            };
-            let group_mask = key_mask(
-                resource.as_ref().map_or(&[][..], |r| &r.attributes[..]),
-                keys,
-            );
-            let scoped = Arc::new(Scoped {
-                resource,
-                resource_schema_url: rs.schema_url.clone(),
-                scope: ss.scope,
-                scope_schema_url: ss.schema_url,
-            });
+        // One resource for all of its scopes.
+        let group_mask = key_mask(
+            resource.as_ref().map_or(&[][..], |r| &r.attributes[..]),
+            keys,
+        );
+        let head = Arc::new(ResourceHead::new(resource, rs.schema_url));
+        for ss in rs.scope_spans {
+            let scoped = Arc::new(Scoped::new(Arc::clone(&head), ss.scope, ss.schema_url));
             for span in &ss.spans {
                 let id = trace_key(&span.trace_id);
                 if handed {
@@ -1448,21 +1503,11 @@ fn prepare_encoded(
             (2, Wire::Len(ss)) => Some(ss),
             _ => None,
         });
-        let groups = scopes.clone().count();
-        for (i, ss) in scopes.enumerate() {
+        // One resource for all of its scopes.
+        let shared = Arc::new(ResourceHead::new(resource, resource_schema_url));
+        for ss in scopes {
             let (scope, scope_schema_url) = head(ss);
-            // The last group takes the resource; only earlier ones copy it.
-            let resource = if i + 1 == groups {
-                resource.take()
-            } else {
-                resource.clone()
-            };
-            let scoped = Arc::new(Scoped {
-                resource,
-                resource_schema_url: resource_schema_url.clone(),
-                scope,
-                scope_schema_url,
-            });
+            let scoped = Arc::new(Scoped::new(Arc::clone(&shared), scope, scope_schema_url));
             for (f, span) in fields(ss) {
                 let (2, Wire::Len(span)) = (f, span) else {
                     continue;

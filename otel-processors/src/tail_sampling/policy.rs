@@ -242,8 +242,7 @@ fn any_attr(
     }
     trace.groups.iter().any(|(scoped, _)| {
         scoped
-            .resource
-            .as_ref()
+            .resource()
             .and_then(|r| find(&r.attributes, key))
             .is_some_and(|v| test(any_ref(v)))
     }) || trace.any_span(|_, span| wire::span_attr(span, key).is_some_and(&mut test))
@@ -732,7 +731,7 @@ impl Compiled {
                         let cx = SpanContext {
                             span,
                             event: None,
-                            resource: sc.resource.as_ref(),
+                            resource: sc.resource(),
                             scope: sc.scope.as_ref(),
                         };
                         conds.iter().any(|c| check(c, &cx))
@@ -740,7 +739,7 @@ impl Compiled {
                                 let cx = SpanContext {
                                     span,
                                     event: Some(e),
-                                    resource: sc.resource.as_ref(),
+                                    resource: sc.resource(),
                                     scope: sc.scope.as_ref(),
                                 };
                                 events.iter().any(|c| check(c, &cx))
