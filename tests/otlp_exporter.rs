@@ -182,44 +182,13 @@ async fn client_address_and_metadata_reach_the_pipeline() {
 /// (u64::MAX seconds) neither panics a worker nor stalls it, and `0` does not spin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_retry_after_values_are_clamped() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let seen = std::sync::Arc::new(AtomicUsize::new(0));
-    let times = std::sync::Arc::new(arrivals::Times::default());
-    let (count, log) = (std::sync::Arc::clone(&seen), std::sync::Arc::clone(&times));
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let (count, log) = (std::sync::Arc::clone(&count), std::sync::Arc::clone(&log));
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                loop {
-                    // One request per read is enough for these small bodies.
-                    let Ok(n) = s.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    log.push(Instant::now());
-                    let answer: &[u8] = match count.fetch_add(1, Ordering::SeqCst) {
-                        0 => b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 18446744073709551615\r\ncontent-length: 0\r\n\r\n",
-                        1 | 2 => b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0\r\ncontent-length: 0\r\n\r\n",
-                        _ => b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
-                    };
-                    if s.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    use std::sync::atomic::Ordering;
+    let (addr, seen, times) = fake_backend(|n| match n {
+        0 => b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 18446744073709551615\r\ncontent-length: 0\r\n\r\n",
+        1 | 2 => b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0\r\ncontent-length: 0\r\n\r\n",
+        _ => b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+    })
+    .await;
     let mut config = OtlpExporterConfig {
         endpoint: format!("http://{addr}"),
         protocol: Protocol::HttpProtobuf,
@@ -263,38 +232,11 @@ async fn hostile_retry_after_values_are_clamped() {
 /// handful of requests, not hundreds (about 500 when `Retry-After` replaced the backoff).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_keeps_refusing_is_not_hammered() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let seen = std::sync::Arc::new(AtomicUsize::new(0));
-    let count = std::sync::Arc::clone(&seen);
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                return;
-            };
-            let count = std::sync::Arc::clone(&count);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                loop {
-                    let Ok(n) = s.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    count.fetch_add(1, Ordering::SeqCst);
-                    let answer: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0\r\ncontent-length: 0\r\n\r\n";
-                    if s.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    use std::sync::atomic::Ordering;
+    let (addr, seen, _) = fake_backend(|_| {
+        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0\r\ncontent-length: 0\r\n\r\n"
+    })
+    .await;
     let mut config = OtlpExporterConfig {
         endpoint: format!("http://{addr}"),
         protocol: Protocol::HttpProtobuf,
@@ -320,6 +262,52 @@ async fn a_backend_that_keeps_refusing_is_not_hammered() {
     assert!(requests >= 4, "the backend was asked: {requests}");
     assert!(requests <= 60, "hammered: {requests} requests in 5 s");
     let _ = running.shutdown(Duration::from_millis(200)).await;
+}
+
+/// An HTTP backend on loopback answering request `n` (from 0) with `answer(n)`: its
+/// address, the requests seen, and when each arrived.
+async fn fake_backend(
+    answer: fn(usize) -> &'static [u8],
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<arrivals::Times>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let times = std::sync::Arc::new(arrivals::Times::default());
+    let (count, log) = (std::sync::Arc::clone(&seen), std::sync::Arc::clone(&times));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let (count, log) = (std::sync::Arc::clone(&count), std::sync::Arc::clone(&log));
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    // One request per read is enough for these small bodies.
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    log.push(Instant::now());
+                    let reply = answer(count.fetch_add(1, Ordering::SeqCst));
+                    if s.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen, times)
 }
 
 mod arrivals {

@@ -244,30 +244,42 @@ fn within(limit: Duration, test: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// Run `test` on a runtime of its own (multi-thread with two workers, or current-thread),
+/// on a thread of its own, failing if it has not finished in a minute.
+fn on_runtime(multi_thread: bool, test: impl std::future::Future<Output = ()> + Send + 'static) {
+    within(Duration::from_secs(60), move || {
+        let rt = if multi_thread {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        }
+        .expect("runtime");
+        rt.block_on(test);
+    });
+}
+
 /// The SDK's simple processor blocks on the export inside `Span::end`. Inside a task of a
 /// multi-thread runtime this used to hang at span 129 (tokio's cooperative budget spent
 /// inside the blocked poll). 10 000 spans now finish, every one accounted for.
 #[test]
 fn ten_thousand_spans_through_the_simple_processor_in_a_multi_thread_task() {
-    within(Duration::from_secs(60), || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let (receiver, bridge) = SdkBridge::new();
-            let (running, exported) = sampling_pipeline(receiver).await;
-            let provider = SdkTracerProvider::builder()
-                .with_simple_exporter(bridge)
-                .build();
-            let p = provider.clone();
-            tokio::spawn(async move { end_spans(&p, 10_000) })
-                .await
-                .expect("the service task");
-            assert_all_accounted(running, &exported, 10_000).await;
-            let _ = provider.shutdown();
-        });
+    on_runtime(true, async {
+        let (receiver, bridge) = SdkBridge::new();
+        let (running, exported) = sampling_pipeline(receiver).await;
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(bridge)
+            .build();
+        let p = provider.clone();
+        tokio::spawn(async move { end_spans(&p, 10_000) })
+            .await
+            .expect("the service task");
+        assert_all_accounted(running, &exported, 10_000).await;
+        let _ = provider.shutdown();
     });
 }
 
@@ -275,21 +287,15 @@ fn ten_thousand_spans_through_the_simple_processor_in_a_multi_thread_task() {
 /// while the service's task blocks: nothing may wait for them.
 #[test]
 fn ten_thousand_spans_through_the_simple_processor_on_a_current_thread_runtime() {
-    within(Duration::from_secs(60), || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let (receiver, bridge) = SdkBridge::new();
-            let (running, exported) = sampling_pipeline(receiver).await;
-            let provider = SdkTracerProvider::builder()
-                .with_simple_exporter(bridge)
-                .build();
-            end_spans(&provider, 10_000);
-            assert_all_accounted(running, &exported, 10_000).await;
-            let _ = provider.shutdown();
-        });
+    on_runtime(false, async {
+        let (receiver, bridge) = SdkBridge::new();
+        let (running, exported) = sampling_pipeline(receiver).await;
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(bridge)
+            .build();
+        end_spans(&provider, 10_000);
+        assert_all_accounted(running, &exported, 10_000).await;
+        let _ = provider.shutdown();
     });
 }
 
@@ -297,26 +303,20 @@ fn ten_thousand_spans_through_the_simple_processor_on_a_current_thread_runtime()
 /// dropped and counted at once (never waited for), the rest delivered.
 #[test]
 fn a_full_queue_drops_and_counts_instead_of_blocking() {
-    within(Duration::from_secs(60), || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let (receiver, bridge) = SdkBridge::with_capacity(1_000);
-            let (running, exported) = sampling_pipeline(receiver).await;
-            let provider = SdkTracerProvider::builder()
-                .with_simple_exporter(bridge)
-                .build();
-            end_spans(&provider, 3_000);
-            let r = running
-                .telemetry()
-                .find(ComponentKind::Receiver, "sdk")
-                .expect("receiver");
-            assert_eq!(r.dropped("queue_full"), 2_000);
-            assert_all_accounted(running, &exported, 3_000).await;
-            let _ = provider.shutdown();
-        });
+    on_runtime(false, async {
+        let (receiver, bridge) = SdkBridge::with_capacity(1_000);
+        let (running, exported) = sampling_pipeline(receiver).await;
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(bridge)
+            .build();
+        end_spans(&provider, 3_000);
+        let r = running
+            .telemetry()
+            .find(ComponentKind::Receiver, "sdk")
+            .expect("receiver");
+        assert_eq!(r.dropped("queue_full"), 2_000);
+        assert_all_accounted(running, &exported, 3_000).await;
+        let _ = provider.shutdown();
     });
 }
 
@@ -324,47 +324,40 @@ fn a_full_queue_drops_and_counts_instead_of_blocking() {
 /// load it waits for room (bounded) instead of dropping, so all 10 000 arrive.
 #[test]
 fn ten_thousand_spans_through_the_batch_processor() {
-    within(Duration::from_secs(60), || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let (receiver, bridge) = SdkBridge::with_capacity(2_048);
-            let (running, exported) = sampling_pipeline(receiver).await;
-            let processor = opentelemetry_sdk::trace::BatchSpanProcessor::builder(
-                bridge.with_max_wait(Duration::from_secs(10)),
-            )
-            .with_batch_config(
-                opentelemetry_sdk::trace::BatchConfigBuilder::default()
-                    .with_max_queue_size(20_000)
-                    .build(),
-            )
+    on_runtime(true, async {
+        let (receiver, bridge) = SdkBridge::with_capacity(2_048);
+        let (running, exported) = sampling_pipeline(receiver).await;
+        let processor = opentelemetry_sdk::trace::BatchSpanProcessor::builder(
+            bridge.with_max_wait(Duration::from_secs(10)),
+        )
+        .with_batch_config(
+            opentelemetry_sdk::trace::BatchConfigBuilder::default()
+                .with_max_queue_size(20_000)
+                .build(),
+        )
+        .build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
             .build();
-            let provider = SdkTracerProvider::builder()
-                .with_span_processor(processor)
-                .build();
-            let p = provider.clone();
-            tokio::spawn(async move { end_spans(&p, 10_000) })
-                .await
-                .expect("the service task");
-            let p = provider.clone();
-            tokio::task::spawn_blocking(move || p.force_flush())
-                .await
-                .expect("flush task")
-                .expect("flushed");
-            let r = running
-                .telemetry()
-                .find(ComponentKind::Receiver, "sdk")
-                .expect("receiver");
-            assert_eq!(
-                r.dropped("queue_full"),
-                0,
-                "the batch processor's thread waited"
-            );
-            assert_all_accounted(running, &exported, 10_000).await;
-            let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
-        });
+        let p = provider.clone();
+        tokio::spawn(async move { end_spans(&p, 10_000) })
+            .await
+            .expect("the service task");
+        let p = provider.clone();
+        tokio::task::spawn_blocking(move || p.force_flush())
+            .await
+            .expect("flush task")
+            .expect("flushed");
+        let r = running
+            .telemetry()
+            .find(ComponentKind::Receiver, "sdk")
+            .expect("receiver");
+        assert_eq!(
+            r.dropped("queue_full"),
+            0,
+            "the batch processor's thread waited"
+        );
+        assert_all_accounted(running, &exported, 10_000).await;
+        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
     });
 }

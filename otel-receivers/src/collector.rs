@@ -77,14 +77,39 @@ impl MetricsEndpointFactory for PrometheusEndpoint {
     fn create(&self, address: &str) -> Result<Box<dyn Extension>, String> {
         Ok(Box::new(MetricsEndpoint {
             addr: listen_address(address)?,
-            server: Mutex::new(None),
+            server: Served::default(),
         }))
     }
 }
 
 struct MetricsEndpoint {
     addr: SocketAddr,
-    server: Mutex<Option<MetricsServer>>,
+    server: Served,
+}
+
+/// The admin server an extension runs, once started.
+#[derive(Debug, Default)]
+struct Served(Mutex<Option<AdminServer>>);
+
+impl Served {
+    fn set(&self, server: AdminServer) {
+        *self.0.lock() = Some(server);
+    }
+
+    /// Stop serving by `deadline` (nothing to do if it never started).
+    fn stop(&self, deadline: Instant) -> BoxFuture<'static, Result<(), BoxError>> {
+        let server = self.0.lock().take();
+        Box::pin(async move {
+            if let Some(s) = server {
+                s.stop(deadline).await;
+            }
+            Ok(())
+        })
+    }
+
+    fn addr(&self) -> Option<SocketAddr> {
+        self.0.lock().as_ref().map(|s| s.addr)
+    }
 }
 
 impl Extension for MetricsEndpoint {
@@ -94,23 +119,17 @@ impl Extension for MetricsEndpoint {
                 .await
                 .map_err(|e| format!("service.telemetry.metrics: {e}"))?;
             tracing::info!(address = %server.local_addr(), "serving self-metrics at /metrics");
-            *self.server.lock() = Some(server);
+            self.server.set(server.0);
             Ok(())
         })
     }
 
     fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
-        let server = self.server.lock().take();
-        Box::pin(async move {
-            if let Some(s) = server {
-                s.stop(deadline).await;
-            }
-            Ok(())
-        })
+        self.server.stop(deadline)
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
-        self.server.lock().as_ref().map(MetricsServer::local_addr)
+        self.server.addr()
     }
 }
 
@@ -478,7 +497,7 @@ impl ExtensionFactory for HealthCheckFactory {
             path,
             healthy,
             unhealthy,
-            server: Mutex::new(None),
+            server: Served::default(),
         }))
     }
 }
@@ -491,7 +510,7 @@ struct HealthCheck {
     path: String,
     healthy: Option<String>,
     unhealthy: Option<String>,
-    server: Mutex<Option<AdminServer>>,
+    server: Served,
 }
 
 impl Extension for HealthCheck {
@@ -508,23 +527,17 @@ impl Extension for HealthCheck {
                 health_answer(&health, since, healthy.as_deref(), unhealthy.as_deref())
             })
             .await?;
-            *self.server.lock() = Some(server);
+            self.server.set(server);
             Ok(())
         })
     }
 
     fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
-        let server = self.server.lock().take();
-        Box::pin(async move {
-            if let Some(s) = server {
-                s.stop(deadline).await;
-            }
-            Ok(())
-        })
+        self.server.stop(deadline)
     }
 
     fn local_addr(&self) -> Option<SocketAddr> {
-        self.server.lock().as_ref().map(|s| s.addr)
+        self.server.addr()
     }
 }
 

@@ -275,6 +275,31 @@ mod tests {
         out
     }
 
+    /// What the fuzz target found first: an attribute with no `key` field (prost: the
+    /// empty key) followed by an unknown field, read by `span_attr("")`.
+    #[test]
+    fn an_attribute_without_a_key_is_the_empty_key() {
+        use otel_pipeline_core::proto::trace::v1::Span;
+        let mut kv = Vec::new();
+        wire::put_len_header(&mut kv, 9, 2);
+        kv.extend_from_slice(b"db");
+        wire::put_len_header(&mut kv, 2, 4);
+        kv.extend_from_slice(&[0x0a, 0x02, b'p', b'g']);
+        let mut span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![1; 8],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        wire::put_len_header(&mut span, 9, kv.len());
+        span.extend_from_slice(&kv);
+        let d = Span::decode(&span[..]).unwrap();
+        assert_eq!(d.attributes[0].key, "");
+        assert_eq!(span_attr(&span, ""), Some(AnyRef::Str("pg")));
+        let mut dict = Dict::default();
+        check_span(&span, &d, &mut dict).unwrap();
+    }
+
     /// Merged encodings, which a client may send and prost reads in its own way: every
     /// reader reads them as prost does.
     #[test]

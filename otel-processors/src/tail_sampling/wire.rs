@@ -433,7 +433,8 @@ fn any_value(buf: &[u8]) -> AnyRef<'_> {
 pub(crate) fn span_attr<'a>(span: &'a [u8], key: &str) -> Option<AnyRef<'a>> {
     fields(span).find_map(|(f, w)| match (f, w) {
         (SPAN_ATTRIBUTES, Wire::Len(kv)) => {
-            let mut found_key = false;
+            // No `key` field is the empty key, as prost reads it.
+            let mut found_key = key.is_empty();
             let mut value: Option<AnyRef<'a>> = None;
             for (f, w) in fields(kv) {
                 match (f, w) {
@@ -459,11 +460,13 @@ fn has_oneof(buf: &[u8]) -> bool {
 
 /// The `trace_state` of an encoded span ("" when absent).
 pub(crate) fn span_trace_state(span: &[u8]) -> &str {
+    // The last one given, as prost reads a repeated string field.
     fields(span)
-        .find_map(|(f, w)| match (f, w) {
-            (SPAN_TRACE_STATE, Wire::Len(s)) => std::str::from_utf8(s).ok(),
+        .filter_map(|(f, w)| match (f, w) {
+            (SPAN_TRACE_STATE, Wire::Len(s)) => Some(std::str::from_utf8(s).unwrap_or("")),
             _ => None,
         })
+        .last()
         .unwrap_or("")
 }
 
