@@ -100,8 +100,24 @@ pub fn default_registry() -> collector::Registry {
     otel_exporters::collector::register(&mut registry);
     #[cfg(feature = "k8s")]
     otel_k8s::collector::register(&mut registry);
+    // The names configurations use besides the classic ones: the Collector's current
+    // snake_case type names, and `logging`, the old name of `debug`.
+    for (alias, of) in TYPE_ALIASES {
+        registry.alias(alias, of);
+    }
     registry
 }
+
+/// Type names accepted beside the classic ones, and the type each stands for.
+const TYPE_ALIASES: [(&str, &str); 7] = [
+    ("logging", "debug"),
+    ("otlp_grpc", "otlp"),
+    ("otlp_http", "otlphttp"),
+    ("k8s_attributes", "k8sattributes"),
+    ("load_balancing", "loadbalancing"),
+    ("memorylimiter", "memory_limiter"),
+    ("healthcheck", "health_check"),
+];
 
 /// The README's code example, compiled as a doctest so it cannot drift.
 #[cfg(doctest)]

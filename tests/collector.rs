@@ -1299,3 +1299,22 @@ async fn the_shipped_gateway_masks_secrets_in_every_string_a_backend_receives() 
     );
     gateway.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// The names configurations use besides the classic ones load as those: `logging` (the
+/// old `debug`, with its `loglevel`), and the Collector's snake_case `otlp_http`,
+/// `otlp_grpc`, `load_balancing`.
+#[test]
+fn old_and_snake_case_type_names_load_as_the_classic_ones() {
+    let yaml = "receivers:\n  otlp:\n    protocols:\n      grpc: { endpoint: 127.0.0.1:0 }\n\
+                exporters:\n  logging:\n    loglevel: debug\n  otlp_http/backend:\n    endpoint: http://127.0.0.1:4318\n  \
+                otlp_grpc:\n    endpoint: 127.0.0.1:4317\n    tls: { insecure: true }\n  \
+                load_balancing:\n    protocol: { otlp: { tls: { insecure: true } } }\n    resolver: { static: { hostnames: [127.0.0.1:4317] } }\n\
+                service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [logging, otlp_http/backend, otlp_grpc, load_balancing]\n";
+    let config = load(&[("c.yaml", yaml)]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.pipeline_names().count(), 1);
+    // `loglevel` and `verbosity` together are a mistake, named.
+    let (path, ..) = error_of(&format!(
+        "{BASE}  logging:\n    loglevel: info\n    verbosity: basic\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [logging]\n"
+    ));
+    assert_eq!(path, "exporters.logging.loglevel");
+}

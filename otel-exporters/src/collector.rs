@@ -152,6 +152,9 @@ impl ExporterFactory for OtlpFactory {
 struct DebugYaml {
     #[serde(default)]
     verbosity: Option<String>,
+    /// The `logging` exporter's key, removed upstream: read as a verbosity.
+    #[serde(default)]
+    loglevel: Option<String>,
     #[serde(default, rename = "sampling_initial")]
     _sampling_initial: Option<serde::de::IgnoredAny>,
     #[serde(default, rename = "sampling_thereafter")]
@@ -162,7 +165,23 @@ struct DebugYaml {
 
 fn debug_exporter(section: &Section<'_>) -> Result<DebugExporter, ConfigError> {
     let yaml: DebugYaml = section.deserialize()?;
-    let verbosity = match yaml.verbosity.as_deref() {
+    if yaml.verbosity.is_some() && yaml.loglevel.is_some() {
+        return Err(section.error("loglevel", "give verbosity or the older loglevel, not both"));
+    }
+    // The Collector's deprecation of `logging`: `loglevel: debug` was `detailed` output,
+    // `info` was `normal`, the rest `basic`.
+    let from_loglevel = yaml.loglevel.as_deref().map(|level| {
+        tracing::warn!(
+            exporter = %section.id(),
+            "`loglevel` is the `logging` exporter's old key; use `verbosity`"
+        );
+        match level {
+            "debug" => "detailed",
+            "info" => "normal",
+            _ => "basic",
+        }
+    });
+    let verbosity = match yaml.verbosity.as_deref().or(from_loglevel) {
         None | Some("basic") => Verbosity::Basic,
         Some("normal") => Verbosity::Normal,
         Some("detailed") => Verbosity::Detailed,

@@ -110,6 +110,7 @@ macro_rules! readable_debug {
         }
     };
 }
+#[cfg(feature = "config")]
 pub(crate) use readable_debug;
 
 readable_debug!(StartError, |s, f| f

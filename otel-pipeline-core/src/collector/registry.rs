@@ -94,6 +94,32 @@ impl Registry {
         self
     }
 
+    /// Also accept the type name `alias` for the type `of`, in every role `of` has (a
+    /// component named `logging` is built by the `debug` factory): the Collector's newer
+    /// snake_case names (`otlp_http`, `k8s_attributes`) and its older ones (`logging`), so
+    /// configurations people run load as written. An unknown `of` adds nothing.
+    ///
+    /// ```
+    /// let mut registry = otel_pipeline_core::collector::Registry::new();
+    /// registry.alias("health", "health_check"); // no health_check in a bare registry
+    /// assert!(registry.extension_kinds().all(|k| k != "health"));
+    /// ```
+    pub fn alias(&mut self, alias: &'static str, of: &'static str) -> &mut Self {
+        if let Some(f) = self.receivers.get(of).cloned() {
+            self.receivers.insert(alias, f);
+        }
+        if let Some(f) = self.processors.get(of).cloned() {
+            self.processors.insert(alias, f);
+        }
+        if let Some(f) = self.exporters.get(of).cloned() {
+            self.exporters.insert(alias, f);
+        }
+        if let Some(f) = self.extensions.get(of).cloned() {
+            self.extensions.insert(alias, f);
+        }
+        self
+    }
+
     /// Serve `service.telemetry.metrics` with `factory` (replacing any other). Without
     /// one, a collector built from this registry serves no self-metrics endpoint.
     pub fn metrics_endpoint(
