@@ -169,9 +169,11 @@ impl RunningPipeline {
 
     /// Start every registered stage in build order (exporters first). On failure, shut
     /// down those already started, in reverse.
-    pub(crate) async fn start_stages(self) -> Result<Self, StartError> {
+    pub(crate) async fn start_stages(mut self) -> Result<Self, StartError> {
         if let Err(e) = start_stages(&self.stages, || Instant::now() + Duration::from_secs(5)).await
         {
+            // What started was shut down again: nothing for `Drop` to drain.
+            self.stopped = true;
             self.health.set_stopped();
             return Err(e);
         }
