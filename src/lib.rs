@@ -109,6 +109,7 @@ pub fn default_registry() -> collector::Registry {
 }
 
 /// Type names accepted beside the classic ones, and the type each stands for.
+#[cfg(feature = "pipeline")]
 const TYPE_ALIASES: [(&str, &str); 7] = [
     ("logging", "debug"),
     ("otlp_grpc", "otlp"),
