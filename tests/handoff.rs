@@ -764,7 +764,12 @@ async fn a_handoff_taken_in_part_is_decided_here_only_for_the_rest() {
     ];
     // The third peer refuses everything, as a receiver that is shutting down does.
     let (refusing, _otlp, refusing_out) = {
-        let (running, otlp, out) = common_gateway_at(addrs[2]).await;
+        let (running, otlp, out) = common::gateway(OtlpConfig {
+            grpc: Some(addrs[2]),
+            http: None,
+            ..OtlpConfig::loopback()
+        })
+        .await;
         out.set_refusing(true);
         (running, otlp, out)
     };
@@ -825,23 +830,4 @@ async fn a_handoff_taken_in_part_is_decided_here_only_for_the_rest() {
         .shutdown(Duration::from_secs(2))
         .await
         .expect("stops");
-}
-
-/// A plain OTLP gateway (receiver to an in-memory exporter) at `addr`.
-async fn common_gateway_at(addr: SocketAddr) -> (RunningPipeline, OtlpReceiver, Exported<Traces>) {
-    let otlp = OtlpReceiver::new(OtlpConfig {
-        grpc: Some(addr),
-        http: None,
-        ..OtlpConfig::loopback()
-    });
-    let (exporter, exported) = InMemoryExporter::new();
-    let running = Pipeline::traces()
-        .receiver(otlp.traces())
-        .exporter(exporter)
-        .build()
-        .expect("builds")
-        .start()
-        .await
-        .expect("starts");
-    (running, otlp, exported)
 }
