@@ -110,7 +110,7 @@ pub fn default_registry() -> collector::Registry {
 
 /// Type names accepted beside the classic ones, and the type each stands for.
 #[cfg(feature = "pipeline")]
-const TYPE_ALIASES: [(&str, &str); 7] = [
+const TYPE_ALIASES: [(&str, &str); 9] = [
     ("logging", "debug"),
     ("otlp_grpc", "otlp"),
     ("otlp_http", "otlphttp"),
@@ -118,6 +118,8 @@ const TYPE_ALIASES: [(&str, &str); 7] = [
     ("load_balancing", "loadbalancing"),
     ("memorylimiter", "memory_limiter"),
     ("healthcheck", "health_check"),
+    ("span_metrics", "spanmetrics"),
+    ("service_graph", "servicegraph"),
 ];
 
 /// The README's code example, compiled as a doctest so it cannot drift.

@@ -210,6 +210,17 @@ impl ComponentContext<'_> {
         });
     }
 
+    /// How many lifecycles the pipeline has registered so far.
+    pub(crate) fn stages_len(&self) -> usize {
+        self.build.stages.len()
+    }
+
+    /// Take back the lifecycles registered since `from` (a shared connector runs them
+    /// itself).
+    pub(crate) fn take_stages_from(&mut self, from: usize) -> Vec<Stage> {
+        self.build.stages.split_off(from)
+    }
+
     /// An [`BuildError::InvalidConfig`] for this component.
     pub fn invalid(&self, path: impl Into<String>, message: impl Into<String>) -> BuildError {
         BuildError::InvalidConfig {

@@ -116,6 +116,20 @@ impl<S: Signal> ConsumeError<S> {
         }
     }
 
+    /// The same error for another batch: a refusal hands back `f(batch)` (with its reason
+    /// and `retry_after`), a rejection stays as it is. A connector that emits metrics for
+    /// spans turns the metrics pipeline's refusal into a refusal of the spans with this.
+    pub fn map_batch<T: Signal>(self, f: impl FnOnce(Batch<S>) -> Batch<T>) -> ConsumeError<T> {
+        match self {
+            Self::Refused(r) => ConsumeError::Refused(Refusal {
+                batch: f(r.batch),
+                reason: r.reason,
+                retry_after: r.retry_after,
+            }),
+            Self::Rejected(r) => ConsumeError::Rejected(r),
+        }
+    }
+
     /// The batch handed back by a refusal.
     pub fn into_batch(self) -> Option<Batch<S>> {
         match self {

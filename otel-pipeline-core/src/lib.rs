@@ -11,6 +11,7 @@
 //!   told to refuse, reject or hang), generators of realistic traces, metrics and logs,
 //!   and balance checks on the counters. For tests, examples and benches.
 //! - `config`: [`config`], loading component configs from the Collector's YAML shape.
+//! - `serve`: [`serve`], a small HTTP/1 server for pull endpoints (health, `/metrics`).
 //! - `wire`: OTLP/JSON forms of the requests and responses, and `otlp::WireSignal`.
 //! - `http`, `tokio`, `crossbeam`: propagation carriers and traced-send helpers.
 //!
@@ -58,6 +59,8 @@ pub mod builder;
 #[cfg(feature = "pipeline")]
 mod component;
 #[cfg(feature = "pipeline")]
+pub mod connector;
+#[cfg(feature = "pipeline")]
 mod consumer;
 #[cfg(feature = "pipeline")]
 mod direct;
@@ -71,6 +74,8 @@ pub mod otlp;
 pub mod queue;
 #[cfg(feature = "pipeline")]
 mod runtime;
+#[cfg(feature = "serve")]
+pub mod serve;
 #[cfg(feature = "pipeline")]
 mod signal;
 #[cfg(feature = "pipeline")]

@@ -2,16 +2,23 @@
 //! `attributes`, `redaction` and `tail_sampling`, each configured by its Collector section.
 //! All of them serve traces, metrics and logs pipelines, except `tail_sampling` (traces).
 //!
+//! It also adds the connectors `forward` and `routing` (every signal to itself), and
+//! `spanmetrics` and `servicegraph` (traces to metrics).
+//!
 //! ```
 //! let mut registry = otel_pipeline_core::collector::Registry::new();
 //! otel_processors::collector::register(&mut registry);
 //! assert_eq!(registry.processor_kinds().count(), 6);
+//! assert_eq!(registry.connector_kinds().count(), 4);
 //! ```
 
 use otel_pipeline_core::boxed::BoxProcessor;
 use std::sync::Arc;
 
-use otel_pipeline_core::collector::{ProcessorFactory, Registry, Reload, Section};
+use otel_pipeline_core::collector::{
+    AnyConnector, ConnectorFactory, ProcessorFactory, Registry, Reload, Section,
+};
+use otel_pipeline_core::SignalKind;
 use otel_pipeline_core::config::ConfigError;
 use otel_pipeline_core::{Logs, Metrics, Processor, Traces};
 
@@ -74,6 +81,83 @@ pub fn register(registry: &mut Registry) {
             s.on_reload(Arc::new(SamplerPolicies(sampler.handle())));
             Ok(Box::new(sampler))
         }));
+    for kind in ["forward", "routing", "spanmetrics", "servicegraph"] {
+        registry.connector(Connectors(kind));
+    }
+}
+
+/// The connectors: `forward`, `routing`, `spanmetrics`, `servicegraph`.
+struct Connectors(&'static str);
+
+impl ConnectorFactory for Connectors {
+    fn kind(&self) -> &'static str {
+        self.0
+    }
+
+    fn supports(&self, from: SignalKind, to: SignalKind) -> bool {
+        match self.0 {
+            "forward" | "routing" => from == to,
+            _ => from == SignalKind::Traces && to == SignalKind::Metrics,
+        }
+    }
+
+    fn create(
+        &self,
+        section: &Section<'_>,
+        from: SignalKind,
+        to: SignalKind,
+    ) -> Option<Result<AnyConnector, ConfigError>> {
+        if !self.supports(from, to) {
+            return None;
+        }
+        let id = section.id().clone();
+        Some((|| {
+            Ok(match (self.0, from) {
+                ("forward", SignalKind::Traces) => {
+                    AnyConnector::TracesToTraces(Box::new(crate::connectors::Forward::new().with_id(id)))
+                }
+                ("forward", SignalKind::Metrics) => {
+                    AnyConnector::MetricsToMetrics(Box::new(crate::connectors::Forward::new().with_id(id)))
+                }
+                ("forward", SignalKind::Logs) => {
+                    AnyConnector::LogsToLogs(Box::new(crate::connectors::Forward::new().with_id(id)))
+                }
+                ("routing", signal) => {
+                    let c: crate::connectors::RoutingConfig = section.deserialize()?;
+                    if c.match_once.is_some() {
+                        tracing::warn!(
+                            connector = %id,
+                            "match_once is deprecated in the Collector: the first matching route always wins here"
+                        );
+                    }
+                    let r = crate::connectors::Routing::new(c).with_id(id);
+                    let item = match signal {
+                        SignalKind::Traces => Some("span"),
+                        SignalKind::Logs => Some("log"),
+                        SignalKind::Metrics => None,
+                    };
+                    r.check(item).map_err(|e| section.error(&e.path, e.message))?;
+                    match signal {
+                        SignalKind::Traces => AnyConnector::TracesToTraces(Box::new(r)),
+                        SignalKind::Metrics => AnyConnector::MetricsToMetrics(Box::new(r)),
+                        SignalKind::Logs => AnyConnector::LogsToLogs(Box::new(r)),
+                    }
+                }
+                ("spanmetrics", _) => {
+                    let c: crate::connectors::SpanMetricsConfig = section.deserialize()?;
+                    let sm = crate::connectors::SpanMetrics::new(c)
+                        .map_err(|e| section.error(&e.path, e.message))?;
+                    AnyConnector::TracesToMetrics(Box::new(sm.with_id(id)))
+                }
+                _ => {
+                    let c: crate::connectors::ServiceGraphConfig = section.deserialize()?;
+                    let sg = crate::connectors::ServiceGraph::new(c)
+                        .map_err(|e| section.error(&e.path, e.message))?;
+                    AnyConnector::TracesToMetrics(Box::new(sg.with_id(id)))
+                }
+            })
+        })())
+    }
 }
 
 /// A running batcher takes new sizes and timeout in place; new `metadata_keys` need a

@@ -7,7 +7,8 @@
 //! - [`filter`]: drop spans, span events, metrics, data points, log records or whole
 //!   resources by OTTL conditions ([`condition`]) or the older include/exclude;
 //! - [`attributes`]: attribute actions and redaction ([`AttributeRedactor`]);
-//! - [`tail_sampling`]: the tail sampler ([`TailSampler`]).
+//! - [`tail_sampling`]: the tail sampler ([`TailSampler`]);
+//! - [`connectors`]: `forward`, `routing`, `spanmetrics` and `servicegraph`.
 //!
 //! Every processor but the tail sampler (traces) serves traces, metrics and logs. This
 //! crate has no feature flags.
@@ -17,6 +18,7 @@ pub mod attributes;
 pub mod batch;
 pub mod collector;
 pub mod condition;
+pub mod connectors;
 pub use otel_pipeline_core::config;
 pub mod filter;
 mod live;

@@ -8,24 +8,19 @@
 //! assert!(registry.extension_kinds().any(|k| k == "health_check"));
 //! ```
 
-use std::convert::Infallible;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use otel_pipeline_core::boxed::BoxReceiver;
 use otel_pipeline_core::collector::{
     CollectorHealth, Extension, ExtensionFactory, Host, MetricsEndpointFactory, ReceiverFactory,
     ReceiverInstance, Registry, Section,
 };
 use otel_pipeline_core::config::ConfigError;
+use otel_pipeline_core::serve::{AdminServer, Served};
 use otel_pipeline_core::{BoxError, BoxFuture, Logs, Metrics, Telemetry, Traces};
-use parking_lot::Mutex;
 use serde::Deserialize;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use otel_pipeline_core::collector::auth::AuthExtension;
@@ -85,31 +80,6 @@ impl MetricsEndpointFactory for PrometheusEndpoint {
 struct MetricsEndpoint {
     addr: SocketAddr,
     server: Served,
-}
-
-/// The admin server an extension runs, once started.
-#[derive(Debug, Default)]
-struct Served(Mutex<Option<AdminServer>>);
-
-impl Served {
-    fn set(&self, server: AdminServer) {
-        *self.0.lock() = Some(server);
-    }
-
-    /// Stop serving by `deadline` (nothing to do if it never started).
-    fn stop(&self, deadline: Instant) -> BoxFuture<'static, Result<(), BoxError>> {
-        let server = self.0.lock().take();
-        Box::pin(async move {
-            if let Some(s) = server {
-                s.stop(deadline).await;
-            }
-            Ok(())
-        })
-    }
-
-    fn addr(&self) -> Option<SocketAddr> {
-        self.0.lock().as_ref().map(|s| s.addr)
-    }
 }
 
 impl Extension for MetricsEndpoint {
@@ -596,7 +566,7 @@ pub struct MetricsServer(AdminServer);
 impl MetricsServer {
     /// The address bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.0.addr
+        self.0.addr()
     }
 
     /// Stop serving by `deadline`.
@@ -605,76 +575,3 @@ impl MetricsServer {
     }
 }
 
-type Handler = dyn Fn(&str) -> (u16, &'static str, String) + Send + Sync;
-
-/// A small HTTP/1 server for the health and metrics endpoints: GET only, no body read,
-/// bounded header-read time.
-#[derive(Debug)]
-struct AdminServer {
-    addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl AdminServer {
-    async fn start(
-        addr: SocketAddr,
-        handler: impl Fn(&str) -> (u16, &'static str, String) + Send + Sync + 'static,
-    ) -> Result<Self, BoxError> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("binding {addr}: {e}"))?;
-        let addr = listener.local_addr()?;
-        let handler: Arc<Handler> = Arc::new(handler);
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    a = listener.accept() => a,
-                    _ = stopped.wait_for(|s| *s) => return,
-                };
-                let Ok((stream, _)) = accepted else { continue };
-                let handler = Arc::clone(&handler);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| {
-                            let handler = Arc::clone(&handler);
-                            async move {
-                                let (status, content_type, body) = if req.method()
-                                    == http::Method::GET
-                                    || req.method() == http::Method::HEAD
-                                {
-                                    handler(req.uri().path())
-                                } else {
-                                    (405, "text/plain", "use GET\n".to_string())
-                                };
-                                let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
-                                *resp.status_mut() = http::StatusCode::from_u16(status)
-                                    .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-                                resp.headers_mut().insert(
-                                    http::header::CONTENT_TYPE,
-                                    http::HeaderValue::from_static(content_type),
-                                );
-                                Ok::<_, Infallible>(resp)
-                            }
-                        },
-                    );
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(5))
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
-                });
-            }
-        });
-        Ok(Self { addr, stop, task })
-    }
-
-    async fn stop(self, deadline: Instant) {
-        let _ = self.stop.send(true);
-        let mut task = self.task;
-        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-            task.abort();
-        }
-    }
-}

@@ -10,11 +10,13 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::boxed::{BoxExporter, BoxProcessor, BoxReceiver};
+use crate::connector::{BoxConnector, Downstream, SharedConnector, SharedConnectorExporter};
+use crate::consumer::BoxConsumer;
 use crate::config::{ConfigError, Location, Node};
 use crate::consumer::BoxFuture;
 use crate::health::{Health, ReadinessGate};
 use crate::id::{BoxError, ComponentId};
-use crate::signal::{Logs, Metrics, Signal, Traces};
+use crate::signal::{Logs, Metrics, Signal, SignalKind, Traces};
 use crate::telemetry::Telemetry;
 
 /// One component's configuration section, with where it sits in the user's files.
@@ -267,10 +269,102 @@ pub trait CollectorSignal: Signal {
         factory: &dyn ExporterFactory,
         section: &Section<'_>,
     ) -> Option<Result<BoxExporter<Self>, ConfigError>>;
+    /// A connector from this signal, shared by the pipelines that export to it, feeding
+    /// `heads`; `None` if `connector` does not start from this signal.
+    #[doc(hidden)]
+    fn shared_connector(connector: AnyConnector, heads: &AnyDownstream) -> Option<AnyShared>;
+    /// This signal's exporter of a shared connector.
+    #[doc(hidden)]
+    fn shared_exporter(shared: &AnyShared) -> Option<SharedConnectorExporter<Self>>
+    where
+        Self: Sized;
+    /// The pipeline head as the loader keeps it.
+    #[doc(hidden)]
+    fn head(consumer: BoxConsumer<Self>) -> AnyHead
+    where
+        Self: Sized;
+}
+
+/// A pipeline's head, of any signal.
+#[doc(hidden)]
+#[derive(Clone)]
+pub enum AnyHead {
+    /// Traces.
+    Traces(BoxConsumer<Traces>),
+    /// Metrics.
+    Metrics(BoxConsumer<Metrics>),
+    /// Logs.
+    Logs(BoxConsumer<Logs>),
+}
+
+/// The pipelines a connector feeds, of one signal.
+#[doc(hidden)]
+pub enum AnyDownstream {
+    /// Traces pipelines.
+    Traces(Downstream<Traces>),
+    /// Metrics pipelines.
+    Metrics(Downstream<Metrics>),
+    /// Logs pipelines.
+    Logs(Downstream<Logs>),
+}
+
+/// A connector instance shared by the pipelines of one signal that export to it.
+#[doc(hidden)]
+pub enum AnyShared {
+    /// From traces.
+    Traces(SharedConnector<Traces>),
+    /// From metrics.
+    Metrics(SharedConnector<Metrics>),
+    /// From logs.
+    Logs(SharedConnector<Logs>),
+}
+
+/// A connector between two signals, as a [`ConnectorFactory`] makes it.
+#[allow(missing_docs)]
+pub enum AnyConnector {
+    TracesToTraces(BoxConnector<Traces, Traces>),
+    TracesToMetrics(BoxConnector<Traces, Metrics>),
+    TracesToLogs(BoxConnector<Traces, Logs>),
+    MetricsToTraces(BoxConnector<Metrics, Traces>),
+    MetricsToMetrics(BoxConnector<Metrics, Metrics>),
+    MetricsToLogs(BoxConnector<Metrics, Logs>),
+    LogsToTraces(BoxConnector<Logs, Traces>),
+    LogsToMetrics(BoxConnector<Logs, Metrics>),
+    LogsToLogs(BoxConnector<Logs, Logs>),
+}
+
+macro_rules! opaque_debug {
+    ($($t:ident),*) => {$(
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(stringify!($t))
+            }
+        }
+    )*};
+}
+opaque_debug!(AnyConnector, AnyHead, AnyDownstream, AnyShared);
+
+/// Makes connectors of one type (`spanmetrics`): the exporter of pipelines of one signal
+/// that is the receiver of pipelines of another (or the same). The loader makes one
+/// instance per connector id and pair of signals, shared by every pipeline that exports
+/// to it, and refuses a configuration whose connectors join pipelines in a cycle.
+pub trait ConnectorFactory: Send + Sync {
+    /// The type in `connectors:` (`forward`).
+    fn kind(&self) -> &'static str;
+    /// Whether it connects pipelines of `from` to pipelines of `to`.
+    fn supports(&self, from: SignalKind, to: SignalKind) -> bool;
+    /// Check the section and make the connector from `from` to `to`; `None` if the pair
+    /// is not supported.
+    fn create(
+        &self,
+        section: &Section<'_>,
+        from: SignalKind,
+        to: SignalKind,
+    ) -> Option<Result<AnyConnector, ConfigError>>;
 }
 
 macro_rules! collector_signal {
-    ($signal:ty, $name:literal, $method:ident) => {
+    ($signal:ident, $name:literal, $method:ident, $to_t:ident, $to_m:ident, $to_l:ident) => {
         impl CollectorSignal for $signal {
             const PIPELINE: &'static str = $name;
             fn receiver(instance: &mut dyn ReceiverInstance) -> Option<BoxReceiver<Self>> {
@@ -288,12 +382,40 @@ macro_rules! collector_signal {
             ) -> Option<Result<BoxExporter<Self>, ConfigError>> {
                 factory.$method(section)
             }
+            fn shared_connector(
+                connector: AnyConnector,
+                heads: &AnyDownstream,
+            ) -> Option<AnyShared> {
+                let shared = match (connector, heads) {
+                    (AnyConnector::$to_t(c), AnyDownstream::Traces(d)) => {
+                        SharedConnector::new(c, d.clone())
+                    }
+                    (AnyConnector::$to_m(c), AnyDownstream::Metrics(d)) => {
+                        SharedConnector::new(c, d.clone())
+                    }
+                    (AnyConnector::$to_l(c), AnyDownstream::Logs(d)) => {
+                        SharedConnector::new(c, d.clone())
+                    }
+                    _ => return None,
+                };
+                Some(AnyShared::$signal(shared))
+            }
+            fn shared_exporter(shared: &AnyShared) -> Option<SharedConnectorExporter<Self>> {
+                match shared {
+                    AnyShared::$signal(s) => Some(s.exporter()),
+                    #[allow(unreachable_patterns)]
+                    _ => None,
+                }
+            }
+            fn head(consumer: BoxConsumer<Self>) -> AnyHead {
+                AnyHead::$signal(consumer)
+            }
         }
     };
 }
-collector_signal!(Traces, "traces", traces);
-collector_signal!(Metrics, "metrics", metrics);
-collector_signal!(Logs, "logs", logs);
+collector_signal!(Traces, "traces", traces, TracesToTraces, TracesToMetrics, TracesToLogs);
+collector_signal!(Metrics, "metrics", metrics, MetricsToTraces, MetricsToMetrics, MetricsToLogs);
+collector_signal!(Logs, "logs", logs, LogsToTraces, LogsToMetrics, LogsToLogs);
 
 /// Makes receivers of one type (`otlp`). A receiver instance serves every signal it
 /// supports through one set of listeners, so one instance is made per receiver id and

@@ -30,9 +30,12 @@ mod registry;
 
 pub use factory::Reload;
 pub use factory::{
-    CollectorHealth, CollectorSignal, ExporterFactory, Extension, ExtensionFactory, Host,
-    MetricsEndpointFactory, ProcessorFactory, ReceiverFactory, ReceiverInstance, Section,
+    AnyConnector, CollectorHealth, CollectorSignal, ConnectorFactory, ExporterFactory, Extension,
+    ExtensionFactory, Host, MetricsEndpointFactory, ProcessorFactory, ReceiverFactory,
+    ReceiverInstance, Section,
 };
+#[doc(hidden)]
+pub use factory::{AnyDownstream, AnyHead, AnyShared};
 pub use registry::Registry;
 
 use factory::{ACCEPTED_EXTENSIONS, ReloadSink, Reloadable};
@@ -139,6 +142,21 @@ const COLLECTOR_TYPES: &[(&str, &[&str])] = &[
             "sapm",
             "signalfx",
             "opencensus",
+        ],
+    ),
+    (
+        "connector",
+        &[
+            "count",
+            "datadog",
+            "elasticapm",
+            "exceptions",
+            "failover",
+            "grafanacloud",
+            "otlpjson",
+            "roundrobin",
+            "signozmeter",
+            "sum",
         ],
     ),
     (
@@ -374,10 +392,32 @@ impl CollectorConfig {
                 );
             }
         }
-        if let Some(c) = self.root.get("connectors")
-            && !c.entries().is_empty()
-        {
-            errors.push(self.err("connectors", "connectors are not supported in this build"));
+        if let Some(node) = self.root.get("connectors") {
+            if !node.is_null() && !matches!(node.value, NodeValue::Map(_)) {
+                errors.push(self.err(
+                    "connectors",
+                    "must be a mapping of component ids to their settings",
+                ));
+            }
+            for (id, _, _) in node.entries() {
+                let path = format!("connectors.{id}");
+                match id.parse::<ComponentId>() {
+                    Err(e) => errors.push(self.err(&path, e.to_string())),
+                    Ok(cid) => {
+                        if !registry.connectors.contains_key(cid.kind()) {
+                            errors.push(self.err(&path, unknown_connector(registry, cid.kind())));
+                        }
+                        for section in ["receivers", "exporters"] {
+                            if self.root.get(section).is_some_and(|s| s.get(&id).is_some()) {
+                                errors.push(self.err(
+                                    &path,
+                                    format!("`{id}` is defined both under {section} and under connectors: pipelines could not tell which one they name"),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
         }
         // Every defined component: a valid id of a known type.
         for (section, kind) in [
@@ -541,6 +581,9 @@ impl CollectorConfig {
                 exporters: lists.remove("exporters").unwrap_or_default(),
             });
         }
+        if errors.is_empty() {
+            self.check_connectors(registry, errors);
+        }
     }
 
     /// A component id in a list, which must be defined in `section`.
@@ -559,16 +602,164 @@ impl CollectorConfig {
         let defined = self
             .root
             .get(section)
-            .is_some_and(|s| s.get(text).is_some());
+            .is_some_and(|s| s.get(text).is_some())
+            || (matches!(section, "receivers" | "exporters") && self.is_connector(text));
         if !defined {
             let singular = section.trim_end_matches('s');
+            let or_connectors = if matches!(section, "receivers" | "exporters") {
+                " or `connectors`"
+            } else {
+                ""
+            };
             return Err(ConfigError::new(
                 path,
-                format!("{singular} `{text}` is used here but not defined under `{section}`"),
+                format!("{singular} `{text}` is used here but not defined under `{section}`{or_connectors}"),
             )
             .at(item.at.clone()));
         }
         Ok(id)
+    }
+
+    /// Whether `id` is defined under `connectors`.
+    fn is_connector(&self, id: &str) -> bool {
+        self.root
+            .get("connectors")
+            .is_some_and(|s| s.get(id).is_some())
+    }
+
+    /// Connectors as the Collector checks them: each one used is an exporter of some
+    /// pipeline and a receiver of another it can feed, and connectors join no pipelines
+    /// in a cycle. Then orders the pipelines so each comes after every pipeline it feeds
+    /// through a connector: built and started first, stopped last.
+    fn check_connectors(&mut self, registry: &Registry, errors: &mut Vec<ConfigError>) {
+        let supports = |id: &ComponentId, from: SignalKind, to: SignalKind| {
+            registry
+                .connectors
+                .get(id.kind())
+                .is_some_and(|f| f.supports(from, to))
+        };
+        for (a, spec) in self.pipelines.iter().enumerate() {
+            for (i, id) in spec.exporters.iter().enumerate() {
+                if !self.is_connector(&id.to_string()) || !registry.connectors.contains_key(id.kind()) {
+                    continue;
+                }
+                let feeds = self.pipelines.iter().any(|b| {
+                    b.receivers.contains(id) && supports(id, spec.signal, b.signal)
+                });
+                if !feeds {
+                    errors.push(self.err(
+                        &format!("service.pipelines.{}.exporters[{i}]", spec.name),
+                        format!(
+                            "connector `{id}` is an exporter of this {} pipeline but the receiver of no pipeline it can feed from {}",
+                            signal_name(spec.signal),
+                            signal_name(spec.signal)
+                        ),
+                    ));
+                }
+                let _ = a;
+            }
+            for (i, id) in spec.receivers.iter().enumerate() {
+                if !self.is_connector(&id.to_string()) || !registry.connectors.contains_key(id.kind()) {
+                    continue;
+                }
+                let fed = self.pipelines.iter().any(|b| {
+                    b.exporters.contains(id) && supports(id, b.signal, spec.signal)
+                });
+                if !fed {
+                    errors.push(self.err(
+                        &format!("service.pipelines.{}.receivers[{i}]", spec.name),
+                        format!(
+                            "connector `{id}` is a receiver of this {} pipeline but the exporter of no pipeline it can take {} from",
+                            signal_name(spec.signal),
+                            signal_name(spec.signal)
+                        ),
+                    ));
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return;
+        }
+        // Edges: pipeline a feeds pipeline b through connector c.
+        let n = self.pipelines.len();
+        let mut feeds: Vec<Vec<(usize, ComponentId)>> = vec![Vec::new(); n];
+        for (a, pa) in self.pipelines.iter().enumerate() {
+            for c in pa.exporters.iter().filter(|c| self.is_connector(&c.to_string())) {
+                for (b, pb) in self.pipelines.iter().enumerate() {
+                    if pb.receivers.contains(c) && supports(c, pa.signal, pb.signal) {
+                        feeds[a].push((b, c.clone()));
+                    }
+                }
+            }
+        }
+        // Depth-first: a pipeline goes after everything it feeds; a pipeline met again
+        // while its own feeds are being placed closes a cycle.
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            Open,
+            Done,
+        }
+        fn visit(
+            a: usize,
+            feeds: &[Vec<(usize, ComponentId)>],
+            marks: &mut [Mark],
+            path: &mut Vec<(usize, Option<ComponentId>)>,
+            order: &mut Vec<usize>,
+        ) -> Result<(), Vec<(usize, Option<ComponentId>)>> {
+            marks[a] = Mark::Open;
+            for (b, c) in &feeds[a] {
+                match marks[*b] {
+                    Mark::Done => {}
+                    Mark::Open => {
+                        let start = path.iter().position(|(p, _)| p == b).unwrap_or(0);
+                        let mut cycle = path[start..].to_vec();
+                        if let Some(last) = cycle.last_mut() {
+                            last.1 = Some(c.clone());
+                        } else {
+                            cycle.push((a, Some(c.clone())));
+                        }
+                        cycle.push((*b, None));
+                        return Err(cycle);
+                    }
+                    Mark::New => {
+                        if let Some(last) = path.last_mut() {
+                            last.1 = Some(c.clone());
+                        }
+                        path.push((*b, None));
+                        visit(*b, feeds, marks, path, order)?;
+                        path.pop();
+                    }
+                }
+            }
+            marks[a] = Mark::Done;
+            order.push(a);
+            Ok(())
+        }
+        let mut marks = vec![Mark::New; n];
+        let mut order = Vec::with_capacity(n);
+        for a in 0..n {
+            if marks[a] == Mark::New {
+                let mut path = vec![(a, None)];
+                if let Err(cycle) = visit(a, &feeds, &mut marks, &mut path, &mut order) {
+                    let text: Vec<String> = cycle
+                        .iter()
+                        .map(|(p, c)| match c {
+                            Some(c) => format!("{} -> {c} ->", self.pipelines[*p].name),
+                            None => self.pipelines[*p].name.clone(),
+                        })
+                        .collect();
+                    errors.push(self.err(
+                        "service.pipelines",
+                        format!("connectors join pipelines in a cycle: {}", text.join(" ")),
+                    ));
+                    return;
+                }
+            }
+        }
+        let mut slots: Vec<Option<PipelineSpec>> =
+            std::mem::take(&mut self.pipelines).into_iter().map(Some).collect();
+        self.pipelines = order.into_iter().filter_map(|i| slots[i].take()).collect();
     }
 
     fn check_telemetry(&mut self, t: &Node, errors: &mut Vec<ConfigError>) {
@@ -704,16 +895,19 @@ impl CollectorConfig {
         let reloads = to_run.then_some(&sink);
         let mut errors = Vec::new();
         let mut pipelines = Vec::new();
+        // Pipelines are in order: each after those it feeds through a connector, whose
+        // heads are then known.
+        let mut links = Links::default();
         for spec in &self.pipelines {
             let built = match spec.signal {
                 SignalKind::Traces => self
-                    .build_pipeline::<Traces>(registry, spec, &telemetry, reloads)
+                    .build_pipeline::<Traces>(registry, spec, &telemetry, reloads, &mut links)
                     .map(AnyBuilt::Traces),
                 SignalKind::Metrics => self
-                    .build_pipeline::<Metrics>(registry, spec, &telemetry, reloads)
+                    .build_pipeline::<Metrics>(registry, spec, &telemetry, reloads, &mut links)
                     .map(AnyBuilt::Metrics),
                 SignalKind::Logs => self
-                    .build_pipeline::<Logs>(registry, spec, &telemetry, reloads)
+                    .build_pipeline::<Logs>(registry, spec, &telemetry, reloads, &mut links)
                     .map(AnyBuilt::Logs),
             };
             match built {
@@ -721,12 +915,37 @@ impl CollectorConfig {
                 Err(e) => errors.extend(e),
             }
         }
+        // Connectors defined but in no pipeline are still checked.
+        if let Some(node) = self.root.get("connectors") {
+            for (key, _, _) in node.entries() {
+                let Ok(id) = key.parse::<ComponentId>() else {
+                    continue;
+                };
+                let used = self.pipelines.iter().any(|p| p.exporters.contains(&id));
+                let Some(factory) = registry.connectors.get(id.kind()) else {
+                    continue;
+                };
+                if used {
+                    continue;
+                }
+                let section = self.section("connectors", &id);
+                let pair = SignalKind::ALL
+                    .into_iter()
+                    .flat_map(|a| SignalKind::ALL.into_iter().map(move |b| (a, b)))
+                    .find(|(a, b)| factory.supports(*a, *b));
+                if let Some((a, b)) = pair
+                    && let Some(Err(e)) = factory.create(&section, a, b)
+                {
+                    errors.push(section.place(e));
+                }
+            }
+        }
         // One instance per receiver id, with the pipelines each signal feeds.
         let mut receivers = Vec::new();
         let mut used: Vec<&ComponentId> = Vec::new();
         for spec in &self.pipelines {
             for id in &spec.receivers {
-                if !used.contains(&id) {
+                if !used.contains(&id) && !self.is_connector(&id.to_string()) {
                     used.push(id);
                 }
             }
@@ -944,6 +1163,7 @@ impl CollectorConfig {
         spec: &PipelineSpec,
         telemetry: &Telemetry,
         reloads: Option<&ReloadSink>,
+        links: &mut Links,
     ) -> Result<BuiltDyn<S>, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let processors: Vec<BoxProcessor<S>> = self.components::<S, _, _>(
@@ -961,12 +1181,17 @@ impl CollectorConfig {
             "does not handle",
             &mut errors,
         );
-        let exporters: Vec<BoxExporter<S>> = self.components::<S, _, _>(
+        let (connectors, plain): (Vec<ComponentId>, Vec<ComponentId>) = spec
+            .exporters
+            .iter()
+            .cloned()
+            .partition(|id| self.is_connector(&id.to_string()));
+        let mut exporters: Vec<BoxExporter<S>> = self.components::<S, _, _>(
             spec,
             reloads,
             registry,
             "exporters",
-            &spec.exporters,
+            &plain,
             |id| {
                 registry
                     .exporters
@@ -976,16 +1201,86 @@ impl CollectorConfig {
             "does not send",
             &mut errors,
         );
+        for id in connectors {
+            match self.connector_exporter::<S>(registry, id, links) {
+                Ok(Some(e)) => exporters.push(e),
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
-        Pipeline::new_for::<S>()
+        let built = Pipeline::new_for::<S>()
             .named(spec.name.clone())
             .telemetry(telemetry.clone())
             .processors(processors)
             .exporters(exporters)
             .build()
-            .map_err(|e| vec![self.build_error(&e)])
+            .map_err(|e| vec![self.build_error(&e)])?;
+        links
+            .heads
+            .push((spec.name.clone(), S::head((*built.consumer()).clone())));
+        Ok(built)
+    }
+
+    /// The exporter of connector `id` for a pipeline of signal `S`: one instance per pair
+    /// of signals it joins, shared with every other pipeline of `S` that exports to it,
+    /// feeding the (already built) pipelines that name it as a receiver.
+    fn connector_exporter<S: CollectorSignal>(
+        &self,
+        registry: &Registry,
+        id: ComponentId,
+        links: &mut Links,
+    ) -> Result<Option<BoxExporter<S>>, ConfigError> {
+        let Some(factory) = registry.connectors.get(id.kind()) else {
+            return Ok(None);
+        };
+        let section = self.section("connectors", &id);
+        let mut parts = Vec::new();
+        for to in SignalKind::ALL {
+            if !factory.supports(S::KIND, to) {
+                continue;
+            }
+            let key = (id.to_string(), S::KIND.index(), to.index());
+            if !links.shared.contains_key(&key) {
+                let fed: Vec<&str> = self
+                    .pipelines
+                    .iter()
+                    .filter(|p| p.signal == to && p.receivers.contains(&id))
+                    .map(|p| p.name.as_str())
+                    .collect();
+                if fed.is_empty() {
+                    continue;
+                }
+                let downstream = links.downstream(to, &fed);
+                let connector = match factory.create(&section, S::KIND, to) {
+                    Some(Ok(c)) => c,
+                    Some(Err(e)) => return Err(section.place(e)),
+                    None => continue,
+                };
+                let shared = S::shared_connector(connector, &downstream).ok_or_else(|| {
+                    section.error(
+                        "",
+                        format!(
+                            "the `{}` factory made a connector of other signals than {} to {}",
+                            id.kind(),
+                            S::KIND,
+                            to
+                        ),
+                    )
+                })?;
+                links.shared.insert(key.clone(), shared);
+            }
+            if let Some(e) = links.shared.get(&key).and_then(S::shared_exporter) {
+                parts.push(e);
+            }
+        }
+        Ok(match parts.len() {
+            0 => None,
+            1 => parts.pop().map(|p| Box::new(p) as BoxExporter<S>),
+            _ => Some(Box::new(crate::connector::ExporterPair { id, parts })),
+        })
     }
 
     /// Place a component's build error under its section.
@@ -1030,6 +1325,20 @@ fn signal_name(s: SignalKind) -> &'static str {
     }
 }
 
+/// What to say of a connector type the registry does not have.
+fn unknown_connector(registry: &Registry, kind: &str) -> String {
+    let collectors = COLLECTOR_TYPES
+        .iter()
+        .find(|(r, _)| *r == "connector")
+        .is_some_and(|(_, kinds)| kinds.contains(&kind));
+    if collectors {
+        format!("`{kind}` is a connector of the OpenTelemetry Collector that this build does not include")
+    } else {
+        let known: Vec<&str> = registry.connector_kinds().collect();
+        format!("unknown connector type `{kind}` (known: {})", known.join(", "))
+    }
+}
+
 /// Whether `kind` is a known type of `role`; else a message that says what it is.
 fn known(registry: &Registry, role: ComponentKind, kind: &str) -> Result<(), String> {
     let (have, role_name) = match role {
@@ -1064,6 +1373,36 @@ fn known(registry: &Registry, role: ComponentKind, kind: &str) -> Result<(), Str
 }
 
 type BuiltDyn<S> = BuiltPipeline<S, NoReceivers, BoxConsumer<S>>;
+
+/// What connectors join while the pipelines are built: the heads of the pipelines built
+/// so far, and the connector instances, one per connector id and pair of signals.
+#[derive(Default)]
+struct Links {
+    heads: Vec<(String, AnyHead)>,
+    shared: BTreeMap<(String, usize, usize), AnyShared>,
+}
+
+impl Links {
+    /// The heads of pipelines `names` (all of signal `to`).
+    fn downstream(&self, to: SignalKind, names: &[&str]) -> AnyDownstream {
+        let pick = |name: &&str| self.heads.iter().find(|(n, _)| n == name).map(|(_, h)| h);
+        macro_rules! collect {
+            ($kind:ident) => {
+                AnyDownstream::$kind(crate::connector::Downstream::new(
+                    names.iter().filter_map(|n| match pick(n) {
+                        Some(AnyHead::$kind(c)) => Some((n.to_string(), c.clone())),
+                        _ => None,
+                    }),
+                ))
+            };
+        }
+        match to {
+            SignalKind::Traces => collect!(Traces),
+            SignalKind::Metrics => collect!(Metrics),
+            SignalKind::Logs => collect!(Logs),
+        }
+    }
+}
 
 enum AnyBuilt {
     Traces(BuiltDyn<Traces>),
@@ -1189,12 +1528,6 @@ impl Collector {
             source: self.source,
         })
     }
-}
-
-enum AnyHead {
-    Traces(BoxConsumer<Traces>),
-    Metrics(BoxConsumer<Metrics>),
-    Logs(BoxConsumer<Logs>),
 }
 
 async fn start_receiver(
@@ -1469,7 +1802,9 @@ impl RunningCollector {
         {
             failures.extend(e.failures);
         }
-        for p in self.pipelines {
+        // Pipelines stop in the reverse of their start: a pipeline that feeds others
+        // through a connector flushes into them before they stop.
+        for p in self.pipelines.into_iter().rev() {
             if let Err(e) = p
                 .shutdown(deadline.saturating_duration_since(Instant::now()))
                 .await

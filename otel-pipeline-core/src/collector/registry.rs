@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::auth::AuthExtensionFactory;
 use super::factory::{
-    ACCEPTED_EXTENSIONS, ExporterFactories, ExporterFactory, ExtensionFactory,
+    ACCEPTED_EXTENSIONS, ConnectorFactory, ExporterFactories, ExporterFactory, ExtensionFactory,
     MetricsEndpointFactory, NoopExtension, ProcessorFactory, ReceiverFactory,
 };
 
@@ -46,6 +46,7 @@ pub struct Registry {
     pub(crate) processors: BTreeMap<&'static str, Arc<dyn ProcessorFactory>>,
     pub(crate) exporters: ExporterFactories,
     pub(crate) extensions: BTreeMap<&'static str, Arc<dyn ExtensionFactory>>,
+    pub(crate) connectors: BTreeMap<&'static str, Arc<dyn ConnectorFactory>>,
     pub(crate) metrics_endpoint: Option<Arc<dyn MetricsEndpointFactory>>,
 }
 
@@ -56,6 +57,7 @@ impl fmt::Debug for Registry {
             .field("processors", &self.processors.keys().collect::<Vec<_>>())
             .field("exporters", &self.exporters.keys().collect::<Vec<_>>())
             .field("extensions", &self.extensions.keys().collect::<Vec<_>>())
+            .field("connectors", &self.connectors.keys().collect::<Vec<_>>())
             .field("metrics_endpoint", &self.metrics_endpoint.is_some())
             .finish()
     }
@@ -117,6 +119,9 @@ impl Registry {
         if let Some(f) = self.extensions.get(of).cloned() {
             self.extensions.insert(alias, f);
         }
+        if let Some(f) = self.connectors.get(of).cloned() {
+            self.connectors.insert(alias, f);
+        }
         self
     }
 
@@ -128,6 +133,17 @@ impl Registry {
     ) -> &mut Self {
         self.metrics_endpoint = Some(Arc::new(factory));
         self
+    }
+
+    /// Add (or replace) a connector type.
+    pub fn connector(&mut self, factory: impl ConnectorFactory + 'static) -> &mut Self {
+        self.connectors.insert(factory.kind(), Arc::new(factory));
+        self
+    }
+
+    /// The connector types known.
+    pub fn connector_kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.connectors.keys().copied()
     }
 
     /// Add (or replace) an extension type.

@@ -1,0 +1,661 @@
+//! The `servicegraph` connector: the service dependency graph, as metrics, from pairs of
+//! spans across a call (client and server, producer and consumer).
+//!
+//! A client span (`CLIENT` or `PRODUCER`) and the server span whose parent it is
+//! (`SERVER` or `CONSUMER`) make one request on the edge from the client's service to the
+//! server's. Each edge emits the Collector's metrics, with attributes `client`, `server`,
+//! `connection_type` (empty, `messaging_system`, `database` or `virtual_node`) and each of
+//! `dimensions` as `client_<name>` and `server_<name>`:
+//! - `traces_service_graph_request_total`, `traces_service_graph_request_failed_total`;
+//! - `traces_service_graph_request_server` and `traces_service_graph_request_client`,
+//!   duration histograms in seconds (`..._seconds_bucket` in Prometheus).
+//!
+//! Half-seen requests wait in a store bounded by `store.max_items` for `store.ttl`. When a
+//! client half expires and carries one of `virtual_node_peer_attributes` (`peer.service`,
+//! `db.name`, `db.system`), the edge goes to a virtual node of that name; a server half
+//! with no client comes from the virtual node `user`. Others expire counted, as do
+//! halves refused because the store is full. Edges are capped too
+//! (`max_edges`, default 10 000).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use otel_pipeline_core::connector::{Connector, Downstream};
+use otel_pipeline_core::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use otel_pipeline_core::proto::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use otel_pipeline_core::proto::metrics::v1::{
+    AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+};
+use otel_pipeline_core::proto::resource::v1::Resource;
+use otel_pipeline_core::proto::trace::v1::{Span, span::SpanKind, status::StatusCode};
+use otel_pipeline_core::telemetry::{Counter, Gauge, Instrument};
+use otel_pipeline_core::{
+    Batch, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError,
+    Consumer, Lifecycle, Metrics, Traces,
+};
+use parking_lot::Mutex;
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::spanmetrics::{DEFAULT_BUCKETS_MS, kv, lookup, now_nanos, string_value};
+use crate::config::ConfigError;
+
+const EDGES: Instrument = Instrument::gauge(
+    "otelcol_connector_servicegraph_edges",
+    "{edges}",
+    "Edges of the service graph held.",
+);
+const PENDING: Instrument = Instrument::gauge(
+    "otelcol_connector_servicegraph_pending",
+    "{spans}",
+    "Half-seen requests waiting for their other half.",
+);
+const EXPIRED: Instrument = Instrument::counter(
+    "otelcol_connector_servicegraph_expired_spans",
+    "{spans}",
+    "Half-seen requests whose other half never came, by what became of them.",
+);
+const DROPPED: Instrument = Instrument::counter(
+    "otelcol_connector_servicegraph_dropped_spans",
+    "{spans}",
+    "Spans not counted: the store or the edge limit was full.",
+);
+
+/// `store`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// How long a half waits for its other half (default 2 s).
+    #[serde(default, deserialize_with = "crate::config::opt_duration")]
+    pub ttl: Option<Duration>,
+    /// Halves held at most (default 1000).
+    #[serde(default)]
+    pub max_items: Option<usize>,
+}
+
+/// The `servicegraph` connector's configuration, in the Collector's shape.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceGraphConfig {
+    /// Histogram bounds as durations (default 2 ms to 15 s).
+    #[serde(default, deserialize_with = "super::spanmetrics::durations")]
+    pub latency_histogram_buckets: Option<Vec<Duration>>,
+    /// Span or resource attributes added as `client_<name>` and `server_<name>`.
+    #[serde(default)]
+    pub dimensions: Vec<String>,
+    /// The store of half-seen requests.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Accepted for older configurations.
+    #[serde(default, deserialize_with = "crate::config::opt_duration")]
+    pub cache_loop: Option<Duration>,
+    /// How often expired halves are looked for (default 2 s).
+    #[serde(default, deserialize_with = "crate::config::opt_duration")]
+    pub store_expiration_loop: Option<Duration>,
+    /// Attributes of a client span that name the server it called when no server span
+    /// comes (default `peer.service`, `db.name`, `db.system`).
+    #[serde(default)]
+    pub virtual_node_peer_attributes: Option<Vec<String>>,
+    /// Add `virtual_node` (`client` or `server`) to edges with a virtual node.
+    #[serde(default)]
+    pub virtual_node_extra_label: bool,
+    /// How often metrics are emitted (default 60 s).
+    #[serde(default, deserialize_with = "crate::config::opt_duration")]
+    pub metrics_flush_interval: Option<Duration>,
+    /// The attribute naming a database, for `database` edges (default `db.name`).
+    #[serde(default)]
+    pub database_name_attribute: Option<String>,
+    /// Edges held at most (default 10 000); requests on new edges beyond are counted
+    /// dropped.
+    #[serde(default)]
+    pub max_edges: Option<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    bounds: Arc<[f64]>,
+    dimensions: Vec<String>,
+    ttl: Duration,
+    max_items: usize,
+    expire_every: Duration,
+    peer_attributes: Vec<String>,
+    extra_label: bool,
+    flush_interval: Duration,
+    db_attribute: String,
+    max_edges: usize,
+}
+
+impl ServiceGraphConfig {
+    fn settings(&self) -> Result<Settings, ConfigError> {
+        let bounds: Vec<f64> = match &self.latency_histogram_buckets {
+            Some(b) => b.iter().map(Duration::as_secs_f64).collect(),
+            None => DEFAULT_BUCKETS_MS.iter().map(|b| b / 1000.0).collect(),
+        };
+        if bounds.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(ConfigError::new(
+                "latency_histogram_buckets",
+                "bucket bounds must increase",
+            ));
+        }
+        let max_items = self.store.max_items.unwrap_or(1000);
+        if max_items == 0 {
+            return Err(ConfigError::new("store.max_items", "must be positive"));
+        }
+        let ttl = self.store.ttl.unwrap_or(Duration::from_secs(2));
+        if ttl.is_zero() {
+            return Err(ConfigError::new("store.ttl", "must be positive"));
+        }
+        let flush_interval = self
+            .metrics_flush_interval
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(60));
+        Ok(Settings {
+            bounds: bounds.into(),
+            dimensions: self.dimensions.clone(),
+            ttl,
+            max_items,
+            expire_every: self
+                .store_expiration_loop
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(2)),
+            peer_attributes: self.virtual_node_peer_attributes.clone().unwrap_or_else(|| {
+                vec!["peer.service".into(), "db.name".into(), "db.system".into()]
+            }),
+            extra_label: self.virtual_node_extra_label,
+            flush_interval,
+            db_attribute: self
+                .database_name_attribute
+                .clone()
+                .unwrap_or_else(|| "db.name".into()),
+            max_edges: self.max_edges.unwrap_or(10_000),
+        })
+    }
+
+    /// Check the configuration as the connector will on build.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.settings().map(drop)
+    }
+}
+
+/// One half of a request.
+#[derive(Debug, Clone, Default)]
+struct Half {
+    service: String,
+    seconds: f64,
+    failed: bool,
+    dims: Vec<(String, AnyValue)>,
+    /// Client half: the virtual peer it names, and whether it is a database.
+    peer: Option<String>,
+    database: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    client: Option<Half>,
+    server: Option<Half>,
+    messaging: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct EdgeKey {
+    client: String,
+    server: String,
+    connection_type: &'static str,
+    virtual_node: Option<&'static str>,
+    dims: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+struct Edge {
+    attrs: Vec<KeyValue>,
+    total: u64,
+    failed: u64,
+    server: (Vec<u64>, u64, f64),
+    client: (Vec<u64>, u64, f64),
+    start: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pending: HashMap<[u8; 24], Pending, ahash::RandomState>,
+    expiry: VecDeque<([u8; 24], Instant)>,
+    edges: HashMap<EdgeKey, Edge, ahash::RandomState>,
+}
+
+fn key(trace_id: &[u8], span_id: &[u8]) -> Option<[u8; 24]> {
+    if trace_id.len() != 16 || span_id.len() != 8 {
+        return None;
+    }
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(trace_id);
+    k[16..].copy_from_slice(span_id);
+    Some(k)
+}
+
+fn as_text(v: &AnyValue) -> String {
+    crate::condition::as_string(v).into_owned()
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: Settings,
+    state: Mutex<State>,
+    next: Downstream<Metrics>,
+    telemetry: Arc<ComponentTelemetry>,
+    edges_gauge: Gauge,
+    pending_gauge: Gauge,
+    dropped: Counter,
+    expired_virtual: Counter,
+    expired_unpaired: Counter,
+}
+
+impl Inner {
+    fn half(&self, span: &Span, resource: &[KeyValue], client: bool) -> Half {
+        let s = &self.settings;
+        let service = resource
+            .iter()
+            .rev()
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| kv.value.as_ref())
+            .map(as_text)
+            .unwrap_or_default();
+        let dims = s
+            .dimensions
+            .iter()
+            .filter_map(|d| lookup(d, &span.attributes, resource).map(|v| (d.clone(), v.clone())))
+            .collect();
+        let peer = client
+            .then(|| {
+                s.peer_attributes
+                    .iter()
+                    .find_map(|a| lookup(a, &span.attributes, &[]).map(as_text))
+            })
+            .flatten();
+        let database = client
+            .then(|| lookup(&s.db_attribute, &span.attributes, &[]).map(as_text))
+            .flatten();
+        Half {
+            service,
+            seconds: span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) as f64 / 1e9,
+            failed: span
+                .status
+                .as_ref()
+                .is_some_and(|st| st.code == StatusCode::Error as i32),
+            dims,
+            peer,
+            database,
+        }
+    }
+
+    fn record(&self, batch: &Batch<Traces>) {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        for rs in &batch.data().resource_spans {
+            let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
+            for ss in &rs.scope_spans {
+                for span in &ss.spans {
+                    let (k, client, messaging) = match SpanKind::try_from(span.kind) {
+                        Ok(SpanKind::Client) => (key(&span.trace_id, &span.span_id), true, false),
+                        Ok(SpanKind::Producer) => (key(&span.trace_id, &span.span_id), true, true),
+                        Ok(SpanKind::Server) => (key(&span.trace_id, &span.parent_span_id), false, false),
+                        Ok(SpanKind::Consumer) => (key(&span.trace_id, &span.parent_span_id), false, true),
+                        _ => continue,
+                    };
+                    let Some(k) = k else {
+                        // A server span without a parent: a request from outside.
+                        if !client {
+                            let half = self.half(span, resource, false);
+                            self.complete(&mut state, None, Some(half), messaging, Some("client"));
+                        }
+                        continue;
+                    };
+                    let half = self.half(span, resource, client);
+                    let known = state.pending.contains_key(&k);
+                    if !known && state.pending.len() >= self.settings.max_items {
+                        self.dropped.add(1);
+                        continue;
+                    }
+                    let entry = state.pending.entry(k).or_default();
+                    entry.messaging |= messaging;
+                    if client {
+                        entry.client = Some(half);
+                    } else {
+                        entry.server = Some(half);
+                    }
+                    if entry.client.is_some() && entry.server.is_some() {
+                        let p = state.pending.remove(&k).unwrap_or_default();
+                        self.complete(&mut state, p.client, p.server, p.messaging, None);
+                    } else if !known {
+                        state.expiry.push_back((k, now + self.settings.ttl));
+                    }
+                }
+            }
+        }
+        self.expire(&mut state, now);
+        self.pending_gauge.set(state.pending.len() as i64);
+        self.edges_gauge.set(state.edges.len() as i64);
+    }
+
+    /// Halves whose wait is over: to a virtual node where one is named, else counted.
+    fn expire(&self, state: &mut State, now: Instant) {
+        while let Some((k, at)) = state.expiry.front().copied() {
+            if at > now {
+                break;
+            }
+            state.expiry.pop_front();
+            let Some(p) = state.pending.remove(&k) else {
+                continue;
+            };
+            match (p.client, p.server) {
+                (Some(c), None) if c.peer.is_some() || c.database.is_some() => {
+                    self.expired_virtual.add(1);
+                    self.complete(state, Some(c), None, p.messaging, Some("server"));
+                }
+                (None, Some(srv)) => {
+                    self.expired_virtual.add(1);
+                    self.complete(state, None, Some(srv), p.messaging, Some("client"));
+                }
+                _ => self.expired_unpaired.add(1),
+            }
+        }
+    }
+
+    fn complete(
+        &self,
+        state: &mut State,
+        client: Option<Half>,
+        server: Option<Half>,
+        messaging: bool,
+        virtual_node: Option<&'static str>,
+    ) {
+        let s = &self.settings;
+        let client_name = client.as_ref().map_or_else(|| "user".to_string(), |c| c.service.clone());
+        let server_name = match (&server, &client) {
+            (Some(srv), _) => srv.service.clone(),
+            (None, Some(c)) => c.database.clone().or(c.peer.clone()).unwrap_or_default(),
+            (None, None) => return,
+        };
+        let connection_type = if messaging {
+            "messaging_system"
+        } else if server.is_none() && client.as_ref().is_some_and(|c| c.database.is_some()) {
+            "database"
+        } else if virtual_node.is_some() {
+            "virtual_node"
+        } else {
+            ""
+        };
+        let mut dims = Vec::new();
+        for (prefix, half) in [("client_", &client), ("server_", &server)] {
+            if let Some(h) = half {
+                for (k, v) in &h.dims {
+                    dims.push((format!("{prefix}{k}"), as_text(v)));
+                }
+            }
+        }
+        let key = EdgeKey {
+            client: client_name,
+            server: server_name,
+            connection_type,
+            virtual_node: virtual_node.filter(|_| s.extra_label),
+            dims,
+        };
+        if !state.edges.contains_key(&key) && state.edges.len() >= s.max_edges {
+            self.dropped.add(1);
+            return;
+        }
+        let bounds = &s.bounds;
+        let edge = state.edges.entry(key.clone()).or_insert_with(|| {
+            let mut attrs = vec![
+                kv("client", string_value(&key.client)),
+                kv("server", string_value(&key.server)),
+                kv("connection_type", string_value(key.connection_type)),
+            ];
+            if let Some(v) = key.virtual_node {
+                attrs.push(kv("virtual_node", string_value(v)));
+            }
+            for (k, v) in &key.dims {
+                attrs.push(kv(k, string_value(v)));
+            }
+            Edge {
+                attrs,
+                total: 0,
+                failed: 0,
+                server: (vec![0; bounds.len() + 1], 0, 0.0),
+                client: (vec![0; bounds.len() + 1], 0, 0.0),
+                start: now_nanos(),
+            }
+        });
+        edge.total += 1;
+        let failed = client.as_ref().is_some_and(|c| c.failed) || server.as_ref().is_some_and(|h| h.failed);
+        if failed {
+            edge.failed += 1;
+        }
+        for (half, hist) in [(&server, &mut edge.server), (&client, &mut edge.client)] {
+            if let Some(h) = half {
+                let i = bounds.partition_point(|b| *b < h.seconds);
+                hist.0[i] += 1;
+                hist.1 += 1;
+                hist.2 += h.seconds;
+            }
+        }
+    }
+
+    fn collect(&self) -> Option<ExportMetricsServiceRequest> {
+        let now = Instant::now();
+        let now_ns = now_nanos();
+        let mut state = self.state.lock();
+        self.expire(&mut state, now);
+        self.pending_gauge.set(state.pending.len() as i64);
+        if state.edges.is_empty() {
+            return None;
+        }
+        let cumulative = AggregationTemporality::Cumulative as i32;
+        let sum = |name: &str, f: &dyn Fn(&Edge) -> u64| Metric {
+            name: name.into(),
+            data: Some(metric::Data::Sum(Sum {
+                data_points: state
+                    .edges
+                    .values()
+                    .map(|e| NumberDataPoint {
+                        attributes: e.attrs.clone(),
+                        start_time_unix_nano: e.start,
+                        time_unix_nano: now_ns,
+                        value: Some(number_data_point::Value::AsInt(f(e) as i64)),
+                        ..Default::default()
+                    })
+                    .collect(),
+                aggregation_temporality: cumulative,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        };
+        let hist = |name: &str, f: &dyn Fn(&Edge) -> &(Vec<u64>, u64, f64)| Metric {
+            name: name.into(),
+            unit: "s".into(),
+            data: Some(metric::Data::Histogram(Histogram {
+                data_points: state
+                    .edges
+                    .values()
+                    .filter(|e| f(e).1 > 0)
+                    .map(|e| {
+                        let h = f(e);
+                        HistogramDataPoint {
+                            attributes: e.attrs.clone(),
+                            start_time_unix_nano: e.start,
+                            time_unix_nano: now_ns,
+                            count: h.1,
+                            sum: Some(h.2),
+                            bucket_counts: h.0.clone(),
+                            explicit_bounds: self.settings.bounds.to_vec(),
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+                aggregation_temporality: cumulative,
+            })),
+            ..Default::default()
+        };
+        let metrics = vec![
+            sum("traces_service_graph_request_total", &|e| e.total),
+            sum("traces_service_graph_request_failed_total", &|e| e.failed),
+            hist("traces_service_graph_request_server", &|e| &e.server),
+            hist("traces_service_graph_request_client", &|e| &e.client),
+        ];
+        Some(ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource::default()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "servicegraphconnector".into(),
+                        ..Default::default()
+                    }),
+                    metrics,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        })
+    }
+
+    async fn flush(&self) {
+        let Some(request) = self.collect() else {
+            return;
+        };
+        let batch = Batch::<Metrics>::new(request);
+        let n = batch.item_count();
+        // Cumulative: what is refused goes out again, whole, next interval.
+        match self.next.consume(batch).await {
+            Ok(()) => self.telemetry.add_sent(n),
+            Err(_) => self.telemetry.add_send_failed(n),
+        }
+    }
+}
+
+/// The consumer a [`ServiceGraph`] connector builds.
+#[derive(Debug, Clone)]
+pub struct ServiceGraphConsumer {
+    inner: Arc<Inner>,
+}
+
+impl ServiceGraphConsumer {
+    /// Emit the graph now, outside the flush interval.
+    pub async fn flush(&self) {
+        self.inner.flush().await;
+    }
+}
+
+impl Consumer<Traces> for ServiceGraphConsumer {
+    async fn consume(&self, batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
+        self.inner.record(&batch);
+        Ok(())
+    }
+}
+
+struct Ticker {
+    inner: Arc<Inner>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Lifecycle for Ticker {
+    fn start(&self) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
+        let inner = Arc::clone(&self.inner);
+        let mut stop = self.stop.subscribe();
+        let (flush_every, expire_every) = (inner.settings.flush_interval, inner.settings.expire_every);
+        *self.task.lock() = Some(tokio::spawn(async move {
+            let mut flush = tokio::time::interval_at(Instant::now() + flush_every, flush_every);
+            let mut expire = tokio::time::interval_at(Instant::now() + expire_every, expire_every);
+            loop {
+                tokio::select! {
+                    _ = flush.tick() => inner.flush().await,
+                    _ = expire.tick() => {
+                        let mut state = inner.state.lock();
+                        inner.expire(&mut state, Instant::now());
+                        inner.pending_gauge.set(state.pending.len() as i64);
+                    }
+                    _ = async { stop.wait_for(|s| *s).await.map(drop) } => return,
+                }
+            }
+        }));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn force_flush(&self) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
+        Box::pin(async move {
+            self.inner.flush().await;
+            Ok(())
+        })
+    }
+
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
+        Box::pin(async move {
+            let _ = self.stop.send(true);
+            let task = self.task.lock().take();
+            if let Some(task) = task {
+                let _ = tokio::time::timeout_at(deadline, task).await;
+            }
+            let _ = tokio::time::timeout_at(deadline, self.inner.flush()).await;
+            Ok(())
+        })
+    }
+}
+
+/// The `servicegraph` connector (traces to metrics). See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct ServiceGraph {
+    id: ComponentId,
+    settings: Settings,
+}
+
+impl ServiceGraph {
+    /// The connector for `config`; errors name the setting.
+    pub fn new(config: ServiceGraphConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            id: ComponentId::new("servicegraph"),
+            settings: config.settings()?,
+        })
+    }
+
+    /// Under another id.
+    pub fn with_id(mut self, id: ComponentId) -> Self {
+        self.id = id;
+        self
+    }
+}
+
+impl Connector<Traces, Metrics> for ServiceGraph {
+    type Consumer = ServiceGraphConsumer;
+
+    fn id(&self) -> ComponentId {
+        self.id.clone()
+    }
+
+    fn build(
+        self,
+        next: Downstream<Metrics>,
+        ctx: &mut ComponentContext<'_>,
+    ) -> Result<ServiceGraphConsumer, BuildError> {
+        let t = ctx.telemetry();
+        let inner = Arc::new(Inner {
+            edges_gauge: t.gauge(&EDGES, &[]),
+            pending_gauge: t.gauge(&PENDING, &[]),
+            dropped: t.counter(&DROPPED, &[]),
+            expired_virtual: t.counter(&EXPIRED, &[("outcome", "virtual_node")]),
+            expired_unpaired: t.counter(&EXPIRED, &[("outcome", "unpaired")]),
+            settings: self.settings,
+            state: Mutex::new(State::default()),
+            next,
+            telemetry: t,
+        });
+        let (stop, _) = watch::channel(false);
+        ctx.register_lifecycle(Arc::new(Ticker {
+            inner: Arc::clone(&inner),
+            stop,
+            task: Mutex::new(None),
+        }));
+        Ok(ServiceGraphConsumer { inner })
+    }
+}

@@ -1,0 +1,1312 @@
+//! The `spanmetrics` connector: request, error and duration (RED) metrics from every
+//! span, computed before any sampling, with the Collector's metric names and attributes.
+//!
+//! Per series (a resource and the values of its dimensions) it keeps a call count, a
+//! duration histogram (explicit buckets or base-2 exponential) and, when asked, a count
+//! of span events; every `metrics_flush_interval` it emits them to the metrics pipelines
+//! it feeds:
+//! - `<namespace>.calls` (sum, monotonic), `<namespace>.duration` (histogram, unit `ms` or
+//!   `s`), `<namespace>.events` (sum, with `events.enabled`); the namespace is
+//!   `traces.span.metrics` unless configured, so a Prometheus exporter shows
+//!   `traces_span_metrics_calls_total` and `traces_span_metrics_duration_milliseconds_bucket`;
+//! - attributes `service.name`, `span.name`, `span.kind` (`SPAN_KIND_SERVER`, ...),
+//!   `status.code` (`STATUS_CODE_ERROR`, ...), minus `exclude_dimensions`, then each of
+//!   `dimensions` found on the span or its resource (or its `default`).
+//!
+//! Memory is bounded: the series are capped by `aggregation_cardinality_limit` (spans of
+//! new series beyond it go to one `otel.metric.overflow=true` series per resource, and
+//! are counted), resources by `resource_metrics_cache_size`, and `metrics_expiration`
+//! forgets series no span has updated for that long.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use otel_pipeline_core::connector::{Connector, Downstream};
+use otel_pipeline_core::proto::collector::metrics::v1::ExportMetricsServiceRequest;
+use otel_pipeline_core::proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use otel_pipeline_core::proto::metrics::v1::{
+    AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint,
+    Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    exemplar, exponential_histogram_data_point::Buckets, metric, number_data_point,
+};
+use otel_pipeline_core::proto::resource::v1::Resource;
+use otel_pipeline_core::proto::trace::v1::{Span, status::StatusCode};
+use otel_pipeline_core::telemetry::{Counter, Gauge, Instrument};
+use otel_pipeline_core::{
+    Batch, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError,
+    Consumer, DropReason, Lifecycle, Metrics, Traces,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Deserializer};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::ConfigError;
+
+/// Default explicit buckets, in milliseconds (the Collector's).
+pub(super) const DEFAULT_BUCKETS_MS: [f64; 16] = [
+    2.0, 4.0, 6.0, 8.0, 10.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1000.0, 1400.0, 2000.0, 5000.0,
+    10_000.0, 15_000.0,
+];
+
+/// The series limit when the configuration sets none.
+pub const DEFAULT_CARDINALITY_LIMIT: usize = 50_000;
+
+const SERIES: Instrument = Instrument::gauge(
+    "otelcol_connector_spanmetrics_series",
+    "{series}",
+    "Series the spanmetrics connector holds (calls and duration share one series).",
+);
+const OVERFLOW: Instrument = Instrument::counter(
+    "otelcol_connector_spanmetrics_overflow_spans",
+    "{spans}",
+    "Spans counted in the overflow series because the cardinality limit was reached.",
+);
+const EXPIRED: Instrument = Instrument::counter(
+    "otelcol_connector_spanmetrics_expired_series",
+    "{series}",
+    "Series forgotten: not updated within metrics_expiration, or their resource evicted.",
+);
+
+/// One extra dimension: an attribute of the span (or else of its resource).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dimension {
+    /// The attribute key.
+    pub name: String,
+    /// The value when neither the span nor its resource has it; without one the
+    /// dimension is left out of that series.
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+/// `histogram`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistogramConfig {
+    /// No duration histogram at all.
+    #[serde(default)]
+    pub disable: bool,
+    /// `ms` (default) or `s`.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// Explicit buckets (the default kind).
+    #[serde(default, deserialize_with = "present")]
+    pub explicit: Option<Option<ExplicitConfig>>,
+    /// Base-2 exponential buckets.
+    #[serde(default, deserialize_with = "present")]
+    pub exponential: Option<Option<ExponentialConfig>>,
+    /// Dimensions for the histogram only.
+    #[serde(default)]
+    pub dimensions: Vec<Dimension>,
+}
+
+/// `histogram.explicit`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplicitConfig {
+    /// Bucket bounds as durations (`2ms`, `1s`).
+    #[serde(default, deserialize_with = "durations")]
+    pub buckets: Option<Vec<Duration>>,
+}
+
+/// `histogram.exponential`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExponentialConfig {
+    /// Buckets per sign at most (default 160).
+    #[serde(default)]
+    pub max_size: Option<usize>,
+}
+
+/// `exemplars`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExemplarsConfig {
+    /// Attach spans as exemplars of the duration histogram.
+    #[serde(default)]
+    pub enabled: bool,
+    /// At most this many per data point and interval (default 5).
+    #[serde(default)]
+    pub max_per_data_point: Option<usize>,
+}
+
+/// `events`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Emit `<namespace>.events`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Event attributes added as dimensions of the events metric.
+    #[serde(default)]
+    pub dimensions: Vec<Dimension>,
+}
+
+/// The `spanmetrics` connector's configuration, in the Collector's shape.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpanMetricsConfig {
+    /// The duration histogram.
+    #[serde(default)]
+    pub histogram: HistogramConfig,
+    /// Dimensions added to every metric.
+    #[serde(default)]
+    pub dimensions: Vec<Dimension>,
+    /// Dimensions for the calls metric only.
+    #[serde(default)]
+    pub calls_dimensions: Vec<Dimension>,
+    /// Default dimensions left out (`status.code`, ...).
+    #[serde(default)]
+    pub exclude_dimensions: Vec<String>,
+    /// Accepted for older configurations; series are bounded by the cardinality limit.
+    #[serde(default)]
+    pub dimensions_cache_size: Option<usize>,
+    /// How many resources are held at most (default 1000); the least recently updated
+    /// goes, with its series.
+    #[serde(default)]
+    pub resource_metrics_cache_size: Option<usize>,
+    /// The resource attributes that tell resources apart (default: all).
+    #[serde(default)]
+    pub resource_metrics_key_attributes: Vec<String>,
+    /// `AGGREGATION_TEMPORALITY_CUMULATIVE` (default) or `AGGREGATION_TEMPORALITY_DELTA`.
+    #[serde(default)]
+    pub aggregation_temporality: Option<String>,
+    /// How often metrics are emitted (default 15 s).
+    #[serde(default, deserialize_with = "crate::config::opt_duration")]
+    pub metrics_flush_interval: Option<Duration>,
+    /// Forget a series no span updated for this long (default: never).
+    #[serde(default, deserialize_with = "crate::config::opt_duration")]
+    pub metrics_expiration: Option<Duration>,
+    /// Accepted for older configurations (delta timestamps are kept per series here).
+    #[serde(default)]
+    pub metric_timestamp_cache_size: Option<usize>,
+    /// The most series held (default 50 000; `0`: no limit, as in the Collector).
+    #[serde(default)]
+    pub aggregation_cardinality_limit: Option<usize>,
+    /// Exemplars on the duration histogram.
+    #[serde(default)]
+    pub exemplars: ExemplarsConfig,
+    /// The metric name prefix (default `traces.span.metrics`; `""` for none).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The events metric.
+    #[serde(default)]
+    pub events: EventsConfig,
+    /// Also put the resource's (key) attributes on every data point, so they become
+    /// labels without the exporter's resource-to-label conversion.
+    #[serde(default)]
+    pub add_resource_attributes: bool,
+}
+
+/// Present-but-empty (`explicit:`) is `Some(None)`, absent is `None`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+pub(super) fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Duration>>, D::Error> {
+    let texts = Option::<Vec<String>>::deserialize(d)?;
+    texts
+        .map(|v| {
+            v.iter()
+                .map(|t| {
+                    otel_pipeline_core::config::parse_duration(t)
+                        .map_err(serde::de::Error::custom)
+                })
+                .collect()
+        })
+        .transpose()
+}
+
+#[derive(Debug, Clone)]
+enum HistKind {
+    None,
+    Explicit(Arc<[f64]>),
+    Exponential(usize),
+}
+
+/// The configuration, checked.
+#[derive(Debug, Clone)]
+struct Settings {
+    calls_name: String,
+    duration_name: String,
+    events_name: String,
+    unit_seconds: bool,
+    hist: HistKind,
+    defaults: [bool; 4],
+    dimensions: Vec<Dimension>,
+    calls_dimensions: Vec<Dimension>,
+    hist_dimensions: Vec<Dimension>,
+    event_dimensions: Option<Vec<Dimension>>,
+    key_attributes: Vec<String>,
+    resource_cache: usize,
+    delta: bool,
+    flush_interval: Duration,
+    expiration: Option<Duration>,
+    limit: usize,
+    exemplars: usize,
+    add_resource_attributes: bool,
+}
+
+const DEFAULT_DIMS: [&str; 4] = ["service.name", "span.name", "span.kind", "status.code"];
+
+impl SpanMetricsConfig {
+    fn settings(&self) -> Result<Settings, ConfigError> {
+        let ns = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "traces.span.metrics".into());
+        let name = |n: &str| {
+            if ns.is_empty() {
+                n.to_string()
+            } else {
+                format!("{ns}.{n}")
+            }
+        };
+        let unit_seconds = match self.histogram.unit.as_deref() {
+            None | Some("ms") => false,
+            Some("s") => true,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "histogram.unit",
+                    format!("unknown unit `{other}` (expected ms or s)"),
+                ));
+            }
+        };
+        let hist = match (&self.histogram.explicit, &self.histogram.exponential) {
+            _ if self.histogram.disable => HistKind::None,
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "histogram",
+                    "use either `explicit` or `exponential` buckets, not both",
+                ));
+            }
+            (_, Some(e)) => {
+                let max = e.as_ref().and_then(|e| e.max_size).unwrap_or(160);
+                if max < 2 {
+                    return Err(ConfigError::new(
+                        "histogram.exponential.max_size",
+                        "must be at least 2",
+                    ));
+                }
+                HistKind::Exponential(max)
+            }
+            (e, None) => {
+                let buckets: Vec<f64> = match e.as_ref().and_then(|e| e.as_ref()).and_then(|e| e.buckets.as_ref()) {
+                    Some(b) => b
+                        .iter()
+                        .map(|d| {
+                            if unit_seconds {
+                                d.as_secs_f64()
+                            } else {
+                                d.as_secs_f64() * 1000.0
+                            }
+                        })
+                        .collect(),
+                    None if unit_seconds => DEFAULT_BUCKETS_MS.iter().map(|b| b / 1000.0).collect(),
+                    None => DEFAULT_BUCKETS_MS.to_vec(),
+                };
+                if buckets.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err(ConfigError::new(
+                        "histogram.explicit.buckets",
+                        "bucket bounds must increase",
+                    ));
+                }
+                HistKind::Explicit(buckets.into())
+            }
+        };
+        for (i, d) in self.exclude_dimensions.iter().enumerate() {
+            if !DEFAULT_DIMS.contains(&d.as_str()) {
+                return Err(ConfigError::new(
+                    format!("exclude_dimensions[{i}]"),
+                    format!("`{d}` is not a default dimension (service.name, span.name, span.kind, status.code)"),
+                ));
+            }
+        }
+        let defaults = DEFAULT_DIMS.map(|d| !self.exclude_dimensions.iter().any(|e| e == d));
+        let mut seen: Vec<&str> = DEFAULT_DIMS.to_vec();
+        for (list, path) in [
+            (&self.dimensions, "dimensions"),
+            (&self.calls_dimensions, "calls_dimensions"),
+            (&self.histogram.dimensions, "histogram.dimensions"),
+        ] {
+            for (i, d) in list.iter().enumerate() {
+                if d.name.is_empty() {
+                    return Err(ConfigError::new(format!("{path}[{i}].name"), "must not be empty"));
+                }
+                if path == "dimensions" && seen.contains(&d.name.as_str()) {
+                    return Err(ConfigError::new(
+                        format!("{path}[{i}].name"),
+                        format!("duplicate dimension name {}", d.name),
+                    ));
+                }
+                if path == "dimensions" {
+                    seen.push(&d.name);
+                }
+            }
+        }
+        let delta = match self.aggregation_temporality.as_deref() {
+            None | Some("AGGREGATION_TEMPORALITY_CUMULATIVE") => false,
+            Some("AGGREGATION_TEMPORALITY_DELTA") => true,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "aggregation_temporality",
+                    format!("`{other}`: expected AGGREGATION_TEMPORALITY_CUMULATIVE or AGGREGATION_TEMPORALITY_DELTA"),
+                ));
+            }
+        };
+        let flush_interval = self.metrics_flush_interval.unwrap_or(Duration::from_secs(15));
+        if flush_interval.is_zero() {
+            return Err(ConfigError::new("metrics_flush_interval", "must be positive"));
+        }
+        if self.events.enabled && self.events.dimensions.is_empty() {
+            return Err(ConfigError::new(
+                "events.dimensions",
+                "at least one event dimension is needed when events are enabled",
+            ));
+        }
+        let resource_cache = self.resource_metrics_cache_size.unwrap_or(1000);
+        if resource_cache == 0 {
+            return Err(ConfigError::new("resource_metrics_cache_size", "must be positive"));
+        }
+        Ok(Settings {
+            calls_name: name("calls"),
+            duration_name: name("duration"),
+            events_name: name("events"),
+            unit_seconds,
+            hist,
+            defaults,
+            dimensions: self.dimensions.clone(),
+            calls_dimensions: self.calls_dimensions.clone(),
+            hist_dimensions: self.histogram.dimensions.clone(),
+            event_dimensions: self.events.enabled.then(|| self.events.dimensions.clone()),
+            key_attributes: self.resource_metrics_key_attributes.clone(),
+            resource_cache,
+            delta,
+            flush_interval,
+            expiration: self.metrics_expiration.filter(|d| !d.is_zero()),
+            limit: match self.aggregation_cardinality_limit {
+                None => DEFAULT_CARDINALITY_LIMIT,
+                Some(0) => usize::MAX,
+                Some(n) => n,
+            },
+            exemplars: if self.exemplars.enabled {
+                self.exemplars.max_per_data_point.unwrap_or(5)
+            } else {
+                0
+            },
+            add_resource_attributes: self.add_resource_attributes,
+        })
+    }
+
+    /// Check the configuration as the connector will on build.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.settings().map(drop)
+    }
+}
+
+/// A base-2 exponential histogram that lowers its scale to stay within `max` buckets.
+#[derive(Debug, Clone)]
+struct Expo {
+    scale: i32,
+    zero: u64,
+    offset: i64,
+    counts: Vec<u64>,
+}
+
+impl Expo {
+    fn new() -> Self {
+        Self {
+            scale: 20,
+            zero: 0,
+            offset: 0,
+            counts: Vec::new(),
+        }
+    }
+
+    fn index(v: f64, scale: i32) -> i64 {
+        // Upper-inclusive buckets: (base^i, base^(i+1)], base = 2^(2^-scale).
+        (v.log2() * 2f64.powi(scale)).ceil() as i64 - 1
+    }
+
+    fn record(&mut self, v: f64, max: usize) {
+        if v <= 0.0 || !v.is_finite() {
+            self.zero += 1;
+            return;
+        }
+        let mut i = Self::index(v, self.scale);
+        if self.counts.is_empty() {
+            self.offset = i;
+            self.counts.push(1);
+            return;
+        }
+        loop {
+            let lo = self.offset.min(i);
+            let hi = (self.offset + self.counts.len() as i64 - 1).max(i);
+            if (hi - lo + 1) as usize <= max || self.scale <= -10 {
+                break;
+            }
+            self.downscale();
+            i = Self::index(v, self.scale);
+        }
+        if i < self.offset {
+            let grow = (self.offset - i) as usize;
+            let mut counts = vec![0; grow];
+            counts.append(&mut self.counts);
+            self.counts = counts;
+            self.offset = i;
+        }
+        let at = (i - self.offset) as usize;
+        if at >= self.counts.len() {
+            self.counts.resize(at + 1, 0);
+        }
+        self.counts[at] += 1;
+    }
+
+    fn downscale(&mut self) {
+        self.scale -= 1;
+        let new_offset = self.offset >> 1;
+        let mut merged: Vec<u64> = Vec::with_capacity(self.counts.len() / 2 + 1);
+        for (j, c) in self.counts.iter().enumerate() {
+            let idx = ((self.offset + j as i64) >> 1) - new_offset;
+            let idx = idx as usize;
+            if idx >= merged.len() {
+                merged.resize(idx + 1, 0);
+            }
+            merged[idx] += c;
+        }
+        self.offset = new_offset;
+        self.counts = merged;
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Hist {
+    None,
+    Explicit(Vec<u64>),
+    Expo(Box<Expo>),
+}
+
+#[derive(Debug, Clone)]
+struct Series {
+    resource: u64,
+    attrs: Vec<KeyValue>,
+    /// Attributes of the histogram, when it has dimensions of its own.
+    hist_attrs: Option<Vec<KeyValue>>,
+    calls: u64,
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    hist: Hist,
+    exemplars: Vec<Exemplar>,
+    start: u64,
+    touched: Instant,
+    dirty: bool,
+}
+
+#[derive(Debug, Clone)]
+struct EventSeries {
+    resource: u64,
+    attrs: Vec<KeyValue>,
+    count: u64,
+    start: u64,
+    touched: Instant,
+    dirty: bool,
+}
+
+#[derive(Debug)]
+struct ResourceEntry {
+    id: u64,
+    attrs: Vec<KeyValue>,
+    touched: Instant,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    resources: HashMap<Box<[u8]>, ResourceEntry, ahash::RandomState>,
+    series: HashMap<Box<[u8]>, Series, ahash::RandomState>,
+    events: HashMap<Box<[u8]>, EventSeries, ahash::RandomState>,
+    next_resource: u64,
+    /// Series held, not counting overflow series.
+    live: usize,
+}
+
+pub(super) fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match kind {
+        1 => "SPAN_KIND_INTERNAL",
+        2 => "SPAN_KIND_SERVER",
+        3 => "SPAN_KIND_CLIENT",
+        4 => "SPAN_KIND_PRODUCER",
+        5 => "SPAN_KIND_CONSUMER",
+        _ => "SPAN_KIND_UNSPECIFIED",
+    }
+}
+
+fn status_name(span: &Span) -> &'static str {
+    match span.status.as_ref().map(|s| s.code) {
+        Some(c) if c == StatusCode::Error as i32 => "STATUS_CODE_ERROR",
+        Some(c) if c == StatusCode::Ok as i32 => "STATUS_CODE_OK",
+        _ => "STATUS_CODE_UNSET",
+    }
+}
+
+pub(super) fn string_value(s: &str) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::StringValue(s.to_string())),
+    }
+}
+
+pub(super) fn kv(key: &str, value: AnyValue) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(value),
+        ..Default::default()
+    }
+}
+
+/// Append a value to a key, tagged and length-prefixed so no two values collide.
+fn key_value(out: &mut Vec<u8>, v: Option<&AnyValue>) {
+    use prost::Message;
+    match v.and_then(|v| v.value.as_ref()) {
+        None => out.push(0),
+        Some(any_value::Value::StringValue(s)) => {
+            out.push(1);
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        Some(any_value::Value::IntValue(i)) => {
+            out.push(2);
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        Some(any_value::Value::BoolValue(b)) => out.extend_from_slice(&[3, u8::from(*b)]),
+        Some(any_value::Value::DoubleValue(d)) => {
+            out.push(4);
+            out.extend_from_slice(&d.to_bits().to_le_bytes());
+        }
+        Some(other) => {
+            let any = AnyValue {
+                value: Some(other.clone()),
+            };
+            out.push(5);
+            out.extend_from_slice(&(any.encoded_len() as u32).to_le_bytes());
+            any.encode_raw(out);
+        }
+    }
+}
+
+pub(super) fn lookup<'a>(
+    name: &str,
+    span_attrs: &'a [KeyValue],
+    resource: &'a [KeyValue],
+) -> Option<&'a AnyValue> {
+    span_attrs
+        .iter()
+        .rev()
+        .find(|kv| kv.key == name)
+        .or_else(|| resource.iter().rev().find(|kv| kv.key == name))
+        .and_then(|kv| kv.value.as_ref())
+}
+
+/// The consumer a [`SpanMetrics`] connector builds.
+#[derive(Debug, Clone)]
+pub struct SpanMetricsConsumer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: Settings,
+    state: Mutex<State>,
+    next: Downstream<Metrics>,
+    telemetry: Arc<ComponentTelemetry>,
+    series_gauge: Gauge,
+    overflow: Counter,
+    expired: Counter,
+}
+
+impl Inner {
+    fn resource_entry(&self, state: &mut State, resource: Option<&Resource>, now: Instant) -> u64 {
+        let attrs: &[KeyValue] = resource.map_or(&[], |r| &r.attributes);
+        let mut picked: Vec<&KeyValue> = attrs
+            .iter()
+            .filter(|kv| {
+                self.settings.key_attributes.is_empty()
+                    || self.settings.key_attributes.contains(&kv.key)
+            })
+            .collect();
+        picked.sort_by(|a, b| a.key.cmp(&b.key));
+        picked.dedup_by(|a, b| a.key == b.key);
+        let mut key = Vec::with_capacity(64);
+        for kv in &picked {
+            key.extend_from_slice(&(kv.key.len() as u32).to_le_bytes());
+            key.extend_from_slice(kv.key.as_bytes());
+            key_value(&mut key, kv.value.as_ref());
+        }
+        if let Some(e) = state.resources.get_mut(key.as_slice()) {
+            e.touched = now;
+            return e.id;
+        }
+        if state.resources.len() >= self.settings.resource_cache {
+            // The least recently updated resource goes, with its series.
+            if let Some((old_key, old_id)) = state
+                .resources
+                .iter()
+                .min_by_key(|(_, e)| e.touched)
+                .map(|(k, e)| (k.clone(), e.id))
+            {
+                state.resources.remove(&old_key);
+                let before = state.series.len();
+                state.series.retain(|_, s| s.resource != old_id);
+                state.events.retain(|_, s| s.resource != old_id);
+                let gone = before - state.series.len();
+                self.expired.add(gone as u64);
+                state.live = state.live.saturating_sub(gone);
+            }
+        }
+        let id = state.next_resource;
+        state.next_resource += 1;
+        state.resources.insert(
+            key.into_boxed_slice(),
+            ResourceEntry {
+                id,
+                attrs: picked.into_iter().cloned().collect(),
+                touched: now,
+            },
+        );
+        id
+    }
+
+    fn dims(
+        &self,
+        key: &mut Vec<u8>,
+        attrs: &mut Option<Vec<KeyValue>>,
+        dims: &[Dimension],
+        span_attrs: &[KeyValue],
+        resource: &[KeyValue],
+    ) {
+        for d in dims {
+            let found = lookup(&d.name, span_attrs, resource);
+            let default = if found.is_none() {
+                d.default.as_deref().map(string_value)
+            } else {
+                None
+            };
+            let v = found.or(default.as_ref());
+            key_value(key, v);
+            if let (Some(out), Some(v)) = (attrs.as_mut(), v) {
+                out.push(kv(&d.name, v.clone()));
+            }
+        }
+    }
+
+    fn record(&self, batch: &Batch<Traces>) {
+        let now = Instant::now();
+        let now_ns = now_nanos();
+        let s = &self.settings;
+        let mut state = self.state.lock();
+        let mut key: Vec<u8> = Vec::with_capacity(128);
+        for rs in &batch.data().resource_spans {
+            let resource_id = self.resource_entry(&mut state, rs.resource.as_ref(), now);
+            let resource_attrs: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
+            let service = resource_attrs
+                .iter()
+                .rev()
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref());
+            for ss in &rs.scope_spans {
+                for span in &ss.spans {
+                    key.clear();
+                    key.extend_from_slice(&resource_id.to_le_bytes());
+                    let kind = kind_name(span.kind);
+                    let status = status_name(span);
+                    if s.defaults[0] {
+                        key_value(&mut key, service);
+                    }
+                    if s.defaults[1] {
+                        key.extend_from_slice(&(span.name.len() as u32).to_le_bytes());
+                        key.extend_from_slice(span.name.as_bytes());
+                    }
+                    if s.defaults[2] {
+                        key.push(span.kind as u8);
+                    }
+                    if s.defaults[3] {
+                        key.extend_from_slice(status.as_bytes());
+                    }
+                    let mut none = None;
+                    self.dims(&mut key, &mut none, &s.dimensions, &span.attributes, resource_attrs);
+                    self.dims(&mut key, &mut none, &s.calls_dimensions, &span.attributes, resource_attrs);
+                    self.dims(&mut key, &mut none, &s.hist_dimensions, &span.attributes, resource_attrs);
+                    let value = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) as f64
+                        / if s.unit_seconds { 1e9 } else { 1e6 };
+                    let exists = state.series.contains_key(key.as_slice());
+                    if !exists && state.live >= s.limit {
+                        key.truncate(8);
+                        key.extend_from_slice(b"\xffoverflow");
+                        self.overflow.add(1);
+                    }
+                    let entry_key = key.clone();
+                    let series = match state.series.get_mut(entry_key.as_slice()) {
+                        Some(series) => series,
+                        None => {
+                            let overflow = entry_key.ends_with(b"\xffoverflow");
+                            let series = self.new_series(
+                                resource_id,
+                                overflow,
+                                service,
+                                span,
+                                kind,
+                                status,
+                                resource_attrs,
+                                &state,
+                                now,
+                                now_ns,
+                            );
+                            if !overflow {
+                                state.live += 1;
+                            }
+                            state.series.entry(entry_key.into_boxed_slice()).or_insert(series)
+                        }
+                    };
+                    series.calls += 1;
+                    series.count += 1;
+                    series.sum += value;
+                    series.min = series.min.min(value);
+                    series.max = series.max.max(value);
+                    series.touched = now;
+                    series.dirty = true;
+                    match (&mut series.hist, &s.hist) {
+                        (Hist::Explicit(counts), HistKind::Explicit(bounds)) => {
+                            let i = bounds.partition_point(|b| *b < value);
+                            counts[i] += 1;
+                        }
+                        (Hist::Expo(e), HistKind::Exponential(max)) => e.record(value, *max),
+                        _ => {}
+                    }
+                    if series.exemplars.len() < s.exemplars && !matches!(s.hist, HistKind::None) {
+                        series.exemplars.push(Exemplar {
+                            filtered_attributes: Vec::new(),
+                            time_unix_nano: span.end_time_unix_nano,
+                            span_id: span.span_id.clone(),
+                            trace_id: span.trace_id.clone(),
+                            value: Some(exemplar::Value::AsDouble(value)),
+                        });
+                    }
+                    if let Some(event_dims) = &s.event_dimensions {
+                        let base_len = key.len();
+                        for event in &span.events {
+                            key.truncate(base_len);
+                            let mut none = None;
+                            self.dims(&mut key, &mut none, event_dims, &event.attributes, &[]);
+                            if let Some(e) = state.events.get_mut(key.as_slice()) {
+                                e.count += 1;
+                                e.touched = now;
+                                e.dirty = true;
+                                continue;
+                            }
+                            let mut attrs = Some(self.base_attrs(service, span, kind, status, resource_id, &state));
+                            let mut scratch = Vec::new();
+                            self.dims(&mut scratch, &mut attrs, &s.dimensions, &span.attributes, resource_attrs);
+                            self.dims(&mut scratch, &mut attrs, event_dims, &event.attributes, &[]);
+                            state.events.insert(
+                                key.clone().into_boxed_slice(),
+                                EventSeries {
+                                    resource: resource_id,
+                                    attrs: attrs.unwrap_or_default(),
+                                    count: 1,
+                                    start: now_ns,
+                                    touched: now,
+                                    dirty: true,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        self.series_gauge.set((state.series.len() + state.events.len()) as i64);
+    }
+
+    fn base_attrs(
+        &self,
+        service: Option<&AnyValue>,
+        span: &Span,
+        kind: &str,
+        status: &str,
+        resource_id: u64,
+        state: &State,
+    ) -> Vec<KeyValue> {
+        let s = &self.settings;
+        let mut attrs = Vec::with_capacity(8);
+        if s.defaults[0] {
+            attrs.push(kv(
+                "service.name",
+                service.cloned().unwrap_or_else(|| string_value("")),
+            ));
+        }
+        if s.defaults[1] {
+            attrs.push(kv("span.name", string_value(&span.name)));
+        }
+        if s.defaults[2] {
+            attrs.push(kv("span.kind", string_value(kind)));
+        }
+        if s.defaults[3] {
+            attrs.push(kv("status.code", string_value(status)));
+        }
+        if s.add_resource_attributes
+            && let Some(e) = state.resources.values().find(|e| e.id == resource_id)
+        {
+            for a in &e.attrs {
+                if !attrs.iter().any(|x| x.key == a.key) {
+                    attrs.push(a.clone());
+                }
+            }
+        }
+        attrs
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_series(
+        &self,
+        resource_id: u64,
+        overflow: bool,
+        service: Option<&AnyValue>,
+        span: &Span,
+        kind: &str,
+        status: &str,
+        resource_attrs: &[KeyValue],
+        state: &State,
+        now: Instant,
+        now_ns: u64,
+    ) -> Series {
+        let s = &self.settings;
+        let (attrs, hist_attrs) = if overflow {
+            let a = vec![kv(
+                "otel.metric.overflow",
+                AnyValue {
+                    value: Some(any_value::Value::BoolValue(true)),
+                },
+            )];
+            (a, None)
+        } else {
+            let mut base = Some(self.base_attrs(service, span, kind, status, resource_id, state));
+            let mut scratch = Vec::new();
+            self.dims(&mut scratch, &mut base, &s.dimensions, &span.attributes, resource_attrs);
+            let base = base.unwrap_or_default();
+            let hist_attrs = if s.hist_dimensions.is_empty() {
+                None
+            } else {
+                let mut h = Some(base.clone());
+                self.dims(&mut scratch, &mut h, &s.hist_dimensions, &span.attributes, resource_attrs);
+                h
+            };
+            let mut calls = Some(base);
+            self.dims(&mut scratch, &mut calls, &s.calls_dimensions, &span.attributes, resource_attrs);
+            (calls.unwrap_or_default(), hist_attrs)
+        };
+        Series {
+            resource: resource_id,
+            attrs,
+            hist_attrs,
+            calls: 0,
+            count: 0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            hist: match &s.hist {
+                HistKind::None => Hist::None,
+                HistKind::Explicit(b) => Hist::Explicit(vec![0; b.len() + 1]),
+                HistKind::Exponential(_) => Hist::Expo(Box::new(Expo::new())),
+            },
+            exemplars: Vec::new(),
+            start: now_ns,
+            touched: now,
+            dirty: true,
+        }
+    }
+
+    /// What to emit now; resets delta series and forgets expired ones.
+    fn collect(&self) -> Option<ExportMetricsServiceRequest> {
+        let s = &self.settings;
+        let now = Instant::now();
+        let now_ns = now_nanos();
+        let mut state = self.state.lock();
+        if let Some(exp) = s.expiration {
+            let before = state.series.len();
+            let mut live_gone = 0;
+            state.series.retain(|k, x| {
+                let keep = now.duration_since(x.touched) < exp;
+                if !keep && !k.ends_with(b"\xffoverflow") {
+                    live_gone += 1;
+                }
+                keep
+            });
+            state.events.retain(|_, x| now.duration_since(x.touched) < exp);
+            self.expired.add((before - state.series.len()) as u64);
+            state.live = state.live.saturating_sub(live_gone);
+        }
+        let temporality = if s.delta {
+            AggregationTemporality::Delta
+        } else {
+            AggregationTemporality::Cumulative
+        } as i32;
+        let mut by_resource: HashMap<u64, (Vec<NumberDataPoint>, Vec<Metric>, Vec<NumberDataPoint>), ahash::RandomState> =
+            HashMap::default();
+        let mut hist_points: HashMap<u64, Vec<HistogramDataPoint>, ahash::RandomState> = HashMap::default();
+        let mut expo_points: HashMap<u64, Vec<ExponentialHistogramDataPoint>, ahash::RandomState> =
+            HashMap::default();
+        for series in state.series.values_mut() {
+            if s.delta && !series.dirty {
+                continue;
+            }
+            let entry = by_resource.entry(series.resource).or_default();
+            entry.0.push(NumberDataPoint {
+                attributes: series.attrs.clone(),
+                start_time_unix_nano: series.start,
+                time_unix_nano: now_ns,
+                value: Some(number_data_point::Value::AsInt(series.calls as i64)),
+                ..Default::default()
+            });
+            let attrs = series.hist_attrs.clone().unwrap_or_else(|| series.attrs.clone());
+            let (min, max) = if series.count > 0 {
+                (Some(series.min), Some(series.max))
+            } else {
+                (None, None)
+            };
+            match (&series.hist, &s.hist) {
+                (Hist::Explicit(counts), HistKind::Explicit(bounds)) => {
+                    hist_points.entry(series.resource).or_default().push(HistogramDataPoint {
+                        attributes: attrs,
+                        start_time_unix_nano: series.start,
+                        time_unix_nano: now_ns,
+                        count: series.count,
+                        sum: Some(series.sum),
+                        bucket_counts: counts.clone(),
+                        explicit_bounds: bounds.to_vec(),
+                        exemplars: std::mem::take(&mut series.exemplars),
+                        min,
+                        max,
+                        ..Default::default()
+                    });
+                }
+                (Hist::Expo(e), _) => {
+                    expo_points.entry(series.resource).or_default().push(ExponentialHistogramDataPoint {
+                        attributes: attrs,
+                        start_time_unix_nano: series.start,
+                        time_unix_nano: now_ns,
+                        count: series.count,
+                        sum: Some(series.sum),
+                        scale: e.scale,
+                        zero_count: e.zero,
+                        positive: Some(Buckets {
+                            offset: e.offset as i32,
+                            bucket_counts: e.counts.clone(),
+                        }),
+                        negative: Some(Buckets::default()),
+                        exemplars: std::mem::take(&mut series.exemplars),
+                        min,
+                        max,
+                        ..Default::default()
+                    });
+                }
+                _ => {}
+            }
+            series.dirty = false;
+        }
+        for e in state.events.values_mut() {
+            if s.delta && !e.dirty {
+                continue;
+            }
+            by_resource.entry(e.resource).or_default().2.push(NumberDataPoint {
+                attributes: e.attrs.clone(),
+                start_time_unix_nano: e.start,
+                time_unix_nano: now_ns,
+                value: Some(number_data_point::Value::AsInt(e.count as i64)),
+                ..Default::default()
+            });
+            e.dirty = false;
+        }
+        for id in hist_points.keys().chain(expo_points.keys()) {
+            by_resource.entry(*id).or_default();
+        }
+        if s.delta {
+            // A delta interval starts afresh: its series start now.
+            state.series.clear();
+            state.events.clear();
+            state.live = 0;
+        }
+        if by_resource.is_empty() {
+            return None;
+        }
+        let unit = if s.unit_seconds { "s" } else { "ms" };
+        let mut resource_metrics = Vec::with_capacity(by_resource.len());
+        for (id, (calls, _, events)) in by_resource {
+            let attrs = state
+                .resources
+                .values()
+                .find(|e| e.id == id)
+                .map(|e| e.attrs.clone())
+                .unwrap_or_default();
+            let mut metrics = Vec::with_capacity(3);
+            if !calls.is_empty() {
+                metrics.push(Metric {
+                    name: s.calls_name.clone(),
+                    unit: String::new(),
+                    data: Some(metric::Data::Sum(Sum {
+                        data_points: calls,
+                        aggregation_temporality: temporality,
+                        is_monotonic: true,
+                    })),
+                    ..Default::default()
+                });
+            }
+            if let Some(points) = hist_points.remove(&id) {
+                metrics.push(Metric {
+                    name: s.duration_name.clone(),
+                    unit: unit.into(),
+                    data: Some(metric::Data::Histogram(Histogram {
+                        data_points: points,
+                        aggregation_temporality: temporality,
+                    })),
+                    ..Default::default()
+                });
+            }
+            if let Some(points) = expo_points.remove(&id) {
+                metrics.push(Metric {
+                    name: s.duration_name.clone(),
+                    unit: unit.into(),
+                    data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
+                        data_points: points,
+                        aggregation_temporality: temporality,
+                    })),
+                    ..Default::default()
+                });
+            }
+            if !events.is_empty() {
+                metrics.push(Metric {
+                    name: s.events_name.clone(),
+                    data: Some(metric::Data::Sum(Sum {
+                        data_points: events,
+                        aggregation_temporality: temporality,
+                        is_monotonic: true,
+                    })),
+                    ..Default::default()
+                });
+            }
+            resource_metrics.push(ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: attrs,
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "spanmetricsconnector".into(),
+                        ..Default::default()
+                    }),
+                    metrics,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            });
+        }
+        self.series_gauge.set((state.series.len() + state.events.len()) as i64);
+        Some(ExportMetricsServiceRequest { resource_metrics })
+    }
+
+    async fn flush(&self) {
+        let Some(request) = self.collect() else {
+            return;
+        };
+        let batch = Batch::<Metrics>::new(request);
+        let n = batch.item_count();
+        match self.next.consume(batch).await {
+            Ok(()) => self.telemetry.add_sent(n),
+            Err(e) => {
+                // Cumulative series are emitted whole again next interval; a delta
+                // interval refused is lost, and counted.
+                self.telemetry.add_send_failed(n);
+                if self.settings.delta {
+                    self.telemetry
+                        .add_dropped(DropReason::REFUSED_NOT_RETRIED, e.items());
+                }
+            }
+        }
+    }
+}
+
+impl Consumer<Traces> for SpanMetricsConsumer {
+    async fn consume(&self, batch: Batch<Traces>) -> Result<(), ConsumeError<Traces>> {
+        self.inner.record(&batch);
+        Ok(())
+    }
+}
+
+impl SpanMetricsConsumer {
+    /// Emit what is held now, outside the flush interval (tests, a final flush).
+    pub async fn flush(&self) {
+        self.inner.flush().await;
+    }
+}
+
+struct Flusher {
+    inner: Arc<Inner>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Lifecycle for Flusher {
+    fn start(&self) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
+        let inner = Arc::clone(&self.inner);
+        let mut stop = self.stop.subscribe();
+        let every = inner.settings.flush_interval;
+        *self.task.lock() = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => inner.flush().await,
+                    _ = async { stop.wait_for(|s| *s).await.map(drop) } => return,
+                }
+            }
+        }));
+        Box::pin(async { Ok(()) })
+    }
+
+    fn force_flush(&self) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
+        Box::pin(async move {
+            self.inner.flush().await;
+            Ok(())
+        })
+    }
+
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
+        Box::pin(async move {
+            let _ = self.stop.send(true);
+            let task = self.task.lock().take();
+            if let Some(task) = task {
+                let _ = tokio::time::timeout_at(deadline, task).await;
+            }
+            // The last interval goes out while the metrics pipelines still run.
+            let _ = tokio::time::timeout_at(deadline, self.inner.flush()).await;
+            Ok(())
+        })
+    }
+}
+
+/// The `spanmetrics` connector (traces to metrics). See the [module docs](self).
+///
+/// ```
+/// use otel_processors::connectors::{SpanMetrics, SpanMetricsConfig};
+/// let config: SpanMetricsConfig = otel_processors::from_yaml("spanmetrics", r#"
+/// namespace: traces.spanmetrics
+/// histogram:
+///   explicit:
+///     buckets: [5ms, 50ms, 500ms, 5s]
+/// dimensions:
+///   - name: http.route
+///   - name: deployment.environment
+///     default: unknown
+/// aggregation_cardinality_limit: 2000
+/// "#)?;
+/// let connector = SpanMetrics::new(config)?;
+/// # let _ = connector;
+/// # Ok::<(), otel_processors::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct SpanMetrics {
+    id: ComponentId,
+    settings: Settings,
+}
+
+impl SpanMetrics {
+    /// The connector for `config`; errors name the setting.
+    pub fn new(config: SpanMetricsConfig) -> Result<Self, ConfigError> {
+        Ok(Self {
+            id: ComponentId::new("spanmetrics"),
+            settings: config.settings()?,
+        })
+    }
+
+    /// Under another id (`spanmetrics/red`).
+    pub fn with_id(mut self, id: ComponentId) -> Self {
+        self.id = id;
+        self
+    }
+}
+
+impl Connector<Traces, Metrics> for SpanMetrics {
+    type Consumer = SpanMetricsConsumer;
+
+    fn id(&self) -> ComponentId {
+        self.id.clone()
+    }
+
+    fn build(
+        self,
+        next: Downstream<Metrics>,
+        ctx: &mut ComponentContext<'_>,
+    ) -> Result<SpanMetricsConsumer, BuildError> {
+        let telemetry = ctx.telemetry();
+        let inner = Arc::new(Inner {
+            series_gauge: telemetry.gauge(&SERIES, &[]),
+            overflow: telemetry.counter(&OVERFLOW, &[]),
+            expired: telemetry.counter(&EXPIRED, &[]),
+            settings: self.settings,
+            state: Mutex::new(State::default()),
+            next,
+            telemetry,
+        });
+        let (stop, _) = watch::channel(false);
+        ctx.register_lifecycle(Arc::new(Flusher {
+            inner: Arc::clone(&inner),
+            stop,
+            task: Mutex::new(None),
+        }));
+        Ok(SpanMetricsConsumer { inner })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponential_histogram_stays_within_its_size_and_counts_everything() {
+        let mut e = Expo::new();
+        for v in [0.001, 0.5, 1.0, 3.0, 1000.0, 1e6, 0.0] {
+            e.record(v, 8);
+        }
+        assert!(e.counts.len() <= 8, "{e:?}");
+        assert_eq!(e.counts.iter().sum::<u64>() + e.zero, 7);
+        // Every value falls in the bucket that holds it at the final scale.
+        let base = 2f64.powf(2f64.powi(-e.scale));
+        for v in [0.001, 0.5, 1.0, 3.0, 1000.0, 1e6] {
+            let i = Expo::index(v, e.scale);
+            assert!(i >= e.offset && i < e.offset + e.counts.len() as i64);
+            assert!(base.powi(i as i32) < v * (1.0 + 1e-9) && v <= base.powi(i as i32 + 1) * (1.0 + 1e-9));
+        }
+    }
+
+    #[test]
+    fn bad_settings_name_the_key() {
+        let c = SpanMetricsConfig {
+            exclude_dimensions: vec!["span.nam".into()],
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().path, "exclude_dimensions[0]");
+        let c = SpanMetricsConfig {
+            aggregation_temporality: Some("DELTA".into()),
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().path, "aggregation_temporality");
+    }
+}
