@@ -1,10 +1,10 @@
-//! This crate's exporters for the YAML loader: `otlp`, `otlphttp`, `debug`, `nop` and
-//! `loadbalancing`, each configured by its Collector section.
+//! This crate's exporters for the YAML loader: `otlp`, `otlphttp`, `debug`, `nop`,
+//! `loadbalancing` and `prometheus` (metrics), each configured by its Collector section.
 //!
 //! ```
 //! let mut registry = otel_pipeline_core::collector::Registry::new();
 //! otel_exporters::collector::register(&mut registry);
-//! assert!(registry.exporter_kinds().eq(["debug", "loadbalancing", "nop", "otlp", "otlphttp"]));
+//! assert!(registry.exporter_kinds().eq(["debug", "loadbalancing", "nop", "otlp", "otlphttp", "prometheus"]));
 //! ```
 
 use otel_pipeline_core::boxed::BoxExporter;
@@ -27,7 +27,26 @@ pub fn register(registry: &mut Registry) {
             let _: NopYaml = s.deserialize()?;
             Ok(NopExporter::new().with_id(s.id().clone()))
         }))
-        .exporter(LoadBalancingFactory);
+        .exporter(LoadBalancingFactory)
+        .exporter(PrometheusFactory);
+}
+
+/// `prometheus`: metrics only.
+struct PrometheusFactory;
+
+impl ExporterFactory for PrometheusFactory {
+    fn kind(&self) -> &'static str {
+        "prometheus"
+    }
+
+    fn metrics(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Metrics>, ConfigError>> {
+        Some((|| {
+            let c: crate::prometheus::PrometheusConfig = section.deserialize()?;
+            let e = crate::prometheus::PrometheusExporter::new(c)
+                .map_err(|e| section.error(&e.path, e.message))?;
+            Ok(Box::new(e.with_id(section.id().clone())) as BoxExporter<Metrics>)
+        })())
+    }
 }
 
 /// `nop:` takes no settings.

@@ -7,6 +7,8 @@
 //! - [`otlp`]: OTLP over gRPC or HTTP with retry, backoff and a bounded sending queue.
 //! - [`loadbalancing`]: the trace router, by trace id over a set of gateways.
 //! - [`nop`]: discards what reaches it, counted (a sink for measurements).
+//! - [`prometheus`]: serves metrics at `/metrics` in the Prometheus text format, named as
+//!   the Collector's `prometheus` exporter names them.
 //!
 //! ## Feature flags
 //! - `tls`: export to `https://` endpoints, with a CA file or the system roots and an
@@ -18,6 +20,7 @@ pub mod debug;
 pub mod loadbalancing;
 pub mod nop;
 pub mod otlp;
+pub mod prometheus;
 
 pub use debug::{DebugExporter, Verbosity};
 pub use loadbalancing::{TraceRouter, TraceRouterConfig};

@@ -46,7 +46,7 @@
 //!
 //! let (logs_out, exported) = InMemoryExporter::new();
 //! let logs = Pipeline::logs().named("logs").exporter(logs_out).build()?;
-//! let head = BoxConsumer::new((*logs.consumer()).clone());
+//! let head = BoxConsumer::new(logs.consumer());
 //! let logs = logs.start().await?;
 //!
 //! let (receiver, sender) = DirectReceiver::new();

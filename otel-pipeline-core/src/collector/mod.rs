@@ -123,7 +123,6 @@ const COLLECTOR_TYPES: &[(&str, &[&str])] = &[
         &[
             "otlp_grpc",
             "kafka",
-            "prometheus",
             "prometheusremotewrite",
             "file",
             "zipkin",
