@@ -404,7 +404,7 @@ fn the_pipeline_graph_is_checked_as_the_collector_checks_it() {
     assert!(e.contains("connectors.spanmetrics.exclude_dimensions[0]"), "{e}");
     // A routing table naming a pipeline the connector does not feed.
     let misrouted = format!(
-        "{PIPES}connectors:\n  routing:\n    table:\n      - condition: name == \"x\"\n        pipelines: [traces/nowhere]\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [routing]\n    traces/b:\n      receivers: [routing]\n      exporters: [debug]\n"
+        "{PIPES}connectors:\n  routing:\n    table:\n      - condition: name == \"x\"\n        context: span\n        pipelines: [traces/nowhere]\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [routing]\n    traces/b:\n      receivers: [routing]\n      exporters: [debug]\n"
     );
     let e = error_text(&misrouted);
     assert!(e.contains("pipeline `traces/nowhere` does not take this connector"), "{e}");

@@ -171,8 +171,9 @@ impl ExporterFactory for OtlpFactory {
 struct DebugYaml {
     #[serde(default)]
     verbosity: Option<String>,
-    /// The `logging` exporter's key, removed upstream: read as a verbosity.
-    #[serde(default)]
+    /// The `logging` exporter's key, removed upstream: read as a verbosity (older
+    /// configurations spell it `logLevel`, which the Collector's case-blind keys took).
+    #[serde(default, alias = "logLevel")]
     loglevel: Option<String>,
     #[serde(default, rename = "sampling_initial")]
     _sampling_initial: Option<serde::de::IgnoredAny>,
@@ -194,7 +195,7 @@ fn debug_exporter(section: &Section<'_>) -> Result<DebugExporter, ConfigError> {
             exporter = %section.id(),
             "`loglevel` is the `logging` exporter's old key; use `verbosity`"
         );
-        match level {
+        match level.to_ascii_lowercase().as_str() {
             "debug" => "detailed",
             "info" => "normal",
             _ => "basic",

@@ -40,6 +40,10 @@ pub(crate) struct OtlpExporterYaml {
     timeout: Option<Duration>,
     #[serde(default)]
     tls: TlsYaml,
+    /// The key `tls.insecure` had before the Collector grouped the TLS settings; still
+    /// in configurations people run, and read as `tls.insecure`.
+    #[serde(default)]
+    insecure: Option<bool>,
     #[serde(default)]
     retry_on_failure: Option<RetryYaml>,
     #[serde(default)]
@@ -162,7 +166,7 @@ impl OtlpExporterYaml {
             _ => &self.logs_endpoint,
         };
         match (own, &self.endpoint) {
-            (Some(url), _) => c.endpoint = with_scheme(url, self.tls.insecure),
+            (Some(url), _) => c.endpoint = with_scheme(url, self.insecure()),
             (None, Some(_)) => {}
             (None, None) => {
                 return Err((
@@ -191,7 +195,7 @@ impl OtlpExporterYaml {
 
     /// Whether the endpoint is plaintext when it names no scheme.
     pub(crate) fn insecure(&self) -> bool {
-        self.tls.insecure
+        self.tls.insecure || self.insecure == Some(true)
     }
 
     /// The exporter settings, with `endpoint` given a scheme (`http://` when
@@ -204,7 +208,7 @@ impl OtlpExporterYaml {
     pub(crate) fn to_config(&self) -> OtlpExporterConfig {
         let mut c = OtlpExporterConfig::default();
         if let Some(endpoint) = &self.endpoint {
-            c.endpoint = with_scheme(endpoint, self.tls.insecure);
+            c.endpoint = with_scheme(endpoint, self.insecure());
         }
         c.protocol = match self.protocol {
             None | Some(ProtocolYaml::Grpc) => Protocol::Grpc,
