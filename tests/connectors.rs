@@ -61,7 +61,15 @@ fn kv(k: &str, v: &str) -> KeyValue {
     }
 }
 
-fn span(trace: u64, id: u64, parent: u64, name: &str, kind: SpanKind, ms: u64, error: bool) -> Span {
+fn span(
+    trace: u64,
+    id: u64,
+    parent: u64,
+    name: &str,
+    kind: SpanKind,
+    ms: u64,
+    error: bool,
+) -> Span {
     let mut trace_id = [0u8; 16];
     trace_id[8..].copy_from_slice(&trace.to_be_bytes());
     trace_id[0] = 1;
@@ -78,7 +86,11 @@ fn span(trace: u64, id: u64, parent: u64, name: &str, kind: SpanKind, ms: u64, e
         start_time_unix_nano: 1_700_000_000_000_000_000,
         end_time_unix_nano: 1_700_000_000_000_000_000 + ms * 1_000_000,
         status: Some(Status {
-            code: if error { StatusCode::Error } else { StatusCode::Unset } as i32,
+            code: if error {
+                StatusCode::Error
+            } else {
+                StatusCode::Unset
+            } as i32,
             ..Default::default()
         }),
         ..Default::default()
@@ -102,7 +114,7 @@ fn resource_spans(service: &str, spans: Vec<Span>) -> ResourceSpans {
 /// Trace `t`: a `frontend` server span, its client call, and the `checkout` server span
 /// that answers it. Every 4th trace fails in checkout; durations 3, 30 and 300 ms.
 fn trace(t: u64) -> Vec<ResourceSpans> {
-    let error = t % 4 == 0;
+    let error = t.is_multiple_of(4);
     let ms = [3, 30, 300][(t % 3) as usize];
     let (root, client, server) = (t * 10 + 1, t * 10 + 2, t * 10 + 3);
     vec![
@@ -110,12 +122,28 @@ fn trace(t: u64) -> Vec<ResourceSpans> {
             "frontend",
             vec![
                 span(t, root, 0, "GET /cart", SpanKind::Server, ms + 2, false),
-                span(t, client, root, "POST checkout", SpanKind::Client, ms + 1, error),
+                span(
+                    t,
+                    client,
+                    root,
+                    "POST checkout",
+                    SpanKind::Client,
+                    ms + 1,
+                    error,
+                ),
             ],
         ),
         resource_spans(
             "checkout",
-            vec![span(t, server, client, "PlaceOrder", SpanKind::Server, ms, error)],
+            vec![span(
+                t,
+                server,
+                client,
+                "PlaceOrder",
+                SpanKind::Server,
+                ms,
+                error,
+            )],
         ),
     ]
 }
@@ -210,9 +238,12 @@ service:
             .await
             .expect("sent");
     }
-    agent.shutdown(Duration::from_secs(5)).await.expect("agent drains");
+    agent
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("agent drains");
 
-    let errors = (1..=traces).filter(|t| t % 4 == 0).count();
+    let errors = (1..=traces).filter(|t| t.is_multiple_of(4)).count();
     let addr: SocketAddr = format!("127.0.0.1:{prom}").parse().expect("address");
     let calls = "traces_span_metrics_calls_total";
     let mut scrape = String::new();
@@ -228,14 +259,31 @@ service:
     assert!(reached, "metrics never reached every span:\n{scrape}");
     // Request and error counts per service, before any sampling.
     assert_eq!(
-        sum_where(&scrape, calls, &["service_name=\"checkout\"", "span_kind=\"SPAN_KIND_SERVER\""]),
+        sum_where(
+            &scrape,
+            calls,
+            &[
+                "service_name=\"checkout\"",
+                "span_kind=\"SPAN_KIND_SERVER\""
+            ]
+        ),
         traces as f64
     );
     assert_eq!(
-        sum_where(&scrape, calls, &["service_name=\"checkout\"", "status_code=\"STATUS_CODE_ERROR\""]),
+        sum_where(
+            &scrape,
+            calls,
+            &[
+                "service_name=\"checkout\"",
+                "status_code=\"STATUS_CODE_ERROR\""
+            ]
+        ),
         errors as f64
     );
-    assert!(scrape.contains("# TYPE traces_span_metrics_calls_total counter"), "{scrape}");
+    assert!(
+        scrape.contains("# TYPE traces_span_metrics_calls_total counter"),
+        "{scrape}"
+    );
     assert!(scrape.contains("# TYPE traces_span_metrics_duration_milliseconds histogram"));
     // Latency buckets: checkout's 3, 30 and 300 ms spans fall at or below 10, 100, 1000.
     let bucket = |le: &str| {
@@ -252,13 +300,20 @@ service:
     assert_eq!(bucket("+Inf"), traces as f64);
     // The service graph: frontend calls checkout, with the failures.
     let edge = ["client=\"frontend\"", "server=\"checkout\""];
-    assert_eq!(sum_where(&scrape, "traces_service_graph_request_total", &edge), traces as f64);
+    assert_eq!(
+        sum_where(&scrape, "traces_service_graph_request_total", &edge),
+        traces as f64
+    );
     assert_eq!(
         sum_where(&scrape, "traces_service_graph_request_failed_total", &edge),
         errors as f64
     );
     assert_eq!(
-        sum_where(&scrape, "traces_service_graph_request_server_seconds_count", &edge),
+        sum_where(
+            &scrape,
+            "traces_service_graph_request_server_seconds_count",
+            &edge
+        ),
         traces as f64
     );
     // Root server spans come from the virtual node `user`.
@@ -266,7 +321,11 @@ service:
         sum_where(
             &scrape,
             "traces_service_graph_request_total",
-            &["client=\"user\"", "server=\"frontend\"", "connection_type=\"virtual_node\""]
+            &[
+                "client=\"user\"",
+                "server=\"frontend\"",
+                "connection_type=\"virtual_node\""
+            ]
         ),
         traces as f64
     );
@@ -274,14 +333,23 @@ service:
     assert!(scrape.contains("job=\"checkout\""), "{scrape}");
 
     // The backend holds only the sampled share: the error traces, whole.
-    let sampled = eventually(Duration::from_secs(10), || exported.item_count() == 3 * errors).await;
+    let sampled = eventually(Duration::from_secs(10), || {
+        exported.item_count() == 3 * errors
+    })
+    .await;
     assert!(sampled, "backend holds {} spans", exported.item_count());
     assert!(exported.spans().iter().all(|s| {
         let t = u64::from_be_bytes(s.trace_id[8..].try_into().expect("8 bytes"));
-        t % 4 == 0
+        t.is_multiple_of(4)
     }));
-    collector.shutdown(Duration::from_secs(5)).await.expect("drains");
-    backend.shutdown(Duration::from_secs(5)).await.expect("backend stops");
+    collector
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("drains");
+    backend
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("backend stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,7 +409,10 @@ service:
             .await
             .expect("sent");
     }
-    agent.shutdown(Duration::from_secs(5)).await.expect("agent drains");
+    agent
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("agent drains");
     // checkout's server span by resource, frontend's client span by its name; the
     // frontend's server span matches nothing and takes the default.
     let done = eventually(Duration::from_secs(10), || {
@@ -356,7 +427,10 @@ service:
     );
     let names: Vec<String> = other_out.spans().into_iter().map(|s| s.name).collect();
     assert!(names.iter().all(|n| n == "GET /cart"), "{names:?}");
-    collector.shutdown(Duration::from_secs(5)).await.expect("drains");
+    collector
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("drains");
     acme.shutdown(Duration::from_secs(5)).await.expect("stops");
     other.shutdown(Duration::from_secs(5)).await.expect("stops");
 }
@@ -401,18 +475,26 @@ fn the_pipeline_graph_is_checked_as_the_collector_checks_it() {
     );
     let e = error_text(&bad);
     assert!(e.contains("c.yaml:10:26"), "{e}");
-    assert!(e.contains("connectors.spanmetrics.exclude_dimensions[0]"), "{e}");
+    assert!(
+        e.contains("connectors.spanmetrics.exclude_dimensions[0]"),
+        "{e}"
+    );
     // A routing table naming a pipeline the connector does not feed.
     let misrouted = format!(
         "{PIPES}connectors:\n  routing:\n    table:\n      - condition: name == \"x\"\n        context: span\n        pipelines: [traces/nowhere]\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [routing]\n    traces/b:\n      receivers: [routing]\n      exporters: [debug]\n"
     );
     let e = error_text(&misrouted);
-    assert!(e.contains("pipeline `traces/nowhere` does not take this connector"), "{e}");
+    assert!(
+        e.contains("pipeline `traces/nowhere` does not take this connector"),
+        "{e}"
+    );
     // A connector type of the Collector this build lacks is named as such.
     let vendor = format!(
         "{PIPES}connectors:\n  datadog/connector:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n"
     );
-    assert!(error_text(&vendor).contains("`datadog` is a connector of the OpenTelemetry Collector"));
+    assert!(
+        error_text(&vendor).contains("`datadog` is a connector of the OpenTelemetry Collector")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,7 +534,17 @@ async fn spanmetrics_series_stay_within_the_cardinality_limit_and_overflow_is_co
         .expect("starts");
     // 50 distinct span names: 5 series, the rest in the overflow series.
     let spans: Vec<Span> = (0..50u64)
-        .map(|i| span(i + 1, i + 1, 0, &format!("op-{i}"), SpanKind::Server, 5, false))
+        .map(|i| {
+            span(
+                i + 1,
+                i + 1,
+                0,
+                &format!("op-{i}"),
+                SpanKind::Server,
+                5,
+                false,
+            )
+        })
         .collect();
     sender
         .send(ExportTraceServiceRequest {
@@ -460,9 +552,17 @@ async fn spanmetrics_series_stay_within_the_cardinality_limit_and_overflow_is_co
         })
         .await
         .expect("sent");
-    traces.shutdown(Duration::from_secs(5)).await.expect("flushes");
-    metrics_pipeline.shutdown(Duration::from_secs(5)).await.expect("stops");
-    let t = telemetry.find(ComponentKind::Exporter, "spanmetrics").expect("counted");
+    traces
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("flushes");
+    metrics_pipeline
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("stops");
+    let t = telemetry
+        .find(ComponentKind::Exporter, "spanmetrics")
+        .expect("counted");
     assert_eq!(
         telemetry.sum("otelcol_connector_spanmetrics_overflow_spans", &[]),
         45,

@@ -37,7 +37,11 @@ fn env_of(path: &Path) -> BTreeMap<String, String> {
 
 /// `ok`, or `refused: <the kinds of error>`.
 fn outcome(files: &[ConfigFile], env: &BTreeMap<String, String>) -> (String, Vec<String>) {
-    match CollectorConfig::load(files, |k| env.get(k).cloned(), &otel_pipeline::default_registry()) {
+    match CollectorConfig::load(
+        files,
+        |k| env.get(k).cloned(),
+        &otel_pipeline::default_registry(),
+    ) {
         Ok(_) => ("ok".into(), Vec::new()),
         Err(e) => (
             "refused".into(),
@@ -99,7 +103,12 @@ fn real_configurations_load_or_name_what_they_lack() {
     let mut report = String::new();
     for name in &names {
         let mut files = vec![ConfigFile::read(dir.join(name)).expect("readable")];
-        let overlay = dir.join(name.replace(".yaml", "") .replace("01-otel-demo-current", "01b-otel-demo-current-observability-overlay") + ".yaml.part");
+        let overlay = dir.join(
+            name.replace(".yaml", "").replace(
+                "01-otel-demo-current",
+                "01b-otel-demo-current-observability-overlay",
+            ) + ".yaml.part",
+        );
         if name.starts_with("01-") && overlay.exists() {
             files.push(ConfigFile::read(&overlay).expect("readable"));
         }
@@ -131,6 +140,14 @@ fn real_configurations_load_or_name_what_they_lack() {
             None => mismatches.push(format!("{name}: not in tests/real_configs.tsv")),
         }
     }
-    println!("{report}unchanged: {unchanged}/{}; traces-only: {traces_only}/{}", names.len(), names.len());
-    assert!(mismatches.is_empty(), "{}\n\n{report}", mismatches.join("\n"));
+    println!(
+        "{report}unchanged: {unchanged}/{}; traces-only: {traces_only}/{}",
+        names.len(),
+        names.len()
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{}\n\n{report}",
+        mismatches.join("\n")
+    );
 }

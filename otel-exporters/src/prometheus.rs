@@ -92,9 +92,8 @@ impl PrometheusConfig {
             ConfigError::new("endpoint", format!("`{}` is not host:port", self.endpoint))
         })?;
         let _ = host;
-        port.parse::<u16>().map_err(|_| {
-            ConfigError::new("endpoint", format!("`{port}` is not a port number"))
-        })?;
+        port.parse::<u16>()
+            .map_err(|_| ConfigError::new("endpoint", format!("`{port}` is not a port number")))?;
         if let Some(d) = self.metric_expiration
             && d.is_zero()
         {
@@ -314,7 +313,13 @@ fn metric_name(name: &str, unit: &str, kind: Kind, suffixes: bool, namespace: &s
 fn label_name(key: &str) -> String {
     let mut out: String = key
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert_str(0, "key_");
@@ -383,7 +388,11 @@ fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
 
 fn float(v: f64) -> String {
     if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else if v.is_nan() {
         "NaN".into()
     } else {
@@ -407,7 +416,10 @@ fn explicit_buckets(p: &HistogramDataPoint) -> Vec<(f64, u64)> {
 /// then one bucket per positive bucket, at its upper bound.
 fn exponential_buckets(p: &ExponentialHistogramDataPoint) -> Vec<(f64, u64)> {
     let base = 2f64.powf(2f64.powi(-p.scale));
-    let negative: u64 = p.negative.as_ref().map_or(0, |n| n.bucket_counts.iter().sum());
+    let negative: u64 = p
+        .negative
+        .as_ref()
+        .map_or(0, |n| n.bucket_counts.iter().sum());
     let mut out = vec![(0.0, p.zero_count + negative)];
     if let Some(pos) = &p.positive {
         for (i, c) in pos.bucket_counts.iter().enumerate() {
@@ -454,7 +466,11 @@ impl Shared {
                         "service.name" | "service.namespace" | "service.instance.id"
                     )
                 })
-                .filter_map(|kv| kv.value.as_ref().map(|v| (label_name(&kv.key), value_text(v))))
+                .filter_map(|kv| {
+                    kv.value
+                        .as_ref()
+                        .map(|v| (label_name(&kv.key), value_text(v)))
+                })
                 .collect();
             if c.resource_to_telemetry_conversion.enabled {
                 base.extend(others.iter().cloned());
@@ -467,7 +483,16 @@ impl Shared {
                 if let Some(i) = &instance {
                     labels.push(("instance".into(), i.clone()));
                 }
-                let family = store.families.entry(metric_name("target_info", "", Kind::Gauge, false, namespace)).or_default();
+                let family = store
+                    .families
+                    .entry(metric_name(
+                        "target_info",
+                        "",
+                        Kind::Gauge,
+                        false,
+                        namespace,
+                    ))
+                    .or_default();
                 family.kind.get_or_insert(Kind::Gauge);
                 if family.help.is_empty() {
                     family.help = "Target metadata".into();
@@ -496,8 +521,8 @@ impl Shared {
                     let (kind, delta) = match data {
                         Data::Gauge(_) => (Kind::Gauge, false),
                         Data::Sum(s) => {
-                            let delta = s.aggregation_temporality
-                                == AggregationTemporality::Delta as i32;
+                            let delta =
+                                s.aggregation_temporality == AggregationTemporality::Delta as i32;
                             if s.is_monotonic {
                                 (Kind::Counter, delta)
                             } else if delta {
@@ -530,7 +555,9 @@ impl Shared {
                     let mut put = |attrs: &[KeyValue], time: u64, value: Value| {
                         let mut labels = scoped.clone();
                         labels.extend(attrs.iter().filter_map(|kv| {
-                            kv.value.as_ref().map(|v| (label_name(&kv.key), value_text(v)))
+                            kv.value
+                                .as_ref()
+                                .map(|v| (label_name(&kv.key), value_text(v)))
                         }));
                         let key = label_text(&labels);
                         let timestamp_ms = (time / 1_000_000) as i64;
@@ -555,12 +582,20 @@ impl Shared {
                     match data {
                         Data::Gauge(g) => {
                             for p in &g.data_points {
-                                put(&p.attributes, p.time_unix_nano, Value::Number(number(p.value)));
+                                put(
+                                    &p.attributes,
+                                    p.time_unix_nano,
+                                    Value::Number(number(p.value)),
+                                );
                             }
                         }
                         Data::Sum(s) => {
                             for p in &s.data_points {
-                                put(&p.attributes, p.time_unix_nano, Value::Number(number(p.value)));
+                                put(
+                                    &p.attributes,
+                                    p.time_unix_nano,
+                                    Value::Number(number(p.value)),
+                                );
                             }
                         }
                         Data::Histogram(h) => {
@@ -568,7 +603,11 @@ impl Shared {
                                 put(
                                     &p.attributes,
                                     p.time_unix_nano,
-                                    Value::Buckets(explicit_buckets(p), p.sum.unwrap_or(0.0), p.count),
+                                    Value::Buckets(
+                                        explicit_buckets(p),
+                                        p.sum.unwrap_or(0.0),
+                                        p.count,
+                                    ),
                                 );
                             }
                         }
@@ -577,7 +616,11 @@ impl Shared {
                                 put(
                                     &p.attributes,
                                     p.time_unix_nano,
-                                    Value::Buckets(exponential_buckets(p), p.sum.unwrap_or(0.0), p.count),
+                                    Value::Buckets(
+                                        exponential_buckets(p),
+                                        p.sum.unwrap_or(0.0),
+                                        p.count,
+                                    ),
                                 );
                             }
                         }
@@ -587,7 +630,10 @@ impl Shared {
                                     &p.attributes,
                                     p.time_unix_nano,
                                     Value::Quantiles(
-                                        p.quantile_values.iter().map(|q| (q.quantile, q.value)).collect(),
+                                        p.quantile_values
+                                            .iter()
+                                            .map(|q| (q.quantile, q.value))
+                                            .collect(),
                                         p.sum,
                                         p.count,
                                     ),
@@ -610,7 +656,9 @@ impl Shared {
         let mut store = self.store.lock();
         let mut out = String::with_capacity(4096);
         for family in store.families.values_mut() {
-            family.series.retain(|_, p| now.duration_since(p.updated) < expiration);
+            family
+                .series
+                .retain(|_, p| now.duration_since(p.updated) < expiration);
         }
         store.families.retain(|_, f| !f.series.is_empty());
         let ts = |p: &Point| {
@@ -654,7 +702,8 @@ impl Shared {
                                 ts(p)
                             );
                         }
-                        let _ = writeln!(out, "{name}_bucket{} {count}{}", with("le=\"+Inf\""), ts(p));
+                        let _ =
+                            writeln!(out, "{name}_bucket{} {count}{}", with("le=\"+Inf\""), ts(p));
                         let _ = writeln!(out, "{name}_sum{} {}{}", with(""), float(*sum), ts(p));
                         let _ = writeln!(out, "{name}_count{} {count}{}", with(""), ts(p));
                     }
@@ -727,7 +776,9 @@ impl Consumer<Metrics> for PrometheusConsumer {
     async fn consume(&self, batch: Batch<Metrics>) -> Result<(), ConsumeError<Metrics>> {
         let n = batch.item_count();
         let dropped = self.shared.record(batch.data());
-        self.shared.telemetry.add_dropped(NO_PROMETHEUS_FORM, dropped);
+        self.shared
+            .telemetry
+            .add_dropped(NO_PROMETHEUS_FORM, dropped);
         self.shared.telemetry.add_sent(n.saturating_sub(dropped));
         Ok(())
     }
@@ -751,11 +802,17 @@ impl Lifecycle for Endpoint {
                 .to_socket_addrs()
                 .map_err(|e| format!("prometheus endpoint `{endpoint}`: {e}"))?
                 .next()
-                .ok_or_else(|| format!("prometheus endpoint `{endpoint}` resolves to no address"))?;
+                .ok_or_else(|| {
+                    format!("prometheus endpoint `{endpoint}` resolves to no address")
+                })?;
             let shared = Arc::clone(&self.shared);
             let server = AdminServer::start(addr, move |path| {
                 if path == "/metrics" {
-                    (200, "text/plain; version=0.0.4; charset=utf-8", shared.render())
+                    (
+                        200,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        shared.render(),
+                    )
                 } else {
                     (404, "text/plain", "not found\n".to_string())
                 }
@@ -805,7 +862,10 @@ mod tests {
     #[test]
     fn names_follow_the_collectors_rules() {
         let n = |name, unit, kind| metric_name(name, unit, kind, true, "");
-        assert_eq!(n("traces.span.metrics.calls", "", Kind::Counter), "traces_span_metrics_calls_total");
+        assert_eq!(
+            n("traces.span.metrics.calls", "", Kind::Counter),
+            "traces_span_metrics_calls_total"
+        );
         assert_eq!(
             n("traces.span.metrics.duration", "ms", Kind::Histogram),
             "traces_span_metrics_duration_milliseconds"
@@ -818,11 +878,23 @@ mod tests {
             n("traces_service_graph_request_server", "s", Kind::Histogram),
             "traces_service_graph_request_server_seconds"
         );
-        assert_eq!(n("http.server.request.size", "By", Kind::Histogram), "http_server_request_size_bytes");
-        assert_eq!(n("requests", "{request}/s", Kind::Gauge), "requests_per_second");
-        assert_eq!(n("cpu.utilization", "1", Kind::Gauge), "cpu_utilization_ratio");
+        assert_eq!(
+            n("http.server.request.size", "By", Kind::Histogram),
+            "http_server_request_size_bytes"
+        );
+        assert_eq!(
+            n("requests", "{request}/s", Kind::Gauge),
+            "requests_per_second"
+        );
+        assert_eq!(
+            n("cpu.utilization", "1", Kind::Gauge),
+            "cpu_utilization_ratio"
+        );
         assert_eq!(n("2xx", "", Kind::Gauge), "_2xx");
-        assert_eq!(metric_name("calls", "", Kind::Counter, false, "app"), "app_calls");
+        assert_eq!(
+            metric_name("calls", "", Kind::Counter, false, "app"),
+            "app_calls"
+        );
         assert_eq!(label_name("http.route"), "http_route");
         assert_eq!(label_name("1st"), "key_1st");
         assert_eq!(label_name("_x"), "key_x");

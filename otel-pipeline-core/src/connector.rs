@@ -100,10 +100,8 @@ impl<S: Signal> fmt::Debug for Downstream<S> {
 impl<S: Signal> Downstream<S> {
     /// The pipelines `(name, head)`, in order.
     pub fn new<N: Into<String>>(pipelines: impl IntoIterator<Item = (N, BoxConsumer<S>)>) -> Self {
-        let pipelines: Arc<[(String, BoxConsumer<S>)]> = pipelines
-            .into_iter()
-            .map(|(n, c)| (n.into(), c))
-            .collect();
+        let pipelines: Arc<[(String, BoxConsumer<S>)]> =
+            pipelines.into_iter().map(|(n, c)| (n.into(), c)).collect();
         let all = Arc::new(FanOutAll::new(
             pipelines.iter().map(|(_, c)| c.clone()).collect(),
         ));

@@ -109,7 +109,10 @@ impl Served {
     }
 
     /// Stop serving by `deadline` (nothing to do if it never started).
-    pub fn stop(&self, deadline: Instant) -> crate::consumer::BoxFuture<'static, Result<(), BoxError>> {
+    pub fn stop(
+        &self,
+        deadline: Instant,
+    ) -> crate::consumer::BoxFuture<'static, Result<(), BoxError>> {
         let server = self.0.lock().take();
         Box::pin(async move {
             if let Some(s) = server {
@@ -124,4 +127,3 @@ impl Served {
         self.0.lock().as_ref().map(|s| s.addr)
     }
 }
-

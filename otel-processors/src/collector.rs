@@ -15,10 +15,10 @@
 use otel_pipeline_core::boxed::BoxProcessor;
 use std::sync::Arc;
 
+use otel_pipeline_core::SignalKind;
 use otel_pipeline_core::collector::{
     AnyConnector, ConnectorFactory, ProcessorFactory, Registry, Reload, Section,
 };
-use otel_pipeline_core::SignalKind;
 use otel_pipeline_core::config::ConfigError;
 use otel_pipeline_core::{Logs, Metrics, Processor, Traces};
 
@@ -113,15 +113,15 @@ impl ConnectorFactory for Connectors {
         let id = section.id().clone();
         Some((|| {
             Ok(match (self.0, from) {
-                ("forward", SignalKind::Traces) => {
-                    AnyConnector::TracesToTraces(Box::new(crate::connectors::Forward::new().with_id(id)))
-                }
-                ("forward", SignalKind::Metrics) => {
-                    AnyConnector::MetricsToMetrics(Box::new(crate::connectors::Forward::new().with_id(id)))
-                }
-                ("forward", SignalKind::Logs) => {
-                    AnyConnector::LogsToLogs(Box::new(crate::connectors::Forward::new().with_id(id)))
-                }
+                ("forward", SignalKind::Traces) => AnyConnector::TracesToTraces(Box::new(
+                    crate::connectors::Forward::new().with_id(id),
+                )),
+                ("forward", SignalKind::Metrics) => AnyConnector::MetricsToMetrics(Box::new(
+                    crate::connectors::Forward::new().with_id(id),
+                )),
+                ("forward", SignalKind::Logs) => AnyConnector::LogsToLogs(Box::new(
+                    crate::connectors::Forward::new().with_id(id),
+                )),
                 ("routing", signal) => {
                     let c: crate::connectors::RoutingConfig = section.deserialize()?;
                     if c.match_once.is_some() {
@@ -136,7 +136,8 @@ impl ConnectorFactory for Connectors {
                         SignalKind::Logs => Some("log"),
                         SignalKind::Metrics => None,
                     };
-                    r.check(item).map_err(|e| section.error(&e.path, e.message))?;
+                    r.check(item)
+                        .map_err(|e| section.error(&e.path, e.message))?;
                     match signal {
                         SignalKind::Traces => AnyConnector::TracesToTraces(Box::new(r)),
                         SignalKind::Metrics => AnyConnector::MetricsToMetrics(Box::new(r)),

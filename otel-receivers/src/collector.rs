@@ -574,4 +574,3 @@ impl MetricsServer {
         self.0.stop(deadline).await;
     }
 }
-

@@ -10,9 +10,9 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::boxed::{BoxExporter, BoxProcessor, BoxReceiver};
+use crate::config::{ConfigError, Location, Node};
 use crate::connector::{BoxConnector, Downstream, SharedConnector, SharedConnectorExporter};
 use crate::consumer::BoxConsumer;
-use crate::config::{ConfigError, Location, Node};
 use crate::consumer::BoxFuture;
 use crate::health::{Health, ReadinessGate};
 use crate::id::{BoxError, ComponentId};
@@ -413,8 +413,22 @@ macro_rules! collector_signal {
         }
     };
 }
-collector_signal!(Traces, "traces", traces, TracesToTraces, TracesToMetrics, TracesToLogs);
-collector_signal!(Metrics, "metrics", metrics, MetricsToTraces, MetricsToMetrics, MetricsToLogs);
+collector_signal!(
+    Traces,
+    "traces",
+    traces,
+    TracesToTraces,
+    TracesToMetrics,
+    TracesToLogs
+);
+collector_signal!(
+    Metrics,
+    "metrics",
+    metrics,
+    MetricsToTraces,
+    MetricsToMetrics,
+    MetricsToLogs
+);
 collector_signal!(Logs, "logs", logs, LogsToTraces, LogsToMetrics, LogsToLogs);
 
 /// Makes receivers of one type (`otlp`). A receiver instance serves every signal it

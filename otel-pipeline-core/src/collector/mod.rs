@@ -407,7 +407,7 @@ impl CollectorConfig {
                             errors.push(self.err(&path, unknown_connector(registry, cid.kind())));
                         }
                         for section in ["receivers", "exporters"] {
-                            if self.root.get(section).is_some_and(|s| s.get(&id).is_some()) {
+                            if self.root.get(section).is_some_and(|s| s.get(id).is_some()) {
                                 errors.push(self.err(
                                     &path,
                                     format!("`{id}` is defined both under {section} and under connectors: pipelines could not tell which one they name"),
@@ -639,12 +639,15 @@ impl CollectorConfig {
         };
         for (a, spec) in self.pipelines.iter().enumerate() {
             for (i, id) in spec.exporters.iter().enumerate() {
-                if !self.is_connector(&id.to_string()) || !registry.connectors.contains_key(id.kind()) {
+                if !self.is_connector(&id.to_string())
+                    || !registry.connectors.contains_key(id.kind())
+                {
                     continue;
                 }
-                let feeds = self.pipelines.iter().any(|b| {
-                    b.receivers.contains(id) && supports(id, spec.signal, b.signal)
-                });
+                let feeds = self
+                    .pipelines
+                    .iter()
+                    .any(|b| b.receivers.contains(id) && supports(id, spec.signal, b.signal));
                 if !feeds {
                     errors.push(self.err(
                         &format!("service.pipelines.{}.exporters[{i}]", spec.name),
@@ -658,12 +661,15 @@ impl CollectorConfig {
                 let _ = a;
             }
             for (i, id) in spec.receivers.iter().enumerate() {
-                if !self.is_connector(&id.to_string()) || !registry.connectors.contains_key(id.kind()) {
+                if !self.is_connector(&id.to_string())
+                    || !registry.connectors.contains_key(id.kind())
+                {
                     continue;
                 }
-                let fed = self.pipelines.iter().any(|b| {
-                    b.exporters.contains(id) && supports(id, b.signal, spec.signal)
-                });
+                let fed = self
+                    .pipelines
+                    .iter()
+                    .any(|b| b.exporters.contains(id) && supports(id, b.signal, spec.signal));
                 if !fed {
                     errors.push(self.err(
                         &format!("service.pipelines.{}.receivers[{i}]", spec.name),
@@ -683,7 +689,11 @@ impl CollectorConfig {
         let n = self.pipelines.len();
         let mut feeds: Vec<Vec<(usize, ComponentId)>> = vec![Vec::new(); n];
         for (a, pa) in self.pipelines.iter().enumerate() {
-            for c in pa.exporters.iter().filter(|c| self.is_connector(&c.to_string())) {
+            for c in pa
+                .exporters
+                .iter()
+                .filter(|c| self.is_connector(&c.to_string()))
+            {
                 for (b, pb) in self.pipelines.iter().enumerate() {
                     if pb.receivers.contains(c) && supports(c, pa.signal, pb.signal) {
                         feeds[a].push((b, c.clone()));
@@ -756,8 +766,10 @@ impl CollectorConfig {
                 }
             }
         }
-        let mut slots: Vec<Option<PipelineSpec>> =
-            std::mem::take(&mut self.pipelines).into_iter().map(Some).collect();
+        let mut slots: Vec<Option<PipelineSpec>> = std::mem::take(&mut self.pipelines)
+            .into_iter()
+            .map(Some)
+            .collect();
         self.pipelines = order.into_iter().filter_map(|i| slots[i].take()).collect();
     }
 
@@ -1331,10 +1343,15 @@ fn unknown_connector(registry: &Registry, kind: &str) -> String {
         .find(|(r, _)| *r == "connector")
         .is_some_and(|(_, kinds)| kinds.contains(&kind));
     if collectors {
-        format!("`{kind}` is a connector of the OpenTelemetry Collector that this build does not include")
+        format!(
+            "`{kind}` is a connector of the OpenTelemetry Collector that this build does not include"
+        )
     } else {
         let known: Vec<&str> = registry.connector_kinds().collect();
-        format!("unknown connector type `{kind}` (known: {})", known.join(", "))
+        format!(
+            "unknown connector type `{kind}` (known: {})",
+            known.join(", ")
+        )
     }
 }
 
@@ -1387,12 +1404,12 @@ impl Links {
         let pick = |name: &&str| self.heads.iter().find(|(n, _)| n == name).map(|(_, h)| h);
         macro_rules! collect {
             ($kind:ident) => {
-                AnyDownstream::$kind(crate::connector::Downstream::new(
-                    names.iter().filter_map(|n| match pick(n) {
+                AnyDownstream::$kind(crate::connector::Downstream::new(names.iter().filter_map(
+                    |n| match pick(n) {
                         Some(AnyHead::$kind(c)) => Some((n.to_string(), c.clone())),
                         _ => None,
-                    }),
-                ))
+                    },
+                )))
             };
         }
         match to {

@@ -33,8 +33,8 @@ use otel_pipeline_core::proto::metrics::v1::ResourceMetrics;
 use otel_pipeline_core::proto::resource::v1::Resource;
 use otel_pipeline_core::proto::trace::v1::ResourceSpans;
 use otel_pipeline_core::{
-    Batch, BuildError, ClientInfo, ComponentContext, ComponentId, ComponentTelemetry,
-    ConsumeError, Consumer, DropReason, Logs, Metrics, Signal, Traces,
+    Batch, BuildError, ClientInfo, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError,
+    Consumer, DropReason, Logs, Metrics, Signal, Traces,
 };
 use serde::Deserialize;
 
@@ -207,9 +207,16 @@ fn parse_request(text: &str) -> Option<Test> {
     } else {
         (false, rest.strip_prefix("!=")?)
     };
-    let value = rest.trim().strip_prefix('"')?.strip_suffix('"')?.to_string();
+    let value = rest
+        .trim()
+        .strip_prefix('"')?
+        .strip_suffix('"')?
+        .to_string();
     Some(Test::Request { key, value, equal })
 }
+
+/// A group split by destination: each part with its route (`None`: no route).
+pub type Routed<G> = Result<Vec<(Option<usize>, G)>, EvalError>;
 
 /// The signals the routing connector routes: how to take a request apart into its
 /// resources and each resource into its items. Implemented for traces, metrics and logs.
@@ -232,7 +239,7 @@ pub trait Routable: Signal {
     fn split(
         group: Self::Group,
         dest: &mut dyn FnMut(Cx<'_>) -> Result<Option<usize>, EvalError>,
-    ) -> Result<Vec<(Option<usize>, Self::Group)>, EvalError>;
+    ) -> Routed<Self::Group>;
 }
 
 /// Group items by destination, keeping each destination's first-seen order.
@@ -268,7 +275,7 @@ impl Routable for Traces {
     fn split(
         mut group: ResourceSpans,
         dest: &mut dyn FnMut(Cx<'_>) -> Result<Option<usize>, EvalError>,
-    ) -> Result<Vec<(Option<usize>, ResourceSpans)>, EvalError> {
+    ) -> Routed<ResourceSpans> {
         let mut out: Vec<(Option<usize>, ResourceSpans)> = Vec::new();
         let scopes = std::mem::take(&mut group.scope_spans);
         for mut scope in scopes {
@@ -325,7 +332,7 @@ impl Routable for Logs {
     fn split(
         mut group: ResourceLogs,
         dest: &mut dyn FnMut(Cx<'_>) -> Result<Option<usize>, EvalError>,
-    ) -> Result<Vec<(Option<usize>, ResourceLogs)>, EvalError> {
+    ) -> Routed<ResourceLogs> {
         let mut out: Vec<(Option<usize>, ResourceLogs)> = Vec::new();
         let scopes = std::mem::take(&mut group.scope_logs);
         for mut scope in scopes {
@@ -379,7 +386,7 @@ impl Routable for Metrics {
     fn split(
         group: ResourceMetrics,
         _dest: &mut dyn FnMut(Cx<'_>) -> Result<Option<usize>, EvalError>,
-    ) -> Result<Vec<(Option<usize>, ResourceMetrics)>, EvalError> {
+    ) -> Routed<ResourceMetrics> {
         // No item context for metrics here: `check` refuses one.
         Ok(vec![(None, group)])
     }
@@ -593,7 +600,8 @@ impl<S: Routable> Connector<S, S> for Routing {
         };
         let mut routes = Vec::new();
         for (i, route) in self.config.table.iter().enumerate() {
-            let test = parse_route(route, i, S::ITEM_CONTEXT).map_err(|e| ctx.invalid(e.path, e.message))?;
+            let test = parse_route(route, i, S::ITEM_CONTEXT)
+                .map_err(|e| ctx.invalid(e.path, e.message))?;
             if route.pipelines.is_empty() {
                 return Err(ctx.invalid(
                     format!("table[{i}].pipelines"),

@@ -161,9 +161,12 @@ impl ServiceGraphConfig {
                 .store_expiration_loop
                 .filter(|d| !d.is_zero())
                 .unwrap_or(Duration::from_secs(2)),
-            peer_attributes: self.virtual_node_peer_attributes.clone().unwrap_or_else(|| {
-                vec!["peer.service".into(), "db.name".into(), "db.system".into()]
-            }),
+            peer_attributes: self
+                .virtual_node_peer_attributes
+                .clone()
+                .unwrap_or_else(|| {
+                    vec!["peer.service".into(), "db.name".into(), "db.system".into()]
+                }),
             extra_label: self.virtual_node_extra_label,
             flush_interval,
             db_attribute: self
@@ -208,13 +211,16 @@ struct EdgeKey {
     dims: Vec<(String, String)>,
 }
 
+/// Bucket counts, count and sum of one duration histogram.
+type HistCell = (Vec<u64>, u64, f64);
+
 #[derive(Debug)]
 struct Edge {
     attrs: Vec<KeyValue>,
     total: u64,
     failed: u64,
-    server: (Vec<u64>, u64, f64),
-    client: (Vec<u64>, u64, f64),
+    server: HistCell,
+    client: HistCell,
     start: u64,
 }
 
@@ -279,7 +285,10 @@ impl Inner {
             .flatten();
         Half {
             service,
-            seconds: span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) as f64 / 1e9,
+            seconds: span
+                .end_time_unix_nano
+                .saturating_sub(span.start_time_unix_nano) as f64
+                / 1e9,
             failed: span
                 .status
                 .as_ref()
@@ -300,15 +309,19 @@ impl Inner {
                     let (k, client, messaging) = match SpanKind::try_from(span.kind) {
                         Ok(SpanKind::Client) => (key(&span.trace_id, &span.span_id), true, false),
                         Ok(SpanKind::Producer) => (key(&span.trace_id, &span.span_id), true, true),
-                        Ok(SpanKind::Server) => (key(&span.trace_id, &span.parent_span_id), false, false),
-                        Ok(SpanKind::Consumer) => (key(&span.trace_id, &span.parent_span_id), false, true),
+                        Ok(SpanKind::Server) => {
+                            (key(&span.trace_id, &span.parent_span_id), false, false)
+                        }
+                        Ok(SpanKind::Consumer) => {
+                            (key(&span.trace_id, &span.parent_span_id), false, true)
+                        }
                         _ => continue,
                     };
                     let Some(k) = k else {
                         // A server span without a parent: a request from outside.
                         if !client {
                             let half = self.half(span, resource, false);
-                            self.complete(&mut state, None, Some(half), messaging, Some("client"));
+                            self.complete(&mut state, None, Some(&half), messaging, Some("client"));
                         }
                         continue;
                     };
@@ -327,7 +340,13 @@ impl Inner {
                     }
                     if entry.client.is_some() && entry.server.is_some() {
                         let p = state.pending.remove(&k).unwrap_or_default();
-                        self.complete(&mut state, p.client, p.server, p.messaging, None);
+                        self.complete(
+                            &mut state,
+                            p.client.as_ref(),
+                            p.server.as_ref(),
+                            p.messaging,
+                            None,
+                        );
                     } else if !known {
                         state.expiry.push_back((k, now + self.settings.ttl));
                     }
@@ -352,11 +371,11 @@ impl Inner {
             match (p.client, p.server) {
                 (Some(c), None) if c.peer.is_some() || c.database.is_some() => {
                     self.expired_virtual.add(1);
-                    self.complete(state, Some(c), None, p.messaging, Some("server"));
+                    self.complete(state, Some(&c), None, p.messaging, Some("server"));
                 }
                 (None, Some(srv)) => {
                     self.expired_virtual.add(1);
-                    self.complete(state, None, Some(srv), p.messaging, Some("client"));
+                    self.complete(state, None, Some(&srv), p.messaging, Some("client"));
                 }
                 _ => self.expired_unpaired.add(1),
             }
@@ -366,21 +385,23 @@ impl Inner {
     fn complete(
         &self,
         state: &mut State,
-        client: Option<Half>,
-        server: Option<Half>,
+        client: Option<&Half>,
+        server: Option<&Half>,
         messaging: bool,
         virtual_node: Option<&'static str>,
     ) {
         let s = &self.settings;
-        let client_name = client.as_ref().map_or_else(|| "user".to_string(), |c| c.service.clone());
-        let server_name = match (&server, &client) {
+        let client_name = client
+            .as_ref()
+            .map_or_else(|| "user".to_string(), |c| c.service.clone());
+        let server_name = match (server, client) {
             (Some(srv), _) => srv.service.clone(),
             (None, Some(c)) => c.database.clone().or(c.peer.clone()).unwrap_or_default(),
             (None, None) => return,
         };
         let connection_type = if messaging {
             "messaging_system"
-        } else if server.is_none() && client.as_ref().is_some_and(|c| c.database.is_some()) {
+        } else if server.is_none() && client.is_some_and(|c| c.database.is_some()) {
             "database"
         } else if virtual_node.is_some() {
             "virtual_node"
@@ -388,7 +409,7 @@ impl Inner {
             ""
         };
         let mut dims = Vec::new();
-        for (prefix, half) in [("client_", &client), ("server_", &server)] {
+        for (prefix, half) in [("client_", client), ("server_", server)] {
             if let Some(h) = half {
                 for (k, v) in &h.dims {
                     dims.push((format!("{prefix}{k}"), as_text(v)));
@@ -429,11 +450,12 @@ impl Inner {
             }
         });
         edge.total += 1;
-        let failed = client.as_ref().is_some_and(|c| c.failed) || server.as_ref().is_some_and(|h| h.failed);
+        let failed =
+            client.as_ref().is_some_and(|c| c.failed) || server.as_ref().is_some_and(|h| h.failed);
         if failed {
             edge.failed += 1;
         }
-        for (half, hist) in [(&server, &mut edge.server), (&client, &mut edge.client)] {
+        for (half, hist) in [(server, &mut edge.server), (client, &mut edge.client)] {
             if let Some(h) = half {
                 let i = bounds.partition_point(|b| *b < h.seconds);
                 hist.0[i] += 1;
@@ -472,7 +494,7 @@ impl Inner {
             })),
             ..Default::default()
         };
-        let hist = |name: &str, f: &dyn Fn(&Edge) -> &(Vec<u64>, u64, f64)| Metric {
+        let hist = |name: &str, f: &dyn Fn(&Edge) -> &HistCell| Metric {
             name: name.into(),
             unit: "s".into(),
             data: Some(metric::Data::Histogram(Histogram {
@@ -564,7 +586,8 @@ impl Lifecycle for Ticker {
     fn start(&self) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
         let inner = Arc::clone(&self.inner);
         let mut stop = self.stop.subscribe();
-        let (flush_every, expire_every) = (inner.settings.flush_interval, inner.settings.expire_every);
+        let (flush_every, expire_every) =
+            (inner.settings.flush_interval, inner.settings.expire_every);
         *self.task.lock() = Some(tokio::spawn(async move {
             let mut flush = tokio::time::interval_at(Instant::now() + flush_every, flush_every);
             let mut expire = tokio::time::interval_at(Instant::now() + expire_every, expire_every);
@@ -590,7 +613,10 @@ impl Lifecycle for Ticker {
         })
     }
 
-    fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
+    fn shutdown(
+        &self,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
         Box::pin(async move {
             let _ = self.stop.send(true);
             let task = self.task.lock().take();
@@ -612,6 +638,7 @@ pub struct ServiceGraph {
 
 impl ServiceGraph {
     /// The connector for `config`; errors name the setting.
+    #[allow(clippy::needless_pass_by_value)]
     pub fn new(config: ServiceGraphConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             id: ComponentId::new("servicegraph"),

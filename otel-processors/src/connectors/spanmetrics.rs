@@ -207,14 +207,15 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-pub(super) fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Duration>>, D::Error> {
+pub(super) fn durations<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<Duration>>, D::Error> {
     let texts = Option::<Vec<String>>::deserialize(d)?;
     texts
         .map(|v| {
             v.iter()
                 .map(|t| {
-                    otel_pipeline_core::config::parse_duration(t)
-                        .map_err(serde::de::Error::custom)
+                    otel_pipeline_core::config::parse_duration(t).map_err(serde::de::Error::custom)
                 })
                 .collect()
         })
@@ -295,7 +296,11 @@ impl SpanMetricsConfig {
                 HistKind::Exponential(max)
             }
             (e, None) => {
-                let buckets: Vec<f64> = match e.as_ref().and_then(|e| e.as_ref()).and_then(|e| e.buckets.as_ref()) {
+                let buckets: Vec<f64> = match e
+                    .as_ref()
+                    .and_then(|e| e.as_ref())
+                    .and_then(|e| e.buckets.as_ref())
+                {
                     Some(b) => b
                         .iter()
                         .map(|d| {
@@ -322,7 +327,9 @@ impl SpanMetricsConfig {
             if !DEFAULT_DIMS.contains(&d.as_str()) {
                 return Err(ConfigError::new(
                     format!("exclude_dimensions[{i}]"),
-                    format!("`{d}` is not a default dimension (service.name, span.name, span.kind, status.code)"),
+                    format!(
+                        "`{d}` is not a default dimension (service.name, span.name, span.kind, status.code)"
+                    ),
                 ));
             }
         }
@@ -335,7 +342,10 @@ impl SpanMetricsConfig {
         ] {
             for (i, d) in list.iter().enumerate() {
                 if d.name.is_empty() {
-                    return Err(ConfigError::new(format!("{path}[{i}].name"), "must not be empty"));
+                    return Err(ConfigError::new(
+                        format!("{path}[{i}].name"),
+                        "must not be empty",
+                    ));
                 }
                 if path == "dimensions" && seen.contains(&d.name.as_str()) {
                     return Err(ConfigError::new(
@@ -354,13 +364,20 @@ impl SpanMetricsConfig {
             Some(other) => {
                 return Err(ConfigError::new(
                     "aggregation_temporality",
-                    format!("`{other}`: expected AGGREGATION_TEMPORALITY_CUMULATIVE or AGGREGATION_TEMPORALITY_DELTA"),
+                    format!(
+                        "`{other}`: expected AGGREGATION_TEMPORALITY_CUMULATIVE or AGGREGATION_TEMPORALITY_DELTA"
+                    ),
                 ));
             }
         };
-        let flush_interval = self.metrics_flush_interval.unwrap_or(Duration::from_secs(15));
+        let flush_interval = self
+            .metrics_flush_interval
+            .unwrap_or(Duration::from_secs(15));
         if flush_interval.is_zero() {
-            return Err(ConfigError::new("metrics_flush_interval", "must be positive"));
+            return Err(ConfigError::new(
+                "metrics_flush_interval",
+                "must be positive",
+            ));
         }
         if self.events.enabled && self.events.dimensions.is_empty() {
             return Err(ConfigError::new(
@@ -370,7 +387,10 @@ impl SpanMetricsConfig {
         }
         let resource_cache = self.resource_metrics_cache_size.unwrap_or(1000);
         if resource_cache == 0 {
-            return Err(ConfigError::new("resource_metrics_cache_size", "must be positive"));
+            return Err(ConfigError::new(
+                "resource_metrics_cache_size",
+                "must be positive",
+            ));
         }
         Ok(Settings {
             calls_name: name("calls"),
@@ -617,6 +637,9 @@ pub(super) fn lookup<'a>(
         .and_then(|kv| kv.value.as_ref())
 }
 
+/// Per resource: its calls points, (unused), and its events points.
+type ResourcePoints = (Vec<NumberDataPoint>, Vec<Metric>, Vec<NumberDataPoint>);
+
 /// The consumer a [`SpanMetrics`] connector builds.
 #[derive(Debug, Clone)]
 pub struct SpanMetricsConsumer {
@@ -743,10 +766,31 @@ impl Inner {
                         key.extend_from_slice(status.as_bytes());
                     }
                     let mut none = None;
-                    self.dims(&mut key, &mut none, &s.dimensions, &span.attributes, resource_attrs);
-                    self.dims(&mut key, &mut none, &s.calls_dimensions, &span.attributes, resource_attrs);
-                    self.dims(&mut key, &mut none, &s.hist_dimensions, &span.attributes, resource_attrs);
-                    let value = span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano) as f64
+                    self.dims(
+                        &mut key,
+                        &mut none,
+                        &s.dimensions,
+                        &span.attributes,
+                        resource_attrs,
+                    );
+                    self.dims(
+                        &mut key,
+                        &mut none,
+                        &s.calls_dimensions,
+                        &span.attributes,
+                        resource_attrs,
+                    );
+                    self.dims(
+                        &mut key,
+                        &mut none,
+                        &s.hist_dimensions,
+                        &span.attributes,
+                        resource_attrs,
+                    );
+                    let value = span
+                        .end_time_unix_nano
+                        .saturating_sub(span.start_time_unix_nano)
+                        as f64
                         / if s.unit_seconds { 1e9 } else { 1e6 };
                     let exists = state.series.contains_key(key.as_slice());
                     if !exists && state.live >= s.limit {
@@ -774,7 +818,10 @@ impl Inner {
                             if !overflow {
                                 state.live += 1;
                             }
-                            state.series.entry(entry_key.into_boxed_slice()).or_insert(series)
+                            state
+                                .series
+                                .entry(entry_key.into_boxed_slice())
+                                .or_insert(series)
                         }
                     };
                     series.calls += 1;
@@ -813,9 +860,22 @@ impl Inner {
                                 e.dirty = true;
                                 continue;
                             }
-                            let mut attrs = Some(self.base_attrs(service, span, kind, status, resource_id, &state));
+                            let mut attrs = Some(self.base_attrs(
+                                service,
+                                span,
+                                kind,
+                                status,
+                                resource_id,
+                                &state,
+                            ));
                             let mut scratch = Vec::new();
-                            self.dims(&mut scratch, &mut attrs, &s.dimensions, &span.attributes, resource_attrs);
+                            self.dims(
+                                &mut scratch,
+                                &mut attrs,
+                                &s.dimensions,
+                                &span.attributes,
+                                resource_attrs,
+                            );
                             self.dims(&mut scratch, &mut attrs, event_dims, &event.attributes, &[]);
                             state.events.insert(
                                 key.clone().into_boxed_slice(),
@@ -833,7 +893,8 @@ impl Inner {
                 }
             }
         }
-        self.series_gauge.set((state.series.len() + state.events.len()) as i64);
+        self.series_gauge
+            .set((state.series.len() + state.events.len()) as i64);
     }
 
     fn base_attrs(
@@ -900,17 +961,35 @@ impl Inner {
         } else {
             let mut base = Some(self.base_attrs(service, span, kind, status, resource_id, state));
             let mut scratch = Vec::new();
-            self.dims(&mut scratch, &mut base, &s.dimensions, &span.attributes, resource_attrs);
+            self.dims(
+                &mut scratch,
+                &mut base,
+                &s.dimensions,
+                &span.attributes,
+                resource_attrs,
+            );
             let base = base.unwrap_or_default();
             let hist_attrs = if s.hist_dimensions.is_empty() {
                 None
             } else {
                 let mut h = Some(base.clone());
-                self.dims(&mut scratch, &mut h, &s.hist_dimensions, &span.attributes, resource_attrs);
+                self.dims(
+                    &mut scratch,
+                    &mut h,
+                    &s.hist_dimensions,
+                    &span.attributes,
+                    resource_attrs,
+                );
                 h
             };
             let mut calls = Some(base);
-            self.dims(&mut scratch, &mut calls, &s.calls_dimensions, &span.attributes, resource_attrs);
+            self.dims(
+                &mut scratch,
+                &mut calls,
+                &s.calls_dimensions,
+                &span.attributes,
+                resource_attrs,
+            );
             (calls.unwrap_or_default(), hist_attrs)
         };
         Series {
@@ -950,7 +1029,9 @@ impl Inner {
                 }
                 keep
             });
-            state.events.retain(|_, x| now.duration_since(x.touched) < exp);
+            state
+                .events
+                .retain(|_, x| now.duration_since(x.touched) < exp);
             self.expired.add((before - state.series.len()) as u64);
             state.live = state.live.saturating_sub(live_gone);
         }
@@ -959,9 +1040,9 @@ impl Inner {
         } else {
             AggregationTemporality::Cumulative
         } as i32;
-        let mut by_resource: HashMap<u64, (Vec<NumberDataPoint>, Vec<Metric>, Vec<NumberDataPoint>), ahash::RandomState> =
+        let mut by_resource: HashMap<u64, ResourcePoints, ahash::RandomState> = HashMap::default();
+        let mut hist_points: HashMap<u64, Vec<HistogramDataPoint>, ahash::RandomState> =
             HashMap::default();
-        let mut hist_points: HashMap<u64, Vec<HistogramDataPoint>, ahash::RandomState> = HashMap::default();
         let mut expo_points: HashMap<u64, Vec<ExponentialHistogramDataPoint>, ahash::RandomState> =
             HashMap::default();
         for series in state.series.values_mut() {
@@ -976,7 +1057,10 @@ impl Inner {
                 value: Some(number_data_point::Value::AsInt(series.calls as i64)),
                 ..Default::default()
             });
-            let attrs = series.hist_attrs.clone().unwrap_or_else(|| series.attrs.clone());
+            let attrs = series
+                .hist_attrs
+                .clone()
+                .unwrap_or_else(|| series.attrs.clone());
             let (min, max) = if series.count > 0 {
                 (Some(series.min), Some(series.max))
             } else {
@@ -984,39 +1068,44 @@ impl Inner {
             };
             match (&series.hist, &s.hist) {
                 (Hist::Explicit(counts), HistKind::Explicit(bounds)) => {
-                    hist_points.entry(series.resource).or_default().push(HistogramDataPoint {
-                        attributes: attrs,
-                        start_time_unix_nano: series.start,
-                        time_unix_nano: now_ns,
-                        count: series.count,
-                        sum: Some(series.sum),
-                        bucket_counts: counts.clone(),
-                        explicit_bounds: bounds.to_vec(),
-                        exemplars: std::mem::take(&mut series.exemplars),
-                        min,
-                        max,
-                        ..Default::default()
-                    });
+                    hist_points
+                        .entry(series.resource)
+                        .or_default()
+                        .push(HistogramDataPoint {
+                            attributes: attrs,
+                            start_time_unix_nano: series.start,
+                            time_unix_nano: now_ns,
+                            count: series.count,
+                            sum: Some(series.sum),
+                            bucket_counts: counts.clone(),
+                            explicit_bounds: bounds.to_vec(),
+                            exemplars: std::mem::take(&mut series.exemplars),
+                            min,
+                            max,
+                            ..Default::default()
+                        });
                 }
                 (Hist::Expo(e), _) => {
-                    expo_points.entry(series.resource).or_default().push(ExponentialHistogramDataPoint {
-                        attributes: attrs,
-                        start_time_unix_nano: series.start,
-                        time_unix_nano: now_ns,
-                        count: series.count,
-                        sum: Some(series.sum),
-                        scale: e.scale,
-                        zero_count: e.zero,
-                        positive: Some(Buckets {
-                            offset: e.offset as i32,
-                            bucket_counts: e.counts.clone(),
-                        }),
-                        negative: Some(Buckets::default()),
-                        exemplars: std::mem::take(&mut series.exemplars),
-                        min,
-                        max,
-                        ..Default::default()
-                    });
+                    expo_points.entry(series.resource).or_default().push(
+                        ExponentialHistogramDataPoint {
+                            attributes: attrs,
+                            start_time_unix_nano: series.start,
+                            time_unix_nano: now_ns,
+                            count: series.count,
+                            sum: Some(series.sum),
+                            scale: e.scale,
+                            zero_count: e.zero,
+                            positive: Some(Buckets {
+                                offset: e.offset as i32,
+                                bucket_counts: e.counts.clone(),
+                            }),
+                            negative: Some(Buckets::default()),
+                            exemplars: std::mem::take(&mut series.exemplars),
+                            min,
+                            max,
+                            ..Default::default()
+                        },
+                    );
                 }
                 _ => {}
             }
@@ -1026,13 +1115,17 @@ impl Inner {
             if s.delta && !e.dirty {
                 continue;
             }
-            by_resource.entry(e.resource).or_default().2.push(NumberDataPoint {
-                attributes: e.attrs.clone(),
-                start_time_unix_nano: e.start,
-                time_unix_nano: now_ns,
-                value: Some(number_data_point::Value::AsInt(e.count as i64)),
-                ..Default::default()
-            });
+            by_resource
+                .entry(e.resource)
+                .or_default()
+                .2
+                .push(NumberDataPoint {
+                    attributes: e.attrs.clone(),
+                    start_time_unix_nano: e.start,
+                    time_unix_nano: now_ns,
+                    value: Some(number_data_point::Value::AsInt(e.count as i64)),
+                    ..Default::default()
+                });
             e.dirty = false;
         }
         for id in hist_points.keys().chain(expo_points.keys()) {
@@ -1118,7 +1211,8 @@ impl Inner {
                 schema_url: String::new(),
             });
         }
-        self.series_gauge.set((state.series.len() + state.events.len()) as i64);
+        self.series_gauge
+            .set((state.series.len() + state.events.len()) as i64);
         Some(ExportMetricsServiceRequest { resource_metrics })
     }
 
@@ -1188,7 +1282,10 @@ impl Lifecycle for Flusher {
         })
     }
 
-    fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
+    fn shutdown(
+        &self,
+        deadline: Instant,
+    ) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
         Box::pin(async move {
             let _ = self.stop.send(true);
             let task = self.task.lock().take();
@@ -1229,6 +1326,7 @@ pub struct SpanMetrics {
 
 impl SpanMetrics {
     /// The connector for `config`; errors name the setting.
+    #[allow(clippy::needless_pass_by_value)]
     pub fn new(config: SpanMetricsConfig) -> Result<Self, ConfigError> {
         Ok(Self {
             id: ComponentId::new("spanmetrics"),
@@ -1292,7 +1390,10 @@ mod tests {
         for v in [0.001, 0.5, 1.0, 3.0, 1000.0, 1e6] {
             let i = Expo::index(v, e.scale);
             assert!(i >= e.offset && i < e.offset + e.counts.len() as i64);
-            assert!(base.powi(i as i32) < v * (1.0 + 1e-9) && v <= base.powi(i as i32 + 1) * (1.0 + 1e-9));
+            assert!(
+                base.powi(i as i32) < v * (1.0 + 1e-9)
+                    && v <= base.powi(i as i32 + 1) * (1.0 + 1e-9)
+            );
         }
     }
 
