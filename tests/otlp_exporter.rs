@@ -196,6 +196,9 @@ async fn hostile_retry_after_values_are_clamped() {
             initial_interval: Duration::from_millis(40),
             max_interval: Duration::from_millis(200),
             max_elapsed: Duration::from_secs(10),
+            // No jitter: a wait may then be no shorter than 40 ms (with the default 0.5,
+            // a 60 ms wait could be 30 ms, under the bound below, and the test flaked).
+            randomization: 0.0,
             ..RetryConfig::default()
         },
         ..OtlpExporterConfig::default()

@@ -213,3 +213,149 @@ async fn python_sdk_exporters_authenticate_with_bearer_tokens() {
         .await
         .expect("gateway stops");
 }
+
+/// The value of every series of `name` in a Prometheus scrape whose labels hold all of
+/// `needles`, summed.
+fn scraped(scrape: &str, name: &str, needles: &[&str]) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (head, value) = l.rsplit_once(' ')?;
+            let metric = head.split('{').next()?;
+            (metric == name && needles.iter().all(|n| head.contains(n)))
+                .then(|| value.parse::<f64>().unwrap_or(f64::NAN))
+        })
+        .sum()
+}
+
+/// The dashboard gateway (`docs/examples/dashboards.yaml`) as written, with only its
+/// ports, intervals and backend set by an override file: a Python SDK shop sends to it;
+/// `spanmetrics` and `servicegraph` see every span before the tail sampler, the
+/// `prometheus` exporter serves counts, errors and latency buckets equal to what was
+/// sent, and the traces backend holds only the sampled share (every failed order whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(python_sdk),
+    ignore = "needs Python's opentelemetry-sdk: run .ci/run, or set OTEL_PIPELINE_PYTHON"
+)]
+async fn python_shop_red_metrics_before_sampling_through_the_dashboard_gateway() {
+    use otel_pipeline::collector::{CollectorConfig, ConfigFile};
+    let python = python().expect("build.rs found Python's opentelemetry-sdk; it is gone");
+    let (backend, backend_otlp, exported) = common::gateway(OtlpConfig::loopback()).await;
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+    };
+    let (grpc, http, prom, health) = (port(), port(), port(), port());
+    let dashboards = include_str!("../docs/examples/dashboards.yaml");
+    let overrides = format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{grpc}\n      http:\n        endpoint: 127.0.0.1:{http}\n\
+         connectors:\n  spanmetrics:\n    metrics_flush_interval: 200ms\n  servicegraph:\n    metrics_flush_interval: 200ms\n\
+         processors:\n  tail_sampling:\n    decision_wait: 1s\n\
+         exporters:\n  prometheus:\n    endpoint: 127.0.0.1:{prom}\n\
+         extensions:\n  health_check:\n    endpoint: 127.0.0.1:{health}\n\
+         service:\n  telemetry:\n    metrics:\n      level: none\n"
+    );
+    let backend_addr = backend_otlp.local_addrs().grpc.expect("grpc").to_string();
+    let config = CollectorConfig::load(
+        &[
+            ConfigFile::new("dashboards.yaml", dashboards),
+            ConfigFile::new("test-ports.yaml", overrides),
+        ],
+        |k| (k == "BACKEND_ENDPOINT").then(|| backend_addr.clone()),
+        &otel_pipeline::default_registry(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let collector = config
+        .build(&otel_pipeline::default_registry(), otel_pipeline::Telemetry::new())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .start()
+        .await
+        .expect("starts");
+
+    let requests = 30usize;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/send_shop.py");
+    let endpoint = format!("http://127.0.0.1:{grpc}");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args([endpoint, requests.to_string()])
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("python runs");
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+
+    let failed = (0..requests).filter(|i| i % 5 == 0).count() as f64;
+    let took = |ms: usize| (0..requests).filter(|i| [3, 30, 300][i % 3] <= ms).count() as f64;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{prom}").parse().expect("addr");
+    let calls = "traces_span_metrics_calls_total";
+    let checkout = "service_name=\"py-checkout\"";
+    let mut scrape = String::new();
+    let complete = eventually(Duration::from_secs(15), || {
+        if let Some((200, body)) = common::http_get(addr, "/metrics") {
+            scrape = body;
+        }
+        scraped(&scrape, calls, &[]) == 3.0 * requests as f64
+            && scraped(&scrape, "traces_service_graph_request_total", &["server=\"py-checkout\""])
+                == requests as f64
+    })
+    .await;
+    assert!(complete, "the metrics never counted every span:\n{scrape}");
+    // Requests and errors, per service, from every span: none of them sampled away.
+    assert_eq!(scraped(&scrape, calls, &[checkout, "span_kind=\"SPAN_KIND_SERVER\""]), requests as f64);
+    assert_eq!(
+        scraped(&scrape, calls, &[checkout, "status_code=\"STATUS_CODE_ERROR\""]),
+        failed
+    );
+    assert_eq!(
+        scraped(&scrape, calls, &["service_name=\"py-frontend\"", "span_name=\"GET /cart\"", "http_route=\"/cart\""]),
+        requests as f64
+    );
+    // Latency buckets of checkout: 3, 30 and 300 ms spans.
+    let bucket = |le: &str| {
+        scraped(
+            &scrape,
+            "traces_span_metrics_duration_milliseconds_bucket",
+            &[checkout, &format!("le=\"{le}\"")],
+        )
+    };
+    assert_eq!(bucket("5"), took(3));
+    assert_eq!(bucket("50"), took(30));
+    assert_eq!(bucket("500"), took(300));
+    assert_eq!(bucket("+Inf"), requests as f64);
+    assert!(scrape.contains("tier=\"gateway\""), "const_labels");
+    // The service graph: py-frontend calls py-checkout, with the failures.
+    let edge = ["client=\"py-frontend\"", "server=\"py-checkout\""];
+    assert_eq!(
+        scraped(&scrape, "traces_service_graph_request_failed_total", &edge),
+        failed
+    );
+    assert_eq!(
+        scraped(&scrape, "traces_service_graph_request_server_seconds_count", &edge),
+        requests as f64
+    );
+
+    // The backend: every failed order's trace whole, and not every trace.
+    let failed_spans = 3 * failed as usize;
+    assert!(
+        eventually(Duration::from_secs(15), || exported.item_count() >= failed_spans).await,
+        "the backend has {} spans",
+        exported.item_count()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let spans = exported.spans();
+    let errors = spans
+        .iter()
+        .filter(|s| s.status.as_ref().is_some_and(|st| st.code == StatusCode::Error as i32))
+        .count();
+    assert_eq!(errors, 2 * failed as usize, "client and server span of each failed order");
+    assert!(spans.len() < 3 * requests, "sampled, not everything: {}", spans.len());
+    assert_eq!(spans.len() % 3, 0, "traces arrive whole");
+    collector.shutdown(Duration::from_secs(5)).await.expect("drains");
+    backend.shutdown(Duration::from_secs(5)).await.expect("stops");
+}
