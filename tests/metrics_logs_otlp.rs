@@ -221,3 +221,213 @@ service:
         .await
         .expect("stops");
 }
+
+/// `loadbalancing` in logs and metrics pipelines, from YAML: two backends; logs by trace
+/// id (a trace's records reach one backend), metrics by `streamID` (a stream's points
+/// reach one backend), and everything arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadbalancing_routes_logs_by_trace_id_and_metrics_by_stream() {
+    use std::collections::{HashMap, HashSet};
+    let mut backends = Vec::new();
+    for _ in 0..2 {
+        let otlp = OtlpReceiver::new(OtlpConfig {
+            http: None,
+            ..OtlpConfig::loopback()
+        });
+        let (logs_out, logs_seen) = InMemoryExporter::<Logs>::new();
+        let (metrics_out, metrics_seen) = InMemoryExporter::<Metrics>::new();
+        let l = Pipeline::logs()
+            .receiver(otlp.logs())
+            .exporter(logs_out)
+            .build()
+            .expect("builds")
+            .start()
+            .await
+            .expect("starts");
+        let m = Pipeline::metrics()
+            .receiver(otlp.metrics())
+            .exporter(metrics_out)
+            .build()
+            .expect("builds")
+            .start()
+            .await
+            .expect("starts");
+        backends.push((
+            otlp.local_addrs().grpc.expect("grpc"),
+            l,
+            m,
+            logs_seen,
+            metrics_seen,
+        ));
+    }
+    let grpc = free_port();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
+exporters:
+  loadbalancing/logs:
+    protocol: {{ otlp: {{ tls: {{ insecure: true }} }} }}
+    resolver: {{ static: {{ hostnames: [{a}, {b}] }} }}
+  loadbalancing/metrics:
+    routing_key: streamID
+    protocol: {{ otlp: {{ tls: {{ insecure: true }} }} }}
+    resolver: {{ static: {{ hostnames: [{a}, {b}] }} }}
+service:
+  telemetry: {{ metrics: {{ level: none }} }}
+  pipelines:
+    logs:
+      receivers: [otlp]
+      exporters: [loadbalancing/logs]
+    metrics:
+      receivers: [otlp]
+      exporters: [loadbalancing/metrics]
+"#,
+        a = backends[0].0,
+        b = backends[1].0
+    );
+    let registry = otel_pipeline::default_registry();
+    let collector = CollectorConfig::load(&[ConfigFile::new("lb.yaml", yaml)], |_| None, &registry)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .build(&registry, Telemetry::new())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .start()
+        .await
+        .expect("starts");
+    // A metrics key on logs is refused, naming the key.
+    let bad = "receivers: {otlp: {protocols: {grpc: {endpoint: 127.0.0.1:0}}}}\nexporters:\n  loadbalancing:\n    routing_key: streamID\n    resolver: {static: {hostnames: [a:4317]}}\nservice:\n  pipelines:\n    logs: {receivers: [otlp], exporters: [loadbalancing]}\n";
+    let err = CollectorConfig::load(&[ConfigFile::new("bad.yaml", bad)], |_| None, &registry)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.contains("exporters.loadbalancing.routing_key: logs route by"),
+        "{err}"
+    );
+
+    let endpoint = format!("http://127.0.0.1:{grpc}");
+    let (logs_rx, logs_tx) = DirectReceiver::<Logs>::new();
+    let (metrics_rx, metrics_tx) = DirectReceiver::<Metrics>::new();
+    let client_logs = Pipeline::logs()
+        .receiver(logs_rx)
+        .exporter(OtlpExporter::<Logs>::new(OtlpExporterConfig {
+            endpoint: endpoint.clone(),
+            ..OtlpExporterConfig::default()
+        }))
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let client_metrics = Pipeline::metrics()
+        .receiver(metrics_rx)
+        .exporter(OtlpExporter::<Metrics>::new(OtlpExporterConfig {
+            endpoint,
+            ..OtlpExporterConfig::default()
+        }))
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let mut logs = generate_logs(200, 7);
+    for (i, r) in logs
+        .resource_logs
+        .iter_mut()
+        .flat_map(|rl| rl.scope_logs.iter_mut())
+        .flat_map(|sl| sl.log_records.iter_mut())
+        .enumerate()
+    {
+        // 20 traces, 10 records each.
+        r.trace_id = [(i % 20) as u8 + 1; 16].to_vec();
+    }
+    let log_count = <Logs as otel_pipeline::Signal>::item_count(&logs);
+    logs_tx.send(logs).await.expect("sent");
+    let metrics = generate_metrics(12, 5, 9);
+    let point_count = <Metrics as otel_pipeline::Signal>::item_count(&metrics);
+    metrics_tx.send(metrics).await.expect("sent");
+    client_logs
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("drains");
+    client_metrics
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("drains");
+    let arrived = eventually(Duration::from_secs(10), || {
+        backends.iter().map(|b| b.3.item_count()).sum::<usize>() == log_count
+            && backends.iter().map(|b| b.4.item_count()).sum::<usize>() == point_count
+    })
+    .await;
+    assert!(arrived, "not everything arrived");
+    // Each trace's records on one backend, and both backends used.
+    let mut owner: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (i, b) in backends.iter().enumerate() {
+        for batch in b.3.batches() {
+            for r in batch
+                .data()
+                .resource_logs
+                .iter()
+                .flat_map(|rl| &rl.scope_logs)
+                .flat_map(|sl| &sl.log_records)
+            {
+                assert_eq!(
+                    *owner.entry(r.trace_id.clone()).or_insert(i),
+                    i,
+                    "a trace split"
+                );
+            }
+        }
+    }
+    assert_eq!(owner.len(), 20);
+    assert_eq!(
+        owner.values().collect::<HashSet<_>>().len(),
+        2,
+        "both backends used"
+    );
+    // Each stream (metric name and point attributes) on one backend.
+    let mut streams: HashMap<String, usize> = HashMap::new();
+    for (i, b) in backends.iter().enumerate() {
+        for batch in b.4.batches() {
+            for m in batch
+                .data()
+                .resource_metrics
+                .iter()
+                .flat_map(|rm| &rm.scope_metrics)
+                .flat_map(|sm| &sm.metrics)
+            {
+                let attrs: Vec<String> = match &m.data {
+                    Some(Data::Gauge(g)) => g
+                        .data_points
+                        .iter()
+                        .map(|p| format!("{:?}", p.attributes))
+                        .collect(),
+                    Some(Data::Sum(s)) => s
+                        .data_points
+                        .iter()
+                        .map(|p| format!("{:?}", p.attributes))
+                        .collect(),
+                    Some(Data::Histogram(h)) => h
+                        .data_points
+                        .iter()
+                        .map(|p| format!("{:?}", p.attributes))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for a in attrs {
+                    let key = format!("{}|{a}", m.name);
+                    assert_eq!(*streams.entry(key).or_insert(i), i, "a stream split");
+                }
+            }
+        }
+    }
+    collector
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("drains");
+    for (_, l, m, _, _) in backends {
+        l.shutdown(Duration::from_secs(5)).await.expect("stops");
+        m.shutdown(Duration::from_secs(5)).await.expect("stops");
+    }
+}

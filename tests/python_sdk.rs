@@ -270,7 +270,10 @@ async fn python_shop_red_metrics_before_sampling_through_the_dashboard_gateway()
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let collector = config
-        .build(&otel_pipeline::default_registry(), otel_pipeline::Telemetry::new())
+        .build(
+            &otel_pipeline::default_registry(),
+            otel_pipeline::Telemetry::new(),
+        )
         .unwrap_or_else(|e| panic!("{e}"))
         .start()
         .await
@@ -288,7 +291,11 @@ async fn python_shop_red_metrics_before_sampling_through_the_dashboard_gateway()
     .await
     .expect("join")
     .expect("python runs");
-    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let failed = (0..requests).filter(|i| i % 5 == 0).count() as f64;
     let took = |ms: usize| (0..requests).filter(|i| [3, 30, 300][i % 3] <= ms).count() as f64;
@@ -301,19 +308,41 @@ async fn python_shop_red_metrics_before_sampling_through_the_dashboard_gateway()
             scrape = body;
         }
         scraped(&scrape, calls, &[]) == 3.0 * requests as f64
-            && scraped(&scrape, "traces_service_graph_request_total", &["server=\"py-checkout\""])
-                == requests as f64
+            && scraped(
+                &scrape,
+                "traces_service_graph_request_total",
+                &["server=\"py-checkout\""],
+            ) == requests as f64
     })
     .await;
     assert!(complete, "the metrics never counted every span:\n{scrape}");
     // Requests and errors, per service, from every span: none of them sampled away.
-    assert_eq!(scraped(&scrape, calls, &[checkout, "span_kind=\"SPAN_KIND_SERVER\""]), requests as f64);
     assert_eq!(
-        scraped(&scrape, calls, &[checkout, "status_code=\"STATUS_CODE_ERROR\""]),
+        scraped(
+            &scrape,
+            calls,
+            &[checkout, "span_kind=\"SPAN_KIND_SERVER\""]
+        ),
+        requests as f64
+    );
+    assert_eq!(
+        scraped(
+            &scrape,
+            calls,
+            &[checkout, "status_code=\"STATUS_CODE_ERROR\""]
+        ),
         failed
     );
     assert_eq!(
-        scraped(&scrape, calls, &["service_name=\"py-frontend\"", "span_name=\"GET /cart\"", "http_route=\"/cart\""]),
+        scraped(
+            &scrape,
+            calls,
+            &[
+                "service_name=\"py-frontend\"",
+                "span_name=\"GET /cart\"",
+                "http_route=\"/cart\""
+            ]
+        ),
         requests as f64
     );
     // Latency buckets of checkout: 3, 30 and 300 ms spans.
@@ -336,14 +365,20 @@ async fn python_shop_red_metrics_before_sampling_through_the_dashboard_gateway()
         failed
     );
     assert_eq!(
-        scraped(&scrape, "traces_service_graph_request_server_seconds_count", &edge),
+        scraped(
+            &scrape,
+            "traces_service_graph_request_server_seconds_count",
+            &edge
+        ),
         requests as f64
     );
 
     // The backend: every failed order's trace whole, and not every trace.
     let failed_spans = 3 * failed as usize;
     assert!(
-        eventually(Duration::from_secs(15), || exported.item_count() >= failed_spans).await,
+        eventually(Duration::from_secs(15), || exported.item_count()
+            >= failed_spans)
+        .await,
         "the backend has {} spans",
         exported.item_count()
     );
@@ -351,11 +386,29 @@ async fn python_shop_red_metrics_before_sampling_through_the_dashboard_gateway()
     let spans = exported.spans();
     let errors = spans
         .iter()
-        .filter(|s| s.status.as_ref().is_some_and(|st| st.code == StatusCode::Error as i32))
+        .filter(|s| {
+            s.status
+                .as_ref()
+                .is_some_and(|st| st.code == StatusCode::Error as i32)
+        })
         .count();
-    assert_eq!(errors, 2 * failed as usize, "client and server span of each failed order");
-    assert!(spans.len() < 3 * requests, "sampled, not everything: {}", spans.len());
+    assert_eq!(
+        errors,
+        2 * failed as usize,
+        "client and server span of each failed order"
+    );
+    assert!(
+        spans.len() < 3 * requests,
+        "sampled, not everything: {}",
+        spans.len()
+    );
     assert_eq!(spans.len() % 3, 0, "traces arrive whole");
-    collector.shutdown(Duration::from_secs(5)).await.expect("drains");
-    backend.shutdown(Duration::from_secs(5)).await.expect("stops");
+    collector
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("drains");
+    backend
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("stops");
 }

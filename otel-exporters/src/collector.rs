@@ -227,4 +227,36 @@ impl ExporterFactory for LoadBalancingFactory {
             Box::new(TraceRouter::new(c).with_id(section.id().clone())) as BoxExporter<Traces>
         }))
     }
+
+    fn metrics(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Metrics>, ConfigError>> {
+        Some(key_router::<Metrics>(section, None))
+    }
+
+    fn logs(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Logs>, ConfigError>> {
+        Some(key_router::<Logs>(section, None))
+    }
+}
+
+/// The `loadbalancing` exporter of a logs or metrics pipeline, from its section: the
+/// trace router's settings, routed by the signal's keys (`resolver`: a Kubernetes
+/// resolver, where the section asks for one and the caller has it).
+pub fn key_router<S: crate::loadbalancing::KeyRouted>(
+    section: &Section<'_>,
+    resolver: Option<std::sync::Arc<dyn crate::loadbalancing::Resolver>>,
+) -> Result<BoxExporter<S>, ConfigError> {
+    let config = trace_router_config(section)?;
+    let key = section
+        .value()
+        .get("routing_key")
+        .is_some()
+        .then(|| config.routing_key.clone());
+    if let Some(k) = &key {
+        S::check(k).map_err(|m| section.error("routing_key", m))?;
+    }
+    let mut router =
+        crate::loadbalancing::KeyRouter::<S>::new(config, key).with_id(section.id().clone());
+    if let Some(r) = resolver {
+        router = router.with_resolver(r);
+    }
+    Ok(Box::new(router))
 }

@@ -8,10 +8,10 @@
 //! assert!(registry.processor_kinds().any(|k| k == "k8sattributes"));
 //! ```
 
-use otel_pipeline_core::Traces;
 use otel_pipeline_core::boxed::BoxProcessor;
 use otel_pipeline_core::collector::{ProcessorFactory, Registry, Section};
 use otel_pipeline_core::config::ConfigError;
+use otel_pipeline_core::{Logs, Metrics, Traces};
 
 use crate::{K8sAttributes, K8sAttributesConfig};
 
@@ -48,6 +48,34 @@ impl otel_pipeline_core::collector::ExporterFactory for LoadBalancingFactory {
         });
         Some(built)
     }
+
+    fn metrics(
+        &self,
+        section: &Section<'_>,
+    ) -> Option<Result<otel_pipeline_core::boxed::BoxExporter<Metrics>, ConfigError>> {
+        Some(k8s_resolver(section).and_then(|r| otel_exporters::collector::key_router(section, r)))
+    }
+
+    fn logs(
+        &self,
+        section: &Section<'_>,
+    ) -> Option<Result<otel_pipeline_core::boxed::BoxExporter<Logs>, ConfigError>> {
+        Some(k8s_resolver(section).and_then(|r| otel_exporters::collector::key_router(section, r)))
+    }
+}
+
+/// The Kubernetes resolver the section's `resolver.k8s` asks for, if it does.
+fn k8s_resolver(
+    section: &Section<'_>,
+) -> Result<Option<std::sync::Arc<dyn otel_exporters::loadbalancing::Resolver>>, ConfigError> {
+    use otel_exporters::loadbalancing::ResolverConfig;
+    let c = otel_exporters::collector::trace_router_config(section)?;
+    Ok(match &c.resolver {
+        ResolverConfig::K8s { service, ports, .. } => Some(std::sync::Arc::new(
+            crate::K8sResolver::new(service, ports.clone()),
+        )),
+        _ => None,
+    })
 }
 
 struct K8sAttributesFactory;

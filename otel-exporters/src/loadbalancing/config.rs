@@ -38,6 +38,11 @@ pub enum RoutingKey {
     /// The values of these attributes, looked up on the span, then its scope, then its
     /// resource; a span with none of them is routed by trace id.
     Attributes(Vec<String>),
+    /// Metrics: the resource and the metric's name.
+    Metric,
+    /// Metrics: the resource, scope, metric name and data point attributes (each stream
+    /// to one endpoint).
+    StreamId,
 }
 
 /// Where the endpoints come from.
@@ -209,6 +214,10 @@ struct Raw {
     // exporter where `protocol.otlp` does not set them.
     #[serde(default, deserialize_with = "otel_pipeline_core::config::opt_duration")]
     timeout: Option<Duration>,
+    #[serde(default)]
+    retry_on_failure: Option<crate::otlp::RetryYaml>,
+    #[serde(default)]
+    sending_queue: Option<crate::otlp::QueueYaml>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -283,6 +292,8 @@ impl Raw {
             None | Some("traceID") => RoutingKey::TraceId,
             Some("service") => RoutingKey::Service,
             Some("resource") => RoutingKey::Resource,
+            Some("metric") => RoutingKey::Metric,
+            Some("streamID") => RoutingKey::StreamId,
             Some("attributes") => {
                 if self.routing_attributes.is_empty() {
                     return Err(ConfigError::new(
@@ -296,7 +307,7 @@ impl Raw {
                 return Err(ConfigError::new(
                     at(path, "routing_key"),
                     format!(
-                        "unknown routing key `{other}` (traces route by traceID, service, resource or attributes)"
+                        "unknown routing key `{other}` (traceID, service, resource or attributes; metrics also metric and streamID)"
                     ),
                 ));
             }
@@ -308,7 +319,13 @@ impl Raw {
                 "only used with routing_key: attributes",
             ));
         }
-        let otlp_raw = self.protocol.and_then(|p| p.otlp).unwrap_or_default();
+        // The Collector wraps the whole router in one queue and retry; here every endpoint
+        // has its own, and these settings apply to each where `protocol.otlp` has none.
+        let otlp_raw = self
+            .protocol
+            .and_then(|p| p.otlp)
+            .unwrap_or_default()
+            .with_outer(self.retry_on_failure, self.sending_queue);
         let insecure = otlp_raw.insecure();
         let mut otlp = otlp_raw.to_config();
         if let Some(t) = self.timeout {

@@ -44,6 +44,7 @@
 mod config;
 mod grace;
 mod hash;
+mod keyed;
 mod resolver;
 
 use std::collections::BTreeMap;
@@ -54,6 +55,7 @@ use std::time::Duration;
 
 pub use config::{HealthConfig, ResolverConfig, RoutingKey, TraceRouterConfig};
 pub use hash::{Rendezvous, key_hash};
+pub use keyed::{KeyRouted, KeyRouter, KeyRouterConsumer};
 pub use resolver::{DnsLookup, DnsResolver, Resolver, ResolverUpdates, StaticResolver};
 
 use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
@@ -182,41 +184,16 @@ impl Exporter<Traces> for TraceRouter {
 
     fn build(self, ctx: &mut ComponentContext<'_>) -> Result<TraceRouterConsumer, BuildError> {
         let config = self.config;
-        let resolver: Arc<dyn Resolver> = match (self.resolver, &config.resolver) {
-            (Some(r), _) => r,
-            (None, ResolverConfig::Static { hostnames }) => {
-                if hostnames.is_empty() {
-                    return Err(
-                        ctx.invalid("resolver.static.hostnames", "needs at least one endpoint")
-                    );
-                }
-                for (i, h) in hostnames.iter().enumerate() {
-                    config::check_endpoint(h)
-                        .map_err(|m| ctx.invalid(format!("resolver.static.hostnames[{i}]"), m))?;
-                }
-                Arc::new(StaticResolver::new(hostnames.clone()))
-            }
-            (
-                None,
-                ResolverConfig::Dns {
-                    hostname,
-                    port,
-                    interval,
-                    timeout,
-                },
-            ) => Arc::new(DnsResolver::new(
-                hostname.clone(),
-                *port,
-                *interval,
-                *timeout,
-            )),
-            (None, ResolverConfig::K8s { .. }) => {
-                return Err(ctx.invalid(
-                    "resolver.k8s",
-                    "needs the Kubernetes resolver from otel-k8s, passed with TraceRouter::with_resolver",
-                ));
-            }
-        };
+        if matches!(
+            config.routing_key,
+            RoutingKey::Metric | RoutingKey::StreamId
+        ) {
+            return Err(ctx.invalid(
+                "routing_key",
+                "traces route by traceID, service, resource or attributes",
+            ));
+        }
+        let resolver = resolver_of(&config, self.resolver, ctx)?;
         if config.grace_period.as_secs() > u64::from(u32::MAX) {
             return Err(ctx.invalid("grace_period", "too long"));
         }
@@ -280,6 +257,48 @@ impl Exporter<Traces> for TraceRouter {
         ctx.register_lifecycle(Arc::new(RouterLifecycle(Arc::clone(&inner))));
         Ok(TraceRouterConsumer { inner })
     }
+}
+
+/// The resolver `config.resolver` names, or `custom` (a Kubernetes resolver).
+fn resolver_of(
+    config: &TraceRouterConfig,
+    custom: Option<Arc<dyn Resolver>>,
+    ctx: &ComponentContext<'_>,
+) -> Result<Arc<dyn Resolver>, BuildError> {
+    let resolver: Arc<dyn Resolver> = match (custom, &config.resolver) {
+        (Some(r), _) => r,
+        (None, ResolverConfig::Static { hostnames }) => {
+            if hostnames.is_empty() {
+                return Err(ctx.invalid("resolver.static.hostnames", "needs at least one endpoint"));
+            }
+            for (i, h) in hostnames.iter().enumerate() {
+                config::check_endpoint(h)
+                    .map_err(|m| ctx.invalid(format!("resolver.static.hostnames[{i}]"), m))?;
+            }
+            Arc::new(StaticResolver::new(hostnames.clone()))
+        }
+        (
+            None,
+            ResolverConfig::Dns {
+                hostname,
+                port,
+                interval,
+                timeout,
+            },
+        ) => Arc::new(DnsResolver::new(
+            hostname.clone(),
+            *port,
+            *interval,
+            *timeout,
+        )),
+        (None, ResolverConfig::K8s { .. }) => {
+            return Err(ctx.invalid(
+                "resolver.k8s",
+                "needs the Kubernetes resolver from otel-k8s, passed with TraceRouter::with_resolver",
+            ));
+        }
+    };
+    Ok(resolver)
 }
 
 /// How many times the router routes spans again when their endpoint left the set while
@@ -602,7 +621,8 @@ impl Inner {
                 self.metrics.grace_entries.set(grace.len() as i64);
                 parts
             }
-            RoutingKey::Service => {
+            // Refused when the router is built: metrics keys.
+            RoutingKey::Service | RoutingKey::Metric | RoutingKey::StreamId => {
                 let client = batch.client.clone();
                 let parts = split_resources(batch.into_data(), n, |r| {
                     owner_of(key_hash(attr(r, "service.name").as_bytes()))

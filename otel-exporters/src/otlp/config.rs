@@ -111,7 +111,7 @@ struct TlsYaml {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RetryYaml {
+pub(crate) struct RetryYaml {
     #[serde(default)]
     enabled: Option<bool>,
     #[serde(default, deserialize_with = "otel_pipeline_core::config::opt_duration")]
@@ -128,7 +128,7 @@ struct RetryYaml {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct QueueYaml {
+pub(crate) struct QueueYaml {
     #[serde(default)]
     enabled: Option<bool>,
     #[serde(default)]
@@ -139,6 +139,18 @@ struct QueueYaml {
     max_bytes: Option<usize>,
     #[serde(default, alias = "blocking")]
     block_on_overflow: Option<bool>,
+    /// What `queue_size` counts: `items` (ours), `requests` (read as items: the bound
+    /// here is on items and bytes), or `bytes` (read as `max_bytes`).
+    #[serde(default)]
+    sizer: Option<Sizer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Sizer {
+    Items,
+    Requests,
+    Bytes,
 }
 
 impl OtlpExporterYaml {
@@ -205,6 +217,18 @@ impl OtlpExporterYaml {
         self.auth.as_ref().map(|a| a.authenticator.as_str())
     }
 
+    /// `retry_on_failure` and `sending_queue` from the enclosing section (the
+    /// loadbalancing exporter's own), where this section sets none.
+    pub(crate) fn with_outer(mut self, retry: Option<RetryYaml>, queue: Option<QueueYaml>) -> Self {
+        if self.retry_on_failure.is_none() {
+            self.retry_on_failure = retry;
+        }
+        if self.sending_queue.is_none() {
+            self.sending_queue = queue;
+        }
+        self
+    }
+
     pub(crate) fn to_config(&self) -> OtlpExporterConfig {
         let mut c = OtlpExporterConfig::default();
         if let Some(endpoint) = &self.endpoint {
@@ -254,12 +278,16 @@ impl OtlpExporterYaml {
             c.queue = SendingQueueConfig {
                 enabled: q.enabled.unwrap_or(d.enabled),
                 num_consumers: q.num_consumers.unwrap_or(d.num_consumers),
-                max_items: q.queue_size.unwrap_or(d.max_items),
+                max_items: match q.sizer {
+                    Some(Sizer::Bytes) => d.max_items,
+                    _ => q.queue_size.unwrap_or(d.max_items),
+                },
                 // `max_bytes: 0` lifts the byte bound (items only).
-                max_bytes: match q.max_bytes {
-                    Some(0) => None,
-                    Some(n) => Some(n),
-                    None => d.max_bytes,
+                max_bytes: match (q.max_bytes, q.sizer, q.queue_size) {
+                    (Some(0), _, _) => None,
+                    (Some(n), _, _) => Some(n),
+                    (None, Some(Sizer::Bytes), Some(n)) => Some(n),
+                    (None, _, _) => d.max_bytes,
                 },
                 block_on_overflow: q.block_on_overflow.unwrap_or(d.block_on_overflow),
             };

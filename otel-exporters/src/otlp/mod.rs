@@ -28,7 +28,7 @@ mod queue;
 
 pub use queue::EncodedQueue;
 
-pub(crate) use config::{OtlpExporterYaml, with_scheme};
+pub(crate) use config::{OtlpExporterYaml, QueueYaml, RetryYaml, with_scheme};
 
 use std::marker::PhantomData;
 use std::sync::Arc;
