@@ -36,7 +36,10 @@ use tokio::time::Instant;
 use super::{Rendezvous, Resolver, ResolverUpdates, RoutingKey, TraceRouterConfig, key_hash};
 use crate::otlp::{OtlpExporter, OtlpExporterConsumer, with_scheme};
 
-/// The signals [`KeyRouter`] routes, and how each splits a request by key.
+/// The signals [`KeyRouter`] routes, and how each splits a request by key: logs by
+/// `traceID` (default; a record without one goes by its resource), `service` or
+/// `resource`; metrics by `service` (default), `resource`, `metric` (resource and metric
+/// name) or `streamID` (resource, scope, metric name and data point attributes).
 pub trait KeyRouted: WireSignal {
     /// The routing key when the configuration gives none.
     const DEFAULT_KEY: RoutingKey;
@@ -292,7 +295,23 @@ impl KeyRouted for Metrics {
     }
 }
 
-/// The `loadbalancing` exporter for logs or metrics. See the [module docs](self).
+/// The `loadbalancing` exporter for logs or metrics: each item goes to the endpoint its
+/// routing key hashes to (see [`KeyRouted`] for the keys of each signal), over the trace
+/// router's resolvers and rendezvous hashing, with one OTLP exporter per endpoint. What
+/// an endpoint refuses is refused to the caller, to be retried and routed again; an
+/// endpoint that leaves drains its queue before it goes.
+///
+/// ```
+/// use otel_exporters::loadbalancing::{KeyRouter, RoutingKey, TraceRouterConfig};
+/// use otel_pipeline_core::Metrics;
+/// let config = TraceRouterConfig::from_yaml(
+///     "exporters.loadbalancing",
+///     "protocol: { otlp: { tls: { insecure: true } } }\nresolver: { static: { hostnames: [gw-0:4317, gw-1:4317] } }",
+/// )?;
+/// let router = KeyRouter::<Metrics>::new(config, Some(RoutingKey::StreamId));
+/// # let _ = router;
+/// # Ok::<(), otel_pipeline_core::config::ConfigError>(())
+/// ```
 pub struct KeyRouter<S> {
     id: ComponentId,
     config: TraceRouterConfig,

@@ -572,12 +572,135 @@ fn kind_name(kind: i32) -> &'static str {
     }
 }
 
-fn status_name(span: &Span) -> &'static str {
-    match span.status.as_ref().map(|s| s.code) {
-        Some(c) if c == StatusCode::Error as i32 => "STATUS_CODE_ERROR",
-        Some(c) if c == StatusCode::Ok as i32 => "STATUS_CODE_OK",
+fn status_name(code: i32) -> &'static str {
+    match code {
+        c if c == StatusCode::Error as i32 => "STATUS_CODE_ERROR",
+        c if c == StatusCode::Ok as i32 => "STATUS_CODE_OK",
         _ => "STATUS_CODE_UNSET",
     }
+}
+
+/// What a series key is made of, as read from a decoded span or from its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct SpanView<'a> {
+    /// The name's bytes (checked UTF-8 where the request was received; read as text only
+    /// when a series is made).
+    name: &'a [u8],
+    kind: i32,
+    status: i32,
+    start: u64,
+    end: u64,
+    trace_id: &'a [u8],
+    span_id: &'a [u8],
+}
+
+impl<'a> SpanView<'a> {
+    fn of(span: &'a Span) -> Self {
+        Self {
+            name: span.name.as_bytes(),
+            kind: span.kind,
+            status: span.status.as_ref().map_or(0, |s| s.code),
+            start: span.start_time_unix_nano,
+            end: span.end_time_unix_nano,
+            trace_id: &span.trace_id,
+            span_id: &span.span_id,
+        }
+    }
+
+    /// Read in place, as prost decodes: the last of a repeated scalar wins, and repeated
+    /// `status` messages merge (the last `code` given wins). In the same walk, `out[i]`
+    /// gets the value of the first attribute named `keys[i]`, as `span_attr` reads it.
+    fn read(
+        span: &'a [u8],
+        keys: &[&str],
+        out: &mut [Option<crate::tail_sampling::wire::AnyRef<'a>>],
+    ) -> Self {
+        use crate::tail_sampling::wire::{AnyRef, any_value, attribute};
+        use otel_pipeline_core::wire::{Wire, fields};
+        let mut v = Self::default();
+        for (f, w) in fields(span) {
+            match (f, w) {
+                (1, Wire::Len(b)) => v.trace_id = b,
+                (2, Wire::Len(b)) => v.span_id = b,
+                (5, Wire::Len(b)) => v.name = b,
+                (6, Wire::Varint(k)) => v.kind = k as i32,
+                (7, Wire::Fixed64(t)) => v.start = t,
+                (8, Wire::Fixed64(t)) => v.end = t,
+                (9, Wire::Len(kv)) if !keys.is_empty() => {
+                    let (key, raw) = attribute(kv);
+                    for (i, k) in keys.iter().enumerate() {
+                        if out[i].is_none() && k.as_bytes() == key {
+                            out[i] = Some(raw.map_or(AnyRef::Other, any_value));
+                        }
+                    }
+                }
+                (15, Wire::Len(st)) => {
+                    for (g, w) in fields(st) {
+                        if let (3, Wire::Varint(c)) = (g, w) {
+                            v.status = c as i32;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+}
+
+/// A dimension's value, borrowed from a decoded attribute or read from bytes.
+#[derive(Debug, Clone, Copy)]
+enum DimVal<'a> {
+    Str(&'a str),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Any(&'a AnyValue),
+}
+
+impl DimVal<'_> {
+    /// The same key bytes whichever way the value was read.
+    fn key(self, out: &mut Vec<u8>) {
+        match self {
+            Self::Any(a) => key_value(out, Some(a)),
+            Self::Str(s) => {
+                out.push(1);
+                out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+            Self::Int(i) => {
+                out.push(2);
+                out.extend_from_slice(&i.to_le_bytes());
+            }
+            Self::Bool(b) => out.extend_from_slice(&[3, u8::from(b)]),
+            Self::Double(d) => {
+                out.push(4);
+                out.extend_from_slice(&d.to_bits().to_le_bytes());
+            }
+        }
+    }
+
+    fn to_any(self) -> AnyValue {
+        let value = match self {
+            Self::Any(a) => return a.clone(),
+            Self::Str(s) => any_value::Value::StringValue(s.to_string()),
+            Self::Int(i) => any_value::Value::IntValue(i),
+            Self::Bool(b) => any_value::Value::BoolValue(b),
+            Self::Double(d) => any_value::Value::DoubleValue(d),
+        };
+        AnyValue { value: Some(value) }
+    }
+}
+
+/// The suffix of an overflow series' key.
+const OVERFLOW_KEY: &[u8] = b"\xffoverflow";
+
+/// The first attribute `key` (as the byte reader and the Collector's maps read it).
+fn first<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
 }
 
 pub(super) fn string_value(s: &str) -> AnyValue {
@@ -629,12 +752,7 @@ pub(super) fn lookup<'a>(
     span_attrs: &'a [KeyValue],
     resource: &'a [KeyValue],
 ) -> Option<&'a AnyValue> {
-    span_attrs
-        .iter()
-        .rev()
-        .find(|kv| kv.key == name)
-        .or_else(|| resource.iter().rev().find(|kv| kv.key == name))
-        .and_then(|kv| kv.value.as_ref())
+    first(span_attrs, name).or_else(|| first(resource, name))
 }
 
 /// Per resource: its calls points, (unused), and its events points.
@@ -709,186 +827,95 @@ impl Inner {
         id
     }
 
-    fn dims(
-        &self,
+    /// Append each of `dims`'s values to `key` (and, with `attrs`, to the attributes),
+    /// looked up by `find` on the span and then on the resource.
+    fn dims<'a>(
         key: &mut Vec<u8>,
         attrs: &mut Option<Vec<KeyValue>>,
-        dims: &[Dimension],
-        span_attrs: &[KeyValue],
-        resource: &[KeyValue],
+        dims: &'a [Dimension],
+        offset: usize,
+        find: &dyn Fn(usize, &str) -> Option<DimVal<'a>>,
+        resource: &[Option<&'a AnyValue>],
     ) {
-        for d in dims {
-            let found = lookup(&d.name, span_attrs, resource);
-            let default = if found.is_none() {
-                d.default.as_deref().map(string_value)
-            } else {
-                None
-            };
-            let v = found.or(default.as_ref());
-            key_value(key, v);
-            if let (Some(out), Some(v)) = (attrs.as_mut(), v) {
-                out.push(kv(&d.name, v.clone()));
+        for (j, d) in dims.iter().enumerate() {
+            let i = offset + j;
+            let v = find(i, &d.name)
+                .or_else(|| resource.get(i).copied().flatten().map(DimVal::Any))
+                .or_else(|| d.default.as_deref().map(DimVal::Str));
+            match v {
+                Some(v) => {
+                    v.key(key);
+                    if let Some(out) = attrs.as_mut() {
+                        out.push(kv(&d.name, v.to_any()));
+                    }
+                }
+                None => key.push(0),
             }
         }
     }
 
+    /// Each dimension's value on the resource, by the dimension's index.
+    fn resource_dims<'a>(&self, resource: &'a [KeyValue]) -> Vec<Option<&'a AnyValue>> {
+        let s = &self.settings;
+        s.dimensions
+            .iter()
+            .chain(&s.calls_dimensions)
+            .chain(&s.hist_dimensions)
+            .map(|d| first(resource, &d.name))
+            .collect()
+    }
+
+    /// Count every span of `batch`. A batch still in the bytes it arrived as is read in
+    /// place (name, kind, status, times, ids and the dimensions' attributes), never
+    /// decoded: in a gateway, the tail sampler behind keeps working on bytes too.
     fn record(&self, batch: &Batch<Traces>) {
         let now = Instant::now();
         let now_ns = now_nanos();
-        let s = &self.settings;
         let mut state = self.state.lock();
         let mut key: Vec<u8> = Vec::with_capacity(128);
+        let encoded = batch
+            .encoded()
+            .filter(|_| self.settings.event_dimensions.is_none());
+        if let Some(bytes) = encoded
+            && self.record_encoded(&mut state, &mut key, bytes, now, now_ns)
+        {
+            self.series_gauge
+                .set((state.series.len() + state.events.len()) as i64);
+            return;
+        }
         for rs in &batch.data().resource_spans {
             let resource_id = self.resource_entry(&mut state, rs.resource.as_ref(), now);
             let resource_attrs: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
-            let service = resource_attrs
-                .iter()
-                .rev()
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.as_ref());
+            let res_dims = self.resource_dims(resource_attrs);
             for ss in &rs.scope_spans {
                 for span in &ss.spans {
-                    key.clear();
-                    key.extend_from_slice(&resource_id.to_le_bytes());
-                    let kind = kind_name(span.kind);
-                    let status = status_name(span);
-                    if s.defaults[0] {
-                        key_value(&mut key, service);
-                    }
-                    if s.defaults[1] {
-                        key.extend_from_slice(&(span.name.len() as u32).to_le_bytes());
-                        key.extend_from_slice(span.name.as_bytes());
-                    }
-                    if s.defaults[2] {
-                        key.push(span.kind as u8);
-                    }
-                    if s.defaults[3] {
-                        key.extend_from_slice(status.as_bytes());
-                    }
-                    let mut none = None;
-                    self.dims(
+                    let view = SpanView::of(span);
+                    let find =
+                        |_: usize, name: &str| first(&span.attributes, name).map(DimVal::Any);
+                    self.update(
+                        &mut state,
                         &mut key,
-                        &mut none,
-                        &s.dimensions,
-                        &span.attributes,
+                        resource_id,
                         resource_attrs,
+                        &res_dims,
+                        &view,
+                        &find,
+                        now,
+                        now_ns,
                     );
-                    self.dims(
-                        &mut key,
-                        &mut none,
-                        &s.calls_dimensions,
-                        &span.attributes,
-                        resource_attrs,
-                    );
-                    self.dims(
-                        &mut key,
-                        &mut none,
-                        &s.hist_dimensions,
-                        &span.attributes,
-                        resource_attrs,
-                    );
-                    let value = span
-                        .end_time_unix_nano
-                        .saturating_sub(span.start_time_unix_nano)
-                        as f64
-                        / if s.unit_seconds { 1e9 } else { 1e6 };
-                    let exists = state.series.contains_key(key.as_slice());
-                    if !exists && state.live >= s.limit {
-                        key.truncate(8);
-                        key.extend_from_slice(b"\xffoverflow");
-                        self.overflow.add(1);
-                    }
-                    let entry_key = key.clone();
-                    let series = match state.series.get_mut(entry_key.as_slice()) {
-                        Some(series) => series,
-                        None => {
-                            let overflow = entry_key.ends_with(b"\xffoverflow");
-                            let series = self.new_series(
-                                resource_id,
-                                overflow,
-                                service,
-                                span,
-                                kind,
-                                status,
-                                resource_attrs,
-                                &state,
-                                now,
-                                now_ns,
-                            );
-                            if !overflow {
-                                state.live += 1;
-                            }
-                            state
-                                .series
-                                .entry(entry_key.into_boxed_slice())
-                                .or_insert(series)
-                        }
-                    };
-                    series.calls += 1;
-                    series.count += 1;
-                    series.sum += value;
-                    series.min = series.min.min(value);
-                    series.max = series.max.max(value);
-                    series.touched = now;
-                    series.dirty = true;
-                    match (&mut series.hist, &s.hist) {
-                        (Hist::Explicit(counts), HistKind::Explicit(bounds)) => {
-                            let i = bounds.partition_point(|b| *b < value);
-                            counts[i] += 1;
-                        }
-                        (Hist::Expo(e), HistKind::Exponential(max)) => e.record(value, *max),
-                        _ => {}
-                    }
-                    if series.exemplars.len() < s.exemplars && !matches!(s.hist, HistKind::None) {
-                        series.exemplars.push(Exemplar {
-                            filtered_attributes: Vec::new(),
-                            time_unix_nano: span.end_time_unix_nano,
-                            span_id: span.span_id.clone(),
-                            trace_id: span.trace_id.clone(),
-                            value: Some(exemplar::Value::AsDouble(value)),
-                        });
-                    }
-                    if let Some(event_dims) = &s.event_dimensions {
-                        let base_len = key.len();
-                        for event in &span.events {
-                            key.truncate(base_len);
-                            let mut none = None;
-                            self.dims(&mut key, &mut none, event_dims, &event.attributes, &[]);
-                            if let Some(e) = state.events.get_mut(key.as_slice()) {
-                                e.count += 1;
-                                e.touched = now;
-                                e.dirty = true;
-                                continue;
-                            }
-                            let mut attrs = Some(self.base_attrs(
-                                service,
-                                span,
-                                kind,
-                                status,
-                                resource_id,
-                                &state,
-                            ));
-                            let mut scratch = Vec::new();
-                            self.dims(
-                                &mut scratch,
-                                &mut attrs,
-                                &s.dimensions,
-                                &span.attributes,
-                                resource_attrs,
-                            );
-                            self.dims(&mut scratch, &mut attrs, event_dims, &event.attributes, &[]);
-                            state.events.insert(
-                                key.clone().into_boxed_slice(),
-                                EventSeries {
-                                    resource: resource_id,
-                                    attrs: attrs.unwrap_or_default(),
-                                    count: 1,
-                                    start: now_ns,
-                                    touched: now,
-                                    dirty: true,
-                                },
-                            );
-                        }
+                    if let Some(event_dims) = &self.settings.event_dimensions {
+                        self.record_events(
+                            &mut state,
+                            &mut key,
+                            resource_id,
+                            resource_attrs,
+                            &res_dims,
+                            span,
+                            &view,
+                            event_dims,
+                            now,
+                            now_ns,
+                        );
                     }
                 }
             }
@@ -897,12 +924,264 @@ impl Inner {
             .set((state.series.len() + state.events.len()) as i64);
     }
 
+    /// The byte path: `false` if the request holds something only decoding reads right
+    /// (a dimension whose value is an array or a map), and then nothing was counted.
+    fn record_encoded(
+        &self,
+        state: &mut State,
+        key: &mut Vec<u8>,
+        bytes: &[u8],
+        now: Instant,
+        now_ns: u64,
+    ) -> bool {
+        use crate::tail_sampling::wire::{AnyRef, decode_span};
+        use otel_pipeline_core::wire::{Wire, fields};
+        let dims: Vec<&str> = self
+            .settings
+            .dimensions
+            .iter()
+            .chain(&self.settings.calls_dimensions)
+            .chain(&self.settings.hist_dimensions)
+            .map(|d| d.name.as_str())
+            .collect();
+        let mut values: Vec<Option<AnyRef<'_>>> = vec![None; dims.len()];
+        for (f, w) in fields(bytes) {
+            let (1, Wire::Len(rs)) = (f, w) else {
+                continue;
+            };
+            // The resource is small: decoded once per resource, as prost merges repeats.
+            let mut resource: Option<Resource> = None;
+            for (f, w) in fields(rs) {
+                if let (1, Wire::Len(r)) = (f, w) {
+                    let mut merged = resource.take().unwrap_or_default();
+                    if prost::Message::merge(&mut merged, r).is_err() {
+                        return false;
+                    }
+                    resource = Some(merged);
+                }
+            }
+            let resource_id = self.resource_entry(state, resource.as_ref(), now);
+            let resource_attrs: &[KeyValue] = resource.as_ref().map_or(&[], |r| &r.attributes);
+            let res_dims = self.resource_dims(resource_attrs);
+            for (fi, w) in fields(rs) {
+                let (2, Wire::Len(ss)) = (fi, w) else {
+                    continue;
+                };
+                for (fj, w) in fields(ss) {
+                    let (2, Wire::Len(span)) = (fj, w) else {
+                        continue;
+                    };
+                    values.iter_mut().for_each(|v| *v = None);
+                    let view = SpanView::read(span, &dims, &mut values);
+                    if values.iter().any(|v| matches!(v, Some(AnyRef::Other))) {
+                        // An array or map as a dimension: read as decoding reads it.
+                        let Some(decoded) = decode_span(span) else {
+                            continue;
+                        };
+                        let view = SpanView::of(&decoded);
+                        let find = |_: usize, name: &str| {
+                            first(&decoded.attributes, name).map(DimVal::Any)
+                        };
+                        self.update(
+                            state,
+                            key,
+                            resource_id,
+                            resource_attrs,
+                            &res_dims,
+                            &view,
+                            &find,
+                            now,
+                            now_ns,
+                        );
+                        continue;
+                    }
+                    let find = |i: usize, _: &str| {
+                        values[i].and_then(|v| match v {
+                            AnyRef::Str(s) => Some(DimVal::Str(s)),
+                            AnyRef::Bool(b) => Some(DimVal::Bool(b)),
+                            AnyRef::Int(i) => Some(DimVal::Int(i)),
+                            AnyRef::Double(d) => Some(DimVal::Double(d)),
+                            AnyRef::Other => None,
+                        })
+                    };
+                    self.update(
+                        state,
+                        key,
+                        resource_id,
+                        resource_attrs,
+                        &res_dims,
+                        &view,
+                        &find,
+                        now,
+                        now_ns,
+                    );
+                }
+            }
+        }
+        true
+    }
+
+    /// Count one span.
+    #[allow(clippy::too_many_arguments)]
+    fn update<'a>(
+        &'a self,
+        state: &mut State,
+        key: &mut Vec<u8>,
+        resource_id: u64,
+        resource_attrs: &'a [KeyValue],
+        res_dims: &[Option<&'a AnyValue>],
+        view: &SpanView<'_>,
+        find: &dyn Fn(usize, &str) -> Option<DimVal<'a>>,
+        now: Instant,
+        now_ns: u64,
+    ) {
+        let s = &self.settings;
+        key.clear();
+        key.extend_from_slice(&resource_id.to_le_bytes());
+        let service = first(resource_attrs, "service.name");
+        if s.defaults[0] {
+            key_value(key, service);
+        }
+        if s.defaults[1] {
+            key.extend_from_slice(&(view.name.len() as u32).to_le_bytes());
+            key.extend_from_slice(view.name);
+        }
+        if s.defaults[2] {
+            key.push(view.kind as u8);
+        }
+        if s.defaults[3] {
+            key.push(view.status as u8);
+        }
+        let mut none = None;
+        let (n1, n2) = (s.dimensions.len(), s.calls_dimensions.len());
+        Self::dims(key, &mut none, &s.dimensions, 0, find, res_dims);
+        Self::dims(key, &mut none, &s.calls_dimensions, n1, find, res_dims);
+        Self::dims(key, &mut none, &s.hist_dimensions, n1 + n2, find, res_dims);
+        let value =
+            view.end.saturating_sub(view.start) as f64 / if s.unit_seconds { 1e9 } else { 1e6 };
+        // One lookup on the hot path: an existing series.
+        if let Some(series) = state.series.get_mut(key.as_slice()) {
+            Self::count(series, s, view, value, now);
+            return;
+        }
+        if state.live >= s.limit {
+            key.truncate(8);
+            key.extend_from_slice(OVERFLOW_KEY);
+            self.overflow.add(1);
+            if let Some(series) = state.series.get_mut(key.as_slice()) {
+                Self::count(series, s, view, value, now);
+                return;
+            }
+        }
+        let overflow = key.ends_with(OVERFLOW_KEY);
+        let mut series = self.new_series(
+            resource_id,
+            overflow,
+            service,
+            view,
+            find,
+            res_dims,
+            state,
+            now,
+            now_ns,
+        );
+        if !overflow {
+            state.live += 1;
+        }
+        Self::count(&mut series, s, view, value, now);
+        state.series.insert(key.clone().into_boxed_slice(), series);
+    }
+
+    /// Add one span of duration `value` to `series`.
+    fn count(series: &mut Series, s: &Settings, view: &SpanView<'_>, value: f64, now: Instant) {
+        series.calls += 1;
+        series.count += 1;
+        series.sum += value;
+        series.min = series.min.min(value);
+        series.max = series.max.max(value);
+        series.touched = now;
+        series.dirty = true;
+        match (&mut series.hist, &s.hist) {
+            (Hist::Explicit(counts), HistKind::Explicit(bounds)) => {
+                let i = bounds.partition_point(|b| *b < value);
+                counts[i] += 1;
+            }
+            (Hist::Expo(e), HistKind::Exponential(max)) => e.record(value, *max),
+            _ => {}
+        }
+        if series.exemplars.len() < s.exemplars && !matches!(s.hist, HistKind::None) {
+            series.exemplars.push(Exemplar {
+                filtered_attributes: Vec::new(),
+                time_unix_nano: view.end,
+                span_id: view.span_id.to_vec(),
+                trace_id: view.trace_id.to_vec(),
+                value: Some(exemplar::Value::AsDouble(value)),
+            });
+        }
+    }
+
+    /// The events metric: one count per event, by the span's dimensions and the event's.
+    #[allow(clippy::too_many_arguments)]
+    fn record_events<'a>(
+        &'a self,
+        state: &mut State,
+        key: &mut Vec<u8>,
+        resource_id: u64,
+        resource_attrs: &'a [KeyValue],
+        res_dims: &[Option<&'a AnyValue>],
+        span: &'a Span,
+        view: &SpanView<'_>,
+        event_dims: &'a [Dimension],
+        now: Instant,
+        now_ns: u64,
+    ) {
+        let find = |_: usize, name: &str| -> Option<DimVal<'a>> {
+            first(&span.attributes, name).map(DimVal::Any)
+        };
+        let base_len = key.len();
+        for event in &span.events {
+            key.truncate(base_len);
+            let mut none = None;
+            let event_find = |_: usize, name: &str| -> Option<DimVal<'a>> {
+                first(&event.attributes, name).map(DimVal::Any)
+            };
+            Self::dims(key, &mut none, event_dims, 0, &event_find, &[]);
+            if let Some(e) = state.events.get_mut(key.as_slice()) {
+                e.count += 1;
+                e.touched = now;
+                e.dirty = true;
+                continue;
+            }
+            let service = first(resource_attrs, "service.name");
+            let mut attrs = Some(self.base_attrs(service, view, resource_id, state));
+            let mut scratch = Vec::new();
+            Self::dims(
+                &mut scratch,
+                &mut attrs,
+                &self.settings.dimensions,
+                0,
+                &find,
+                res_dims,
+            );
+            Self::dims(&mut scratch, &mut attrs, event_dims, 0, &event_find, &[]);
+            state.events.insert(
+                key.clone().into_boxed_slice(),
+                EventSeries {
+                    resource: resource_id,
+                    attrs: attrs.unwrap_or_default(),
+                    count: 1,
+                    start: now_ns,
+                    touched: now,
+                    dirty: true,
+                },
+            );
+        }
+    }
+
     fn base_attrs(
         &self,
         service: Option<&AnyValue>,
-        span: &Span,
-        kind: &str,
-        status: &str,
+        view: &SpanView<'_>,
         resource_id: u64,
         state: &State,
     ) -> Vec<KeyValue> {
@@ -915,13 +1194,16 @@ impl Inner {
             ));
         }
         if s.defaults[1] {
-            attrs.push(kv("span.name", string_value(&span.name)));
+            attrs.push(kv(
+                "span.name",
+                string_value(&String::from_utf8_lossy(view.name)),
+            ));
         }
         if s.defaults[2] {
-            attrs.push(kv("span.kind", string_value(kind)));
+            attrs.push(kv("span.kind", string_value(kind_name(view.kind))));
         }
         if s.defaults[3] {
-            attrs.push(kv("status.code", string_value(status)));
+            attrs.push(kv("status.code", string_value(status_name(view.status))));
         }
         if s.add_resource_attributes
             && let Some(e) = state.resources.values().find(|e| e.id == resource_id)
@@ -936,15 +1218,14 @@ impl Inner {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn new_series(
-        &self,
+    fn new_series<'a>(
+        &'a self,
         resource_id: u64,
         overflow: bool,
         service: Option<&AnyValue>,
-        span: &Span,
-        kind: &str,
-        status: &str,
-        resource_attrs: &[KeyValue],
+        view: &SpanView<'_>,
+        find: &dyn Fn(usize, &str) -> Option<DimVal<'a>>,
+        res_dims: &[Option<&'a AnyValue>],
         state: &State,
         now: Instant,
         now_ns: u64,
@@ -959,36 +1240,33 @@ impl Inner {
             )];
             (a, None)
         } else {
-            let mut base = Some(self.base_attrs(service, span, kind, status, resource_id, state));
+            let mut base = Some(self.base_attrs(service, view, resource_id, state));
             let mut scratch = Vec::new();
-            self.dims(
-                &mut scratch,
-                &mut base,
-                &s.dimensions,
-                &span.attributes,
-                resource_attrs,
-            );
+            let (n1, n2) = (s.dimensions.len(), s.calls_dimensions.len());
+            Self::dims(&mut scratch, &mut base, &s.dimensions, 0, find, res_dims);
             let base = base.unwrap_or_default();
             let hist_attrs = if s.hist_dimensions.is_empty() {
                 None
             } else {
                 let mut h = Some(base.clone());
-                self.dims(
+                Self::dims(
                     &mut scratch,
                     &mut h,
                     &s.hist_dimensions,
-                    &span.attributes,
-                    resource_attrs,
+                    n1 + n2,
+                    find,
+                    res_dims,
                 );
                 h
             };
             let mut calls = Some(base);
-            self.dims(
+            Self::dims(
                 &mut scratch,
                 &mut calls,
                 &s.calls_dimensions,
-                &span.attributes,
-                resource_attrs,
+                n1,
+                find,
+                res_dims,
             );
             (calls.unwrap_or_default(), hist_attrs)
         };
@@ -1024,7 +1302,7 @@ impl Inner {
             let mut live_gone = 0;
             state.series.retain(|k, x| {
                 let keep = now.duration_since(x.touched) < exp;
-                if !keep && !k.ends_with(b"\xffoverflow") {
+                if !keep && !k.ends_with(OVERFLOW_KEY) {
                     live_gone += 1;
                 }
                 keep
@@ -1394,6 +1672,118 @@ mod tests {
                 base.powi(i as i32) < v * (1.0 + 1e-9)
                     && v <= base.powi(i as i32 + 1) * (1.0 + 1e-9)
             );
+        }
+    }
+
+    fn inner(config: &str) -> Inner {
+        use otel_pipeline_core::{ComponentKind, telemetry::ComponentTelemetry as T};
+        let c: SpanMetricsConfig = crate::from_yaml("spanmetrics", config).expect("config");
+        let telemetry = T::detached(
+            ComponentKind::Exporter,
+            ComponentId::new("spanmetrics"),
+            "spans",
+        );
+        Inner {
+            series_gauge: telemetry.gauge(&SERIES, &[]),
+            overflow: telemetry.counter(&OVERFLOW, &[]),
+            expired: telemetry.counter(&EXPIRED, &[]),
+            settings: c.settings().expect("valid"),
+            state: Mutex::new(State::default()),
+            next: Downstream::new(Vec::<(String, otel_pipeline_core::BoxConsumer<Metrics>)>::new()),
+            telemetry,
+        }
+    }
+
+    /// The emitted metrics without timestamps, in a stable order.
+    fn normalized(mut r: ExportMetricsServiceRequest) -> Vec<String> {
+        let mut out = Vec::new();
+        for rm in &mut r.resource_metrics {
+            for m in rm
+                .scope_metrics
+                .iter_mut()
+                .flat_map(|s| s.metrics.iter_mut())
+            {
+                let points: Vec<String> = match &mut m.data {
+                    Some(metric::Data::Sum(s)) => s
+                        .data_points
+                        .iter_mut()
+                        .map(|p| {
+                            (p.start_time_unix_nano, p.time_unix_nano) = (0, 0);
+                            format!("{p:?}")
+                        })
+                        .collect(),
+                    Some(metric::Data::Histogram(h)) => h
+                        .data_points
+                        .iter_mut()
+                        .map(|p| {
+                            (p.start_time_unix_nano, p.time_unix_nano) = (0, 0);
+                            format!("{p:?}")
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for p in points {
+                    out.push(format!("{:?} {} {p}", rm.resource, m.name));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_byte_path_counts_exactly_as_the_decoded_path() {
+        use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
+        use otel_pipeline_core::testing::{SplitMix64, generate_traces};
+        use prost::Message;
+        let config = "dimensions:\n  - name: http.route\n  - name: tier\n    default: none\n  - name: code\n  - name: host.name\nexemplars: {enabled: true}\n";
+        for seed in 0..20u64 {
+            let mut req: ExportTraceServiceRequest = generate_traces(20, 5, seed);
+            let mut rng = SplitMix64::new(seed);
+            for span in req
+                .resource_spans
+                .iter_mut()
+                .flat_map(|r| &mut r.scope_spans)
+                .flat_map(|s| &mut s.spans)
+            {
+                span.name = format!("op-{}", rng.below(4));
+                span.kind = rng.below(6) as i32;
+                span.status = Some(otel_pipeline_core::proto::trace::v1::Status {
+                    code: rng.below(3) as i32,
+                    ..Default::default()
+                });
+                span.attributes.clear();
+                if rng.below(2) == 0 {
+                    span.attributes.push(kv(
+                        "http.route",
+                        string_value(&format!("/r{}", rng.below(3))),
+                    ));
+                }
+                if rng.below(2) == 0 {
+                    span.attributes.push(kv(
+                        "code",
+                        AnyValue {
+                            value: Some(any_value::Value::IntValue(rng.below(3) as i64)),
+                        },
+                    ));
+                }
+                // A repeated key: the first one counts, both ways.
+                if rng.below(4) == 0 {
+                    span.attributes
+                        .push(kv("http.route", string_value("/second")));
+                }
+            }
+            let bytes = req.encode_to_vec();
+            let (decoded, encoded) = (inner(config), inner(config));
+            decoded.record(&Batch::new(req));
+            let batch = Batch::<Traces>::from_encoded(bytes.into()).expect("valid");
+            assert!(batch.encoded().is_some());
+            encoded.record(&batch);
+            let (a, b) = (
+                decoded.collect().expect("some"),
+                encoded.collect().expect("some"),
+            );
+            assert_eq!(normalized(a), normalized(b), "seed {seed}");
         }
     }
 

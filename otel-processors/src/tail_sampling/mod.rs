@@ -61,7 +61,7 @@ pub mod config;
 mod handoff;
 mod pack;
 mod policy;
-mod wire;
+pub(crate) mod wire;
 
 use std::collections::{BinaryHeap, HashSet, VecDeque};
 

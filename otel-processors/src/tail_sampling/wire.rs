@@ -410,7 +410,7 @@ pub(crate) enum AnyRef<'a> {
 
 /// The value an `AnyValue` encoding holds as prost reads it: of its `oneof` fields the last
 /// one given wins (a scalar replaces what came before; arrays and maps are `Other`).
-fn any_value(buf: &[u8]) -> AnyRef<'_> {
+pub(crate) fn any_value(buf: &[u8]) -> AnyRef<'_> {
     let mut out = AnyRef::Other;
     for (f, w) in fields(buf) {
         out = match (f, w) {
@@ -433,24 +433,27 @@ fn any_value(buf: &[u8]) -> AnyRef<'_> {
 pub(crate) fn span_attr<'a>(span: &'a [u8], key: &str) -> Option<AnyRef<'a>> {
     fields(span).find_map(|(f, w)| match (f, w) {
         (SPAN_ATTRIBUTES, Wire::Len(kv)) => {
-            // No `key` field is the empty key, as prost reads it.
-            let mut found_key = key.is_empty();
-            let mut value: Option<AnyRef<'a>> = None;
-            for (f, w) in fields(kv) {
-                match (f, w) {
-                    (KV_KEY, Wire::Len(k)) => found_key = k == key.as_bytes(),
-                    // A later value's fields continue the merge: only a value with no
-                    // oneof field of its own leaves the earlier one standing.
-                    (KV_VALUE, Wire::Len(v)) if value.is_none() || has_oneof(v) => {
-                        value = Some(any_value(v));
-                    }
-                    _ => {}
-                }
-            }
-            found_key.then(|| value.unwrap_or(AnyRef::Other))
+            let (k, raw) = attribute(kv);
+            (k == key.as_bytes()).then(|| raw.map_or(AnyRef::Other, any_value))
         }
         _ => None,
     })
+}
+
+/// An encoded `KeyValue` as prost reads it: its key (the last given; none is the empty
+/// key) and the bytes of its value (of several `value` fields, the last that sets its
+/// `oneof`, or the first if none does), read only where the key is wanted.
+pub(crate) fn attribute(kv: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let mut key: &[u8] = b"";
+    let mut raw: Option<&[u8]> = None;
+    for (f, w) in fields(kv) {
+        match (f, w) {
+            (KV_KEY, Wire::Len(k)) => key = k,
+            (KV_VALUE, Wire::Len(v)) if raw.is_none() || has_oneof(v) => raw = Some(v),
+            _ => {}
+        }
+    }
+    (key, raw)
 }
 
 /// Whether an `AnyValue` encoding sets its `oneof` at all.

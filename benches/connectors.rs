@@ -1,0 +1,219 @@
+//! Connectors on the gateway path, side by side in one run:
+//! - `connectors/gateway/tail_sampling_only/100k_spans`: requests as the receiver hands
+//!   them on (the bytes received) -> `forward` -> the tail sampler (the seed policies,
+//!   one shard) -> nop; shutdown decides every trace;
+//! - `connectors/gateway/spanmetrics_then_tail_sampling/100k_spans`: the same with
+//!   `spanmetrics` (four dimensions) counting every span beside `forward`, its metrics
+//!   into a nop metrics pipeline; the shape of `docs/examples/dashboards.yaml`;
+//! - `connectors/spanmetrics/{bytes,decoded}/10k_spans`: the connector alone, on a request
+//!   still in its bytes and on a decoded one.
+//!
+//! The gateway pair reports the process's CPU time (every thread's, from
+//! `/proc/self/task/*/schedstat`), not wall time: the goal (issue 29) is in CPU per span,
+//! the second at most 1.15x the first, and CPU time is steadier than wall time on a shared
+//! machine. Memory per series: `cargo bench --bench connectors_memory`.
+//!
+//! `cargo bench --bench connectors`
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput};
+use otel_pipeline::connector::{Connect, Downstream};
+use otel_pipeline::exporters::NopExporter;
+use otel_pipeline::processors::connectors::{Forward, SpanMetrics, SpanMetricsConfig};
+use otel_pipeline::processors::tail_sampling::TailSampler;
+use otel_pipeline::{Batch, BoxConsumer, Children, ComponentId, Consumer, DirectReceiver};
+use otel_pipeline::{Metrics, Pipeline, Signal, Telemetry, Traces};
+use prost::Message;
+
+#[path = "support/tail.rs"]
+#[allow(dead_code)]
+mod common;
+use common::{config, traces};
+
+/// Four dimensions as RED dashboards use them, of few values each. The benches' spans
+/// carry none of them (10 `app.attr.*` attributes of 1 000 values each), so every span's
+/// attributes are read through to the end and the series stay few:
+/// `deployment.environment` takes its default, the others are left out.
+const SPANMETRICS: &str = "\
+dimensions:
+  - name: http.route
+  - name: http.request.method
+  - name: deployment.environment
+    default: prod
+  - name: service.version
+metrics_flush_interval: 1h
+aggregation_cardinality_limit: 2000
+";
+
+fn spanmetrics() -> SpanMetrics {
+    let c: SpanMetricsConfig =
+        otel_pipeline::processors::from_yaml("spanmetrics", SPANMETRICS).expect("config");
+    SpanMetrics::new(c).expect("valid")
+}
+
+/// CPU time used so far by every thread of this process, where Linux tells it; else 0
+/// (and the gateway pair then measures nothing useful).
+fn cpu_time() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
+}
+
+async fn gateway_once(requests: &[bytes::Bytes], with_spanmetrics: bool) -> Duration {
+    let sampled = Pipeline::traces()
+        .named("traces/sampled")
+        .processor(TailSampler::new(config(1)))
+        .exporter(NopExporter::new())
+        .build()
+        .expect("builds");
+    let sampled_head = BoxConsumer::new(sampled.consumer());
+    let sampled = sampled.start().await.expect("starts");
+    let metrics = Pipeline::metrics()
+        .named("metrics")
+        .exporter(NopExporter::new())
+        .build()
+        .expect("builds");
+    let metrics_head = BoxConsumer::new(metrics.consumer());
+    let metrics = metrics.start().await.expect("starts");
+    let (receiver, sender) = DirectReceiver::<Traces>::new();
+    let forward = Connect::new(
+        Forward::new(),
+        Downstream::single("traces/sampled", sampled_head),
+    );
+    let front = if with_spanmetrics {
+        Pipeline::traces()
+            .receiver(receiver)
+            .exporter(Connect::new(
+                spanmetrics(),
+                Downstream::single("metrics", metrics_head),
+            ))
+            .exporter(forward)
+            .build()
+            .expect("builds")
+            .start()
+            .await
+            .expect("starts")
+    } else {
+        Pipeline::traces()
+            .receiver(receiver)
+            .exporter(forward)
+            .build()
+            .expect("builds")
+            .start()
+            .await
+            .expect("starts")
+    };
+    let start = cpu_time();
+    for r in requests {
+        sender
+            .send_batch(Batch::from_encoded(r.clone()).expect("valid"))
+            .await
+            .expect("accepted");
+    }
+    front
+        .shutdown(Duration::from_secs(60))
+        .await
+        .expect("drains");
+    sampled
+        .shutdown(Duration::from_secs(60))
+        .await
+        .expect("decides");
+    let elapsed = cpu_time().saturating_sub(start);
+    metrics
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("stops");
+    elapsed
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("connectors");
+    g.sample_size(10);
+    let requests: Vec<bytes::Bytes> = (0..200u64)
+        .map(|i| traces(25, i + 1).encode_to_vec().into())
+        .collect();
+    g.throughput(Throughput::Elements(100_000));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for (name, with) in [
+        ("gateway/tail_sampling_only/100k_spans", false),
+        ("gateway/spanmetrics_then_tail_sampling/100k_spans", true),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| runtime.block_on(gateway_once(&requests, with)))
+                    .sum()
+            })
+        });
+    }
+
+    // The ratio the goal is about, robust to a drifting machine: the two paths run in
+    // turns, and the median of the turns' ratios is printed.
+    let mut ratios: Vec<f64> = (0..15)
+        .map(|_| {
+            let without = runtime.block_on(gateway_once(&requests, false));
+            let with = runtime.block_on(gateway_once(&requests, true));
+            with.as_secs_f64() / without.as_secs_f64().max(1e-9)
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "connectors/gateway: CPU per span with spanmetrics / without, in 15 interleaved turns: median {:.2}x (min {:.2}x, max {:.2}x)",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+
+    // The connector alone.
+    let request = traces(500, 7);
+    let bytes: bytes::Bytes = request.encode_to_vec().into();
+    g.throughput(Throughput::Elements(Traces::item_count(&request) as u64));
+    let consumer = runtime.block_on(async {
+        let children = Children::detached(Telemetry::new(), "traces", ComponentId::new("bench"));
+        let metrics = Pipeline::metrics()
+            .exporter(NopExporter::new())
+            .build()
+            .expect("builds");
+        let head = BoxConsumer::<Metrics>::new(metrics.consumer());
+        children
+            .exporter::<Traces, _>(Connect::new(
+                spanmetrics(),
+                Downstream::single("metrics", head),
+            ))
+            .expect("builds")
+    });
+    let received = Batch::<Traces>::from_encoded(bytes).expect("valid");
+    g.bench_function("spanmetrics/bytes/10k_spans", |b| {
+        b.iter_batched(
+            // A clone of a received batch shares its bytes: no check, no copy.
+            || received.clone(),
+            |batch| runtime.block_on(consumer.consumer().consume(batch)),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("spanmetrics/decoded/10k_spans", |b| {
+        b.iter_batched(
+            || Batch::<Traces>::new(request.clone()),
+            |batch| runtime.block_on(consumer.consumer().consume(batch)),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion::criterion_group!(benches, bench);
+criterion::criterion_main!(benches);
