@@ -431,3 +431,144 @@ service:
         m.shutdown(Duration::from_secs(5)).await.expect("stops");
     }
 }
+
+/// `service.telemetry.metrics.readers: periodic` with an otlp exporter, as the Collector's
+/// demo configures it: the collector's own counters reach an OTLP backend every interval,
+/// under the configured resource; `logs.processors` loads with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_metrics_are_pushed_over_otlp_by_a_periodic_reader() {
+    use otel_pipeline::proto::collector::trace::v1::ExportTraceServiceRequest;
+    let backend = OtlpReceiver::new(OtlpConfig {
+        grpc: None,
+        ..OtlpConfig::loopback()
+    });
+    let (out, seen) = InMemoryExporter::<Metrics>::new();
+    let backend_pipeline = Pipeline::metrics()
+        .receiver(backend.metrics())
+        .exporter(out)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let http = backend.local_addrs().http.expect("http");
+    let grpc = free_port();
+    let yaml = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{ endpoint: 127.0.0.1:{grpc} }}
+exporters:
+  nop:
+service:
+  telemetry:
+    resource:
+      service.name: gateway-7
+    metrics:
+      level: detailed
+      readers:
+        - periodic:
+            interval: 100
+            timeout: 5000
+            exporter:
+              otlp:
+                protocol: http/protobuf
+                endpoint: http://{http}
+    logs:
+      processors:
+        - batch:
+            exporter:
+              otlp:
+                protocol: http/protobuf
+                endpoint: http://{http}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [nop]
+"#
+    );
+    let registry = otel_pipeline::default_registry();
+    let config = CollectorConfig::load(&[ConfigFile::new("self.yaml", yaml)], |_| None, &registry)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        config
+            .warnings()
+            .iter()
+            .any(|w| w.contains("service.telemetry.logs.processors")),
+        "{:?}",
+        config.warnings()
+    );
+    assert_eq!(config.service_telemetry().metric_pushes.len(), 1);
+    let collector = config
+        .build(&registry, Telemetry::new())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .start()
+        .await
+        .expect("starts");
+    let (client_rx, client_tx) = DirectReceiver::new();
+    let client = Pipeline::traces()
+        .receiver(client_rx)
+        .exporter(OtlpExporter::<otel_pipeline::Traces>::new(
+            OtlpExporterConfig {
+                endpoint: format!("http://127.0.0.1:{grpc}"),
+                ..OtlpExporterConfig::default()
+            },
+        ))
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let spans: ExportTraceServiceRequest = otel_pipeline::testing::generate_traces(3, 4, 1);
+    client_tx.send(spans).await.expect("sent");
+    client
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("drains");
+    // The accepted spans, counted by the receiver, reach the backend as a cumulative sum.
+    let accepted = |seen: &otel_pipeline::testing::Exported<Metrics>| -> Option<i64> {
+        seen.batches()
+            .iter()
+            .flat_map(|b| b.data().resource_metrics.clone())
+            .filter(|rm| {
+                rm.resource.as_ref().is_some_and(|r| {
+                    r.attributes.iter().any(|a| {
+                        a.key == "service.name"
+                            && a.value.as_ref().and_then(|v| v.value.clone())
+                                == Some(Value::StringValue("gateway-7".into()))
+                    })
+                })
+            })
+            .flat_map(|rm| rm.scope_metrics)
+            .flat_map(|sm| sm.metrics)
+            .filter(|m| m.name == "otelcol_receiver_accepted_spans")
+            .filter_map(|m| match m.data {
+                Some(Data::Sum(s)) if s.is_monotonic => s
+                    .data_points
+                    .iter()
+                    .map(|p| match p.value {
+                        Some(
+                            otel_pipeline::proto::metrics::v1::number_data_point::Value::AsInt(i),
+                        ) => i,
+                        _ => 0,
+                    })
+                    .max(),
+                _ => None,
+            })
+            .max()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || accepted(&seen) == Some(12)).await,
+        "pushed: {:?}",
+        accepted(&seen)
+    );
+    collector
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("drains");
+    backend_pipeline
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("stops");
+}

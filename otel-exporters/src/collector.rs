@@ -28,7 +28,9 @@ pub fn register(registry: &mut Registry) {
             Ok(NopExporter::new().with_id(s.id().clone()))
         }))
         .exporter(LoadBalancingFactory)
-        .exporter(PrometheusFactory);
+        .exporter(PrometheusFactory)
+        // `service.telemetry.metrics.readers: periodic`, over OTLP.
+        .telemetry_push(crate::push::OtlpTelemetryPush);
 }
 
 /// `prometheus`: metrics only.

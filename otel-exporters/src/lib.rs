@@ -21,6 +21,7 @@ pub mod loadbalancing;
 pub mod nop;
 pub mod otlp;
 pub mod prometheus;
+mod push;
 
 pub use debug::{DebugExporter, Verbosity};
 pub use loadbalancing::{TraceRouter, TraceRouterConfig};

@@ -397,6 +397,7 @@ impl<In: Signal> Lifecycle for SharedLifecycle<In> {
     }
 }
 
+#[cfg(feature = "config")]
 /// Several exporters of one pipeline built as one (a connector that feeds pipelines of
 /// two signals is two instances, both fed by the pipeline it exports from).
 pub(crate) struct ExporterPair<In: Signal> {
@@ -404,6 +405,7 @@ pub(crate) struct ExporterPair<In: Signal> {
     pub(crate) parts: Vec<SharedConnectorExporter<In>>,
 }
 
+#[cfg(feature = "config")]
 impl<In: Signal> Exporter<In> for ExporterPair<In> {
     type Consumer = FanOutAll<In>;
 

@@ -1059,6 +1059,159 @@ impl Telemetry {
         out
     }
 
+    /// The counters as an OTLP metrics request, for pushing them to a backend
+    /// (`service.telemetry.metrics.readers: periodic`): counters as cumulative monotonic
+    /// sums (named as in Prometheus, without `_total`), gauges as gauges, histograms as
+    /// cumulative histograms, under a resource of `resource` and a scope named
+    /// `otel-pipeline`. `start_ns` is when counting began.
+    ///
+    /// ```
+    /// use otel_pipeline_core::{ComponentId, ComponentKind, Telemetry};
+    /// let telemetry = Telemetry::new();
+    /// let c = telemetry.component(ComponentKind::Exporter, ComponentId::new("otlp"), "traces", "spans");
+    /// c.add_sent(3);
+    /// let request = telemetry.to_otlp(Vec::new(), 1, 2);
+    /// let names: Vec<_> = request.resource_metrics[0].scope_metrics[0].metrics.iter().map(|m| m.name.clone()).collect();
+    /// assert!(names.iter().any(|n| n == "otelcol_exporter_sent_spans"), "{names:?}");
+    /// ```
+    pub fn to_otlp(
+        &self,
+        resource: Vec<crate::proto::common::v1::KeyValue>,
+        start_ns: u64,
+        now_ns: u64,
+    ) -> crate::proto::collector::metrics::v1::ExportMetricsServiceRequest {
+        use crate::proto::common::v1::{AnyValue, InstrumentationScope, KeyValue as Kv, any_value};
+        use crate::proto::metrics::v1::{
+            AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+            ResourceMetrics, ScopeMetrics, Sum, metric::Data, number_data_point,
+        };
+        use crate::proto::resource::v1::Resource;
+        let attrs = |a: &[(&'static str, String)]| -> Vec<Kv> {
+            a.iter()
+                .filter(|(k, _)| *k != "le")
+                .map(|(k, v)| Kv {
+                    key: (*k).to_string(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(v.clone())),
+                    }),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        let cumulative = AggregationTemporality::Cumulative as i32;
+        let mut metrics: std::collections::BTreeMap<String, Metric> =
+            std::collections::BTreeMap::new();
+        // Histograms: `le` buckets (cumulative), sum and count, per attribute set.
+        // Per (family, attributes): `le` buckets (cumulative counts), sum, count, attributes.
+        type HistogramParts = (Vec<(f64, u64)>, f64, u64, Vec<Kv>);
+        let mut histograms: std::collections::BTreeMap<(String, String), HistogramParts> =
+            std::collections::BTreeMap::new();
+        for p in self.snapshot() {
+            let instrument = p.instrument;
+            if let Some(i) = instrument.filter(|i| matches!(i.kind, InstrumentKind::Histogram(_))) {
+                let kvs = attrs(&p.attributes);
+                let key = (i.name.to_string(), format!("{kvs:?}"));
+                let entry = histograms
+                    .entry(key)
+                    .or_insert_with(|| (Vec::new(), 0.0, 0, kvs));
+                if p.name.ends_with("_bucket") {
+                    let le = p
+                        .attribute("le")
+                        .map_or(f64::INFINITY, |l| l.parse().unwrap_or(f64::INFINITY));
+                    entry.0.push((le, p.value.max(0) as u64));
+                } else if p.name.ends_with("_sum") {
+                    entry.1 = p.value as f64;
+                } else if p.name.ends_with("_count") {
+                    entry.2 = p.value.max(0) as u64;
+                }
+                continue;
+            }
+            let point = NumberDataPoint {
+                attributes: attrs(&p.attributes),
+                start_time_unix_nano: start_ns,
+                time_unix_nano: now_ns,
+                value: Some(number_data_point::Value::AsInt(p.value)),
+                ..Default::default()
+            };
+            let metric = metrics.entry(p.name.clone()).or_insert_with(|| Metric {
+                name: p.name.clone(),
+                description: instrument
+                    .map(|i| i.description.to_string())
+                    .unwrap_or_default(),
+                unit: instrument.map(|i| i.unit.to_string()).unwrap_or_default(),
+                data: Some(if p.gauge {
+                    Data::Gauge(Gauge::default())
+                } else {
+                    Data::Sum(Sum {
+                        data_points: Vec::new(),
+                        aggregation_temporality: cumulative,
+                        is_monotonic: true,
+                    })
+                }),
+                ..Default::default()
+            });
+            match &mut metric.data {
+                Some(Data::Gauge(g)) => g.data_points.push(point),
+                Some(Data::Sum(s)) => s.data_points.push(point),
+                _ => {}
+            }
+        }
+        for ((name, _), (mut buckets, sum, count, kvs)) in histograms {
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut previous = 0u64;
+            let mut bounds = Vec::new();
+            let mut counts = Vec::new();
+            for (le, cumulative_count) in &buckets {
+                if le.is_finite() {
+                    bounds.push(*le);
+                }
+                counts.push(cumulative_count.saturating_sub(previous));
+                previous = *cumulative_count;
+            }
+            if buckets.last().is_none_or(|(le, _)| le.is_finite()) {
+                counts.push(count.saturating_sub(previous));
+            }
+            let metric = metrics.entry(name.clone()).or_insert_with(|| Metric {
+                name: name.clone(),
+                data: Some(Data::Histogram(Histogram {
+                    data_points: Vec::new(),
+                    aggregation_temporality: cumulative,
+                })),
+                ..Default::default()
+            });
+            if let Some(Data::Histogram(h)) = &mut metric.data {
+                h.data_points.push(HistogramDataPoint {
+                    attributes: kvs,
+                    start_time_unix_nano: start_ns,
+                    time_unix_nano: now_ns,
+                    count,
+                    sum: Some(sum),
+                    bucket_counts: counts,
+                    explicit_bounds: bounds,
+                    ..Default::default()
+                });
+            }
+        }
+        crate::proto::collector::metrics::v1::ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: resource,
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "otel-pipeline".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
+                    metrics: metrics.into_values().collect(),
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        }
+    }
+
     /// Publish the counters through the `opentelemetry` metrics API, so they reach
     /// whatever metric exporter `meter`'s provider uses: the counters every component
     /// keeps as observable instruments, and each declared instrument under its own name,

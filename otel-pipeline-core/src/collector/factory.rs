@@ -602,6 +602,20 @@ pub trait MetricsEndpointFactory: Send + Sync {
     fn create(&self, address: &str) -> Result<Box<dyn Extension>, String>;
 }
 
+/// Pushes the collector's own metrics where a `periodic` reader of
+/// `service.telemetry.metrics.readers` asks. The core has no OTLP client: the crate that
+/// has one registers this (`otel-exporters` does, in its `register`).
+pub trait TelemetryPushFactory: Send + Sync {
+    /// A running push for `push`, with `resource` (`service.telemetry.resource`) on what
+    /// it sends; started and stopped like an extension, it reads the collector's
+    /// telemetry from the [`Host`].
+    fn metrics(
+        &self,
+        push: &super::MetricsPush,
+        resource: &[(String, String)],
+    ) -> Result<Box<dyn Extension>, String>;
+}
+
 /// Makes extensions of one type.
 pub trait ExtensionFactory: Send + Sync {
     /// The type in `extensions:` (`health_check`).

@@ -32,7 +32,7 @@ pub use factory::Reload;
 pub use factory::{
     AnyConnector, CollectorHealth, CollectorSignal, ConnectorFactory, ExporterFactory, Extension,
     ExtensionFactory, Host, MetricsEndpointFactory, ProcessorFactory, ReceiverFactory,
-    ReceiverInstance, Section,
+    ReceiverInstance, Section, TelemetryPushFactory,
 };
 #[doc(hidden)]
 pub use factory::{AnyDownstream, AnyHead, AnyShared};
@@ -267,6 +267,46 @@ pub struct ServiceTelemetry {
     pub metrics_address: Option<String>,
     /// `service.telemetry.logs.level`: `debug`, `info` (default), `warn`, `error`.
     pub log_level: String,
+    /// `service.telemetry.metrics.readers` that push: self-metrics sent over OTLP every
+    /// interval.
+    pub metric_pushes: Vec<MetricsPush>,
+    /// `service.telemetry.resource`: attributes of the collector's own telemetry.
+    pub resource: Vec<(String, String)>,
+}
+
+/// A `periodic` reader of `service.telemetry.metrics.readers`: the collector's own
+/// metrics pushed over OTLP. `Debug` leaves out header values (they may hold tokens).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MetricsPush {
+    /// `exporter.otlp.endpoint` (for HTTP, `/v1/metrics` is appended unless it has a path).
+    pub endpoint: String,
+    /// `exporter.otlp.protocol`: `grpc`, `http/protobuf` (the default, as upstream) or
+    /// `http/json`.
+    pub protocol: String,
+    /// `interval` (milliseconds, or a duration): default 60 s.
+    pub interval: Duration,
+    /// `timeout`: default 30 s.
+    pub timeout: Duration,
+    /// `exporter.otlp.headers`.
+    pub headers: Vec<(String, String)>,
+    /// `exporter.otlp.insecure`: plain text to a bare `host:port`.
+    pub insecure: bool,
+}
+
+impl fmt::Debug for MetricsPush {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsPush")
+            .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("insecure", &self.insecure)
+            .finish()
+    }
 }
 
 /// A loaded and validated configuration. See the [module docs](self). `Debug` shows the
@@ -326,6 +366,8 @@ impl CollectorConfig {
             telemetry: ServiceTelemetry {
                 metrics_address: Some("localhost:8888".into()),
                 log_level: "info".into(),
+                metric_pushes: Vec::new(),
+                resource: Vec::new(),
             },
             warnings: Vec::new(),
         };
@@ -794,7 +836,20 @@ impl CollectorConfig {
                                 ),
                             },
                             ("readers", NodeValue::Seq(readers)) => {
+                                // Readers replace the default pull endpoint (as upstream):
+                                // only a pull reader in the list serves one.
+                                self.telemetry.metrics_address = None;
                                 for (i, r) in readers.iter().enumerate() {
+                                    if let Some(periodic) = r.get("periodic") {
+                                        match self.periodic_reader(
+                                            periodic,
+                                            &format!("{p}[{i}].periodic"),
+                                        ) {
+                                            Ok(push) => self.telemetry.metric_pushes.push(push),
+                                            Err(e) => errors.push(e),
+                                        }
+                                        continue;
+                                    }
                                     let prom = r
                                         .get("pull")
                                         .and_then(|p| p.get("exporter"))
@@ -813,7 +868,7 @@ impl CollectorConfig {
                                         }
                                         None => errors.push(self.err(
                                             &format!("{p}[{i}]"),
-                                            "only a pull reader with a prometheus exporter is supported",
+                                            "expected a pull reader with a prometheus exporter, or a periodic reader with an otlp exporter",
                                         )),
                                     }
                                 }
@@ -858,11 +913,53 @@ impl CollectorConfig {
                             "encoding" | "development" | "output_paths" | "error_output_paths"
                             | "disable_caller" | "disable_stacktrace" | "initial_fields"
                             | "sampling" => {}
+                            "processors" => self.warnings.push(format!(
+                                "{p}: accepted, but the collector's own logs go to stderr here; they are not pushed over OTLP"
+                            )),
                             _ => errors.push(ConfigError::new(p, "unknown key").at(k_at.clone())),
                         }
                     }
                 }
-                "resource" | "traces" => {}
+                "resource" => {
+                    for (k, _, v) in value.entries() {
+                        // The declarative form: `attributes: [{name, value}]`.
+                        if let ("attributes", NodeValue::Seq(items)) = (k.as_str(), &v.value) {
+                            for (i, item) in items.iter().enumerate() {
+                                let text = |key: &str| match item.get(key).map(|n| &n.value) {
+                                    Some(NodeValue::String(s)) => Some(s.clone()),
+                                    Some(NodeValue::Int(i)) => Some(i.to_string()),
+                                    Some(NodeValue::Bool(b)) => Some(b.to_string()),
+                                    _ => None,
+                                };
+                                match (text("name"), text("value")) {
+                                    (Some(n), Some(v)) => self.telemetry.resource.push((n, v)),
+                                    _ => errors.push(self.err(
+                                        &format!("{path}.attributes[{i}]"),
+                                        "each attribute needs a name and a value",
+                                    )),
+                                }
+                            }
+                            continue;
+                        }
+                        if matches!(k.as_str(), "schema_url" | "detection" | "attributes_list") {
+                            continue;
+                        }
+                        match &v.value {
+                            NodeValue::String(text) => {
+                                self.telemetry.resource.push((k.clone(), text.clone()))
+                            }
+                            NodeValue::Int(i) => {
+                                self.telemetry.resource.push((k.clone(), i.to_string()))
+                            }
+                            NodeValue::Bool(b) => {
+                                self.telemetry.resource.push((k.clone(), b.to_string()))
+                            }
+                            NodeValue::Null => {}
+                            _ => errors.push(self.err(&format!("{path}.{k}"), "expected a string")),
+                        }
+                    }
+                }
+                "traces" => {}
                 _ => errors.push(
                     ConfigError::new(
                         path,
@@ -872,6 +969,145 @@ impl CollectorConfig {
                 ),
             }
         }
+    }
+
+    /// A `periodic` reader with an `otlp` exporter (as the Collector's configuration
+    /// schema writes it).
+    fn periodic_reader(&self, node: &Node, path: &str) -> Result<MetricsPush, ConfigError> {
+        let ms = |v: &Node, key: &str| -> Result<Duration, ConfigError> {
+            match &v.value {
+                NodeValue::Int(i) if *i > 0 => Ok(Duration::from_millis(*i as u64)),
+                NodeValue::String(t) => crate::config::parse_duration(t)
+                    .map_err(|m| self.err(&format!("{path}.{key}"), m)),
+                _ => Err(self.err(
+                    &format!("{path}.{key}"),
+                    "expected milliseconds or a duration",
+                )),
+            }
+        };
+        let mut push = MetricsPush {
+            endpoint: String::new(),
+            protocol: "http/protobuf".into(),
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(30),
+            headers: Vec::new(),
+            insecure: false,
+        };
+        let mut otlp = None;
+        for (k, k_at, v) in node.entries() {
+            match k.as_str() {
+                "interval" => push.interval = ms(v, "interval")?,
+                "timeout" => push.timeout = ms(v, "timeout")?,
+                "exporter" => {
+                    for (e, e_at, ev) in v.entries() {
+                        if e == "otlp" {
+                            otlp = Some(ev);
+                        } else {
+                            return Err(ConfigError::new(
+                                format!("{path}.exporter.{e}"),
+                                "only an otlp exporter pushes self-metrics here (prometheus is a pull reader)",
+                            )
+                            .at(e_at.clone()));
+                        }
+                    }
+                }
+                "producers" | "cardinality_limits" => {}
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("{path}.{k}"),
+                        "unknown key (expected interval, timeout or exporter)",
+                    )
+                    .at(k_at.clone()));
+                }
+            }
+        }
+        let otlp =
+            otlp.ok_or_else(|| self.err(&format!("{path}.exporter"), "needs an otlp exporter"))?;
+        let at = format!("{path}.exporter.otlp");
+        for (k, k_at, v) in otlp.entries() {
+            let text = match &v.value {
+                NodeValue::String(t) => Some(t.clone()),
+                _ => None,
+            };
+            match (k.as_str(), text) {
+                ("endpoint", Some(t)) => push.endpoint = t,
+                ("protocol", Some(t))
+                    if matches!(t.as_str(), "grpc" | "http/protobuf" | "http/json") =>
+                {
+                    push.protocol = t;
+                }
+                ("protocol", _) => {
+                    return Err(ConfigError::new(
+                        format!("{at}.protocol"),
+                        "expected grpc, http/protobuf or http/json",
+                    )
+                    .at(v.at.clone()));
+                }
+                ("insecure", _) => push.insecure = matches!(v.value, NodeValue::Bool(true)),
+                ("headers", _) => match &v.value {
+                    NodeValue::Map(_) => {
+                        for (h, _, hv) in v.entries() {
+                            if let NodeValue::String(hv) = &hv.value {
+                                push.headers.push((h.clone(), hv.clone()));
+                            }
+                        }
+                    }
+                    NodeValue::Seq(items) => {
+                        for item in items {
+                            let name = item.get("name").and_then(|n| match &n.value {
+                                NodeValue::String(s) => Some(s.clone()),
+                                _ => None,
+                            });
+                            let value = item.get("value").and_then(|n| match &n.value {
+                                NodeValue::String(s) => Some(s.clone()),
+                                _ => None,
+                            });
+                            match (name, value) {
+                                (Some(n), Some(v)) => push.headers.push((n, v)),
+                                _ => {
+                                    return Err(ConfigError::new(
+                                        format!("{at}.headers"),
+                                        "each header needs a name and a value",
+                                    )
+                                    .at(item.at.clone()));
+                                }
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(ConfigError::new(
+                            format!("{at}.headers"),
+                            "expected a mapping or a list of name and value",
+                        )
+                        .at(v.at.clone()));
+                    }
+                },
+                (
+                    "compression"
+                    | "temporality_preference"
+                    | "default_histogram_aggregation"
+                    | "timeout"
+                    | "certificate"
+                    | "client_certificate"
+                    | "client_key",
+                    _,
+                ) => {}
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("{at}.{k}"),
+                        "unknown key (expected endpoint, protocol, headers or insecure)",
+                    )
+                    .at(k_at.clone()));
+                }
+            }
+        }
+        if push.endpoint.is_empty() {
+            return Err(self.err(
+                &format!("{at}.endpoint"),
+                "missing: where to push self-metrics",
+            ));
+        }
+        Ok(push)
     }
 
     fn section<'a>(&'a self, section: &str, id: &'a ComponentId) -> Section<'a> {
@@ -1040,6 +1276,23 @@ impl CollectorConfig {
             match factory.create(address) {
                 Ok(e) => extensions.insert(0, (ComponentId::new(METRICS_ENDPOINT), e)),
                 Err(m) => errors.push(self.err("service.telemetry.metrics", m)),
+            }
+        }
+        // Periodic readers: self-metrics pushed over OTLP, run like extensions.
+        for (i, push) in self.telemetry.metric_pushes.iter().enumerate() {
+            let path = format!("service.telemetry.metrics.readers[{i}]");
+            match &registry.telemetry_push {
+                Some(factory) => match factory.metrics(push, &self.telemetry.resource) {
+                    Ok(e) => extensions.insert(
+                        0,
+                        (ComponentId::new(METRICS_PUSH).with_name(i.to_string()), e),
+                    ),
+                    Err(m) => errors.push(self.err(&path, m)),
+                },
+                None => errors.push(self.err(
+                    &path,
+                    "this build has no OTLP exporter to push self-metrics with",
+                )),
             }
         }
         if !errors.is_empty() {
@@ -1638,6 +1891,9 @@ fn without_keys(section: Option<&serde_yaml_ng::Value>, keys: &[&str]) -> serde_
 
 /// The id the self-metrics endpoint runs under, among the extensions.
 const METRICS_ENDPOINT: &str = "service.telemetry.metrics";
+
+/// The id periodic readers run under (`.../0`, `.../1`), among the extensions.
+const METRICS_PUSH: &str = "service.telemetry.metrics.readers";
 
 /// A running collector. Stop it with [`RunningCollector::shutdown`].
 pub struct RunningCollector {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::auth::AuthExtensionFactory;
 use super::factory::{
     ACCEPTED_EXTENSIONS, ConnectorFactory, ExporterFactories, ExporterFactory, ExtensionFactory,
-    MetricsEndpointFactory, NoopExtension, ProcessorFactory, ReceiverFactory,
+    MetricsEndpointFactory, NoopExtension, ProcessorFactory, ReceiverFactory, TelemetryPushFactory,
 };
 
 /// Every component type the loader can build. Each crate adds its own
@@ -48,6 +48,7 @@ pub struct Registry {
     pub(crate) extensions: BTreeMap<&'static str, Arc<dyn ExtensionFactory>>,
     pub(crate) connectors: BTreeMap<&'static str, Arc<dyn ConnectorFactory>>,
     pub(crate) metrics_endpoint: Option<Arc<dyn MetricsEndpointFactory>>,
+    pub(crate) telemetry_push: Option<Arc<dyn TelemetryPushFactory>>,
 }
 
 impl fmt::Debug for Registry {
@@ -144,6 +145,13 @@ impl Registry {
     /// The connector types known.
     pub fn connector_kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.connectors.keys().copied()
+    }
+
+    /// Push self-metrics for `periodic` readers with `factory` (replacing any other).
+    /// Without one, a configuration with a periodic reader is refused, naming it.
+    pub fn telemetry_push(&mut self, factory: impl TelemetryPushFactory + 'static) -> &mut Self {
+        self.telemetry_push = Some(Arc::new(factory));
+        self
     }
 
     /// Add (or replace) an extension type.
