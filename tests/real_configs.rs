@@ -5,11 +5,24 @@
 //! error naming a component this build does not include (or a setting), never a crash or
 //! an unexplained error. A config that starts loading, or stops, fails the test until the
 //! table says so.
+//!
+//! Each config that loads is then run: an override file points its receivers, exporters
+//! and extensions at loopback (OTLP exporters and routers at a sink, `k8sattributes` in
+//! passthrough), one error span goes in through its OTLP receiver, and the span must come
+//! out of an exporter (the sink's, or a `debug` exporter's count).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use otel_pipeline::collector::{CollectorConfig, ConfigFile};
+use otel_pipeline::exporters::otlp::OtlpExporterConfig;
+use otel_pipeline::receivers::OtlpConfig;
+use serde_yaml_ng::{Mapping, Value};
+
+mod common;
 
 /// `export A=x B=y` lines of `env.sh`; `$(mktemp -d)` becomes a fresh directory.
 fn env_of(path: &Path) -> BTreeMap<String, String> {
@@ -150,4 +163,258 @@ fn real_configurations_load_or_name_what_they_lack() {
         "{}\n\n{report}",
         mismatches.join("\n")
     );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn map(pairs: Vec<(&str, Value)>) -> Value {
+    let mut m = Mapping::new();
+    for (k, v) in pairs {
+        m.insert(Value::String(k.into()), v);
+    }
+    Value::Mapping(m)
+}
+
+fn text(s: impl Into<String>) -> Value {
+    Value::String(s.into())
+}
+
+/// Two override files for config `yaml`: the first clears what the second replaces
+/// (TLS settings, resolvers), the second points everything at loopback: OTLP receivers on
+/// free ports, OTLP exporters and routers at the sink, `prometheus` and `health_check` on
+/// free ports, `k8sattributes` in passthrough, no self-metrics endpoint. Also the gRPC
+/// port of an OTLP receiver of a traces pipeline, where to send.
+fn loopback(yaml: &str, sink: SocketAddr, sink_http: SocketAddr) -> (String, String, Option<u16>) {
+    let root: Value = serde_yaml_ng::from_str(yaml).expect("yaml");
+    let kind = |id: &str| id.split('/').next().unwrap_or_default().to_string();
+    let entries = |section: &str| -> Vec<String> {
+        root.get(section)
+            .and_then(Value::as_mapping)
+            .map(|m| {
+                m.keys()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (mut clear, mut set) = (Mapping::new(), Mapping::new());
+    let mut receivers = Mapping::new();
+    let mut ports = std::collections::BTreeMap::new();
+    for id in entries("receivers") {
+        if matches!(kind(&id).as_str(), "otlp" | "otlp_grpc") {
+            let grpc = free_port();
+            ports.insert(id.clone(), grpc);
+            let protocols = root
+                .get("receivers")
+                .and_then(|r| r.get(id.as_str()))
+                .and_then(|r| r.get("protocols"));
+            let mut p = vec![(
+                "grpc",
+                map(vec![("endpoint", text(format!("127.0.0.1:{grpc}")))]),
+            )];
+            if protocols.is_some_and(|p| p.get("http").is_some()) {
+                let http = free_port();
+                p.push((
+                    "http",
+                    map(vec![("endpoint", text(format!("127.0.0.1:{http}")))]),
+                ));
+            }
+            receivers.insert(text(id), map(vec![("protocols", map(p))]));
+        }
+    }
+    set.insert(text("receivers"), Value::Mapping(receivers));
+    let (mut exporters, mut exporters_clear) = (Mapping::new(), Mapping::new());
+    let insecure = || map(vec![("insecure", Value::Bool(true))]);
+    for id in entries("exporters") {
+        match kind(&id).as_str() {
+            "otlp" | "otlp_grpc" => {
+                exporters_clear.insert(text(&id), map(vec![("tls", Value::Null)]));
+                let endpoint = text(format!("127.0.0.1:{}", sink.port()));
+                exporters.insert(
+                    text(id),
+                    map(vec![("endpoint", endpoint), ("tls", insecure())]),
+                );
+            }
+            "otlphttp" | "otlp_http" => {
+                exporters_clear.insert(
+                    text(&id),
+                    map(vec![("tls", Value::Null), ("traces_endpoint", Value::Null)]),
+                );
+                let endpoint = text(format!("http://{sink_http}"));
+                exporters.insert(
+                    text(id),
+                    map(vec![("endpoint", endpoint), ("tls", insecure())]),
+                );
+            }
+            "loadbalancing" | "load_balancing" => {
+                let protocol = |tls| map(vec![("otlp", map(vec![("tls", tls)]))]);
+                exporters_clear.insert(
+                    text(&id),
+                    map(vec![
+                        ("resolver", Value::Null),
+                        ("protocol", protocol(Value::Null)),
+                    ]),
+                );
+                let hostnames = Value::Sequence(vec![text(format!("127.0.0.1:{}", sink.port()))]);
+                let resolver = map(vec![("static", map(vec![("hostnames", hostnames)]))]);
+                exporters.insert(
+                    text(id),
+                    map(vec![
+                        ("resolver", resolver),
+                        ("protocol", protocol(insecure())),
+                    ]),
+                );
+            }
+            "prometheus" => {
+                let endpoint = text(format!("127.0.0.1:{}", free_port()));
+                exporters.insert(text(id), map(vec![("endpoint", endpoint)]));
+            }
+            _ => {}
+        }
+    }
+    clear.insert(text("exporters"), Value::Mapping(exporters_clear));
+    set.insert(text("exporters"), Value::Mapping(exporters));
+    let mut processors = Mapping::new();
+    for id in entries("processors") {
+        if matches!(kind(&id).as_str(), "k8sattributes" | "k8s_attributes") {
+            processors.insert(text(id), map(vec![("passthrough", Value::Bool(true))]));
+        }
+    }
+    set.insert(text("processors"), Value::Mapping(processors));
+    let mut extensions = Mapping::new();
+    for id in entries("extensions") {
+        if matches!(kind(&id).as_str(), "health_check" | "healthcheck") {
+            let endpoint = text(format!("127.0.0.1:{}", free_port()));
+            extensions.insert(text(id), map(vec![("endpoint", endpoint)]));
+        }
+    }
+    set.insert(text("extensions"), Value::Mapping(extensions));
+    let level_none = map(vec![("metrics", map(vec![("level", text("none"))]))]);
+    set.insert(text("service"), map(vec![("telemetry", level_none)]));
+    // Where to send: an OTLP receiver of a traces pipeline.
+    let send_to = root
+        .get("service")
+        .and_then(|s| s.get("pipelines"))
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| name.as_str().is_some_and(|n| n.starts_with("traces")))
+        .filter_map(|(_, p)| p.get("receivers").and_then(Value::as_sequence))
+        .flatten()
+        .filter_map(|r| r.as_str().and_then(|r| ports.get(r)).copied())
+        .next();
+    (
+        serde_yaml_ng::to_string(&Value::Mapping(clear)).expect("yaml"),
+        serde_yaml_ng::to_string(&Value::Mapping(set)).expect("yaml"),
+        send_to,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_real_configuration_that_loads_runs_a_span_through() {
+    use otel_pipeline::proto::trace::v1::{Status, status::StatusCode};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/real-configs");
+    if !dir.is_dir() {
+        println!("../shared/real-configs is not beside this clone: nothing to run");
+        return;
+    }
+    let env = env_of(&dir.join("env.sh"));
+    let table = include_str!("real_configs.tsv");
+    let loading: Vec<&str> = table
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut cols = l.split('\t');
+            let name = cols.next()?;
+            (cols.next()? == "ok").then_some(name)
+        })
+        .collect();
+    assert!(!loading.is_empty());
+    let mut failures = Vec::new();
+    for name in &loading {
+        let (sink, sink_rx, received) = common::gateway(OtlpConfig::loopback()).await;
+        let addrs = sink_rx.local_addrs();
+        let (sink_grpc, sink_http) = (addrs.grpc.expect("grpc"), addrs.http.expect("http"));
+        let original = std::fs::read_to_string(dir.join(name)).expect("readable");
+        let (clear, set, send_to) = loopback(&original, sink_grpc, sink_http);
+        let Some(port) = send_to else {
+            failures.push(format!("{name}: no OTLP receiver in a traces pipeline"));
+            continue;
+        };
+        let files = [
+            ConfigFile::new(*name, original),
+            ConfigFile::new("clear.yaml", clear),
+            ConfigFile::new("loopback.yaml", set),
+        ];
+        let registry = otel_pipeline::default_registry();
+        let telemetry = otel_pipeline::Telemetry::new();
+        let built = CollectorConfig::load(&files, |k| env.get(k).cloned(), &registry)
+            .map_err(|e| e.to_string())
+            .and_then(|c| {
+                c.build(&registry, telemetry.clone())
+                    .map_err(|e| e.to_string())
+            });
+        let collector = match built {
+            Ok(c) => match c.start().await {
+                Ok(r) => r,
+                Err(e) => {
+                    failures.push(format!("{name}: does not start: {e}"));
+                    continue;
+                }
+            },
+            Err(e) => {
+                failures.push(format!("{name}: with loopback overrides: {e}"));
+                continue;
+            }
+        };
+        let (agent, sender) = common::agent(OtlpExporterConfig {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            ..OtlpExporterConfig::default()
+        })
+        .await;
+        // One error span of 3 s with a 500 status: kept by every sampling policy these
+        // configs have (errors, latency, an HTTP status range).
+        let mut request = otel_pipeline::testing::generate_traces(1, 1, 29);
+        let span = &mut request.resource_spans[0].scope_spans[0].spans[0];
+        span.name = "real-config-check".into();
+        for key in ["http.status_code", "http.response.status_code"] {
+            span.attributes
+                .push(otel_pipeline::proto::common::v1::KeyValue {
+                    key: key.into(),
+                    value: Some(otel_pipeline::proto::common::v1::AnyValue {
+                        value: Some(
+                            otel_pipeline::proto::common::v1::any_value::Value::IntValue(500),
+                        ),
+                    }),
+                    ..Default::default()
+                });
+        }
+        span.end_time_unix_nano = span.start_time_unix_nano + 3_000_000_000;
+        span.status = Some(Status {
+            code: StatusCode::Error as i32,
+            ..Default::default()
+        });
+        let sent = sender.send(request).await;
+        let _ = agent.shutdown(Duration::from_secs(5)).await;
+        // Shutdown drains: batches flush, tail samplers decide what they hold.
+        let _ = collector.shutdown(Duration::from_secs(10)).await;
+        let exported = telemetry.sum("otelcol_exporter_sent_spans", &[]);
+        if sent.is_err() || (received.item_count() == 0 && exported == 0) {
+            failures.push(format!(
+                "{name}: the span did not come out (sent: {sent:?}, sink: {}, exporters sent: {exported})",
+                received.item_count()
+            ));
+        }
+        let _ = sink.shutdown(Duration::from_secs(5)).await;
+    }
+    println!(
+        "{} configurations ran a span through",
+        loading.len() - failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

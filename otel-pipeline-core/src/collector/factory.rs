@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
@@ -602,6 +603,41 @@ pub trait MetricsEndpointFactory: Send + Sync {
     fn create(&self, address: &str) -> Result<Box<dyn Extension>, String>;
 }
 
+/// A `periodic` reader of `service.telemetry.metrics.readers`: the collector's own
+/// metrics pushed over OTLP. `Debug` leaves out header values (they may hold tokens).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MetricsPush {
+    /// `exporter.otlp.endpoint` (for HTTP, `/v1/metrics` is appended unless it has a path).
+    pub endpoint: String,
+    /// `exporter.otlp.protocol`: `grpc`, `http/protobuf` (the default, as upstream) or
+    /// `http/json`.
+    pub protocol: String,
+    /// `interval` (milliseconds, or a duration): default 60 s.
+    pub interval: Duration,
+    /// `timeout`: default 30 s.
+    pub timeout: Duration,
+    /// `exporter.otlp.headers`.
+    pub headers: Vec<(String, String)>,
+    /// `exporter.otlp.insecure`: plain text to a bare `host:port`.
+    pub insecure: bool,
+}
+
+impl fmt::Debug for MetricsPush {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsPush")
+            .field("endpoint", &self.endpoint)
+            .field("protocol", &self.protocol)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
 /// Pushes the collector's own metrics where a `periodic` reader of
 /// `service.telemetry.metrics.readers` asks. The core has no OTLP client: the crate that
 /// has one registers this (`otel-exporters` does, in its `register`).
@@ -611,7 +647,7 @@ pub trait TelemetryPushFactory: Send + Sync {
     /// telemetry from the [`Host`].
     fn metrics(
         &self,
-        push: &super::MetricsPush,
+        push: &MetricsPush,
         resource: &[(String, String)],
     ) -> Result<Box<dyn Extension>, String>;
 }

@@ -31,7 +31,7 @@ mod registry;
 pub use factory::Reload;
 pub use factory::{
     AnyConnector, CollectorHealth, CollectorSignal, ConnectorFactory, ExporterFactory, Extension,
-    ExtensionFactory, Host, MetricsEndpointFactory, ProcessorFactory, ReceiverFactory,
+    ExtensionFactory, Host, MetricsEndpointFactory, MetricsPush, ProcessorFactory, ReceiverFactory,
     ReceiverInstance, Section, TelemetryPushFactory,
 };
 #[doc(hidden)]
@@ -272,41 +272,6 @@ pub struct ServiceTelemetry {
     pub metric_pushes: Vec<MetricsPush>,
     /// `service.telemetry.resource`: attributes of the collector's own telemetry.
     pub resource: Vec<(String, String)>,
-}
-
-/// A `periodic` reader of `service.telemetry.metrics.readers`: the collector's own
-/// metrics pushed over OTLP. `Debug` leaves out header values (they may hold tokens).
-#[derive(Clone, PartialEq, Eq)]
-pub struct MetricsPush {
-    /// `exporter.otlp.endpoint` (for HTTP, `/v1/metrics` is appended unless it has a path).
-    pub endpoint: String,
-    /// `exporter.otlp.protocol`: `grpc`, `http/protobuf` (the default, as upstream) or
-    /// `http/json`.
-    pub protocol: String,
-    /// `interval` (milliseconds, or a duration): default 60 s.
-    pub interval: Duration,
-    /// `timeout`: default 30 s.
-    pub timeout: Duration,
-    /// `exporter.otlp.headers`.
-    pub headers: Vec<(String, String)>,
-    /// `exporter.otlp.insecure`: plain text to a bare `host:port`.
-    pub insecure: bool,
-}
-
-impl fmt::Debug for MetricsPush {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MetricsPush")
-            .field("endpoint", &self.endpoint)
-            .field("protocol", &self.protocol)
-            .field("interval", &self.interval)
-            .field("timeout", &self.timeout)
-            .field(
-                "headers",
-                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            )
-            .field("insecure", &self.insecure)
-            .finish()
-    }
 }
 
 /// A loaded and validated configuration. See the [module docs](self). `Debug` shows the

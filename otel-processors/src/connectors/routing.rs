@@ -254,114 +254,83 @@ fn by_dest<T>(items: Vec<(Option<usize>, T)>) -> Vec<(Option<usize>, Vec<T>)> {
     out
 }
 
-#[allow(private_interfaces)]
-impl Routable for Traces {
-    type Group = ResourceSpans;
-    const ITEM_CONTEXT: Option<&'static str> = Some("span");
-    fn groups(data: Self::Data) -> Vec<ResourceSpans> {
-        data.resource_spans
-    }
-    fn request(groups: Vec<ResourceSpans>) -> Self::Data {
-        Self::Data {
-            resource_spans: groups,
-        }
-    }
-    fn resource(group: &ResourceSpans) -> Option<&Resource> {
-        group.resource.as_ref()
-    }
-    fn items(group: &ResourceSpans) -> usize {
-        group.scope_spans.iter().map(|s| s.spans.len()).sum()
-    }
-    fn split(
-        mut group: ResourceSpans,
-        dest: &mut dyn FnMut(Cx<'_>) -> Result<Option<usize>, EvalError>,
-    ) -> Routed<ResourceSpans> {
-        let mut out: Vec<(Option<usize>, ResourceSpans)> = Vec::new();
-        let scopes = std::mem::take(&mut group.scope_spans);
-        for mut scope in scopes {
-            let spans = std::mem::take(&mut scope.spans);
-            let mut tagged = Vec::with_capacity(spans.len());
-            for span in spans {
-                let d = dest(item_cx(
-                    Item::Span(SpanContext {
-                        span: &span,
-                        event: None,
-                        resource: group.resource.as_ref(),
-                        scope: scope.scope.as_ref(),
-                    }),
-                    group.resource.as_ref(),
-                    scope.scope.as_ref(),
-                ))?;
-                tagged.push((d, span));
+/// `Routable` for a signal whose resources hold scopes of items (spans, log records):
+/// the same code over different field names.
+macro_rules! routable_items {
+    ($signal:ty, $group:ty, $context:literal, $groups:ident, $scopes:ident, $items:ident,
+     |$item:ident, $resource:ident, $scope:ident| $item_ref:expr) => {
+        #[allow(private_interfaces)]
+        impl Routable for $signal {
+            type Group = $group;
+            const ITEM_CONTEXT: Option<&'static str> = Some($context);
+            fn groups(data: Self::Data) -> Vec<$group> {
+                data.$groups
             }
-            for (d, spans) in by_dest(tagged) {
-                let mut s = scope.clone();
-                s.spans = spans;
-                match out.iter_mut().find(|(k, _)| *k == d) {
-                    Some((_, g)) => g.scope_spans.push(s),
-                    None => {
-                        let mut g = group.clone();
-                        g.scope_spans = vec![s];
-                        out.push((d, g));
+            fn request(groups: Vec<$group>) -> Self::Data {
+                Self::Data { $groups: groups }
+            }
+            fn resource(group: &$group) -> Option<&Resource> {
+                group.resource.as_ref()
+            }
+            fn items(group: &$group) -> usize {
+                group.$scopes.iter().map(|s| s.$items.len()).sum()
+            }
+            fn split(
+                mut group: $group,
+                dest: &mut dyn FnMut(Cx<'_>) -> Result<Option<usize>, EvalError>,
+            ) -> Routed<$group> {
+                let mut out: Vec<(Option<usize>, $group)> = Vec::new();
+                let scopes = std::mem::take(&mut group.$scopes);
+                for mut scope in scopes {
+                    let items = std::mem::take(&mut scope.$items);
+                    let mut tagged = Vec::with_capacity(items.len());
+                    for $item in items {
+                        let ($resource, $scope) = (group.resource.as_ref(), scope.scope.as_ref());
+                        let d = dest(item_cx($item_ref, $resource, $scope))?;
+                        tagged.push((d, $item));
+                    }
+                    for (d, items) in by_dest(tagged) {
+                        let mut s = scope.clone();
+                        s.$items = items;
+                        match out.iter_mut().find(|(k, _)| *k == d) {
+                            Some((_, g)) => g.$scopes.push(s),
+                            None => {
+                                let mut g = group.clone();
+                                g.$scopes = vec![s];
+                                out.push((d, g));
+                            }
+                        }
                     }
                 }
+                Ok(out)
             }
         }
-        Ok(out)
-    }
+    };
 }
 
-#[allow(private_interfaces)]
-impl Routable for Logs {
-    type Group = ResourceLogs;
-    const ITEM_CONTEXT: Option<&'static str> = Some("log");
-    fn groups(data: Self::Data) -> Vec<ResourceLogs> {
-        data.resource_logs
-    }
-    fn request(groups: Vec<ResourceLogs>) -> Self::Data {
-        Self::Data {
-            resource_logs: groups,
-        }
-    }
-    fn resource(group: &ResourceLogs) -> Option<&Resource> {
-        group.resource.as_ref()
-    }
-    fn items(group: &ResourceLogs) -> usize {
-        group.scope_logs.iter().map(|s| s.log_records.len()).sum()
-    }
-    fn split(
-        mut group: ResourceLogs,
-        dest: &mut dyn FnMut(Cx<'_>) -> Result<Option<usize>, EvalError>,
-    ) -> Routed<ResourceLogs> {
-        let mut out: Vec<(Option<usize>, ResourceLogs)> = Vec::new();
-        let scopes = std::mem::take(&mut group.scope_logs);
-        for mut scope in scopes {
-            let records = std::mem::take(&mut scope.log_records);
-            let mut tagged = Vec::with_capacity(records.len());
-            for record in records {
-                let d = dest(item_cx(
-                    Item::Log(&record),
-                    group.resource.as_ref(),
-                    scope.scope.as_ref(),
-                ))?;
-                tagged.push((d, record));
-            }
-            for (d, records) in by_dest(tagged) {
-                let mut s = scope.clone();
-                s.log_records = records;
-                match out.iter_mut().find(|(k, _)| *k == d) {
-                    Some((_, g)) => g.scope_logs.push(s),
-                    None => {
-                        let mut g = group.clone();
-                        g.scope_logs = vec![s];
-                        out.push((d, g));
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-}
+routable_items!(
+    Traces,
+    ResourceSpans,
+    "span",
+    resource_spans,
+    scope_spans,
+    spans,
+    |span, resource, scope| Item::Span(SpanContext {
+        span: &span,
+        event: None,
+        resource,
+        scope
+    })
+);
+routable_items!(
+    Logs,
+    ResourceLogs,
+    "log",
+    resource_logs,
+    scope_logs,
+    log_records,
+    |record, resource, scope| Item::Log(&record)
+);
 
 #[allow(private_interfaces)]
 impl Routable for Metrics {

@@ -32,12 +32,11 @@ use otel_pipeline_core::proto::resource::v1::Resource;
 use otel_pipeline_core::proto::trace::v1::{Span, span::SpanKind, status::StatusCode};
 use otel_pipeline_core::telemetry::{Counter, Gauge, Instrument};
 use otel_pipeline_core::{
-    Batch, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError,
-    Consumer, Lifecycle, Metrics, Traces,
+    Batch, BuildError, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError, Consumer,
+    Metrics, Traces,
 };
 use parking_lot::Mutex;
 use serde::Deserialize;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::spanmetrics::{DEFAULT_BUCKETS_MS, kv, lookup, now_nanos, string_value};
@@ -576,59 +575,6 @@ impl Consumer<Traces> for ServiceGraphConsumer {
     }
 }
 
-struct Ticker {
-    inner: Arc<Inner>,
-    stop: watch::Sender<bool>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Lifecycle for Ticker {
-    fn start(&self) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
-        let inner = Arc::clone(&self.inner);
-        let mut stop = self.stop.subscribe();
-        let (flush_every, expire_every) =
-            (inner.settings.flush_interval, inner.settings.expire_every);
-        *self.task.lock() = Some(tokio::spawn(async move {
-            let mut flush = tokio::time::interval_at(Instant::now() + flush_every, flush_every);
-            let mut expire = tokio::time::interval_at(Instant::now() + expire_every, expire_every);
-            loop {
-                tokio::select! {
-                    _ = flush.tick() => inner.flush().await,
-                    _ = expire.tick() => {
-                        let mut state = inner.state.lock();
-                        inner.expire(&mut state, Instant::now());
-                        inner.pending_gauge.set(state.pending.len() as i64);
-                    }
-                    _ = async { stop.wait_for(|s| *s).await.map(drop) } => return,
-                }
-            }
-        }));
-        Box::pin(async { Ok(()) })
-    }
-
-    fn force_flush(&self) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
-        Box::pin(async move {
-            self.inner.flush().await;
-            Ok(())
-        })
-    }
-
-    fn shutdown(
-        &self,
-        deadline: Instant,
-    ) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
-        Box::pin(async move {
-            let _ = self.stop.send(true);
-            let task = self.task.lock().take();
-            if let Some(task) = task {
-                let _ = tokio::time::timeout_at(deadline, task).await;
-            }
-            let _ = tokio::time::timeout_at(deadline, self.inner.flush()).await;
-            Ok(())
-        })
-    }
-}
-
 /// The `servicegraph` connector (traces to metrics). See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct ServiceGraph {
@@ -677,12 +623,22 @@ impl Connector<Traces, Metrics> for ServiceGraph {
             next,
             telemetry: t,
         });
-        let (stop, _) = watch::channel(false);
-        ctx.register_lifecycle(Arc::new(Ticker {
-            inner: Arc::clone(&inner),
-            stop,
-            task: Mutex::new(None),
-        }));
+        let (flusher, expirer) = (Arc::clone(&inner), Arc::clone(&inner));
+        ctx.register_lifecycle(Arc::new(super::Periodic::new(
+            inner.settings.flush_interval,
+            Arc::new(move || {
+                let inner = Arc::clone(&flusher);
+                Box::pin(async move { inner.flush().await })
+            }),
+            Some((
+                inner.settings.expire_every,
+                Arc::new(move || {
+                    let mut state = expirer.state.lock();
+                    expirer.expire(&mut state, Instant::now());
+                    expirer.pending_gauge.set(state.pending.len() as i64);
+                }),
+            )),
+        )));
         Ok(ServiceGraphConsumer { inner })
     }
 }

@@ -34,12 +34,11 @@ use otel_pipeline_core::proto::resource::v1::Resource;
 use otel_pipeline_core::proto::trace::v1::{Span, status::StatusCode};
 use otel_pipeline_core::telemetry::{Counter, Gauge, Instrument};
 use otel_pipeline_core::{
-    Batch, BoxFuture, BuildError, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError,
-    Consumer, DropReason, Lifecycle, Metrics, Traces,
+    Batch, BuildError, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError, Consumer,
+    DropReason, Metrics, Traces,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Deserializer};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::ConfigError;
@@ -1529,54 +1528,6 @@ impl SpanMetricsConsumer {
     }
 }
 
-struct Flusher {
-    inner: Arc<Inner>,
-    stop: watch::Sender<bool>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Lifecycle for Flusher {
-    fn start(&self) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
-        let inner = Arc::clone(&self.inner);
-        let mut stop = self.stop.subscribe();
-        let every = inner.settings.flush_interval;
-        *self.task.lock() = Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(Instant::now() + every, every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => inner.flush().await,
-                    _ = async { stop.wait_for(|s| *s).await.map(drop) } => return,
-                }
-            }
-        }));
-        Box::pin(async { Ok(()) })
-    }
-
-    fn force_flush(&self) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
-        Box::pin(async move {
-            self.inner.flush().await;
-            Ok(())
-        })
-    }
-
-    fn shutdown(
-        &self,
-        deadline: Instant,
-    ) -> BoxFuture<'_, Result<(), otel_pipeline_core::BoxError>> {
-        Box::pin(async move {
-            let _ = self.stop.send(true);
-            let task = self.task.lock().take();
-            if let Some(task) = task {
-                let _ = tokio::time::timeout_at(deadline, task).await;
-            }
-            // The last interval goes out while the metrics pipelines still run.
-            let _ = tokio::time::timeout_at(deadline, self.inner.flush()).await;
-            Ok(())
-        })
-    }
-}
-
 /// The `spanmetrics` connector (traces to metrics). See the [module docs](self).
 ///
 /// ```
@@ -1641,12 +1592,15 @@ impl Connector<Traces, Metrics> for SpanMetrics {
             next,
             telemetry,
         });
-        let (stop, _) = watch::channel(false);
-        ctx.register_lifecycle(Arc::new(Flusher {
-            inner: Arc::clone(&inner),
-            stop,
-            task: Mutex::new(None),
-        }));
+        let flusher = Arc::clone(&inner);
+        ctx.register_lifecycle(Arc::new(super::Periodic::new(
+            inner.settings.flush_interval,
+            Arc::new(move || {
+                let inner = Arc::clone(&flusher);
+                Box::pin(async move { inner.flush().await })
+            }),
+            None,
+        )));
         Ok(SpanMetricsConsumer { inner })
     }
 }
