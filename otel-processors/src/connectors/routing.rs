@@ -385,61 +385,29 @@ pub struct RoutingConsumer<S: Signal> {
 }
 
 impl<S: Routable> RoutingConsumer<S> {
-    /// The route of a resource (by resource and request tests), or `Some(i)` for a route
-    /// that tests items (decided per item).
-    fn route_of(
-        &self,
-        resource: Option<&Resource>,
-        client: Option<&ClientInfo>,
-        errors: &mut usize,
-    ) -> Result<Option<usize>, EvalError> {
-        for (i, route) in self.routes.iter().enumerate() {
-            let holds = match &route.test {
-                Test::Always => Ok(true),
-                Test::Item(_) => return Ok(Some(i)),
-                Test::Request { key, value, equal } => {
-                    let v = client.and_then(|c| c.metadata(key));
-                    Ok((v == Some(value.as_str())) == *equal)
-                }
-                Test::Resource(c) => c.eval_in(&Cx {
-                    item: Item::Resource,
-                    resource,
-                    scope: None,
-                }),
-            };
-            match holds {
-                Ok(true) => return Ok(Some(i)),
-                Ok(false) => {}
-                Err(e) => {
-                    *errors += 1;
-                    if self.error_mode == ErrorMode::Propagate {
-                        return Err(e);
-                    }
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Of the routes from `from` on, the first that holds for an item.
-    fn item_route(
+    /// Of the routes from `from` on, the first that holds. Without an item (`item`:
+    /// `None`), a route that tests items stops the search: its index is returned, and
+    /// each item of the resource is then routed from there.
+    fn first_route(
         &self,
         from: usize,
-        cx: &Cx<'_>,
+        resource: Option<&Resource>,
+        item: Option<&Cx<'_>>,
         client: Option<&ClientInfo>,
         errors: &mut usize,
     ) -> Result<Option<usize>, EvalError> {
         for (i, route) in self.routes.iter().enumerate().skip(from) {
-            let holds = match &route.test {
-                Test::Always => Ok(true),
-                Test::Item(c) => c.eval_in(cx),
-                Test::Request { key, value, equal } => {
+            let holds = match (&route.test, item) {
+                (Test::Always, _) => Ok(true),
+                (Test::Item(_), None) => return Ok(Some(i)),
+                (Test::Item(c), Some(cx)) => c.eval_in(cx),
+                (Test::Request { key, value, equal }, _) => {
                     let v = client.and_then(|c| c.metadata(key));
                     Ok((v == Some(value.as_str())) == *equal)
                 }
-                Test::Resource(c) => c.eval_in(&Cx {
+                (Test::Resource(c), _) => c.eval_in(&Cx {
                     item: Item::Resource,
-                    resource: cx.resource,
+                    resource,
                     scope: None,
                 }),
             };
@@ -474,11 +442,18 @@ impl<S: Routable> Consumer<S> for RoutingConsumer<S> {
         let mut unrouted = 0usize;
         let routed: Result<(), EvalError> = (|| {
             for group in S::groups(batch.into_data()) {
-                let first = self.route_of(S::resource(&group), client.as_deref(), &mut errors)?;
+                let first =
+                    self.first_route(0, S::resource(&group), None, client.as_deref(), &mut errors)?;
                 let parts = match first {
                     Some(i) if matches!(self.routes[i].test, Test::Item(_)) => {
                         S::split(group, &mut |cx| {
-                            self.item_route(i, &cx, client.as_deref(), &mut errors)
+                            self.first_route(
+                                i,
+                                cx.resource,
+                                Some(&cx),
+                                client.as_deref(),
+                                &mut errors,
+                            )
                         })?
                     }
                     d => vec![(d, group)],
