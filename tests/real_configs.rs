@@ -274,6 +274,17 @@ fn loopback(yaml: &str, sink: SocketAddr, sink_http: SocketAddr) -> (String, Str
                 let endpoint = text(format!("127.0.0.1:{}", free_port()));
                 exporters.insert(text(id), map(vec![("endpoint", endpoint)]));
             }
+            "file" => {
+                let file = std::env::temp_dir().join(format!(
+                    "real-config-{}-{}.json",
+                    std::process::id(),
+                    free_port()
+                ));
+                exporters.insert(
+                    text(id),
+                    map(vec![("path", text(file.display().to_string()))]),
+                );
+            }
             _ => {}
         }
     }

@@ -1,10 +1,10 @@
-//! This crate's exporters for the YAML loader: `otlp`, `otlphttp`, `debug`, `nop`,
+//! This crate's exporters for the YAML loader: `otlp`, `otlphttp`, `debug`, `nop`, `file`,
 //! `loadbalancing` and `prometheus` (metrics), each configured by its Collector section.
 //!
 //! ```
 //! let mut registry = otel_pipeline_core::collector::Registry::new();
 //! otel_exporters::collector::register(&mut registry);
-//! assert!(registry.exporter_kinds().eq(["debug", "loadbalancing", "nop", "otlp", "otlphttp", "prometheus"]));
+//! assert!(registry.exporter_kinds().eq(["debug", "file", "loadbalancing", "nop", "otlp", "otlphttp", "prometheus"]));
 //! ```
 
 use otel_pipeline_core::boxed::BoxExporter;
@@ -23,6 +23,11 @@ pub fn register(registry: &mut Registry) {
         .exporter(OtlpFactory { http: false })
         .exporter(OtlpFactory { http: true })
         .exporter(EverySignal("debug", debug_exporter))
+        .exporter(EverySignal("file", |s| {
+            let c: crate::file::FileExporterConfig = s.deserialize()?;
+            let e = crate::file::FileExporter::new(c).map_err(|e| s.error(&e.path, e.message))?;
+            Ok(e.with_id(s.id().clone()))
+        }))
         .exporter(EverySignal("nop", |s| {
             let _: NopYaml = s.deserialize()?;
             Ok(NopExporter::new().with_id(s.id().clone()))

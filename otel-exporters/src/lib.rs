@@ -6,6 +6,8 @@
 //!   exporter.
 //! - [`otlp`]: OTLP over gRPC or HTTP with retry, backoff and a bounded sending queue.
 //! - [`loadbalancing`]: the trace router, by trace id over a set of gateways.
+//! - [`file`](mod@file): each request as a line of OTLP/JSON (or length-prefixed protobuf) in a
+//!   file, with size-based rotation.
 //! - [`nop`]: discards what reaches it, counted (a sink for measurements).
 //! - [`prometheus`]: serves metrics at `/metrics` in the Prometheus text format, named as
 //!   the Collector's `prometheus` exporter names them.
@@ -17,6 +19,7 @@
 
 pub mod collector;
 pub mod debug;
+pub mod file;
 pub mod loadbalancing;
 pub mod nop;
 pub mod otlp;

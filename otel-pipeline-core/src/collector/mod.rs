@@ -124,7 +124,6 @@ const COLLECTOR_TYPES: &[(&str, &[&str])] = &[
             "otlp_grpc",
             "kafka",
             "prometheusremotewrite",
-            "file",
             "zipkin",
             "jaeger",
             "logging",
