@@ -13,6 +13,8 @@ use otel_pipeline::testing::{generate_metrics, generate_traces};
 use otel_pipeline::{DirectReceiver, Metrics, Pipeline, Signal, Telemetry, Traces};
 use prost::Message;
 
+mod common;
+
 fn scratch(name: &str) -> PathBuf {
     let dir =
         std::env::temp_dir().join(format!("otel-file-exporter-{name}-{}", std::process::id()));
@@ -56,32 +58,9 @@ async fn json_lines_and_protobuf_records_from_yaml() {
             .start()
             .await
             .expect("starts");
-    use otel_pipeline::exporters::otlp::{OtlpExporter, OtlpExporterConfig};
     let endpoint = format!("http://127.0.0.1:{port}");
-    let (rx, tx) = DirectReceiver::<Traces>::new();
-    let client = Pipeline::traces()
-        .receiver(rx)
-        .exporter(OtlpExporter::<Traces>::new(OtlpExporterConfig {
-            endpoint: endpoint.clone(),
-            ..Default::default()
-        }))
-        .build()
-        .expect("builds")
-        .start()
-        .await
-        .expect("starts");
-    let (mrx, mtx) = DirectReceiver::<Metrics>::new();
-    let mclient = Pipeline::metrics()
-        .receiver(mrx)
-        .exporter(OtlpExporter::<Metrics>::new(OtlpExporterConfig {
-            endpoint,
-            ..Default::default()
-        }))
-        .build()
-        .expect("builds")
-        .start()
-        .await
-        .expect("starts");
+    let (client, tx) = common::client::<Traces>(endpoint.clone()).await;
+    let (mclient, mtx) = common::client::<Metrics>(endpoint).await;
     for seed in 0..5 {
         tx.send(generate_traces(4, 5, seed)).await.expect("sent");
     }

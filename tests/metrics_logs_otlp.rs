@@ -12,6 +12,8 @@ use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
 use otel_pipeline::testing::{InMemoryExporter, eventually, generate_logs, generate_metrics};
 use otel_pipeline::{ComponentKind, DirectReceiver, Logs, Metrics, Pipeline, Telemetry};
 
+mod common;
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -22,29 +24,9 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filter_redaction_and_batch_on_metrics_and_logs_over_otlp() {
     // The backend: one OTLP receiver feeding a logs and a metrics pipeline.
-    let backend = OtlpReceiver::new(OtlpConfig {
-        http: None,
-        ..OtlpConfig::loopback()
-    });
-    let (logs_out, logs_seen) = InMemoryExporter::<Logs>::new();
-    let (metrics_out, metrics_seen) = InMemoryExporter::<Metrics>::new();
-    let backend_logs = Pipeline::logs()
-        .receiver(backend.logs())
-        .exporter(logs_out)
-        .build()
-        .expect("builds")
-        .start()
-        .await
-        .expect("starts");
-    let backend_metrics = Pipeline::metrics()
-        .receiver(backend.metrics())
-        .exporter(metrics_out)
-        .build()
-        .expect("builds")
-        .start()
-        .await
-        .expect("starts");
-    let backend_addr = backend.local_addrs().grpc.expect("grpc");
+    let backend = common::LogsMetricsBackend::start().await;
+    let (backend_addr, logs_seen, metrics_seen) =
+        (backend.addr, backend.logs.clone(), backend.metrics.clone());
 
     // The collector, from YAML.
     let (grpc, http) = (free_port(), free_port());
@@ -212,14 +194,7 @@ service:
         .shutdown(Duration::from_secs(5))
         .await
         .expect("collector stops");
-    backend_logs
-        .shutdown(Duration::from_secs(2))
-        .await
-        .expect("stops");
-    backend_metrics
-        .shutdown(Duration::from_secs(2))
-        .await
-        .expect("stops");
+    backend.stop().await;
 }
 
 /// `loadbalancing` in logs and metrics pipelines, from YAML: two backends; logs by trace
@@ -228,38 +203,10 @@ service:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loadbalancing_routes_logs_by_trace_id_and_metrics_by_stream() {
     use std::collections::{HashMap, HashSet};
-    let mut backends = Vec::new();
-    for _ in 0..2 {
-        let otlp = OtlpReceiver::new(OtlpConfig {
-            http: None,
-            ..OtlpConfig::loopback()
-        });
-        let (logs_out, logs_seen) = InMemoryExporter::<Logs>::new();
-        let (metrics_out, metrics_seen) = InMemoryExporter::<Metrics>::new();
-        let l = Pipeline::logs()
-            .receiver(otlp.logs())
-            .exporter(logs_out)
-            .build()
-            .expect("builds")
-            .start()
-            .await
-            .expect("starts");
-        let m = Pipeline::metrics()
-            .receiver(otlp.metrics())
-            .exporter(metrics_out)
-            .build()
-            .expect("builds")
-            .start()
-            .await
-            .expect("starts");
-        backends.push((
-            otlp.local_addrs().grpc.expect("grpc"),
-            l,
-            m,
-            logs_seen,
-            metrics_seen,
-        ));
-    }
+    let backends = [
+        common::LogsMetricsBackend::start().await,
+        common::LogsMetricsBackend::start().await,
+    ];
     let grpc = free_port();
     let yaml = format!(
         r#"
@@ -285,8 +232,8 @@ service:
       receivers: [otlp]
       exporters: [loadbalancing/metrics]
 "#,
-        a = backends[0].0,
-        b = backends[1].0
+        a = backends[0].addr,
+        b = backends[1].addr
     );
     let registry = otel_pipeline::default_registry();
     let collector = CollectorConfig::load(&[ConfigFile::new("lb.yaml", yaml)], |_| None, &registry)
@@ -307,30 +254,8 @@ service:
     );
 
     let endpoint = format!("http://127.0.0.1:{grpc}");
-    let (logs_rx, logs_tx) = DirectReceiver::<Logs>::new();
-    let (metrics_rx, metrics_tx) = DirectReceiver::<Metrics>::new();
-    let client_logs = Pipeline::logs()
-        .receiver(logs_rx)
-        .exporter(OtlpExporter::<Logs>::new(OtlpExporterConfig {
-            endpoint: endpoint.clone(),
-            ..OtlpExporterConfig::default()
-        }))
-        .build()
-        .expect("builds")
-        .start()
-        .await
-        .expect("starts");
-    let client_metrics = Pipeline::metrics()
-        .receiver(metrics_rx)
-        .exporter(OtlpExporter::<Metrics>::new(OtlpExporterConfig {
-            endpoint,
-            ..OtlpExporterConfig::default()
-        }))
-        .build()
-        .expect("builds")
-        .start()
-        .await
-        .expect("starts");
+    let (client_logs, logs_tx) = common::client::<Logs>(endpoint.clone()).await;
+    let (client_metrics, metrics_tx) = common::client::<Metrics>(endpoint).await;
     let mut logs = generate_logs(200, 7);
     for (i, r) in logs
         .resource_logs
@@ -356,15 +281,19 @@ service:
         .await
         .expect("drains");
     let arrived = eventually(Duration::from_secs(10), || {
-        backends.iter().map(|b| b.3.item_count()).sum::<usize>() == log_count
-            && backends.iter().map(|b| b.4.item_count()).sum::<usize>() == point_count
+        backends.iter().map(|b| b.logs.item_count()).sum::<usize>() == log_count
+            && backends
+                .iter()
+                .map(|b| b.metrics.item_count())
+                .sum::<usize>()
+                == point_count
     })
     .await;
     assert!(arrived, "not everything arrived");
     // Each trace's records on one backend, and both backends used.
     let mut owner: HashMap<Vec<u8>, usize> = HashMap::new();
     for (i, b) in backends.iter().enumerate() {
-        for batch in b.3.batches() {
+        for batch in b.logs.batches() {
             for r in batch
                 .data()
                 .resource_logs
@@ -389,7 +318,7 @@ service:
     // Each stream (metric name and point attributes) on one backend.
     let mut streams: HashMap<String, usize> = HashMap::new();
     for (i, b) in backends.iter().enumerate() {
-        for batch in b.4.batches() {
+        for batch in b.metrics.batches() {
             for m in batch
                 .data()
                 .resource_metrics
@@ -426,9 +355,8 @@ service:
         .shutdown(Duration::from_secs(5))
         .await
         .expect("drains");
-    for (_, l, m, _, _) in backends {
-        l.shutdown(Duration::from_secs(5)).await.expect("stops");
-        m.shutdown(Duration::from_secs(5)).await.expect("stops");
+    for b in backends {
+        b.stop().await;
     }
 }
 
@@ -506,20 +434,8 @@ service:
         .start()
         .await
         .expect("starts");
-    let (client_rx, client_tx) = DirectReceiver::new();
-    let client = Pipeline::traces()
-        .receiver(client_rx)
-        .exporter(OtlpExporter::<otel_pipeline::Traces>::new(
-            OtlpExporterConfig {
-                endpoint: format!("http://127.0.0.1:{grpc}"),
-                ..OtlpExporterConfig::default()
-            },
-        ))
-        .build()
-        .expect("builds")
-        .start()
-        .await
-        .expect("starts");
+    let (client, client_tx) =
+        common::client::<otel_pipeline::Traces>(format!("http://127.0.0.1:{grpc}")).await;
     let spans: ExportTraceServiceRequest = otel_pipeline::testing::generate_traces(3, 4, 1);
     client_tx.send(spans).await.expect("sent");
     client

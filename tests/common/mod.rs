@@ -107,3 +107,84 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .unwrap_or_default();
     Some((status, body))
 }
+
+/// An OTLP/gRPC backend on loopback that keeps the logs and metrics it receives.
+pub struct LogsMetricsBackend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its logs pipeline.
+    pub logs_pipeline: RunningPipeline,
+    /// Its metrics pipeline.
+    pub metrics_pipeline: RunningPipeline,
+    /// The logs it received.
+    pub logs: Exported<otel_pipeline::Logs>,
+    /// The metrics it received.
+    pub metrics: Exported<otel_pipeline::Metrics>,
+}
+
+impl LogsMetricsBackend {
+    /// Start one.
+    pub async fn start() -> Self {
+        let otlp = OtlpReceiver::new(OtlpConfig {
+            http: None,
+            ..OtlpConfig::loopback()
+        });
+        let (logs_out, logs) = InMemoryExporter::new();
+        let (metrics_out, metrics) = InMemoryExporter::new();
+        let logs_pipeline = Pipeline::logs()
+            .receiver(otlp.logs())
+            .exporter(logs_out)
+            .build()
+            .expect("builds")
+            .start()
+            .await
+            .expect("starts");
+        let metrics_pipeline = Pipeline::metrics()
+            .receiver(otlp.metrics())
+            .exporter(metrics_out)
+            .build()
+            .expect("builds")
+            .start()
+            .await
+            .expect("starts");
+        Self {
+            addr: otlp.local_addrs().grpc.expect("grpc"),
+            logs_pipeline,
+            metrics_pipeline,
+            logs,
+            metrics,
+        }
+    }
+
+    /// Stop both pipelines.
+    pub async fn stop(self) {
+        self.logs_pipeline
+            .shutdown(Duration::from_secs(5))
+            .await
+            .expect("stops");
+        self.metrics_pipeline
+            .shutdown(Duration::from_secs(5))
+            .await
+            .expect("stops");
+    }
+}
+
+/// Fed from the test, out over OTLP/gRPC to `endpoint`, for any signal.
+pub async fn client<S: otel_pipeline::otlp::WireSignal>(
+    endpoint: String,
+) -> (RunningPipeline, DirectSender<S>) {
+    let (receiver, sender) = DirectReceiver::new();
+    let running = Pipeline::new_for::<S>()
+        .named("client")
+        .receiver(receiver)
+        .exporter(OtlpExporter::<S>::new(OtlpExporterConfig {
+            endpoint,
+            ..OtlpExporterConfig::default()
+        }))
+        .build()
+        .expect("client builds")
+        .start()
+        .await
+        .expect("client starts");
+    (running, sender)
+}
