@@ -25,7 +25,10 @@ use tokio::time::Instant;
 
 use otel_pipeline_core::collector::auth::AuthExtension;
 
-use crate::{Authenticator, BasicAuth, BearerTokens, OtlpConfig, OtlpReceiver, Secret, TlsFiles};
+use crate::{
+    Authenticator, BasicAuth, BearerTokens, OtlpConfig, OtlpReceiver, Secret, TlsFiles,
+    ZipkinReceiver,
+};
 
 /// A receiver's authenticator from the extension its `auth.authenticator` names.
 fn authenticator(ext: &AuthExtension) -> Result<Authenticator, String> {
@@ -59,6 +62,7 @@ fn authenticator(ext: &AuthExtension) -> Result<Authenticator, String> {
 /// Add this crate's receivers and extensions to `registry`.
 pub fn register(registry: &mut Registry) {
     registry.receiver(OtlpFactory);
+    registry.receiver(ZipkinFactory);
     registry.extension(HealthCheckFactory);
     registry.metrics_endpoint(PrometheusEndpoint);
 }
@@ -192,6 +196,9 @@ struct ServerYaml {
     _cors: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     transport: Option<String>,
+    /// The `zipkin` receiver's: type tags that read as numbers or booleans.
+    #[serde(default)]
+    parse_string_tags: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -260,151 +267,200 @@ impl ReceiverFactory for OtlpFactory {
             ("http", protocols.http, 4318),
         ] {
             let Some(server) = server else { continue };
-            let server = server.unwrap_or_default();
-            let endpoint = server
-                .endpoint
-                .clone()
-                .unwrap_or_else(|| format!("localhost:{default_port}"));
-            let addr = listen_address(&endpoint)
-                .map_err(|m| section.error(&format!("protocols.{name}.endpoint"), m))?;
+            let at = format!("protocols.{name}");
+            let addr = apply_server(
+                section,
+                &at,
+                server.unwrap_or_default(),
+                default_port,
+                &mut config,
+                &mut tls,
+                &mut auth,
+            )?;
             if name == "grpc" {
                 config.grpc = Some(addr);
             } else {
                 config.http = Some(addr);
-            }
-            if let Some(mib) = server.max_recv_msg_size_mib {
-                if mib == 0 {
-                    return Err(section.error(
-                        &format!("protocols.{name}.max_recv_msg_size_mib"),
-                        "must be positive",
-                    ));
-                }
-                config.max_request_bytes = (mib as usize) << 20;
-                config.max_decompressed_bytes =
-                    config.max_decompressed_bytes.max(config.max_request_bytes);
-            }
-            if let Some(bytes) = server.max_request_body_size {
-                if bytes == 0 {
-                    return Err(section.error(
-                        &format!("protocols.{name}.max_request_body_size"),
-                        "must be positive",
-                    ));
-                }
-                config.max_request_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
-                config.max_decompressed_bytes =
-                    config.max_decompressed_bytes.max(config.max_request_bytes);
-            }
-            if server.include_metadata == Some(true) {
-                config.include_metadata = true;
-            }
-            let at = |key: &str| format!("protocols.{name}.{key}");
-            let positive = |d: Option<Duration>, key: &str| match d {
-                Some(d) if d.is_zero() => Err(section.error(&at(key), "must be positive")),
-                d => Ok(d),
-            };
-            let limits = &mut config.limits;
-            if let Some(n) = server.max_concurrent_streams.filter(|n| *n > 0) {
-                limits.max_concurrent_streams = n;
-            }
-            if let Some(p) = server.keepalive.and_then(|k| k.server_parameters) {
-                if let Some(d) = positive(
-                    p.max_connection_idle,
-                    "keepalive.server_parameters.max_connection_idle",
-                )? {
-                    limits.idle_timeout = d;
-                }
-                if let Some(d) = positive(p.time, "keepalive.server_parameters.time")? {
-                    limits.http2_keepalive_interval = Some(d);
-                }
-                if let Some(d) = positive(p.timeout, "keepalive.server_parameters.timeout")? {
-                    limits.http2_keepalive_timeout = d;
-                }
-            }
-            if let Some(d) = positive(server.read_header_timeout, "read_header_timeout")? {
-                limits.header_read_timeout = d;
-            }
-            if let Some(d) = positive(server.read_timeout, "read_timeout")? {
-                limits.body_read_timeout = d;
-            }
-            if let Some(d) = positive(server.idle_timeout, "idle_timeout")? {
-                limits.idle_timeout = d;
-            }
-            match server.max_connections {
-                Some(0) => return Err(section.error(&at("max_connections"), "must be positive")),
-                Some(n) => limits.max_connections = n,
-                None => {}
-            }
-            match server.max_items_per_request {
-                Some(0) => {
-                    return Err(section.error(&at("max_items_per_request"), "must be positive"));
-                }
-                Some(n) => limits.max_items_per_request = n,
-                None => {}
-            }
-            match server.max_in_flight_mib {
-                Some(0) => return Err(section.error(&at("max_in_flight_mib"), "must be positive")),
-                Some(n) => {
-                    limits.max_in_flight_bytes = usize::try_from(n << 20).unwrap_or(usize::MAX)
-                }
-                None => {}
-            }
-            if let Some(a) = &server.auth {
-                let ext = otel_pipeline_core::collector::auth::referenced(
-                    section,
-                    &a.authenticator,
-                    &at("auth.authenticator"),
-                )?;
-                let built =
-                    authenticator(&ext).map_err(|m| section.error(&at("auth.authenticator"), m))?;
-                match &auth {
-                    Some((id, _)) if *id != a.authenticator => {
-                        return Err(section.error(
-                            &at("auth.authenticator"),
-                            "grpc and http must use the same authenticator in this receiver",
-                        ));
-                    }
-                    Some(_) => {}
-                    None => auth = Some((a.authenticator.clone(), built)),
-                }
-            }
-            if let Some(t) = server.tls {
-                let files = TlsFiles {
-                    cert_file: t.cert_file,
-                    key_file: t.key_file,
-                    client_ca_file: t.client_ca_file,
-                    client_names: Vec::new(),
-                };
-                match &tls {
-                    Some(existing) if *existing != files => {
-                        return Err(section.error(
-                            &format!("protocols.{name}.tls"),
-                            "grpc and http must use the same certificate in this receiver",
-                        ));
-                    }
-                    _ => tls = Some(files),
-                }
-            }
-            if server.transport.as_deref().is_some_and(|t| t != "tcp") {
-                return Err(section.error(
-                    &format!("protocols.{name}.transport"),
-                    "only tcp is supported",
-                ));
-            }
-        }
-        if let Some(t) = &tls {
-            for (key, path) in [("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
-                if !path.exists() {
-                    return Err(section.error(
-                        &format!("protocols.grpc.tls.{key}"),
-                        format!("{} does not exist", path.display()),
-                    ));
-                }
             }
         }
         config.tls = tls;
         config.auth = auth.map(|(_, a)| a);
         let receiver = OtlpReceiver::new(config).with_id(section.id().clone());
         Ok(Box::new(OtlpInstance(receiver)))
+    }
+}
+
+/// Apply one server's settings (a protocol of the `otlp` receiver, or the `zipkin` and
+/// `jaeger` receivers' servers) to `config`; `prefix` is where the settings sit in the
+/// section (`protocols.grpc`, or `""` for a receiver that is one server). Returns the
+/// listen address. TLS and authentication must agree across a receiver's servers.
+fn apply_server(
+    section: &Section<'_>,
+    prefix: &str,
+    server: ServerYaml,
+    default_port: u16,
+    config: &mut OtlpConfig,
+    tls: &mut Option<TlsFiles>,
+    auth: &mut Option<(String, Authenticator)>,
+) -> Result<SocketAddr, ConfigError> {
+    let at = |key: &str| {
+        if prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{prefix}.{key}")
+        }
+    };
+    if server.parse_string_tags.is_some() && section.id().kind() != "zipkin" {
+        return Err(section.error(
+            &at("parse_string_tags"),
+            "unknown field: it is a setting of the zipkin receiver",
+        ));
+    }
+    let endpoint = server
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| format!("localhost:{default_port}"));
+    let addr = listen_address(&endpoint).map_err(|m| section.error(&at("endpoint"), m))?;
+    if let Some(mib) = server.max_recv_msg_size_mib {
+        if mib == 0 {
+            return Err(section.error(&at("max_recv_msg_size_mib"), "must be positive"));
+        }
+        config.max_request_bytes = (mib as usize) << 20;
+        config.max_decompressed_bytes = config.max_decompressed_bytes.max(config.max_request_bytes);
+    }
+    if let Some(bytes) = server.max_request_body_size {
+        if bytes == 0 {
+            return Err(section.error(&at("max_request_body_size"), "must be positive"));
+        }
+        config.max_request_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        config.max_decompressed_bytes = config.max_decompressed_bytes.max(config.max_request_bytes);
+    }
+    if server.include_metadata == Some(true) {
+        config.include_metadata = true;
+    }
+    let positive = |d: Option<Duration>, key: &str| match d {
+        Some(d) if d.is_zero() => Err(section.error(&at(key), "must be positive")),
+        d => Ok(d),
+    };
+    let limits = &mut config.limits;
+    if let Some(n) = server.max_concurrent_streams.filter(|n| *n > 0) {
+        limits.max_concurrent_streams = n;
+    }
+    if let Some(p) = server.keepalive.and_then(|k| k.server_parameters) {
+        if let Some(d) = positive(
+            p.max_connection_idle,
+            "keepalive.server_parameters.max_connection_idle",
+        )? {
+            limits.idle_timeout = d;
+        }
+        if let Some(d) = positive(p.time, "keepalive.server_parameters.time")? {
+            limits.http2_keepalive_interval = Some(d);
+        }
+        if let Some(d) = positive(p.timeout, "keepalive.server_parameters.timeout")? {
+            limits.http2_keepalive_timeout = d;
+        }
+    }
+    if let Some(d) = positive(server.read_header_timeout, "read_header_timeout")? {
+        limits.header_read_timeout = d;
+    }
+    if let Some(d) = positive(server.read_timeout, "read_timeout")? {
+        limits.body_read_timeout = d;
+    }
+    if let Some(d) = positive(server.idle_timeout, "idle_timeout")? {
+        limits.idle_timeout = d;
+    }
+    match server.max_connections {
+        Some(0) => return Err(section.error(&at("max_connections"), "must be positive")),
+        Some(n) => limits.max_connections = n,
+        None => {}
+    }
+    match server.max_items_per_request {
+        Some(0) => {
+            return Err(section.error(&at("max_items_per_request"), "must be positive"));
+        }
+        Some(n) => limits.max_items_per_request = n,
+        None => {}
+    }
+    match server.max_in_flight_mib {
+        Some(0) => return Err(section.error(&at("max_in_flight_mib"), "must be positive")),
+        Some(n) => limits.max_in_flight_bytes = usize::try_from(n << 20).unwrap_or(usize::MAX),
+        None => {}
+    }
+    if let Some(a) = &server.auth {
+        let ext = otel_pipeline_core::collector::auth::referenced(
+            section,
+            &a.authenticator,
+            &at("auth.authenticator"),
+        )?;
+        let built = authenticator(&ext).map_err(|m| section.error(&at("auth.authenticator"), m))?;
+        match &*auth {
+            Some((id, _)) if *id != a.authenticator => {
+                return Err(section.error(
+                    &at("auth.authenticator"),
+                    "grpc and http must use the same authenticator in this receiver",
+                ));
+            }
+            Some(_) => {}
+            None => *auth = Some((a.authenticator.clone(), built)),
+        }
+    }
+    if let Some(t) = server.tls {
+        let files = TlsFiles {
+            cert_file: t.cert_file,
+            key_file: t.key_file,
+            client_ca_file: t.client_ca_file,
+            client_names: Vec::new(),
+        };
+        match &*tls {
+            Some(existing) if *existing != files => {
+                return Err(section.error(
+                    &at("tls"),
+                    "grpc and http must use the same certificate in this receiver",
+                ));
+            }
+            _ => *tls = Some(files),
+        }
+    }
+    if server.transport.as_deref().is_some_and(|t| t != "tcp") {
+        return Err(section.error(&at("transport"), "only tcp is supported"));
+    }
+    Ok(addr)
+}
+
+/// The `zipkin` receiver: one HTTP server (`endpoint`, default `localhost:9411`, with
+/// the OTLP HTTP server's settings) and `parse_string_tags`.
+struct ZipkinFactory;
+
+impl ReceiverFactory for ZipkinFactory {
+    fn kind(&self) -> &'static str {
+        "zipkin"
+    }
+
+    fn create(&self, section: &Section<'_>) -> Result<Box<dyn ReceiverInstance>, ConfigError> {
+        let server: ServerYaml = section.deserialize()?;
+        let parse = server.parse_string_tags.unwrap_or(false);
+        let mut config = OtlpConfig {
+            grpc: None,
+            http: None,
+            ..OtlpConfig::default()
+        };
+        let (mut tls, mut auth) = (None, None);
+        let addr = apply_server(section, "", server, 9411, &mut config, &mut tls, &mut auth)?;
+        config.http = Some(addr);
+        config.tls = tls;
+        config.auth = auth.map(|(_, a)| a);
+        let receiver = ZipkinReceiver::with_server(config)
+            .parse_string_tags(parse)
+            .with_id(section.id().clone());
+        Ok(Box::new(ZipkinInstance(receiver)))
+    }
+}
+
+struct ZipkinInstance(ZipkinReceiver);
+
+impl ReceiverInstance for ZipkinInstance {
+    fn traces(&mut self) -> Option<BoxReceiver<Traces>> {
+        Some(Box::new(self.0.traces()))
     }
 }
 

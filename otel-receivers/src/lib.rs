@@ -3,6 +3,7 @@
 //! Receivers for otel-pipeline:
 //! - [`otlp`]: OTLP over gRPC and HTTP (protobuf and JSON, gzip), all signals on shared
 //!   ports, with limits, counted rejections and protocol-correct back-pressure.
+//! - [`zipkin`]: Zipkin's HTTP API (v2 JSON and protobuf, v1 JSON) translated to OTLP.
 //! - [`sdk`]: an `opentelemetry_sdk` `SpanExporter` that feeds a pipeline in-process, so a
 //!   service can sample and redact before anything leaves it.
 //!
@@ -14,12 +15,14 @@
 pub mod collector;
 pub mod otlp;
 pub mod sdk;
+pub mod zipkin;
 
 pub use otlp::{
     AuthError, AuthRequest, Authenticate, Authenticator, BasicAuth, BearerTokens, BoundAddrs,
     OtlpConfig, OtlpReceiver, OtlpSignalReceiver, ReceiverLimits, Secret, TlsFiles,
 };
 pub use sdk::{SdkBridge, SdkBridgeReceiver};
+pub use zipkin::ZipkinReceiver;
 
 /// The `opentelemetry_sdk` the [`SdkBridge`] implements `SpanExporter` for (0.33). A
 /// tracer provider from another version does not accept the bridge: build yours from this.

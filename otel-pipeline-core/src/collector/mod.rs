@@ -351,7 +351,8 @@ impl CollectorConfig {
             let _entered = lent.as_ref().map(tokio::runtime::Runtime::enter);
             // Everything but what depends on this host at this moment (whether a port is
             // free): `--validate` runs where the collector may already be running.
-            if let Err(e) = config.build_inner(registry, Telemetry::new(), false) {
+            // [`CollectorConfig::check_host`] checks the rest.
+            if let Err(e) = config.build_inner(registry, Telemetry::new(), false, None) {
                 errors.extend(e.errors);
             }
         }
@@ -1091,16 +1092,30 @@ impl CollectorConfig {
     /// here what they can before they start (certificate files, listen addresses taken),
     /// and an error points into the user's file.
     pub fn build(&self, registry: &Registry, telemetry: Telemetry) -> Result<Collector, LoadError> {
-        self.build_inner(registry, telemetry, true)
+        self.build_inner(registry, telemetry, true, None)
     }
 
-    /// `to_run`: the components are built to run (receivers check their ports, reloadable
-    /// components say so), not only to check the configuration.
+    /// What [`load`](Self::load) leaves out because it depends on this host at this
+    /// moment: whether receivers' certificate files can be read and their ports are free.
+    /// `collector --validate` shows these as warnings, since validate often runs off the
+    /// target host or beside a running collector; `--validate --strict` and
+    /// [`build`](Self::build) make them errors.
+    pub fn check_host(&self, registry: &Registry) -> Vec<ConfigError> {
+        let mut found = Vec::new();
+        let _ = self.build_inner(registry, Telemetry::new(), false, Some(&mut found));
+        found
+    }
+
+    /// `to_run`: the components are built to run (receivers' checks of this host, their
+    /// certificate files and ports, are errors; reloadable components say so). Otherwise
+    /// they are built only to check the configuration, and the host checks run only when
+    /// `host_checks` is given, which collects their failures.
     fn build_inner(
         &self,
         registry: &Registry,
         telemetry: Telemetry,
         to_run: bool,
+        mut host_checks: Option<&mut Vec<ConfigError>>,
     ) -> Result<Collector, LoadError> {
         let sink = ReloadSink::default();
         let reloads = to_run.then_some(&sink);
@@ -1308,19 +1323,23 @@ impl CollectorConfig {
             // What the receiver can check before it starts (certificate files, ports):
             // its parts share one configuration, so one check covers them.
             let checked = match (&plan.traces, &plan.metrics, &plan.logs) {
-                _ if !to_run => None,
+                _ if !to_run && host_checks.is_none() => None,
                 (Some(r), _, _) => Some(r.validate_boxed()),
                 (_, Some(r), _) => Some(r.validate_boxed()),
                 (_, _, Some(r)) => Some(r.validate_boxed()),
                 _ => None,
             };
             if let Some(Err(e)) = checked {
-                errors.push(match e {
+                let err = match e {
                     crate::id::BuildError::InvalidConfig { path, message, .. } => {
                         self.err(&format!("receivers.{id}.{path}"), message)
                     }
                     other => self.err(&format!("receivers.{id}"), other.to_string()),
-                });
+                };
+                match host_checks.as_deref_mut() {
+                    Some(found) if !to_run => found.push(err),
+                    _ => errors.push(err),
+                }
             }
             plans.push(plan);
         }

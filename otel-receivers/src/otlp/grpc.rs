@@ -3,7 +3,7 @@
 //! (tonic's own handling says `INTERNAL`, `OUT_OF_RANGE` or `RESOURCE_EXHAUSTED` without
 //! `RetryInfo`, which OTLP clients would retry) and is counted.
 
-use otel_pipeline_core::Batch;
+use otel_pipeline_core::{Batch, ClientInfo};
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
@@ -15,7 +15,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::body::{self, BodyError, Compressed, Inflate};
-use super::conn::{ConnAuth, Peer, ResBody};
+use super::conn::{ConnAuth, Held, Peer, ResBody};
 use super::shared::{Outcome, Shared, authenticate, client_info, count_failed, deliver};
 use otel_pipeline_core::otlp::WireSignal;
 
@@ -89,131 +89,12 @@ async fn unary<S: WireSignal>(
             S::NAME
         )));
     }
-    let headers = req.headers();
-    let mut client = client_info(&shared, Some(peer), headers);
-    match authenticate(&shared, headers, peer, &conn_auth).await {
-        Ok(identity) if identity.is_empty() => {}
-        Ok(identity) => Arc::make_mut(&mut client).auth = identity,
-        Err((e, _)) => {
-            return refuse::<S>(
-                &shared,
-                Some("unauthenticated"),
-                &Status::unauthenticated(format!("{}: {}", e.reason, e.message)),
-            );
-        }
-    }
-    let encoding = match headers.get("grpc-encoding").map(|v| v.as_bytes()) {
-        None | Some(b"identity") => None,
-        Some(name) => match std::str::from_utf8(name)
-            .ok()
-            .and_then(Compressed::from_name)
-        {
-            Some(c) => Some(c),
-            None => {
-                let name = String::from_utf8_lossy(name).into_owned();
-                let mut r = refuse::<S>(
-                    &shared,
-                    Some("unsupported_encoding"),
-                    &Status::unimplemented(format!(
-                        "unsupported grpc-encoding {name:?}: use gzip, zstd, deflate or identity"
-                    )),
-                );
-                r.headers_mut().insert(
-                    "grpc-accept-encoding",
-                    http::HeaderValue::from_static("gzip,zstd,deflate,identity"),
-                );
-                return r;
-            }
-        },
-    };
-    let max = shared.config.max_request_bytes;
-    // The 5-byte frame header comes on top of the message.
-    let (body, held) = match body::read(&shared, req.into_body(), max + 5, None).await {
+    let (message, client, _held) = match read_unary::<S>(&shared, req, peer, conn_auth).await {
         Ok(read) => read,
-        Err(BodyError::TooLarge) => {
-            return refuse::<S>(
-                &shared,
-                Some("too_large"),
-                &Status::invalid_argument(format!("request exceeds the limit of {max} bytes")),
-            );
-        }
-        Err(BodyError::Timeout) => {
-            return refuse::<S>(
-                &shared,
-                Some("body_read_timeout"),
-                &Status::deadline_exceeded(format!(
-                    "the request did not arrive within {:?}",
-                    shared.config.limits.body_read_timeout
-                )),
-            );
-        }
-        Err(BodyError::Busy) => return busy::<S>(&shared),
-        Err(BodyError::Read(e)) => {
-            return refuse::<S>(
-                &shared,
-                Some("read_error"),
-                &Status::invalid_argument(format!("reading the request: {e}")),
-            );
-        }
+        Err(response) => return response,
     };
-    // A unary request is exactly one length-prefixed message.
     let malformed =
         |why: String| refuse::<S>(&shared, Some("malformed"), &Status::invalid_argument(why));
-    if body.len() < 5 {
-        return malformed(format!(
-            "a gRPC message needs a 5-byte prefix; got {} bytes",
-            body.len()
-        ));
-    }
-    let compressed = match body[0] {
-        0 => false,
-        1 => true,
-        flag => return malformed(format!("unknown gRPC compressed-flag {flag}")),
-    };
-    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
-    if len != body.len() - 5 {
-        return malformed(format!(
-            "the gRPC prefix says {len} bytes, {} followed (one message per unary call)",
-            body.len() - 5
-        ));
-    }
-    let message = body.slice(5..);
-    let limit = shared.config.max_decompressed_bytes;
-    let (message, _held) = match (compressed, encoding) {
-        (false, _) if message.len() > limit => {
-            return refuse::<S>(
-                &shared,
-                Some("too_large"),
-                &Status::invalid_argument(format!(
-                    "the message of {} bytes exceeds the limit of {limit}",
-                    message.len()
-                )),
-            );
-        }
-        (false, _) => (message, held),
-        (true, None) => {
-            return malformed("a compressed message without grpc-encoding".into());
-        }
-        (true, Some(encoding)) => {
-            match body::inflate(&shared, message, encoding, limit, held).await {
-                Ok(inflated) => inflated,
-                // A bomb: permanent, so clients do not retry it.
-                Err(Inflate::TooLarge) => {
-                    return refuse::<S>(
-                        &shared,
-                        Some("decompressed_too_large"),
-                        &Status::invalid_argument(format!(
-                            "the message inflates past the limit of {limit} bytes"
-                        )),
-                    );
-                }
-                Err(Inflate::Invalid(e)) => {
-                    return malformed(format!("invalid {} message: {e}", encoding.name()));
-                }
-                Err(Inflate::Busy) => return busy::<S>(&shared),
-            }
-        }
-    };
     // Traces stay bytes, checked against the schema and counted without decoding
     // (ADR 005); metrics and logs are decoded here.
     let batch = match Batch::<S>::from_encoded(message) {
@@ -247,6 +128,148 @@ async fn unary<S: WireSignal>(
             ErrorDetails::with_retry_info(Some(retry_after)),
         )),
     }
+}
+
+/// The steps every unary call takes before its message is decoded: credentials, the
+/// body read within the limits, the one length-prefixed message taken out and inflated,
+/// and the client's [`ClientInfo`]. Errors are answered as gRPC statuses and counted.
+pub(crate) async fn read_unary<S: WireSignal>(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    peer: Peer,
+    conn_auth: ConnAuth,
+) -> Result<(bytes::Bytes, Arc<ClientInfo>, Held), Response<ResBody>> {
+    let headers = req.headers();
+    let mut client = client_info(shared, Some(peer), headers);
+    match authenticate(shared, headers, peer, &conn_auth).await {
+        Ok(identity) if identity.is_empty() => {}
+        Ok(identity) => Arc::make_mut(&mut client).auth = identity,
+        Err((e, _)) => {
+            return Err(refuse::<S>(
+                shared,
+                Some("unauthenticated"),
+                &Status::unauthenticated(format!("{}: {}", e.reason, e.message)),
+            ));
+        }
+    }
+    let encoding = match headers.get("grpc-encoding").map(|v| v.as_bytes()) {
+        None | Some(b"identity") => None,
+        Some(name) => match std::str::from_utf8(name)
+            .ok()
+            .and_then(Compressed::from_name)
+        {
+            Some(c) => Some(c),
+            None => {
+                let name = String::from_utf8_lossy(name).into_owned();
+                let mut r = refuse::<S>(
+                    shared,
+                    Some("unsupported_encoding"),
+                    &Status::unimplemented(format!(
+                        "unsupported grpc-encoding {name:?}: use gzip, zstd, deflate or identity"
+                    )),
+                );
+                r.headers_mut().insert(
+                    "grpc-accept-encoding",
+                    http::HeaderValue::from_static("gzip,zstd,deflate,identity"),
+                );
+                return Err(r);
+            }
+        },
+    };
+    let max = shared.config.max_request_bytes;
+    // The 5-byte frame header comes on top of the message.
+    let (body, held) = match body::read(shared, req.into_body(), max + 5, None).await {
+        Ok(read) => read,
+        Err(BodyError::TooLarge) => {
+            return Err(refuse::<S>(
+                shared,
+                Some("too_large"),
+                &Status::invalid_argument(format!("request exceeds the limit of {max} bytes")),
+            ));
+        }
+        Err(BodyError::Timeout) => {
+            return Err(refuse::<S>(
+                shared,
+                Some("body_read_timeout"),
+                &Status::deadline_exceeded(format!(
+                    "the request did not arrive within {:?}",
+                    shared.config.limits.body_read_timeout
+                )),
+            ));
+        }
+        Err(BodyError::Busy) => return Err(busy::<S>(shared)),
+        Err(BodyError::Read(e)) => {
+            return Err(refuse::<S>(
+                shared,
+                Some("read_error"),
+                &Status::invalid_argument(format!("reading the request: {e}")),
+            ));
+        }
+    };
+    // A unary request is exactly one length-prefixed message.
+    let malformed =
+        |why: String| refuse::<S>(shared, Some("malformed"), &Status::invalid_argument(why));
+    if body.len() < 5 {
+        return Err(malformed(format!(
+            "a gRPC message needs a 5-byte prefix; got {} bytes",
+            body.len()
+        )));
+    }
+    let compressed = match body[0] {
+        0 => false,
+        1 => true,
+        flag => return Err(malformed(format!("unknown gRPC compressed-flag {flag}"))),
+    };
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    if len != body.len() - 5 {
+        return Err(malformed(format!(
+            "the gRPC prefix says {len} bytes, {} followed (one message per unary call)",
+            body.len() - 5
+        )));
+    }
+    let message = body.slice(5..);
+    let limit = shared.config.max_decompressed_bytes;
+    let (message, held) = match (compressed, encoding) {
+        (false, _) if message.len() > limit => {
+            return Err(refuse::<S>(
+                shared,
+                Some("too_large"),
+                &Status::invalid_argument(format!(
+                    "the message of {} bytes exceeds the limit of {limit}",
+                    message.len()
+                )),
+            ));
+        }
+        (false, _) => (message, held),
+        (true, None) => {
+            return Err(malformed(
+                "a compressed message without grpc-encoding".into(),
+            ));
+        }
+        (true, Some(encoding)) => {
+            match body::inflate(shared, message, encoding, limit, held).await {
+                Ok(inflated) => inflated,
+                // A bomb: permanent, so clients do not retry it.
+                Err(Inflate::TooLarge) => {
+                    return Err(refuse::<S>(
+                        shared,
+                        Some("decompressed_too_large"),
+                        &Status::invalid_argument(format!(
+                            "the message inflates past the limit of {limit} bytes"
+                        )),
+                    ));
+                }
+                Err(Inflate::Invalid(e)) => {
+                    return Err(malformed(format!(
+                        "invalid {} message: {e}",
+                        encoding.name()
+                    )));
+                }
+                Err(Inflate::Busy) => return Err(busy::<S>(shared)),
+            }
+        }
+    };
+    Ok((message, client, held))
 }
 
 /// `200` with one uncompressed message and `grpc-status: 0` in the trailers.

@@ -1,6 +1,6 @@
 //! OTLP over HTTP: `POST /v1/{traces,metrics,logs}`, protobuf or JSON, optionally gzip.
 
-use otel_pipeline_core::Batch;
+use otel_pipeline_core::{Batch, ClientInfo};
 use std::sync::Arc;
 
 use http::{HeaderValue, Method, StatusCode, header};
@@ -10,12 +10,12 @@ use otel_pipeline_core::otlp::OtlpSignal;
 use otel_pipeline_core::{Logs, Metrics, Traces};
 
 use super::body::{self, BodyError, Compressed, Inflate};
-use super::conn::{ConnAuth, Peer, ResBody, full};
+use super::conn::{ConnAuth, Held, Peer, ResBody, full};
 use super::shared::{Outcome, Shared, authenticate, client_info, count_failed, deliver};
 use otel_pipeline_core::otlp::WireSignal;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Encoding {
+pub(crate) enum Encoding {
     Protobuf,
     Json,
 }
@@ -44,6 +44,9 @@ pub(crate) async fn handle(
     peer: Peer,
     conn_auth: ConnAuth,
 ) -> Response<ResBody> {
+    if let super::Dialect::Zipkin { parse_string_tags } = shared.dialect {
+        return crate::zipkin::handle(shared, req, peer, conn_auth, parse_string_tags).await;
+    }
     let path = req.uri().path();
     if path == Traces::HTTP_PATH {
         export::<Traces>(shared, req, peer, conn_auth).await
@@ -56,7 +59,13 @@ pub(crate) async fn handle(
     }
 }
 
-fn plain(status: StatusCode, message: String) -> Response<ResBody> {
+impl From<Encoding> for Reply {
+    fn from(e: Encoding) -> Self {
+        Self::Otlp(e)
+    }
+}
+
+pub(crate) fn plain(status: StatusCode, message: String) -> Response<ResBody> {
     let mut r = Response::new(full(message));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -84,15 +93,27 @@ fn encoded<M: prost::Message + serde::Serialize>(
     r
 }
 
+/// How a handler answers errors: OTLP's `google.rpc.Status` in the request's encoding, or
+/// plain text (the Zipkin and Jaeger HTTP APIs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Reply {
+    Otlp(Encoding),
+    Text,
+}
+
 /// An error answer, counted under `reason`.
-fn fail<S: WireSignal>(
+pub(crate) fn fail<S: WireSignal>(
     shared: &Shared,
-    encoding: Encoding,
+    reply: impl Into<Reply>,
     status: StatusCode,
     reason: &'static str,
     message: String,
 ) -> Response<ResBody> {
     count_failed::<S>(shared, reason);
+    let encoding = match reply.into() {
+        Reply::Otlp(e) => e,
+        Reply::Text => return plain(status, message),
+    };
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => 8, // RESOURCE_EXHAUSTED in google.rpc.Code
         StatusCode::REQUEST_TIMEOUT => 4,   // DEADLINE_EXCEEDED
@@ -150,115 +171,9 @@ async fn export<S: WireSignal>(
             );
         }
     };
-    let compressed = match headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| v.to_str().map(str::trim))
-    {
-        None | Some(Ok("identity" | "")) => None,
-        Some(Ok(name)) if Compressed::from_name(name).is_some() => Compressed::from_name(name),
-        Some(other) => {
-            let other = other.unwrap_or("(not text)");
-            let msg =
-                format!("unsupported content encoding {other:?}: use gzip, zstd, deflate or none");
-            return fail::<S>(
-                &shared,
-                encoding,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_encoding",
-                msg,
-            );
-        }
-    };
-    let identity = match authenticate(&shared, headers, peer, &conn_auth).await {
-        Ok(identity) => identity,
-        Err((e, challenge)) => {
-            count_failed::<S>(&shared, "unauthenticated");
-            let mut r = encoded(
-                StatusCode::UNAUTHORIZED,
-                encoding,
-                &RpcStatus {
-                    code: 16, // UNAUTHENTICATED
-                    message: format!("unauthenticated ({}): {}", e.reason, e.message),
-                },
-            );
-            if let Ok(v) = HeaderValue::from_str(&challenge) {
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-            }
-            return r;
-        }
-    };
-    let max = shared.config.max_request_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let mut client = client_info(&shared, Some(peer), headers);
-    if !identity.is_empty() {
-        Arc::make_mut(&mut client).auth = identity;
-    }
-    let (body, held) = match body::read(&shared, req.into_body(), max, declared).await {
-        Ok(read) => read,
-        Err(BodyError::TooLarge) => {
-            let msg = format!("request body exceeds the limit of {max} bytes");
-            return fail::<S>(
-                &shared,
-                encoding,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                msg,
-            );
-        }
-        Err(BodyError::Timeout) => {
-            let msg = format!(
-                "the body did not arrive within {:?}",
-                shared.config.limits.body_read_timeout
-            );
-            return fail::<S>(
-                &shared,
-                encoding,
-                StatusCode::REQUEST_TIMEOUT,
-                "body_read_timeout",
-                msg,
-            );
-        }
-        Err(BodyError::Busy) => return busy::<S>(&shared, encoding),
-        Err(BodyError::Read(e)) => {
-            return fail::<S>(
-                &shared,
-                encoding,
-                StatusCode::BAD_REQUEST,
-                "read_error",
-                format!("reading the body: {e}"),
-            );
-        }
-    };
-    let (body, _held) = if let Some(compressed) = compressed {
-        let limit = shared.config.max_decompressed_bytes;
-        match body::inflate(&shared, body, compressed, limit, held).await {
-            Ok(inflated) => inflated,
-            Err(Inflate::TooLarge) => {
-                let msg = format!("decompressed body exceeds the limit of {limit} bytes");
-                return fail::<S>(
-                    &shared,
-                    encoding,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "decompressed_too_large",
-                    msg,
-                );
-            }
-            Err(Inflate::Invalid(e)) => {
-                return fail::<S>(
-                    &shared,
-                    encoding,
-                    StatusCode::BAD_REQUEST,
-                    "malformed",
-                    format!("invalid {} body: {e}", compressed.name()),
-                );
-            }
-            Err(Inflate::Busy) => return busy::<S>(&shared, encoding),
-        }
-    } else {
-        (body, held)
+    let (body, client, _held) = match receive::<S>(&shared, req, peer, conn_auth, encoding).await {
+        Ok(received) => received,
+        Err(response) => return response,
     };
     let batch: Batch<S> = match encoding {
         // Traces stay bytes, checked against the schema and counted without decoding
@@ -319,17 +234,150 @@ async fn export<S: WireSignal>(
     }
 }
 
+/// The steps every HTTP request takes before its body is decoded: content encoding,
+/// credentials, the body read within the limits and inflated, and the client's
+/// [`ClientInfo`]. Errors are answered in `reply`'s form and counted.
+pub(crate) async fn receive<S: WireSignal>(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    peer: Peer,
+    conn_auth: ConnAuth,
+    reply: impl Into<Reply>,
+) -> Result<(bytes::Bytes, Arc<ClientInfo>, Held), Response<ResBody>> {
+    let reply = reply.into();
+    let headers = req.headers();
+    let compressed = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().map(str::trim))
+    {
+        None | Some(Ok("identity" | "")) => None,
+        Some(Ok(name)) if Compressed::from_name(name).is_some() => Compressed::from_name(name),
+        Some(other) => {
+            let other = other.unwrap_or("(not text)");
+            let msg =
+                format!("unsupported content encoding {other:?}: use gzip, zstd, deflate or none");
+            return Err(fail::<S>(
+                shared,
+                reply,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                msg,
+            ));
+        }
+    };
+    let identity = match authenticate(shared, headers, peer, &conn_auth).await {
+        Ok(identity) => identity,
+        Err((e, challenge)) => {
+            count_failed::<S>(shared, "unauthenticated");
+            let message = format!("unauthenticated ({}): {}", e.reason, e.message);
+            let mut r = match reply {
+                Reply::Otlp(encoding) => encoded(
+                    StatusCode::UNAUTHORIZED,
+                    encoding,
+                    &RpcStatus {
+                        code: 16, // UNAUTHENTICATED
+                        message,
+                    },
+                ),
+                Reply::Text => plain(StatusCode::UNAUTHORIZED, message),
+            };
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            return Err(r);
+        }
+    };
+    let max = shared.config.max_request_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut client = client_info(shared, Some(peer), headers);
+    if !identity.is_empty() {
+        Arc::make_mut(&mut client).auth = identity;
+    }
+    let (body, held) = match body::read(shared, req.into_body(), max, declared).await {
+        Ok(read) => read,
+        Err(BodyError::TooLarge) => {
+            let msg = format!("request body exceeds the limit of {max} bytes");
+            return Err(fail::<S>(
+                shared,
+                reply,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                msg,
+            ));
+        }
+        Err(BodyError::Timeout) => {
+            let msg = format!(
+                "the body did not arrive within {:?}",
+                shared.config.limits.body_read_timeout
+            );
+            return Err(fail::<S>(
+                shared,
+                reply,
+                StatusCode::REQUEST_TIMEOUT,
+                "body_read_timeout",
+                msg,
+            ));
+        }
+        Err(BodyError::Busy) => return Err(busy::<S>(shared, reply)),
+        Err(BodyError::Read(e)) => {
+            return Err(fail::<S>(
+                shared,
+                reply,
+                StatusCode::BAD_REQUEST,
+                "read_error",
+                format!("reading the body: {e}"),
+            ));
+        }
+    };
+    let (body, held) = if let Some(compressed) = compressed {
+        let limit = shared.config.max_decompressed_bytes;
+        match body::inflate(shared, body, compressed, limit, held).await {
+            Ok(inflated) => inflated,
+            Err(Inflate::TooLarge) => {
+                let msg = format!("decompressed body exceeds the limit of {limit} bytes");
+                return Err(fail::<S>(
+                    shared,
+                    reply,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "decompressed_too_large",
+                    msg,
+                ));
+            }
+            Err(Inflate::Invalid(e)) => {
+                return Err(fail::<S>(
+                    shared,
+                    reply,
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    format!("invalid {} body: {e}", compressed.name()),
+                ));
+            }
+            Err(Inflate::Busy) => return Err(busy::<S>(shared, reply)),
+        }
+    } else {
+        (body, held)
+    };
+    Ok((body, client, held))
+}
+
 /// The in-flight byte budget is spent: back-pressure, retryable.
-fn busy<S: WireSignal>(shared: &Shared, encoding: Encoding) -> Response<ResBody> {
+pub(crate) fn busy<S: WireSignal>(shared: &Shared, reply: Reply) -> Response<ResBody> {
     count_failed::<S>(shared, "in_flight_limit");
-    let mut r = encoded(
-        StatusCode::TOO_MANY_REQUESTS,
-        encoding,
-        &RpcStatus {
-            code: 8,
-            message: "the receiver holds as many request bytes as it may; retry later".into(),
-        },
-    );
+    let message = "the receiver holds as many request bytes as it may; retry later";
+    let mut r = match reply {
+        Reply::Otlp(encoding) => encoded(
+            StatusCode::TOO_MANY_REQUESTS,
+            encoding,
+            &RpcStatus {
+                code: 8,
+                message: message.into(),
+            },
+        ),
+        Reply::Text => plain(StatusCode::TOO_MANY_REQUESTS, message.into()),
+    };
     let secs = shared.config.default_retry_after.as_secs().max(1);
     if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
         r.headers_mut().insert(header::RETRY_AFTER, v);

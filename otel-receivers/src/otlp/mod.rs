@@ -37,6 +37,12 @@ mod config;
 mod conn;
 mod grpc;
 mod http;
+pub(crate) mod http_api {
+    //! What other HTTP dialects reuse of the OTLP/HTTP handler.
+    pub(crate) use super::conn::{ConnAuth, Peer, ResBody};
+    pub(crate) use super::http::{Reply, fail, plain, receive};
+    pub(crate) use super::shared::{Outcome, Shared, deliver};
+}
 mod server;
 mod shared;
 mod signal;
@@ -55,6 +61,7 @@ use otel_pipeline_core::{
 };
 use parking_lot::Mutex;
 
+pub(crate) use shared::Dialect;
 use shared::Shared;
 use signal::{Sink, Sinks};
 
@@ -92,15 +99,31 @@ impl std::fmt::Debug for OtlpReceiver {
 impl OtlpReceiver {
     /// A receiver with id `otlp`.
     pub fn new(config: OtlpConfig) -> Self {
+        Self::speaking(config, Dialect::Otlp, "otlp")
+    }
+
+    /// A receiver whose listeners speak `dialect`, with id `kind`.
+    pub(crate) fn speaking(config: OtlpConfig, dialect: Dialect, kind: &'static str) -> Self {
         Self {
-            id: ComponentId::new("otlp"),
+            id: ComponentId::new(kind),
             shared: Arc::new(Shared {
                 config,
                 sinks: Sinks::default(),
                 budget: std::sync::OnceLock::new(),
+                dialect,
             }),
             listeners: Arc::default(),
         }
+    }
+
+    /// The settings it was built with.
+    pub(crate) fn config(&self) -> &OtlpConfig {
+        &self.shared.config
+    }
+
+    /// Its id.
+    pub(crate) fn component_id(&self) -> ComponentId {
+        self.id.clone()
     }
 
     /// Use another id (`otlp/internal`).

@@ -20,6 +20,19 @@ pub(crate) struct Shared {
     pub(crate) sinks: Sinks,
     /// The in-flight byte budget, once the listeners run.
     pub(crate) budget: std::sync::OnceLock<Arc<ByteBudget>>,
+    /// What the listeners speak.
+    pub(crate) dialect: Dialect,
+}
+
+/// The protocol family a receiver's listeners speak. Every family shares the server:
+/// its limits, TLS, authentication, byte budget and counted refusals.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum Dialect {
+    /// OTLP/gRPC and OTLP/HTTP.
+    #[default]
+    Otlp,
+    /// Zipkin's HTTP API (`/api/v2/spans`, `/api/v1/spans`) on the HTTP listener.
+    Zipkin { parse_string_tags: bool },
 }
 
 /// What the pipeline said about one request, in protocol-neutral terms.
