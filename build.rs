@@ -10,17 +10,37 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(python_sdk)");
-    println!("cargo::rerun-if-env-changed=OTEL_PIPELINE_PYTHON");
+    detect(
+        "python_sdk",
+        "OTEL_PIPELINE_PYTHON",
+        ".venv",
+        "requirements.txt",
+        "import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http",
+    );
+    // tests/legacy_clients.rs: Jaeger and Zipkin client libraries.
+    detect(
+        "python_legacy",
+        "OTEL_PIPELINE_LEGACY_PYTHON",
+        ".venv-legacy",
+        "requirements-legacy.txt",
+        "import opentelemetry.exporter.jaeger.thrift, py_zipkin",
+    );
+}
+
+/// Set `cfg(name)` when the interpreter `env` names, or the repository's `venv`, imports
+/// what `check` imports.
+fn detect(name: &str, env: &str, venv: &str, requirements: &str, check: &str) {
+    println!("cargo::rustc-check-cfg=cfg({name})");
+    println!("cargo::rerun-if-env-changed={env}");
     let dir = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_default();
-    let python = match std::env::var_os("OTEL_PIPELINE_PYTHON") {
+    let python = match std::env::var_os(env) {
         Some(p) => PathBuf::from(p),
         None => {
-            let venv = dir.join(".venv/bin/python");
+            let venv = dir.join(venv).join("bin/python");
             println!("cargo::rerun-if-changed={}", venv.display());
-            if !dir.join("tests/python/requirements.txt").is_file() || !venv.is_file() {
+            if !dir.join("tests/python").join(requirements).is_file() || !venv.is_file() {
                 // A dependent's build, or a checkout without the virtual environment.
                 return;
             }
@@ -29,13 +49,10 @@ fn main() {
     };
     println!("cargo::rerun-if-changed={}", python.display());
     let present = Command::new(&python)
-        .args([
-            "-c",
-            "import opentelemetry.exporter.otlp.proto.grpc, opentelemetry.exporter.otlp.proto.http",
-        ])
+        .args(["-c", check])
         .status()
         .is_ok_and(|s| s.success());
     if present {
-        println!("cargo::rustc-cfg=python_sdk");
+        println!("cargo::rustc-cfg={name}");
     }
 }

@@ -63,6 +63,7 @@ fn authenticator(ext: &AuthExtension) -> Result<Authenticator, String> {
 pub fn register(registry: &mut Registry) {
     registry.receiver(OtlpFactory);
     registry.receiver(ZipkinFactory);
+    registry.receiver(JaegerFactory);
     registry.extension(HealthCheckFactory);
     registry.metrics_endpoint(PrometheusEndpoint);
 }
@@ -453,6 +454,145 @@ impl ReceiverFactory for ZipkinFactory {
             .parse_string_tags(parse)
             .with_id(section.id().clone());
         Ok(Box::new(ZipkinInstance(receiver)))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JaegerYaml {
+    #[serde(default)]
+    protocols: Option<JaegerProtocolsYaml>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JaegerProtocolsYaml {
+    #[serde(default, deserialize_with = "present")]
+    grpc: Option<Option<ServerYaml>>,
+    #[serde(default, deserialize_with = "present")]
+    thrift_http: Option<Option<ServerYaml>>,
+    #[serde(default, deserialize_with = "present_udp")]
+    thrift_compact: Option<Option<UdpYaml>>,
+    #[serde(default, deserialize_with = "present_udp")]
+    thrift_binary: Option<Option<UdpYaml>>,
+}
+
+fn present_udp<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<UdpYaml>>, D::Error> {
+    Ok(Some(Option::<UdpYaml>::deserialize(d)?))
+}
+
+/// An agent (UDP) protocol of the `jaeger` receiver.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UdpYaml {
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    queue_size: Option<usize>,
+    #[serde(default)]
+    max_packet_size: Option<usize>,
+    #[serde(default)]
+    workers: Option<usize>,
+    /// The socket's receive buffer: the operating system's default applies here.
+    #[serde(default, rename = "socket_buffer_size")]
+    _socket_buffer_size: Option<serde::de::IgnoredAny>,
+}
+
+/// The `jaeger` receiver: `protocols.grpc` (14250), `thrift_http` (14268), and the
+/// agent's UDP `thrift_compact` (6831) and `thrift_binary` (6832).
+struct JaegerFactory;
+
+impl ReceiverFactory for JaegerFactory {
+    fn kind(&self) -> &'static str {
+        "jaeger"
+    }
+
+    fn create(&self, section: &Section<'_>) -> Result<Box<dyn ReceiverInstance>, ConfigError> {
+        let yaml: JaegerYaml = section.deserialize()?;
+        let p = yaml.protocols.unwrap_or_default();
+        if p.grpc.is_none()
+            && p.thrift_http.is_none()
+            && p.thrift_compact.is_none()
+            && p.thrift_binary.is_none()
+        {
+            return Err(section.error(
+                "protocols",
+                "enable at least one of grpc, thrift_http, thrift_compact and thrift_binary",
+            ));
+        }
+        let mut config = crate::JaegerConfig {
+            server: OtlpConfig {
+                grpc: None,
+                http: None,
+                ..OtlpConfig::default()
+            },
+            ..crate::JaegerConfig::default()
+        };
+        let (mut tls, mut auth) = (None, None);
+        for (name, server, port) in [
+            ("grpc", p.grpc, 14250u16),
+            ("thrift_http", p.thrift_http, 14268),
+        ] {
+            let Some(server) = server else { continue };
+            let addr = apply_server(
+                section,
+                &format!("protocols.{name}"),
+                server.unwrap_or_default(),
+                port,
+                &mut config.server,
+                &mut tls,
+                &mut auth,
+            )?;
+            if name == "grpc" {
+                config.grpc = Some(addr);
+            } else {
+                config.thrift_http = Some(addr);
+            }
+        }
+        config.server.tls = tls;
+        config.server.auth = auth.map(|(_, a)| a);
+        for (name, udp, port) in [
+            ("thrift_compact", p.thrift_compact, 6831u16),
+            ("thrift_binary", p.thrift_binary, 6832),
+        ] {
+            let Some(udp) = udp else { continue };
+            let udp = udp.unwrap_or_default();
+            let at = |key: &str| format!("protocols.{name}.{key}");
+            let endpoint = udp.endpoint.unwrap_or_else(|| format!("localhost:{port}"));
+            let addr = listen_address(&endpoint).map_err(|m| section.error(&at("endpoint"), m))?;
+            for (key, v, field) in [
+                ("queue_size", udp.queue_size, &mut config.udp.queue_size),
+                (
+                    "max_packet_size",
+                    udp.max_packet_size,
+                    &mut config.udp.max_packet_size,
+                ),
+                ("workers", udp.workers, &mut config.udp.workers),
+            ] {
+                match v {
+                    Some(0) => return Err(section.error(&at(key), "must be positive")),
+                    Some(n) => *field = n,
+                    None => {}
+                }
+            }
+            if name == "thrift_compact" {
+                config.thrift_compact = Some(addr);
+            } else {
+                config.thrift_binary = Some(addr);
+            }
+        }
+        let receiver = crate::JaegerReceiver::new(config).with_id(section.id().clone());
+        Ok(Box::new(JaegerInstance(receiver)))
+    }
+}
+
+struct JaegerInstance(crate::JaegerReceiver);
+
+impl ReceiverInstance for JaegerInstance {
+    fn traces(&mut self) -> Option<BoxReceiver<Traces>> {
+        Some(Box::new(self.0.traces()))
     }
 }
 

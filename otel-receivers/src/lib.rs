@@ -3,6 +3,8 @@
 //! Receivers for otel-pipeline:
 //! - [`otlp`]: OTLP over gRPC and HTTP (protobuf and JSON, gzip), all signals on shared
 //!   ports, with limits, counted rejections and protocol-correct back-pressure.
+//! - [`jaeger`]: Jaeger's gRPC `api_v2`, Thrift over HTTP and the agent's UDP Thrift,
+//!   translated to OTLP.
 //! - [`zipkin`]: Zipkin's HTTP API (v2 JSON and protobuf, v1 JSON) translated to OTLP.
 //! - [`sdk`]: an `opentelemetry_sdk` `SpanExporter` that feeds a pipeline in-process, so a
 //!   service can sample and redact before anything leaves it.
@@ -13,10 +15,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod collector;
+pub mod jaeger;
 pub mod otlp;
 pub mod sdk;
 pub mod zipkin;
 
+pub use jaeger::{JaegerConfig, JaegerReceiver};
 pub use otlp::{
     AuthError, AuthRequest, Authenticate, Authenticator, BasicAuth, BearerTokens, BoundAddrs,
     OtlpConfig, OtlpReceiver, OtlpSignalReceiver, ReceiverLimits, Secret, TlsFiles,

@@ -25,6 +25,9 @@ pub(crate) async fn handle(
     peer: Peer,
     conn_auth: ConnAuth,
 ) -> Response<ResBody> {
+    if let super::Dialect::Jaeger(_) = shared.dialect {
+        return crate::jaeger::handle_grpc(shared, req, peer, conn_auth).await;
+    }
     let path = req.uri().path();
     if path == Traces::GRPC_PATH {
         unary::<Traces>(shared, req, peer, conn_auth).await
@@ -50,7 +53,7 @@ fn status_response(status: &Status) -> Response<ResBody> {
 }
 
 /// A gRPC status answer, counted under `reason` when there is one.
-fn refuse<S: WireSignal>(
+pub(crate) fn refuse<S: WireSignal>(
     shared: &Shared,
     reason: Option<&'static str>,
     status: &Status,
@@ -273,7 +276,7 @@ pub(crate) async fn read_unary<S: WireSignal>(
 }
 
 /// `200` with one uncompressed message and `grpc-status: 0` in the trailers.
-fn ok_response<M: prost::Message>(message: &M) -> Response<ResBody> {
+pub(crate) fn ok_response<M: prost::Message>(message: &M) -> Response<ResBody> {
     let len = message.encoded_len();
     let mut buf = Vec::with_capacity(5 + len);
     buf.push(0);

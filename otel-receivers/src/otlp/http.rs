@@ -44,8 +44,14 @@ pub(crate) async fn handle(
     peer: Peer,
     conn_auth: ConnAuth,
 ) -> Response<ResBody> {
-    if let super::Dialect::Zipkin { parse_string_tags } = shared.dialect {
-        return crate::zipkin::handle(shared, req, peer, conn_auth, parse_string_tags).await;
+    match shared.dialect {
+        super::Dialect::Otlp => {}
+        super::Dialect::Zipkin { parse_string_tags } => {
+            return crate::zipkin::handle(shared, req, peer, conn_auth, parse_string_tags).await;
+        }
+        super::Dialect::Jaeger(_) => {
+            return crate::jaeger::handle_http(shared, req, peer, conn_auth).await;
+        }
     }
     let path = req.uri().path();
     if path == Traces::HTTP_PATH {

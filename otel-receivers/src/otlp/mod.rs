@@ -43,8 +43,19 @@ pub(crate) mod http_api {
     pub(crate) use super::http::{Reply, fail, plain, receive};
     pub(crate) use super::shared::{Outcome, Shared, deliver};
 }
+pub(crate) mod grpc_api {
+    //! What other gRPC services reuse of the OTLP/gRPC handler.
+    pub(crate) use super::grpc::{ok_response, read_unary, refuse};
+    pub(crate) use tonic::{Code, Status};
+    pub(crate) use tonic_types::{ErrorDetails, StatusExt};
+}
 mod server;
 mod shared;
+
+/// Count a traces request that failed before reaching the pipeline.
+pub(crate) fn count_failed_traces(shared: &Shared, reason: &'static str) {
+    shared::count_failed::<otel_pipeline_core::Traces>(shared, reason);
+}
 mod signal;
 
 pub use auth::{
@@ -119,6 +130,11 @@ impl OtlpReceiver {
     /// The settings it was built with.
     pub(crate) fn config(&self) -> &OtlpConfig {
         &self.shared.config
+    }
+
+    /// What its listeners speak.
+    pub(crate) fn dialect(&self) -> &Dialect {
+        &self.shared.dialect
     }
 
     /// Its id.

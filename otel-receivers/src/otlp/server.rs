@@ -177,6 +177,10 @@ impl Server {
         }
         // One connection budget for both listeners.
         let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let udp = match &shared.dialect {
+            super::Dialect::Jaeger(udp) => crate::jaeger::start_udp(&shared, udp, &stop_rx).await?,
+            _ => Vec::new(),
+        };
         let tasks = listeners
             .into_iter()
             .map(|(l, p)| {
@@ -190,6 +194,7 @@ impl Server {
                     Arc::clone(&stats),
                 ))
             })
+            .chain(udp)
             .collect();
         Ok(Self { addrs, stop, tasks })
     }

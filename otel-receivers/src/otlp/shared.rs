@@ -33,6 +33,8 @@ pub(crate) enum Dialect {
     Otlp,
     /// Zipkin's HTTP API (`/api/v2/spans`, `/api/v1/spans`) on the HTTP listener.
     Zipkin { parse_string_tags: bool },
+    /// Jaeger: `api_v2` on the gRPC listener, Thrift on the HTTP one, and UDP endpoints.
+    Jaeger(Arc<crate::jaeger::UdpEndpoints>),
 }
 
 /// What the pipeline said about one request, in protocol-neutral terms.
