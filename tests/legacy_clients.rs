@@ -176,3 +176,141 @@ service:
     let _ = binary;
     let _ = grpc;
 }
+
+/// A chain through every foreign format and back: OTLP → `jaeger` exporter → `jaeger`
+/// receiver (gRPC) → `zipkin` exporter (JSON) → `zipkin` receiver → `zipkin` exporter
+/// (protobuf) → `zipkin` receiver → memory. Ids, parents, names, kinds, error status,
+/// attributes and events survive every hop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_survive_jaeger_and_zipkin_exporters_and_receivers() {
+    use otel_pipeline::exporters::otlp::{OtlpExporter, OtlpExporterConfig, Protocol};
+    use otel_pipeline::proto::trace::v1::{Status, status::StatusCode};
+    use otel_pipeline::receivers::{JaegerConfig, JaegerReceiver, ZipkinReceiver};
+    use otel_pipeline::testing::InMemoryExporter;
+    use otel_pipeline::{DirectReceiver, Pipeline, Traces};
+
+    let (memory, exported) = InMemoryExporter::new();
+    let zipkin_b =
+        ZipkinReceiver::new("127.0.0.1:0".parse().expect("addr")).parse_string_tags(true);
+    let last = Pipeline::traces()
+        .named("traces/last")
+        .receiver(zipkin_b.traces())
+        .exporter(memory)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let zipkin_a =
+        ZipkinReceiver::new("127.0.0.1:0".parse().expect("addr")).parse_string_tags(true);
+    let to_proto = OtlpExporter::<Traces>::new(OtlpExporterConfig {
+        endpoint: format!(
+            "http://{}",
+            zipkin_b.local_addr().unwrap_or(([0; 4], 0).into())
+        ),
+        protocol: Protocol::ZipkinProto,
+        ..OtlpExporterConfig::default()
+    });
+    // The receiver binds when its pipeline starts: start the chain from the far end.
+    let mid = Pipeline::traces()
+        .named("traces/mid")
+        .receiver(zipkin_a.traces())
+        .exporter(to_proto)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let jaeger = JaegerReceiver::new(JaegerConfig {
+        grpc: Some("127.0.0.1:0".parse().expect("addr")),
+        ..JaegerConfig::default()
+    });
+    let to_json = OtlpExporter::<Traces>::new(OtlpExporterConfig {
+        endpoint: format!(
+            "http://{}/api/v2/spans",
+            zipkin_a.local_addr().expect("zipkin a")
+        ),
+        protocol: Protocol::ZipkinJson,
+        ..OtlpExporterConfig::default()
+    });
+    let first = Pipeline::traces()
+        .named("traces/first")
+        .receiver(jaeger.traces())
+        .exporter(to_json)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let (direct, sender) = DirectReceiver::new();
+    let to_jaeger = OtlpExporter::<Traces>::new(OtlpExporterConfig {
+        endpoint: format!("http://{}", jaeger.local_addrs().grpc.expect("grpc")),
+        protocol: Protocol::JaegerGrpc,
+        ..OtlpExporterConfig::default()
+    });
+    let source = Pipeline::traces()
+        .named("traces/source")
+        .receiver(direct)
+        .exporter(to_jaeger)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+
+    let mut request = otel_pipeline::testing::generate_traces(1, 3, 41);
+    {
+        let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+        let root = spans[0].span_id.clone();
+        spans[1].parent_span_id = root;
+        spans[1].kind = 3;
+        spans[1].status = Some(Status {
+            code: StatusCode::Error as i32,
+            message: "upstream timed out".into(),
+        });
+    }
+    let sent = request.clone();
+    sender.send(request).await.expect("sent");
+    let arrived = eventually(Duration::from_secs(10), || exported.item_count() >= 3).await;
+    assert!(arrived, "three spans come out of the last hop");
+    let out = exported.spans();
+    for want in &sent.resource_spans[0].scope_spans[0].spans {
+        let got = out
+            .iter()
+            .find(|s| s.span_id == want.span_id)
+            .expect("every span arrives");
+        assert_eq!(got.trace_id, want.trace_id);
+        assert_eq!(got.parent_span_id, want.parent_span_id, "{}", want.name);
+        assert_eq!(got.name, want.name);
+        assert_eq!(got.kind, want.kind, "{}", want.name);
+        assert_eq!(
+            got.start_time_unix_nano / 1000,
+            want.start_time_unix_nano / 1000
+        );
+        // Zipkin keeps a start and a duration in microseconds: the end may round by one.
+        let end = |s: &otel_pipeline::proto::trace::v1::Span| s.end_time_unix_nano / 1000;
+        assert!(end(got).abs_diff(end(want)) <= 1, "{}", want.name);
+        assert_eq!(got.events.len(), want.events.len(), "{}", want.name);
+        for a in &want.attributes {
+            assert!(
+                got.attributes.iter().any(|b| b.key == a.key),
+                "{}: attribute {} survives",
+                want.name,
+                a.key
+            );
+        }
+        let code = |s: &otel_pipeline::proto::trace::v1::Span| {
+            s.status.as_ref().map(|s| s.code).unwrap_or_default()
+        };
+        if code(want) == StatusCode::Error as i32 {
+            assert_eq!(code(got), StatusCode::Error as i32, "{}", want.name);
+            assert_eq!(
+                got.status.as_ref().map(|s| s.message.as_str()),
+                Some("upstream timed out")
+            );
+        }
+    }
+    for p in [source, first, mid, last] {
+        let _ = p.shutdown(Duration::from_secs(5)).await;
+    }
+}

@@ -1,10 +1,13 @@
 //! This crate's exporters for the YAML loader: `otlp`, `otlphttp`, `debug`, `nop`, `file`,
-//! `loadbalancing` and `prometheus` (metrics), each configured by its Collector section.
+//! `loadbalancing`, `zipkin` and `jaeger` (traces) and `prometheus` (metrics), each
+//! configured by its Collector section.
 //!
 //! ```
 //! let mut registry = otel_pipeline_core::collector::Registry::new();
 //! otel_exporters::collector::register(&mut registry);
-//! assert!(registry.exporter_kinds().eq(["debug", "file", "loadbalancing", "nop", "otlp", "otlphttp", "prometheus"]));
+//! assert!(registry.exporter_kinds().eq([
+//!     "debug", "file", "jaeger", "loadbalancing", "nop", "otlp", "otlphttp", "prometheus", "zipkin",
+//! ]));
 //! ```
 
 use otel_pipeline_core::boxed::BoxExporter;
@@ -32,6 +35,8 @@ pub fn register(registry: &mut Registry) {
             let _: NopYaml = s.deserialize()?;
             Ok(NopExporter::new().with_id(s.id().clone()))
         }))
+        .exporter(ForeignFactory("zipkin"))
+        .exporter(ForeignFactory("jaeger"))
         .exporter(LoadBalancingFactory)
         .exporter(PrometheusFactory)
         // `service.telemetry.metrics.readers: periodic`, over OTLP.
@@ -96,6 +101,9 @@ impl OtlpFactory {
         signal: &str,
     ) -> Result<crate::OtlpExporterConfig, ConfigError> {
         let yaml: OtlpExporterYaml = section.deserialize()?;
+        if let Some(key) = yaml.zipkin_only_key() {
+            return Err(section.error(key, "only the zipkin exporter reads this"));
+        }
         let mut config = if self.http {
             yaml.to_http_config(signal)
                 .map_err(|(key, m)| section.error(&key, m))?
@@ -111,6 +119,38 @@ impl OtlpFactory {
                 .push(auth_header(section, a, "auth.authenticator")?);
         }
         Ok(config)
+    }
+}
+
+/// `zipkin` (Zipkin v2 JSON or protobuf over HTTP) and `jaeger` (gRPC `api_v2`, removed
+/// from the Collector in 2023 and still in configurations people run): the OTLP
+/// exporter's settings, queue and retries, sending traces in that format.
+struct ForeignFactory(&'static str);
+
+impl ExporterFactory for ForeignFactory {
+    fn kind(&self) -> &'static str {
+        self.0
+    }
+
+    fn traces(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Traces>, ConfigError>> {
+        Some((|| {
+            let yaml: OtlpExporterYaml = section.deserialize()?;
+            let mut config = if self.0 == "zipkin" {
+                yaml.to_zipkin_config()
+            } else {
+                yaml.to_jaeger_config()
+            }
+            .map_err(|(key, m)| section.error(&key, m))?;
+            if let Some(a) = yaml.authenticator() {
+                config
+                    .headers
+                    .push(auth_header(section, a, "auth.authenticator")?);
+            }
+            Ok(
+                Box::new(OtlpExporter::<Traces>::new(config).with_id(section.id().clone()))
+                    as BoxExporter<Traces>,
+            )
+        })())
     }
 }
 

@@ -4,7 +4,10 @@
 //!
 //! - [`debug`]: prints what reaches it in a readable form, like the Collector's `debug`
 //!   exporter.
-//! - [`otlp`]: OTLP over gRPC or HTTP with retry, backoff and a bounded sending queue.
+//! - [`otlp`]: OTLP over gRPC or HTTP with retry, backoff and a bounded sending queue;
+//!   the same exporter sends traces as Zipkin v2 (JSON, protobuf) or Jaeger `api_v2`
+//!   gRPC ([`Protocol::ZipkinJson`], [`Protocol::JaegerGrpc`]), for the Collector's
+//!   `zipkin` and `jaeger` exporters.
 //! - [`loadbalancing`]: the trace router, by trace id over a set of gateways.
 //! - [`file`](mod@file): each request as a line of OTLP/JSON (or length-prefixed protobuf) in a
 //!   file, with size-based rotation.
@@ -20,6 +23,7 @@
 pub mod collector;
 pub mod debug;
 pub mod file;
+mod foreign;
 pub mod loadbalancing;
 pub mod nop;
 pub mod otlp;

@@ -64,6 +64,8 @@ pub mod connector;
 mod consumer;
 #[cfg(feature = "pipeline")]
 mod direct;
+#[cfg(feature = "wire")]
+pub mod foreign;
 #[cfg(feature = "pipeline")]
 mod health;
 #[cfg(feature = "pipeline")]

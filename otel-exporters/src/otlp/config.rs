@@ -60,6 +60,11 @@ pub(crate) struct OtlpExporterYaml {
     metrics_endpoint: Option<String>,
     #[serde(default)]
     logs_endpoint: Option<String>,
+    // zipkin only: the body format and the name of resources without a service.
+    #[serde(default)]
+    format: Option<EncodingYaml>,
+    #[serde(default)]
+    default_service_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -193,6 +198,80 @@ impl OtlpExporterYaml {
     /// Keys that only `otlphttp` reads, if any is set.
     pub(crate) fn http_only_key(&self) -> Option<&'static str> {
         if self.encoding.is_some() {
+            Some("encoding")
+        } else if self.traces_endpoint.is_some() {
+            Some("traces_endpoint")
+        } else if self.metrics_endpoint.is_some() {
+            Some("metrics_endpoint")
+        } else if self.logs_endpoint.is_some() {
+            Some("logs_endpoint")
+        } else {
+            None
+        }
+    }
+
+    /// A key only the `zipkin` exporter reads, if set.
+    pub(crate) fn zipkin_only_key(&self) -> Option<&'static str> {
+        if self.format.is_some() {
+            Some("format")
+        } else if self.default_service_name.is_some() {
+            Some("default_service_name")
+        } else {
+            None
+        }
+    }
+
+    /// The `zipkin` exporter's settings: the endpoint is the full URL, `format` is
+    /// `json` (default) or `proto`, nothing is compressed unless asked.
+    pub(crate) fn to_zipkin_config(&self) -> Result<OtlpExporterConfig, (String, String)> {
+        if let Some(key) = self.otlp_only_key() {
+            return Err((key.into(), "the zipkin exporter does not read this".into()));
+        }
+        let Some(endpoint) = &self.endpoint else {
+            return Err((
+                "endpoint".into(),
+                "give the Zipkin URL (http://zipkin:9411/api/v2/spans)".into(),
+            ));
+        };
+        let mut c = self.to_config();
+        c.endpoint = with_scheme(endpoint, self.insecure());
+        c.protocol = match self.format {
+            Some(EncodingYaml::Proto) => Protocol::ZipkinProto,
+            _ => Protocol::ZipkinJson,
+        };
+        if self.compression.is_none() {
+            c.compression = Compression::None;
+        }
+        c.default_service_name
+            .clone_from(&self.default_service_name);
+        Ok(c)
+    }
+
+    /// The `jaeger` exporter's settings: gRPC `api_v2` to `endpoint` (`host:14250`),
+    /// nothing compressed unless asked.
+    pub(crate) fn to_jaeger_config(&self) -> Result<OtlpExporterConfig, (String, String)> {
+        if let Some(key) = self.otlp_only_key().or_else(|| self.zipkin_only_key()) {
+            return Err((key.into(), "the jaeger exporter does not read this".into()));
+        }
+        if self.endpoint.is_none() {
+            return Err((
+                "endpoint".into(),
+                "give the Jaeger collector's host:14250".into(),
+            ));
+        }
+        let mut c = self.to_config();
+        c.protocol = Protocol::JaegerGrpc;
+        if self.compression.is_none() {
+            c.compression = Compression::None;
+        }
+        Ok(c)
+    }
+
+    /// A key of the OTLP exporters that the Zipkin and Jaeger ones do not read.
+    fn otlp_only_key(&self) -> Option<&'static str> {
+        if self.protocol.is_some() {
+            Some("protocol")
+        } else if self.encoding.is_some() {
             Some("encoding")
         } else if self.traces_endpoint.is_some() {
             Some("traces_endpoint")

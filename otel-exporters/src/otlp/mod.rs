@@ -59,6 +59,25 @@ pub enum Protocol {
     HttpProtobuf,
     /// OTLP/HTTP with JSON bodies.
     HttpJson,
+    /// Zipkin v2 JSON over HTTP (the `zipkin` exporter's default format): traces only.
+    /// The endpoint is the full URL (`http://zipkin:9411/api/v2/spans`); a bare host gets
+    /// `/api/v2/spans`.
+    ZipkinJson,
+    /// Zipkin v2 protobuf over HTTP (`format: proto`): traces only.
+    ZipkinProto,
+    /// Jaeger's gRPC `api_v2` `PostSpans` (the `jaeger` exporter): traces only.
+    JaegerGrpc,
+}
+
+impl Protocol {
+    /// A trace format other than OTLP: requests are queued as OTLP and translated when
+    /// sent (see `foreign`), so retries, hand-back and re-routing work as for OTLP.
+    fn is_foreign(self) -> bool {
+        matches!(
+            self,
+            Self::ZipkinJson | Self::ZipkinProto | Self::JaegerGrpc
+        )
+    }
 }
 
 /// Request compression.
@@ -168,6 +187,10 @@ pub struct OtlpExporterConfig {
     /// TLS for `https://` endpoints (needs the `tls` feature): the system's roots, or only
     /// the CA in `ca_file` when given.
     pub tls: ClientTls,
+    /// Zipkin and Jaeger: the service name of a resource that has none (the Zipkin
+    /// exporter's `default_service_name`). Default `OTLPResourceNoServiceName`, as the
+    /// Collector names it.
+    pub default_service_name: Option<String>,
 }
 
 /// TLS settings of the exporter.
@@ -197,6 +220,7 @@ impl std::fmt::Debug for OtlpExporterConfig {
             .field("retry", &self.retry)
             .field("queue", &self.queue)
             .field("tls", &self.tls)
+            .field("default_service_name", &self.default_service_name)
             .finish()
     }
 }
@@ -225,6 +249,7 @@ impl Default for OtlpExporterConfig {
             retry: RetryConfig::default(),
             queue: SendingQueueConfig::default(),
             tls: ClientTls::default(),
+            default_service_name: None,
         }
     }
 }
@@ -476,6 +501,12 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
         if config.timeout.is_zero() {
             return Err(ctx.invalid("timeout", "must be positive"));
         }
+        if config.protocol.is_foreign() && S::KIND != otel_pipeline_core::SignalKind::Traces {
+            return Err(ctx.invalid(
+                "protocol",
+                format!("{:?} carries traces only, not {}", config.protocol, S::NAME),
+            ));
+        }
         let r = &config.retry;
         if r.enabled
             && (r.initial_interval.is_zero()
@@ -496,7 +527,7 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
             headers.insert(name, value);
         }
         let transport = match config.protocol {
-            Protocol::Grpc => {
+            Protocol::Grpc | Protocol::JaegerGrpc => {
                 let endpoint = tonic::transport::Endpoint::from_shared(config.endpoint.clone())
                     .map_err(|e| ctx.invalid("endpoint", e.to_string()))?
                     .timeout(config.timeout)
@@ -509,9 +540,17 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
                 };
                 Transport::Grpc(endpoint.connect_lazy())
             }
-            Protocol::HttpProtobuf | Protocol::HttpJson => {
+            Protocol::HttpProtobuf
+            | Protocol::HttpJson
+            | Protocol::ZipkinJson
+            | Protocol::ZipkinProto => {
+                let path = if config.protocol.is_foreign() {
+                    "/api/v2/spans"
+                } else {
+                    S::HTTP_PATH
+                };
                 let uri = if endpoint.path() == "/" || endpoint.path().is_empty() {
-                    format!("{}{}", config.endpoint.trim_end_matches('/'), S::HTTP_PATH)
+                    format!("{}{path}", config.endpoint.trim_end_matches('/'))
                         .parse()
                         .map_err(|e| ctx.invalid("endpoint", format!("{e}")))?
                 } else {
@@ -755,7 +794,16 @@ impl<S: WireSignal> OtlpSender<S> {
             (_, Some(bytes)) => bytes.clone(),
             (_, None) => prost::Message::encode_to_vec(batch.data()).into(),
         };
-        // Compressed once here, for gRPC as for HTTP: retries resend these bytes.
+        // A foreign format is queued as OTLP and translated (then compressed) when sent.
+        if self.config.protocol.is_foreign() {
+            return Ok(raw);
+        }
+        self.compress(raw)
+    }
+
+    /// `raw` compressed as configured.
+    fn compress(&self, raw: Bytes) -> Result<Bytes, String> {
+        // Compressed once, for gRPC as for HTTP: retries resend these bytes.
         Ok(match self.config.compression {
             Compression::None => raw,
             Compression::Gzip => {
@@ -774,16 +822,56 @@ impl<S: WireSignal> OtlpSender<S> {
     }
 
     async fn attempt(&self, body: &Bytes) -> Attempt {
+        let (path, content_type) = match self.config.protocol {
+            Protocol::Grpc | Protocol::HttpProtobuf => (S::GRPC_PATH, "application/x-protobuf"),
+            Protocol::HttpJson => (S::GRPC_PATH, "application/json"),
+            Protocol::ZipkinJson => ("", "application/json"),
+            Protocol::ZipkinProto => ("", "application/x-protobuf"),
+            Protocol::JaegerGrpc => (otel_pipeline_core::foreign::jaeger::POST_SPANS_PATH, ""),
+        };
+        let translated;
+        let body = if self.config.protocol.is_foreign() {
+            translated = match self.translate(body) {
+                Ok(b) => b,
+                Err(reason) => return Attempt::Permanent { reason },
+            };
+            &translated
+        } else {
+            body
+        };
         match &self.transport {
-            Transport::Grpc(channel) => self.attempt_grpc(channel.clone(), body).await,
-            Transport::Http { client, uri } => self.attempt_http(client, uri, body).await,
+            Transport::Grpc(channel) => self.attempt_grpc(channel.clone(), path, body).await,
+            Transport::Http { client, uri } => {
+                self.attempt_http(client, uri, content_type, body).await
+            }
         }
+    }
+
+    /// A queued OTLP request in the configured foreign format, compressed.
+    fn translate(&self, body: &Bytes) -> Result<Bytes, String> {
+        let batch = Batch::<S>::from_encoded(body.clone()).map_err(|e| format!("protobuf: {e}"))?;
+        let data: &dyn std::any::Any = batch.data();
+        let Some(req) = data.downcast_ref::<otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest>() else {
+            return Err(format!("{:?} carries traces only", self.config.protocol));
+        };
+        let unnamed = self.config.default_service_name.as_deref();
+        let raw = match self.config.protocol {
+            Protocol::ZipkinJson => crate::foreign::zipkin_json(req, unnamed),
+            Protocol::ZipkinProto => crate::foreign::zipkin_proto(req, unnamed),
+            _ => prost::Message::encode_to_vec(&crate::foreign::jaeger(req, unnamed)),
+        };
+        self.compress(raw.into())
     }
 
     /// One unary gRPC call over the channel, framed here: `body` is the message as the
     /// queue holds it (compressed once, when compression is on), so an attempt neither
     /// encodes nor compresses (tonic's client would compress again on every attempt).
-    async fn attempt_grpc(&self, mut channel: tonic::transport::Channel, body: &Bytes) -> Attempt {
+    async fn attempt_grpc(
+        &self,
+        mut channel: tonic::transport::Channel,
+        path: &'static str,
+        body: &Bytes,
+    ) -> Attempt {
         use http_body_util::BodyExt;
         use tonic::client::GrpcService;
         // A backend that accepts the connection and never answers the HTTP/2 handshake
@@ -805,7 +893,7 @@ impl<S: WireSignal> OtlpSender<S> {
             }
         }
         let request = match grpc_request(
-            S::GRPC_PATH,
+            path,
             body,
             self.config.compression,
             self.config.timeout,
@@ -874,13 +962,9 @@ impl<S: WireSignal> OtlpSender<S> {
         &self,
         client: &Client<Connector, Full<Bytes>>,
         uri: &http::Uri,
+        content_type: &'static str,
         body: &Bytes,
     ) -> Attempt {
-        let content_type = if self.config.protocol == Protocol::HttpJson {
-            "application/json"
-        } else {
-            "application/x-protobuf"
-        };
         let mut req =
             http::Request::post(uri.clone()).header(http::header::CONTENT_TYPE, content_type);
         match self.config.compression {
@@ -1054,6 +1138,8 @@ impl<S: WireSignal> OtlpSender<S> {
         use std::io::Read;
         let raw: Bytes = match (&self.transport, self.config.compression) {
             (_, Compression::None) => body.clone(),
+            // Queued uncompressed, as OTLP.
+            _ if self.config.protocol.is_foreign() => body.clone(),
             (_, Compression::Gzip) => {
                 let mut inflated = Vec::new();
                 flate2::read::GzDecoder::new(&body[..])

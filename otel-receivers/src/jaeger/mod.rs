@@ -31,7 +31,7 @@
 //! # let _ = pipeline; Ok(()) }
 //! ```
 
-pub mod model;
+pub(crate) mod model;
 pub(crate) mod thrift;
 
 use std::net::SocketAddr;
@@ -68,7 +68,6 @@ pub struct JaegerConfig {
     /// `http` addresses are replaced by the two above.
     pub server: OtlpConfig,
 }
-
 
 /// Bounds of a UDP endpoint (the Collector's `server` settings of the agent protocols).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

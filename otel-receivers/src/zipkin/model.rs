@@ -408,74 +408,20 @@ pub(crate) fn parse_v1_json(body: &[u8]) -> Result<Vec<ZSpan>, String> {
 // ---------------------------------------------------------------------------------------
 // v2 protobuf (zipkin.proto3)
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoEndpoint {
-    #[prost(string, tag = "1")]
-    service_name: String,
-    #[prost(bytes = "vec", tag = "2")]
-    ipv4: Vec<u8>,
-    #[prost(bytes = "vec", tag = "3")]
-    ipv6: Vec<u8>,
-    #[prost(int32, tag = "4")]
-    port: i32,
-}
+#[cfg(test)]
+use otel_pipeline_core::foreign::zipkin::ProtoSpan;
+use otel_pipeline_core::foreign::zipkin::{ListOfSpans, ProtoEndpoint};
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoAnnotation {
-    #[prost(fixed64, tag = "1")]
-    timestamp: u64,
-    #[prost(string, tag = "2")]
-    value: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ProtoSpan {
-    #[prost(bytes = "vec", tag = "1")]
-    trace_id: Vec<u8>,
-    #[prost(bytes = "vec", tag = "2")]
-    parent_id: Vec<u8>,
-    #[prost(bytes = "vec", tag = "3")]
-    id: Vec<u8>,
-    #[prost(int32, tag = "4")]
-    kind: i32,
-    #[prost(string, tag = "5")]
-    name: String,
-    #[prost(fixed64, tag = "6")]
-    timestamp: u64,
-    #[prost(uint64, tag = "7")]
-    duration: u64,
-    #[prost(message, optional, tag = "8")]
-    local_endpoint: Option<ProtoEndpoint>,
-    #[prost(message, optional, tag = "9")]
-    remote_endpoint: Option<ProtoEndpoint>,
-    #[prost(message, repeated, tag = "10")]
-    annotations: Vec<ProtoAnnotation>,
-    #[prost(map = "string, string", tag = "11")]
-    tags: std::collections::HashMap<String, String>,
-    #[prost(bool, tag = "12")]
-    debug: bool,
-    #[prost(bool, tag = "13")]
-    shared: bool,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ListOfSpans {
-    #[prost(message, repeated, tag = "1")]
-    spans: Vec<ProtoSpan>,
-}
-
-impl ProtoEndpoint {
-    fn into_endpoint(self) -> Endpoint {
-        Endpoint {
-            service_name: self.service_name.to_lowercase(),
-            ipv4: <[u8; 4]>::try_from(self.ipv4.as_slice())
-                .ok()
-                .map(Ipv4Addr::from),
-            ipv6: <[u8; 16]>::try_from(self.ipv6.as_slice())
-                .ok()
-                .map(Ipv6Addr::from),
-            port: u16::try_from(self.port).unwrap_or_default(),
-        }
+fn proto_endpoint(e: &ProtoEndpoint) -> Endpoint {
+    Endpoint {
+        service_name: e.service_name.to_lowercase(),
+        ipv4: <[u8; 4]>::try_from(e.ipv4.as_slice())
+            .ok()
+            .map(Ipv4Addr::from),
+        ipv6: <[u8; 16]>::try_from(e.ipv6.as_slice())
+            .ok()
+            .map(Ipv6Addr::from),
+        port: u16::try_from(e.port).unwrap_or_default(),
     }
 }
 
@@ -529,8 +475,8 @@ pub(crate) fn parse_v2_proto(body: &[u8]) -> Result<Vec<ZSpan>, String> {
                 },
                 timestamp: (s.timestamp > 0).then_some(s.timestamp),
                 duration: (s.duration > 0).then_some(s.duration),
-                local: s.local_endpoint.map(ProtoEndpoint::into_endpoint),
-                remote: s.remote_endpoint.map(ProtoEndpoint::into_endpoint),
+                local: s.local_endpoint.as_ref().map(proto_endpoint),
+                remote: s.remote_endpoint.as_ref().map(proto_endpoint),
                 annotations: s
                     .annotations
                     .into_iter()
