@@ -199,6 +199,7 @@ async fn mutual_tls_admits_the_cas_clients_and_refuses_the_rest() {
         ca_file: Some(dir.join("ca.pem")),
         cert_file: file.map(|f| dir.join(format!("{f}.pem"))),
         key_file: file.map(|f| dir.join(format!("{f}.key"))),
+        ..ClientTls::default()
     };
     let send = |port: u16, protocol: Protocol, tls: ClientTls| async move {
         let (agent, sender) = common::agent(OtlpExporterConfig {
@@ -267,4 +268,95 @@ async fn mutual_tls_admits_the_cas_clients_and_refuses_the_rest() {
         .shutdown(Duration::from_secs(5))
         .await
         .expect("stops");
+}
+
+/// `insecure_skip_verify`, `server_name_override` and `min_version`, over gRPC (our
+/// rustls connector, as tonic's TLS has none of them) and HTTP: an untrusted self-signed
+/// certificate is refused by default and accepted unchecked when asked; a certificate for
+/// `localhost` fits an address endpoint with the name overridden.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exporter_tls_options_beyond_a_ca_file() {
+    use otel_pipeline::exporters::otlp::TlsVersion;
+    let (cert, key) = certificate("options");
+    let (gateway, otlp, out) = common::gateway(OtlpConfig {
+        tls: Some(TlsFiles {
+            cert_file: cert.clone(),
+            key_file: key,
+            ..TlsFiles::default()
+        }),
+        ..OtlpConfig::loopback()
+    })
+    .await;
+    let addrs = otlp.local_addrs();
+    let mut expected = 0;
+    for (protocol, addr) in [
+        (Protocol::Grpc, addrs.grpc.expect("grpc")),
+        (Protocol::HttpProtobuf, addrs.http.expect("http")),
+    ] {
+        let port = addr.port();
+        let cases = [
+            // Untrusted: refused.
+            ("localhost", ClientTls::default(), false),
+            (
+                "localhost",
+                ClientTls {
+                    insecure_skip_verify: true,
+                    ..ClientTls::default()
+                },
+                true,
+            ),
+            // The certificate names localhost; the endpoint is an address.
+            (
+                "127.0.0.1",
+                ClientTls {
+                    ca_file: Some(cert.clone()),
+                    server_name_override: Some("localhost".into()),
+                    min_version: Some(TlsVersion::V1_3),
+                    ..ClientTls::default()
+                },
+                true,
+            ),
+            // Without the override, the address does not match the certificate.
+            (
+                "127.0.0.1",
+                ClientTls {
+                    ca_file: Some(cert.clone()),
+                    min_version: Some(TlsVersion::V1_2),
+                    max_version: Some(TlsVersion::V1_2),
+                    ..ClientTls::default()
+                },
+                false,
+            ),
+        ];
+        for (host, tls, admitted) in cases {
+            let (agent, sender) = common::agent(OtlpExporterConfig {
+                endpoint: format!("https://{host}:{port}"),
+                protocol,
+                tls: tls.clone(),
+                timeout: Duration::from_secs(2),
+                retry: otel_pipeline::exporters::otlp::RetryConfig {
+                    enabled: false,
+                    ..Default::default()
+                },
+                ..OtlpExporterConfig::default()
+            })
+            .await;
+            let _ = sender.send(generate_traces(1, 1, 7)).await;
+            agent
+                .shutdown(Duration::from_secs(5))
+                .await
+                .expect("agent stops");
+            if admitted {
+                expected += 1;
+            }
+            assert!(
+                eventually(Duration::from_secs(5), || out.item_count() == expected).await,
+                "{protocol:?} to {host} with {tls:?}: admitted {admitted}"
+            );
+        }
+    }
+    gateway
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("gateway stops");
 }

@@ -101,6 +101,9 @@ impl OtlpFactory {
         signal: &str,
     ) -> Result<crate::OtlpExporterConfig, ConfigError> {
         let yaml: OtlpExporterYaml = section.deserialize()?;
+        if let Some((key, m)) = yaml.tls_error() {
+            return Err(section.error(&key, m));
+        }
         if let Some(key) = yaml.zipkin_only_key() {
             return Err(section.error(key, "only the zipkin exporter reads this"));
         }
@@ -135,6 +138,9 @@ impl ExporterFactory for ForeignFactory {
     fn traces(&self, section: &Section<'_>) -> Option<Result<BoxExporter<Traces>, ConfigError>> {
         Some((|| {
             let yaml: OtlpExporterYaml = section.deserialize()?;
+            if let Some((key, m)) = yaml.tls_error() {
+                return Err(section.error(&key, m));
+            }
             let mut config = if self.0 == "zipkin" {
                 yaml.to_zipkin_config()
             } else {

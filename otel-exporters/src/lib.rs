@@ -35,5 +35,5 @@ pub use loadbalancing::{TraceRouter, TraceRouterConfig};
 pub use nop::NopExporter;
 pub use otlp::{
     ClientTls, Compression, OtlpExporter, OtlpExporterConfig, Protocol, RetryConfig,
-    SendingQueueConfig,
+    SendingQueueConfig, TlsVersion,
 };

@@ -327,6 +327,18 @@ impl Raw {
             .unwrap_or_default()
             .with_outer(self.retry_on_failure, self.sending_queue);
         let insecure = otlp_raw.insecure();
+        if let Some((key, m)) = otlp_raw.tls_error() {
+            return Err(ConfigError::new(
+                at(path, &format!("protocol.otlp.{key}")),
+                m,
+            ));
+        }
+        if let Some(key) = otlp_raw.zipkin_only_key() {
+            return Err(ConfigError::new(
+                at(path, &format!("protocol.otlp.{key}")),
+                "only the zipkin exporter reads this",
+            ));
+        }
         let mut otlp = otlp_raw.to_config();
         if let Some(t) = self.timeout {
             otlp.timeout = t;

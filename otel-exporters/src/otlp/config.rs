@@ -112,6 +112,29 @@ struct TlsYaml {
     cert_file: Option<std::path::PathBuf>,
     #[serde(default)]
     key_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    insecure_skip_verify: bool,
+    #[serde(default)]
+    server_name_override: Option<String>,
+    #[serde(default)]
+    min_version: Option<String>,
+    #[serde(default)]
+    max_version: Option<String>,
+    /// Certificate files are read when the exporter is built; a configuration reload
+    /// (SIGHUP or a file change) reads them again.
+    #[serde(default, rename = "reload_interval")]
+    _reload_interval: Option<serde::de::IgnoredAny>,
+    /// Read as the system roots, which rustls uses when no `ca_file` is given.
+    #[serde(default, rename = "include_system_ca_certs_pool")]
+    _include_system_ca_certs_pool: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    ca_pem: Option<String>,
+    #[serde(default)]
+    cert_pem: Option<String>,
+    #[serde(default)]
+    key_pem: Option<String>,
+    #[serde(default)]
+    cipher_suites: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -284,6 +307,38 @@ impl OtlpExporterYaml {
         }
     }
 
+    /// A TLS setting that cannot be honoured, with its key: a version rustls lacks, or
+    /// inline PEM and cipher suites (which this exporter does not take; give files).
+    pub(crate) fn tls_error(&self) -> Option<(String, String)> {
+        for (key, v) in [
+            ("tls.min_version", &self.tls.min_version),
+            ("tls.max_version", &self.tls.max_version),
+        ] {
+            if let Some(Err(e)) = v.as_deref().map(str::parse::<crate::TlsVersion>) {
+                return Some((key.into(), e));
+            }
+        }
+        for (key, set) in [
+            ("tls.ca_pem", self.tls.ca_pem.is_some()),
+            ("tls.cert_pem", self.tls.cert_pem.is_some()),
+            ("tls.key_pem", self.tls.key_pem.is_some()),
+        ] {
+            if set {
+                return Some((
+                    key.into(),
+                    "inline PEM is not read by this exporter: put it in a file and use the `_file` key".into(),
+                ));
+            }
+        }
+        if self.tls.cipher_suites.is_some() {
+            return Some((
+                "tls.cipher_suites".into(),
+                "not configurable here: rustls offers only its safe default suites".into(),
+            ));
+        }
+        None
+    }
+
     /// Whether the endpoint is plaintext when it names no scheme.
     pub(crate) fn insecure(&self) -> bool {
         self.tls.insecure || self.insecure == Some(true)
@@ -335,6 +390,11 @@ impl OtlpExporterYaml {
             ca_file: self.tls.ca_file.clone(),
             cert_file: self.tls.cert_file.clone(),
             key_file: self.tls.key_file.clone(),
+            insecure_skip_verify: self.tls.insecure_skip_verify,
+            server_name_override: self.tls.server_name_override.clone(),
+            // Checked by `tls_error` first.
+            min_version: self.tls.min_version.as_deref().and_then(|v| v.parse().ok()),
+            max_version: self.tls.max_version.as_deref().and_then(|v| v.parse().ok()),
         };
         if let Some(r) = &self.retry_on_failure {
             let d = RetryConfig::default();

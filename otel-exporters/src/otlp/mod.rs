@@ -202,6 +202,54 @@ pub struct ClientTls {
     pub cert_file: Option<std::path::PathBuf>,
     /// Mutual TLS: the client certificate's private key (PEM).
     pub key_file: Option<std::path::PathBuf>,
+    /// Accept any server certificate, unchecked (the Collector's `insecure_skip_verify`):
+    /// the connection is encrypted but anyone on the path can read it. For tests and
+    /// self-signed backends only; a warning is logged when the exporter is built.
+    pub insecure_skip_verify: bool,
+    /// The name the server's certificate is checked against, instead of the endpoint's
+    /// host (the Collector's `server_name_override`).
+    pub server_name_override: Option<String>,
+    /// The lowest TLS version offered. Default 1.2 (rustls has no 1.0 or 1.1).
+    pub min_version: Option<TlsVersion>,
+    /// The highest TLS version offered. Default 1.3.
+    pub max_version: Option<TlsVersion>,
+}
+
+impl ClientTls {
+    /// Whether a setting asks for more than tonic's own TLS offers, so gRPC goes through
+    /// our rustls connector.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    fn beyond_tonic(&self) -> bool {
+        self.insecure_skip_verify
+            || self.server_name_override.is_some()
+            || self.min_version.is_some()
+            || self.max_version.is_some()
+    }
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    V1_2,
+    /// TLS 1.3.
+    V1_3,
+}
+
+impl std::str::FromStr for TlsVersion {
+    type Err = String;
+
+    /// `"1.2"` or `"1.3"`, as the Collector writes them.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "1.2" => Ok(Self::V1_2),
+            "1.3" => Ok(Self::V1_3),
+            "1.0" | "1.1" => Err(format!(
+                "TLS {s} is not offered: it is deprecated (RFC 8996) and rustls has no support for it; use 1.2 or 1.3"
+            )),
+            other => Err(format!("`{other}` is not a TLS version: use 1.2 or 1.3")),
+        }
+    }
 }
 
 impl std::fmt::Debug for OtlpExporterConfig {
@@ -532,13 +580,37 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
                     .map_err(|e| ctx.invalid("endpoint", e.to_string()))?
                     .timeout(config.timeout)
                     .connect_timeout(config.timeout);
-                let endpoint = if https {
-                    grpc_tls(endpoint, ca_pem.as_deref(), identity.as_ref())
-                        .map_err(|e| ctx.invalid("tls", e))?
+                if https && config.tls.insecure_skip_verify {
+                    tracing::warn!(
+                        endpoint = %config.endpoint,
+                        "tls.insecure_skip_verify: the server's certificate is not checked"
+                    );
+                }
+                if https && config.tls.beyond_tonic() {
+                    // tonic refuses an https URI without its own TLS: it sees plain http,
+                    // and the connector speaks TLS whatever the scheme.
+                    let plain = config.endpoint.replacen("https://", "http://", 1);
+                    let endpoint = tonic::transport::Endpoint::from_shared(plain)
+                        .map_err(|e| ctx.invalid("endpoint", e.to_string()))?
+                        .timeout(config.timeout)
+                        .connect_timeout(config.timeout);
+                    let connector = grpc_connector(
+                        ca_pem.as_deref(),
+                        identity.as_ref(),
+                        &config.tls,
+                        config.timeout,
+                    )
+                    .map_err(|e| ctx.invalid("tls", e))?;
+                    Transport::Grpc(endpoint.connect_with_connector_lazy(connector))
                 } else {
-                    endpoint
-                };
-                Transport::Grpc(endpoint.connect_lazy())
+                    let endpoint = if https {
+                        grpc_tls(endpoint, ca_pem.as_deref(), identity.as_ref())
+                            .map_err(|e| ctx.invalid("tls", e))?
+                    } else {
+                        endpoint
+                    };
+                    Transport::Grpc(endpoint.connect_lazy())
+                }
             }
             Protocol::HttpProtobuf
             | Protocol::HttpJson
@@ -560,8 +632,15 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
                 connector.set_nodelay(true);
                 connector.set_connect_timeout(Some(config.timeout));
                 connector.enforce_http(false);
-                let connector = http_connector(connector, ca_pem.as_deref(), identity.as_ref())
-                    .map_err(|e| ctx.invalid("tls", e))?;
+                if https && config.tls.insecure_skip_verify {
+                    tracing::warn!(
+                        endpoint = %config.endpoint,
+                        "tls.insecure_skip_verify: the server's certificate is not checked"
+                    );
+                }
+                let connector =
+                    http_connector(connector, ca_pem.as_deref(), identity.as_ref(), &config.tls)
+                        .map_err(|e| ctx.invalid("tls", e))?;
                 Transport::Http {
                     client: Box::new(Client::builder(TokioExecutor::new()).build(connector)),
                     uri,
@@ -639,21 +718,37 @@ fn grpc_tls(
     Ok(endpoint)
 }
 
+/// The rustls client settings: roots (the system's, or the CA file), the client
+/// certificate, versions, and the unchecked verifier when `insecure_skip_verify`.
 #[cfg(feature = "tls")]
-fn http_connector(
-    http: HttpConnector,
+fn rustls_config(
     ca_pem: Option<&[u8]>,
     identity: Option<&ClientIdentity>,
-) -> Result<Connector, String> {
+    tls: &ClientTls,
+) -> Result<tokio_rustls::rustls::ClientConfig, String> {
     use hyper_rustls::ConfigBuilderExt;
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     use tokio_rustls::rustls;
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?;
+    let (min, max) = (
+        tls.min_version.unwrap_or(TlsVersion::V1_2),
+        tls.max_version.unwrap_or(TlsVersion::V1_3),
+    );
+    if min > max {
+        return Err(format!("min_version {min:?} is above max_version {max:?}"));
+    }
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
+        (TlsVersion::V1_2, &rustls::version::TLS12),
+        (TlsVersion::V1_3, &rustls::version::TLS13),
+    ]
+    .into_iter()
+    .filter(|(v, _)| (min..=max).contains(v))
+    .map(|(_, p)| p)
+    .collect();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&versions)
+        .map_err(|e| e.to_string())?;
     let builder = match ca_pem {
         None => builder
             .with_native_roots()
@@ -668,7 +763,7 @@ fn http_connector(
             builder.with_root_certificates(roots)
         }
     };
-    let config = match identity {
+    let mut config = match identity {
         None => builder.with_no_client_auth(),
         Some(id) => {
             let certs = CertificateDer::pem_slice_iter(&id.cert)
@@ -681,11 +776,162 @@ fn http_connector(
                 .map_err(|e| format!("client certificate and key do not fit: {e}"))?
         }
     };
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http()
+    if tls.insecure_skip_verify {
+        config
+            .dangerous()
+            .set_certificate_verifier(Arc::new(unchecked::Unchecked(provider)));
+    }
+    Ok(config)
+}
+
+/// `insecure_skip_verify`: any certificate is accepted; the handshake's signatures are
+/// still checked, so the peer holds the key of the certificate it sent.
+#[cfg(feature = "tls")]
+mod unchecked {
+    use std::sync::Arc;
+
+    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+    use tokio_rustls::rustls::client::danger::{
+        HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+    };
+    use tokio_rustls::rustls::crypto::{
+        CryptoProvider, verify_tls12_signature, verify_tls13_signature,
+    };
+    use tokio_rustls::rustls::{DigitallySignedStruct, Error, SignatureScheme};
+
+    #[derive(Debug)]
+    pub(super) struct Unchecked(pub(super) Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for Unchecked {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+}
+
+/// `always_tls`: speak TLS whatever the URI's scheme says (the gRPC path, which hands
+/// the connector an `http://` URI).
+#[cfg(feature = "tls")]
+fn https_builder(
+    config: tokio_rustls::rustls::ClientConfig,
+    tls: &ClientTls,
+    always_tls: bool,
+) -> Result<hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsProtocols1>, String>
+{
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config);
+    let builder = if always_tls {
+        builder.https_only()
+    } else {
+        builder.https_or_http()
+    };
+    Ok(match &tls.server_name_override {
+        Some(name) => {
+            let name = rustls_pki_types::ServerName::try_from(name.clone())
+                .map_err(|e| format!("server_name_override `{name}`: {e}"))?;
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    })
+}
+
+#[cfg(feature = "tls")]
+fn http_connector(
+    http: HttpConnector,
+    ca_pem: Option<&[u8]>,
+    identity: Option<&ClientIdentity>,
+    tls: &ClientTls,
+) -> Result<Connector, String> {
+    let config = rustls_config(ca_pem, identity, tls)?;
+    Ok(https_builder(config, tls, false)?
         .enable_http1()
         .wrap_connector(http))
+}
+
+/// gRPC over our rustls settings, for what tonic's TLS does not offer.
+#[cfg(feature = "tls")]
+fn grpc_connector(
+    ca_pem: Option<&[u8]>,
+    identity: Option<&ClientIdentity>,
+    tls: &ClientTls,
+    timeout: Duration,
+) -> Result<AlwaysTls, String> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(timeout));
+    http.enforce_http(false);
+    // hyper-rustls offers `h2` by ALPN itself.
+    let config = rustls_config(ca_pem, identity, tls)?;
+    Ok(AlwaysTls(
+        https_builder(config, tls, true)?
+            .enable_http2()
+            .wrap_connector(http),
+    ))
+}
+
+/// Hands the TLS connector `https://` URIs: tonic is given `http://` (it refuses an
+/// https URI without TLS of its own), the connection is TLS all the same.
+#[cfg(feature = "tls")]
+#[derive(Clone)]
+struct AlwaysTls(Connector);
+
+#[cfg(feature = "tls")]
+impl tonic::codegen::Service<http::Uri> for AlwaysTls {
+    type Response = <Connector as tonic::codegen::Service<http::Uri>>::Response;
+    type Error = <Connector as tonic::codegen::Service<http::Uri>>::Error;
+    type Future = <Connector as tonic::codegen::Service<http::Uri>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let mut parts = uri.clone().into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTPS);
+        // A URI that no longer builds goes as it was, and fails as plain http would.
+        self.0.call(http::Uri::from_parts(parts).unwrap_or(uri))
+    }
 }
 
 #[cfg(not(feature = "tls"))]
@@ -693,8 +939,19 @@ fn http_connector(
     http: HttpConnector,
     _ca_pem: Option<&[u8]>,
     _identity: Option<&ClientIdentity>,
+    _tls: &ClientTls,
 ) -> Result<Connector, String> {
     Ok(http)
+}
+
+#[cfg(not(feature = "tls"))]
+fn grpc_connector(
+    _ca_pem: Option<&[u8]>,
+    _identity: Option<&ClientIdentity>,
+    _tls: &ClientTls,
+    _timeout: Duration,
+) -> Result<HttpConnector, String> {
+    Err("TLS needs otel-exporters built with its `tls` feature".into())
 }
 
 /// A unary gRPC request for `path` carrying `message` (already compressed as `compression`
