@@ -663,6 +663,45 @@ fn a_port_in_use_fails_the_build_at_its_line() {
     assert!(e.message.contains("cannot listen"), "{err}");
 }
 
+/// What depends on the host (certificate files, free ports) is left out of `load`, so
+/// `--validate` works off the target host; `check_host` finds it, and `build` refuses it.
+#[test]
+fn host_checks_are_apart_from_loading() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let yaml = format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{port}\n      http:\n        endpoint: 127.0.0.1:0\n        tls:\n          cert_file: /nonexistent/cert.pem\n          key_file: /nonexistent/key.pem\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n"
+    );
+    let config = load(&[("c.yaml", &yaml)]).expect("loads off-host");
+    let registry = otel_pipeline::default_registry();
+    let found = config.check_host(&registry);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].message.contains("/nonexistent/cert.pem"),
+        "{found:?}"
+    );
+    assert!(config.build(&registry, Telemetry::new()).is_err());
+}
+
+/// CORS from both of the Collector's shapes (`cors:` and the older
+/// `cors_allowed_origins`), and never on gRPC.
+#[test]
+fn cors_loads_from_both_collector_shapes_and_not_on_grpc() {
+    let with = |protocols: &str| {
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n{protocols}\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n"
+        )
+    };
+    load(&[("c.yaml", &with("      http:\n        endpoint: 127.0.0.1:0\n        cors:\n          allowed_origins: [\"https://*.example\"]\n          max_age: 7200"))])
+        .expect("cors loads");
+    load(&[("c.yaml", &with("      http:\n        endpoint: 127.0.0.1:0\n        cors_allowed_origins: [\"http://localhost:3000\"]"))])
+        .expect("the older keys load");
+    let (path, _, _, message) = error_of(&with(
+        "      grpc:\n        endpoint: 127.0.0.1:0\n        cors:\n          allowed_origins: [\"*\"]",
+    ));
+    assert_eq!(path, "receivers.otlp.protocols.grpc.cors", "{message}");
+}
+
 /// One configuration file, as the collector example reads it.
 fn load_text(
     name: &str,

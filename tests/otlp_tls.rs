@@ -186,6 +186,7 @@ async fn mutual_tls_admits_the_cas_clients_and_refuses_the_rest() {
             key_file: dir.join("server.key"),
             client_ca_file: Some(dir.join("ca.pem")),
             client_names: vec!["ci-agent.example".into()],
+            ..TlsFiles::default()
         }),
         ..OtlpConfig::loopback()
     })
@@ -354,6 +355,48 @@ async fn exporter_tls_options_beyond_a_ca_file() {
                 "{protocol:?} to {host} with {tls:?}: admitted {admitted}"
             );
         }
+    }
+    gateway
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("gateway stops");
+
+    // A receiver that accepts TLS 1.2 only: a client that insists on 1.3 fails the
+    // handshake; one that offers both gets in.
+    let (cert, key) = certificate("versions");
+    let (gateway, otlp, out) = common::gateway(OtlpConfig {
+        tls: Some(TlsFiles {
+            cert_file: cert.clone(),
+            key_file: key,
+            max_version: Some(TlsVersion::V1_2),
+            ..TlsFiles::default()
+        }),
+        ..OtlpConfig::loopback()
+    })
+    .await;
+    let port = otlp.local_addrs().http.expect("http").port();
+    for (min, admitted) in [(Some(TlsVersion::V1_3), 0), (None, 1)] {
+        let (agent, sender) = common::agent(OtlpExporterConfig {
+            endpoint: format!("https://localhost:{port}"),
+            protocol: Protocol::HttpProtobuf,
+            tls: ClientTls {
+                ca_file: Some(cert.clone()),
+                min_version: min,
+                ..ClientTls::default()
+            },
+            retry: otel_pipeline::exporters::otlp::RetryConfig {
+                enabled: false,
+                ..Default::default()
+            },
+            ..OtlpExporterConfig::default()
+        })
+        .await;
+        let _ = sender.send(generate_traces(1, 1, 8)).await;
+        agent.shutdown(Duration::from_secs(5)).await.expect("stops");
+        assert!(
+            eventually(Duration::from_secs(5), || out.item_count() == admitted).await,
+            "client min_version {min:?}"
+        );
     }
     gateway
         .shutdown(Duration::from_secs(5))

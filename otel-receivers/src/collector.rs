@@ -193,13 +193,30 @@ struct ServerYaml {
     _response_headers: Option<serde::de::IgnoredAny>,
     #[serde(default, rename = "compression_algorithms")]
     _compression_algorithms: Option<serde::de::IgnoredAny>,
-    #[serde(default, rename = "cors")]
-    _cors: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    cors: Option<CorsYaml>,
+    /// The keys `cors` had before the Collector grouped them (v0.40); still in
+    /// configurations people run.
+    #[serde(default)]
+    cors_allowed_origins: Option<Vec<String>>,
+    #[serde(default)]
+    cors_allowed_headers: Option<Vec<String>>,
     #[serde(default)]
     transport: Option<String>,
     /// The `zipkin` receiver's: type tags that read as numbers or booleans.
     #[serde(default)]
     parse_string_tags: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CorsYaml {
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    #[serde(default)]
+    allowed_headers: Vec<String>,
+    #[serde(default)]
+    max_age: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,6 +258,10 @@ struct TlsYaml {
     /// Mutual TLS: the CA client certificates must chain to.
     #[serde(default)]
     client_ca_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    min_version: Option<String>,
+    #[serde(default)]
+    max_version: Option<String>,
 }
 
 struct OtlpFactory;
@@ -311,6 +332,29 @@ fn apply_server(
             format!("{prefix}.{key}")
         }
     };
+    let legacy = server.cors_allowed_origins.is_some() || server.cors_allowed_headers.is_some();
+    if (legacy || server.cors.is_some()) && prefix.ends_with("grpc") {
+        return Err(section.error(&at("cors"), "CORS is for HTTP servers; gRPC has none"));
+    }
+    if let Some(c) = server.cors {
+        if legacy {
+            return Err(section.error(
+                &at("cors_allowed_origins"),
+                "give `cors` or the older `cors_allowed_origins`/`cors_allowed_headers`, not both",
+            ));
+        }
+        config.cors = Some(crate::otlp::Cors {
+            allowed_origins: c.allowed_origins,
+            allowed_headers: c.allowed_headers,
+            max_age: c.max_age,
+        });
+    } else if legacy {
+        config.cors = Some(crate::otlp::Cors {
+            allowed_origins: server.cors_allowed_origins.unwrap_or_default(),
+            allowed_headers: server.cors_allowed_headers.unwrap_or_default(),
+            max_age: None,
+        });
+    }
     if server.parse_string_tags.is_some() && section.id().kind() != "zipkin" {
         return Err(section.error(
             &at("parse_string_tags"),
@@ -406,11 +450,20 @@ fn apply_server(
         }
     }
     if let Some(t) = server.tls {
+        let version = |key: &str, v: Option<String>| {
+            v.map(|v| {
+                v.parse()
+                    .map_err(|e: String| section.error(&at(&format!("tls.{key}")), e))
+            })
+            .transpose()
+        };
         let files = TlsFiles {
             cert_file: t.cert_file,
             key_file: t.key_file,
             client_ca_file: t.client_ca_file,
             client_names: Vec::new(),
+            min_version: version("min_version", t.min_version)?,
+            max_version: version("max_version", t.max_version)?,
         };
         match &*tls {
             Some(existing) if *existing != files => {

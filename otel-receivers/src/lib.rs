@@ -22,7 +22,7 @@ pub mod zipkin;
 
 pub use jaeger::{JaegerConfig, JaegerReceiver};
 pub use otlp::{
-    AuthError, AuthRequest, Authenticate, Authenticator, BasicAuth, BearerTokens, BoundAddrs,
+    AuthError, AuthRequest, Authenticate, Authenticator, BasicAuth, BearerTokens, BoundAddrs, Cors,
     OtlpConfig, OtlpReceiver, OtlpSignalReceiver, ReceiverLimits, Secret, TlsFiles,
 };
 pub use sdk::{SdkBridge, SdkBridgeReceiver};

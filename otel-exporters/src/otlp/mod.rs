@@ -227,30 +227,7 @@ impl ClientTls {
     }
 }
 
-/// A TLS protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TlsVersion {
-    /// TLS 1.2.
-    V1_2,
-    /// TLS 1.3.
-    V1_3,
-}
-
-impl std::str::FromStr for TlsVersion {
-    type Err = String;
-
-    /// `"1.2"` or `"1.3"`, as the Collector writes them.
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "1.2" => Ok(Self::V1_2),
-            "1.3" => Ok(Self::V1_3),
-            "1.0" | "1.1" => Err(format!(
-                "TLS {s} is not offered: it is deprecated (RFC 8996) and rustls has no support for it; use 1.2 or 1.3"
-            )),
-            other => Err(format!("`{other}` is not a TLS version: use 1.2 or 1.3")),
-        }
-    }
-}
+pub use otel_pipeline_core::config::TlsVersion;
 
 impl std::fmt::Debug for OtlpExporterConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -35,6 +35,67 @@ pub struct OtlpConfig {
     /// Who may send: requests without valid credentials are refused before their body is
     /// read. Default: anyone.
     pub auth: Option<Authenticator>,
+    /// Cross-origin requests from browsers to the HTTP listener (the Collector's
+    /// `cors`), for web SDKs that export straight to the collector. Default: none
+    /// (browsers block cross-origin exports).
+    pub cors: Option<Cors>,
+}
+
+/// Which web origins may send to the HTTP listener, and what their browsers may send.
+///
+/// ```
+/// use otel_receivers::otlp::Cors;
+/// let cors = Cors {
+///     allowed_origins: vec!["https://*.example.com".into()],
+///     ..Cors::default()
+/// };
+/// assert!(cors.allows("https://shop.example.com"));
+/// assert!(!cors.allows("https://example.org"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cors {
+    /// Origins allowed: exact (`https://app.example.com`), with one `*` wildcard
+    /// (`https://*.example.com`), or `*` for any.
+    pub allowed_origins: Vec<String>,
+    /// Request headers allowed besides `Content-Type`, `Content-Encoding`, `Accept` and
+    /// `X-Requested-With`; `*` allows any.
+    pub allowed_headers: Vec<String>,
+    /// Seconds a browser may keep a preflight answer (`Access-Control-Max-Age`).
+    pub max_age: Option<u32>,
+}
+
+impl Cors {
+    /// Whether `origin` may send.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|pattern| {
+            if pattern == "*" {
+                return true;
+            }
+            match pattern.split_once('*') {
+                None => pattern.eq_ignore_ascii_case(origin),
+                Some((head, tail)) => {
+                    origin.len() >= head.len() + tail.len()
+                        && origin[..head.len()].eq_ignore_ascii_case(head)
+                        && origin[origin.len() - tail.len()..].eq_ignore_ascii_case(tail)
+                }
+            }
+        })
+    }
+
+    /// Whether a browser may send request header `name`.
+    pub(crate) fn allows_header(&self, name: &str) -> bool {
+        const ALWAYS: [&str; 4] = [
+            "content-type",
+            "content-encoding",
+            "accept",
+            "x-requested-with",
+        ];
+        ALWAYS.iter().any(|h| h.eq_ignore_ascii_case(name))
+            || self
+                .allowed_headers
+                .iter()
+                .any(|h| h == "*" || h.eq_ignore_ascii_case(name))
+    }
 }
 
 /// Bounds on what clients may hold of a receiver, so that no number of slow, idle or
@@ -106,6 +167,10 @@ pub struct TlsFiles {
     /// names (DNS subject alternative names), which becomes the request's `auth.subject`.
     /// Empty: any certificate from the CA.
     pub client_names: Vec<String>,
+    /// The lowest TLS version accepted. Default 1.2.
+    pub min_version: Option<otel_pipeline_core::config::TlsVersion>,
+    /// The highest TLS version accepted. Default 1.3.
+    pub max_version: Option<otel_pipeline_core::config::TlsVersion>,
 }
 
 impl Default for OtlpConfig {
@@ -120,6 +185,7 @@ impl Default for OtlpConfig {
             tls: None,
             limits: ReceiverLimits::default(),
             auth: None,
+            cors: None,
         }
     }
 }

@@ -44,6 +44,89 @@ pub(crate) async fn handle(
     peer: Peer,
     conn_auth: ConnAuth,
 ) -> Response<ResBody> {
+    let Some(cors) = shared.config.cors.clone() else {
+        return route(shared, req, peer, conn_auth).await;
+    };
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| cors.allows(o))
+        .map(str::to_string);
+    if req.method() == Method::OPTIONS {
+        return preflight(&cors, origin.as_deref(), req.headers());
+    }
+    let mut response = route(shared, req, peer, conn_auth).await;
+    let headers = response.headers_mut();
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(v) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Retry-After"),
+        );
+    }
+    response
+}
+
+/// A CORS preflight: `204`, with the permissions only when the origin, the method
+/// (POST) and every requested header are allowed; a browser then blocks what was not.
+fn preflight(
+    cors: &super::Cors,
+    origin: Option<&str>,
+    request: &http::HeaderMap,
+) -> Response<ResBody> {
+    let mut r = Response::new(full(Vec::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let headers = r.headers_mut();
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static(
+            "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+        ),
+    );
+    let method_ok = request
+        .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+        .is_some_and(|m| m.as_bytes().eq_ignore_ascii_case(b"POST"));
+    let asked: Vec<String> = request
+        .get_all(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    let (Some(origin), true) = (origin, method_ok) else {
+        return r;
+    };
+    if !asked.iter().all(|h| cors.allows_header(h)) {
+        return r;
+    }
+    if let Ok(v) = HeaderValue::from_str(origin) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&asked.join(", "))
+        && !asked.is_empty()
+    {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+    }
+    if let Some(age) = cors.max_age {
+        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(age));
+    }
+    r
+}
+
+/// A request to the handler of the listener's dialect.
+async fn route(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    peer: Peer,
+    conn_auth: ConnAuth,
+) -> Response<ResBody> {
     match shared.dialect {
         super::Dialect::Otlp => {}
         super::Dialect::Zipkin { parse_string_tags } => {

@@ -61,7 +61,7 @@ mod signal;
 pub use auth::{
     AuthError, AuthRequest, Authenticate, Authenticator, BasicAuth, BearerTokens, Secret,
 };
-pub use config::{BoundAddrs, OtlpConfig, ReceiverLimits, TlsFiles};
+pub use config::{BoundAddrs, Cors, OtlpConfig, ReceiverLimits, TlsFiles};
 
 use std::sync::Arc;
 

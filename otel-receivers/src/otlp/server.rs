@@ -59,9 +59,25 @@ pub(crate) fn acceptor(shared: &Shared) -> Result<Acceptor, BoxError> {
         })?;
     let key = PrivateKeyDer::from_pem_file(&files.key_file)
         .map_err(|e| format!("reading the TLS key from {}: {e}", files.key_file.display()))?;
+    use otel_pipeline_core::config::TlsVersion;
+    let (min, max) = (
+        files.min_version.unwrap_or(TlsVersion::V1_2),
+        files.max_version.unwrap_or(TlsVersion::V1_3),
+    );
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
+        (TlsVersion::V1_2, &rustls::version::TLS12),
+        (TlsVersion::V1_3, &rustls::version::TLS13),
+    ]
+    .into_iter()
+    .filter(|(v, _)| (min..=max).contains(v))
+    .map(|(_, p)| p)
+    .collect();
+    if versions.is_empty() {
+        return Err(format!("TLS min_version {min:?} is above max_version {max:?}").into());
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&versions)
         .map_err(|e| format!("TLS: {e}"))?;
     let builder = match &files.client_ca_file {
         None => builder.with_no_client_auth(),

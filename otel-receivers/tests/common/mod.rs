@@ -63,12 +63,25 @@ pub async fn http_post(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> Reply {
+    http_request(addr, http::Method::POST, path, headers, body).await
+}
+
+pub async fn http_request(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Reply {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
     tokio::spawn(conn);
-    let mut req = http::Request::post(path).header("host", addr.to_string());
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
