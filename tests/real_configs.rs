@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use otel_pipeline::collector::{CollectorConfig, ConfigFile};
-use otel_pipeline::exporters::otlp::OtlpExporterConfig;
+use otel_pipeline::exporters::otlp::{OtlpExporterConfig, Protocol};
 use otel_pipeline::receivers::OtlpConfig;
 use serde_yaml_ng::{Mapping, Value};
 
@@ -172,6 +172,22 @@ fn free_port() -> u16 {
         .port()
 }
 
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Where the overridden exporters send: an OTLP receiver, and a Zipkin and a Jaeger
+/// receiver, each into memory.
+struct Sinks {
+    otlp_grpc: SocketAddr,
+    otlp_http: SocketAddr,
+    zipkin: SocketAddr,
+    jaeger_grpc: SocketAddr,
+}
+
 fn map(pairs: Vec<(&str, Value)>) -> Value {
     let mut m = Mapping::new();
     for (k, v) in pairs {
@@ -189,7 +205,8 @@ fn text(s: impl Into<String>) -> Value {
 /// free ports, OTLP exporters and routers at the sink, `prometheus` and `health_check` on
 /// free ports, `k8sattributes` in passthrough, no self-metrics endpoint. Also the gRPC
 /// port of an OTLP receiver of a traces pipeline, where to send.
-fn loopback(yaml: &str, sink: SocketAddr, sink_http: SocketAddr) -> (String, String, Option<u16>) {
+fn loopback(yaml: &str, sinks: &Sinks) -> (String, String, Option<(u16, Protocol)>) {
+    let (sink, sink_http) = (sinks.otlp_grpc, sinks.otlp_http);
     let root: Value = serde_yaml_ng::from_str(yaml).expect("yaml");
     let kind = |id: &str| id.split('/').next().unwrap_or_default().to_string();
     let entries = |section: &str| -> Vec<String> {
@@ -204,11 +221,59 @@ fn loopback(yaml: &str, sink: SocketAddr, sink_http: SocketAddr) -> (String, Str
     };
     let (mut clear, mut set) = (Mapping::new(), Mapping::new());
     let mut receivers = Mapping::new();
+    let mut receivers_clear = Mapping::new();
     let mut ports = std::collections::BTreeMap::new();
     for id in entries("receivers") {
+        let protocols = root
+            .get("receivers")
+            .and_then(|r| r.get(id.as_str()))
+            .and_then(|r| r.get("protocols"));
+        match kind(&id).as_str() {
+            "zipkin" => {
+                let port = free_port();
+                ports.insert(id.clone(), (port, Protocol::ZipkinJson));
+                let endpoint = text(format!("127.0.0.1:{port}"));
+                receivers.insert(text(&id), map(vec![("endpoint", endpoint)]));
+                continue;
+            }
+            "jaeger" => {
+                // gRPC is added where the config has none, to send the test's span.
+                let grpc = free_port();
+                ports.insert(id.clone(), (grpc, Protocol::JaegerGrpc));
+                let mut p = vec![(
+                    "grpc",
+                    map(vec![("endpoint", text(format!("127.0.0.1:{grpc}")))]),
+                )];
+                for name in ["thrift_http", "thrift_compact", "thrift_binary"] {
+                    if protocols.is_some_and(|p| p.get(name).is_some()) {
+                        let port = if name.starts_with("thrift_c") || name.starts_with("thrift_b") {
+                            free_udp_port()
+                        } else {
+                            free_port()
+                        };
+                        p.push((
+                            name,
+                            map(vec![("endpoint", text(format!("127.0.0.1:{port}")))]),
+                        ));
+                    }
+                }
+                receivers.insert(text(&id), map(vec![("protocols", map(p))]));
+                continue;
+            }
+            _ => {}
+        }
         if matches!(kind(&id).as_str(), "otlp" | "otlp_grpc") {
+            // Certificates the config names are not on this machine.
+            let no_tls = || map(vec![("tls", Value::Null)]);
+            receivers_clear.insert(
+                text(&id),
+                map(vec![(
+                    "protocols",
+                    map(vec![("grpc", no_tls()), ("http", no_tls())]),
+                )]),
+            );
             let grpc = free_port();
-            ports.insert(id.clone(), grpc);
+            ports.insert(id.clone(), (grpc, Protocol::Grpc));
             let protocols = root
                 .get("receivers")
                 .and_then(|r| r.get(id.as_str()))
@@ -228,6 +293,7 @@ fn loopback(yaml: &str, sink: SocketAddr, sink_http: SocketAddr) -> (String, Str
         }
     }
     set.insert(text("receivers"), Value::Mapping(receivers));
+    clear.insert(text("receivers"), Value::Mapping(receivers_clear));
     let (mut exporters, mut exporters_clear) = (Mapping::new(), Mapping::new());
     let insecure = || map(vec![("insecure", Value::Bool(true))]);
     for id in entries("exporters") {
@@ -268,6 +334,19 @@ fn loopback(yaml: &str, sink: SocketAddr, sink_http: SocketAddr) -> (String, Str
                         ("resolver", resolver),
                         ("protocol", protocol(insecure())),
                     ]),
+                );
+            }
+            "zipkin" => {
+                exporters_clear.insert(text(&id), map(vec![("tls", Value::Null)]));
+                let endpoint = text(format!("http://{}/api/v2/spans", sinks.zipkin));
+                exporters.insert(text(id), map(vec![("endpoint", endpoint)]));
+            }
+            "jaeger" => {
+                exporters_clear.insert(text(&id), map(vec![("tls", Value::Null)]));
+                let endpoint = text(format!("127.0.0.1:{}", sinks.jaeger_grpc.port()));
+                exporters.insert(
+                    text(id),
+                    map(vec![("endpoint", endpoint), ("tls", insecure())]),
                 );
             }
             "prometheus" => {
@@ -336,25 +415,56 @@ async fn every_real_configuration_that_loads_runs_a_span_through() {
     }
     let env = env_of(&dir.join("env.sh"));
     let table = include_str!("real_configs.tsv");
-    let loading: Vec<&str> = table
+    // Each configuration that loads unchanged runs as it is; one that loads only as its
+    // traces-only variant runs as that.
+    let loading: Vec<(&str, std::path::PathBuf)> = table
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
             let mut cols = l.split('\t');
             let name = cols.next()?;
-            (cols.next()? == "ok").then_some(name)
+            match (cols.next()?, cols.next()?) {
+                ("ok", _) => Some((name, dir.join(name))),
+                (_, "ok") => Some((name, dir.join("traces-only").join(name))),
+                _ => None,
+            }
         })
         .collect();
     assert!(!loading.is_empty());
     let mut failures = Vec::new();
-    for name in &loading {
+    for (name, path) in &loading {
         let (sink, sink_rx, received) = common::gateway(OtlpConfig::loopback()).await;
         let addrs = sink_rx.local_addrs();
-        let (sink_grpc, sink_http) = (addrs.grpc.expect("grpc"), addrs.http.expect("http"));
-        let original = std::fs::read_to_string(dir.join(name)).expect("readable");
-        let (clear, set, send_to) = loopback(&original, sink_grpc, sink_http);
-        let Some(port) = send_to else {
-            failures.push(format!("{name}: no OTLP receiver in a traces pipeline"));
+        // Zipkin and Jaeger exporters send to receivers of their own formats.
+        let zipkin = otel_pipeline::receivers::ZipkinReceiver::new(([127, 0, 0, 1], 0).into());
+        let jaeger =
+            otel_pipeline::receivers::JaegerReceiver::new(otel_pipeline::receivers::JaegerConfig {
+                grpc: Some(([127, 0, 0, 1], 0).into()),
+                ..Default::default()
+            });
+        let (legacy_memory, legacy_received) = otel_pipeline::testing::InMemoryExporter::new();
+        let legacy = otel_pipeline::Pipeline::traces()
+            .named("traces/legacy-sink")
+            .receiver(zipkin.traces())
+            .receiver(jaeger.traces())
+            .exporter(legacy_memory)
+            .build()
+            .expect("builds")
+            .start()
+            .await
+            .expect("starts");
+        let sinks = Sinks {
+            otlp_grpc: addrs.grpc.expect("grpc"),
+            otlp_http: addrs.http.expect("http"),
+            zipkin: zipkin.local_addr().expect("zipkin"),
+            jaeger_grpc: jaeger.local_addrs().grpc.expect("jaeger"),
+        };
+        let original = std::fs::read_to_string(path).expect("readable");
+        let (clear, set, send_to) = loopback(&original, &sinks);
+        let Some((port, protocol)) = send_to else {
+            failures.push(format!(
+                "{name}: no OTLP, Zipkin or Jaeger receiver in a traces pipeline"
+            ));
             continue;
         };
         let files = [
@@ -385,6 +495,7 @@ async fn every_real_configuration_that_loads_runs_a_span_through() {
         };
         let (agent, sender) = common::agent(OtlpExporterConfig {
             endpoint: format!("http://127.0.0.1:{port}"),
+            protocol,
             ..OtlpExporterConfig::default()
         })
         .await;
@@ -415,13 +526,14 @@ async fn every_real_configuration_that_loads_runs_a_span_through() {
         // Shutdown drains: batches flush, tail samplers decide what they hold.
         let _ = collector.shutdown(Duration::from_secs(10)).await;
         let exported = telemetry.sum("otelcol_exporter_sent_spans", &[]);
-        if sent.is_err() || (received.item_count() == 0 && exported == 0) {
+        let arrived = received.item_count() + legacy_received.item_count();
+        if sent.is_err() || (arrived == 0 && exported == 0) {
             failures.push(format!(
-                "{name}: the span did not come out (sent: {sent:?}, sink: {}, exporters sent: {exported})",
-                received.item_count()
+                "{name}: the span did not come out (sent: {sent:?}, sinks: {arrived}, exporters sent: {exported})"
             ));
         }
         let _ = sink.shutdown(Duration::from_secs(5)).await;
+        let _ = legacy.shutdown(Duration::from_secs(5)).await;
     }
     println!(
         "{} configurations ran a span through",
