@@ -1,5 +1,6 @@
 //! This crate's processors for the YAML loader: `memory_limiter`, `batch`, `filter`,
-//! `attributes`, `redaction` and `tail_sampling`, each configured by its Collector section.
+//! `transform`, `attributes`, `redaction` and `tail_sampling`, each configured by its Collector
+//! section.
 //! All of them serve traces, metrics and logs pipelines, except `tail_sampling` (traces).
 //!
 //! It also adds the connectors `forward` and `routing` (every signal to itself), and
@@ -8,7 +9,7 @@
 //! ```
 //! let mut registry = otel_pipeline_core::collector::Registry::new();
 //! otel_processors::collector::register(&mut registry);
-//! assert_eq!(registry.processor_kinds().count(), 6);
+//! assert_eq!(registry.processor_kinds().count(), 7);
 //! assert_eq!(registry.connector_kinds().count(), 4);
 //! ```
 
@@ -47,6 +48,10 @@ pub fn register(registry: &mut Registry) {
             let filter = FilterProcessor::new(c).with_id(s.id().clone());
             s.on_reload(Arc::new(FilterRules(filter.handle())));
             Ok(filter)
+        }))
+        .processor(EverySignal("transform", |s| {
+            let c: crate::TransformConfig = s.deserialize()?;
+            Ok(crate::TransformProcessor::new(c).with_id(s.id().clone()))
         }))
         .processor(EverySignal("attributes", |s| {
             let c: AttributesConfig = s.deserialize()?;

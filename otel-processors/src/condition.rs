@@ -159,9 +159,17 @@ pub(crate) struct Cx<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Path {
+pub(crate) enum Path {
     Attr(String),
     ResourceAttr(String),
+    /// The item's whole attribute map (`attributes`, `span.attributes`).
+    AttrMap,
+    /// The resource's whole attribute map (`resource.attributes`).
+    ResourceAttrMap,
+    /// A path of the span itself (`span.name`): in a span event's context, the event's
+    /// span rather than the event.
+    OfSpan(Box<Path>),
+    EndTimeUnixNano,
     ScopeName,
     ScopeVersion,
     Name,
@@ -193,7 +201,7 @@ enum Path {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Lit {
+pub(crate) enum Lit {
     Str(String),
     Int(i64),
     Double(f64),
@@ -202,13 +210,145 @@ enum Lit {
 }
 
 #[derive(Debug, Clone)]
-enum Operand {
+pub(crate) enum Operand {
     Lit(Lit),
     Path(Path),
+    /// A converter: `SHA256(attributes["email"])`, `Concat([a, b], "-")`.
+    Call(Box<Call>),
+    /// A list literal: `["a", "b"]`.
+    List(Vec<Operand>),
+    /// A converter named without a call, as an editor's argument
+    /// (`replace_pattern(name, "x", "y", SHA256)`).
+    FuncName(Func),
+}
+
+/// A converter call, its arguments parsed (and its regex compiled) once.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub(crate) func: Func,
+    pub(crate) args: Vec<Operand>,
+    /// The compiled pattern of `IsMatch`.
+    pub(crate) regex: Option<Regex>,
+}
+
+/// The converters (functions that compute a value) statements and conditions may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Func {
+    Sha256,
+    Concat,
+    Split,
+    IsMatch,
+    Int,
+    Double,
+    String,
+    ConvertCase,
+    Len,
+    Substring,
+    Trim,
+}
+
+impl Func {
+    fn by_name(name: &str) -> Option<(Self, usize, usize)> {
+        // (function, least arguments, most arguments)
+        Some(match name {
+            "SHA256" => (Self::Sha256, 1, 1),
+            "Concat" => (Self::Concat, 2, 2),
+            "Split" => (Self::Split, 2, 2),
+            "IsMatch" => (Self::IsMatch, 2, 2),
+            "Int" => (Self::Int, 1, 1),
+            "Double" => (Self::Double, 1, 1),
+            "String" => (Self::String, 1, 1),
+            "ConvertCase" => (Self::ConvertCase, 2, 2),
+            "Len" => (Self::Len, 1, 1),
+            "Substring" => (Self::Substring, 3, 3),
+            "Trim" => (Self::Trim, 1, 2),
+            _ => return None,
+        })
+    }
+}
+
+/// A value computed by a converter or read for a statement: owned, unlike [`Value`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Val {
+    Nil,
+    Str(String),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    Bytes(Vec<u8>),
+    /// Maps and arrays.
+    Any(any_value::Value),
+}
+
+impl Val {
+    fn owned(v: Value<'_>) -> Self {
+        match v {
+            Value::Nil => Self::Nil,
+            Value::Str(s) => Self::Str(s.to_string()),
+            Value::Int(i) => Self::Int(i),
+            Value::Double(d) => Self::Double(d),
+            Value::Bool(b) => Self::Bool(b),
+            Value::Bytes(b) => Self::Bytes(b.to_vec()),
+            Value::Complex(c) => Self::Any(c.clone()),
+        }
+    }
+
+    fn borrowed(&self) -> Value<'_> {
+        match self {
+            Self::Nil => Value::Nil,
+            Self::Str(s) => Value::Str(s),
+            Self::Int(i) => Value::Int(*i),
+            Self::Double(d) => Value::Double(*d),
+            Self::Bool(b) => Value::Bool(*b),
+            Self::Bytes(b) => Value::Bytes(b),
+            Self::Any(a) => Value::Complex(a),
+        }
+    }
+
+    /// The value as an attribute value; `None` for nil.
+    pub(crate) fn into_any(self) -> Option<AnyValue> {
+        let v = match self {
+            Self::Nil => return None,
+            Self::Str(s) => any_value::Value::StringValue(s),
+            Self::Int(i) => any_value::Value::IntValue(i),
+            Self::Double(d) => any_value::Value::DoubleValue(d),
+            Self::Bool(b) => any_value::Value::BoolValue(b),
+            Self::Bytes(b) => any_value::Value::BytesValue(b),
+            Self::Any(a) => a,
+        };
+        Some(AnyValue { value: Some(v) })
+    }
+
+    /// An attribute value as a [`Val`].
+    pub(crate) fn of(v: Option<&AnyValue>) -> Self {
+        Self::owned(any_value(v))
+    }
+
+    /// The text the Collector's string getters read: strings as they are, other values
+    /// formatted (numbers, booleans, hex bytes, JSON maps and arrays); nil is "".
+    pub(crate) fn text(&self) -> String {
+        match self {
+            Self::Str(s) => s.clone(),
+            other => value_text(other.borrowed()),
+        }
+    }
+
+    fn type_name(&self) -> &'static str {
+        match self {
+            Self::Nil => "nil",
+            Self::Str(_) => "a string",
+            Self::Int(_) => "an int",
+            Self::Double(_) => "a double",
+            Self::Bool(_) => "a bool",
+            Self::Bytes(_) => "bytes",
+            Self::Any(any_value::Value::ArrayValue(_)) => "a slice",
+            Self::Any(_) => "a map",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub(crate) enum Op {
     Eq,
     Ne,
     Lt,
@@ -218,7 +358,7 @@ enum Op {
 }
 
 #[derive(Debug, Clone)]
-enum Expr {
+pub(crate) enum Expr {
     Or(Vec<Expr>),
     And(Vec<Expr>),
     Not(Box<Expr>),
@@ -354,6 +494,72 @@ impl Condition {
         }
         eval(&self.expr, cx)
     }
+}
+
+/// A parsed statement: `editor(arguments) [where condition]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Statement {
+    pub(crate) editor: String,
+    /// 1-based column of the editor's name.
+    pub(crate) column: usize,
+    pub(crate) args: Vec<Operand>,
+    pub(crate) cond: Option<Expr>,
+}
+
+impl Statement {
+    /// Parse a statement whose paths are those of `target` items.
+    pub(crate) fn parse(text: &str, target: Target) -> Result<Self, ConditionError> {
+        let tokens = lex(text, false)?;
+        let mut p = Parser {
+            tokens,
+            pos: 0,
+            len: text.len(),
+            target,
+            expr: false,
+            depth: 0,
+        };
+        let (editor, column) = match p.next() {
+            Some(Token {
+                kind: Tok::Ident(w),
+                col,
+            }) => (w, col),
+            Some(t) => {
+                return Err(p.error_at(t.col, format!("expected an editor name, found {}", t.kind)));
+            }
+            None => return Err(p.eof()),
+        };
+        let args = p.arguments()?;
+        let cond = if p.is_word("where") {
+            p.pos += 1;
+            Some(p.or()?)
+        } else {
+            None
+        };
+        if let Some(t) = p.peek() {
+            return Err(p.error_at(t.col, format!("unexpected {}", t.kind)));
+        }
+        Ok(Self {
+            editor,
+            column,
+            args,
+            cond,
+        })
+    }
+}
+
+/// The context prefixes the paths of `text` carry (`span`, `resource`, `log`, ...), for
+/// inferring the context of a statement written without one.
+pub(crate) fn path_prefixes(text: &str) -> Vec<String> {
+    let Ok(tokens) = lex(text, false) else {
+        return Vec::new();
+    };
+    tokens
+        .windows(2)
+        .filter_map(|w| match (&w[0].kind, &w[1].kind) {
+            (Tok::Ident(name), Tok::Dot) => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn int(v: u64) -> Value<'static> {
@@ -494,6 +700,7 @@ fn read_log<'a>(path: &Path, r: &'a LogRecord) -> Value<'a> {
 
 fn read_span<'a>(path: &Path, cx: &SpanContext<'a>) -> Value<'a> {
     match path {
+        Path::OfSpan(inner) => read_span(inner, &SpanContext { event: None, ..*cx }),
         Path::Attr(k) => match cx.event {
             Some(e) => any_value(find_attr(&e.attributes, k)),
             None => any_value(find_attr(&cx.span.attributes, k)),
@@ -508,6 +715,16 @@ fn read_span<'a>(path: &Path, cx: &SpanContext<'a>) -> Value<'a> {
                 .end_time_unix_nano
                 .saturating_sub(cx.span.start_time_unix_nano) as i64,
         ),
+        Path::StartTimeUnixNano => int(cx
+            .event
+            .map_or(cx.span.start_time_unix_nano, |e| e.time_unix_nano)),
+        Path::EndTimeUnixNano => int(cx.span.end_time_unix_nano),
+        Path::TimeUnixNano => cx.event.map_or(Value::Nil, |e| int(e.time_unix_nano)),
+        Path::DroppedAttributesCount => Value::Int(i64::from(
+            cx.event.map_or(cx.span.dropped_attributes_count, |e| {
+                e.dropped_attributes_count
+            }),
+        )),
         _ => Value::Nil,
     }
 }
@@ -540,7 +757,266 @@ fn operand<'a>(o: &'a Operand, cx: &Cx<'a>) -> Value<'a> {
     match o {
         Operand::Path(p) => read(p, cx),
         Operand::Lit(l) => lit_value(l),
+        // Computed values are compared through `value_of`, never read here.
+        Operand::Call(_) | Operand::List(_) | Operand::FuncName(_) => Value::Nil,
     }
+}
+
+/// Whether reading `o` computes a value (a converter or a list) rather than borrowing one.
+fn computed(o: &Operand) -> bool {
+    matches!(
+        o,
+        Operand::Call(_)
+            | Operand::List(_)
+            | Operand::FuncName(_)
+            | Operand::Path(Path::AttrMap | Path::ResourceAttrMap)
+    ) || matches!(o, Operand::Path(Path::OfSpan(p)) if **p == Path::AttrMap)
+}
+
+/// The attributes of the item `cx` is on (for span events, the event's).
+fn item_attrs<'a>(cx: &Cx<'a>) -> &'a [KeyValue] {
+    match cx.item {
+        Item::Span(s) => s.event.map_or(&s.span.attributes, |e| &e.attributes),
+        Item::Log(r) => &r.attributes,
+        Item::Point(p, _) => p.attributes(),
+        Item::Metric(_) => &[],
+        Item::Resource => cx.resource.map_or(&[][..], |r| &r.attributes),
+    }
+}
+
+fn map_val(attrs: &[KeyValue]) -> Val {
+    Val::Any(any_value::Value::KvlistValue(
+        otel_pipeline_core::proto::common::v1::KeyValueList {
+            values: attrs.to_vec(),
+        },
+    ))
+}
+
+/// The value of `o` on `cx`, owned: what statements' arguments and converters read.
+pub(crate) fn value_of(o: &Operand, cx: &Cx<'_>) -> Result<Val, EvalError> {
+    Ok(match o {
+        Operand::Lit(l) => Val::owned(lit_value(l)),
+        Operand::Path(Path::AttrMap) => map_val(item_attrs(cx)),
+        Operand::Path(Path::OfSpan(inner)) if **inner == Path::AttrMap => match cx.item {
+            Item::Span(s) => map_val(&s.span.attributes),
+            _ => map_val(&[]),
+        },
+        Operand::Path(Path::ResourceAttrMap) => {
+            map_val(cx.resource.map_or(&[][..], |r| &r.attributes))
+        }
+        Operand::Path(p) => Val::owned(read(p, cx)),
+        Operand::List(items) => {
+            let values = items
+                .iter()
+                .map(|i| value_of(i, cx).map(|v| v.into_any().unwrap_or_default()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Val::Any(any_value::Value::ArrayValue(
+                otel_pipeline_core::proto::common::v1::ArrayValue { values },
+            ))
+        }
+        Operand::Call(c) => call(c, cx)?,
+        Operand::FuncName(f) => {
+            return Err(EvalError(format!("{f:?} is a function, not a value")));
+        }
+    })
+}
+
+fn call(c: &Call, cx: &Cx<'_>) -> Result<Val, EvalError> {
+    use sha2::Digest;
+    let arg = |i: usize| value_of(&c.args[i], cx);
+    let text_arg = |i: usize, what: &str| match arg(i)? {
+        Val::Str(s) => Ok(s),
+        other => Err(EvalError(format!(
+            "{:?} needs {what} as a string, got {}",
+            c.func,
+            other.type_name()
+        ))),
+    };
+    Ok(match c.func {
+        Func::Sha256 => match arg(0)? {
+            Val::Nil => Val::Nil,
+            Val::Str(s) => {
+                let mut out = String::with_capacity(64);
+                hex_into(&sha2::Sha256::digest(s.as_bytes()), &mut out);
+                Val::Str(out)
+            }
+            other => {
+                return Err(EvalError(format!(
+                    "SHA256 takes a string, got {}",
+                    other.type_name()
+                )));
+            }
+        },
+        Func::Concat => {
+            let delimiter = text_arg(1, "the delimiter")?;
+            match arg(0)? {
+                Val::Any(any_value::Value::ArrayValue(a)) => Val::Str(
+                    a.values
+                        .iter()
+                        .map(|v| Val::of(Some(v)).text())
+                        .collect::<Vec<_>>()
+                        .join(&delimiter),
+                ),
+                other => {
+                    return Err(EvalError(format!(
+                        "Concat takes a list, got {}",
+                        other.type_name()
+                    )));
+                }
+            }
+        }
+        Func::Split => match arg(0)? {
+            Val::Nil => Val::Nil,
+            Val::Str(s) => {
+                let delimiter = text_arg(1, "the delimiter")?;
+                let parts: Vec<AnyValue> = if delimiter.is_empty() {
+                    s.chars()
+                        .map(|c| Val::Str(c.to_string()).into_any().unwrap_or_default())
+                        .collect()
+                } else {
+                    s.split(delimiter.as_str())
+                        .map(|p| Val::Str(p.to_string()).into_any().unwrap_or_default())
+                        .collect()
+                };
+                Val::Any(any_value::Value::ArrayValue(
+                    otel_pipeline_core::proto::common::v1::ArrayValue { values: parts },
+                ))
+            }
+            other => {
+                return Err(EvalError(format!(
+                    "Split takes a string, got {}",
+                    other.type_name()
+                )));
+            }
+        },
+        Func::IsMatch => {
+            let Some(re) = &c.regex else {
+                return Err(EvalError("IsMatch without a pattern".into()));
+            };
+            match arg(0)? {
+                Val::Nil => Val::Bool(false),
+                v => Val::Bool(re.is_match(&v.text())),
+            }
+        }
+        Func::Int => match arg(0)? {
+            Val::Int(i) => Val::Int(i),
+            Val::Double(d) if d.is_finite() => Val::Int(d.trunc() as i64),
+            Val::Bool(b) => Val::Int(i64::from(b)),
+            Val::Str(s) => s.trim().parse::<i64>().map_or(Val::Nil, Val::Int),
+            _ => Val::Nil,
+        },
+        Func::Double => match arg(0)? {
+            Val::Int(i) => Val::Double(i as f64),
+            Val::Double(d) => Val::Double(d),
+            Val::Bool(b) => Val::Double(if b { 1.0 } else { 0.0 }),
+            Val::Str(s) => s.trim().parse::<f64>().map_or(Val::Nil, Val::Double),
+            _ => Val::Nil,
+        },
+        Func::String => match arg(0)? {
+            Val::Nil => Val::Nil,
+            v => Val::Str(v.text()),
+        },
+        Func::ConvertCase => {
+            let to = text_arg(1, "the case")?;
+            match arg(0)? {
+                Val::Nil => Val::Nil,
+                Val::Str(s) => Val::Str(convert_case(&s, &to)?),
+                other => {
+                    return Err(EvalError(format!(
+                        "ConvertCase takes a string, got {}",
+                        other.type_name()
+                    )));
+                }
+            }
+        }
+        Func::Len => match arg(0)? {
+            Val::Str(s) => Val::Int(s.chars().count() as i64),
+            Val::Bytes(b) => Val::Int(b.len() as i64),
+            Val::Any(any_value::Value::ArrayValue(a)) => Val::Int(a.values.len() as i64),
+            Val::Any(any_value::Value::KvlistValue(m)) => Val::Int(m.values.len() as i64),
+            other => {
+                return Err(EvalError(format!(
+                    "Len takes a string, bytes, a slice or a map, got {}",
+                    other.type_name()
+                )));
+            }
+        },
+        Func::Substring => {
+            let s = text_arg(0, "the value")?;
+            let (Val::Int(start), Val::Int(len)) = (arg(1)?, arg(2)?) else {
+                return Err(EvalError("Substring takes an int start and length".into()));
+            };
+            let (Ok(start), Ok(len)) = (usize::try_from(start), usize::try_from(len)) else {
+                return Err(EvalError(
+                    "Substring's start and length cannot be negative".into(),
+                ));
+            };
+            match s.get(start..start.saturating_add(len)) {
+                Some(sub) => Val::Str(sub.to_string()),
+                None => {
+                    return Err(EvalError(format!(
+                        "Substring({start}, {len}) is outside a string of {} bytes",
+                        s.len()
+                    )));
+                }
+            }
+        }
+        Func::Trim => {
+            let s = text_arg(0, "the value")?;
+            let cut = if c.args.len() > 1 {
+                text_arg(1, "the characters")?
+            } else {
+                " ".into()
+            };
+            Val::Str(s.trim_matches(|ch| cut.contains(ch)).to_string())
+        }
+    })
+}
+
+/// `ConvertCase`: `lower`, `upper`, `snake` or `camel`.
+fn convert_case(s: &str, to: &str) -> Result<String, EvalError> {
+    let words = || {
+        let mut words: Vec<String> = Vec::new();
+        let mut cur = String::new();
+        let mut prev_lower = false;
+        for ch in s.chars() {
+            if !ch.is_alphanumeric() {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+                prev_lower = false;
+                continue;
+            }
+            if ch.is_uppercase() && prev_lower && !cur.is_empty() {
+                words.push(std::mem::take(&mut cur));
+            }
+            prev_lower = ch.is_lowercase() || ch.is_ascii_digit();
+            cur.extend(ch.to_lowercase());
+        }
+        if !cur.is_empty() {
+            words.push(cur);
+        }
+        words
+    };
+    Ok(match to {
+        "lower" => s.to_lowercase(),
+        "upper" => s.to_uppercase(),
+        "snake" => words().join("_"),
+        "camel" => words()
+            .iter()
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                    .unwrap_or_default()
+            })
+            .collect(),
+        other => {
+            return Err(EvalError(format!(
+                "ConvertCase: `{other}` is not lower, upper, snake or camel"
+            )));
+        }
+    })
 }
 
 /// OTTL's comparison rules, as the Collector's `compare.go` applies them: a comparison
@@ -753,6 +1229,11 @@ fn lit_value(l: &Lit) -> Value<'_> {
     }
 }
 
+/// Evaluate a parsed condition tree (a statement's `where` clause) on `cx`.
+pub(crate) fn eval_expr(e: &Expr, cx: &Cx<'_>) -> Result<bool, EvalError> {
+    eval(e, cx)
+}
+
 fn eval(e: &Expr, cx: &Cx<'_>) -> Result<bool, EvalError> {
     Ok(match e {
         Expr::Or(items) => {
@@ -772,7 +1253,16 @@ fn eval(e: &Expr, cx: &Cx<'_>) -> Result<bool, EvalError> {
             true
         }
         Expr::Not(inner) => !eval(inner, cx)?,
+        Expr::Cmp(a, op, b) if computed(a) || computed(b) => {
+            let (a, b) = (value_of(a, cx)?, value_of(b, cx)?);
+            compare(a.borrowed(), b.borrowed(), *op)
+        }
         Expr::Cmp(a, op, b) => compare(operand(a, cx), operand(b, cx), *op),
+        Expr::Truthy(o) if computed(o) => match value_of(o, cx)? {
+            Val::Bool(b) => b,
+            Val::Nil => false,
+            other => return Err(EvalError(format!("{other:?} is not a boolean"))),
+        },
         Expr::Truthy(o) => match operand(o, cx) {
             Value::Bool(b) => b,
             // A flag that is not there is not set.
@@ -781,6 +1271,10 @@ fn eval(e: &Expr, cx: &Cx<'_>) -> Result<bool, EvalError> {
         },
         // A value that is not a string is matched on its text, as the Collector's
         // string-like getter formats it; a missing one matches nothing.
+        Expr::IsMatch(o, re) if computed(o) => match value_of(o, cx)? {
+            Val::Nil => false,
+            v => re.is_match(&v.text()),
+        },
         Expr::IsMatch(o, re) => match operand(o, cx) {
             Value::Str(s) => re.is_match(s),
             Value::Nil => false,
@@ -1177,9 +1671,121 @@ impl Parser {
             Tok::Str(s) => Ok(Operand::Lit(Lit::Str(s))),
             Tok::Int(i) => Ok(Operand::Lit(Lit::Int(i))),
             Tok::Double(d) => Ok(Operand::Lit(Lit::Double(d))),
+            Tok::LBracket => {
+                let mut items = Vec::new();
+                if self.peek().is_some_and(|t| t.kind == Tok::RBracket) {
+                    self.pos += 1;
+                    return Ok(Operand::List(items));
+                }
+                loop {
+                    items.push(self.nested_operand()?);
+                    match self.next() {
+                        Some(Token {
+                            kind: Tok::Comma, ..
+                        }) => {}
+                        Some(Token {
+                            kind: Tok::RBracket,
+                            ..
+                        }) => break,
+                        Some(t) => {
+                            return Err(self.error_at(
+                                t.col,
+                                format!("expected `,` or `]` in a list, found {}", t.kind),
+                            ));
+                        }
+                        None => return Err(self.eof()),
+                    }
+                }
+                Ok(Operand::List(items))
+            }
+            // A converter; in the `expr` language, `Label("k")` is a path.
+            Tok::Ident(w)
+                if w.starts_with(|c: char| c.is_ascii_uppercase())
+                    && self.peek().is_some_and(|t| t.kind == Tok::LParen)
+                    && !(self.expr && w == "Label") =>
+            {
+                self.converter(&w, col)
+            }
+            Tok::Ident(w) if Func::by_name(&w).is_some() => Ok(Operand::FuncName(
+                Func::by_name(&w).map_or(Func::String, |f| f.0),
+            )),
             Tok::Ident(w) => self.ident(&w, col),
             other => Err(self.error_at(col, format!("expected a value or a path, found {other}"))),
         }
+    }
+
+    /// An operand inside a list or a call, nesting bounded as conditions are.
+    fn nested_operand(&mut self) -> Result<Operand, ConditionError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            let col = self.peek().map_or(self.len + 1, |t| t.col);
+            return Err(self.error_at(col, format!("values nest at most {MAX_DEPTH} deep")));
+        }
+        let out = self.operand();
+        self.depth -= 1;
+        out
+    }
+
+    /// The arguments of a call, after its name: `(a, b, ...)`.
+    pub(crate) fn arguments(&mut self) -> Result<Vec<Operand>, ConditionError> {
+        self.expect(&Tok::LParen)?;
+        let mut args = Vec::new();
+        if self.peek().is_some_and(|t| t.kind == Tok::RParen) {
+            self.pos += 1;
+            return Ok(args);
+        }
+        loop {
+            args.push(self.nested_operand()?);
+            match self.next() {
+                Some(Token {
+                    kind: Tok::Comma, ..
+                }) => {}
+                Some(Token {
+                    kind: Tok::RParen, ..
+                }) => return Ok(args),
+                Some(t) => {
+                    return Err(self.error_at(
+                        t.col,
+                        format!("expected `,` or `)` between arguments, found {}", t.kind),
+                    ));
+                }
+                None => return Err(self.eof()),
+            }
+        }
+    }
+
+    /// A converter call: `Name(args)`.
+    fn converter(&mut self, name: &str, col: usize) -> Result<Operand, ConditionError> {
+        let Some((func, least, most)) = Func::by_name(name) else {
+            return Err(self.error_at(
+                col,
+                format!(
+                    "unknown converter `{name}` (known: SHA256, Concat, Split, IsMatch, Int, Double, String, ConvertCase, Len, Substring, Trim)"
+                ),
+            ));
+        };
+        let args = self.arguments()?;
+        if args.len() < least || args.len() > most {
+            let want = if least == most {
+                format!("{least}")
+            } else {
+                format!("{least} to {most}")
+            };
+            return Err(self.error_at(
+                col,
+                format!("{name} takes {want} arguments, got {}", args.len()),
+            ));
+        }
+        let regex = match (func, args.get(1)) {
+            (Func::IsMatch, Some(Operand::Lit(Lit::Str(p)))) => {
+                Some(Regex::new(p).map_err(|e| self.error_at(col, format!("invalid regex: {e}")))?)
+            }
+            (Func::IsMatch, _) => {
+                return Err(self.error_at(col, "IsMatch's pattern must be a string".into()));
+            }
+            _ => None,
+        };
+        Ok(Operand::Call(Box::new(Call { func, args, regex })))
     }
 
     /// A string literal; `what` names it in the error.
@@ -1193,6 +1799,10 @@ impl Parser {
             }
             None => Err(self.eof()),
         }
+    }
+
+    fn at_bracket(&self) -> bool {
+        self.peek().is_some_and(|t| t.kind == Tok::LBracket)
     }
 
     fn key(&mut self) -> Result<String, ConditionError> {
@@ -1244,6 +1854,9 @@ impl Parser {
             "nil" => return Ok(Operand::Lit(Lit::Nil)),
             "resource" => {
                 return match self.field()? {
+                    (f, _) if f == "attributes" && !self.at_bracket() => {
+                        path(Path::ResourceAttrMap)
+                    }
                     (f, _) if f == "attributes" => path(Path::ResourceAttr(self.key()?)),
                     (f, _) if f == "dropped_attributes_count" && t == Resource => {
                         path(Path::DroppedAttributesCount)
@@ -1277,11 +1890,16 @@ impl Parser {
             }
         }
         match (t, w) {
-            // The context's own prefix (`span.name`, `log.body`, `metric.name`, ...).
-            (Span, "span" | "spanevent")
-            | (Log, "log")
-            | (Metric, "metric")
-            | (DataPoint, "datapoint") => {
+            // `span.` names the span itself, also from a span event's context.
+            (Span, "span") => {
+                let (f, c) = self.field()?;
+                Ok(match self.ident(&f, c)? {
+                    Operand::Path(p) => Operand::Path(Path::OfSpan(Box::new(p))),
+                    other => other,
+                })
+            }
+            // The context's own prefix (`spanevent.name`, `log.body`, `metric.name`, ...).
+            (Span, "spanevent") | (Log, "log") | (Metric, "metric") | (DataPoint, "datapoint") => {
                 let (f, c) = self.field()?;
                 self.ident(&f, c)
             }
@@ -1293,7 +1911,14 @@ impl Parser {
                 self.target = saved;
                 out
             }
+            (Span | Log | DataPoint | Resource, "attributes") if !self.at_bracket() => {
+                path(Path::AttrMap)
+            }
             (Span | Log | DataPoint | Resource, "attributes") => path(Path::Attr(self.key()?)),
+            (Span, "start_time_unix_nano") => path(Path::StartTimeUnixNano),
+            (Span, "end_time_unix_nano") => path(Path::EndTimeUnixNano),
+            (Span, "time_unix_nano") => path(Path::TimeUnixNano),
+            (Span, "dropped_attributes_count") => path(Path::DroppedAttributesCount),
             (Span | Metric, "name") => path(Path::Name),
             (Span, "kind") => path(Path::Kind),
             (Span, "trace_state") => path(Path::TraceState),

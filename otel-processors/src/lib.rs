@@ -7,6 +7,8 @@
 //! - [`filter`]: drop spans, span events, metrics, data points, log records or whole
 //!   resources by OTTL conditions ([`condition`]) or the older include/exclude;
 //! - [`attributes`]: attribute actions and redaction ([`AttributeRedactor`]);
+//! - [`transform`]: OTTL statements that rewrite items ([`TransformProcessor`]), on the
+//!   same parser and evaluator as the filter's conditions;
 //! - [`tail_sampling`]: the tail sampler ([`TailSampler`]);
 //! - [`connectors`]: `forward`, `routing`, `spanmetrics` and `servicegraph`.
 //!
@@ -25,6 +27,7 @@ mod live;
 pub mod memory_limiter;
 mod prehashed;
 pub mod tail_sampling;
+pub mod transform;
 
 pub use attributes::{AttributeRedactor, AttributesConfig, RedactionConfig};
 pub use batch::{BatchConfig, BatchProcessor};
@@ -32,6 +35,7 @@ pub use config::{ConfigError, from_yaml, processor_config};
 pub use filter::{FilterConfig, FilterProcessor};
 pub use memory_limiter::{MemoryLimiter, MemoryLimiterConfig};
 pub use tail_sampling::{TailSampler, TailSamplingConfig};
+pub use transform::{TransformConfig, TransformProcessor};
 
 /// Sleep until `t`, or forever when there is nothing to wait for.
 pub(crate) async fn sleep_until_opt(t: Option<tokio::time::Instant>) {

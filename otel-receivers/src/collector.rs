@@ -122,6 +122,29 @@ pub fn listen_address(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("`{text}` resolves to no address"))
 }
 
+/// A listen address for a receiver: resolved when its host resolves here; otherwise (a
+/// name only the target host or its network knows, such as a docker-compose service)
+/// every interface on its port, with the failure kept for the host checks, so
+/// `--validate` warns and the collector refuses to start instead of listening elsewhere.
+fn listen_or_defer(
+    text: &str,
+    at: String,
+    unresolved: &mut Vec<(String, String)>,
+) -> Result<SocketAddr, String> {
+    match listen_address(text) {
+        Ok(a) => Ok(a),
+        Err(e) => {
+            let port = text
+                .trim()
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .ok_or(e.clone())?;
+            unresolved.push((at, e));
+            Ok(SocketAddr::from(([0, 0, 0, 0], port)))
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OtlpYaml {
@@ -284,6 +307,7 @@ impl ReceiverFactory for OtlpFactory {
         };
         let mut tls: Option<TlsFiles> = None;
         let mut auth: Option<(String, Authenticator)> = None;
+        let mut unresolved = Vec::new();
         for (name, server, default_port) in [
             ("grpc", protocols.grpc, 4317u16),
             ("http", protocols.http, 4318),
@@ -298,6 +322,7 @@ impl ReceiverFactory for OtlpFactory {
                 &mut config,
                 &mut tls,
                 &mut auth,
+                &mut unresolved,
             )?;
             if name == "grpc" {
                 config.grpc = Some(addr);
@@ -307,7 +332,9 @@ impl ReceiverFactory for OtlpFactory {
         }
         config.tls = tls;
         config.auth = auth.map(|(_, a)| a);
-        let receiver = OtlpReceiver::new(config).with_id(section.id().clone());
+        let receiver = OtlpReceiver::new(config)
+            .with_id(section.id().clone())
+            .with_unresolved(unresolved);
         Ok(Box::new(OtlpInstance(receiver)))
     }
 }
@@ -316,6 +343,7 @@ impl ReceiverFactory for OtlpFactory {
 /// `jaeger` receivers' servers) to `config`; `prefix` is where the settings sit in the
 /// section (`protocols.grpc`, or `""` for a receiver that is one server). Returns the
 /// listen address. TLS and authentication must agree across a receiver's servers.
+#[allow(clippy::too_many_arguments)]
 fn apply_server(
     section: &Section<'_>,
     prefix: &str,
@@ -324,6 +352,7 @@ fn apply_server(
     config: &mut OtlpConfig,
     tls: &mut Option<TlsFiles>,
     auth: &mut Option<(String, Authenticator)>,
+    unresolved: &mut Vec<(String, String)>,
 ) -> Result<SocketAddr, ConfigError> {
     let at = |key: &str| {
         if prefix.is_empty() {
@@ -365,7 +394,8 @@ fn apply_server(
         .endpoint
         .clone()
         .unwrap_or_else(|| format!("localhost:{default_port}"));
-    let addr = listen_address(&endpoint).map_err(|m| section.error(&at("endpoint"), m))?;
+    let addr = listen_or_defer(&endpoint, at("endpoint"), unresolved)
+        .map_err(|m| section.error(&at("endpoint"), m))?;
     if let Some(mib) = server.max_recv_msg_size_mib {
         if mib == 0 {
             return Err(section.error(&at("max_recv_msg_size_mib"), "must be positive"));
@@ -498,14 +528,24 @@ impl ReceiverFactory for ZipkinFactory {
             http: None,
             ..OtlpConfig::default()
         };
-        let (mut tls, mut auth) = (None, None);
-        let addr = apply_server(section, "", server, 9411, &mut config, &mut tls, &mut auth)?;
+        let (mut tls, mut auth, mut unresolved) = (None, None, Vec::new());
+        let addr = apply_server(
+            section,
+            "",
+            server,
+            9411,
+            &mut config,
+            &mut tls,
+            &mut auth,
+            &mut unresolved,
+        )?;
         config.http = Some(addr);
         config.tls = tls;
         config.auth = auth.map(|(_, a)| a);
         let receiver = ZipkinReceiver::with_server(config)
             .parse_string_tags(parse)
-            .with_id(section.id().clone());
+            .with_id(section.id().clone())
+            .with_unresolved(unresolved);
         Ok(Box::new(ZipkinInstance(receiver)))
     }
 }
@@ -583,7 +623,7 @@ impl ReceiverFactory for JaegerFactory {
             },
             ..crate::JaegerConfig::default()
         };
-        let (mut tls, mut auth) = (None, None);
+        let (mut tls, mut auth, mut unresolved) = (None, None, Vec::new());
         for (name, server, port) in [
             ("grpc", p.grpc, 14250u16),
             ("thrift_http", p.thrift_http, 14268),
@@ -597,6 +637,7 @@ impl ReceiverFactory for JaegerFactory {
                 &mut config.server,
                 &mut tls,
                 &mut auth,
+                &mut unresolved,
             )?;
             if name == "grpc" {
                 config.grpc = Some(addr);
@@ -614,7 +655,8 @@ impl ReceiverFactory for JaegerFactory {
             let udp = udp.unwrap_or_default();
             let at = |key: &str| format!("protocols.{name}.{key}");
             let endpoint = udp.endpoint.unwrap_or_else(|| format!("localhost:{port}"));
-            let addr = listen_address(&endpoint).map_err(|m| section.error(&at("endpoint"), m))?;
+            let addr = listen_or_defer(&endpoint, at("endpoint"), &mut unresolved)
+                .map_err(|m| section.error(&at("endpoint"), m))?;
             for (key, v, field) in [
                 ("queue_size", udp.queue_size, &mut config.udp.queue_size),
                 (
@@ -636,7 +678,9 @@ impl ReceiverFactory for JaegerFactory {
                 config.thrift_binary = Some(addr);
             }
         }
-        let receiver = crate::JaegerReceiver::new(config).with_id(section.id().clone());
+        let receiver = crate::JaegerReceiver::new(config)
+            .with_id(section.id().clone())
+            .with_unresolved(unresolved);
         Ok(Box::new(JaegerInstance(receiver)))
     }
 }

@@ -126,6 +126,11 @@ impl JaegerReceiver {
         Self(self.0.with_id(id))
     }
 
+    /// Listen hosts that did not resolve when configured (from the YAML loader).
+    pub(crate) fn with_unresolved(self, unresolved: Vec<(String, String)>) -> Self {
+        Self(self.0.with_unresolved(unresolved))
+    }
+
     /// The part that feeds a trace pipeline.
     pub fn traces(&self) -> OtlpSignalReceiver<Traces> {
         self.0.traces()

@@ -122,6 +122,7 @@ impl OtlpReceiver {
                 sinks: Sinks::default(),
                 budget: std::sync::OnceLock::new(),
                 dialect,
+                unresolved: Vec::new(),
             }),
             listeners: Arc::default(),
         }
@@ -130,6 +131,15 @@ impl OtlpReceiver {
     /// The settings it was built with.
     pub(crate) fn config(&self) -> &OtlpConfig {
         &self.shared.config
+    }
+
+    /// Listen hosts that did not resolve when configured: the host checks and `start`
+    /// refuse them.
+    pub(crate) fn with_unresolved(mut self, unresolved: Vec<(String, String)>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.unresolved = unresolved;
+        }
+        self
     }
 
     /// What its listeners speak.
@@ -205,6 +215,9 @@ impl<S: WireSignal> Receiver<S> for OtlpSignalReceiver<S> {
             message,
         };
         let config = &self.receiver.shared.config;
+        if let Some((path, why)) = self.receiver.shared.unresolved.first() {
+            return Err(invalid(path, why.clone()));
+        }
         server::acceptor(&self.receiver.shared).map_err(|e| invalid("tls", e.to_string()))?;
         if let (Some(g), Some(h)) = (config.grpc, config.http)
             && g == h
@@ -243,6 +256,9 @@ impl<S: WireSignal> Receiver<S> for OtlpSignalReceiver<S> {
         mut ctx: ReceiverContext,
     ) -> Result<RunningReceiver, BoxError> {
         let shared = Arc::clone(&self.receiver.shared);
+        if let Some((path, why)) = shared.unresolved.first() {
+            return Err(format!("{}: {path}: {why}", self.receiver.id).into());
+        }
         let listeners = Arc::clone(&self.receiver.listeners);
         let sink = Sink {
             consumer: BoxConsumer::new(consumer),

@@ -22,6 +22,9 @@ pub(crate) struct Shared {
     pub(crate) budget: std::sync::OnceLock<Arc<ByteBudget>>,
     /// What the listeners speak.
     pub(crate) dialect: Dialect,
+    /// Listen hosts that did not resolve when the receiver was configured: (path of the
+    /// setting, why). The receiver refuses to start while any is left.
+    pub(crate) unresolved: Vec<(String, String)>,
 }
 
 /// The protocol family a receiver's listeners speak. Every family shares the server:
