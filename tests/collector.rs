@@ -1357,3 +1357,115 @@ fn old_and_snake_case_type_names_load_as_the_classic_ones() {
     ));
     assert_eq!(path, "exporters.logging.loglevel");
 }
+
+/// `resource` and `transform` from Collector YAML, in a running collector: resource
+/// actions reach every span's resource, and statements rewrite names, status and
+/// attributes as the real configurations write them (02, 16, 17 of
+/// `../shared/real-configs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_and_transform_rewrite_spans_from_yaml() {
+    let (sink, sink_rx, received) = common::gateway(OtlpConfig::loopback()).await;
+    let port = free_port();
+    let yaml = format!(
+        r#"receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{port}
+processors:
+  resource:
+    attributes:
+      - key: deployment.environment
+        value: staging
+        action: upsert
+      - key: host.name
+        action: delete
+  transform:
+    error_mode: ignore
+    trace_statements:
+      - context: span
+        statements:
+          - replace_pattern(name, "\\?.*", "")
+          - replace_match(name, "GET /api/products/*", "GET /api/products/{{productId}}")
+      - context: span
+        conditions:
+          - attributes["http.response.status_code"] == 500
+        statements:
+          - set(status.code, STATUS_CODE_UNSET)
+          - delete_key(attributes, "error.type")
+      - truncate_all(span.attributes, 8)
+exporters:
+  otlp:
+    endpoint: http://{}
+    tls: {{insecure: true}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [resource, transform]
+      exporters: [otlp]
+"#,
+        sink_rx.local_addrs().grpc.expect("grpc")
+    );
+    let collector = start(&[("c.yaml", &yaml)]).await;
+    let (agent, sender) = common::agent(OtlpExporterConfig {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        ..OtlpExporterConfig::default()
+    })
+    .await;
+    let mut request = generate_traces(1, 2, 17);
+    request.resource_spans[0]
+        .resource
+        .get_or_insert_with(Default::default)
+        .attributes
+        .push(kv("host.name", "node-1"));
+    {
+        let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+        spans[0].name = "GET /api/products/42?color=red".into();
+        spans[0].attributes.push(kv("user.agent", "Mozilla/5.0 (X11)"));
+        spans[1].name = "charge".into();
+        spans[1]
+            .attributes
+            .retain(|a| a.key != "http.response.status_code");
+        spans[1].attributes.push(KeyValue {
+            key: "http.response.status_code".into(),
+            value: Some(AnyValue {
+                value: Some(Value::IntValue(500)),
+            }),
+            ..Default::default()
+        });
+        spans[1].attributes.push(kv("error.type", "500"));
+        spans[1].status = Some(Status {
+            code: StatusCode::Error as i32,
+            message: "boom".into(),
+        });
+    }
+    sender.send(request).await.expect("sent");
+    assert!(eventually(Duration::from_secs(10), || received.item_count() == 2).await);
+    let batches = received.batches();
+    let data = batches[0].data();
+    let resource = data.resource_spans[0].resource.as_ref().expect("resource");
+    let keys: Vec<&str> = resource.attributes.iter().map(|a| a.key.as_str()).collect();
+    assert!(keys.contains(&"deployment.environment"), "{keys:?}");
+    assert!(!keys.contains(&"host.name"), "{keys:?}");
+    let spans = &data.resource_spans[0].scope_spans[0].spans;
+    let product = spans.iter().find(|s| s.name.starts_with("GET")).expect("renamed");
+    assert_eq!(product.name, "GET /api/products/{productId}");
+    let agent_value = product
+        .attributes
+        .iter()
+        .find(|a| a.key == "user.agent")
+        .and_then(|a| a.value.clone());
+    assert_eq!(
+        agent_value.and_then(|v| v.value),
+        Some(Value::StringValue("Mozilla/".into())),
+        "truncate_all cuts to 8 bytes"
+    );
+    let charge = spans.iter().find(|s| s.name == "charge").expect("charge");
+    assert_eq!(charge.status.as_ref().map(|s| s.code), Some(0));
+    assert!(!charge.attributes.iter().any(|a| a.key == "error.type"));
+    let _ = agent.shutdown(Duration::from_secs(5)).await;
+    let _ = collector.shutdown(Duration::from_secs(5)).await;
+    let _ = sink.shutdown(Duration::from_secs(5)).await;
+}

@@ -1,6 +1,6 @@
 //! This crate's processors for the YAML loader: `memory_limiter`, `batch`, `filter`,
-//! `transform`, `attributes`, `redaction` and `tail_sampling`, each configured by its Collector
-//! section.
+//! `transform`, `attributes`, `resource`, `redaction` and `tail_sampling`, each configured by
+//! its Collector section.
 //! All of them serve traces, metrics and logs pipelines, except `tail_sampling` (traces).
 //!
 //! It also adds the connectors `forward` and `routing` (every signal to itself), and
@@ -9,7 +9,7 @@
 //! ```
 //! let mut registry = otel_pipeline_core::collector::Registry::new();
 //! otel_processors::collector::register(&mut registry);
-//! assert_eq!(registry.processor_kinds().count(), 7);
+//! assert_eq!(registry.processor_kinds().count(), 8);
 //! assert_eq!(registry.connector_kinds().count(), 4);
 //! ```
 
@@ -29,6 +29,14 @@ use crate::{
     TailSamplingConfig, attributes::AttributesHandle, batch::BatchHandle, filter::FilterHandle,
     tail_sampling::TailSamplingHandle,
 };
+
+/// The `resource` processor's section: `attributes`, the attributes processor's actions.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResourceYaml {
+    #[serde(default)]
+    attributes: Vec<crate::attributes::ActionConfig>,
+}
 
 /// Add this crate's processors to `registry`.
 pub fn register(registry: &mut Registry) {
@@ -52,6 +60,18 @@ pub fn register(registry: &mut Registry) {
         .processor(EverySignal("transform", |s| {
             let c: crate::TransformConfig = s.deserialize()?;
             Ok(crate::TransformProcessor::new(c).with_id(s.id().clone()))
+        }))
+        // `resource`: the attributes actions on resource attributes, nothing else.
+        .processor(EverySignal("resource", |s| {
+            let c: ResourceYaml = s.deserialize()?;
+            let config = AttributesConfig {
+                actions: c.attributes,
+                apply_to: vec![crate::attributes::Target::Resource],
+                ..AttributesConfig::default()
+            };
+            let p = AttributeRedactor::attributes(config).with_id(s.id().clone());
+            p.compile().map_err(|e| s.error(&e.path.replacen("actions", "attributes", 1), e.message))?;
+            Ok(p)
         }))
         .processor(EverySignal("attributes", |s| {
             let c: AttributesConfig = s.deserialize()?;

@@ -762,6 +762,14 @@ fn operand<'a>(o: &'a Operand, cx: &Cx<'a>) -> Value<'a> {
     }
 }
 
+/// The string at `path` on `cx`, borrowed; `None` when it is not a string.
+pub(crate) fn read_str<'a>(path: &Path, cx: &Cx<'a>) -> Option<&'a str> {
+    match read(path, cx) {
+        Value::Str(s) => Some(s),
+        _ => None,
+    }
+}
+
 /// Whether reading `o` computes a value (a converter or a list) rather than borrowing one.
 fn computed(o: &Operand) -> bool {
     matches!(

@@ -69,7 +69,7 @@ use serde::Deserialize;
 
 use crate::condition::{
     Condition, Cx, EvalError, Expr, Func, Item, Lit, Operand, Path, PointRef, SpanContext,
-    Statement, Target, Val, eval_expr, path_prefixes, points, value_of,
+    Statement, Target, Val, eval_expr, path_prefixes, points, read_str, value_of,
 };
 use crate::config::ConfigError;
 use crate::filter::ErrorMode;
@@ -996,7 +996,14 @@ fn exec<T: Item_ + ?Sized>(st: &Compiled, item: &mut T) -> Result<(), EvalError>
             write(item, path, v)
         }
         Editor::DeleteKey(map, key) => {
-            let key = value_of(key, &cx)?.text();
+            let computed;
+            let key = match key {
+                Operand::Lit(Lit::Str(k)) => k.as_str(),
+                other => {
+                    computed = value_of(other, &cx)?.text();
+                    computed.as_str()
+                }
+            };
             map_of(item, map)?.retain(|kv| kv.key != key);
             Ok(())
         }
@@ -1184,6 +1191,41 @@ impl CompiledTransform {
     /// Whether there is nothing to run for traces (the batch can pass as it is).
     fn has_traces(&self) -> bool {
         !self.traces.is_empty()
+    }
+
+    /// Run the trace statements on `data` in place. Returns how many statements failed
+    /// and were skipped (`ignore`, `silent`); a failure under `propagate` is the error.
+    pub fn apply(&self, data: &mut ExportTraceServiceRequest) -> Result<usize, EvalError> {
+        self.counting(|c, f| c.apply_traces(data, f))
+    }
+
+    /// [`apply`](Self::apply) for logs.
+    pub fn apply_logs_request(
+        &self,
+        data: &mut ExportLogsServiceRequest,
+    ) -> Result<usize, EvalError> {
+        self.counting(|c, f| c.apply_logs(data, f))
+    }
+
+    /// [`apply`](Self::apply) for metrics.
+    pub fn apply_metrics_request(
+        &self,
+        data: &mut ExportMetricsServiceRequest,
+    ) -> Result<usize, EvalError> {
+        self.counting(|c, f| c.apply_metrics(data, f))
+    }
+
+    fn counting(
+        &self,
+        run: impl FnOnce(&Self, &mut Failures<'_>) -> Result<(), EvalError>,
+    ) -> Result<usize, EvalError> {
+        let last = Mutex::new(None);
+        let mut failures = Failures {
+            count: 0,
+            last_log: &last,
+        };
+        run(self, &mut failures)?;
+        Ok(failures.count)
     }
 
     fn apply_traces(
