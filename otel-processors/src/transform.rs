@@ -1071,22 +1071,19 @@ fn exec<T: Item_ + ?Sized>(st: &Compiled, item: &mut T) -> Result<(), EvalError>
             }
             Ok(())
         }
+        // Only strings are rewritten; other values are left as they are. The value is
+        // read in place and copied only when it changes.
         Editor::ReplacePattern(path, re, replacement, hash) => {
-            match value_of(&Operand::Path(path.clone()), &cx)? {
-                Val::Str(s) => match replace(re, &s, replacement, *hash) {
-                    Some(new) => write(item, path, Val::Str(new)),
-                    None => Ok(()),
-                },
-                // Only strings are rewritten; other values are left as they are.
-                _ => Ok(()),
+            match read_str(path, &cx).and_then(|s| replace(re, s, replacement, *hash)) {
+                Some(new) => write(item, path, Val::Str(new)),
+                None => Ok(()),
             }
         }
         Editor::ReplaceMatch(path, glob, replacement) => {
-            match value_of(&Operand::Path(path.clone()), &cx)? {
-                Val::Str(s) if glob.is_match(&s) => {
-                    write(item, path, Val::Str(replacement.clone()))
-                }
-                _ => Ok(()),
+            if read_str(path, &cx).is_some_and(|s| glob.is_match(s)) {
+                write(item, path, Val::Str(replacement.clone()))
+            } else {
+                Ok(())
             }
         }
         Editor::ReplaceAllPatterns(map, keys, re, replacement, hash) => {
