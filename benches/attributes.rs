@@ -77,10 +77,18 @@ trace_statements:
         .expect("decodes")
     };
     g.bench_function("transform_5_statements/1000_spans", |b| {
-        b.iter_batched_ref(decoded, |data| statements.apply(data), BatchSize::LargeInput)
+        b.iter_batched_ref(
+            decoded,
+            |data| statements.apply(data),
+            BatchSize::LargeInput,
+        )
     });
     g.bench_function("transform_real_configs_5/1000_spans", |b| {
-        b.iter_batched_ref(decoded, |data| real_configs.apply(data), BatchSize::LargeInput)
+        b.iter_batched_ref(
+            decoded,
+            |data| real_configs.apply(data),
+            BatchSize::LargeInput,
+        )
     });
     g.bench_function("gateway_redaction_decoded/1000_spans", |b| {
         b.iter_batched_ref(decoded, |data| masking.apply(data), BatchSize::LargeInput)

@@ -1423,7 +1423,9 @@ service:
     {
         let spans = &mut request.resource_spans[0].scope_spans[0].spans;
         spans[0].name = "GET /api/products/42?color=red".into();
-        spans[0].attributes.push(kv("user.agent", "Mozilla/5.0 (X11)"));
+        spans[0]
+            .attributes
+            .push(kv("user.agent", "Mozilla/5.0 (X11)"));
         spans[1].name = "charge".into();
         spans[1]
             .attributes
@@ -1450,7 +1452,10 @@ service:
     assert!(keys.contains(&"deployment.environment"), "{keys:?}");
     assert!(!keys.contains(&"host.name"), "{keys:?}");
     let spans = &data.resource_spans[0].scope_spans[0].spans;
-    let product = spans.iter().find(|s| s.name.starts_with("GET")).expect("renamed");
+    let product = spans
+        .iter()
+        .find(|s| s.name.starts_with("GET"))
+        .expect("renamed");
     assert_eq!(product.name, "GET /api/products/{productId}");
     let agent_value = product
         .attributes
@@ -1468,4 +1473,27 @@ service:
     let _ = agent.shutdown(Duration::from_secs(5)).await;
     let _ = collector.shutdown(Duration::from_secs(5)).await;
     let _ = sink.shutdown(Duration::from_secs(5)).await;
+}
+
+/// `probabilistic_sampler` from Collector YAML in traces and logs pipelines, as the
+/// Collector's README writes it; a bad percentage is named.
+#[test]
+fn probabilistic_sampler_loads_as_the_collector_writes_it() {
+    let with = |sampler: &str| {
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\nprocessors:\n  probabilistic_sampler:\n{sampler}\nexporters:\n  debug:\nservice:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [probabilistic_sampler]\n      exporters: [debug]\n    logs:\n      receivers: [otlp]\n      processors: [probabilistic_sampler]\n      exporters: [debug]\n"
+        )
+    };
+    load(&[(
+        "c.yaml",
+        &with("    hash_seed: 22\n    sampling_percentage: 15.3"),
+    )])
+    .expect("hash_seed");
+    load(&[(
+        "c.yaml",
+        &with("    mode: equalizing\n    sampling_percentage: 10\n    sampling_precision: 6\n    fail_closed: false\n    attribute_source: record\n    from_attribute: logID\n    sampling_priority: priority"),
+    )])
+    .expect("equalizing, logs by attribute");
+    let (path, _, _, message) = error_of(&with("    sampling_percentage: 10\n    mode: sometimes"));
+    assert_eq!(path, "processors.probabilistic_sampler.mode", "{message}");
 }

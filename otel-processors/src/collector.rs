@@ -1,6 +1,6 @@
 //! This crate's processors for the YAML loader: `memory_limiter`, `batch`, `filter`,
-//! `transform`, `attributes`, `resource`, `redaction` and `tail_sampling`, each configured by
-//! its Collector section.
+//! `transform`, `attributes`, `resource`, `redaction`, `probabilistic_sampler` and
+//! `tail_sampling`, each configured by its Collector section.
 //! All of them serve traces, metrics and logs pipelines, except `tail_sampling` (traces).
 //!
 //! It also adds the connectors `forward` and `routing` (every signal to itself), and
@@ -9,7 +9,7 @@
 //! ```
 //! let mut registry = otel_pipeline_core::collector::Registry::new();
 //! otel_processors::collector::register(&mut registry);
-//! assert_eq!(registry.processor_kinds().count(), 8);
+//! assert_eq!(registry.processor_kinds().count(), 9);
 //! assert_eq!(registry.connector_kinds().count(), 4);
 //! ```
 
@@ -29,6 +29,35 @@ use crate::{
     TailSamplingConfig, attributes::AttributesHandle, batch::BatchHandle, filter::FilterHandle,
     tail_sampling::TailSamplingHandle,
 };
+
+/// `probabilistic_sampler`: traces and logs.
+struct SamplerFactory;
+
+impl ProcessorFactory for SamplerFactory {
+    fn kind(&self) -> &'static str {
+        "probabilistic_sampler"
+    }
+
+    fn traces(&self, section: &Section<'_>) -> Option<Result<BoxProcessor<Traces>, ConfigError>> {
+        Some(Self::build(section).map(|p| Box::new(p) as BoxProcessor<Traces>))
+    }
+
+    fn logs(&self, section: &Section<'_>) -> Option<Result<BoxProcessor<Logs>, ConfigError>> {
+        Some(Self::build(section).map(|p| Box::new(p) as BoxProcessor<Logs>))
+    }
+}
+
+impl SamplerFactory {
+    fn build(
+        section: &Section<'_>,
+    ) -> Result<crate::probabilistic_sampler::ProbabilisticSampler, ConfigError> {
+        let c: crate::probabilistic_sampler::ProbabilisticSamplerConfig = section.deserialize()?;
+        Ok(
+            crate::probabilistic_sampler::ProbabilisticSampler::new(c)
+                .with_id(section.id().clone()),
+        )
+    }
+}
 
 /// The `resource` processor's section: `attributes`, the attributes processor's actions.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -70,9 +99,11 @@ pub fn register(registry: &mut Registry) {
                 ..AttributesConfig::default()
             };
             let p = AttributeRedactor::attributes(config).with_id(s.id().clone());
-            p.compile().map_err(|e| s.error(&e.path.replacen("actions", "attributes", 1), e.message))?;
+            p.compile()
+                .map_err(|e| s.error(&e.path.replacen("actions", "attributes", 1), e.message))?;
             Ok(p)
         }))
+        .processor(SamplerFactory)
         .processor(EverySignal("attributes", |s| {
             let c: AttributesConfig = s.deserialize()?;
             let p = AttributeRedactor::attributes(c).with_id(s.id().clone());

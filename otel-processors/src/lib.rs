@@ -26,6 +26,8 @@ pub mod filter;
 mod live;
 pub mod memory_limiter;
 mod prehashed;
+pub mod probabilistic_sampler;
+mod sampling;
 pub mod tail_sampling;
 pub mod transform;
 

@@ -549,31 +549,17 @@ fn trace_key(id: &[u8]) -> Option<u128> {
     <[u8; 16]>::try_from(id).ok().map(u128::from_be_bytes)
 }
 
-/// Set `th` in the `ot` member of a `tracestate`, keeping the rest.
+/// The `probabilistic` policy's threshold for `percentage`, for tests elsewhere in the
+/// crate that hold other samplers consistent with it.
+#[cfg(test)]
+pub(crate) fn policy_threshold_for_tests(percentage: f64) -> (u64, String) {
+    policy::threshold(percentage)
+}
+
+/// Set `th` in the `ot` member of a `tracestate`, keeping the rest; a threshold already
+/// there that is higher (an earlier sampler kept less) stays.
 fn with_threshold(trace_state: &str, th: &str) -> String {
-    let mut ot_parts: Vec<String> = Vec::new();
-    let mut others: Vec<&str> = Vec::new();
-    for member in trace_state
-        .split(',')
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-    {
-        match member.strip_prefix("ot=") {
-            Some(ot) => ot_parts.extend(
-                ot.split(';')
-                    .filter(|kv| !kv.starts_with("th:") && !kv.is_empty())
-                    .map(String::from),
-            ),
-            None => others.push(member),
-        }
-    }
-    ot_parts.insert(0, format!("th:{th}"));
-    let mut out = format!("ot={}", ot_parts.join(";"));
-    for o in others {
-        out.push(',');
-        out.push_str(o);
-    }
-    out
+    crate::sampling::with_ot(trace_state, crate::sampling::parse_th(th), None)
 }
 
 impl TailSamplingCore {

@@ -195,23 +195,7 @@ pub(super) fn threshold(percentage: f64) -> (u64, String) {
     (t, trimmed.to_string())
 }
 
-/// The 56 random bits of a trace: `ot=rv:` from `tracestate` when present, else the last
-/// 7 bytes of the trace id (random under W3C Level 2).
-pub(super) fn randomness(trace_id: &[u8], trace_state: &str) -> u64 {
-    let rv = trace_state
-        .split(',')
-        .find_map(|m| m.trim().strip_prefix("ot="))
-        .and_then(|ot| ot.split(';').find_map(|kv| kv.strip_prefix("rv:")))
-        .filter(|rv| rv.len() == 14)
-        .and_then(|rv| u64::from_str_radix(rv, 16).ok());
-    rv.unwrap_or_else(|| {
-        let mut b = [0u8; 8];
-        if trace_id.len() == 16 {
-            b[1..].copy_from_slice(&trace_id[9..16]);
-        }
-        u64::from_be_bytes(b)
-    })
-}
+pub(super) use crate::sampling::randomness;
 
 fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
     crate::condition::find_attr(attrs, key)
