@@ -1497,3 +1497,89 @@ fn probabilistic_sampler_loads_as_the_collector_writes_it() {
     let (path, _, _, message) = error_of(&with("    sampling_percentage: 10\n    mode: sometimes"));
     assert_eq!(path, "processors.probabilistic_sampler.mode", "{message}");
 }
+
+/// `headers_setter` from Collector YAML: each request to the backend carries the tenant
+/// header of the client that sent its data (a multi-tenant gateway in front of Tempo or
+/// Mimir), or the default, over a queue and directly; a fixed header too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_setter_sends_each_clients_tenant() {
+    let (sink, sink_rx, received) = common::gateway(OtlpConfig {
+        include_metadata: true,
+        ..OtlpConfig::loopback()
+    })
+    .await;
+    let port = free_port();
+    let yaml = format!(
+        r#"extensions:
+  headers_setter:
+    headers:
+      - key: X-Scope-OrgID
+        from_context: x-tenant
+        default_value: anonymous
+      - key: X-Source
+        value: gateway
+        action: insert
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{port}
+        include_metadata: true
+exporters:
+  otlp:
+    endpoint: http://{}
+    tls: {{insecure: true}}
+    auth:
+      authenticator: headers_setter
+service:
+  extensions: [headers_setter]
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlp]
+"#,
+        sink_rx.local_addrs().grpc.expect("grpc")
+    );
+    let collector = start(&[("c.yaml", &yaml)]).await;
+    for (tenant, seed) in [(Some("acme"), 1), (Some("globex"), 2), (None, 3)] {
+        let (agent, sender) = common::agent(OtlpExporterConfig {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            headers: tenant
+                .map(|t| vec![("x-tenant".to_string(), t.to_string())])
+                .unwrap_or_default(),
+            ..OtlpExporterConfig::default()
+        })
+        .await;
+        sender
+            .send(generate_traces(1, 1, seed))
+            .await
+            .expect("sent");
+        let _ = agent.shutdown(Duration::from_secs(5)).await;
+    }
+    assert!(eventually(Duration::from_secs(10), || received.item_count() == 3).await);
+    let mut tenants: Vec<String> = received
+        .batches()
+        .iter()
+        .map(|b| {
+            let client = b.client.as_ref().expect("client info");
+            assert_eq!(client.metadata("x-source"), Some("gateway"));
+            client
+                .metadata("x-scope-orgid")
+                .unwrap_or("none")
+                .to_string()
+        })
+        .collect();
+    tenants.sort();
+    assert_eq!(tenants, ["acme", "anonymous", "globex"]);
+    let _ = collector.shutdown(Duration::from_secs(5)).await;
+    let _ = sink.shutdown(Duration::from_secs(5)).await;
+
+    // As a receiver's authenticator it is refused, naming the key.
+    let yaml = "extensions:\n  headers_setter:\n    headers:\n      - key: X-A\n        value: b\nreceivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\n        auth:\n          authenticator: headers_setter\nexporters:\n  debug:\nservice:\n  extensions: [headers_setter]\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n";
+    let (path, _, _, message) = error_of(yaml);
+    assert_eq!(
+        path, "receivers.otlp.protocols.grpc.auth.authenticator",
+        "{message}"
+    );
+}

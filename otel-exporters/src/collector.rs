@@ -117,9 +117,7 @@ impl OtlpFactory {
             yaml.to_config()
         };
         if let Some(a) = yaml.authenticator() {
-            config
-                .headers
-                .push(auth_header(section, a, "auth.authenticator")?);
+            apply_auth(section, a, "auth.authenticator", &mut config)?;
         }
         Ok(config)
     }
@@ -160,6 +158,23 @@ impl ExporterFactory for ForeignFactory {
     }
 }
 
+/// What the authenticator an exporter names adds to its requests: a fixed credential
+/// header, or per-request rules (`headers_setter`).
+fn apply_auth(
+    section: &Section<'_>,
+    authenticator: &str,
+    subpath: &str,
+    config: &mut crate::OtlpExporterConfig,
+) -> Result<(), ConfigError> {
+    match auth::referenced(section, authenticator, subpath)? {
+        auth::AuthExtension::HeadersSetter { headers } => config.header_rules.extend(headers),
+        _ => config
+            .headers
+            .push(auth_header(section, authenticator, subpath)?),
+    }
+    Ok(())
+}
+
 /// The header an exporter sends for the authenticator extension its section names at
 /// `subpath` (`bearertokenauth` with a token, `basicauth` with `client_auth`).
 fn auth_header(
@@ -184,10 +199,12 @@ pub fn trace_router_config(section: &Section<'_>) -> Result<TraceRouterConfig, C
         .and_then(|a| a.get("authenticator"))
         .and_then(|a| a.as_str());
     if let Some(a) = named {
-        config
-            .otlp
-            .headers
-            .push(auth_header(section, a, "protocol.otlp.auth.authenticator")?);
+        apply_auth(
+            section,
+            a,
+            "protocol.otlp.auth.authenticator",
+            &mut config.otlp,
+        )?;
     }
     Ok(config)
 }

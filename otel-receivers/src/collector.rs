@@ -33,6 +33,10 @@ use crate::{
 /// A receiver's authenticator from the extension its `auth.authenticator` names.
 fn authenticator(ext: &AuthExtension) -> Result<Authenticator, String> {
     match ext {
+        AuthExtension::HeadersSetter { .. } => Err(
+            "headers_setter sets headers on exporters' requests; it cannot authenticate a receiver"
+                .into(),
+        ),
         AuthExtension::Bearer {
             scheme,
             header,

@@ -191,6 +191,10 @@ pub struct OtlpExporterConfig {
     /// exporter's `default_service_name`). Default `OTLPResourceNoServiceName`, as the
     /// Collector names it.
     pub default_service_name: Option<String>,
+    /// Headers set per request from the client that sent its data (the
+    /// `headers_setter` extension): a tenant id from a request header the receiver kept,
+    /// for example. Applied when a batch is queued, so each request carries its own.
+    pub header_rules: Vec<otel_pipeline_core::collector::auth::HeaderRule>,
 }
 
 /// TLS settings of the exporter.
@@ -246,6 +250,10 @@ impl std::fmt::Debug for OtlpExporterConfig {
             .field("queue", &self.queue)
             .field("tls", &self.tls)
             .field("default_service_name", &self.default_service_name)
+            .field(
+                "header_rules",
+                &self.header_rules.iter().map(|h| &h.key).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -275,6 +283,7 @@ impl Default for OtlpExporterConfig {
             queue: SendingQueueConfig::default(),
             tls: ClientTls::default(),
             default_service_name: None,
+            header_rules: Vec::new(),
         }
     }
 }
@@ -963,6 +972,18 @@ fn grpc_request(
     Ok(req)
 }
 
+/// Per-request headers over the exporter's own: set, or (an empty value, from a
+/// `delete` rule) removed.
+fn apply_extra(headers: &mut http::HeaderMap, extra: Option<&http::HeaderMap>) {
+    for (k, v) in extra.into_iter().flatten() {
+        if v.is_empty() {
+            headers.remove(k);
+        } else {
+            headers.insert(k.clone(), v.clone());
+        }
+    }
+}
+
 /// `grpc-timeout`: at most eight digits and a unit, as the gRPC spec writes it.
 fn grpc_timeout(timeout: Duration) -> String {
     let ms = timeout.as_millis().max(1);
@@ -1055,7 +1076,7 @@ impl<S: WireSignal> OtlpSender<S> {
         })
     }
 
-    async fn attempt(&self, body: &Bytes) -> Attempt {
+    async fn attempt(&self, body: &Bytes, extra: Option<&http::HeaderMap>) -> Attempt {
         let (path, content_type) = match self.config.protocol {
             Protocol::Grpc | Protocol::HttpProtobuf => (S::GRPC_PATH, "application/x-protobuf"),
             Protocol::HttpJson => (S::GRPC_PATH, "application/json"),
@@ -1074,9 +1095,10 @@ impl<S: WireSignal> OtlpSender<S> {
             body
         };
         match &self.transport {
-            Transport::Grpc(channel) => self.attempt_grpc(channel.clone(), path, body).await,
+            Transport::Grpc(channel) => self.attempt_grpc(channel.clone(), path, body, extra).await,
             Transport::Http { client, uri } => {
-                self.attempt_http(client, uri, content_type, body).await
+                self.attempt_http(client, uri, content_type, body, extra)
+                    .await
             }
         }
     }
@@ -1105,6 +1127,7 @@ impl<S: WireSignal> OtlpSender<S> {
         mut channel: tonic::transport::Channel,
         path: &'static str,
         body: &Bytes,
+        extra: Option<&http::HeaderMap>,
     ) -> Attempt {
         use http_body_util::BodyExt;
         use tonic::client::GrpcService;
@@ -1126,7 +1149,7 @@ impl<S: WireSignal> OtlpSender<S> {
                 };
             }
         }
-        let request = match grpc_request(
+        let mut request = match grpc_request(
             path,
             body,
             self.config.compression,
@@ -1136,6 +1159,7 @@ impl<S: WireSignal> OtlpSender<S> {
             Ok(r) => r,
             Err(reason) => return Attempt::Permanent { reason },
         };
+        apply_extra(request.headers_mut(), extra);
         let call = async {
             let response = channel
                 .call(request)
@@ -1198,6 +1222,7 @@ impl<S: WireSignal> OtlpSender<S> {
         uri: &http::Uri,
         content_type: &'static str,
         body: &Bytes,
+        extra: Option<&http::HeaderMap>,
     ) -> Attempt {
         let mut req =
             http::Request::post(uri.clone()).header(http::header::CONTENT_TYPE, content_type);
@@ -1215,6 +1240,7 @@ impl<S: WireSignal> OtlpSender<S> {
             }
         };
         req.headers_mut().extend(self.headers.clone());
+        apply_extra(req.headers_mut(), extra);
         let response = match tokio::time::timeout(self.config.timeout, client.request(req)).await {
             Err(_) => {
                 return Attempt::Retryable {
@@ -1360,8 +1386,9 @@ impl<S: WireSignal> Consumer<S> for OtlpSender<S> {
                 return Err(ConsumeError::rejected(n, reason));
             }
         };
+        let extra = self.request_headers(batch.client.as_deref());
         drop(batch);
-        self.send_direct(body, n).await
+        self.send_direct(body, n, extra).await
     }
 }
 
@@ -1435,8 +1462,45 @@ impl<S: WireSignal> OtlpSender<S> {
     /// Send an encoded request of `n` items for the queue's workers, retrying as
     /// configured: what the endpoint gives up on (withdrawn, retries exhausted) goes to
     /// `hand_back` when there is one.
-    pub(crate) async fn send_encoded(&self, body: Bytes, n: usize) -> Result<(), ConsumeError<S>> {
-        self.send(body, n, false).await
+    pub(crate) async fn send_encoded(
+        &self,
+        body: Bytes,
+        n: usize,
+        extra: Option<Arc<http::HeaderMap>>,
+    ) -> Result<(), ConsumeError<S>> {
+        self.send(body, n, false, extra).await
+    }
+
+    /// The per-request headers of a batch from `client` (the `headers_setter` rules);
+    /// `None` when there are no rules. `delete` rules are marked with an empty value.
+    pub(crate) fn request_headers(
+        &self,
+        client: Option<&otel_pipeline_core::ClientInfo>,
+    ) -> Option<Arc<http::HeaderMap>> {
+        use otel_pipeline_core::collector::auth::HeaderAction;
+        if self.config.header_rules.is_empty() {
+            return None;
+        }
+        let mut out = http::HeaderMap::new();
+        for rule in &self.config.header_rules {
+            let Ok(name) = http::HeaderName::from_bytes(rule.key.to_ascii_lowercase().as_bytes())
+            else {
+                continue;
+            };
+            let present = self.headers.contains_key(&name) || out.contains_key(&name);
+            let value = match rule.action {
+                HeaderAction::Delete => Some(http::HeaderValue::from_static("")),
+                HeaderAction::Insert if present => None,
+                HeaderAction::Update if !present => None,
+                _ => rule
+                    .value_for(client)
+                    .and_then(|v| http::HeaderValue::from_str(&v).ok()),
+            };
+            if let Some(v) = value {
+                out.insert(name, v);
+            }
+        }
+        Some(Arc::new(out))
     }
 
     /// Send for a caller waiting on `consume` (no sending queue): what the endpoint gives
@@ -1444,8 +1508,13 @@ impl<S: WireSignal> OtlpSender<S> {
     /// trace router) routes a refusal again itself; handing back from inside its own
     /// call would nest one reroute in another without bound while endpoints keep
     /// changing.
-    async fn send_direct(&self, body: Bytes, n: usize) -> Result<(), ConsumeError<S>> {
-        self.send(body, n, true).await
+    async fn send_direct(
+        &self,
+        body: Bytes,
+        n: usize,
+        extra: Option<Arc<http::HeaderMap>>,
+    ) -> Result<(), ConsumeError<S>> {
+        self.send(body, n, true, extra).await
     }
 
     /// Give `body` back to a direct caller as a refusal (it decodes again, as the bytes
@@ -1462,7 +1531,13 @@ impl<S: WireSignal> OtlpSender<S> {
         }
     }
 
-    async fn send(&self, body: Bytes, n: usize, direct: bool) -> Result<(), ConsumeError<S>> {
+    async fn send(
+        &self,
+        body: Bytes,
+        n: usize,
+        direct: bool,
+        extra: Option<Arc<http::HeaderMap>>,
+    ) -> Result<(), ConsumeError<S>> {
         let started = Instant::now();
         let mut wait = self.config.retry.initial_interval;
         loop {
@@ -1475,7 +1550,7 @@ impl<S: WireSignal> OtlpSender<S> {
                 }
             }
             let attempt_started = Instant::now();
-            let attempt = self.attempt(&body).await;
+            let attempt = self.attempt(&body, extra.as_deref()).await;
             if let Some(observe) = &self.hooks.observe {
                 let outcome = match &attempt {
                     Attempt::Sent { .. } => AttemptOutcome::Sent,

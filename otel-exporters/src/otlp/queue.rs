@@ -27,6 +27,8 @@ use super::{OtlpSender, SendingQueueConfig};
 struct Item {
     body: Bytes,
     items: usize,
+    /// Headers of this request alone (`headers_setter`).
+    extra: Option<Arc<http::HeaderMap>>,
     _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
 }
 
@@ -146,11 +148,13 @@ impl<S: WireSignal> Consumer<S> for EncodedQueue<S> {
             },
             _ => None,
         };
+        let extra = shared.sender.request_headers(batch.client.as_deref());
         drop(batch);
         let held = shared.held.fetch_add(items, Ordering::AcqRel) + items;
         let item = Item {
             body,
             items,
+            extra,
             _permits: (permit, byte_permit),
         };
         if shared.tx.send(item).is_err() {
@@ -213,11 +217,12 @@ async fn worker<S: WireSignal>(
     while let Some(Item {
         body,
         items,
+        extra,
         _permits,
     }) = next_queued(&rx, &mut stop).await
     {
         // Failures are counted by the sender (sent, failed, dropped at the deadline).
-        let _ = shared.sender.send_encoded(body, items).await;
+        let _ = shared.sender.send_encoded(body, items, extra).await;
         shared.release(items);
     }
 }

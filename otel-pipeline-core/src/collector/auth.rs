@@ -6,6 +6,10 @@
 //!   re-read when it changes); an exporter sends `token` (or the file's).
 //! - `basicauth`: `htpasswd.file` / `htpasswd.inline` for a receiver, `client_auth.username`
 //!   / `client_auth.password` for an exporter.
+//! - `headers_setter`: for exporters, `headers`: each a `key`, an `action` (`insert`,
+//!   `update`, `upsert` (default) or `delete`) and a `value`, or `from_context` (a request
+//!   header the receiver kept with `include_metadata`, or `auth.<attribute>`) with an
+//!   optional `default_value`: set per request from the client that sent the data.
 //!
 //! Credentials read here are never printed: `Debug` shows them as `***`.
 
@@ -30,6 +34,11 @@ pub enum AuthExtension {
         tokens: Vec<String>,
         /// A file with the token(s), re-read when it changes.
         filename: Option<PathBuf>,
+    },
+    /// `headers_setter`: request headers an exporter sets from each request's client.
+    HeadersSetter {
+        /// The rules, in order.
+        headers: Vec<HeaderRule>,
     },
     /// `basicauth`.
     Basic {
@@ -66,6 +75,14 @@ impl fmt::Debug for AuthExtension {
                 .field("htpasswd_file", htpasswd_file)
                 .field("htpasswd_inline", &"***")
                 .field("client", &client.as_ref().map(|(u, _)| (u, "***")))
+                .finish(),
+            // Fixed values may be credentials: only the keys are shown.
+            Self::HeadersSetter { headers } => f
+                .debug_struct("HeadersSetter")
+                .field(
+                    "headers",
+                    &headers.iter().map(|h| h.key.as_str()).collect::<Vec<_>>(),
+                )
                 .finish(),
         }
     }
@@ -110,6 +127,65 @@ struct HtpasswdYaml {
 struct ClientAuthYaml {
     username: String,
     password: String,
+}
+
+/// What a `headers_setter` rule does with its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderAction {
+    /// Set it unless the exporter already sends it.
+    Insert,
+    /// Set it only if the exporter already sends it.
+    Update,
+    /// Set it.
+    #[default]
+    Upsert,
+    /// Do not send it.
+    Delete,
+}
+
+/// One `headers_setter` rule.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderRule {
+    /// The header.
+    pub key: String,
+    /// What to do.
+    #[serde(default)]
+    pub action: HeaderAction,
+    /// A fixed value.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// The client metadata key (a request header kept with `include_metadata`, or
+    /// `auth.<attribute>`) whose value to send.
+    #[serde(default)]
+    pub from_context: Option<String>,
+    /// Sent when `from_context` has no value.
+    #[serde(default)]
+    pub default_value: Option<String>,
+}
+
+impl HeaderRule {
+    /// The value to send for a request from `client`; `None`: nothing to set.
+    pub fn value_for(&self, client: Option<&crate::ClientInfo>) -> Option<String> {
+        if let Some(v) = &self.value {
+            return Some(v.clone());
+        }
+        let key = self.from_context.as_deref()?;
+        let found = client.and_then(|c| match key.strip_prefix("auth.") {
+            Some(attr) => c.auth(attr),
+            None => c.metadata(key),
+        });
+        found
+            .map(str::to_string)
+            .or_else(|| self.default_value.clone())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeadersSetterYaml {
+    headers: Vec<HeaderRule>,
 }
 
 /// A key that is present, even with a null value (`Some(None)`), apart from an absent one.
@@ -182,10 +258,33 @@ pub fn read(section: &Section<'_>) -> Result<AuthExtension, ConfigError> {
                 client: y.client_auth.map(|c| (c.username, c.password)),
             })
         }
+        "headers_setter" => {
+            let y: HeadersSetterYaml = section.deserialize()?;
+            for (i, h) in y.headers.iter().enumerate() {
+                let at = |k: &str| format!("headers[{i}].{k}");
+                if h.key.trim().is_empty() {
+                    return Err(section.error(&at("key"), "give the header's name"));
+                }
+                if http_name_invalid(&h.key) {
+                    return Err(section.error(&at("key"), format!("`{}` is not a header name", h.key)));
+                }
+                match (h.action, &h.value, &h.from_context) {
+                    (HeaderAction::Delete, _, _) => {}
+                    (_, Some(_), Some(_)) => {
+                        return Err(section.error(&at("value"), "give value or from_context, not both"));
+                    }
+                    (_, None, None) => {
+                        return Err(section.error(&at("value"), "give value or from_context"));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(AuthExtension::HeadersSetter { headers: y.headers })
+        }
         other => Err(section.error(
             "",
             format!(
-                "`{other}` is not an authenticator this collector has (bearertokenauth, basicauth)"
+                "`{other}` is not an authenticator this collector has (bearertokenauth, basicauth, headers_setter)"
             ),
         )),
     }
@@ -215,9 +314,21 @@ impl ExtensionFactory for AuthExtensionFactory {
     }
 }
 
-/// The credentials an exporter sends for `ext`: a header name and value.
+/// Whether `name` cannot be an HTTP header name (token characters only).
+fn http_name_invalid(name: &str) -> bool {
+    !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The credentials an exporter sends for `ext`: a header name and value. A
+/// `headers_setter`'s headers are set per request instead (its rules, from
+/// [`AuthExtension::HeadersSetter`]).
 pub fn client_header(ext: &AuthExtension) -> Result<(String, String), String> {
     match ext {
+        AuthExtension::HeadersSetter { .. } => {
+            Err("headers_setter sets its headers per request, not once".into())
+        }
         AuthExtension::Bearer {
             scheme,
             header,

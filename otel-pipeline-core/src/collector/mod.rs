@@ -164,7 +164,6 @@ const COLLECTOR_TYPES: &[(&str, &[&str])] = &[
             "oauth2client",
             "bearertokenauth",
             "basicauth",
-            "headers_setter",
             "memory_ballast",
             "k8s_observer",
             "docker_observer",
@@ -175,6 +174,9 @@ const COLLECTOR_TYPES: &[(&str, &[&str])] = &[
             "db_storage",
             "jaegerremotesampling",
             "opamp",
+            "http_forwarder",
+            "k8s_leader_elector",
+            "oauth2client",
         ],
     ),
 ];
@@ -1602,13 +1604,16 @@ fn known(registry: &Registry, role: ComponentKind, kind: &str) -> Result<(), Str
     if have {
         return Ok(());
     }
+    // The Collector's current snake_case names too (`resource_detection`).
+    let joined = kind.replace('_', "");
     let collectors = COLLECTOR_TYPES
         .iter()
         .find(|(r, _)| *r == role_name)
-        .is_some_and(|(_, kinds)| kinds.contains(&kind));
+        .is_some_and(|(_, kinds)| kinds.contains(&kind) || kinds.contains(&joined.as_str()));
     if collectors {
+        let article = if role_name.starts_with('e') { "an" } else { "a" };
         Err(format!(
-            "`{kind}` is a {role_name} of the OpenTelemetry Collector that this build does not include"
+            "`{kind}` is {article} {role_name} of the OpenTelemetry Collector that this build does not include"
         ))
     } else {
         let known: Vec<&str> = match role {

@@ -73,7 +73,7 @@ impl Registry {
         for kind in ACCEPTED_EXTENSIONS {
             r.extension(NoopExtension(kind));
         }
-        for kind in ["bearertokenauth", "basicauth"] {
+        for kind in ["bearertokenauth", "basicauth", "headers_setter"] {
             r.extension(AuthExtensionFactory(kind));
         }
         r
