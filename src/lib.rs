@@ -110,7 +110,7 @@ pub fn default_registry() -> collector::Registry {
 
 /// Type names accepted beside the classic ones, and the type each stands for.
 #[cfg(feature = "pipeline")]
-const TYPE_ALIASES: [(&str, &str); 9] = [
+const TYPE_ALIASES: [(&str, &str); 11] = [
     ("logging", "debug"),
     ("otlp_grpc", "otlp"),
     ("otlp_http", "otlphttp"),
@@ -120,6 +120,8 @@ const TYPE_ALIASES: [(&str, &str); 9] = [
     ("healthcheck", "health_check"),
     ("span_metrics", "spanmetrics"),
     ("service_graph", "servicegraph"),
+    ("resource_detection", "resourcedetection"),
+    ("probabilisticsampler", "probabilistic_sampler"),
 ];
 
 /// The README's code example, compiled as a doctest so it cannot drift.

@@ -1,6 +1,6 @@
 //! This crate's processors for the YAML loader: `memory_limiter`, `batch`, `filter`,
-//! `transform`, `attributes`, `resource`, `redaction`, `probabilistic_sampler` and
-//! `tail_sampling`, each configured by its Collector section.
+//! `transform`, `attributes`, `resource`, `resourcedetection`, `redaction`,
+//! `probabilistic_sampler` and `tail_sampling`, each configured by its Collector section.
 //! All of them serve traces, metrics and logs pipelines, except `tail_sampling` (traces).
 //!
 //! It also adds the connectors `forward` and `routing` (every signal to itself), and
@@ -9,7 +9,7 @@
 //! ```
 //! let mut registry = otel_pipeline_core::collector::Registry::new();
 //! otel_processors::collector::register(&mut registry);
-//! assert_eq!(registry.processor_kinds().count(), 9);
+//! assert_eq!(registry.processor_kinds().count(), 10);
 //! assert_eq!(registry.connector_kinds().count(), 4);
 //! ```
 
@@ -104,6 +104,10 @@ pub fn register(registry: &mut Registry) {
             Ok(p)
         }))
         .processor(SamplerFactory)
+        .processor(EverySignal("resourcedetection", |s| {
+            let c: crate::resourcedetection::ResourceDetectionConfig = s.deserialize()?;
+            Ok(crate::resourcedetection::ResourceDetection::new(c).with_id(s.id().clone()))
+        }))
         .processor(EverySignal("attributes", |s| {
             let c: AttributesConfig = s.deserialize()?;
             let p = AttributeRedactor::attributes(c).with_id(s.id().clone());

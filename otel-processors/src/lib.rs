@@ -27,6 +27,7 @@ mod live;
 pub mod memory_limiter;
 mod prehashed;
 pub mod probabilistic_sampler;
+pub mod resourcedetection;
 mod sampling;
 pub mod tail_sampling;
 pub mod transform;

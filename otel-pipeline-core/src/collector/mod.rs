@@ -1611,7 +1611,11 @@ fn known(registry: &Registry, role: ComponentKind, kind: &str) -> Result<(), Str
         .find(|(r, _)| *r == role_name)
         .is_some_and(|(_, kinds)| kinds.contains(&kind) || kinds.contains(&joined.as_str()));
     if collectors {
-        let article = if role_name.starts_with('e') { "an" } else { "a" };
+        let article = if role_name.starts_with('e') {
+            "an"
+        } else {
+            "a"
+        };
         Err(format!(
             "`{kind}` is {article} {role_name} of the OpenTelemetry Collector that this build does not include"
         ))
