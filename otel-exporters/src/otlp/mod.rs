@@ -900,10 +900,10 @@ fn grpc_connector(
 struct AlwaysTls(Connector);
 
 #[cfg(feature = "tls")]
-impl tonic::codegen::Service<http::Uri> for AlwaysTls {
-    type Response = <Connector as tonic::codegen::Service<http::Uri>>::Response;
-    type Error = <Connector as tonic::codegen::Service<http::Uri>>::Error;
-    type Future = <Connector as tonic::codegen::Service<http::Uri>>::Future;
+impl tower_service::Service<http::Uri> for AlwaysTls {
+    type Response = <Connector as tower_service::Service<http::Uri>>::Response;
+    type Error = <Connector as tower_service::Service<http::Uri>>::Error;
+    type Future = <Connector as tower_service::Service<http::Uri>>::Future;
 
     fn poll_ready(
         &mut self,

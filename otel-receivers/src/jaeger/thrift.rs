@@ -350,6 +350,72 @@ pub(crate) fn read_message(buf: &[u8], protocol: Protocol) -> Result<(String, TV
     Ok((name, r.structure(0)?))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> TValue {
+        TValue::Struct(vec![
+            (1, TValue::Int(-5)),
+            (2, TValue::Binary(b"name".to_vec())),
+            (3, TValue::Bool(true)),
+            (4, TValue::Double(1.5)),
+            (20, TValue::Bool(false)),
+            (
+                21,
+                TValue::List(vec![
+                    TValue::Struct(vec![(1, TValue::Int(i64::MAX))]),
+                    TValue::Struct(vec![(1, TValue::Int(i64::MIN))]),
+                ]),
+            ),
+        ])
+    }
+
+    #[test]
+    fn both_protocols_read_what_they_wrote() {
+        for p in [Protocol::Binary, Protocol::Compact] {
+            let mut buf = Vec::new();
+            write::value(&mut buf, &sample(), p);
+            assert_eq!(read_struct(&buf, p).unwrap(), sample(), "{p:?}");
+            let msg = write::message("emitBatch", &sample(), p);
+            let (name, args) = read_message(&msg, p).unwrap();
+            assert_eq!((name.as_str(), args), ("emitBatch", sample()));
+        }
+    }
+
+    #[test]
+    fn lies_about_lengths_and_depth_are_errors_not_allocations() {
+        // A string that says it has 2 GB.
+        let huge = [11u8, 0, 1, 0x7f, 0xff, 0xff, 0xff, b'x'];
+        assert!(
+            read_struct(&huge, Protocol::Binary)
+                .unwrap_err()
+                .contains("declared")
+        );
+        // A list of a billion structs in a few bytes.
+        let list = [15u8, 0, 1, 12, 0x40, 0, 0, 0, 0];
+        assert!(read_struct(&list, Protocol::Binary).is_err());
+        // Nesting past the bound.
+        let mut deep = Vec::new();
+        for _ in 0..100 {
+            deep.extend_from_slice(&[12, 0, 1]);
+        }
+        assert!(
+            read_struct(&deep, Protocol::Binary)
+                .unwrap_err()
+                .contains("nested")
+        );
+        // Every truncation of a valid payload is an error, never a panic.
+        for p in [Protocol::Binary, Protocol::Compact] {
+            let msg = write::message("emitBatch", &sample(), p);
+            for cut in 0..msg.len() {
+                assert!(read_message(&msg[..cut], p).is_err());
+            }
+        }
+        assert!(read_message(&[0x82, 0x21, 0, 0], Protocol::Compact).is_err());
+    }
+}
+
 /// Encoders for tests: the inverse of the reader for the values Jaeger uses.
 #[cfg(test)]
 pub(crate) mod write {
@@ -467,71 +533,5 @@ pub(crate) mod write {
         }
         value(&mut out, args, p);
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> TValue {
-        TValue::Struct(vec![
-            (1, TValue::Int(-5)),
-            (2, TValue::Binary(b"name".to_vec())),
-            (3, TValue::Bool(true)),
-            (4, TValue::Double(1.5)),
-            (20, TValue::Bool(false)),
-            (
-                21,
-                TValue::List(vec![
-                    TValue::Struct(vec![(1, TValue::Int(i64::MAX))]),
-                    TValue::Struct(vec![(1, TValue::Int(i64::MIN))]),
-                ]),
-            ),
-        ])
-    }
-
-    #[test]
-    fn both_protocols_read_what_they_wrote() {
-        for p in [Protocol::Binary, Protocol::Compact] {
-            let mut buf = Vec::new();
-            write::value(&mut buf, &sample(), p);
-            assert_eq!(read_struct(&buf, p).unwrap(), sample(), "{p:?}");
-            let msg = write::message("emitBatch", &sample(), p);
-            let (name, args) = read_message(&msg, p).unwrap();
-            assert_eq!((name.as_str(), args), ("emitBatch", sample()));
-        }
-    }
-
-    #[test]
-    fn lies_about_lengths_and_depth_are_errors_not_allocations() {
-        // A string that says it has 2 GB.
-        let huge = [11u8, 0, 1, 0x7f, 0xff, 0xff, 0xff, b'x'];
-        assert!(
-            read_struct(&huge, Protocol::Binary)
-                .unwrap_err()
-                .contains("declared")
-        );
-        // A list of a billion structs in a few bytes.
-        let list = [15u8, 0, 1, 12, 0x40, 0, 0, 0, 0];
-        assert!(read_struct(&list, Protocol::Binary).is_err());
-        // Nesting past the bound.
-        let mut deep = Vec::new();
-        for _ in 0..100 {
-            deep.extend_from_slice(&[12, 0, 1]);
-        }
-        assert!(
-            read_struct(&deep, Protocol::Binary)
-                .unwrap_err()
-                .contains("nested")
-        );
-        // Every truncation of a valid payload is an error, never a panic.
-        for p in [Protocol::Binary, Protocol::Compact] {
-            let msg = write::message("emitBatch", &sample(), p);
-            for cut in 0..msg.len() {
-                assert!(read_message(&msg[..cut], p).is_err());
-            }
-        }
-        assert!(read_message(&[0x82, 0x21, 0, 0], Protocol::Compact).is_err());
     }
 }
