@@ -94,9 +94,7 @@ fn every_class_of_mistake_names_its_path_line_and_column() {
     let (path, line, col, msg) = error_of(&format!("{BASE}processors:\n  transfrom:\n{pipeline}"));
     assert_eq!((path.as_str(), line, col), ("processors.transfrom", 9, 3));
     assert!(msg.contains("unknown processor type `transfrom`"), "{msg}");
-    let (_, _, _, msg) = error_of(&format!(
-        "{BASE}processors:\n  resourcedetection:\n{pipeline}"
-    ));
+    let (_, _, _, msg) = error_of(&format!("{BASE}processors:\n  groupbytrace:\n{pipeline}"));
     assert!(
         msg.contains("of the OpenTelemetry Collector that this build does not include"),
         "{msg}"

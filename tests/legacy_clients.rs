@@ -3,7 +3,8 @@
 //! span arrives with its service, kind, parent, attributes and error status.
 //!
 //! The clients are OpenTelemetry Python's Jaeger Thrift exporter (to the agent's compact
-//! UDP port and to the collector's Thrift HTTP endpoint) and py_zipkin (v2 and v1 JSON),
+//! UDP port, its agent client speaking binary Thrift to the binary port, and to the
+//! collector's Thrift HTTP endpoint) and py_zipkin (v2 and v1 JSON),
 //! from `tests/python/requirements-legacy.txt`, which `.ci/run` installs into
 //! `.venv-legacy`. Set `OTEL_PIPELINE_LEGACY_PYTHON` to use another interpreter. Without
 //! them (as `build.rs` finds when the tests are built) the test is reported as ignored.
@@ -89,6 +90,7 @@ service:
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/send_legacy.py");
     for (mode, port) in [
         ("jaeger-compact", compact),
+        ("jaeger-binary", binary),
         ("jaeger-http", http),
         ("zipkin-v2", zipkin),
         ("zipkin-v1", zipkin),
@@ -173,7 +175,6 @@ service:
     }
     let _ = collector.shutdown(Duration::from_secs(5)).await;
     let _ = gateway.shutdown(Duration::from_secs(5)).await;
-    let _ = binary;
     let _ = grpc;
 }
 

@@ -4,6 +4,8 @@ Usage: send_legacy.py <mode> <host:port>
 
 Modes:
   jaeger-compact  OpenTelemetry's Jaeger Thrift exporter to an agent (compact Thrift, UDP)
+  jaeger-binary   the same exporter's agent client speaking binary Thrift (UDP, as the
+                  Jaeger client libraries do on port 6832)
   jaeger-http     the same exporter to a collector (binary Thrift over HTTP)
   zipkin-v2       py_zipkin, Zipkin v2 JSON over HTTP
   zipkin-v1       py_zipkin, Zipkin v1 JSON over HTTP
@@ -27,8 +29,14 @@ def jaeger(mode: str, address: str) -> None:
     from opentelemetry.trace import SpanKind, Status, StatusCode
 
     host, port = address.rsplit(":", 1)
-    if mode == "jaeger-compact":
+    if mode in ("jaeger-compact", "jaeger-binary"):
         exporter = JaegerExporter(agent_host_name=host, agent_port=int(port))
+        if mode == "jaeger-binary":
+            from opentelemetry.exporter.jaeger.thrift.gen.agent import Agent
+            from thrift.protocol import TBinaryProtocol
+
+            udp = exporter._agent_client  # pylint: disable=protected-access
+            udp.client = Agent.Client(iprot=TBinaryProtocol.TBinaryProtocol(trans=udp.buffer))
     else:
         exporter = JaegerExporter(collector_endpoint=f"http://{address}/api/traces")
     provider = TracerProvider(resource=Resource.create({"service.name": f"legacy-{mode}"}))

@@ -13,16 +13,16 @@
 //! (`otelcol_receiver_failed_requests{reason}`), never silent.
 //!
 //! ```no_run
-//! use otel_pipeline_core::PipelineBuilder;
+//! use otel_pipeline_core::Pipeline;
 //! use otel_receivers::jaeger::{JaegerConfig, JaegerReceiver};
-//! # async fn run(exporter: otel_pipeline_core::BoxExporter<otel_pipeline_core::Traces>) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn run(exporter: otel_pipeline_core::boxed::BoxExporter<otel_pipeline_core::Traces>) -> Result<(), Box<dyn std::error::Error>> {
 //! let jaeger = JaegerReceiver::new(JaegerConfig {
 //!     grpc: Some("0.0.0.0:14250".parse()?),
 //!     thrift_http: Some("0.0.0.0:14268".parse()?),
 //!     thrift_compact: Some("0.0.0.0:6831".parse()?),
 //!     ..JaegerConfig::default()
 //! });
-//! let pipeline = PipelineBuilder::traces()
+//! let pipeline = Pipeline::traces()
 //!     .receiver(jaeger.traces())
 //!     .exporter(exporter)
 //!     .build()?

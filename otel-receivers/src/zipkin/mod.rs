@@ -7,11 +7,11 @@
 //! a gateway holds those fleets beside OTLP ones.
 //!
 //! ```no_run
-//! use otel_pipeline_core::PipelineBuilder;
+//! use otel_pipeline_core::Pipeline;
 //! use otel_receivers::ZipkinReceiver;
-//! # async fn run(exporter: otel_pipeline_core::BoxExporter<otel_pipeline_core::Traces>) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn run(exporter: otel_pipeline_core::boxed::BoxExporter<otel_pipeline_core::Traces>) -> Result<(), Box<dyn std::error::Error>> {
 //! let zipkin = ZipkinReceiver::new("0.0.0.0:9411".parse()?).parse_string_tags(true);
-//! let pipeline = PipelineBuilder::traces()
+//! let pipeline = Pipeline::traces()
 //!     .receiver(zipkin.traces())
 //!     .exporter(exporter)
 //!     .build()?
