@@ -567,8 +567,15 @@ trait Item_ {
     fn cx(&self) -> Cx<'_>;
     /// The item's own attributes.
     fn attrs(&mut self) -> Option<&mut Vec<KeyValue>>;
+    /// The item's resource (created when a statement writes to it).
+    fn resource(&mut self) -> &mut Option<Resource>;
     /// The resource's attributes.
-    fn resource_attrs(&mut self) -> &mut Vec<KeyValue>;
+    fn resource_attrs(&mut self) -> &mut Vec<KeyValue> {
+        &mut self
+            .resource()
+            .get_or_insert_with(Resource::default)
+            .attributes
+    }
     /// Set a field other than attributes.
     fn set_field(&mut self, path: &Path, v: Val) -> Result<(), EvalError>;
     /// `path` as this item writes it: a `span.` path is the item's own only for a span.
@@ -614,6 +621,11 @@ fn want_str(v: Val, path: &Path) -> Result<String, EvalError> {
 
 fn want_u64(v: &Val, path: &Path) -> Result<u64, EvalError> {
     u64::try_from(want_int(v, path)?).map_err(|_| EvalError(format!("{path:?} cannot be negative")))
+}
+
+/// A count (`dropped_attributes_count`), saturating at `u32::MAX`.
+fn want_u32(v: &Val, path: &Path) -> Result<u32, EvalError> {
+    Ok(u32::try_from(want_u64(v, path)?).unwrap_or(u32::MAX))
 }
 
 /// Write `v` at `path`; nil writes nothing (as the Collector's `set`).
@@ -668,16 +680,13 @@ impl Item_ for ResourceItem<'_> {
     fn attrs(&mut self) -> Option<&mut Vec<KeyValue>> {
         Some(self.resource_attrs())
     }
-    fn resource_attrs(&mut self) -> &mut Vec<KeyValue> {
-        &mut self
-            .resource
-            .get_or_insert_with(Resource::default)
-            .attributes
+    fn resource(&mut self) -> &mut Option<Resource> {
+        self.resource
     }
     fn set_field(&mut self, path: &Path, v: Val) -> Result<(), EvalError> {
         match path {
             Path::DroppedAttributesCount => {
-                let n = u32::try_from(want_u64(&v, path)?).unwrap_or(u32::MAX);
+                let n = want_u32(&v, path)?;
                 self.resource
                     .get_or_insert_with(Resource::default)
                     .dropped_attributes_count = n;
@@ -717,11 +726,8 @@ impl Item_ for SpanItem<'_> {
             p => p,
         })
     }
-    fn resource_attrs(&mut self) -> &mut Vec<KeyValue> {
-        &mut self
-            .resource
-            .get_or_insert_with(Resource::default)
-            .attributes
+    fn resource(&mut self) -> &mut Option<Resource> {
+        self.resource
     }
     fn set_field(&mut self, path: &Path, v: Val) -> Result<(), EvalError> {
         let span = &mut *self.span;
@@ -746,8 +752,7 @@ impl Item_ for SpanItem<'_> {
             Path::StartTimeUnixNano => span.start_time_unix_nano = want_u64(&v, path)?,
             Path::EndTimeUnixNano => span.end_time_unix_nano = want_u64(&v, path)?,
             Path::DroppedAttributesCount => {
-                span.dropped_attributes_count =
-                    u32::try_from(want_u64(&v, path)?).unwrap_or(u32::MAX);
+                span.dropped_attributes_count = want_u32(&v, path)?;
             }
             _ => return Err(not_settable(path)),
         }
@@ -779,11 +784,8 @@ impl Item_ for EventItem<'_> {
     fn attrs(&mut self) -> Option<&mut Vec<KeyValue>> {
         Some(&mut self.event.attributes)
     }
-    fn resource_attrs(&mut self) -> &mut Vec<KeyValue> {
-        &mut self
-            .resource
-            .get_or_insert_with(Resource::default)
-            .attributes
+    fn resource(&mut self) -> &mut Option<Resource> {
+        self.resource
     }
     fn set_field(&mut self, path: &Path, v: Val) -> Result<(), EvalError> {
         match path {
@@ -792,8 +794,7 @@ impl Item_ for EventItem<'_> {
                 self.event.time_unix_nano = want_u64(&v, path)?;
             }
             Path::DroppedAttributesCount => {
-                self.event.dropped_attributes_count =
-                    u32::try_from(want_u64(&v, path)?).unwrap_or(u32::MAX);
+                self.event.dropped_attributes_count = want_u32(&v, path)?;
             }
             _ => return Err(not_settable(path)),
         }
@@ -818,11 +819,8 @@ impl Item_ for LogItem<'_> {
     fn attrs(&mut self) -> Option<&mut Vec<KeyValue>> {
         Some(&mut self.log.attributes)
     }
-    fn resource_attrs(&mut self) -> &mut Vec<KeyValue> {
-        &mut self
-            .resource
-            .get_or_insert_with(Resource::default)
-            .attributes
+    fn resource(&mut self) -> &mut Option<Resource> {
+        self.resource
     }
     fn set_field(&mut self, path: &Path, v: Val) -> Result<(), EvalError> {
         let log = &mut *self.log;
@@ -840,8 +838,7 @@ impl Item_ for LogItem<'_> {
             Path::ObservedTimeUnixNano => log.observed_time_unix_nano = want_u64(&v, path)?,
             Path::EventName => log.event_name = want_str(v, path)?,
             Path::DroppedAttributesCount => {
-                log.dropped_attributes_count =
-                    u32::try_from(want_u64(&v, path)?).unwrap_or(u32::MAX);
+                log.dropped_attributes_count = want_u32(&v, path)?;
             }
             _ => return Err(not_settable(path)),
         }
@@ -866,11 +863,8 @@ impl Item_ for MetricItem<'_> {
     fn attrs(&mut self) -> Option<&mut Vec<KeyValue>> {
         None
     }
-    fn resource_attrs(&mut self) -> &mut Vec<KeyValue> {
-        &mut self
-            .resource
-            .get_or_insert_with(Resource::default)
-            .attributes
+    fn resource(&mut self) -> &mut Option<Resource> {
+        self.resource
     }
     fn set_field(&mut self, path: &Path, v: Val) -> Result<(), EvalError> {
         match path {
@@ -916,11 +910,8 @@ impl Item_ for PointItem<'_> {
     fn attrs(&mut self) -> Option<&mut Vec<KeyValue>> {
         point_attrs(self.metric, self.index)
     }
-    fn resource_attrs(&mut self) -> &mut Vec<KeyValue> {
-        &mut self
-            .resource
-            .get_or_insert_with(Resource::default)
-            .attributes
+    fn resource(&mut self) -> &mut Option<Resource> {
+        self.resource
     }
     fn set_field(&mut self, path: &Path, _v: Val) -> Result<(), EvalError> {
         Err(not_settable(path))
