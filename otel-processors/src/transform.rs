@@ -93,13 +93,37 @@ pub struct TransformConfig {
 }
 
 /// A statement on its own (its context inferred), or a group of them.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StatementGroup {
     /// One statement; the context comes from its paths.
     Statement(String),
     /// Statements sharing a context and conditions.
     Group(GroupConfig),
+}
+
+/// A string is a statement; a map is a group, read with its own errors (an unknown key
+/// is named, where an untagged enum would only say that nothing matched).
+impl<'de> Deserialize<'de> for StatementGroup {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StatementGroup;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a statement, or a map with `statements`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(StatementGroup::Statement(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                GroupConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(StatementGroup::Group)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Statements that share a context and conditions.
@@ -1703,6 +1727,10 @@ trace_statements:
                 "trace_statements: ['sett(name, \"x\")']",
                 "unknown editor `sett`",
             ),
+            (
+                "trace_statements: [{context: span, statments: ['set(name, \"x\")']}]",
+                "unknown field `statments`",
+            ),
             ("trace_statements: ['set(name)']", "set takes 2 arguments"),
             (
                 "trace_statements: ['delete_key(name, \"x\")']",
@@ -1725,9 +1753,14 @@ trace_statements:
                 "trace_statements[0].statements[0]",
             ),
         ] {
-            let config: TransformConfig = serde_yaml_ng::from_str(yaml).expect("yaml");
-            let err = config.compile().expect_err(yaml);
-            let text = format!("{}: {}", err.path, err.message);
+            // A mistake in the shape fails as the section is read, the rest when compiled.
+            let text = match serde_yaml_ng::from_str::<TransformConfig>(yaml) {
+                Err(e) => e.to_string(),
+                Ok(config) => {
+                    let err = config.compile().expect_err(yaml);
+                    format!("{}: {}", err.path, err.message)
+                }
+            };
             assert!(text.contains(want), "{yaml}: {text}");
         }
     }
