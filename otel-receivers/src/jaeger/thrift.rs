@@ -83,9 +83,18 @@ struct Reader<'a> {
     last_field: Vec<i16>,
     /// Compact: a boolean field's value, carried in its header.
     pending_bool: Option<bool>,
+    /// Values that may still be read: one per two bytes of input. Real Jaeger batches
+    /// take three or more bytes per value; a payload of empty structs, one byte each,
+    /// would otherwise become forty times its size in memory.
+    budget: usize,
 }
 
 type R<T> = Result<T, String>;
+
+/// The values a payload of `len` bytes may hold (see `Reader::budget`).
+fn budget(len: usize) -> usize {
+    len / 2 + 64
+}
 
 impl<'a> Reader<'a> {
     fn left(&self) -> usize {
@@ -165,6 +174,9 @@ impl<'a> Reader<'a> {
         if depth > MAX_DEPTH {
             return Err(format!("nested deeper than {MAX_DEPTH}"));
         }
+        self.budget = self.budget.checked_sub(1).ok_or_else(|| {
+            "more values than a payload of this size holds (one per two bytes)".to_string()
+        })?;
         let compact = self.protocol == Protocol::Compact;
         Ok(match t {
             T_BOOL => match self.pending_bool.take() {
@@ -299,6 +311,7 @@ pub(crate) fn read_struct(buf: &[u8], protocol: Protocol) -> Result<TValue, Stri
         protocol,
         last_field: Vec::new(),
         pending_bool: None,
+        budget: budget(buf.len()),
     };
     r.structure(0)
 }
@@ -311,6 +324,7 @@ pub(crate) fn read_message(buf: &[u8], protocol: Protocol) -> Result<(String, TV
         protocol,
         last_field: Vec::new(),
         pending_bool: None,
+        budget: budget(buf.len()),
     };
     let name = match protocol {
         Protocol::Compact => {
@@ -413,6 +427,13 @@ mod tests {
             }
         }
         assert!(read_message(&[0x82, 0x21, 0, 0], Protocol::Compact).is_err());
+        // A list of 100 000 empty structs (one byte each): refused, not 4 MB of values.
+        let mut list = vec![15u8, 0, 1, 12];
+        list.extend_from_slice(&100_000i32.to_be_bytes());
+        list.extend(std::iter::repeat_n(0u8, 100_000));
+        list.push(0);
+        let err = read_struct(&list, Protocol::Binary).unwrap_err();
+        assert!(err.contains("more values"), "{err}");
     }
 }
 
