@@ -1581,3 +1581,72 @@ service:
         "{message}"
     );
 }
+
+/// `resourcedetection` from Collector YAML in a running collector: the `system` detector's
+/// host name reaches each span's resource, and a cloud detector off its cloud (a silent
+/// metadata address) adds nothing and holds start-up no longer than its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resourcedetection_runs_from_yaml() {
+    let (sink, sink_rx, received) = common::gateway(OtlpConfig::loopback()).await;
+    let port = free_port();
+    // Accepts and never answers: a metadata service that is not there.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let yaml = format!(
+        r#"receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 127.0.0.1:{port}
+processors:
+  resource_detection:
+    detectors: [ec2, system]
+    timeout: 300ms
+    override: false
+    ec2:
+      endpoint: http://{}
+exporters:
+  otlp:
+    endpoint: http://{}
+    tls: {{insecure: true}}
+service:
+  telemetry: {{metrics: {{level: none}}}}
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [resource_detection]
+      exporters: [otlp]
+"#,
+        silent.local_addr().expect("addr"),
+        sink_rx.local_addrs().grpc.expect("grpc")
+    );
+    let started = std::time::Instant::now();
+    let collector = start(&[("c.yaml", &yaml)]).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let (agent, sender) = common::agent(OtlpExporterConfig {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        ..OtlpExporterConfig::default()
+    })
+    .await;
+    sender.send(generate_traces(1, 1, 5)).await.expect("sent");
+    assert!(eventually(Duration::from_secs(10), || received.item_count() == 1).await);
+    let batches = received.batches();
+    let keys: Vec<String> = batches[0].data().resource_spans[0]
+        .resource
+        .as_ref()
+        .expect("resource")
+        .attributes
+        .iter()
+        .map(|a| a.key.clone())
+        .collect();
+    assert!(keys.contains(&"host.name".to_string()), "{keys:?}");
+    assert!(keys.contains(&"os.type".to_string()), "{keys:?}");
+    assert!(!keys.contains(&"cloud.provider".to_string()), "{keys:?}");
+    let _ = agent.shutdown(Duration::from_secs(5)).await;
+    let _ = collector.shutdown(Duration::from_secs(5)).await;
+    let _ = sink.shutdown(Duration::from_secs(5)).await;
+    drop(silent);
+}
