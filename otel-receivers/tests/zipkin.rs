@@ -185,3 +185,38 @@ async fn zipkin_spans_arrive_as_otlp_and_bad_ones_are_refused_and_counted() {
         .await
         .unwrap();
 }
+
+/// More spans than `max_items_per_request`: refused with `413` as soon as the list passes
+/// the limit, counted `too_many_items`, in JSON and protobuf.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_spans_are_refused_before_they_are_built() {
+    let mut config = OtlpConfig {
+        http: Some("127.0.0.1:0".parse().unwrap()),
+        ..OtlpConfig::loopback()
+    };
+    config.limits.max_items_per_request = 3;
+    let zipkin = ZipkinReceiver::with_server(config);
+    let (exporter, exported) = InMemoryExporter::new();
+    let running = Pipeline::traces()
+        .receiver(zipkin.traces())
+        .exporter(exporter)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let addr = zipkin.local_addr().unwrap();
+    let r = receiver_counters(&running);
+    let json = format!("[{}]", vec![r#"{"traceId":"1","id":"1"}"#; 4].join(","));
+    let reply = http_post(addr, "/api/v2/spans", &[JSON], json.into_bytes()).await;
+    assert_eq!(reply.status, 413);
+    let proto: Vec<u8> = std::iter::repeat_n(proto_span(), 4).flatten().collect();
+    let reply = http_post(addr, "/api/v2/spans", &[PROTO], proto).await;
+    assert_eq!(reply.status, 413);
+    assert_eq!(r.failed_requests("too_many_items"), 2);
+    assert!(exported.spans().is_empty());
+    running
+        .shutdown(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+}

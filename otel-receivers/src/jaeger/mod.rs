@@ -323,8 +323,23 @@ pub(crate) async fn handle_grpc(
         Ok(read) => read,
         Err(response) => return response,
     };
-    let decoded = <model::PostSpansRequest as prost::Message>::decode(message)
-        .map_err(|e| e.to_string())
+    // Spans counted in the bytes before decoding (a batch of empty spans would decode to
+    // hundreds of bytes each first).
+    let spans_in_bytes = otel_pipeline_core::wire::fields(&message)
+        .filter_map(|(f, w)| match (f, w) {
+            (1, otel_pipeline_core::wire::Wire::Len(b)) => Some(b),
+            _ => None,
+        })
+        .map(|batch| {
+            otel_pipeline_core::wire::fields(batch)
+                .filter(|(f, _)| *f == 1)
+                .count()
+        })
+        .sum::<usize>();
+    let decoded = check_count(&shared, spans_in_bytes)
+        .and_then(|()| {
+            <model::PostSpansRequest as prost::Message>::decode(message).map_err(|e| e.to_string())
+        })
         .and_then(|r| {
             let b = r.batch.unwrap_or_default();
             check_count(&shared, b.spans.len())?;

@@ -213,13 +213,23 @@ pub(crate) async fn handle(
             Ok(received) => received,
             Err(response) => return response,
         };
+    let most = shared.config.limits.max_items_per_request;
     let parsed = match format {
-        Format::V2Json => model::parse_v2_json(&body),
-        Format::V2Proto => model::parse_v2_proto(&body),
-        Format::V1Json => model::parse_v1_json(&body),
+        Format::V2Json => model::parse_v2_json(&body, most),
+        Format::V2Proto => model::parse_v2_proto(&body, most),
+        Format::V1Json => model::parse_v1_json(&body, most),
     };
     let spans = match parsed {
         Ok(spans) => spans,
+        Err(e) if e.contains(model::TOO_MANY) => {
+            return fail::<Traces>(
+                &shared,
+                Reply::Text,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_items",
+                format!("the request carries {e}"),
+            );
+        }
         Err(e) => {
             return fail::<Traces>(
                 &shared,
@@ -230,19 +240,6 @@ pub(crate) async fn handle(
             );
         }
     };
-    let most = shared.config.limits.max_items_per_request;
-    if spans.len() > most {
-        return fail::<Traces>(
-            &shared,
-            Reply::Text,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_items",
-            format!(
-                "the request carries {} spans, more than the limit of {most}",
-                spans.len()
-            ),
-        );
-    }
     let mut notes = model::Notes::default();
     let request = model::to_otlp(spans, parse_string_tags, &mut notes);
     for (note, n) in [

@@ -204,6 +204,59 @@ struct JsonSpanV2 {
     tags: BTreeMap<String, Text>,
 }
 
+/// A JSON list of at most `max` items, refused as soon as it holds one more: a request of
+/// a million tiny spans is stopped at the limit, not materialized first.
+struct Bounded<T> {
+    max: usize,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> serde::de::DeserializeSeed<'de> for Bounded<T> {
+    type Value = Vec<T>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Bounded<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of spans")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            if out.len() == self.max {
+                return Err(serde::de::Error::custom(format!(
+                    "{TOO_MANY} of {}",
+                    self.max
+                )));
+            }
+            out.push(item);
+        }
+        Ok(out)
+    }
+}
+
+/// The start of the error for a request over the span limit.
+pub(crate) const TOO_MANY: &str = "more spans than the limit";
+
+fn bounded_json<T: for<'de> Deserialize<'de>>(body: &[u8], max: usize) -> Result<Vec<T>, String> {
+    use serde::de::DeserializeSeed;
+    let mut d = serde_json::Deserializer::from_slice(body);
+    let out = Bounded {
+        max,
+        _t: std::marker::PhantomData,
+    }
+    .deserialize(&mut d)
+    .map_err(|e| e.to_string())?;
+    d.end().map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
 /// Microseconds from a JSON number; some clients send floats.
 fn micros(v: Option<f64>) -> Option<u64> {
     v.filter(|v| v.is_finite() && *v > 0.0).map(|v| v as u64)
@@ -221,8 +274,8 @@ fn parent(text: Option<&str>) -> Result<Option<[u8; 8]>, String> {
 }
 
 /// Zipkin v2 JSON: a list of spans.
-pub(crate) fn parse_v2_json(body: &[u8]) -> Result<Vec<ZSpan>, String> {
-    let spans: Vec<JsonSpanV2> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+pub(crate) fn parse_v2_json(body: &[u8], max: usize) -> Result<Vec<ZSpan>, String> {
+    let spans: Vec<JsonSpanV2> = bounded_json(body, max)?;
     spans
         .into_iter()
         .enumerate()
@@ -305,8 +358,8 @@ struct JsonSpanV1 {
 /// Zipkin v1 JSON: a list of spans whose kind and hosts are told by their core
 /// annotations (`cs`/`cr` client, `sr`/`ss` server, `ms` producer, `mr` consumer) and
 /// binary annotations (`lc` local component, `ca`/`sa` client and server address).
-pub(crate) fn parse_v1_json(body: &[u8]) -> Result<Vec<ZSpan>, String> {
-    let spans: Vec<JsonSpanV1> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+pub(crate) fn parse_v1_json(body: &[u8], max: usize) -> Result<Vec<ZSpan>, String> {
+    let spans: Vec<JsonSpanV1> = bounded_json(body, max)?;
     spans
         .into_iter()
         .enumerate()
@@ -426,7 +479,15 @@ fn proto_endpoint(e: &ProtoEndpoint) -> Endpoint {
 }
 
 /// Zipkin v2 protobuf: `ListOfSpans`.
-pub(crate) fn parse_v2_proto(body: &[u8]) -> Result<Vec<ZSpan>, String> {
+pub(crate) fn parse_v2_proto(body: &[u8], max: usize) -> Result<Vec<ZSpan>, String> {
+    // Counted in the bytes first: a million two-byte spans would decode to hundreds of
+    // bytes each before any check.
+    let n = otel_pipeline_core::wire::fields(body)
+        .filter(|(f, _)| *f == 1)
+        .count();
+    if n > max {
+        return Err(format!("{TOO_MANY} of {max} ({n})"));
+    }
     let list = <ListOfSpans as prost::Message>::decode(body).map_err(|e| e.to_string())?;
     list.spans
         .into_iter()
@@ -935,7 +996,7 @@ mod tests {
                      "otel.library.name": "lib", "otel.library.version": "1.2",
                      "host.name": "box", "w3c.tracestate": "a=b", "count": 7}
         }]"#;
-        let spans = parse_v2_json(body).unwrap();
+        let spans = parse_v2_json(body, usize::MAX).unwrap();
         let mut notes = Notes::default();
         let out = to_otlp(spans, true, &mut notes);
         assert_eq!(notes, Notes::default());
@@ -972,7 +1033,7 @@ mod tests {
         assert_eq!(span.events[1].dropped_attributes_count, 1);
         assert_eq!(span.events[1].attributes.len(), 2);
         // Tags stay strings unless asked.
-        let out = to_otlp(parse_v2_json(body).unwrap(), false, &mut notes);
+        let out = to_otlp(parse_v2_json(body, usize::MAX).unwrap(), false, &mut notes);
         let span = &out.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(
             attr(span, "http.status_code"),
@@ -990,7 +1051,7 @@ mod tests {
             {"traceId": "463ac35c9f6413ad", "id": "2", "name": "c", "tags": {"span.kind": "internal"}}
         ]"#;
         let mut notes = Notes::default();
-        let out = to_otlp(parse_v2_json(body).unwrap(), false, &mut notes);
+        let out = to_otlp(parse_v2_json(body, usize::MAX).unwrap(), false, &mut notes);
         assert_eq!(notes.trace_id_64bit, 3);
         assert_eq!(notes.duplicate_span_id, 1);
         assert_eq!(notes.start_time_absent, 2);
@@ -1020,9 +1081,19 @@ mod tests {
             ),
             (br#"{"not": "a list"}"#, "invalid type"),
         ] {
-            let err = parse_v2_json(body).unwrap_err();
+            let err = parse_v2_json(body, usize::MAX).unwrap_err();
             assert!(err.contains(want), "{err}");
         }
+        // The span limit stops a list as soon as it is passed, in either encoding.
+        let many = format!("[{}]", vec![r#"{"traceId":"1","id":"1"}"#; 5].join(","));
+        assert!(
+            parse_v2_json(many.as_bytes(), 4)
+                .unwrap_err()
+                .contains(TOO_MANY)
+        );
+        assert_eq!(parse_v2_json(many.as_bytes(), 5).unwrap().len(), 5);
+        let list: Vec<u8> = std::iter::repeat_n([0x0a, 0], 1000).flatten().collect();
+        assert!(parse_v2_proto(&list, 999).unwrap_err().contains(TOO_MANY));
     }
 
     #[test]
@@ -1047,7 +1118,7 @@ mod tests {
                 ..ProtoSpan::default()
             }],
         };
-        let spans = parse_v2_proto(&prost::Message::encode_to_vec(&list)).unwrap();
+        let spans = parse_v2_proto(&prost::Message::encode_to_vec(&list), usize::MAX).unwrap();
         assert_eq!(spans[0].kind, Kind::Server);
         assert_eq!(spans[0].trace_id, [1; 16]);
         assert_eq!(
@@ -1061,8 +1132,8 @@ mod tests {
                 ..ProtoSpan::default()
             }],
         };
-        assert!(parse_v2_proto(&prost::Message::encode_to_vec(&bad)).is_err());
-        assert!(parse_v2_proto(&[0xff, 0xff]).is_err());
+        assert!(parse_v2_proto(&prost::Message::encode_to_vec(&bad), usize::MAX).is_err());
+        assert!(parse_v2_proto(&[0xff, 0xff], usize::MAX).is_err());
     }
 
     #[test]
@@ -1077,7 +1148,7 @@ mod tests {
                 {"key": "http.path", "value": "/x", "endpoint": {"serviceName": "web"}},
                 {"key": "sa", "value": true, "endpoint": {"serviceName": "db", "port": 5432}}]
         }]"#;
-        let spans = parse_v1_json(body).unwrap();
+        let spans = parse_v1_json(body, usize::MAX).unwrap();
         let s = &spans[0];
         assert_eq!(s.kind, Kind::Client);
         assert_eq!(s.timestamp, Some(100));
