@@ -207,7 +207,7 @@ async fn too_many_spans_are_refused_before_they_are_built() {
         .unwrap();
     let addr = zipkin.local_addr().unwrap();
     let r = receiver_counters(&running);
-    let json = format!("[{}]", vec![r#"{"traceId":"1","id":"1"}"#; 4].join(","));
+    let json = format!("[{}]", [r#"{"traceId":"1","id":"1"}"#; 4].join(","));
     let reply = http_post(addr, "/api/v2/spans", &[JSON], json.into_bytes()).await;
     assert_eq!(reply.status, 413);
     let proto: Vec<u8> = std::iter::repeat_n(proto_span(), 4).flatten().collect();

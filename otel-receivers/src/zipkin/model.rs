@@ -1085,7 +1085,7 @@ mod tests {
             assert!(err.contains(want), "{err}");
         }
         // The span limit stops a list as soon as it is passed, in either encoding.
-        let many = format!("[{}]", vec![r#"{"traceId":"1","id":"1"}"#; 5].join(","));
+        let many = format!("[{}]", [r#"{"traceId":"1","id":"1"}"#; 5].join(","));
         assert!(
             parse_v2_json(many.as_bytes(), 4)
                 .unwrap_err()
