@@ -132,11 +132,18 @@ async fn main() -> ExitCode {
         "error" | "dpanic" | "panic" | "fatal" => tracing::Level::ERROR,
         _ => tracing::Level::INFO,
     };
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        let _ = tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::from_level(level))
+            .with(fmt)
+            .with(PushedLogs)
+            .try_init();
+    }
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
@@ -401,4 +408,84 @@ async fn wait_for_signal() {
 #[cfg(not(unix))]
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Each log event, as an OTLP log record, to `service.telemetry.logs.processors` (only
+/// while one pushes: otherwise nothing is built).
+struct PushedLogs;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PushedLogs {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        use otel_pipeline::proto::common::v1::{AnyValue, KeyValue, any_value::Value};
+        use otel_pipeline::proto::logs::v1::LogRecord;
+        if !otel_pipeline::telemetry::logs::wanted() {
+            return;
+        }
+        struct Fields {
+            body: String,
+            attrs: Vec<KeyValue>,
+        }
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                let text = format!("{value:?}");
+                if field.name() == "message" {
+                    self.body = text;
+                } else {
+                    self.attrs.push(KeyValue {
+                        key: field.name().to_string(),
+                        value: Some(AnyValue {
+                            value: Some(Value::StringValue(text)),
+                        }),
+                        ..Default::default()
+                    });
+                }
+            }
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "message" {
+                    self.body = value.to_string();
+                } else {
+                    self.record_debug(field, &value);
+                }
+            }
+        }
+        let mut fields = Fields {
+            body: String::new(),
+            attrs: Vec::new(),
+        };
+        event.record(&mut fields);
+        let meta = event.metadata();
+        fields.attrs.push(KeyValue {
+            key: "code.namespace".into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(meta.target().to_string())),
+            }),
+            ..Default::default()
+        });
+        // The log data model's numbers: TRACE 1, DEBUG 5, INFO 9, WARN 13, ERROR 17.
+        let (number, text) = match *meta.level() {
+            tracing::Level::TRACE => (1, "TRACE"),
+            tracing::Level::DEBUG => (5, "DEBUG"),
+            tracing::Level::INFO => (9, "INFO"),
+            tracing::Level::WARN => (13, "WARN"),
+            tracing::Level::ERROR => (17, "ERROR"),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        otel_pipeline::telemetry::record_log(LogRecord {
+            time_unix_nano: now,
+            observed_time_unix_nano: now,
+            severity_number: number,
+            severity_text: text.into(),
+            body: Some(AnyValue {
+                value: Some(Value::StringValue(fields.body)),
+            }),
+            attributes: fields.attrs,
+            ..Default::default()
+        });
+    }
 }

@@ -1650,3 +1650,33 @@ service:
     let _ = sink.shutdown(Duration::from_secs(5)).await;
     drop(silent);
 }
+
+/// `service.telemetry.logs.processors` that cannot push are named: another exporter, a
+/// missing endpoint, an unknown key.
+#[test]
+fn log_processors_that_cannot_push_are_named() {
+    let with = |processor: &str| {
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:0\nexporters:\n  debug:\nservice:\n  telemetry:\n    logs:\n      processors:\n        - {processor}\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n"
+        )
+    };
+    for (processor, want) in [
+        (
+            "batch: {exporter: {console: {}}}",
+            "service.telemetry.logs.processors[0].batch.exporter.console",
+        ),
+        (
+            "batch: {exporter: {otlp: {protocol: grpc}}}",
+            "service.telemetry.logs.processors[0].batch.exporter.otlp.endpoint",
+        ),
+        (
+            "batch: {exporter: {otlp: {endpoint: 'http://x:4318'}}, every: 1}",
+            "service.telemetry.logs.processors[0].batch.every",
+        ),
+    ] {
+        let (path, _, _, message) = error_of(&with(processor));
+        assert_eq!(path, want, "{message}");
+    }
+    load(&[("c.yaml", &with("simple: {exporter: {otlp: {endpoint: 'http://127.0.0.1:4318', protocol: http/protobuf}}}"))])
+        .expect("a simple processor loads");
+}

@@ -362,7 +362,8 @@ service:
 
 /// `service.telemetry.metrics.readers: periodic` with an otlp exporter, as the Collector's
 /// demo configures it: the collector's own counters reach an OTLP backend every interval,
-/// under the configured resource; `logs.processors` loads with a warning.
+/// under the configured resource; and `logs.processors` pushes the collector's own logs
+/// (what the application records, as the `collector` example does from `tracing`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_metrics_are_pushed_over_otlp_by_a_periodic_reader() {
     use otel_pipeline::proto::collector::trace::v1::ExportTraceServiceRequest;
@@ -374,6 +375,15 @@ async fn self_metrics_are_pushed_over_otlp_by_a_periodic_reader() {
     let backend_pipeline = Pipeline::metrics()
         .receiver(backend.metrics())
         .exporter(out)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let (logs_out, logs_seen) = InMemoryExporter::<otel_pipeline::Logs>::new();
+    let backend_logs = Pipeline::logs()
+        .receiver(backend.logs())
+        .exporter(logs_out)
         .build()
         .expect("builds")
         .start()
@@ -406,6 +416,7 @@ service:
     logs:
       processors:
         - batch:
+            schedule_delay: 100
             exporter:
               otlp:
                 protocol: http/protobuf
@@ -419,15 +430,8 @@ service:
     let registry = otel_pipeline::default_registry();
     let config = CollectorConfig::load(&[ConfigFile::new("self.yaml", yaml)], |_| None, &registry)
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        config
-            .warnings()
-            .iter()
-            .any(|w| w.contains("service.telemetry.logs.processors")),
-        "{:?}",
-        config.warnings()
-    );
     assert_eq!(config.service_telemetry().metric_pushes.len(), 1);
+    assert_eq!(config.service_telemetry().log_pushes.len(), 1);
     let collector = config
         .build(&registry, Telemetry::new())
         .unwrap_or_else(|e| panic!("{e}"))
@@ -479,11 +483,50 @@ service:
         "pushed: {:?}",
         accepted(&seen)
     );
+    // A log the application records reaches the backend under the same resource.
+    otel_pipeline::telemetry::record_log(otel_pipeline::proto::logs::v1::LogRecord {
+        severity_number: 13,
+        severity_text: "WARN".into(),
+        body: Some(otel_pipeline::proto::common::v1::AnyValue {
+            value: Some(Value::StringValue(
+                "exporter otlp/backend is retrying".into(),
+            )),
+        }),
+        ..Default::default()
+    });
+    let logged = || {
+        logs_seen.batches().iter().any(|b| {
+            b.data().resource_logs.iter().any(|rl| {
+                let ours = rl.resource.as_ref().is_some_and(|r| {
+                    r.attributes.iter().any(|a| {
+                        a.value.as_ref().and_then(|v| v.value.clone())
+                            == Some(Value::StringValue("gateway-7".into()))
+                    })
+                });
+                ours && rl.scope_logs.iter().flat_map(|s| &s.log_records).any(|r| {
+                    r.body.as_ref().and_then(|b| b.value.clone())
+                        == Some(Value::StringValue(
+                            "exporter otlp/backend is retrying".into(),
+                        ))
+                })
+            })
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(10), logged).await,
+        "the log arrives"
+    );
     collector
         .shutdown(Duration::from_secs(5))
         .await
         .expect("drains");
+    // Stopped: records are no longer kept.
+    assert!(!otel_pipeline::telemetry::logs::wanted());
     backend_pipeline
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("stops");
+    backend_logs
         .shutdown(Duration::from_secs(5))
         .await
         .expect("stops");

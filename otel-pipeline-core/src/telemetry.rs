@@ -1401,3 +1401,86 @@ mod tests {
         );
     }
 }
+
+/// The collector's own logs, on their way to `service.telemetry.logs.processors`.
+///
+/// An application that wants its logs pushed records them with [`record_log`](logs::record_log) (the
+/// `collector` example does it from a `tracing` layer); a log push, while one runs, takes
+/// them with [`take_logs`](logs::take_logs). Nothing is kept while no push runs. At most [`LOG_FEED_CAP`](logs::LOG_FEED_CAP)
+/// records wait; more are dropped and counted ([`dropped_logs`](logs::dropped_logs)), so a logging storm
+/// cannot grow memory.
+pub mod logs {
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    use parking_lot::Mutex;
+
+    use crate::proto::logs::v1::LogRecord;
+
+    /// Records that may wait for a push.
+    pub const LOG_FEED_CAP: usize = 10_000;
+
+    static FEED: Mutex<VecDeque<LogRecord>> = Mutex::new(VecDeque::new());
+    static PUSHES: AtomicUsize = AtomicUsize::new(0);
+    static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+    /// Whether a push runs (record only then: building a record costs).
+    pub fn wanted() -> bool {
+        PUSHES.load(Ordering::Relaxed) > 0
+    }
+
+    /// Hand a record to the running pushes; dropped (counted) when none runs or the feed
+    /// is full.
+    pub fn record_log(record: LogRecord) {
+        if !wanted() {
+            return;
+        }
+        let mut feed = FEED.lock();
+        if feed.len() >= LOG_FEED_CAP {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        feed.push_back(record);
+    }
+
+    /// Take up to `max` waiting records, oldest first.
+    pub fn take_logs(max: usize) -> Vec<LogRecord> {
+        let mut feed = FEED.lock();
+        let n = feed.len().min(max);
+        feed.drain(..n).collect()
+    }
+
+    /// Records dropped because the feed was full.
+    pub fn dropped_logs() -> u64 {
+        DROPPED.load(Ordering::Relaxed)
+    }
+
+    /// A push starts taking records (`true`) or stops (`false`).
+    pub fn set_pushing(on: bool) {
+        if on {
+            PUSHES.fetch_add(1, Ordering::Relaxed);
+        } else if PUSHES.fetch_sub(1, Ordering::Relaxed) == 1 {
+            FEED.lock().clear();
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn records_wait_only_while_a_push_runs_and_are_bounded() {
+            record_log(LogRecord::default());
+            assert!(take_logs(10).is_empty(), "nothing kept without a push");
+            set_pushing(true);
+            for _ in 0..LOG_FEED_CAP + 5 {
+                record_log(LogRecord::default());
+            }
+            assert_eq!(dropped_logs(), 5);
+            assert_eq!(take_logs(3).len(), 3);
+            assert_eq!(take_logs(usize::MAX).len(), LOG_FEED_CAP - 3);
+            set_pushing(false);
+        }
+    }
+}
+pub use logs::record_log;

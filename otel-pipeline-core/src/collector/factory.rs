@@ -650,6 +650,16 @@ pub trait TelemetryPushFactory: Send + Sync {
         push: &MetricsPush,
         resource: &[(String, String)],
     ) -> Result<Box<dyn Extension>, String>;
+
+    /// A running push of the collector's own logs (what [`crate::telemetry::record_log`]
+    /// collects) every `push.interval`. By default: not supported.
+    fn logs(
+        &self,
+        _push: &MetricsPush,
+        _resource: &[(String, String)],
+    ) -> Result<Box<dyn Extension>, String> {
+        Err("this build cannot push the collector's logs".into())
+    }
 }
 
 /// Makes extensions of one type.

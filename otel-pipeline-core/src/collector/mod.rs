@@ -271,6 +271,9 @@ pub struct ServiceTelemetry {
     /// `service.telemetry.metrics.readers` that push: self-metrics sent over OTLP every
     /// interval.
     pub metric_pushes: Vec<MetricsPush>,
+    /// `service.telemetry.logs.processors`: the collector's own logs (what the
+    /// application records with [`crate::telemetry::record_log`]) sent over OTLP.
+    pub log_pushes: Vec<MetricsPush>,
     /// `service.telemetry.resource`: attributes of the collector's own telemetry.
     pub resource: Vec<(String, String)>,
 }
@@ -333,6 +336,7 @@ impl CollectorConfig {
                 metrics_address: Some("localhost:8888".into()),
                 log_level: "info".into(),
                 metric_pushes: Vec::new(),
+                log_pushes: Vec::new(),
                 resource: Vec::new(),
             },
             warnings: Vec::new(),
@@ -880,9 +884,20 @@ impl CollectorConfig {
                             "encoding" | "development" | "output_paths" | "error_output_paths"
                             | "disable_caller" | "disable_stacktrace" | "initial_fields"
                             | "sampling" => {}
-                            "processors" => self.warnings.push(format!(
-                                "{p}: accepted, but the collector's own logs go to stderr here; they are not pushed over OTLP"
-                            )),
+                            "processors" => match &v.value {
+                                NodeValue::Seq(items) => {
+                                    for (i, item) in items.iter().enumerate() {
+                                        match self.log_processor(item, &format!("{p}[{i}]")) {
+                                            Ok(push) => self.telemetry.log_pushes.push(push),
+                                            Err(e) => errors.push(e),
+                                        }
+                                    }
+                                }
+                                _ => errors.push(
+                                    ConfigError::new(p, "expected a list of processors")
+                                        .at(v.at.clone()),
+                                ),
+                            },
                             _ => errors.push(ConfigError::new(p, "unknown key").at(k_at.clone())),
                         }
                     }
@@ -990,7 +1005,85 @@ impl CollectorConfig {
         }
         let otlp =
             otlp.ok_or_else(|| self.err(&format!("{path}.exporter"), "needs an otlp exporter"))?;
-        let at = format!("{path}.exporter.otlp");
+        self.otlp_push_exporter(otlp, &format!("{path}.exporter.otlp"), &mut push)?;
+        Ok(push)
+    }
+
+    /// A `batch` (or `simple`) log processor of `service.telemetry.logs.processors` with
+    /// an `otlp` exporter: the collector's own logs pushed over OTLP.
+    fn log_processor(&self, node: &Node, path: &str) -> Result<MetricsPush, ConfigError> {
+        let (kind, body) = match (node.get("batch"), node.get("simple")) {
+            (Some(b), _) => ("batch", b),
+            (None, Some(s)) => ("simple", s),
+            _ => return Err(self.err(path, "expected a batch or simple processor")),
+        };
+        let at = format!("{path}.{kind}");
+        let ms = |v: &Node, key: &str| -> Result<Duration, ConfigError> {
+            match &v.value {
+                NodeValue::Int(i) if *i > 0 => Ok(Duration::from_millis(*i as u64)),
+                NodeValue::String(t) => crate::config::parse_duration(t)
+                    .map_err(|m| self.err(&format!("{at}.{key}"), m)),
+                _ => Err(self.err(
+                    &format!("{at}.{key}"),
+                    "expected milliseconds or a duration",
+                )),
+            }
+        };
+        let mut push = MetricsPush {
+            endpoint: String::new(),
+            protocol: "http/protobuf".into(),
+            // The OpenTelemetry SDK's batch processor: every second (a simple one: at once,
+            // here at most every 200 ms).
+            interval: if kind == "batch" {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(200)
+            },
+            timeout: Duration::from_secs(30),
+            headers: Vec::new(),
+            insecure: false,
+        };
+        let mut otlp = None;
+        for (k, k_at, v) in body.entries() {
+            match k.as_str() {
+                "schedule_delay" => push.interval = ms(v, "schedule_delay")?,
+                "export_timeout" => push.timeout = ms(v, "export_timeout")?,
+                "max_queue_size" | "max_export_batch_size" => {}
+                "exporter" => {
+                    for (e, e_at, ev) in v.entries() {
+                        if e == "otlp" {
+                            otlp = Some(ev);
+                        } else {
+                            return Err(ConfigError::new(
+                                format!("{at}.exporter.{e}"),
+                                "only an otlp exporter pushes the collector's logs here",
+                            )
+                            .at(e_at.clone()));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("{at}.{k}"),
+                        "unknown key (expected exporter, schedule_delay, export_timeout, max_queue_size or max_export_batch_size)",
+                    )
+                    .at(k_at.clone()));
+                }
+            }
+        }
+        let otlp =
+            otlp.ok_or_else(|| self.err(&format!("{at}.exporter"), "needs an otlp exporter"))?;
+        self.otlp_push_exporter(otlp, &format!("{at}.exporter.otlp"), &mut push)?;
+        Ok(push)
+    }
+
+    /// The `otlp` exporter of a telemetry reader or log processor.
+    fn otlp_push_exporter(
+        &self,
+        otlp: &Node,
+        at: &str,
+        push: &mut MetricsPush,
+    ) -> Result<(), ConfigError> {
         for (k, k_at, v) in otlp.entries() {
             let text = match &v.value {
                 NodeValue::String(t) => Some(t.clone()),
@@ -1069,12 +1162,9 @@ impl CollectorConfig {
             }
         }
         if push.endpoint.is_empty() {
-            return Err(self.err(
-                &format!("{at}.endpoint"),
-                "missing: where to push self-metrics",
-            ));
+            return Err(self.err(&format!("{at}.endpoint"), "missing: where to push"));
         }
-        Ok(push)
+        Ok(())
     }
 
     fn section<'a>(&'a self, section: &str, id: &'a ComponentId) -> Section<'a> {
@@ -1273,6 +1363,23 @@ impl CollectorConfig {
                 None => errors.push(self.err(
                     &path,
                     "this build has no OTLP exporter to push self-metrics with",
+                )),
+            }
+        }
+        for (i, push) in self.telemetry.log_pushes.iter().enumerate() {
+            let path = format!("service.telemetry.logs.processors[{i}]");
+            match registry
+                .telemetry_push
+                .as_ref()
+                .map(|f| f.logs(push, &self.telemetry.resource))
+            {
+                Some(Ok(e)) => {
+                    extensions.insert(0, (ComponentId::new(LOGS_PUSH).with_name(i.to_string()), e))
+                }
+                Some(Err(m)) => errors.push(self.err(&path, m)),
+                None => errors.push(self.err(
+                    &path,
+                    "this build has no OTLP exporter to push the collector's logs with",
                 )),
             }
         }
@@ -1886,6 +1993,8 @@ const METRICS_ENDPOINT: &str = "service.telemetry.metrics";
 
 /// The id periodic readers run under (`.../0`, `.../1`), among the extensions.
 const METRICS_PUSH: &str = "service.telemetry.metrics.readers";
+/// The id log processors run under.
+const LOGS_PUSH: &str = "service.telemetry.logs.processors";
 
 /// A running collector. Stop it with [`RunningCollector::shutdown`].
 pub struct RunningCollector {
