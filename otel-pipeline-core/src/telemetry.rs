@@ -1404,7 +1404,7 @@ mod tests {
 
 /// The collector's own logs, on their way to `service.telemetry.logs.processors`.
 ///
-/// An application that wants its logs pushed records them with [`record_log`](logs::record_log) (the
+/// An application that wants its logs pushed records them with [`record_log`] (the
 /// `collector` example does it from a `tracing` layer); a log push, while one runs, takes
 /// them with [`take_logs`](logs::take_logs). Nothing is kept while no push runs. At most [`LOG_FEED_CAP`](logs::LOG_FEED_CAP)
 /// records wait; more are dropped and counted ([`dropped_logs`](logs::dropped_logs)), so a logging storm
