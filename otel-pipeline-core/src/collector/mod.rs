@@ -953,20 +953,19 @@ impl CollectorConfig {
         }
     }
 
+    /// A time in the configuration schema's form: milliseconds, or a duration.
+    fn millis(&self, v: &Node, at: &str) -> Result<Duration, ConfigError> {
+        match &v.value {
+            NodeValue::Int(i) if *i > 0 => Ok(Duration::from_millis(*i as u64)),
+            NodeValue::String(t) => crate::config::parse_duration(t).map_err(|m| self.err(at, m)),
+            _ => Err(self.err(at, "expected milliseconds or a duration")),
+        }
+    }
+
     /// A `periodic` reader with an `otlp` exporter (as the Collector's configuration
     /// schema writes it).
     fn periodic_reader(&self, node: &Node, path: &str) -> Result<MetricsPush, ConfigError> {
-        let ms = |v: &Node, key: &str| -> Result<Duration, ConfigError> {
-            match &v.value {
-                NodeValue::Int(i) if *i > 0 => Ok(Duration::from_millis(*i as u64)),
-                NodeValue::String(t) => crate::config::parse_duration(t)
-                    .map_err(|m| self.err(&format!("{path}.{key}"), m)),
-                _ => Err(self.err(
-                    &format!("{path}.{key}"),
-                    "expected milliseconds or a duration",
-                )),
-            }
-        };
+        let ms = |v: &Node, key: &str| self.millis(v, &format!("{path}.{key}"));
         let mut push = MetricsPush {
             endpoint: String::new(),
             protocol: "http/protobuf".into(),
@@ -1018,17 +1017,7 @@ impl CollectorConfig {
             _ => return Err(self.err(path, "expected a batch or simple processor")),
         };
         let at = format!("{path}.{kind}");
-        let ms = |v: &Node, key: &str| -> Result<Duration, ConfigError> {
-            match &v.value {
-                NodeValue::Int(i) if *i > 0 => Ok(Duration::from_millis(*i as u64)),
-                NodeValue::String(t) => crate::config::parse_duration(t)
-                    .map_err(|m| self.err(&format!("{at}.{key}"), m)),
-                _ => Err(self.err(
-                    &format!("{at}.{key}"),
-                    "expected milliseconds or a duration",
-                )),
-            }
-        };
+        let ms = |v: &Node, key: &str| self.millis(v, &format!("{at}.{key}"));
         let mut push = MetricsPush {
             endpoint: String::new(),
             protocol: "http/protobuf".into(),
