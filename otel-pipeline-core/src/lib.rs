@@ -80,6 +80,8 @@ mod runtime;
 pub mod serve;
 #[cfg(feature = "pipeline")]
 mod signal;
+#[cfg(feature = "storage")]
+pub mod storage;
 #[cfg(feature = "pipeline")]
 pub mod telemetry;
 #[cfg(all(feature = "pipeline", any(test, feature = "testing")))]
