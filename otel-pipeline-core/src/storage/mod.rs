@@ -30,6 +30,7 @@
 //!
 //! let dir = std::env::temp_dir().join(format!("otel-storage-doc-{}", std::process::id()));
 //! let _ = std::fs::remove_dir_all(&dir);
+//! std::fs::create_dir_all(&dir).unwrap();
 //! let options = LogOptions { fsync: Fsync::Never, ..LogOptions::default() };
 //! let log = SegmentLog::open(&dir, options.clone()).unwrap();
 //! let appended = log.append(1, &[b"a request".as_slice()]).unwrap();
@@ -230,7 +231,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn release(&self, ids: &[RecordId]);
     /// Read a held record back.
     fn read(&self, id: RecordId) -> Result<Record, StorageError>;
-    /// The records held when the store opened, oldest first, with their kinds.
+    /// The records held when the store opened, oldest first, with their kinds: given to
+    /// the first caller (the owner replays them once).
     fn recovered(&self) -> Vec<(RecordId, u8)>;
     /// The store's counters.
     fn stats(&self) -> &StorageStats;
