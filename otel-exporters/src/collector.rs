@@ -119,8 +119,38 @@ impl OtlpFactory {
         if let Some(a) = yaml.authenticator() {
             apply_auth(section, a, "auth.authenticator", &mut config)?;
         }
+        queue_storage(section, &yaml, signal, &mut config)?;
         Ok(config)
     }
+}
+
+/// The `file_storage` extension `sending_queue.storage` names, for the queue of this
+/// exporter and signal.
+fn queue_storage(
+    section: &Section<'_>,
+    yaml: &OtlpExporterYaml,
+    signal: &str,
+    config: &mut crate::OtlpExporterConfig,
+) -> Result<(), ConfigError> {
+    let Some(id) = yaml.queue_storage() else {
+        return Ok(());
+    };
+    if !config.queue.enabled {
+        return Err(section.error(
+            "sending_queue.storage",
+            "a persistent queue needs the queue enabled",
+        ));
+    }
+    let storage = otel_pipeline_core::storage::FileStorageConfig::referenced(
+        section,
+        id,
+        "sending_queue.storage",
+    )?;
+    config.queue.storage = Some(crate::QueueStorage {
+        storage,
+        owner: format!("exporter_{}_{signal}", section.id()),
+    });
+    Ok(())
 }
 
 /// `zipkin` (Zipkin v2 JSON or protobuf over HTTP) and `jaeger` (gRPC `api_v2`, removed
@@ -150,6 +180,7 @@ impl ExporterFactory for ForeignFactory {
                     .headers
                     .push(auth_header(section, a, "auth.authenticator")?);
             }
+            queue_storage(section, &yaml, "traces", &mut config)?;
             Ok(
                 Box::new(OtlpExporter::<Traces>::new(config).with_id(section.id().clone()))
                     as BoxExporter<Traces>,

@@ -34,6 +34,6 @@ pub use debug::{DebugExporter, Verbosity};
 pub use loadbalancing::{TraceRouter, TraceRouterConfig};
 pub use nop::NopExporter;
 pub use otlp::{
-    ClientTls, Compression, OtlpExporter, OtlpExporterConfig, Protocol, RetryConfig,
+    ClientTls, Compression, OtlpExporter, OtlpExporterConfig, Protocol, QueueStorage, RetryConfig,
     SendingQueueConfig, TlsVersion,
 };

@@ -171,6 +171,9 @@ pub(crate) struct QueueYaml {
     /// here is on items and bytes), or `bytes` (read as `max_bytes`).
     #[serde(default)]
     sizer: Option<Sizer>,
+    /// The `file_storage` extension that makes the queue persistent.
+    #[serde(default)]
+    storage: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -182,6 +185,13 @@ enum Sizer {
 }
 
 impl OtlpExporterYaml {
+    /// The storage extension `sending_queue.storage` names.
+    pub(crate) fn queue_storage(&self) -> Option<&str> {
+        self.sending_queue
+            .as_ref()
+            .and_then(|q| q.storage.as_deref())
+    }
+
     /// The `otlphttp` exporter's reading: HTTP, protobuf or JSON by `encoding`, and the
     /// signal's own URL when given (`traces_endpoint`). `signal` is `traces`, `metrics`
     /// or `logs`.
@@ -429,6 +439,8 @@ impl OtlpExporterYaml {
                     (None, _, _) => d.max_bytes,
                 },
                 block_on_overflow: q.block_on_overflow.unwrap_or(d.block_on_overflow),
+                // Resolved by the factory, which sees the extension it names.
+                storage: None,
             };
         }
         c

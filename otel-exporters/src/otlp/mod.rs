@@ -142,6 +142,22 @@ pub struct SendingQueueConfig {
     pub max_bytes: Option<usize>,
     /// When full, wait for room instead of refusing (default false: refuse).
     pub block_on_overflow: bool,
+    /// Keep every queued request on disk too (`sending_queue.storage`, a `file_storage`
+    /// extension): a request is written (and synced as the extension's `fsync` says)
+    /// before `consume` answers, removed once the backend took it or it failed for good,
+    /// and sent after a restart if it is still there (docs/reliability.md). Requests past
+    /// `max_bytes` in memory are held on disk only, up to the storage's own `max_bytes`.
+    pub storage: Option<QueueStorage>,
+}
+
+/// Where a persistent sending queue keeps its requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueStorage {
+    /// The `file_storage` extension's settings.
+    pub storage: otel_pipeline_core::storage::FileStorageConfig,
+    /// The queue's own subdirectory in it: stable across restarts and unique per exporter
+    /// and signal (the collector uses `exporter_<type>_<name>_<signal>`).
+    pub owner: String,
 }
 
 impl Default for SendingQueueConfig {
@@ -152,6 +168,7 @@ impl Default for SendingQueueConfig {
             max_items: 100_000,
             max_bytes: Some(DEFAULT_QUEUE_BYTES),
             block_on_overflow: false,
+            storage: None,
         }
     }
 }
@@ -1601,6 +1618,10 @@ impl<S: WireSignal> OtlpSender<S> {
                 && shutdown
                     .is_some_and(|d| Instant::now().checked_add(pause).is_none_or(|t| t >= d))
             {
+                // A persistent queue keeps the request on disk for the next start.
+                if !direct && self.config.queue.storage.is_some() {
+                    return Err(ConsumeError::rejected(n, queue::KEPT_ON_DISK));
+                }
                 self.telemetry.add_dropped(DropReason::SHUTDOWN_DEADLINE, n);
                 return Err(ConsumeError::rejected(
                     n,

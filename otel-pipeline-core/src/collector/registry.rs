@@ -67,7 +67,8 @@ impl fmt::Debug for Registry {
 impl Registry {
     /// A registry with only the core's own extensions: the authenticators
     /// (`bearertokenauth`, `basicauth`, which receivers and exporters read), and the
-    /// harmless `pprof` and `zpages`, accepted with a warning that they do nothing here.
+    /// harmless `pprof` and `zpages`, accepted with a warning that they do nothing here;
+    /// with the `storage` feature, `file_storage`.
     pub fn new() -> Self {
         let mut r = Self::default();
         for kind in ACCEPTED_EXTENSIONS {
@@ -76,6 +77,8 @@ impl Registry {
         for kind in ["bearertokenauth", "basicauth", "headers_setter"] {
             r.extension(AuthExtensionFactory(kind));
         }
+        #[cfg(feature = "storage")]
+        r.extension(crate::storage::FileStorageFactory);
         r
     }
 

@@ -61,8 +61,12 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::BoxFuture;
 
+#[cfg(feature = "config")]
+mod config;
 mod inspect;
 
+#[cfg(feature = "config")]
+pub use config::{DEFAULT_DIRECTORY, FileStorageConfig, FileStorageFactory};
 pub use inspect::{Inspection, SegmentReport, inspect, kind_name};
 
 /// The first four bytes of every record ("OPL1").
@@ -273,7 +277,8 @@ pub struct SegmentLog {
     synced: tokio::sync::watch::Sender<u64>,
     stats: Arc<StorageStats>,
     sync_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    _lock: File,
+    /// The directory's lock, let go at [`SegmentLog::close`] (or drop).
+    lock: Mutex<Option<File>>,
 }
 
 impl fmt::Debug for SegmentLog {
@@ -565,7 +570,7 @@ impl SegmentLog {
             synced,
             stats,
             sync_thread: Mutex::new(None),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         };
         {
             let mut inner = log.inner.lock();
@@ -756,10 +761,12 @@ impl SegmentLog {
             .store(inner.disk_bytes, Ordering::Relaxed);
     }
 
-    /// Stop: sync what was written and refuse further appends.
+    /// Stop: sync what was written, refuse further appends, and let go of the directory
+    /// (another owner may open it now).
     pub fn close(&self) -> Result<(), StorageError> {
         let r = self.sync_now();
         self.inner.lock().closed = true;
+        self.lock.lock().take();
         self.wake.notify_all();
         if let Some(handle) = self.sync_thread.lock().take()
             && handle.thread().id() != std::thread::current().id()
