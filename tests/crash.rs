@@ -1,0 +1,215 @@
+//! Crash durability with real processes: a collector whose exporter has a persistent
+//! sending queue (`sending_queue.storage: file_storage`) is killed with SIGKILL at random
+//! moments while clients send and its backend is down, and restarted each time. Once the
+//! backend is back, every span the collector acknowledged reaches it. Duplicates (at
+//! least once) are counted and printed. Run under `fsync: true` (every write) and a
+//! periodic policy: a kill loses nothing under either (what `write` returned is in the
+//! page cache); they differ on power loss, which a test cannot cut (docs/reliability.md).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use otel_pipeline::exporters::otlp::{
+    OtlpExporterConfig, Protocol, RetryConfig, SendingQueueConfig,
+};
+use otel_pipeline::receivers::OtlpConfig;
+use otel_pipeline::testing::{eventually, generate_traces};
+use std::sync::Mutex;
+
+mod common;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// A small xorshift: the kill moments, printed with their seed so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn config(dir: &Path, grpc: u16, backend: u16, fsync: &str) -> String {
+    format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:{grpc} }}\n\
+         exporters:\n  otlp/backend:\n    endpoint: http://127.0.0.1:{backend}\n    timeout: 1s\n    \
+         retry_on_failure: {{ initial_interval: 50ms, max_interval: 200ms, max_elapsed_time: 0s }}\n    \
+         sending_queue: {{ num_consumers: 2, storage: file_storage/queue }}\n\
+         extensions:\n  file_storage/queue:\n    directory: {}\n    create_directory: true\n    fsync: {fsync}\n\
+         service:\n  extensions: [file_storage/queue]\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [otlp/backend]\n  \
+         telemetry:\n    metrics: {{ level: none }}\n",
+        dir.display()
+    )
+}
+
+fn spawn(config: &Path, log: &Path) -> Child {
+    Command::new(common::collector_bin())
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .expect("log file"),
+        )
+        .spawn()
+        .expect("collector starts")
+}
+
+/// Acknowledged spans (by span id) of every send that returned OK.
+type Acked = Arc<Mutex<HashSet<Vec<u8>>>>;
+
+async fn one_policy(fsync: &str, seed: u64) {
+    let dir = std::env::temp_dir().join(format!(
+        "otel-crash-{}-{}",
+        fsync.replace(' ', "_"),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (grpc, backend) = (free_port(), free_port());
+    let file = dir.join("collector.yaml");
+    std::fs::write(&file, config(&dir.join("storage"), grpc, backend, fsync)).expect("config");
+    let log = dir.join("collector.log");
+
+    // The client: no queue and no retries of its own, so OK means the collector answered OK.
+    let (client, sender) = common::agent(OtlpExporterConfig {
+        endpoint: format!("http://127.0.0.1:{grpc}"),
+        protocol: Protocol::Grpc,
+        timeout: Duration::from_secs(2),
+        retry: RetryConfig {
+            enabled: false,
+            ..RetryConfig::default()
+        },
+        queue: SendingQueueConfig {
+            enabled: false,
+            ..SendingQueueConfig::default()
+        },
+        ..OtlpExporterConfig::default()
+    })
+    .await;
+    let sender = Arc::new(sender);
+    let acked: Acked = Arc::default();
+    let mut rng = Rng(seed | 1);
+    let mut next_seed = 0u64;
+    const KILLS: usize = 3;
+    for round in 0..KILLS {
+        let mut child = spawn(&file, &log);
+        // Two clients send until the kill.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for c in 0..2u64 {
+            let (sender, acked, stop) =
+                (Arc::clone(&sender), Arc::clone(&acked), Arc::clone(&stop));
+            let base = next_seed + c * 1_000_000;
+            tasks.push(tokio::spawn(async move {
+                let mut s = base;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let req = generate_traces(2, 5, s);
+                    let ids: Vec<Vec<u8>> = req
+                        .resource_spans
+                        .iter()
+                        .flat_map(|r| &r.scope_spans)
+                        .flat_map(|s| &s.spans)
+                        .map(|s| s.span_id.clone())
+                        .collect();
+                    s += 1;
+                    if sender.send(req).await.is_ok() {
+                        acked.lock().expect("lock").extend(ids);
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }));
+        }
+        next_seed += 10_000_000;
+        let wait = 300 + rng.below(700);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        // SIGKILL: no drain, no sync, no goodbye.
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in tasks {
+            let _ = t.await;
+        }
+        eprintln!(
+            "fsync {fsync}: round {round}: killed after {wait} ms; {} spans acknowledged so far",
+            acked.lock().expect("lock").len()
+        );
+    }
+    let acked: HashSet<Vec<u8>> = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() > 100,
+        "the clients got answers: {}",
+        acked.len()
+    );
+
+    // The backend comes back; so does the collector, which sends what its disk holds.
+    let (gw, _otlp, exported) = common::gateway(OtlpConfig {
+        grpc: Some(SocketAddr::from(([127, 0, 0, 1], backend))),
+        http: None,
+        ..OtlpConfig::loopback()
+    })
+    .await;
+    let mut child = spawn(&file, &log);
+    let arrived = |exported: &otel_pipeline::testing::Exported<otel_pipeline::Traces>| {
+        let got: HashSet<Vec<u8>> = exported.spans().into_iter().map(|s| s.span_id).collect();
+        acked.iter().filter(|id| got.contains(*id)).count()
+    };
+    let all = eventually(Duration::from_secs(60), || {
+        arrived(&exported) == acked.len()
+    })
+    .await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let spans = exported.spans();
+    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+    for s in &spans {
+        *seen.entry(s.span_id.clone()).or_default() += 1;
+    }
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    eprintln!(
+        "fsync {fsync}: {} acknowledged, {} arrived ({} spans received, {duplicates} duplicates, {} not acknowledged but delivered)",
+        acked.len(),
+        arrived(&exported),
+        spans.len(),
+        seen.keys().filter(|k| !acked.contains(*k)).count()
+    );
+    assert!(
+        all,
+        "fsync {fsync} (seed {seed}): {} of {} acknowledged spans arrived; log: {}",
+        arrived(&exported),
+        acked.len(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    client.shutdown(Duration::from_secs(2)).await.ok();
+    gw.shutdown(Duration::from_secs(2)).await.ok();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_spans_survive_sigkill_under_every_write_and_periodic_fsync() {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(7);
+    eprintln!("kill seed {seed}");
+    one_policy("true", seed).await;
+    one_policy("200ms", seed.rotate_left(17)).await;
+}
