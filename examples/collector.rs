@@ -3,7 +3,13 @@
 //! ```text
 //! cargo run --example collector -- --config agent.yaml [--config override.yaml ...]
 //! cargo run --example collector -- --config agent.yaml --validate [--strict]
+//! cargo run --example collector -- storage inspect /var/lib/otelcol/file_storage
 //! ```
+//!
+//! `storage inspect DIR` looks into a `file_storage` directory (or one component's
+//! subdirectory) without changing it, even while a collector runs on it: segments,
+//! records by kind, what a restart would send, and what is torn or corrupt. It exits 1
+//! when something is corrupt.
 //!
 //! `--validate` checks the configuration as the Collector's `validate` does; whether
 //! receivers' certificate files exist and their ports are free depends on the host it
@@ -93,8 +99,69 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// `storage inspect DIR`: what a `file_storage` directory holds, for an operator.
+fn storage_inspect(dir: &std::path::Path) -> ExitCode {
+    use otel_pipeline::storage::inspect;
+    let has_segments = |d: &std::path::Path| {
+        std::fs::read_dir(d).is_ok_and(|mut e| {
+            e.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg")))
+        })
+    };
+    let mut dirs = Vec::new();
+    if has_segments(dir) {
+        dirs.push(dir.to_path_buf());
+    } else {
+        match std::fs::read_dir(dir) {
+            Ok(entries) => {
+                let mut subs: Vec<_> = entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect();
+                subs.sort();
+                dirs.extend(subs);
+            }
+            Err(e) => {
+                eprintln!("collector: storage inspect {}: {e}", dir.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if dirs.is_empty() {
+        println!("{}: no storage here", dir.display());
+    }
+    let mut corrupt = 0;
+    for d in dirs {
+        match inspect(&d, 256 << 20) {
+            Ok(report) => {
+                corrupt += report.corrupt();
+                print!("{report}");
+            }
+            Err(e) => {
+                eprintln!("collector: storage inspect {}: {e}", d.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if corrupt > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if raw.first().map(String::as_str) == Some("storage") {
+        return match raw.get(1..).unwrap_or_default() {
+            [cmd, dir] if cmd == "inspect" => storage_inspect(std::path::Path::new(dir)),
+            _ => {
+                eprintln!("usage: collector storage inspect DIR");
+                ExitCode::from(2)
+            }
+        };
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

@@ -152,6 +152,19 @@ async fn one_policy(fsync: &str, seed: u64) {
         );
     }
     let acked: HashSet<Vec<u8>> = acked.lock().expect("lock").clone();
+    // What an operator sees before the restart: requests held, nothing corrupt.
+    let inspect = Command::new(common::collector_bin())
+        .args(["storage", "inspect"])
+        .arg(dir.join("storage"))
+        .output()
+        .expect("inspect runs");
+    let shown = String::from_utf8_lossy(&inspect.stdout);
+    eprintln!("{shown}");
+    assert!(inspect.status.success(), "inspect: {shown}");
+    assert!(
+        shown.contains("exporter_otlp_backend_traces") && shown.contains("queue-request="),
+        "{shown}"
+    );
     assert!(
         acked.len() > 100,
         "the clients got answers: {}",

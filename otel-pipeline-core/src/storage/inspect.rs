@@ -42,12 +42,21 @@ impl Inspection {
     pub fn held(&self) -> u64 {
         self.segments.iter().flat_map(|s| s.held.values()).sum()
     }
-    /// Corrupt stretches in all segments (torn tails included).
+    /// Corrupt stretches in the middle of segments, and invalid tails of segments other
+    /// than the newest (data a restart will skip).
     pub fn corrupt(&self) -> usize {
+        let last = self.segments.len().saturating_sub(1);
         self.segments
             .iter()
-            .map(|s| s.corrupt.len() + usize::from(s.torn_at.is_some()))
+            .enumerate()
+            .map(|(i, s)| s.corrupt.len() + usize::from(i != last && s.torn_at.is_some()))
             .sum()
+    }
+
+    /// Whether the newest segment ends in a torn record (a kill mid-write; the next open
+    /// truncates it, losing only that unacknowledged record).
+    pub fn torn(&self) -> bool {
+        self.segments.last().is_some_and(|s| s.torn_at.is_some())
     }
     /// Bytes of all segment files.
     pub fn bytes(&self) -> u64 {
@@ -60,11 +69,16 @@ impl fmt::Display for Inspection {
         writeln!(f, "storage {}", self.dir.display())?;
         writeln!(
             f,
-            "  {} segments, {} bytes on disk, {} records held, {} corrupt stretches",
+            "  {} segments, {} bytes on disk, {} records held, {} corrupt stretches{}",
             self.segments.len(),
             self.bytes(),
             self.held(),
-            self.corrupt()
+            self.corrupt(),
+            if self.torn() {
+                ", a torn last record"
+            } else {
+                ""
+            }
         )?;
         for s in &self.segments {
             let name = s.path.file_name().unwrap_or_default().to_string_lossy();

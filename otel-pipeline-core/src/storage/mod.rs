@@ -745,6 +745,19 @@ impl SegmentLog {
         {
             let _ = self.roll(inner);
         }
+        // Empty sealed segments (one per restart that wrote nothing) hold no release
+        // records either: they go wherever they are.
+        let empty: Vec<u32> = inner
+            .segments
+            .iter()
+            .filter(|(n, s)| **n != inner.active && s.bytes == 0)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in empty {
+            if fs::remove_file(segment_path(&inner.dir, n)).is_ok() {
+                inner.segments.remove(&n);
+            }
+        }
         while let Some((&n, seg)) = inner.segments.iter().next() {
             if n == inner.active || seg.held > 0 {
                 break;
