@@ -226,3 +226,204 @@ async fn acknowledged_spans_survive_sigkill_under_every_write_and_periodic_fsync
     one_policy("true", seed).await;
     one_policy("200ms", seed.rotate_left(17)).await;
 }
+
+/// A trace sent: its id, whether it has an error, its span ids.
+type TraceInfo = (Vec<u8>, bool, Vec<Vec<u8>>);
+
+/// `traces` traces of `spans` spans from `seed`; the first span of every even-numbered
+/// trace has status ERROR. Returns the request and, per trace, (trace id, error, span ids).
+fn traces_with_errors(
+    traces: usize,
+    spans: usize,
+    seed: u64,
+) -> (
+    otel_pipeline::proto::collector::trace::v1::ExportTraceServiceRequest,
+    Vec<TraceInfo>,
+) {
+    use otel_pipeline::proto::trace::v1::{Status, status::StatusCode};
+    let mut req = generate_traces(traces, spans, seed);
+    let mut order: Vec<Vec<u8>> = Vec::new();
+    let mut info: HashMap<Vec<u8>, (bool, Vec<Vec<u8>>)> = HashMap::new();
+    for s in req
+        .resource_spans
+        .iter_mut()
+        .flat_map(|r| &mut r.scope_spans)
+        .flat_map(|s| &mut s.spans)
+    {
+        if !info.contains_key(&s.trace_id) {
+            order.push(s.trace_id.clone());
+            let error = order.len() % 2 == 1;
+            if error {
+                s.status = Some(Status {
+                    code: StatusCode::Error as i32,
+                    message: "boom".into(),
+                });
+            }
+            info.insert(s.trace_id.clone(), (error, Vec::new()));
+        }
+        if let Some(e) = info.get_mut(&s.trace_id) {
+            e.1.push(s.span_id.clone());
+        }
+    }
+    let out = order
+        .into_iter()
+        .map(|t| {
+            let (error, ids) = info.remove(&t).unwrap_or_default();
+            (t, error, ids)
+        })
+        .collect();
+    (req, out)
+}
+
+/// A late span of trace `trace_id`.
+fn late_span(
+    trace_id: &[u8],
+    seed: u64,
+) -> otel_pipeline::proto::collector::trace::v1::ExportTraceServiceRequest {
+    let mut req = generate_traces(1, 1, seed);
+    for s in req
+        .resource_spans
+        .iter_mut()
+        .flat_map(|r| &mut r.scope_spans)
+        .flat_map(|s| &mut s.spans)
+    {
+        s.trace_id = trace_id.to_vec();
+        s.parent_span_id = Vec::new();
+        s.status = None;
+    }
+    req
+}
+
+/// The tail sampler's journal: a gateway that keeps error traces is killed while it
+/// buffers undecided traces; after the restart they are decided on all their spans, the
+/// error ones arrive whole, none twice, and late spans of traces decided before the
+/// crash follow those decisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_tail_sampler_decides_what_it_held_after_the_restart() {
+    let dir = std::env::temp_dir().join(format!("otel-crash-sampler-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (gw, _otlp, exported) = common::gateway(OtlpConfig::loopback()).await;
+    let backend = _otlp.local_addrs().grpc.expect("grpc");
+    let grpc = free_port();
+    let file = dir.join("collector.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:{grpc} }}\n\
+             processors:\n  tail_sampling:\n    decision_wait: 2s\n    storage: file_storage\n    \
+             policies: [{{ name: errors, type: status_code, status_code: {{ status_codes: [ERROR] }} }}]\n\
+             exporters:\n  otlp/backend:\n    endpoint: http://{backend}\n    sending_queue: {{ storage: file_storage }}\n\
+             extensions:\n  file_storage:\n    directory: {}\n    create_directory: true\n    fsync: true\n\
+             service:\n  extensions: [file_storage]\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [tail_sampling]\n      exporters: [otlp/backend]\n  \
+             telemetry:\n    metrics: {{ level: none }}\n",
+            dir.join("storage").display()
+        ),
+    )
+    .expect("config");
+    let log = dir.join("collector.log");
+    let (client, sender) = common::agent(OtlpExporterConfig {
+        endpoint: format!("http://127.0.0.1:{grpc}"),
+        protocol: Protocol::Grpc,
+        retry: RetryConfig {
+            initial_interval: Duration::from_millis(50),
+            max_elapsed: Duration::from_secs(20),
+            ..RetryConfig::default()
+        },
+        queue: SendingQueueConfig {
+            enabled: false,
+            ..SendingQueueConfig::default()
+        },
+        ..OtlpExporterConfig::default()
+    })
+    .await;
+    let mut child = spawn(&file, &log);
+
+    // A: decided before the crash.
+    let (a, a_traces) = traces_with_errors(10, 4, 1);
+    sender.send(a).await.expect("A acknowledged");
+    let a_errors: usize = a_traces.iter().filter(|t| t.1).map(|t| t.2.len()).sum();
+    assert!(
+        eventually(Duration::from_secs(10), || exported.item_count()
+            == a_errors)
+        .await,
+        "A's error traces arrive: {} of {a_errors}",
+        exported.item_count()
+    );
+    // B: acknowledged, then the gateway dies before deciding it.
+    let (b, b_traces) = traces_with_errors(10, 4, 2);
+    sender.send(b).await.expect("B acknowledged");
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert_eq!(
+        exported.item_count(),
+        a_errors,
+        "B was not decided before the kill"
+    );
+
+    let mut child = spawn(&file, &log);
+    let b_errors: usize = b_traces.iter().filter(|t| t.1).map(|t| t.2.len()).sum();
+    let all = eventually(Duration::from_secs(15), || {
+        exported.item_count() >= a_errors + b_errors
+    })
+    .await;
+    assert!(
+        all,
+        "B's error traces arrive after the restart: {} of {}; log: {}",
+        exported.item_count(),
+        a_errors + b_errors,
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // Late spans: one of a kept A trace, one of a dropped A trace.
+    let kept = a_traces.iter().find(|t| t.1).expect("an error trace");
+    let dropped = a_traces.iter().find(|t| !t.1).expect("a plain trace");
+    sender
+        .send(late_span(&kept.0, 1001))
+        .await
+        .expect("late span");
+    sender
+        .send(late_span(&dropped.0, 1002))
+        .await
+        .expect("late span");
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+
+    let spans = exported.spans();
+    let mut per_trace: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
+    for s in &spans {
+        per_trace
+            .entry(s.trace_id.clone())
+            .or_default()
+            .push(s.span_id.clone());
+    }
+    for (trace, error, ids) in a_traces.iter().chain(&b_traces) {
+        let got = per_trace.get(trace).cloned().unwrap_or_default();
+        if *error {
+            for id in ids {
+                assert_eq!(
+                    got.iter().filter(|g| *g == id).count(),
+                    1,
+                    "every span of error trace {trace:02x?} once"
+                );
+            }
+        } else {
+            assert!(got.is_empty(), "plain trace {trace:02x?} dropped: {got:?}");
+        }
+    }
+    assert_eq!(
+        per_trace.get(&kept.0).map_or(0, Vec::len),
+        kept.2.len() + 1,
+        "the late span of a kept trace follows its decision from before the crash"
+    );
+    assert!(
+        !per_trace.contains_key(&dropped.0),
+        "a dropped trace's late span is dropped"
+    );
+    assert_eq!(spans.len(), a_errors + b_errors + 1);
+    client.shutdown(Duration::from_secs(2)).await.ok();
+    gw.shutdown(Duration::from_secs(2)).await.ok();
+    let _ = std::fs::remove_dir_all(&dir);
+}

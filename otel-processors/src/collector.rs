@@ -134,9 +134,18 @@ pub fn register(registry: &mut Registry) {
                 Some(h) => Some(s.exporter::<Traces>(&h.exporter, "handoff.exporter")?),
                 None => None,
             };
+            let storage = match &c.storage {
+                Some(id) => Some(otel_pipeline_core::storage::FileStorageConfig::referenced(
+                    s, id, "storage",
+                )?),
+                None => None,
+            };
             let mut sampler = TailSampler::new(c).with_id(s.id().clone());
             if let Some(exporter) = handoff {
                 sampler = sampler.with_handoff(exporter);
+            }
+            if let Some(storage) = storage {
+                sampler = sampler.with_storage(storage, format!("processor_{}", s.id()));
             }
             s.on_reload(Arc::new(SamplerPolicies(sampler.handle())));
             Ok(Box::new(sampler))

@@ -104,6 +104,8 @@ pub(crate) struct ShardBatch {
     pub(crate) spans: Vec<SpanMeta>,
     /// Decisions a draining peer handed over: (trace id, keep).
     pub(crate) decisions: Vec<(u128, bool)>,
+    /// The journal record holding these spans (with `storage`).
+    pub(crate) record: Option<otel_pipeline_core::storage::RecordId>,
 }
 
 impl ShardBatch {
@@ -164,6 +166,8 @@ pub(crate) struct TraceBuf {
     pub(crate) first_seen: Instant,
     pub(crate) due: Instant,
     pub(crate) root_seen: bool,
+    /// The journal records holding its spans (with `storage`).
+    pub(crate) records: Vec<otel_pipeline_core::storage::RecordId>,
 }
 
 impl TraceBuf {
@@ -191,6 +195,7 @@ impl TraceBuf {
             first_seen: now,
             due,
             root_seen,
+            records: Vec::new(),
         }
     }
 

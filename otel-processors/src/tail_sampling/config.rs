@@ -153,6 +153,11 @@ pub struct TailSamplingConfig {
     /// here).
     #[serde(default)]
     pub handoff: Option<HandoffConfig>,
+    /// The `file_storage` extension that journals what the sampler holds, so a crash
+    /// loses nothing acknowledged (default: none, memory only). The collector resolves
+    /// the name; in code, use [`TailSampler::with_storage`](super::TailSampler::with_storage).
+    #[serde(default)]
+    pub storage: Option<String>,
 }
 
 impl Default for TailSamplingConfig {
@@ -172,6 +177,7 @@ impl Default for TailSamplingConfig {
             shards: 0,
             policies: Vec::new(),
             handoff: None,
+            storage: None,
         }
     }
 }

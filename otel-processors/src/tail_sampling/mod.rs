@@ -59,6 +59,7 @@
 mod buffer;
 pub mod config;
 mod handoff;
+mod journal;
 mod pack;
 mod policy;
 pub(crate) mod wire;
@@ -75,6 +76,7 @@ use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otel_pipeline_core::proto::resource::v1::Resource;
 use otel_pipeline_core::proto::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use otel_pipeline_core::queue::{Redelivery, deadline_outcome, join_until, stage_deadlines};
+use otel_pipeline_core::storage::{FileStorageConfig, RecordId, Store};
 use otel_pipeline_core::telemetry::{Counter, Gauge, Histogram};
 use otel_pipeline_core::{
     Batch, BoxConsumer, BoxError, BoxFuture, BuildError, Child, ComponentContext, ComponentId,
@@ -533,6 +535,35 @@ pub(crate) struct TailSamplingCore {
     scratch: Vec<u8>,
     /// What the dictionaries held when last counted.
     dicts_held: usize,
+    /// The journal's bookkeeping (with `storage`).
+    journal: JournalNotes,
+}
+
+/// (journal record, trace) pairs a shard resolved.
+type Resolved = Vec<(RecordId, u128)>;
+
+/// What a shard tells its journal after each delivery.
+#[derive(Debug, Default)]
+struct JournalNotes {
+    on: bool,
+    /// The record of the batch being ingested.
+    current: Option<RecordId>,
+    /// (record, trace) pairs resolved: decided, handed off, or taken as late.
+    resolved: Vec<(RecordId, u128)>,
+    /// Decisions made.
+    decisions: Vec<(u128, bool)>,
+    /// While replaying: traces decided before the crash, whose spans are skipped.
+    skip: AHashSet<u128>,
+    /// Spans skipped that way.
+    skipped: u64,
+}
+
+impl JournalNotes {
+    fn resolve(&mut self, id: u128) {
+        if let Some(r) = self.current {
+            self.resolved.push((r, id));
+        }
+    }
 }
 
 impl std::fmt::Debug for TailSamplingCore {
@@ -614,6 +645,7 @@ impl TailSamplingCore {
             dicts: pack::Dicts::default(),
             scratch: Vec::new(),
             dicts_held: 0,
+            journal: JournalNotes::default(),
         }
     }
 
@@ -647,6 +679,7 @@ impl TailSamplingCore {
         for &(id, keep) in &batch.decisions {
             self.take_decision(id, keep);
         }
+        self.journal.current = batch.record;
         let mut from = 0;
         for (scoped, group_mask, to) in &batch.groups {
             // SDKs export a request's spans together, so spans of one trace come in runs:
@@ -691,8 +724,19 @@ impl TailSamplingCore {
             self.tally.dropped(INVALID_TRACE_ID, 1);
             return;
         };
+        if self.journal.on && self.journal.skip.contains(&id) {
+            // Replay: decided (and delivered) before the crash.
+            self.journal.skipped += 1;
+            self.journal.resolve(id);
+            return;
+        }
         let is_root = meta.root;
         if let Some(t) = self.traces.get_mut(&id) {
+            if let Some(r) = self.journal.current
+                && !t.records.contains(&r)
+            {
+                t.records.push(r);
+            }
             let dict = self.dicts.packing(t.dict, self.config.pack_spans);
             let (held, groups) = (t.held, t.groups.len());
             let mut bytes = t.push(scoped, group_mask, meta, encoded, dict, &mut self.scratch);
@@ -720,6 +764,9 @@ impl TailSamplingCore {
                 self.decide(id, Early::TooLarge, now);
             }
             return;
+        }
+        if self.journal.on && (self.sampled.contains(id) || self.not_sampled.contains(id)) {
+            self.journal.resolve(id);
         }
         if self.sampled.contains(id) {
             self.tally.late_sampled += 1;
@@ -768,6 +815,7 @@ impl TailSamplingCore {
             self.dicts.packing(dict, self.config.pack_spans),
             &mut self.scratch,
         );
+        t.records.extend(self.journal.current);
         let bytes = span_bytes + hold_group(&mut self.held_groups, &mut self.held_heads, scoped);
         self.tally.held += t.held as i64;
         self.traces.insert(id, t);
@@ -856,6 +904,11 @@ impl TailSamplingCore {
 
     fn remove(&mut self, id: u128) -> Option<TraceBuf> {
         let t = self.traces.remove(&id)?;
+        if self.journal.on {
+            self.journal
+                .resolved
+                .extend(t.records.iter().map(|r| (*r, id)));
+        }
         // Its dictionary stays readable until the next `compact`.
         self.dicts.leave(t.dict);
         self.tally.held -= t.held as i64;
@@ -925,6 +978,9 @@ impl TailSamplingCore {
             }
         }
         let keep = combine(decisions.iter().copied());
+        if self.journal.on {
+            self.journal.decisions.push((id, keep));
+        }
         self.tally.final_decisions[usize::from(!keep)] += 1;
         if keep {
             self.sampled.insert(id);
@@ -1032,6 +1088,15 @@ impl TailSamplingCore {
     /// Traces buffered now.
     pub(crate) fn buffered_traces(&self) -> usize {
         self.traces.len()
+    }
+
+    /// What the journal needs since the last call: decisions made, (record, trace)
+    /// pairs resolved.
+    fn take_journal(&mut self) -> (Vec<(u128, bool)>, Resolved) {
+        (
+            std::mem::take(&mut self.journal.decisions),
+            std::mem::take(&mut self.journal.resolved),
+        )
     }
 
     /// Take the spans decided for keeping since the last call, as one batch.
@@ -1156,6 +1221,7 @@ pub struct TailSampler {
     handle: TailSamplingHandle,
     clock: SharedClock,
     handoff: Option<BoxExporter<Traces>>,
+    storage: Option<(FileStorageConfig, String)>,
 }
 
 impl std::fmt::Debug for TailSampler {
@@ -1180,7 +1246,33 @@ impl TailSampler {
             handle: TailSamplingHandle(Arc::new(Mutex::new(None))),
             clock: TokioClock::shared(),
             handoff: None,
+            storage: None,
         }
+    }
+
+    /// Journal what the sampler holds in `storage` (a `file_storage` extension's
+    /// settings), under the subdirectory `owner` (stable across restarts; the collector
+    /// uses `processor_tail_sampling_<name>`): each accepted request is on disk (synced
+    /// as its `fsync` says) before `consume` answers, and decisions are appended as they
+    /// are delivered. After a crash, the restart decides what was buffered: traces past
+    /// `decision_wait` at once, on all their spans, and late spans of traces decided
+    /// before the crash follow those decisions (docs/reliability.md).
+    ///
+    /// ```
+    /// use otel_pipeline_core::storage::FileStorageConfig;
+    /// use otel_processors::tail_sampling::{TailSampler, TailSamplingConfig};
+    ///
+    /// let storage = FileStorageConfig {
+    ///     directory: "/var/lib/otelcol/file_storage".into(),
+    ///     ..FileStorageConfig::default()
+    /// };
+    /// let sampler = TailSampler::new(TailSamplingConfig::default())
+    ///     .with_storage(storage, "processor_tail_sampling");
+    /// # drop(sampler);
+    /// ```
+    pub fn with_storage(mut self, storage: FileStorageConfig, owner: impl Into<String>) -> Self {
+        self.storage = Some((storage, owner.into()));
+        self
     }
 
     /// Hand the buffered traces to their new owners through `exporter` at shutdown,
@@ -1608,6 +1700,8 @@ pub struct TailSamplingConsumer {
     handoff: Arc<HandoffStats>,
     /// Whose hand-off markers count (`handoff.accept_from`).
     peers: config::HandoffConfig,
+    /// The journal, once started (with `storage`).
+    journal: Option<Arc<std::sync::OnceLock<Arc<journal::Journal>>>>,
 }
 
 /// Bytes waiting in the shards' channels, bounded so that they count toward the sampler's
@@ -1644,7 +1738,37 @@ impl Consumer<Traces> for TailSamplingConsumer {
         }
         let subject = batch.client.as_ref().and_then(|c| c.auth("subject"));
         let trusted = self.peers.accepts(subject);
-        let (parts, received) = prepare_counting(batch, self.shards.len(), &self.keys, trusted);
+        // With a journal, the request is on disk before it is taken.
+        let record = match &self.journal {
+            None => None,
+            Some(cell) => {
+                let Some(j) = cell.get() else {
+                    return Err(ConsumeError::refused(
+                        batch,
+                        "tail sampler: its journal is not open yet",
+                    ));
+                };
+                match j.append_spans(&batch.to_bytes(), trusted).await {
+                    Ok(id) => Some((Arc::clone(j), id)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tail sampler: journal append failed; the request is refused");
+                        return Err(ConsumeError::refused(
+                            batch,
+                            "tail sampler: its journal is full or failing; retry",
+                        ));
+                    }
+                }
+            }
+        };
+        let (mut parts, received) = prepare_counting(batch, self.shards.len(), &self.keys, trusted);
+        if let Some((j, id)) = &record {
+            let mut traces = AHashSet::new();
+            for p in &mut parts {
+                p.record = Some(*id);
+                traces.extend(p.spans.iter().filter_map(|m| m.id));
+            }
+            j.register(*id, traces);
+        }
         if received.untrusted > 0 {
             self.handoff.untrusted_spans.add(received.untrusted as u64);
         }
@@ -1693,6 +1817,10 @@ struct Workers<N> {
     stats: Arc<Stats>,
     live: Arc<LivePolicies>,
     handoff: Option<Arc<HandoffSink>>,
+    /// With `storage`: where to open the journal, and the cell the consumer reads it from.
+    storage: Option<(FileStorageConfig, String)>,
+    journal: Arc<std::sync::OnceLock<Arc<journal::Journal>>>,
+    keys: Arc<[String]>,
 }
 
 /// Where a draining sampler sends what it holds, and until when.
@@ -1714,6 +1842,7 @@ struct ShardEnv<N> {
     clock: SharedClock,
     queued: Arc<Queued>,
     handoff: Option<Arc<HandoffSink>>,
+    journal: Option<Arc<journal::Journal>>,
 }
 
 impl Processor<Traces> for TailSampler {
@@ -1797,7 +1926,12 @@ impl Processor<Traces> for TailSampler {
                 n => (n / 16).max(1 << 20),
             },
         });
+        let journal_cell = Arc::new(std::sync::OnceLock::new());
+        let storage_on = self.storage.is_some();
         ctx.register_lifecycle(Arc::new(Workers {
+            storage: self.storage,
+            journal: Arc::clone(&journal_cell),
+            keys: Arc::clone(&keys),
             next: Mutex::new(Some(next)),
             cores: Mutex::new(cores),
             tasks: Mutex::new(Vec::new()),
@@ -1817,7 +1951,132 @@ impl Processor<Traces> for TailSampler {
             queued,
             handoff: handoff_stats,
             peers: config.handoff.clone().unwrap_or_default(),
+            journal: storage_on.then_some(journal_cell),
         })
+    }
+}
+
+impl<N: Consumer<Traces>> Workers<N> {
+    /// Open the journal and take back what it holds: decisions into the shards' caches,
+    /// then the requests, one at a time, with their arrival times; what is due is
+    /// decided and delivered as the replay goes, so memory stays within the sampler's
+    /// own bounds.
+    async fn replay(
+        &self,
+        storage: &(FileStorageConfig, String),
+        cores: &mut [(TailSamplingCore, mpsc::Receiver<ShardBatch>)],
+        next: &N,
+    ) -> Result<Arc<journal::Journal>, BoxError> {
+        use journal::event;
+        let (config, owner) = storage.clone();
+        let telemetry = Arc::clone(&self.telemetry);
+        let decision_wait = cores
+            .first()
+            .map_or(Duration::from_secs(30), |c| c.0.config.decision_wait);
+        let j = tokio::task::spawn_blocking(move || {
+            journal::Journal::open(&config, &owner, decision_wait, &telemetry)
+                .map_err(|e| format!("storage: {}: {e}", config.owner_dir(&owner).display()))
+        })
+        .await
+        .map_err(|e| format!("storage: {e}"))??;
+        let j = Arc::new(j);
+        let shards = cores.len().max(1);
+        for (core, _) in cores.iter_mut() {
+            core.journal.on = true;
+        }
+        let recovered = j.log.recovered();
+        // Decisions first, so spans of traces decided before the crash are not decided
+        // (and delivered) twice.
+        for (id, kind) in recovered
+            .iter()
+            .filter(|(_, k)| *k == journal::KIND_DECISIONS)
+        {
+            let parsed = j
+                .log
+                .read(*id)
+                .ok()
+                .and_then(|r| journal::parse_decisions(&r.payload));
+            let Some(decisions) = parsed else {
+                j.events[event::UNREADABLE].add(1);
+                j.log.release(&[*id]);
+                continue;
+            };
+            let _ = kind;
+            for (trace, keep) in decisions {
+                let core = &mut cores[(trace as u64 % shards as u64) as usize].0;
+                core.take_decision(trace, keep);
+                core.journal.skip.insert(trace);
+                j.events[event::RECOVERED_DECISIONS].add(1);
+            }
+            j.keep_recovered_decisions(*id);
+        }
+        let redelivery = Redelivery {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(1),
+        };
+        let mut requests = 0u64;
+        for (id, _) in recovered.iter().filter(|(_, k)| *k == journal::KIND_SPANS) {
+            let read = j.log.read(*id).ok();
+            let parsed = read
+                .as_ref()
+                .and_then(|r| journal::parse_spans(&r.payload))
+                .and_then(|(arrival, trusted, body)| {
+                    Batch::<Traces>::from_encoded(bytes::Bytes::copy_from_slice(body))
+                        .ok()
+                        .map(|b| (arrival, trusted, b))
+                });
+            let Some((arrival, trusted, batch)) = parsed else {
+                j.events[event::UNREADABLE].add(1);
+                j.log.release(&[*id]);
+                continue;
+            };
+            requests += 1;
+            let parts = prepare_counting(batch, shards, &self.keys, trusted).0;
+            let mut traces = AHashSet::new();
+            for p in &parts {
+                traces.extend(p.spans.iter().filter_map(|m| m.id));
+            }
+            j.register(*id, traces);
+            let age = std::time::SystemTime::now()
+                .duration_since(arrival)
+                .unwrap_or_default();
+            let now = self.clock.now();
+            let at = now.checked_sub(age).unwrap_or(now);
+            for (shard, mut part) in parts.into_iter().enumerate() {
+                if part.is_empty() {
+                    continue;
+                }
+                part.record = Some(*id);
+                let core = &mut cores[shard].0;
+                core.ingest(&part, at);
+                core.decide_due(self.clock.now());
+                if let Some(out) = core.take_output() {
+                    redelivery
+                        .deliver(next, Batch::new(out), &self.deadline, &self.telemetry)
+                        .await;
+                }
+                let (decisions, resolved) = core.take_journal();
+                j.commit(&decisions, &resolved);
+            }
+        }
+        let mut skipped = 0;
+        for (core, _) in cores.iter_mut() {
+            core.journal.skip = AHashSet::new();
+            skipped += std::mem::take(&mut core.journal.skipped);
+            let (decisions, resolved) = core.take_journal();
+            j.commit(&decisions, &resolved);
+        }
+        j.events[event::SKIPPED].add(skipped);
+        j.events[event::RECOVERED_REQUESTS].add(requests);
+        if requests > 0 {
+            tracing::info!(
+                requests,
+                skipped_spans = skipped,
+                "tail sampler: took back what the journal held"
+            );
+        }
+        let _ = self.journal.set(Arc::clone(&j));
+        Ok(j)
     }
 }
 
@@ -1827,13 +2086,20 @@ impl<N: Consumer<Traces>> Lifecycle for Workers<N> {
             if let Some(h) = &self.handoff {
                 h.child.start().await?;
             }
+            let next = self
+                .next
+                .lock()
+                .take()
+                .ok_or("tail sampler started twice")?;
+            let mut cores = std::mem::take(&mut *self.cores.lock());
+            let journal = match &self.storage {
+                Some(storage) => Some(self.replay(storage, &mut cores, &next).await?),
+                None => None,
+            };
             let env = Arc::new(ShardEnv {
                 live: Arc::clone(&self.live),
-                next: self
-                    .next
-                    .lock()
-                    .take()
-                    .ok_or("tail sampler started twice")?,
+                next,
+                journal,
                 deadline: Arc::clone(&self.deadline),
                 telemetry: Arc::clone(&self.telemetry),
                 drop_on_shutdown: self.drop_on_shutdown,
@@ -1841,7 +2107,6 @@ impl<N: Consumer<Traces>> Lifecycle for Workers<N> {
                 queued: Arc::clone(&self.queued),
                 handoff: self.handoff.clone(),
             });
-            let cores = std::mem::take(&mut *self.cores.lock());
             let mut tasks = self.tasks.lock();
             for (core, rx) in cores {
                 tasks.push(tokio::spawn(run_shard(
@@ -1883,6 +2148,20 @@ impl<N: Consumer<Traces>> Lifecycle for Workers<N> {
                 );
             }
             let left = self.stats.spans.get();
+            if let Some(j) = self.journal.get() {
+                j.close();
+                if timed_out && left > 0 {
+                    // Journaled: decided after the next start, not lost.
+                    tracing::info!(
+                        spans = left,
+                        "tail sampler: spans still buffered at the deadline stay in the journal for the next start"
+                    );
+                    self.stats.spans.set(0);
+                    self.stats.traces.set(0);
+                    self.stats.bytes.set(0);
+                    return deadline_outcome(timed_out, &self.telemetry);
+                }
+            }
             if timed_out && left > 0 {
                 self.telemetry.add_dropped(
                     DropReason::SHUTDOWN_DEADLINE,
@@ -1912,6 +2191,7 @@ async fn run_shard<N: Consumer<Traces>>(
         clock,
         queued,
         handoff,
+        journal,
     } = &*env;
     let next_due = |due: Option<Instant>| async move {
         match due {
@@ -1952,6 +2232,12 @@ async fn run_shard<N: Consumer<Traces>>(
         if let Some(out) = core.take_output() {
             deliver(out).await;
         }
+        if let Some(j) = journal {
+            let (decisions, resolved) = core.take_journal();
+            if !decisions.is_empty() || !resolved.is_empty() {
+                j.commit(&decisions, &resolved);
+            }
+        }
     }
     // Shutdown: take what is queued, decide everything on what arrived, deliver. Once the
     // deadline has passed, what is still buffered is dropped and counted.
@@ -1975,6 +2261,14 @@ async fn run_shard<N: Consumer<Traces>>(
     core.decide_all(now, drop);
     if let Some(out) = core.take_output() {
         deliver(out).await;
+    }
+    // With a journal, what ran out of time stays on disk for the next start.
+    let out_of_time = (*deadline.lock()).is_some_and(|d| Instant::now() >= d);
+    if let Some(j) = journal
+        && !out_of_time
+    {
+        let (decisions, resolved) = core.take_journal();
+        j.commit(&decisions, &resolved);
     }
 }
 
