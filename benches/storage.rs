@@ -20,10 +20,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
+use otel_pipeline::exporters::NopExporter;
 use otel_pipeline::exporters::otlp::{
     OtlpExporter, OtlpExporterConfig, Protocol, QueueStorage, SendingQueueConfig,
 };
-use otel_pipeline::exporters::NopExporter;
 use otel_pipeline::processors::tail_sampling::TailSampler;
 use otel_pipeline::receivers::{OtlpConfig, OtlpReceiver};
 use otel_pipeline::storage::{FileStorageConfig, Fsync, LogOptions, SegmentLog, Store};

@@ -691,3 +691,95 @@ async fn spans_refused_while_the_set_keeps_changing_are_refused_upstream() {
     a.running.shutdown(Duration::from_secs(2)).await.expect("a");
     b.running.shutdown(Duration::from_secs(2)).await.expect("b");
 }
+
+/// Persistent queues (`sending_queue.storage`): the router is stopped while both of its
+/// gateways are down, holding what it accepted on disk, one directory per gateway. It
+/// restarts after the gateways moved (new addresses, as pods get): the old gateways'
+/// queues are opened, handed back and routed to the gateway that owns those traces now.
+/// Every span arrives, once, and the old directories are emptied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_queues_of_departed_gateways_are_rerouted_after_a_restart() {
+    use otel_pipeline::exporters::otlp::QueueStorage;
+    use otel_pipeline::storage::{FileStorageConfig, Fsync, inspect};
+    let dir = std::env::temp_dir().join(format!("otel-router-storage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let storage = QueueStorage {
+        storage: FileStorageConfig {
+            directory: dir.clone(),
+            create_directory: true,
+            fsync: Fsync::Never,
+            ..FileStorageConfig::default()
+        },
+        owner: "exporter_loadbalancing_traces".into(),
+    };
+    let dead = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .to_string()
+    };
+    let old = [dead(), dead()];
+    let no_ejection = "health: { failure_threshold: 0, probe_interval: 200ms }\n";
+    let mut config = router_config(&old, no_ejection);
+    config.otlp.queue.storage = Some(storage.clone());
+    let first = agent(config, None).await;
+    for seed in 0..20 {
+        first
+            .sender
+            .send(generate_traces(5, 4, seed))
+            .await
+            .expect("accepted onto disk");
+    }
+    first
+        .running
+        .shutdown(Duration::from_millis(300))
+        .await
+        .ok();
+    let held = |endpoint: &str| {
+        inspect(
+            &storage
+                .storage
+                .owner_dir(&format!("{}_{endpoint}", storage.owner)),
+            1 << 26,
+        )
+        .map(|r| r.held())
+        .unwrap_or(0)
+    };
+    assert!(
+        held(&old[0]) > 0 && held(&old[1]) > 0,
+        "both gateways' shares are on disk"
+    );
+
+    let moved = gateway().await;
+    let mut config = router_config(&[moved.addr.to_string()], no_ejection);
+    config.otlp.queue.storage = Some(storage.clone());
+    let second = agent(config, None).await;
+    assert!(
+        eventually(Duration::from_secs(20), || moved.exported.item_count()
+            >= 400)
+        .await,
+        "{} of 400 spans re-routed",
+        moved.exported.item_count()
+    );
+    second
+        .running
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("drains");
+    let ids: HashSet<Vec<u8>> = moved
+        .exported
+        .spans()
+        .into_iter()
+        .map(|s| s.span_id)
+        .collect();
+    assert_eq!(ids.len(), 400);
+    assert_eq!(moved.exported.item_count(), 400, "none twice");
+    assert_eq!(
+        (held(&old[0]), held(&old[1])),
+        (0, 0),
+        "the old queues are emptied"
+    );
+    moved.running.shutdown(Duration::from_secs(2)).await.ok();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -237,6 +237,34 @@ pub fn trace_router_config(section: &Section<'_>) -> Result<TraceRouterConfig, C
             &mut config.otlp,
         )?;
     }
+    // `sending_queue.storage`, at the top (the Collector's place) or under
+    // `protocol.otlp`: each endpoint's queue gets its own subdirectory.
+    let storage = value
+        .get("sending_queue")
+        .and_then(|q| q.get("storage"))
+        .map(|s| ("sending_queue.storage", s))
+        .or_else(|| {
+            value
+                .get("protocol")
+                .and_then(|p| p.get("otlp"))
+                .and_then(|o| o.get("sending_queue"))
+                .and_then(|q| q.get("storage"))
+                .map(|s| ("protocol.otlp.sending_queue.storage", s))
+        });
+    if let Some((subpath, id)) = storage {
+        let id = id
+            .as_str()
+            .ok_or_else(|| section.error(subpath, "name a file_storage extension"))?;
+        if !config.otlp.queue.enabled {
+            return Err(section.error(subpath, "a persistent queue needs the queue enabled"));
+        }
+        let storage =
+            otel_pipeline_core::storage::FileStorageConfig::referenced(section, id, subpath)?;
+        config.otlp.queue.storage = Some(crate::QueueStorage {
+            storage,
+            owner: format!("exporter_{}_traces", section.id()),
+        });
+    }
     Ok(config)
 }
 

@@ -669,11 +669,102 @@ impl Inner {
         }
     }
 
+    /// The persistent queue's subdirectory for `endpoint`: the router's own name, then
+    /// the endpoint.
+    fn queue_owner(&self, endpoint: &str) -> Option<String> {
+        self.config
+            .otlp
+            .queue
+            .storage
+            .as_ref()
+            .map(|s| format!("{}_{endpoint}", s.owner))
+    }
+
+    /// With persistent queues: the queue directories of endpoints no longer in the set
+    /// (a restart after the gateways moved: new pod addresses) are each opened by an
+    /// exporter withdrawn from the start, which hands what it replays back to the router,
+    /// to go to the endpoints that own those traces now. Directories that hold nothing
+    /// are removed.
+    async fn adopt_orphans(self: &Arc<Self>, live: &[String]) {
+        let Some(storage) = self.config.otlp.queue.storage.clone() else {
+            return;
+        };
+        let mine: Vec<std::path::PathBuf> = live
+            .iter()
+            .filter_map(|e| self.queue_owner(e))
+            .map(|o| storage.storage.owner_dir(&o))
+            .collect();
+        let prefix = storage
+            .storage
+            .owner_dir(&format!("{}_", storage.owner))
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Ok(entries) = std::fs::read_dir(&storage.storage.directory) else {
+            return;
+        };
+        let mut orphans: Vec<std::path::PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                    && !mine.contains(p)
+            })
+            .collect();
+        orphans.sort();
+        for dir in orphans {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let empty = otel_pipeline_core::storage::inspect(&dir, 256 << 20)
+                .is_ok_and(|r| r.held() == 0 && r.corrupt() == 0);
+            if empty {
+                // Nothing to send; another process would hold its lock while it runs.
+                if let Ok(lock) = std::fs::File::open(dir.join("LOCK"))
+                    && lock.try_lock().is_ok()
+                {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                continue;
+            }
+            match self
+                .add_backend_as("orphaned-queue", Some(name.clone()), true)
+                .await
+            {
+                Ok(b) => {
+                    tracing::info!(queue = %name, "trace router: re-routing what a departed endpoint's persistent queue held");
+                    self.retire(b);
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %name, error = %e, "trace router: could not open a departed endpoint's persistent queue");
+                }
+            }
+        }
+    }
+
     /// Build, start and add an endpoint's exporter.
     async fn add_backend(self: &Arc<Self>, endpoint: &str) -> Result<Arc<Backend>, BoxError> {
+        self.add_backend_as(endpoint, self.queue_owner(endpoint), false)
+            .await
+    }
+
+    /// Build and start an exporter for `endpoint` whose persistent queue (if any) lives
+    /// under `owner`; `withdrawn_now`: hand everything back from the start.
+    async fn add_backend_as(
+        self: &Arc<Self>,
+        endpoint: &str,
+        owner: Option<String>,
+        withdrawn_now: bool,
+    ) -> Result<Arc<Backend>, BoxError> {
         let mut config = self.config.otlp.clone();
         config.endpoint = with_scheme(endpoint, self.config.insecure);
-        let (withdraw, withdrawn) = watch::channel(false);
+        if let (Some(storage), Some(owner)) = (&mut config.queue.storage, owner) {
+            storage.owner = owner;
+        }
+        let (withdraw, withdrawn) = watch::channel(withdrawn_now);
         let health = Arc::new(BackendHealth::default());
         let t = &self.telemetry;
         let ok = t.counter(
@@ -959,6 +1050,9 @@ impl Lifecycle for RouterLifecycle {
                 let mut m = inner.backends.lock().await;
                 m.resolved = set;
                 inner.reconcile(&mut m).await;
+                let live: Vec<String> = m.live.keys().cloned().collect();
+                drop(m);
+                inner.adopt_orphans(&live).await;
             }
             let membership = tokio::spawn(Arc::clone(inner).run_membership(
                 rx,
