@@ -122,6 +122,10 @@ impl Default for RetryConfig {
     }
 }
 
+/// What a shutdown give-up says when a persistent queue keeps the request on disk for
+/// the next start.
+const KEPT_ON_DISK: &str = "kept on disk for the next start";
+
 /// The sending queue's default byte bound: 64 MiB of encoded requests.
 pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 
@@ -1620,7 +1624,7 @@ impl<S: WireSignal> OtlpSender<S> {
             {
                 // A persistent queue keeps the request on disk for the next start.
                 if !direct && self.config.queue.storage.is_some() {
-                    return Err(ConsumeError::rejected(n, queue::KEPT_ON_DISK));
+                    return Err(ConsumeError::rejected(n, KEPT_ON_DISK));
                 }
                 self.telemetry.add_dropped(DropReason::SHUTDOWN_DEADLINE, n);
                 return Err(ConsumeError::rejected(

@@ -33,10 +33,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, watch}
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{OtlpSender, SendingQueueConfig};
-
-/// What a shutdown give-up says when the request stays on disk for the next start.
-pub(crate) const KEPT_ON_DISK: &str = "kept on disk for the next start";
+use super::{KEPT_ON_DISK, OtlpSender, SendingQueueConfig};
 
 /// The record kind of a queued request.
 const KIND_REQUEST: u8 = 1;
