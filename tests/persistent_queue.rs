@@ -249,3 +249,78 @@ async fn a_directory_another_process_holds_fails_the_start_with_its_name() {
     assert!(err.contains("in use by another process"), "{err}");
     first.shutdown(Duration::from_millis(300)).await.ok();
 }
+
+/// `file_storage` and the keys that name it, read as the Collector reads them; mistakes
+/// name the setting.
+#[test]
+fn storage_settings_load_and_mistakes_name_the_setting() {
+    use otel_pipeline::collector::{CollectorConfig, ConfigFile};
+    let load = |yaml: String| {
+        CollectorConfig::load(
+            &[ConfigFile::new("c.yaml", yaml)],
+            |_| None,
+            &otel_pipeline::default_registry(),
+        )
+    };
+    let doc = |storage: &str, exporter_queue: &str, sampler: &str| {
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:0 }}\n\
+             processors:\n  tail_sampling:\n    policies: [{{ name: all, type: always_sample }}]\n{sampler}\
+             exporters:\n  otlp:\n    endpoint: localhost:4317\n    sending_queue: {exporter_queue}\n\
+             extensions:\n  file_storage:\n{storage}\
+             service:\n  extensions: [file_storage]\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [tail_sampling]\n      exporters: [otlp]\n"
+        )
+    };
+    let good = "    directory: /var/lib/otelcol/file_storage\n    timeout: 2s\n    fsync: true\n    compaction: { on_start: true, directory: /tmp }\n";
+    load(doc(
+        good,
+        "{ storage: file_storage }",
+        "    storage: file_storage\n",
+    ))
+    .expect("the Collector's shape loads");
+    for (storage, queue, sampler, path, says) in [
+        (
+            "    fsync: sometimes\n",
+            "{ storage: file_storage }",
+            "",
+            "extensions.file_storage.fsync",
+            "expected true, false",
+        ),
+        (
+            "    max_bytes: 10\n",
+            "{ storage: file_storage }",
+            "",
+            "extensions.file_storage.max_bytes",
+            "at least",
+        ),
+        (
+            "    directory: /x\n",
+            "{ storage: file_storage/other }",
+            "",
+            "exporters.otlp.sending_queue.storage",
+            "is not defined under extensions",
+        ),
+        (
+            "    directory: /x\n",
+            "{ enabled: false, storage: file_storage }",
+            "",
+            "exporters.otlp.sending_queue.storage",
+            "needs the queue enabled",
+        ),
+        (
+            "    directory: /x\n",
+            "{ }",
+            "    storage: health_check\n",
+            "processors.tail_sampling.storage",
+            "is not defined under extensions",
+        ),
+    ] {
+        let err = match load(doc(storage, queue, sampler)) {
+            Ok(_) => panic!("{path} must not load"),
+            Err(e) => e,
+        };
+        let e = err.errors.first().expect("an error");
+        assert_eq!(e.path, path, "{e:?}");
+        assert!(e.message.contains(says), "{}: {}", e.path, e.message);
+    }
+}
