@@ -968,9 +968,106 @@ impl Shared {
         Found::Done
     }
 
+    /// Enrich a request still in its bytes: each resource is decoded (a few attributes),
+    /// and what enrichment adds is appended to the resource message (repeated fields
+    /// may come in any number of runs), so no span is decoded or encoded: spans, scopes
+    /// and the rest are copied as they are. Returns the new bytes (`None`: nothing was
+    /// added) and how many resources name a pod the cache does not know; `None` overall
+    /// for a request this path leaves to the decoded one (a resource given twice, which
+    /// prost merges).
+    async fn enrich_encoded(
+        &self,
+        bytes: &[u8],
+        peer: Option<IpAddr>,
+    ) -> Option<(Option<Vec<u8>>, usize)> {
+        use otel_pipeline_core::wire::{Wire, fields, put_len_header};
+        use prost::Message;
+        let mut out = Vec::new();
+        let mut changed = false;
+        let mut unknown = 0;
+        let mut top = fields(bytes);
+        while let Some((field, wire, raw)) = top.next_raw() {
+            let (1, Wire::Len(rs)) = (field, wire) else {
+                out.extend_from_slice(raw);
+                continue;
+            };
+            let mut resource_bytes: Option<&[u8]> = None;
+            let mut inner = fields(rs);
+            for (f, w) in inner.by_ref() {
+                if f == 1 {
+                    match w {
+                        Wire::Len(b) if resource_bytes.is_none() => resource_bytes = Some(b),
+                        _ => return None,
+                    }
+                }
+            }
+            if !inner.finished() {
+                return None;
+            }
+            let old = resource_bytes.unwrap_or_default();
+            let mut resource = Resource::decode(old).ok()?;
+            let before = resource.attributes.len();
+            match self.enrich(&mut resource, peer).await {
+                Found::Unknown => unknown += 1,
+                Found::NoKey => self.misses.add(1),
+                Found::Done => {}
+            }
+            if resource.attributes.len() == before {
+                out.extend_from_slice(raw);
+                continue;
+            }
+            changed = true;
+            let mut added = Vec::new();
+            for kv in &resource.attributes[before..] {
+                put_len_header(&mut added, 1, kv.encoded_len());
+                kv.encode_raw(&mut added);
+            }
+            let mut new_rs = Vec::with_capacity(rs.len() + added.len() + 8);
+            put_len_header(&mut new_rs, 1, old.len() + added.len());
+            new_rs.extend_from_slice(old);
+            new_rs.extend_from_slice(&added);
+            let mut rest = fields(rs);
+            while let Some((f, _, raw)) = rest.next_raw() {
+                if f != 1 {
+                    new_rs.extend_from_slice(raw);
+                }
+            }
+            put_len_header(&mut out, 1, new_rs.len());
+            out.extend_from_slice(&new_rs);
+        }
+        if !top.finished() {
+            return None;
+        }
+        Some((changed.then_some(out), unknown))
+    }
+
     /// Enrich every resource of a batch; how many name a pod the cache does not know.
+    /// A batch still in its bytes stays in its bytes (`enrich_encoded`).
     async fn enrich_batch(&self, batch: &mut Batch<Traces>) -> usize {
         let peer = batch.client.as_ref().and_then(|c| c.addr).map(|a| a.ip());
+        if let Some(bytes) = batch.encoded().cloned()
+            && let Some((new, unknown)) = self.enrich_encoded(&bytes, peer).await
+        {
+            if let Some(new) = new {
+                match Batch::<Traces>::from_encoded(new.into()) {
+                    Ok(mut b) => {
+                        b.client = batch.client.take();
+                        *batch = b;
+                    }
+                    // Never expected (the request was checked, and only whole fields
+                    // were added): the decoded path below then does it.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "k8sattributes: rewritten request did not check; enriching it decoded");
+                        return self.enrich_decoded(batch, peer).await;
+                    }
+                }
+            }
+            return unknown;
+        }
+        self.enrich_decoded(batch, peer).await
+    }
+
+    async fn enrich_decoded(&self, batch: &mut Batch<Traces>, peer: Option<IpAddr>) -> usize {
         let mut unknown = 0;
         for rs in &mut batch.data_mut().resource_spans {
             let resource = rs.resource.get_or_insert_with(Resource::default);

@@ -642,3 +642,169 @@ hold_unknown_for: 3s
         .await
         .expect("shutdown");
 }
+
+/// The byte path: a request still in its bytes (as receivers hand it on) comes out as the
+/// decoded path would make it, resource by resource, on requests with several resources
+/// (a known pod, an unknown one, attributes already set, no key, no resource at all,
+/// other resource fields), with and without a connection to associate by; and it leaves
+/// still in its bytes, its spans never decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrichment_on_bytes_gives_what_the_decoded_path_gives() {
+    use prost::Message;
+    const PODS: &str = "/api/v1/pods";
+    let api = ApiServer::start().await;
+    let json = |p: Pod| serde_json::to_value(p).expect("pod json");
+    api.put(
+        PODS,
+        json(pod(
+            "u-web",
+            "web-7d9-abc",
+            "node-a",
+            &["10.1.0.5"],
+            Some(owner("StatefulSet", "web", "ss-9")),
+            &[("team", "payments"), ("app.kubernetes.io/name", "web")],
+            "registry:5000/shop/web:1.4.2",
+            "abc123",
+        )),
+    );
+    api.put(
+        PODS,
+        json(pod(
+            "u-db",
+            "db-0",
+            "node-a",
+            &["10.1.0.6"],
+            Some(owner("StatefulSet", "db", "ss-1")),
+            &[],
+            "postgres:16",
+            "def456",
+        )),
+    );
+    let config: K8sAttributesConfig = from_yaml(
+        "processors.k8sattributes",
+        r#"
+auth_type: serviceAccount
+extract:
+  metadata: [k8s.pod.name, k8s.pod.uid, k8s.namespace.name, k8s.node.name, k8s.statefulset.name, container.image.name, service.name]
+  labels:
+    - { tag_name: team, key: team, from: pod }
+pod_association:
+  - sources: [{ from: resource_attribute, name: k8s.pod.ip }]
+  - sources: [{ from: connection }]
+hold_unknown_for: 0s
+"#,
+    )
+    .expect("config");
+    let telemetry = Telemetry::new();
+    let (receiver, sender) = DirectReceiver::new();
+    let (exporter, exported) = InMemoryExporter::new();
+    let running = Pipeline::traces()
+        .telemetry(telemetry.clone())
+        .receiver(receiver)
+        .processor(K8sAttributes::new(config).with_client(api.client()))
+        .exporter(exporter)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
+    let pods = || telemetry.sum("otelcol_processor_k8sattributes_pods", &[]);
+    assert!(eventually(Duration::from_secs(10), || pods() == 2).await);
+    let string = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let rounds = 24u64;
+    for seed in 0..rounds {
+        let mut req = generate_traces(2, 2, seed);
+        let template = req.resource_spans[0].clone();
+        req.resource_spans.clear();
+        let resources = [
+            Some(Resource {
+                attributes: vec![string("k8s.pod.ip", "10.1.0.5"), string("env", "prod")],
+                dropped_attributes_count: (seed % 3) as u32,
+                ..Default::default()
+            }),
+            Some(Resource {
+                attributes: vec![string("k8s.pod.ip", "10.9.9.9")],
+                ..Default::default()
+            }),
+            None,
+            Some(Resource {
+                attributes: vec![
+                    string("k8s.pod.ip", "10.1.0.6"),
+                    string("k8s.pod.name", "preset"),
+                ],
+                ..Default::default()
+            }),
+            Some(Resource::default()),
+        ];
+        for (i, r) in resources.into_iter().enumerate() {
+            if (seed as usize + i) % 4 == 3 {
+                continue;
+            }
+            let mut rs = template.clone();
+            rs.resource = r;
+            req.resource_spans.push(rs);
+        }
+        let client = (seed % 2 == 1).then(|| {
+            Arc::new(ClientInfo {
+                addr: Some("10.1.0.6:5000".parse().expect("addr")),
+                metadata: vec![],
+                auth: vec![],
+            })
+        });
+        let decoded = match &client {
+            Some(c) => Batch::with_client(req.clone(), Arc::clone(c)),
+            None => Batch::new(req.clone()),
+        };
+        let mut encoded = Batch::from_encoded(req.encode_to_vec().into()).expect("a valid request");
+        if let Some(c) = &client {
+            encoded = encoded.with_client_info(Arc::clone(c));
+        }
+        sender.send_batch(decoded).await.expect("accepted");
+        sender.send_batch(encoded).await.expect("accepted");
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || exported.batches().len()
+            == 2 * rounds as usize)
+        .await
+    );
+    let batches = exported.batches();
+    let normal =
+        |mut r: otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest| {
+            for rs in &mut r.resource_spans {
+                rs.resource.get_or_insert_with(Resource::default);
+            }
+            r
+        };
+    let mut enriched = 0;
+    for pair in batches.chunks(2) {
+        assert!(
+            pair[1].encoded().is_some(),
+            "the byte path keeps the request in its bytes"
+        );
+        let (a, b) = (
+            normal(pair[0].data().clone()),
+            normal(pair[1].data().clone()),
+        );
+        assert_eq!(a, b, "the byte path gives what the decoded path gives");
+        enriched += a
+            .resource_spans
+            .iter()
+            .filter(|rs| {
+                rs.resource
+                    .as_ref()
+                    .is_some_and(|r| attr(r, "team") == Some("payments"))
+            })
+            .count();
+    }
+    assert!(enriched > 0, "pods were found and their attributes added");
+    running
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("stops");
+}
