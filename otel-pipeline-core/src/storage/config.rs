@@ -228,12 +228,13 @@ impl FileStorageConfig {
 }
 
 fn make_dir(dir: &Path, mode: u32) -> Result<(), StorageError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(dir)
-        .map_err(StorageError::Io)
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
+    builder.create(dir).map_err(StorageError::Io)
 }
 
 /// The `file_storage` extension type: its section is checked when loaded, and the

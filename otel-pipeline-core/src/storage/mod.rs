@@ -51,7 +51,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -313,6 +312,28 @@ fn segment_numbers(dir: &Path) -> io::Result<Vec<u32>> {
     Ok(out)
 }
 
+/// Fill `buf` from `offset` of `file` without moving a shared cursor (records are read
+/// while appends go on).
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match file.seek_read(buf, offset)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn crc(kind: u8, len: u32, parts: &[&[u8]]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&[kind]);
@@ -364,7 +385,7 @@ fn record_at(
         return Ok(None);
     }
     let mut h = [0u8; HEADER];
-    file.read_exact_at(&mut h, offset)?;
+    read_exact_at(file, &mut h, offset)?;
     if h[..4] != MAGIC {
         return Ok(None);
     }
@@ -376,7 +397,7 @@ fn record_at(
     }
     buf.clear();
     buf.resize(len as usize, 0);
-    file.read_exact_at(buf, offset + HEADER as u64)?;
+    read_exact_at(file, buf, offset + HEADER as u64)?;
     if crc(kind, len, &[buf]) != want {
         return Ok(None);
     }
@@ -391,7 +412,7 @@ fn resync(file: &File, len_file: u64, from: u64, max: usize) -> io::Result<Optio
     let mut pos = from;
     while pos + HEADER as u64 <= len_file {
         let n = ((len_file - pos) as usize).min(window.len());
-        file.read_exact_at(&mut window[..n], pos)?;
+        read_exact_at(file, &mut window[..n], pos)?;
         let mut i = 0;
         while i + MAGIC.len() <= n {
             if window[i..i + 4] == MAGIC
@@ -459,8 +480,15 @@ fn lock_dir(dir: &Path, timeout: Duration) -> Result<File, StorageError> {
     }
 }
 
+/// Make a new file's directory entry durable (POSIX); Windows has no such call.
+#[cfg(unix)]
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
 }
 
 fn is_no_space(e: &io::Error) -> bool {

@@ -234,6 +234,7 @@ fn max_bytes_refuses_retryably_and_room_comes_back() {
     ));
 }
 
+#[cfg(unix)]
 #[test]
 fn a_full_disk_refuses_retryably_and_leaves_the_log_readable() {
     if !Path::new("/dev/full").exists() {
