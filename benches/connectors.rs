@@ -32,7 +32,7 @@ use prost::Message;
 #[path = "support/tail.rs"]
 #[allow(dead_code)]
 mod common;
-use common::{config, traces};
+use common::{config, cpu_time, traces};
 
 /// Four dimensions as RED dashboards use them, of few values each. The benches' spans
 /// carry none of them (10 `app.attr.*` attributes of 1 000 values each), so every span's
@@ -53,20 +53,6 @@ fn spanmetrics() -> SpanMetrics {
     let c: SpanMetricsConfig =
         otel_pipeline::processors::from_yaml("spanmetrics", SPANMETRICS).expect("config");
     SpanMetrics::new(c).expect("valid")
-}
-
-/// CPU time used so far by every thread of this process, where Linux tells it; else 0
-/// (and the gateway pair then measures nothing useful).
-fn cpu_time() -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
-    };
-    let ns: u64 = tasks
-        .filter_map(|t| t.ok())
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(ns)
 }
 
 async fn gateway_once(requests: &[bytes::Bytes], with_spanmetrics: bool) -> Duration {

@@ -33,19 +33,7 @@ use prost::Message;
 #[path = "support/tail.rs"]
 #[allow(dead_code)]
 mod common;
-use common::{config, traces};
-
-fn cpu_time() -> Duration {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Duration::ZERO;
-    };
-    let ns: u64 = tasks
-        .filter_map(|t| t.ok())
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(ns)
-}
+use common::{config, cpu_time, traces};
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("otel-bench-storage-{name}-{}", std::process::id()));

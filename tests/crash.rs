@@ -70,6 +70,43 @@ fn spawn(config: &Path, log: &Path) -> Child {
         .expect("collector starts")
 }
 
+/// A backend on loopback `port` that keeps what it receives.
+async fn sink_on(
+    port: u16,
+) -> (
+    otel_pipeline::RunningPipeline,
+    otel_pipeline::testing::Exported<otel_pipeline::Traces>,
+) {
+    let (running, _otlp, exported) = common::gateway(OtlpConfig {
+        grpc: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+        http: None,
+        ..OtlpConfig::loopback()
+    })
+    .await;
+    (running, exported)
+}
+
+/// How many of the span ids `wanted` the backend has.
+fn arrived_of(
+    exported: &otel_pipeline::testing::Exported<otel_pipeline::Traces>,
+    wanted: &HashSet<Vec<u8>>,
+) -> usize {
+    let got: HashSet<Vec<u8>> = exported.spans().into_iter().map(|s| s.span_id).collect();
+    wanted.iter().filter(|id| got.contains(*id)).count()
+}
+
+/// Each span id with how many times it arrived, and the duplicates in all.
+fn receipts(
+    exported: &otel_pipeline::testing::Exported<otel_pipeline::Traces>,
+) -> (HashMap<Vec<u8>, usize>, usize) {
+    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+    for s in exported.spans() {
+        *seen.entry(s.span_id).or_default() += 1;
+    }
+    let duplicates = seen.values().map(|n| n - 1).sum();
+    (seen, duplicates)
+}
+
 /// Acknowledged spans (by span id) of every send that returned OK.
 type Acked = Arc<Mutex<HashSet<Vec<u8>>>>;
 
@@ -172,16 +209,10 @@ async fn one_policy(fsync: &str, seed: u64) {
     );
 
     // The backend comes back; so does the collector, which sends what its disk holds.
-    let (gw, _otlp, exported) = common::gateway(OtlpConfig {
-        grpc: Some(SocketAddr::from(([127, 0, 0, 1], backend))),
-        http: None,
-        ..OtlpConfig::loopback()
-    })
-    .await;
+    let (gw, exported) = sink_on(backend).await;
     let mut child = spawn(&file, &log);
     let arrived = |exported: &otel_pipeline::testing::Exported<otel_pipeline::Traces>| {
-        let got: HashSet<Vec<u8>> = exported.spans().into_iter().map(|s| s.span_id).collect();
-        acked.iter().filter(|id| got.contains(*id)).count()
+        arrived_of(exported, &acked)
     };
     let all = eventually(Duration::from_secs(60), || {
         arrived(&exported) == acked.len()
@@ -192,11 +223,7 @@ async fn one_policy(fsync: &str, seed: u64) {
         .status();
     let _ = child.wait();
     let spans = exported.spans();
-    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
-    for s in &spans {
-        *seen.entry(s.span_id.clone()).or_default() += 1;
-    }
-    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    let (seen, duplicates) = receipts(&exported);
     eprintln!(
         "fsync {fsync}: {} acknowledged, {} arrived ({} spans received, {duplicates} duplicates, {} not acknowledged but delivered)",
         acked.len(),
@@ -631,23 +658,11 @@ async fn python_services_an_agent_and_three_gateways_killed_at_random_lose_nothi
     );
 
     // The backend comes back.
-    let (backend, _otlp, exported) = common::gateway(OtlpConfig {
-        grpc: Some(SocketAddr::from(([127, 0, 0, 1], sink))),
-        http: None,
-        ..OtlpConfig::loopback()
-    })
-    .await;
-    let arrived = || {
-        let got: HashSet<Vec<u8>> = exported.spans().into_iter().map(|s| s.span_id).collect();
-        wanted.iter().filter(|s| got.contains(*s)).count()
-    };
+    let (backend, exported) = sink_on(sink).await;
+    let arrived = || arrived_of(&exported, &wanted);
     let all = eventually(Duration::from_secs(60), || arrived() == wanted.len()).await;
     let spans = exported.spans();
-    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
-    for s in &spans {
-        *seen.entry(s.span_id.clone()).or_default() += 1;
-    }
-    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    let (seen, duplicates) = receipts(&exported);
     let plain = seen
         .keys()
         .filter(|s| acked.get(*s).is_some_and(|(_, k)| k == "plain"))
