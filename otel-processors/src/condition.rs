@@ -148,6 +148,100 @@ pub(crate) enum Item<'a> {
     Metric(&'a Metric),
     Point(PointRef<'a>, &'a Metric),
     Resource,
+    /// A span read in place from its encoding (the filter's byte path).
+    SpanBytes(SpanBytes<'a>),
+}
+
+/// A span read in place from its encoding: the fields conditions compare, found in one
+/// walk as prost would decode them (the last occurrence of a field wins, `status`
+/// occurrences merge); attributes are looked up in the bytes when a condition asks.
+/// What a decoded span answers, this answers, for every path but the whole attribute
+/// map ([`Condition::reads_in_place`]) and attributes whose values are not scalars
+/// (which the caller checks first, and decodes for).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SpanBytes<'a> {
+    bytes: &'a [u8],
+    name: &'a str,
+    kind: i32,
+    status_code: i32,
+    status_message: &'a str,
+    trace_state: &'a str,
+    start: u64,
+    end: u64,
+    dropped_attributes_count: u32,
+}
+
+impl<'a> SpanBytes<'a> {
+    /// Read `bytes`; `None` where they do not read as a span (the caller decodes, and
+    /// gets prost's verdict).
+    pub(crate) fn new(bytes: &'a [u8]) -> Option<Self> {
+        use otel_pipeline_core::wire::{Wire, fields};
+        let text = |b: &'a [u8]| std::str::from_utf8(b).ok();
+        let mut s = Self {
+            bytes,
+            ..Self::default()
+        };
+        let mut walk = fields(bytes);
+        for (f, w) in walk.by_ref() {
+            match (f, w) {
+                (3, Wire::Len(b)) => s.trace_state = text(b)?,
+                (5, Wire::Len(b)) => s.name = text(b)?,
+                (6, Wire::Varint(v)) => s.kind = v as i32,
+                (7, Wire::Fixed64(v)) => s.start = v,
+                (8, Wire::Fixed64(v)) => s.end = v,
+                (10, Wire::Varint(v)) => s.dropped_attributes_count = v as u32,
+                (15, Wire::Len(st)) => {
+                    let mut inner = fields(st);
+                    for (g, x) in inner.by_ref() {
+                        match (g, x) {
+                            (2, Wire::Len(m)) => s.status_message = text(m)?,
+                            (3, Wire::Varint(c)) => s.status_code = c as i32,
+                            _ => {}
+                        }
+                    }
+                    if !inner.finished() {
+                        return None;
+                    }
+                }
+                _ => {}
+            }
+        }
+        walk.finished().then_some(s)
+    }
+
+    /// Whether attribute `key` holds something other than a string, bool, int or double
+    /// (an array, a map, bytes, or no value): read it decoded.
+    pub(crate) fn attr_not_scalar(&self, key: &str) -> bool {
+        matches!(
+            crate::tail_sampling::wire::span_attr(self.bytes, key),
+            Some(crate::tail_sampling::wire::AnyRef::Other)
+        )
+    }
+}
+
+fn read_span_bytes<'a>(path: &Path, s: &SpanBytes<'a>) -> Value<'a> {
+    use crate::tail_sampling::wire::{AnyRef, span_attr};
+    match path {
+        Path::OfSpan(inner) => read_span_bytes(inner, s),
+        Path::Attr(k) => match span_attr(s.bytes, k) {
+            Some(AnyRef::Str(v)) => Value::Str(v),
+            Some(AnyRef::Bool(v)) => Value::Bool(v),
+            Some(AnyRef::Int(v)) => Value::Int(v),
+            Some(AnyRef::Double(v)) => Value::Double(v),
+            // Checked before evaluating (`attr_not_scalar`): such a span is decoded.
+            Some(AnyRef::Other) | None => Value::Nil,
+        },
+        Path::Name => Value::Str(s.name),
+        Path::Kind => Value::Int(i64::from(s.kind)),
+        Path::StatusCode => Value::Int(i64::from(s.status_code)),
+        Path::StatusMessage => Value::Str(s.status_message),
+        Path::TraceState => Value::Str(s.trace_state),
+        Path::DurationNs => Value::Int(s.end.saturating_sub(s.start) as i64),
+        Path::StartTimeUnixNano => int(s.start),
+        Path::EndTimeUnixNano => int(s.end),
+        Path::DroppedAttributesCount => Value::Int(i64::from(s.dropped_attributes_count)),
+        _ => Value::Nil,
+    }
 }
 
 /// An item with the resource and scope it belongs to.
@@ -475,12 +569,74 @@ impl Condition {
         })
     }
 
+    /// Whether a span's encoding answers every path this condition reads
+    /// ([`SpanBytes`]): all but the whole attribute map.
+    pub(crate) fn reads_in_place(&self) -> bool {
+        fn operand(o: &Operand) -> bool {
+            match o {
+                Operand::Path(p) => path(p),
+                Operand::Call(c) => c.args.iter().all(operand),
+                Operand::List(items) => items.iter().all(operand),
+                Operand::Lit(_) | Operand::FuncName(_) => true,
+            }
+        }
+        fn path(p: &Path) -> bool {
+            match p {
+                Path::AttrMap => false,
+                Path::OfSpan(inner) => path(inner),
+                _ => true,
+            }
+        }
+        fn expr(e: &Expr) -> bool {
+            match e {
+                Expr::Or(v) | Expr::And(v) => v.iter().all(expr),
+                Expr::Not(e) => expr(e),
+                Expr::Cmp(a, _, b) => operand(a) && operand(b),
+                Expr::Truthy(o) | Expr::IsMatch(o, _) => operand(o),
+                Expr::OnDatapoint(..) => false,
+            }
+        }
+        self.target == Target::Span && expr(&self.expr)
+    }
+
+    /// The span attribute keys this condition reads (`attributes["k"]`).
+    pub(crate) fn attribute_keys(&self, out: &mut Vec<String>) {
+        fn operand(o: &Operand, out: &mut Vec<String>) {
+            match o {
+                Operand::Path(p) => path(p, out),
+                Operand::Call(c) => c.args.iter().for_each(|a| operand(a, out)),
+                Operand::List(items) => items.iter().for_each(|a| operand(a, out)),
+                Operand::Lit(_) | Operand::FuncName(_) => {}
+            }
+        }
+        fn path(p: &Path, out: &mut Vec<String>) {
+            match p {
+                Path::Attr(k) if !out.contains(k) => out.push(k.clone()),
+                Path::OfSpan(inner) => path(inner, out),
+                _ => {}
+            }
+        }
+        fn expr(e: &Expr, out: &mut Vec<String>) {
+            match e {
+                Expr::Or(v) | Expr::And(v) => v.iter().for_each(|e| expr(e, out)),
+                Expr::Not(e) => expr(e, out),
+                Expr::Cmp(a, _, b) => {
+                    operand(a, out);
+                    operand(b, out);
+                }
+                Expr::Truthy(o) | Expr::IsMatch(o, _) => operand(o, out),
+                Expr::OnDatapoint(..) => {}
+            }
+        }
+        expr(&self.expr, out);
+    }
+
     /// Evaluate on any item. An item of another context than the condition was parsed
     /// for is an evaluation error (the filter never mixes them).
     pub(crate) fn eval_in(&self, cx: &Cx<'_>) -> Result<bool, EvalError> {
         let fits = matches!(
             (self.target, &cx.item),
-            (Target::Span, Item::Span(_))
+            (Target::Span, Item::Span(_) | Item::SpanBytes(_))
                 | (Target::Log, Item::Log(_))
                 | (Target::Metric, Item::Metric(_))
                 | (Target::DataPoint, Item::Point(..))
@@ -740,6 +896,7 @@ fn read<'a>(path: &Path, cx: &Cx<'a>) -> Value<'a> {
     }
     match cx.item {
         Item::Span(span) => read_span(path, &span),
+        Item::SpanBytes(span) => read_span_bytes(path, &span),
         Item::Log(r) => read_log(path, r),
         Item::Metric(m) => read_metric(path, m),
         Item::Point(p, m) => read_point(path, p, m),
@@ -785,6 +942,8 @@ fn computed(o: &Operand) -> bool {
 fn item_attrs<'a>(cx: &Cx<'a>) -> &'a [KeyValue] {
     match cx.item {
         Item::Span(s) => s.event.map_or(&s.span.attributes, |e| &e.attributes),
+        // Conditions that read the whole map are never evaluated in place.
+        Item::SpanBytes(_) => &[],
         Item::Log(r) => &r.attributes,
         Item::Point(p, _) => p.attributes(),
         Item::Metric(_) => &[],

@@ -562,6 +562,10 @@ pub struct CompiledFilter {
     event_exclude: Option<Arc<EventFilter>>,
     events: Vec<Condition>,
     error_mode: ErrorMode,
+    /// When every trace condition reads spans in place: the attribute keys they read
+    /// (a span whose value for one of them is not a scalar is decoded). `None`: trace
+    /// batches are filtered decoded.
+    in_place: Option<Arc<[String]>>,
 }
 
 /// What [`CompiledFilter::apply`] (or `apply_metrics`, `apply_logs`) removed.
@@ -659,7 +663,23 @@ impl FilterConfig {
                 })
                 .transpose()
         };
+        let spans = parse_all("traces.span", &self.traces.span)?;
+        let events_conds = parse_all("traces.spanevent", &self.traces.spanevent)?;
+        let in_place = (legacy.include.is_none()
+            && legacy.exclude.is_none()
+            && events.include.is_none()
+            && events.exclude.is_none()
+            && events_conds.is_empty()
+            && spans.iter().all(Condition::reads_in_place))
+        .then(|| {
+            let mut keys = Vec::new();
+            for c in &spans {
+                c.attribute_keys(&mut keys);
+            }
+            keys.into()
+        });
         Ok(CompiledFilter {
+            in_place,
             trace_resources,
             metric_resources,
             log_resources,
@@ -674,8 +694,8 @@ impl FilterConfig {
             event_include: event_filter(&events.include, "span_events.include")?,
             event_exclude: event_filter(&events.exclude, "span_events.exclude")?,
             exclude: matcher(&legacy.exclude, "spans.exclude")?,
-            spans: parse_all("traces.span", &self.traces.span)?,
-            events: parse_all("traces.spanevent", &self.traces.spanevent)?,
+            spans,
+            events: events_conds,
             error_mode: self.error_mode,
         })
     }
@@ -733,7 +753,10 @@ macro_rules! filter_signal {
             ) -> Result<(), ConsumeError<$signal>> {
                 let n = batch.item_count();
                 let filter = Arc::clone(&*self.filter.read());
-                let outcome = filter.$apply(batch.data_mut());
+                let outcome = match <$signal as InPlace>::filter_in_place(&filter, &mut batch) {
+                    Some(outcome) => outcome,
+                    None => filter.$apply(batch.data_mut()),
+                };
                 consumed::<$signal>(&self.telemetry, n, outcome)?;
                 if batch.item_count() == 0 {
                     return Ok(());
@@ -742,6 +765,44 @@ macro_rules! filter_signal {
             }
         }
     };
+}
+
+/// Filtering a batch still in its bytes, where the signal and the conditions allow it.
+trait InPlace: Signal + Sized {
+    /// `None`: filter it decoded.
+    fn filter_in_place(
+        _filter: &CompiledFilter,
+        _batch: &mut Batch<Self>,
+    ) -> Option<Result<Filtered, EvalError>> {
+        None
+    }
+}
+
+impl InPlace for Metrics {}
+impl InPlace for Logs {}
+
+impl InPlace for Traces {
+    fn filter_in_place(
+        filter: &CompiledFilter,
+        batch: &mut Batch<Traces>,
+    ) -> Option<Result<Filtered, EvalError>> {
+        let keys = filter.in_place.as_ref()?;
+        let bytes = batch.encoded()?.clone();
+        Some(match filter.apply_bytes(keys, &bytes) {
+            Ok((None, f)) => Ok(f),
+            Ok((Some(cut), f)) => match Batch::<Traces>::from_encoded(cut.into()) {
+                Ok(mut b) => {
+                    b.client = batch.client.take();
+                    *batch = b;
+                    Ok(f)
+                }
+                Err(e) => Err(EvalError(format!(
+                    "the filtered request does not check: {e}"
+                ))),
+            },
+            Err(e) => Err(e),
+        })
+    }
 }
 
 filter_signal!(Traces, apply);
@@ -1034,6 +1095,154 @@ impl CompiledFilter {
         Ok(out)
     }
 
+    /// Whether trace batches still in their bytes are filtered in place (every trace
+    /// condition reads only what a span's encoding answers: not the whole attribute
+    /// map, no span-event conditions, no legacy `spans`/`span_events` matchers).
+    pub fn filters_traces_in_place(&self) -> bool {
+        self.in_place.is_some()
+    }
+
+    /// Filter an encoded `ExportTraceServiceRequest` as [`Self::apply`] filters the
+    /// decoded one, reading spans in place ([`crate::condition`]'s `SpanBytes`: the same
+    /// evaluator, another reader) and dropping spans, and then empty scopes and
+    /// resources, by cutting bytes. Resources and scopes are decoded (a few fields
+    /// each); a span whose value for one of `keys` is not a scalar is decoded. Returns
+    /// the new request (`None`: unchanged) and what was removed.
+    pub(crate) fn apply_bytes(
+        &self,
+        keys: &[String],
+        bytes: &[u8],
+    ) -> Result<(Option<Vec<u8>>, Filtered), EvalError> {
+        use otel_pipeline_core::wire::{Wire, fields, put_len_header};
+        use prost::Message;
+        let undecodable = |what: &str| EvalError(format!("a {what} does not decode"));
+        // A message field given several times merges: decoding the occurrences end to
+        // end is what prost does.
+        fn merged<M: Message + Default>(msg: &[u8], field: u32) -> Result<Option<M>, ()> {
+            let mut joined: Option<Vec<u8>> = None;
+            for (f, w) in fields(msg) {
+                if let (true, Wire::Len(b)) = (f == field, w) {
+                    joined.get_or_insert_with(Vec::new).extend_from_slice(b);
+                }
+            }
+            joined
+                .map(|b| M::decode(&b[..]).map_err(|_| ()))
+                .transpose()
+        }
+        let mode = self.error_mode;
+        let (mut dropped, mut errors) = (0usize, 0usize);
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut changed = false;
+        let mut top = fields(bytes);
+        while let Some((f, w, raw)) = top.next_raw() {
+            let (1, Wire::Len(rs)) = (f, w) else {
+                out.extend_from_slice(raw);
+                continue;
+            };
+            let resource: Option<Resource> = merged(rs, 1).map_err(|()| undecodable("resource"))?;
+            let count = |rs: &[u8]| {
+                fields(rs)
+                    .filter_map(|(f, w)| match (f, w) {
+                        (2, Wire::Len(ss)) => Some(fields(ss).filter(|(f, _)| *f == 2).count()),
+                        _ => None,
+                    })
+                    .sum::<usize>()
+            };
+            if !self.trace_resources.is_empty() {
+                let cx = Cx {
+                    item: Item::Resource,
+                    resource: resource.as_ref(),
+                    scope: None,
+                };
+                if any(&self.trace_resources, &cx, mode, &mut errors)? {
+                    dropped += count(rs);
+                    changed = true;
+                    continue;
+                }
+            }
+            let mut new_rs = Vec::with_capacity(rs.len());
+            let (mut scopes, mut rs_changed) = (0usize, false);
+            let mut walk = fields(rs);
+            while let Some((f, w, raw_ss)) = walk.next_raw() {
+                let (2, Wire::Len(ss)) = (f, w) else {
+                    new_rs.extend_from_slice(raw_ss);
+                    continue;
+                };
+                let scope: Option<InstrumentationScope> =
+                    merged(ss, 1).map_err(|()| undecodable("scope"))?;
+                let mut new_ss = Vec::with_capacity(ss.len());
+                let (mut kept, mut ss_changed) = (0usize, false);
+                let mut spans = fields(ss);
+                while let Some((f, w, raw_span)) = spans.next_raw() {
+                    let (2, Wire::Len(span)) = (f, w) else {
+                        new_ss.extend_from_slice(raw_span);
+                        continue;
+                    };
+                    let drop = match crate::condition::SpanBytes::new(span)
+                        .filter(|sb| !keys.iter().any(|k| sb.attr_not_scalar(k)))
+                    {
+                        Some(sb) => {
+                            let cx = Cx {
+                                item: Item::SpanBytes(sb),
+                                resource: resource.as_ref(),
+                                scope: scope.as_ref(),
+                            };
+                            any(&self.spans, &cx, mode, &mut errors)?
+                        }
+                        None => {
+                            let decoded = otel_pipeline_core::proto::trace::v1::Span::decode(span)
+                                .map_err(|_| undecodable("span"))?;
+                            let cx = span_cx(&decoded, None, resource.as_ref(), scope.as_ref());
+                            any(&self.spans, &cx, mode, &mut errors)?
+                        }
+                    };
+                    if drop {
+                        dropped += 1;
+                        ss_changed = true;
+                    } else {
+                        kept += 1;
+                        new_ss.extend_from_slice(raw_span);
+                    }
+                }
+                // As the decoded path: a scope left without spans goes.
+                if kept == 0 {
+                    rs_changed = true;
+                    continue;
+                }
+                scopes += 1;
+                if ss_changed {
+                    rs_changed = true;
+                    put_len_header(&mut new_rs, 2, new_ss.len());
+                    new_rs.extend_from_slice(&new_ss);
+                } else {
+                    new_rs.extend_from_slice(raw_ss);
+                }
+            }
+            if scopes == 0 {
+                changed = true;
+                continue;
+            }
+            if rs_changed {
+                changed = true;
+                put_len_header(&mut out, 1, new_rs.len());
+                out.extend_from_slice(&new_rs);
+            } else {
+                out.extend_from_slice(raw);
+            }
+        }
+        if !top.finished() {
+            return Err(undecodable("request"));
+        }
+        Ok((
+            changed.then_some(out),
+            Filtered {
+                spans: dropped,
+                events: 0,
+                errors,
+            },
+        ))
+    }
+
     /// Filter `data` in place. Under `error_mode: propagate` an evaluation error stops and
     /// is returned (the batch may be partly filtered).
     pub fn apply(&self, data: &mut ExportTraceServiceRequest) -> Result<Filtered, EvalError> {
@@ -1122,5 +1331,183 @@ impl CompiledFilter {
             events: events_dropped,
             errors,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
+    use otel_pipeline_core::proto::common::v1::{
+        AnyValue, ArrayValue, InstrumentationScope, KeyValue, any_value::Value,
+    };
+    use otel_pipeline_core::proto::resource::v1::Resource;
+    use otel_pipeline_core::proto::trace::v1::{ScopeSpans, Status};
+    use otel_pipeline_core::testing::{SplitMix64, generate_traces};
+    use prost::Message;
+
+    use super::{CompiledFilter, FilterConfig};
+
+    fn compile(yaml: &str) -> CompiledFilter {
+        let c: FilterConfig = crate::from_yaml("processors.filter", yaml).expect("config");
+        c.compile().expect("compiles")
+    }
+
+    fn kv(k: &str, v: Value) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    /// A request of several resources and scopes (one scope empty, one resource without
+    /// a resource), spans with names, kinds, statuses, durations and attributes of every
+    /// kind (arrays too), drawn from `seed`.
+    fn request(seed: u64) -> ExportTraceServiceRequest {
+        let mut rng = SplitMix64::new(seed);
+        let mut req = generate_traces(6, 4, seed);
+        let template = req.resource_spans[0].clone();
+        req.resource_spans.clear();
+        for r in 0..3 {
+            let mut rs = template.clone();
+            rs.resource = (r != 2).then(|| Resource {
+                attributes: vec![
+                    kv(
+                        "service.name",
+                        Value::StringValue(format!("svc-{}", rng.below(3))),
+                    ),
+                    kv("deployment.environment", Value::StringValue("prod".into())),
+                ],
+                ..Default::default()
+            });
+            let spans = std::mem::take(&mut rs.scope_spans[0].spans);
+            rs.scope_spans = vec![
+                ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: format!("lib-{r}"),
+                        version: "1.0".into(),
+                        ..Default::default()
+                    }),
+                    spans: spans[..12].to_vec(),
+                    ..Default::default()
+                },
+                ScopeSpans::default(),
+                ScopeSpans {
+                    spans: spans[12..].to_vec(),
+                    ..Default::default()
+                },
+            ];
+            for ss in &mut rs.scope_spans {
+                for span in &mut ss.spans {
+                    let route =
+                        ["/healthz", "/api/orders", "/readyz", "/api/pay"][rng.below(4) as usize];
+                    span.name = format!("GET {route}");
+                    span.kind = rng.below(6) as i32;
+                    span.attributes = vec![
+                        kv("http.route", Value::StringValue(route.into())),
+                        kv(
+                            "http.response.status_code",
+                            Value::IntValue([200, 404, 500][rng.below(3) as usize]),
+                        ),
+                        kv("retry", Value::BoolValue(rng.below(2) == 1)),
+                        kv("ratio", Value::DoubleValue(rng.below(100) as f64 / 10.0)),
+                    ];
+                    if rng.below(5) == 0 {
+                        // Not a scalar: that span is read decoded.
+                        span.attributes
+                            .push(kv("tags", Value::ArrayValue(ArrayValue { values: vec![] })));
+                    }
+                    if rng.below(4) == 0 {
+                        span.status = Some(Status {
+                            code: 2,
+                            message: "boom".into(),
+                        });
+                    }
+                    span.end_time_unix_nano = span.start_time_unix_nano + rng.below(3_000_000_000);
+                }
+            }
+            req.resource_spans.push(rs);
+        }
+        req
+    }
+
+    const CONDITIONS: &[&str] = &[
+        r#"attributes["http.route"] == "/healthz""#,
+        r#"IsMatch(name, ".*ready.*")"#,
+        r#"kind == SPAN_KIND_CLIENT"#,
+        r#"status.code == STATUS_CODE_ERROR and attributes["retry"] == true"#,
+        r#"attributes["http.response.status_code"] >= 500"#,
+        r#"attributes["ratio"] > 5.0"#,
+        r#"duration_ns > 2000000000 or end_time_unix_nano < 5"#,
+        r#"resource.attributes["service.name"] == "svc-1" and instrumentation_scope.name == "lib-0""#,
+        r#"attributes["tags"] != nil and kind == 2"#,
+        r#"not IsMatch(attributes["http.route"], "^/api")"#,
+        r#"attributes["missing"] == "x""#,
+        r#"status.message == "boom""#,
+        // Errors under `ignore`: compared counts.
+        r#"attributes["http.route"] > 3"#,
+    ];
+
+    /// The byte path gives what the decoded path gives: the same request (decoded, after
+    /// the empty scopes and resources go) and the same counts, for every condition alone
+    /// and for pairs, with resource conditions, under `ignore` and `propagate`.
+    #[test]
+    fn the_byte_path_filters_as_the_decoded_path() {
+        let mut checked = 0;
+        for (i, a) in CONDITIONS.iter().enumerate() {
+            for b in [None, Some(CONDITIONS[(i + 3) % CONDITIONS.len()])] {
+                for mode in ["ignore", "propagate"] {
+                    let spans = match b {
+                        Some(b) => format!("[{a:?}, {b:?}]"),
+                        None => format!("[{a:?}]"),
+                    };
+                    let resource = if i % 4 == 0 {
+                        "    resource: ['attributes[\"service.name\"] == \"svc-2\"']\n"
+                    } else {
+                        ""
+                    };
+                    let f = compile(&format!(
+                        "error_mode: {mode}\ntraces:\n    span: {spans}\n{resource}"
+                    ));
+                    let keys = f.in_place.clone().expect("every condition reads in place");
+                    for seed in 0..6 {
+                        let req = request(seed * 31 + i as u64);
+                        let mut decoded = req.clone();
+                        let want = f.apply(&mut decoded);
+                        let got = f.apply_bytes(&keys, &req.encode_to_vec());
+                        match (want, got) {
+                            (Ok(w), Ok((cut, g))) => {
+                                assert_eq!(w, g, "counts for {spans}");
+                                let after = match cut {
+                                    Some(b) => {
+                                        ExportTraceServiceRequest::decode(&b[..]).expect("decodes")
+                                    }
+                                    None => req.clone(),
+                                };
+                                assert_eq!(after, decoded, "{spans} on seed {seed}");
+                                checked += 1;
+                            }
+                            (Err(_), Err(_)) => assert_eq!(mode, "propagate"),
+                            (w, g) => panic!("{spans} ({mode}): decoded {w:?}, bytes {g:?}"),
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 200, "{checked}");
+    }
+
+    /// Conditions that read the whole attribute map, span events or legacy matchers keep
+    /// the decoded path.
+    #[test]
+    fn what_cannot_be_read_in_place_is_filtered_decoded() {
+        for yaml in [
+            "traces:\n  span: ['Len(attributes) > 3']\n",
+            "traces:\n  spanevent: ['name == \"x\"']\n",
+            "spans:\n  exclude:\n    match_type: strict\n    span_names: [x]\n",
+        ] {
+            assert!(!compile(yaml).filters_traces_in_place(), "{yaml}");
+        }
+        assert!(compile("traces:\n  span: ['name == \"x\"']\n").filters_traces_in_place());
     }
 }
