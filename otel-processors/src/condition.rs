@@ -65,6 +65,8 @@ use otel_pipeline_core::proto::resource::v1::Resource;
 use otel_pipeline_core::proto::trace::v1::{Span, span::Event};
 use regex::Regex;
 
+use crate::tail_sampling::wire::AnyRef;
+
 /// A condition that did not parse: where and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("column {column}: {message}")]
@@ -160,7 +162,11 @@ pub(crate) enum Item<'a> {
 /// (which the caller checks first, and decodes for).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct SpanBytes<'a> {
-    bytes: &'a [u8],
+    /// The attribute keys the conditions read, and what the span holds for each (the
+    /// first attribute with the key, as the decoded lookups take it), found in the same
+    /// walk.
+    keys: &'a [String],
+    values: &'a [Option<AnyRef<'a>>],
     name: &'a str,
     kind: i32,
     status_code: i32,
@@ -172,13 +178,45 @@ pub(crate) struct SpanBytes<'a> {
 }
 
 impl<'a> SpanBytes<'a> {
-    /// Read `bytes`; `None` where they do not read as a span (the caller decodes, and
-    /// gets prost's verdict).
-    pub(crate) fn new(bytes: &'a [u8]) -> Option<Self> {
+    /// The values of `keys` in the span `bytes`, into `values` (one per key), in one
+    /// walk of its attributes.
+    pub(crate) fn read_attributes(
+        bytes: &'a [u8],
+        keys: &[String],
+        values: &mut Vec<Option<AnyRef<'a>>>,
+    ) {
+        use crate::tail_sampling::wire::{SPAN_ATTRIBUTES, any_value, attribute};
+        use otel_pipeline_core::wire::{Wire, fields};
+        values.clear();
+        values.resize(keys.len(), None);
+        if keys.is_empty() {
+            return;
+        }
+        for (f, w) in fields(bytes) {
+            if let (SPAN_ATTRIBUTES, Wire::Len(kv)) = (f, w) {
+                let (k, raw) = attribute(kv);
+                if let Some(i) = keys.iter().position(|key| key.as_bytes() == k)
+                    && values[i].is_none()
+                {
+                    values[i] = Some(raw.map_or(AnyRef::Other, any_value));
+                }
+            }
+        }
+    }
+
+    /// Read the span `bytes`, whose attributes `keys` hold `values`
+    /// ([`Self::read_attributes`]); `None` where the bytes do not read as a span (the
+    /// caller decodes, and gets prost's verdict).
+    pub(crate) fn new(
+        bytes: &'a [u8],
+        keys: &'a [String],
+        values: &'a [Option<AnyRef<'a>>],
+    ) -> Option<Self> {
         use otel_pipeline_core::wire::{Wire, fields};
         let text = |b: &'a [u8]| std::str::from_utf8(b).ok();
         let mut s = Self {
-            bytes,
+            keys,
+            values,
             ..Self::default()
         };
         let mut walk = fields(bytes);
@@ -209,21 +247,22 @@ impl<'a> SpanBytes<'a> {
         walk.finished().then_some(s)
     }
 
-    /// Whether attribute `key` holds something other than a string, bool, int or double
-    /// (an array, a map, bytes, or no value): read it decoded.
-    pub(crate) fn attr_not_scalar(&self, key: &str) -> bool {
-        matches!(
-            crate::tail_sampling::wire::span_attr(self.bytes, key),
-            Some(crate::tail_sampling::wire::AnyRef::Other)
-        )
+    /// Whether an attribute the conditions read holds something other than a string,
+    /// bool, int or double (an array, a map, bytes, or no value): read the span decoded.
+    pub(crate) fn any_not_scalar(values: &[Option<AnyRef<'_>>]) -> bool {
+        values.iter().any(|v| matches!(v, Some(AnyRef::Other)))
     }
 }
 
 fn read_span_bytes<'a>(path: &Path, s: &SpanBytes<'a>) -> Value<'a> {
-    use crate::tail_sampling::wire::{AnyRef, span_attr};
     match path {
         Path::OfSpan(inner) => read_span_bytes(inner, s),
-        Path::Attr(k) => match span_attr(s.bytes, k) {
+        Path::Attr(k) => match s
+            .keys
+            .iter()
+            .position(|key| key == k)
+            .and_then(|i| s.values.get(i).copied().flatten())
+        {
             Some(AnyRef::Str(v)) => Value::Str(v),
             Some(AnyRef::Bool(v)) => Value::Bool(v),
             Some(AnyRef::Int(v)) => Value::Int(v),

@@ -61,7 +61,7 @@ use crate::attributes::{
     SpanFilter, all_match, attr_matches, body_text, severity_matches,
 };
 use crate::condition::{
-    Condition, Cx, EvalError, Item, SpanContext, Target, points, severity_number,
+    Condition, Cx, EvalError, Item, SpanBytes, SpanContext, Target, points, severity_number,
 };
 use crate::config::ConfigError;
 use crate::live::LiveRules;
@@ -567,6 +567,10 @@ pub struct CompiledFilter {
     /// batches are filtered decoded.
     in_place: Option<Arc<[String]>>,
 }
+
+/// A request filtered in its bytes ([`CompiledFilter::apply_encoded`]): the new request
+/// (`None` when nothing was removed) and what was removed.
+pub type FilteredRequest = (Option<Vec<u8>>, Filtered);
 
 /// What [`CompiledFilter::apply`] (or `apply_metrics`, `apply_logs`) removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -1102,6 +1106,32 @@ impl CompiledFilter {
         self.in_place.is_some()
     }
 
+    /// Filter a protobuf-encoded `ExportTraceServiceRequest` in its bytes, as the
+    /// processor does for a batch still in its bytes: `None` when the conditions need the
+    /// decoded request ([`Self::filters_traces_in_place`]); else the new request (`None`
+    /// when nothing was removed) and what was removed. The request must be one that
+    /// decodes (as a receiver checked it).
+    ///
+    /// ```
+    /// use otel_processors::filter::FilterConfig;
+    /// use otel_pipeline_core::testing::generate_traces;
+    /// use prost::Message;
+    ///
+    /// let config: FilterConfig = otel_processors::from_yaml(
+    ///     "processors.filter",
+    ///     "traces:\n  span: ['name == \"GET /api/orders\"']\n",
+    /// ).unwrap();
+    /// let filter = config.compile().unwrap();
+    /// let request = generate_traces(2, 2, 1).encode_to_vec();
+    /// let (cut, removed) = filter.apply_encoded(&request).unwrap().unwrap();
+    /// assert_eq!(removed.spans, 2); // each trace's root
+    /// assert!(cut.is_some_and(|b| b.len() < request.len()));
+    /// ```
+    pub fn apply_encoded(&self, request: &[u8]) -> Option<Result<FilteredRequest, EvalError>> {
+        let keys = self.in_place.as_ref()?;
+        Some(self.apply_bytes(keys, request))
+    }
+
     /// Filter an encoded `ExportTraceServiceRequest` as [`Self::apply`] filters the
     /// decoded one, reading spans in place ([`crate::condition`]'s `SpanBytes`: the same
     /// evaluator, another reader) and dropping spans, and then empty scopes and
@@ -1112,7 +1142,7 @@ impl CompiledFilter {
         &self,
         keys: &[String],
         bytes: &[u8],
-    ) -> Result<(Option<Vec<u8>>, Filtered), EvalError> {
+    ) -> Result<FilteredRequest, EvalError> {
         use otel_pipeline_core::wire::{Wire, fields, put_len_header};
         use prost::Message;
         let undecodable = |what: &str| EvalError(format!("a {what} does not decode"));
@@ -1133,6 +1163,8 @@ impl CompiledFilter {
         let (mut dropped, mut errors) = (0usize, 0usize);
         let mut out = Vec::with_capacity(bytes.len());
         let mut changed = false;
+        // The values of `keys` in the span at hand, reused span after span.
+        let mut values = Vec::with_capacity(keys.len());
         let mut top = fields(bytes);
         while let Some((f, w, raw)) = top.next_raw() {
             let (1, Wire::Len(rs)) = (f, w) else {
@@ -1178,9 +1210,13 @@ impl CompiledFilter {
                         new_ss.extend_from_slice(raw_span);
                         continue;
                     };
-                    let drop = match crate::condition::SpanBytes::new(span)
-                        .filter(|sb| !keys.iter().any(|k| sb.attr_not_scalar(k)))
-                    {
+                    SpanBytes::read_attributes(span, keys, &mut values);
+                    let in_place = if SpanBytes::any_not_scalar(&values) {
+                        None
+                    } else {
+                        SpanBytes::new(span, keys, &values)
+                    };
+                    let drop = match in_place {
                         Some(sb) => {
                             let cx = Cx {
                                 item: Item::SpanBytes(sb),
