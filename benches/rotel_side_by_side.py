@@ -13,6 +13,10 @@ Loads:
   zstd      flat out, compressed export: ours zstd, Rotel gzip (it has no zstd)
   agent     flat out; ours runs the agent path (a health-check filter, batch, a trace
             router to two sinks), Rotel forwards plainly
+  agent_k8s the shipped agent's path: memory limiter, k8sattributes against a fake
+            Kubernetes API server (list and watch over HTTP, one pod at 127.0.0.1, which
+            the connection associates every request with), the health filter, batch, and
+            the router to two sinks; Rotel forwards plainly
   gateway   flat out; ours runs the shipped gateway's processors (memory limiter, tail
             sampler, attributes, redaction, batch) and exports what it keeps, Rotel
             forwards plainly
@@ -42,7 +46,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LOADS = ["rate10k", "plain", "gzip", "zstd", "agent", "gateway"]
+LOADS = ["rate10k", "plain", "gzip", "zstd", "agent", "agent_k8s", "gateway"]
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -122,6 +126,70 @@ def rotel(agent, tmp, name, grpc, args):
                             stderr=open(tmp / f"{name}.err", "w"))
 
 
+POD = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "shop-7d9-abc", "namespace": "shop", "uid": "u-shop",
+                 "resourceVersion": "1", "labels": {"app.kubernetes.io/name": "shop"}},
+    "spec": {"nodeName": "node-a", "containers": [{"name": "app", "image": "shop:1.0"}]},
+    "status": {"podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]},
+}
+
+
+def fake_api_server():
+    """A Kubernetes API server that lists one pod and keeps watches open (no events)."""
+    import http.server
+    import json
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if "watch=true" in self.path or "watch=1" in self.path:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    while True:
+                        time.sleep(1)
+                except Exception:
+                    return
+            if self.path.startswith("/api/v1/pods"):
+                body = {"apiVersion": "v1", "kind": "PodList",
+                        "metadata": {"resourceVersion": "1"}, "items": [POD]}
+            else:
+                body = {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "NotFound", "code": 404}
+            data = json.dumps(body).encode()
+            self.send_response(200 if body.get("kind") != "Status" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def kubeconfig(tmp, port):
+    path = tmp / "kubeconfig"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters: [{{ name: fake, cluster: {{ server: 'http://127.0.0.1:{port}' }} }}]\n"
+        "users: [{ name: bench, user: { token: bench } }]\n"
+        "contexts: [{ name: bench, context: { cluster: fake, user: bench } }]\n"
+        "current-context: bench\n"
+    )
+    return path
+
+
 def our_config(load, grpc, sinks):
     receivers = (
         "receivers:\n  otlp:\n    protocols:\n"
@@ -140,11 +208,20 @@ def our_config(load, grpc, sinks):
         )
         return [text, override]
     compression = load if load in ("gzip", "zstd") else "none"
-    if load == "agent":
+    if load in ("agent", "agent_k8s"):
         hosts = ", ".join(f"127.0.0.1:{p}" for p in sinks)
+        k8s = load == "agent_k8s"
+        front = (
+            "  memory_limiter: { check_interval: 1s, limit_percentage: 80, spike_limit_percentage: 25 }\n"
+            "  k8sattributes:\n    auth_type: kubeConfig\n"
+            "    extract: { metadata: [k8s.pod.name, k8s.pod.uid, k8s.namespace.name, k8s.node.name, service.name] }\n"
+            "    pod_association: [{ sources: [{ from: connection }] }]\n"
+            if k8s else ""
+        )
+        chain = "memory_limiter, k8sattributes, filter/health, batch" if k8s else "filter/health, batch"
         return [
             receivers
-            + "processors:\n  filter/health:\n    error_mode: ignore\n    traces:\n      span:\n"
+            + "processors:\n" + front + "  filter/health:\n    error_mode: ignore\n    traces:\n      span:\n"
             + "        - 'attributes[\"http.route\"] == \"/healthz\"'\n"
             + "        - 'IsMatch(name, \"^(GET|HEAD) /(healthz|readyz|livez|metrics)$\")'\n"
             + "  batch: { send_batch_size: 8192, timeout: 200ms }\n"
@@ -152,7 +229,7 @@ def our_config(load, grpc, sinks):
             + "compression: none } }\n"
             + f"    resolver: {{ static: {{ hostnames: [{hosts}] }} }}\n"
             + "service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n"
-            + "      processors: [filter/health, batch]\n      exporters: [loadbalancing]\n"
+            + f"      processors: [{chain}]\n      exporters: [loadbalancing]\n"
             + telemetry
         ]
     return [
@@ -166,20 +243,26 @@ def our_config(load, grpc, sinks):
 
 
 def measure(system, load, args, agent, bins, tmp):
-    sink_ports = [free_port() for _ in range(2 if load == "agent" and system == "ours" else 1)]
+    agent_path = load in ("agent", "agent_k8s")
+    sink_ports = [free_port() for _ in range(2 if agent_path and system == "ours" else 1)]
     sinks = [rotel(agent, tmp, f"sink{i}", p, ["--exporter", "blackhole"])
              for i, p in enumerate(sink_ports)]
     for s, p in zip(sinks, sink_ports):
         wait_port(p, s)
     grpc = free_port()
+    api = None
     if system == "ours":
         cmd = [str(bins / "collector")]
         for i, text in enumerate(our_config(load, grpc, sink_ports)):
             path = tmp / f"ours-{load}-{i}.yaml"
             path.write_text(text)
             cmd += ["--config", str(path)]
+        env = dict(os.environ)
+        if load == "agent_k8s":
+            api = fake_api_server()
+            env["KUBECONFIG"] = str(kubeconfig(tmp, api.server_address[1]))
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
-                                stderr=open(tmp / "ours.err", "w"))
+                                stderr=open(tmp / "ours.err", "w"), env=env)
     else:
         compression = "gzip" if load in ("gzip", "zstd") else "none"
         proc = rotel(agent, tmp, "rotel", grpc,
@@ -201,6 +284,9 @@ def measure(system, load, args, agent, bins, tmp):
         stop(proc)
         for s in sinks:
             stop(s)
+        if api is not None:
+            api.shutdown()
+            api.server_close()
     m = re.search(r"accepted\s+(\d+) spans, (\d+) spans/s \((\d+) refused", out)
     if not m:
         raise RuntimeError(f"unexpected loadgen output:\n{out}")
