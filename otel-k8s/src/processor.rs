@@ -1049,18 +1049,10 @@ impl Shared {
             && let Some((new, unknown)) = self.enrich_encoded(&bytes, peer).await
         {
             if let Some(new) = new {
-                match Batch::<Traces>::from_encoded(new.into()) {
-                    Ok(mut b) => {
-                        b.client = batch.client.take();
-                        *batch = b;
-                    }
-                    // Never expected (the request was checked, and only whole fields
-                    // were added): the decoded path below then does it.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "k8sattributes: rewritten request did not check; enriching it decoded");
-                        return self.enrich_decoded(batch, peer).await;
-                    }
-                }
+                // Well-formed attributes appended to resources of a checked request.
+                let items = batch.item_count();
+                let whole = std::mem::replace(batch, Batch::new(Default::default()));
+                *batch = whole.with_rewritten_request(new.into(), items);
             }
             return unknown;
         }

@@ -745,6 +745,33 @@ impl<S: Signal> Batch<S> {
 }
 
 impl Batch<Traces> {
+    /// This batch with its request replaced by `bytes`: a request a stage made from this
+    /// batch's checked bytes by cutting whole fields out and appending well-formed ones
+    /// (the filter drops spans, `k8sattributes` appends resource attributes), holding
+    /// `items` spans. It is not checked again (that walk would cost as much as the
+    /// stage's own), so it must decode as the request it came from did; debug builds
+    /// check it. The client stays.
+    ///
+    /// ```
+    /// use otel_pipeline_core::{Batch, Traces, testing::generate_traces};
+    /// let full = prost::Message::encode_to_vec(&generate_traces(2, 2, 1));
+    /// let batch = Batch::<Traces>::from_encoded(full.into()).unwrap();
+    /// let fewer = prost::Message::encode_to_vec(&generate_traces(1, 2, 1));
+    /// let batch = batch.with_rewritten_request(fewer.into(), 2);
+    /// assert_eq!(batch.item_count(), 2);
+    /// ```
+    pub fn with_rewritten_request(self, bytes: Bytes, items: usize) -> Self {
+        debug_assert_eq!(
+            wire::check_traces(&bytes).ok(),
+            Some(items),
+            "a rewritten request must check, with the spans it says"
+        );
+        Self {
+            payload: Payload::encoded(bytes, items),
+            client: self.client,
+        }
+    }
+
     /// Split a batch of bytes span by span over `parts` outputs, as bytes: `owner`
     /// gets each span's trace id (asked once per run of spans of one trace) and says
     /// which output it goes to. `None` for a decoded batch (split the decoded request
