@@ -746,8 +746,9 @@ impl<S: Signal> Batch<S> {
 
 impl Batch<Traces> {
     /// This batch with its request replaced by `bytes`: a request a stage made from this
-    /// batch's checked bytes by cutting whole fields out and appending well-formed ones
-    /// (the filter drops spans, `k8sattributes` appends resource attributes), holding
+    /// batch's checked bytes by cutting whole fields out, appending well-formed ones or
+    /// replacing values with well-formed ones (the filter drops spans, `k8sattributes`
+    /// appends resource attributes, redaction masks and removes attributes), holding
     /// `items` spans. It is not checked again (that walk would cost as much as the
     /// stage's own), so it must decode as the request it came from did; debug builds
     /// check it. The client stays.

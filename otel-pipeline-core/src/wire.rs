@@ -89,7 +89,7 @@ impl<'a> Fields<'a> {
 
     /// The next field with its whole encoding (tag, length and value), for copying it
     /// as it is.
-    #[inline]
+    #[inline(always)]
     pub fn next_raw(&mut self) -> Option<(u32, Wire<'a>, &'a [u8])> {
         let start = self.buf;
         let (tag, n) = varint(self.buf)?;

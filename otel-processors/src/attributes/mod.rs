@@ -58,6 +58,9 @@ use otel_pipeline_core::proto::collector::logs::v1::ExportLogsServiceRequest;
 use otel_pipeline_core::proto::collector::metrics::v1::ExportMetricsServiceRequest;
 use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
 
+mod in_place;
+pub use in_place::RedactedRequest;
+
 /// A value in a config: string, integer, float or boolean.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
@@ -804,13 +807,9 @@ impl Blocked {
         Some(out.into_owned())
     }
 
-    /// Mask the matches in `s`; whether any pattern matched. Real attributes repeat
-    /// their values across spans (methods, routes, hosts, the same token), so a value
-    /// judged before is answered from this thread's memo without running the patterns.
-    fn mask(&self, s: &mut String) -> bool {
-        if s.len() > MEMO_VALUE {
-            return self.scan(s).map(|m| *s = m).is_some();
-        }
+    /// This thread's memo for these patterns (made when missing), for `f`: one
+    /// thread-local access for all the values of an attribute list or a request.
+    fn with_memo<R>(&self, f: impl FnOnce(&mut Memo) -> R) -> R {
         MEMO.with_borrow_mut(|memos| {
             // Most recently used first, so the last is the one to let go.
             match memos.iter().position(|m| m.owner == self.id) {
@@ -830,33 +829,48 @@ impl Blocked {
                     memos.insert(0, memo);
                 }
             }
-            let memo = &mut memos[0];
-            let h = memo.hash.hash_one(s.as_bytes());
-            if let Some((value, masked)) = memo.judged.get(&h)
-                && **value == **s
-            {
-                return match masked {
-                    Some(m) => {
-                        s.clear();
-                        s.push_str(m);
-                        true
-                    }
-                    None => false,
-                };
-            }
-            let masked = self.scan(s);
-            if !memo.judged.contains_key(&h) && memo.seen.again(h, MEMO_ENTRIES) {
-                let size = s.len() + masked.as_ref().map_or(0, String::len);
-                if memo.judged.len() >= MEMO_ENTRIES || memo.bytes + size > MEMO_BYTES {
-                    memo.judged.clear();
-                    memo.bytes = 0;
-                }
-                memo.bytes += size;
-                memo.judged
-                    .insert(h, (s.as_str().into(), masked.as_deref().map(Into::into)));
-            }
-            masked.map(|m| *s = m).is_some()
+            f(&mut memos[0])
         })
+    }
+
+    /// What the patterns make of `s`, handed to `f`: `None` when no pattern matches,
+    /// else the masked form. Real attributes repeat their values across spans (methods,
+    /// routes, hosts, the same token), so a value judged before is answered from `memo`
+    /// (this thread's, [`Self::with_memo`]) without running the patterns.
+    fn judge<R>(&self, memo: &mut Memo, s: &str, f: impl FnOnce(Option<&str>) -> R) -> R {
+        if s.len() > MEMO_VALUE {
+            return f(self.scan(s).as_deref());
+        }
+        let h = memo.hash.hash_one(s.as_bytes());
+        if let Some((value, masked)) = memo.judged.get(&h)
+            && **value == *s
+        {
+            return f(masked.as_deref());
+        }
+        let masked = self.scan(s);
+        if !memo.judged.contains_key(&h) && memo.seen.again(h, MEMO_ENTRIES) {
+            let size = s.len() + masked.as_ref().map_or(0, String::len);
+            if memo.judged.len() >= MEMO_ENTRIES || memo.bytes + size > MEMO_BYTES {
+                memo.judged.clear();
+                memo.bytes = 0;
+            }
+            memo.bytes += size;
+            memo.judged
+                .insert(h, (s.into(), masked.as_deref().map(Into::into)));
+        }
+        f(masked.as_deref())
+    }
+
+    /// Mask the matches in `s` ([`Self::judge`]); whether any pattern matched.
+    fn mask_in(&self, memo: &mut Memo, s: &mut String) -> bool {
+        self.judge(memo, s, |m| m.map(str::to_owned))
+            .map(|m| *s = m)
+            .is_some()
+    }
+
+    /// [`Self::mask_in`] with this thread's memo.
+    fn mask(&self, s: &mut String) -> bool {
+        self.with_memo(|memo| self.mask_in(memo, s))
     }
 }
 
@@ -872,6 +886,8 @@ struct Redaction {
 
 /// Attribute actions and redaction, compiled: apply them to a batch in place.
 pub struct CompiledAttributes {
+    /// Which memo of attributes each thread keeps for these rules (`in_place`).
+    id: u64,
     actions: Vec<Action>,
     targets: Vec<Target>,
     include: Option<SpanFilter>,
@@ -1140,7 +1156,9 @@ impl AttributeRedactor {
                 })
             }
         };
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(CompiledAttributes {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             actions,
             targets: self.attributes.apply_to.clone(),
             include: filter(&self.attributes.include, "include")?,
@@ -1152,13 +1170,15 @@ impl AttributeRedactor {
 
 /// Mask `blocked_values` in a value and in every string nested in its arrays and maps;
 /// returns how many strings changed.
-fn mask_within(v: &mut AnyValue, blocked: &Blocked) -> usize {
+fn mask_within(v: &mut AnyValue, blocked: &Blocked, memo: &mut Memo) -> usize {
     // Iterative, so a hostile client's deeply nested value cannot overflow the stack.
     let mut stack: Vec<&mut AnyValue> = vec![v];
     let mut changed = 0;
     while let Some(v) = stack.pop() {
         match v.value.as_mut() {
-            Some(any_value::Value::StringValue(s)) => changed += usize::from(blocked.mask(s)),
+            Some(any_value::Value::StringValue(s)) => {
+                changed += usize::from(blocked.mask_in(memo, s));
+            }
             Some(any_value::Value::ArrayValue(a)) => stack.extend(a.values.iter_mut()),
             Some(any_value::Value::KvlistValue(kv)) => {
                 stack.extend(kv.values.iter_mut().filter_map(|kv| kv.value.as_mut()));
@@ -1222,12 +1242,39 @@ macro_rules! attributes_signal {
             ) -> Result<(), ConsumeError<$signal>> {
                 let client = batch.client.clone();
                 let rules = Arc::clone(&*self.rules.read());
-                let redacted = rules.$apply(batch.data_mut(), client.as_deref());
+                let redacted = match <$signal as InPlace>::apply_in_place(&rules, &mut batch) {
+                    Some(n) => n,
+                    None => rules.$apply(batch.data_mut(), client.as_deref()),
+                };
                 self.telemetry.add_redacted_attributes(redacted);
                 self.next.consume(batch).await
             }
         }
     };
+}
+
+/// Changing a batch still in its bytes, where the signal and the rules allow it.
+trait InPlace: otel_pipeline_core::Signal + Sized {
+    /// `None`: change it decoded.
+    fn apply_in_place(_rules: &CompiledAttributes, _batch: &mut Batch<Self>) -> Option<usize> {
+        None
+    }
+}
+
+impl InPlace for Metrics {}
+impl InPlace for Logs {}
+
+impl InPlace for Traces {
+    fn apply_in_place(rules: &CompiledAttributes, batch: &mut Batch<Traces>) -> Option<usize> {
+        let done = rules.apply_encoded(batch.encoded()?)?;
+        if let Some(new) = done.bytes {
+            // Values replaced and attributes cut or appended in a checked request.
+            let items = batch.item_count();
+            let whole = std::mem::replace(batch, Batch::new(Default::default()));
+            *batch = whole.with_rewritten_request(new.into(), items);
+        }
+        Some(done.redacted)
+    }
 }
 
 attributes_signal!(Traces, ItemKind::Span, apply_with_client);
@@ -1373,15 +1420,17 @@ impl CompiledAttributes {
             keep
         });
         if let Some(blocked) = &r.blocked {
-            for kv in attrs.iter_mut() {
-                let Some(v) = kv.value.as_mut() else {
-                    continue;
-                };
-                // Strings inside arrays and maps are values a backend receives too.
-                if !r.ignored.contains(&kv.key) && mask_within(v, blocked) > 0 {
-                    masked.push(kv.key.clone());
+            blocked.with_memo(|memo| {
+                for kv in attrs.iter_mut() {
+                    let Some(v) = kv.value.as_mut() else {
+                        continue;
+                    };
+                    // Strings inside arrays and maps are values a backend receives too.
+                    if !r.ignored.contains(&kv.key) && mask_within(v, blocked, memo) > 0 {
+                        masked.push(kv.key.clone());
+                    }
                 }
-            }
+            });
         }
         (removed, masked)
     }
@@ -1493,7 +1542,9 @@ impl CompiledAttributes {
         let Some(blocked) = &r.blocked else {
             return 0;
         };
-        body.map_or(0, |b| mask_within(b, blocked))
+        body.map_or(0, |b| {
+            blocked.with_memo(|memo| mask_within(b, blocked, memo))
+        })
     }
 
     /// Redaction of a span's status message: `blocked_values` masked in it; 1 when it
@@ -1618,6 +1669,27 @@ impl CompiledAttributes {
         redacted
     }
 
+    /// Actions and redaction on one selected span: its status message, attributes,
+    /// events and links; how many values redaction removed or masked.
+    fn apply_span(&self, span: &mut Span, client: Option<&ClientInfo>) -> usize {
+        let status = self.redact_status(span) > 0;
+        let n = self.process_noting(
+            Target::Span,
+            &mut span.attributes,
+            client,
+            status.then_some("status.message"),
+        );
+        // (Counted in the summary when span attributes are redacted too.)
+        let mut redacted = n.max(usize::from(status));
+        for event in &mut span.events {
+            redacted += self.process(Target::Event, &mut event.attributes, client);
+        }
+        for link in &mut span.links {
+            redacted += self.process(Target::Link, &mut link.attributes, client);
+        }
+        redacted
+    }
+
     /// Apply to every selected span (and its events and resource); returns how many
     /// attribute values redaction removed or masked.
     pub fn apply(&self, data: &mut ExportTraceServiceRequest) -> usize {
@@ -1647,21 +1719,7 @@ impl CompiledAttributes {
                         continue;
                     }
                     scope_selected = true;
-                    let status = self.redact_status(span) > 0;
-                    let n = self.process_noting(
-                        Target::Span,
-                        &mut span.attributes,
-                        client,
-                        status.then_some("status.message"),
-                    );
-                    // (Counted in the summary when span attributes are redacted too.)
-                    redacted += n.max(usize::from(status));
-                    for event in &mut span.events {
-                        redacted += self.process(Target::Event, &mut event.attributes, client);
-                    }
-                    for link in &mut span.links {
-                        redacted += self.process(Target::Link, &mut link.attributes, client);
-                    }
+                    redacted += self.apply_span(span, client);
                 }
                 if let Some(scope) = ss.scope.as_mut().filter(|_| scope_selected) {
                     redacted += self.process(Target::Scope, &mut scope.attributes, client);
