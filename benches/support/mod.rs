@@ -7,8 +7,15 @@ use otel_pipeline::testing::{SplitMix64, generate_traces};
 /// `n` spans with 20 attributes each, like instrumented HTTP/DB spans; one in twenty is a
 /// health check, and some carry the values the gateway's redaction looks for.
 pub(crate) fn spans_with_20_attributes(n: usize) -> ExportTraceServiceRequest {
-    let mut req = generate_traces(n / 10, 10, 42);
-    let mut rng = SplitMix64::new(7);
+    spans_with_20_attributes_seeded(n, 7)
+}
+
+/// [`spans_with_20_attributes`] with its varying values (URL ids, tenants, cart sizes)
+/// drawn from `seed`.
+#[allow(dead_code)] // Not every bench that shares this module uses it.
+pub(crate) fn spans_with_20_attributes_seeded(n: usize, seed: u64) -> ExportTraceServiceRequest {
+    let mut req = generate_traces(n / 10, 10, 42 ^ seed);
+    let mut rng = SplitMix64::new(seed);
     let kv = |k: &str, v: Value| KeyValue {
         key: k.into(),
         value: Some(AnyValue { value: Some(v) }),

@@ -350,7 +350,10 @@ async fn gateway_redaction_from_docs(as_bytes: bool) {
         let bytes = prost::Message::encode_to_vec(&req);
         let batch = otel_pipeline_core::Batch::from_encoded(bytes.into()).unwrap();
         sender.send_batch(batch).await.unwrap();
-        assert!(out.batches()[0].encoded().is_some(), "handed on in its bytes");
+        assert!(
+            out.batches()[0].encoded().is_some(),
+            "handed on in its bytes"
+        );
     } else {
         sender.send(req).await.unwrap();
     }

@@ -81,10 +81,11 @@ fn close(out: &mut Vec<u8>, (at, room): (usize, usize)) {
 /// Attributes at most this long (key and value encoded) are remembered.
 const KV_MEMO_LEN: usize = 256;
 /// Attributes a memo remembers before starting afresh.
-const KV_MEMO_ENTRIES: usize = 4096;
+const KV_MEMO_ENTRIES: usize = 2048;
 /// Bytes of attributes and their outcomes a memo remembers before starting afresh: with
-/// its table, a memo stays under about 400 KiB.
-const KV_MEMO_BYTES: usize = 256 << 10;
+/// its table (4 096 buckets of 72 bytes), a memo stays under about 420 KiB, and a
+/// thread's memos under 1.7 MiB.
+const KV_MEMO_BYTES: usize = 128 << 10;
 /// Memos a thread keeps (of as many rule sets); past it, the one used least recently goes.
 const KV_MEMOS: usize = 4;
 
@@ -1027,6 +1028,43 @@ mod tests {
         put_len_header(&mut request, 1, twice.len());
         request.extend_from_slice(&twice);
         assert_eq!(rules.apply_encoded(&request), None);
+    }
+
+    /// More attributes than a memo holds, each seen twice (so each enters it), and two
+    /// rule sets taking turns on one thread: every answer is still the decoded path's.
+    #[test]
+    fn a_full_memo_starts_afresh_and_rule_sets_keep_their_own() {
+        let (a, b) = (rules("", RULES[0].1), rules(RULES[3].0, RULES[1].1));
+        for round in 0..2 {
+            for chunk in 0..12u64 {
+                let mut req = generate_traces(1, 50, chunk);
+                for (i, sp) in req.resource_spans[0].scope_spans[0]
+                    .spans
+                    .iter_mut()
+                    .enumerate()
+                {
+                    let n = chunk * 50 + i as u64;
+                    sp.attributes = (0..8)
+                        .map(|k| {
+                            let v = match k % 3 {
+                                0 => format!("u{n}-{k}@example.com"),
+                                1 => format!("Bearer t{n}x{k}"),
+                                _ => format!("value {n} {k}"),
+                            };
+                            kv(KEYS[k % KEYS.len()], s(&v))
+                        })
+                        .collect();
+                }
+                let bytes = req.encode_to_vec();
+                for (name, rules) in [("a", &a), ("b", &b)] {
+                    check(
+                        rules,
+                        &bytes,
+                        &format!("{name}: round {round}, chunk {chunk}"),
+                    );
+                }
+            }
+        }
     }
 
     /// A span, scope or resource whose length crosses a varint boundary (127/128 bytes)
