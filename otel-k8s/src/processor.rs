@@ -980,9 +980,12 @@ impl Shared {
         bytes: &[u8],
         peer: Option<IpAddr>,
     ) -> Option<(Option<Vec<u8>>, usize)> {
-        use otel_pipeline_core::wire::{Wire, fields, put_len_header};
+        use otel_pipeline_core::wire::{
+            Wire, close_len_field, fields, open_len_field, put_len_header,
+        };
         use prost::Message;
-        let mut out = Vec::new();
+        // Room for a few attributes per resource, so the request is written once.
+        let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 16 + 1024);
         let mut changed = false;
         let mut unknown = 0;
         let mut top = fields(bytes);
@@ -1022,18 +1025,19 @@ impl Shared {
                 put_len_header(&mut added, 1, kv.encoded_len());
                 kv.encode_raw(&mut added);
             }
-            let mut new_rs = Vec::with_capacity(rs.len() + added.len() + 8);
-            put_len_header(&mut new_rs, 1, old.len() + added.len());
-            new_rs.extend_from_slice(old);
-            new_rs.extend_from_slice(&added);
+            // Written straight into the new request: the resource with the attributes
+            // appended, then the rest of the message as it was.
+            let open = open_len_field(&mut out, 1, rs.len() + added.len());
+            put_len_header(&mut out, 1, old.len() + added.len());
+            out.extend_from_slice(old);
+            out.extend_from_slice(&added);
             let mut rest = fields(rs);
             while let Some((f, _, raw)) = rest.next_raw() {
                 if f != 1 {
-                    new_rs.extend_from_slice(raw);
+                    out.extend_from_slice(raw);
                 }
             }
-            put_len_header(&mut out, 1, new_rs.len());
-            out.extend_from_slice(&new_rs);
+            close_len_field(&mut out, open);
         }
         if !top.finished() {
             return None;

@@ -178,6 +178,62 @@ pub fn put_len_header(out: &mut Vec<u8>, field: u32, len: usize) {
     put_varint(out, len as u64);
 }
 
+/// A length-delimited field being written before its length is known:
+/// [`open_len_field`] writes its tag and leaves room for the length, [`close_len_field`]
+/// writes the length once the body is written. A stage that rewrites a request writes
+/// each message straight into the new request this way, instead of building it apart and
+/// copying it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenField {
+    at: usize,
+    room: usize,
+}
+
+/// Start field `field`, a message whose length is not known yet: its tag, and room for a
+/// length of as many bytes as `hint` (its old length, say) takes. Write the body after
+/// it, then [`close_len_field`].
+///
+/// ```
+/// use otel_pipeline_core::wire::{close_len_field, open_len_field};
+/// let mut out = Vec::new();
+/// let open = open_len_field(&mut out, 1, 2);
+/// out.extend_from_slice(&[7; 200]); // longer than the hint: the length takes 2 bytes
+/// close_len_field(&mut out, open);
+/// assert_eq!(&out[..3], &[0x0a, 0xc8, 0x01]);
+/// assert_eq!(out.len(), 203);
+/// ```
+#[inline]
+pub fn open_len_field(out: &mut Vec<u8>, field: u32, hint: usize) -> OpenField {
+    put_varint(out, u64::from(field << 3 | 2));
+    let at = out.len();
+    let room = varint_len(hint as u64);
+    out.resize(at + room, 0);
+    OpenField { at, room }
+}
+
+/// Write the length of the field [`open_len_field`] started, now that its body is
+/// everything after it in `out`. The body moves only when its length takes more or fewer
+/// bytes than the room left.
+#[inline]
+pub fn close_len_field(out: &mut Vec<u8>, open: OpenField) {
+    let OpenField { at, room } = open;
+    let mut v = (out.len() - at - room) as u64;
+    let mut header = [0u8; 10];
+    let mut n = 0;
+    while v >= 0x80 {
+        header[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    header[n] = v as u8;
+    n += 1;
+    if n == room {
+        out[at..at + room].copy_from_slice(&header[..n]);
+    } else {
+        out.splice(at..at + room, header[..n].iter().copied());
+    }
+}
+
 // ---- the schema check ----
 
 /// The messages of `ExportTraceServiceRequest`, as the check walks them.

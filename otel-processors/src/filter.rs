@@ -1143,7 +1143,7 @@ impl CompiledFilter {
         keys: &[String],
         bytes: &[u8],
     ) -> Result<FilteredRequest, EvalError> {
-        use otel_pipeline_core::wire::{Wire, fields, put_len_header};
+        use otel_pipeline_core::wire::{Wire, close_len_field, fields, open_len_field};
         use prost::Message;
         let undecodable = |what: &str| EvalError(format!("a {what} does not decode"));
         // A message field given several times merges: decoding the occurrences end to
@@ -1166,6 +1166,8 @@ impl CompiledFilter {
         // The values of `keys` in the span at hand, reused span after span.
         let mut values = Vec::with_capacity(keys.len());
         let mut top = fields(bytes);
+        // Kept spans are copied once, straight into the new request; a scope or resource
+        // left empty is cut back out.
         while let Some((f, w, raw)) = top.next_raw() {
             let (1, Wire::Len(rs)) = (f, w) else {
                 out.extend_from_slice(raw);
@@ -1192,22 +1194,24 @@ impl CompiledFilter {
                     continue;
                 }
             }
-            let mut new_rs = Vec::with_capacity(rs.len());
-            let (mut scopes, mut rs_changed) = (0usize, false);
+            let rs_start = out.len();
+            let rs_open = open_len_field(&mut out, 1, rs.len());
+            let mut scopes = 0usize;
             let mut walk = fields(rs);
             while let Some((f, w, raw_ss)) = walk.next_raw() {
                 let (2, Wire::Len(ss)) = (f, w) else {
-                    new_rs.extend_from_slice(raw_ss);
+                    out.extend_from_slice(raw_ss);
                     continue;
                 };
                 let scope: Option<InstrumentationScope> =
                     merged(ss, 1).map_err(|()| undecodable("scope"))?;
-                let mut new_ss = Vec::with_capacity(ss.len());
-                let (mut kept, mut ss_changed) = (0usize, false);
+                let ss_start = out.len();
+                let ss_open = open_len_field(&mut out, 2, ss.len());
+                let mut kept = 0usize;
                 let mut spans = fields(ss);
                 while let Some((f, w, raw_span)) = spans.next_raw() {
                     let (2, Wire::Len(span)) = (f, w) else {
-                        new_ss.extend_from_slice(raw_span);
+                        out.extend_from_slice(raw_span);
                         continue;
                     };
                     SpanBytes::read_attributes(span, keys, &mut values);
@@ -1234,37 +1238,27 @@ impl CompiledFilter {
                     };
                     if drop {
                         dropped += 1;
-                        ss_changed = true;
+                        changed = true;
                     } else {
                         kept += 1;
-                        new_ss.extend_from_slice(raw_span);
+                        out.extend_from_slice(raw_span);
                     }
                 }
                 // As the decoded path: a scope left without spans goes.
                 if kept == 0 {
-                    rs_changed = true;
+                    out.truncate(ss_start);
+                    changed = true;
                     continue;
                 }
                 scopes += 1;
-                if ss_changed {
-                    rs_changed = true;
-                    put_len_header(&mut new_rs, 2, new_ss.len());
-                    new_rs.extend_from_slice(&new_ss);
-                } else {
-                    new_rs.extend_from_slice(raw_ss);
-                }
+                close_len_field(&mut out, ss_open);
             }
             if scopes == 0 {
+                out.truncate(rs_start);
                 changed = true;
                 continue;
             }
-            if rs_changed {
-                changed = true;
-                put_len_header(&mut out, 1, new_rs.len());
-                out.extend_from_slice(&new_rs);
-            } else {
-                out.extend_from_slice(raw);
-            }
+            close_len_field(&mut out, rs_open);
         }
         if !top.finished() {
             return Err(undecodable("request"));

@@ -14,7 +14,10 @@
 
 use otel_pipeline_core::proto::common::v1::AnyValue;
 use otel_pipeline_core::proto::trace::v1::Span;
-use otel_pipeline_core::wire::{Wire, fields, put_len_header, put_varint, varint_len};
+use otel_pipeline_core::wire::{
+    Wire, close_len_field as close, fields, open_len_field as open, put_len_header, put_varint,
+    varint_len,
+};
 use prost::Message;
 
 use super::{Action, Blocked, CompiledAttributes, Memo, Redaction, Summary, Target};
@@ -45,37 +48,6 @@ struct Keys<'a> {
 struct Walk<'a> {
     keys: [Keys<'a>; 2],
     status: Vec<u8>,
-}
-
-/// Start field `field`, a message whose length is not known yet: its tag, and room for
-/// a length of as many bytes as `hint` (the old length) takes. [`close`] writes it.
-fn open(out: &mut Vec<u8>, field: u32, hint: usize) -> (usize, usize) {
-    put_varint(out, u64::from(field << 3 | 2));
-    let at = out.len();
-    let room = varint_len(hint as u64);
-    out.resize(at + room, 0);
-    (at, room)
-}
-
-/// Write the length of the message [`open`] started, now that its body is written;
-/// the body moves only when its length takes more or fewer bytes than the room left.
-fn close(out: &mut Vec<u8>, (at, room): (usize, usize)) {
-    let len = out.len() - at - room;
-    let mut header = [0u8; 10];
-    let mut n = 0;
-    let mut v = len as u64;
-    while v >= 0x80 {
-        header[n] = (v as u8) | 0x80;
-        v >>= 7;
-        n += 1;
-    }
-    header[n] = v as u8;
-    n += 1;
-    if n == room {
-        out[at..at + room].copy_from_slice(&header[..n]);
-    } else {
-        out.splice(at..at + room, header[..n].iter().copied());
-    }
 }
 
 /// Attributes at most this long (key and value encoded) are remembered.
