@@ -9,7 +9,20 @@
 //!
 //! Options: `--seconds N` (180), `--rate SPANS_PER_S` (20 000), `--warmup-share F` (0.3:
 //! memory is compared from the end of warm-up on), `--rss-growth-mib N` (64: allowed growth
-//! after warm-up). `tests/soak.rs` runs a shortened form in CI.
+//! after warm-up), `--decision-wait S` (2; the shipped gateway's is 10), `--limit-mib N`
+//! (the memory limiter's hard limit instead of the shipped 75 % of the machine, its spike
+//! limit a fifth of it), `--peak-mib N` (fail when the process's peak RSS passes N).
+//! `tests/soak.rs` runs a shortened form in CI.
+//!
+//! The memory bound of the shipped gateway at full load (issue 32; docs/reliability.md):
+//!
+//! ```text
+//! cargo run --release --example soak -- --seconds 60 --rate 250000 --decision-wait 10 \
+//!     --limit-mib 700 --peak-mib 800 --rss-growth-mib 1000
+//! ```
+//!
+//! A refusal (the memory limiter's back-pressure) is not a failure: the client waits and
+//! sends the request again, so nothing is lost; the waits are counted and printed.
 
 use std::collections::HashSet;
 use std::net::TcpListener;
@@ -36,6 +49,9 @@ struct Options {
     rate: u64,
     warmup_share: f64,
     rss_growth_mib: u64,
+    decision_wait: f64,
+    limit_mib: u64,
+    peak_mib: u64,
 }
 
 fn parse() -> Result<Options, String> {
@@ -55,6 +71,9 @@ fn parse() -> Result<Options, String> {
         rate: get("--rate", 20_000.0)? as u64,
         warmup_share: get("--warmup-share", 0.3)?,
         rss_growth_mib: get("--rss-growth-mib", 64.0)? as u64,
+        decision_wait: get("--decision-wait", 2.0)?,
+        limit_mib: get("--limit-mib", 0.0)? as u64,
+        peak_mib: get("--peak-mib", 0.0)? as u64,
     })
 }
 
@@ -98,8 +117,17 @@ impl Consumer<Traces> for SinkConsumer {
 }
 
 fn rss_mib() -> Option<u64> {
+    status_mib("VmRSS:")
+}
+
+/// The process's peak RSS so far.
+fn peak_rss_mib() -> Option<u64> {
+    status_mib("VmHWM:")
+}
+
+fn status_mib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024)
 }
@@ -128,12 +156,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The gateway, as shipped, on loopback, with a short decision wait so a run ends soon.
     let gw_port = free_port()?;
+    let limiter = if o.limit_mib > 0 {
+        format!(
+            "  memory_limiter:\n    limit_percentage: 0\n    spike_limit_percentage: 0\n    \
+             limit_mib: {}\n    spike_limit_mib: {}\n    check_interval: 100ms\n",
+            o.limit_mib,
+            o.limit_mib / 5
+        )
+    } else {
+        String::new()
+    };
     let override_yaml = format!(
         "receivers:\n  otlp:\n    protocols:\n      grpc: {{ endpoint: 127.0.0.1:{gw_port} }}\n      http: {{ endpoint: 127.0.0.1:0 }}\n\
-         processors:\n  tail_sampling:\n    decision_wait: 2s\n  batch:\n    timeout: 200ms\n\
+         processors:\n  tail_sampling:\n    decision_wait: {}ms\n  batch:\n    timeout: 200ms\n{limiter}\
          exporters:\n  otlp/backend:\n    endpoint: {backend_addr}\n\
          extensions:\n  health_check:\n    endpoint: 127.0.0.1:0\n\
-         service:\n  telemetry:\n    metrics: {{ level: none }}\n"
+         service:\n  telemetry:\n    metrics: {{ level: none }}\n",
+        (o.decision_wait * 1000.0) as u64,
     );
     let files = [
         ConfigFile::new("gateway.yaml", GATEWAY),
@@ -175,6 +214,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut errors: HashSet<Vec<u8>> = HashSet::new();
     let mut sent = 0u64;
     let mut seed = 0u64;
+    let mut waits = 0u64;
     let mut rss_at_warmup = None;
     let mut rss_max_after = 0u64;
     let mut next_report = Duration::from_secs(1);
@@ -200,9 +240,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     errors.insert(span.trace_id.clone());
                 }
             }
-            match sender.send(data).await {
-                Ok(()) => sent += per_request,
-                Err(e) => return Err(format!("the client could not queue: {}", e.reason()).into()),
+            // Refused (the client's queue is full while the gateway pushes back): wait
+            // and send the same request again, as an SDK's retry would.
+            let mut batch = Batch::new(data);
+            loop {
+                match sender.send_batch(batch).await {
+                    Ok(()) => {
+                        sent += per_request;
+                        break;
+                    }
+                    Err(ConsumeError::Refused(r)) => {
+                        waits += 1;
+                        batch = r.batch;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => {
+                        return Err(format!("the client could not queue: {}", e.reason()).into());
+                    }
+                }
             }
         }
         let elapsed = started.elapsed();
@@ -227,6 +282,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
+    let send_secs = started.elapsed().as_secs_f64();
     // Drain: the client flushes, the gateway decides what it holds, the backend takes it.
     let client_telemetry = client.telemetry().clone();
     client.shutdown(Duration::from_secs(30)).await?;
@@ -244,12 +300,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let lost: Vec<_> = errors.iter().filter(|t| !traces.contains(*t)).collect();
     let rss_start = rss_at_warmup.unwrap_or(0);
     let growth = rss_max_after.saturating_sub(rss_start);
+    let peak = peak_rss_mib().unwrap_or(0);
     println!(
-        "soak: sent {sent} spans, {} error traces; {arrived} spans arrived (sampled); \
-         rss after warm-up {rss_start} MiB, max {rss_max_after} MiB (+{growth})",
+        "soak: sent {sent} spans ({:.0} spans/s over {send_secs:.0} s), {} error \
+         traces; {arrived} spans arrived (sampled); rss after warm-up {rss_start} MiB, max \
+         {rss_max_after} MiB (+{growth}); peak rss {peak} MiB; the client waited {waits} \
+         times on back-pressure",
+        sent as f64 / send_secs,
         errors.len()
     );
     let mut failed = Vec::new();
+    if o.peak_mib > 0 && peak > o.peak_mib {
+        failed.push(format!("peak rss {peak} MiB, over {} MiB", o.peak_mib));
+    }
     if !lost.is_empty() {
         failed.push(format!("{} error traces lost", lost.len()));
     }
