@@ -44,6 +44,12 @@ use std::sync::Mutex;
 
 const GATEWAY: &str = include_str!("../docs/examples/gateway.yaml");
 
+// The allocator of the shipped collector binary (`examples/collector.rs`), so the memory
+// measured is what a deployed gateway holds: mimalloc hands freed pages back to the
+// system on its own, where glibc's allocator keeps them in its arenas.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Options {
     seconds: u64,
     rate: u64,
@@ -252,6 +258,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Err(ConsumeError::Refused(r)) => {
                         waits += 1;
                         batch = r.batch;
+                        if waits.is_multiple_of(50) {
+                            println!(
+                                "  {:>4} s  the client waits on back-pressure ({waits} waits), rss {} MiB",
+                                started.elapsed().as_secs(),
+                                rss_mib().unwrap_or(0)
+                            );
+                        }
+                        // Refused past the end of the run and a minute more: the gateway
+                        // does not take data again.
+                        if started.elapsed() > Duration::from_secs(o.seconds + 60) {
+                            return Err(format!(
+                                "refused for good: {waits} waits, rss {} MiB",
+                                rss_mib().unwrap_or(0)
+                            )
+                            .into());
+                        }
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     Err(e) => {

@@ -16,9 +16,17 @@
 //! receivers push back (`RESOURCE_EXHAUSTED` / HTTP 429) and clients retry later; past the
 //! hard limit it keeps refusing. It accepts again once usage is below the soft limit. It
 //! never drops data it accepted. Refusals are counted by the pipeline
-//! (`otelcol_processor_refused_spans`). Rust has no garbage collector to force, so unlike
-//! the Collector nothing else happens at the hard limit: the limiter can only stop new data
-//! arriving while the rest of the pipeline drains.
+//! (`otelcol_processor_refused_spans`).
+//!
+//! Where the Collector forces Go's garbage collector over the limits, the limiter asks the
+//! allocator to hand the memory it holds free back to the system ([`MemoryProbe::release`]:
+//! `malloc_trim` with glibc's allocator) and measures again: over the soft limit at most
+//! every `min_gc_interval_when_soft_limited` (default 10 s), over the hard limit at every
+//! check (or every `min_gc_interval_when_hard_limited`). Resident memory is what the
+//! limiter measures, and an allocator that keeps freed memory (glibc keeps it in its
+//! arenas) would otherwise keep it over the soft limit after the pipeline drained, so
+//! refusing for good. Each release is counted
+//! (`otelcol_processor_memory_limiter_releases`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,11 +68,12 @@ pub struct MemoryLimiterConfig {
     /// Spike allowance as a percentage of available memory.
     #[serde(default)]
     pub spike_limit_percentage: u32,
-    /// The Collector's pacing of Go's garbage collector while over the soft limit:
-    /// accepted so its configurations load. Rust frees memory as it goes; no effect here.
+    /// Over the soft limit, how often at most the allocator is asked to hand free memory
+    /// back ([`MemoryProbe::release`]; the Collector forces Go's collector at this pace).
+    /// Default 10 s, as the Collector's.
     #[serde(default, deserialize_with = "crate::config::opt_duration")]
     pub min_gc_interval_when_soft_limited: Option<Duration>,
-    /// The same over the hard limit: accepted, no effect here.
+    /// The same over the hard limit. Default: at every check.
     #[serde(default, deserialize_with = "crate::config::opt_duration")]
     pub min_gc_interval_when_hard_limited: Option<Duration>,
 }
@@ -89,7 +98,32 @@ pub trait MemoryProbe: Send + Sync + 'static {
     fn used_bytes(&self) -> Option<u64>;
     /// Bytes available to the process (cgroup limit, else physical memory).
     fn total_bytes(&self) -> Option<u64>;
+    /// Ask the allocator to hand memory it holds free back to the system, so that
+    /// [`used_bytes`](Self::used_bytes) counts what is in use; called while over the
+    /// limits, at the configured pace. Default: nothing.
+    fn release(&self) {}
 }
+
+/// glibc's allocator keeps what the program freed in its arenas, so resident memory stays
+/// at its peak after a drain; `malloc_trim(0)` hands the free pages back. The one unsafe
+/// call of the workspace (docs/adr/007-one-unsafe-call.md).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn trim_allocator() {
+    unsafe extern "C" {
+        fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    }
+    // SAFETY: `malloc_trim` takes no pointers and may be called from any thread at any
+    // time (glibc locks each arena while it walks it). With another global allocator
+    // (mimalloc) it trims only glibc's own heap, which then holds little.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+/// Other allocators (musl's, macOS's, Windows', mimalloc) return freed pages themselves.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_allocator() {}
 
 /// The process's own memory, measured from `/proc` (Linux): resident set size, and the
 /// smaller of the cgroup's limit (v2 or v1) and physical memory. Where `/proc` cannot be
@@ -108,6 +142,10 @@ fn kib_field(text: &str, field: &str) -> Option<u64> {
 }
 
 impl MemoryProbe for ProcessMemory {
+    fn release(&self) {
+        trim_allocator();
+    }
+
     fn used_bytes(&self) -> Option<u64> {
         kib_field(
             &std::fs::read_to_string("/proc/self/status").ok()?,
@@ -182,6 +220,9 @@ fn cgroup_limit(root: &std::path::Path, own: &str) -> Option<u64> {
 pub struct ManualMemory {
     used: Arc<AtomicU64>,
     total: Arc<AtomicU64>,
+    /// What [`MemoryProbe::release`] brings the reading down to (`u64::MAX`: nothing).
+    after_release: Arc<AtomicU64>,
+    releases: Arc<AtomicU64>,
 }
 
 impl ManualMemory {
@@ -190,7 +231,22 @@ impl ManualMemory {
         Self {
             used: Arc::new(AtomicU64::new(used)),
             total: Arc::new(AtomicU64::new(total)),
+            after_release: Arc::new(AtomicU64::new(u64::MAX)),
+            releases: Arc::default(),
         }
+    }
+
+    /// Simulate an allocator holding `bytes` fewer than the reading in free memory: the
+    /// next [`MemoryProbe::release`] lowers the reading by that much (once).
+    pub fn hold_free(&self, bytes: u64) {
+        let used = self.used.load(Ordering::SeqCst);
+        self.after_release
+            .store(used.saturating_sub(bytes), Ordering::SeqCst);
+    }
+
+    /// How many times the limiter asked for memory back.
+    pub fn releases(&self) -> u64 {
+        self.releases.load(Ordering::SeqCst)
     }
 
     /// Change the reading.
@@ -206,6 +262,14 @@ impl ManualMemory {
 }
 
 impl MemoryProbe for ManualMemory {
+    fn release(&self) {
+        self.releases.fetch_add(1, Ordering::SeqCst);
+        let to = self.after_release.swap(u64::MAX, Ordering::SeqCst);
+        if to != u64::MAX {
+            self.used.store(to, Ordering::SeqCst);
+        }
+    }
+
     fn used_bytes(&self) -> Option<u64> {
         Some(self.used.load(Ordering::SeqCst)).filter(|u| *u != u64::MAX)
     }
@@ -318,7 +382,19 @@ const MEASURE_FAILURES: Instrument = Instrument::counter(
      cannot, it accepts data (the gate opens) and logs that it does.",
 );
 
+const RELEASES: Instrument = Instrument::counter(
+    "otelcol_processor_memory_limiter_releases",
+    "{releases}",
+    "Times the memory limiter, over a limit, asked the allocator to hand the memory it \
+     holds free back to the system before measuring again.",
+);
+
 struct Gate {
+    /// Over the soft / the hard limit: how often at most to ask for free memory back.
+    release_soft: Duration,
+    release_hard: Duration,
+    last_release: Mutex<Option<Instant>>,
+    releases: Counter,
     refusing: AtomicBool,
     used: AtomicU64,
     soft: u64,
@@ -330,11 +406,34 @@ struct Gate {
 }
 
 impl Gate {
+    /// `used`, or, over a limit and when its pace allows, what is used once the
+    /// allocator handed back what it held free.
+    fn released(&self, probe: &dyn MemoryProbe, used: u64) -> u64 {
+        let pace = if used >= self.hard {
+            self.release_hard
+        } else if used >= self.soft {
+            self.release_soft
+        } else {
+            return used;
+        };
+        let now = Instant::now();
+        {
+            let mut last = self.last_release.lock();
+            if last.is_some_and(|at| now.duration_since(at) < pace) {
+                return used;
+            }
+            *last = Some(now);
+        }
+        probe.release();
+        self.releases.add(1);
+        probe.used_bytes().unwrap_or(used)
+    }
+
     /// Measure and set the gate. A check that cannot measure opens the gate (a gate shut
     /// on a stale reading would refuse every client for as long as measuring fails), and
     /// is counted and logged when it starts and when it ends.
     fn check(&self, probe: &dyn MemoryProbe) {
-        match probe.used_bytes() {
+        match probe.used_bytes().map(|used| self.released(probe, used)) {
             Some(used) => {
                 self.used.store(used, Ordering::Relaxed);
                 self.refusing.store(used >= self.soft, Ordering::Release);
@@ -425,6 +524,16 @@ impl<S: Signal> Processor<S> for MemoryLimiter {
     ) -> Result<MemoryLimiterConsumer<N>, BuildError> {
         let (hard, soft) = self.limits(ctx)?;
         let gate = Arc::new(Gate {
+            release_soft: self
+                .config
+                .min_gc_interval_when_soft_limited
+                .unwrap_or(Duration::from_secs(10)),
+            release_hard: self
+                .config
+                .min_gc_interval_when_hard_limited
+                .unwrap_or_default(),
+            last_release: Mutex::new(None),
+            releases: ctx.telemetry().counter(&RELEASES, &[]),
             refusing: AtomicBool::new(false),
             used: AtomicU64::new(0),
             soft,

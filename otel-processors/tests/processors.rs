@@ -736,6 +736,49 @@ async fn memory_limiter_refuses_between_the_thresholds() {
     running.shutdown(Duration::from_secs(1)).await.unwrap();
 }
 
+/// Resident memory stays up when the allocator keeps what was freed (glibc does): over a
+/// limit the limiter asks for it back before measuring again, at the configured pace, so
+/// a drained pipeline takes data again instead of refusing for good.
+#[tokio::test(start_paused = true)]
+async fn memory_limiter_asks_the_allocator_for_free_memory_back() {
+    const MIB: u64 = 1 << 20;
+    let probe = ManualMemory::new(100 * MIB, 1000 * MIB);
+    let limiter = MemoryLimiter::new(MemoryLimiterConfig {
+        check_interval: Duration::from_secs(1),
+        limit_mib: 500,
+        spike_limit_mib: 100,
+        min_gc_interval_when_soft_limited: Some(Duration::from_secs(5)),
+        ..Default::default()
+    })
+    .with_probe(probe.clone());
+    let (running, sender, out) = run::<MemoryLimiter>(limiter).await;
+    // Over the soft limit with nothing held free: refused, one release asked for.
+    probe.set_used(450 * MIB);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(sender.send(generate_traces(1, 2, 1)).await.is_err());
+    assert_eq!(probe.releases(), 1);
+    // The pipeline drained; the allocator holds 200 MiB free. No release before 5 s
+    // have passed since the last: still refused.
+    probe.hold_free(200 * MIB);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(sender.send(generate_traces(1, 2, 2)).await.is_err());
+    assert_eq!(probe.releases(), 1);
+    // At the pace: released, measured again at 250 MiB, accepting.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(probe.releases(), 2);
+    sender.send(generate_traces(1, 2, 3)).await.unwrap();
+    // Over the hard limit: a release at every check (the default pace there).
+    probe.set_used(600 * MIB);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(probe.releases(), 5);
+    let releases = running
+        .telemetry()
+        .sum("otelcol_processor_memory_limiter_releases", &[]);
+    assert_eq!(releases, 5);
+    assert_eq!(out.item_count(), 2, "what was accepted went on");
+    running.shutdown(Duration::from_secs(1)).await.unwrap();
+}
+
 #[tokio::test]
 async fn memory_limiter_configs() {
     let config: MemoryLimiterConfig = processor_config(AGENT, "memory_limiter").unwrap();
