@@ -626,6 +626,23 @@ impl<'a> SpanView<'a> {
                 (7, Wire::Fixed64(t)) => v.start = t,
                 (8, Wire::Fixed64(t)) => v.end = t,
                 (9, Wire::Len(kv)) if !keys.is_empty() => {
+                    // Most attributes are encoded as a key, then a value, and nothing else:
+                    // then the key is compared before the value is read, and an attribute
+                    // that is no dimension costs a few byte compares.
+                    if let [0x0a, klen, rest @ ..] = kv
+                        && *klen < 0x80
+                        && let Some((k, [0x12, vlen, value @ ..])) =
+                            rest.split_at_checked(usize::from(*klen))
+                        && *vlen < 0x80
+                        && value.len() == usize::from(*vlen)
+                        && !keys.iter().any(|d| {
+                            // Length and first byte before the compare call.
+                            let d = d.as_bytes();
+                            d.len() == k.len() && d.first() == k.first() && d == k
+                        })
+                    {
+                        continue;
+                    }
                     let (key, raw) = attribute(kv);
                     for (i, k) in keys.iter().enumerate() {
                         if out[i].is_none() && k.as_bytes() == key {
@@ -645,6 +662,16 @@ impl<'a> SpanView<'a> {
         }
         v
     }
+}
+
+/// One resource's part of every series key of its spans.
+struct ResourceCx<'a> {
+    id: u64,
+    service: Option<&'a AnyValue>,
+    /// The key's start: the resource's id and, when a dimension, its service name.
+    prefix: Vec<u8>,
+    /// The resource attributes that are dimensions.
+    dims: Vec<Option<&'a AnyValue>>,
 }
 
 /// A dimension's value, borrowed from a decoded attribute or read from bytes.
@@ -886,22 +913,13 @@ impl Inner {
             let resource_id = self.resource_entry(&mut state, rs.resource.as_ref(), now);
             let resource_attrs: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
             let res_dims = self.resource_dims(resource_attrs);
+            let res = self.resource_cx(resource_id, resource_attrs);
             for ss in &rs.scope_spans {
                 for span in &ss.spans {
                     let view = SpanView::of(span);
                     let find =
                         |_: usize, name: &str| first(&span.attributes, name).map(DimVal::Any);
-                    self.update(
-                        &mut state,
-                        &mut key,
-                        resource_id,
-                        resource_attrs,
-                        &res_dims,
-                        &view,
-                        &find,
-                        now,
-                        now_ns,
-                    );
+                    self.update(&mut state, &mut key, &res, &view, &find, now, now_ns);
                     if let Some(event_dims) = &self.settings.event_dimensions {
                         self.record_events(
                             &mut state,
@@ -961,7 +979,7 @@ impl Inner {
             }
             let resource_id = self.resource_entry(state, resource.as_ref(), now);
             let resource_attrs: &[KeyValue] = resource.as_ref().map_or(&[], |r| &r.attributes);
-            let res_dims = self.resource_dims(resource_attrs);
+            let res = self.resource_cx(resource_id, resource_attrs);
             for (fi, w) in fields(rs) {
                 let (2, Wire::Len(ss)) = (fi, w) else {
                     continue;
@@ -981,17 +999,7 @@ impl Inner {
                         let find = |_: usize, name: &str| {
                             first(&decoded.attributes, name).map(DimVal::Any)
                         };
-                        self.update(
-                            state,
-                            key,
-                            resource_id,
-                            resource_attrs,
-                            &res_dims,
-                            &view,
-                            &find,
-                            now,
-                            now_ns,
-                        );
+                        self.update(state, key, &res, &view, &find, now, now_ns);
                         continue;
                     }
                     let find = |i: usize, _: &str| {
@@ -1003,21 +1011,26 @@ impl Inner {
                             AnyRef::Other => None,
                         })
                     };
-                    self.update(
-                        state,
-                        key,
-                        resource_id,
-                        resource_attrs,
-                        &res_dims,
-                        &view,
-                        &find,
-                        now,
-                        now_ns,
-                    );
+                    self.update(state, key, &res, &view, &find, now, now_ns);
                 }
             }
         }
         true
+    }
+
+    /// What every span of one resource shares: read once per resource.
+    fn resource_cx<'a>(&self, id: u64, attrs: &'a [KeyValue]) -> ResourceCx<'a> {
+        let service = first(attrs, "service.name");
+        let mut prefix = id.to_le_bytes().to_vec();
+        if self.settings.defaults[0] {
+            key_value(&mut prefix, service);
+        }
+        ResourceCx {
+            id,
+            service,
+            prefix,
+            dims: self.resource_dims(attrs),
+        }
     }
 
     /// Count one span.
@@ -1026,21 +1039,16 @@ impl Inner {
         &'a self,
         state: &mut State,
         key: &mut Vec<u8>,
-        resource_id: u64,
-        resource_attrs: &'a [KeyValue],
-        res_dims: &[Option<&'a AnyValue>],
+        res: &ResourceCx<'a>,
         view: &SpanView<'_>,
         find: &dyn Fn(usize, &str) -> Option<DimVal<'a>>,
         now: Instant,
         now_ns: u64,
     ) {
         let s = &self.settings;
+        let (resource_id, service, res_dims) = (res.id, res.service, &res.dims[..]);
         key.clear();
-        key.extend_from_slice(&resource_id.to_le_bytes());
-        let service = first(resource_attrs, "service.name");
-        if s.defaults[0] {
-            key_value(key, service);
-        }
+        key.extend_from_slice(&res.prefix);
         if s.defaults[1] {
             key.extend_from_slice(&(view.name.len() as u32).to_le_bytes());
             key.extend_from_slice(view.name);
