@@ -52,3 +52,25 @@ impl SeenOnce {
         false
     }
 }
+
+/// The entry of `memos` that `is_mine` picks, moved to the front: the memos a thread keeps
+/// for several rule sets, most recently used first. Made by `make` when missing; past
+/// `limit` entries the last one (the least recently used) goes.
+pub(crate) fn most_recent<M>(
+    memos: &mut Vec<M>,
+    limit: usize,
+    is_mine: impl Fn(&M) -> bool,
+    make: impl FnOnce() -> M,
+) -> &mut M {
+    match memos.iter().position(is_mine) {
+        Some(0) => {}
+        Some(at) => memos[..=at].rotate_right(1),
+        None => {
+            if memos.len() >= limit {
+                memos.pop();
+            }
+            memos.insert(0, make());
+        }
+    }
+    &mut memos[0]
+}

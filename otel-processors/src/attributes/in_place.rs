@@ -235,24 +235,18 @@ impl CompiledAttributes {
     /// `blocked_values` (when there are some).
     fn with_memos<R>(&self, f: impl FnOnce(&mut Memos<'_>) -> R) -> R {
         KV_MEMO.with_borrow_mut(|memos| {
-            match memos.iter().position(|m| m.owner == self.id) {
-                Some(0) => {}
-                Some(at) => memos[..=at].rotate_right(1),
-                None => {
-                    if memos.len() >= KV_MEMOS {
-                        memos.pop();
-                    }
-                    let memo = KvMemo {
-                        owner: self.id,
-                        bytes: 0,
-                        hash: ahash::RandomState::new(),
-                        judged: Default::default(),
-                        seen: Default::default(),
-                    };
-                    memos.insert(0, memo);
-                }
-            }
-            let kvs = &mut memos[0];
+            let kvs = crate::prehashed::most_recent(
+                memos,
+                KV_MEMOS,
+                |m| m.owner == self.id,
+                || KvMemo {
+                    owner: self.id,
+                    bytes: 0,
+                    hash: ahash::RandomState::new(),
+                    judged: Default::default(),
+                    seen: Default::default(),
+                },
+            );
             match self.redaction.as_ref().and_then(|r| r.blocked.as_ref()) {
                 Some(b) => b.with_memo(|m| {
                     f(&mut Memos {

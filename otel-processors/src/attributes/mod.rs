@@ -811,25 +811,18 @@ impl Blocked {
     /// thread-local access for all the values of an attribute list or a request.
     fn with_memo<R>(&self, f: impl FnOnce(&mut Memo) -> R) -> R {
         MEMO.with_borrow_mut(|memos| {
-            // Most recently used first, so the last is the one to let go.
-            match memos.iter().position(|m| m.owner == self.id) {
-                Some(0) => {}
-                Some(at) => memos[..=at].rotate_right(1),
-                None => {
-                    if memos.len() >= MEMOS {
-                        memos.pop();
-                    }
-                    let memo = Memo {
-                        owner: self.id,
-                        bytes: 0,
-                        hash: ahash::RandomState::new(),
-                        judged: Default::default(),
-                        seen: Default::default(),
-                    };
-                    memos.insert(0, memo);
-                }
-            }
-            f(&mut memos[0])
+            f(crate::prehashed::most_recent(
+                memos,
+                MEMOS,
+                |m| m.owner == self.id,
+                || Memo {
+                    owner: self.id,
+                    bytes: 0,
+                    hash: ahash::RandomState::new(),
+                    judged: Default::default(),
+                    seen: Default::default(),
+                },
+            ))
         })
     }
 
