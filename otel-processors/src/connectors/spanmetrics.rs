@@ -580,7 +580,7 @@ fn status_name(code: i32) -> &'static str {
 }
 
 /// What a series key is made of, as read from a decoded span or from its bytes.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct SpanView<'a> {
     /// The name's bytes (checked UTF-8 where the request was received; read as text only
     /// when a series is made).
@@ -614,7 +614,78 @@ impl<'a> SpanView<'a> {
         keys: &[&str],
         out: &mut [Option<crate::tail_sampling::wire::AnyRef<'a>>],
     ) -> Self {
-        use crate::tail_sampling::wire::{AnyRef, any_value, attribute};
+        if let Some(v) = Self::read_in_order(span, keys, out) {
+            return v;
+        }
+        // Fields out of order, repeated or unknown: the general walk, from the start.
+        out.iter_mut().for_each(|v| *v = None);
+        Self::read_any_order(span, keys, out)
+    }
+
+    /// The fast path: the span's fields in the order of their numbers, each at most once
+    /// but the repeated ones, as every SDK and the Collector write them. Each field is one
+    /// well-predicted compare of its tag byte instead of a decoded tag and a jump on its
+    /// wire type. `None` (and `out` left part-filled) for anything else; then
+    /// [`SpanView::read_any_order`] reads it as prost would.
+    #[inline(always)]
+    fn read_in_order(
+        span: &'a [u8],
+        keys: &[&str],
+        out: &mut [Option<crate::tail_sampling::wire::AnyRef<'a>>],
+    ) -> Option<Self> {
+        use otel_pipeline_core::wire::{Wire, fields};
+        let mut c = InOrder { b: span };
+        let mut v = Self::default();
+        if let Some(t) = c.len(0x0a)? {
+            v.trace_id = t;
+        }
+        if let Some(t) = c.len(0x12)? {
+            v.span_id = t;
+        }
+        c.len(0x1a)?; // trace_state
+        c.len(0x22)?; // parent_span_id
+        if let Some(n) = c.len(0x2a)? {
+            v.name = n;
+        }
+        if let Some(k) = c.varint(0x30)? {
+            v.kind = k as i32;
+        }
+        if let Some(t) = c.fixed64(0x39) {
+            v.start = t;
+        }
+        if let Some(t) = c.fixed64(0x41) {
+            v.end = t;
+        }
+        while let Some(kv) = c.len(0x4a)? {
+            if !keys.is_empty() {
+                dimension_attribute(kv, keys, out);
+            }
+        }
+        c.varint(0x50)?; // dropped_attributes_count
+        while c.len(0x5a)?.is_some() {} // events
+        c.varint(0x60)?; // dropped_events_count
+        while c.len(0x6a)?.is_some() {} // links
+        c.varint(0x70)?; // dropped_links_count
+        if let Some(st) = c.len(0x7a)? {
+            for (g, w) in fields(st) {
+                if let (3, Wire::Varint(code)) = (g, w) {
+                    v.status = code as i32;
+                }
+            }
+        }
+        // flags (field 16, fixed32): a two-byte tag and four bytes.
+        if let [0x85, 0x01, _, _, _, _, rest @ ..] = c.b {
+            c.b = rest;
+        }
+        c.b.is_empty().then_some(v)
+    }
+
+    /// Any order, any repeats: the walk of every field.
+    fn read_any_order(
+        span: &'a [u8],
+        keys: &[&str],
+        out: &mut [Option<crate::tail_sampling::wire::AnyRef<'a>>],
+    ) -> Self {
         use otel_pipeline_core::wire::{Wire, fields};
         let mut v = Self::default();
         for (f, w) in fields(span) {
@@ -625,31 +696,7 @@ impl<'a> SpanView<'a> {
                 (6, Wire::Varint(k)) => v.kind = k as i32,
                 (7, Wire::Fixed64(t)) => v.start = t,
                 (8, Wire::Fixed64(t)) => v.end = t,
-                (9, Wire::Len(kv)) if !keys.is_empty() => {
-                    // Most attributes are encoded as a key, then a value, and nothing else:
-                    // then the key is compared before the value is read, and an attribute
-                    // that is no dimension costs a few byte compares.
-                    if let [0x0a, klen, rest @ ..] = kv
-                        && *klen < 0x80
-                        && let Some((k, [0x12, vlen, value @ ..])) =
-                            rest.split_at_checked(usize::from(*klen))
-                        && *vlen < 0x80
-                        && value.len() == usize::from(*vlen)
-                        && !keys.iter().any(|d| {
-                            // Length and first byte before the compare call.
-                            let d = d.as_bytes();
-                            d.len() == k.len() && d.first() == k.first() && d == k
-                        })
-                    {
-                        continue;
-                    }
-                    let (key, raw) = attribute(kv);
-                    for (i, k) in keys.iter().enumerate() {
-                        if out[i].is_none() && k.as_bytes() == key {
-                            out[i] = Some(raw.map_or(AnyRef::Other, any_value));
-                        }
-                    }
-                }
+                (9, Wire::Len(kv)) if !keys.is_empty() => dimension_attribute(kv, keys, out),
                 (15, Wire::Len(st)) => {
                     for (g, w) in fields(st) {
                         if let (3, Wire::Varint(c)) = (g, w) {
@@ -661,6 +708,88 @@ impl<'a> SpanView<'a> {
             }
         }
         v
+    }
+}
+
+/// A span's fields read in the order of their numbers, one tag byte each.
+struct InOrder<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> InOrder<'a> {
+    /// The length-delimited field of tag byte `tag` if it comes next: `Some(None)` if
+    /// another field comes next, `None` if its length is malformed.
+    #[inline(always)]
+    fn len(&mut self, tag: u8) -> Option<Option<&'a [u8]>> {
+        let [t, rest @ ..] = self.b else {
+            return Some(None);
+        };
+        if *t != tag {
+            return Some(None);
+        }
+        let (n, m) = otel_pipeline_core::wire::varint(rest)?;
+        let body = rest.get(m..m.checked_add(usize::try_from(n).ok()?)?)?;
+        self.b = &rest[m + body.len()..];
+        Some(Some(body))
+    }
+
+    /// The varint field of tag byte `tag` if it comes next (as [`InOrder::len`]).
+    #[inline(always)]
+    fn varint(&mut self, tag: u8) -> Option<Option<u64>> {
+        let [t, rest @ ..] = self.b else {
+            return Some(None);
+        };
+        if *t != tag {
+            return Some(None);
+        }
+        let (n, m) = otel_pipeline_core::wire::varint(rest)?;
+        self.b = &rest[m..];
+        Some(Some(n))
+    }
+
+    /// The fixed64 field of tag byte `tag` if it comes next and is whole.
+    #[inline(always)]
+    fn fixed64(&mut self, tag: u8) -> Option<u64> {
+        match self.b {
+            [t, a, b, c, d, e, f, g, h, rest @ ..] if *t == tag => {
+                self.b = rest;
+                Some(u64::from_le_bytes([*a, *b, *c, *d, *e, *f, *g, *h]))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One encoded attribute of a span: `out[i]` gets its value if its key is `keys[i]` and
+/// no earlier attribute had that key.
+#[inline(always)]
+fn dimension_attribute<'a>(
+    kv: &'a [u8],
+    keys: &[&str],
+    out: &mut [Option<crate::tail_sampling::wire::AnyRef<'a>>],
+) {
+    use crate::tail_sampling::wire::{AnyRef, any_value, attribute};
+    // Most attributes are encoded as a key, then a value, and nothing else: then the key
+    // is compared before the value is read, and an attribute that is no dimension costs a
+    // few byte compares.
+    if let [0x0a, klen, rest @ ..] = kv
+        && *klen < 0x80
+        && let Some((k, [0x12, vlen, value @ ..])) = rest.split_at_checked(usize::from(*klen))
+        && *vlen < 0x80
+        && value.len() == usize::from(*vlen)
+        && !keys.iter().any(|d| {
+            // Length and first byte before the compare call.
+            let d = d.as_bytes();
+            d.len() == k.len() && d.first() == k.first() && d == k
+        })
+    {
+        return;
+    }
+    let (key, raw) = attribute(kv);
+    for (i, k) in keys.iter().enumerate() {
+        if out[i].is_none() && k.as_bytes() == key {
+            out[i] = Some(raw.map_or(AnyRef::Other, any_value));
+        }
     }
 }
 
@@ -1747,6 +1876,113 @@ mod tests {
             );
             assert_eq!(normalized(a), normalized(b), "seed {seed}");
         }
+    }
+
+    /// The in-order fast path reads what the general walk reads, and leaves to it every
+    /// span it cannot read: fields shuffled, repeated, of other wire types, or cut.
+    #[test]
+    fn the_in_order_span_reader_agrees_with_the_general_walk() {
+        use crate::tail_sampling::wire::AnyRef;
+        use otel_pipeline_core::proto::trace::v1::{Status, span};
+        use otel_pipeline_core::testing::SplitMix64;
+        use otel_pipeline_core::wire::fields;
+        use prost::Message;
+        let keys = ["http.route", "code", "tier"];
+        let mut rng = SplitMix64::new(29);
+        let (mut in_order, mut general) = (0, 0);
+        for round in 0..3000u64 {
+            let mut s = Span {
+                trace_id: vec![round as u8; 16],
+                span_id: vec![7; 8],
+                parent_span_id: if rng.below(2) == 0 {
+                    vec![]
+                } else {
+                    vec![3; 8]
+                },
+                trace_state: if rng.below(3) == 0 {
+                    "a=b".into()
+                } else {
+                    String::new()
+                },
+                name: format!("op-{}", rng.below(4)),
+                kind: rng.below(6) as i32,
+                start_time_unix_nano: rng.below(1 << 40),
+                end_time_unix_nano: rng.below(1 << 41),
+                dropped_attributes_count: rng.below(2) as u32,
+                flags: rng.below(2) as u32 * 0x301,
+                status: (rng.below(3) > 0).then(|| Status {
+                    code: rng.below(3) as i32,
+                    message: "m".into(),
+                }),
+                ..Default::default()
+            };
+            for _ in 0..rng.below(6) {
+                let key = ["http.route", "code", "other", "tier"][rng.below(4) as usize];
+                s.attributes
+                    .push(kv(key, string_value(&format!("v{}", rng.below(3)))));
+            }
+            for _ in 0..rng.below(3) {
+                s.events.push(span::Event {
+                    name: "e".into(),
+                    ..Default::default()
+                });
+                s.links.push(span::Link {
+                    span_id: vec![1; 8],
+                    ..Default::default()
+                });
+            }
+            let mut bytes = s.encode_to_vec();
+            // Most rounds are spans as SDKs write them; the others have their fields
+            // reordered, one repeated, or the message cut.
+            match rng.below(6) {
+                0..=2 => {}
+                3 => {
+                    let mut raw: Vec<Vec<u8>> = Vec::new();
+                    let mut f = fields(&bytes);
+                    while let Some((_, _, r)) = f.next_raw() {
+                        raw.push(r.to_vec());
+                    }
+                    let (i, j) = (rng.below(raw.len() as u64), rng.below(raw.len() as u64));
+                    raw.swap(i as usize, j as usize);
+                    bytes = raw.concat();
+                }
+                4 => {
+                    // The name, a status or an attribute again, at the end.
+                    let extra = match rng.below(3) {
+                        0 => Span {
+                            name: "again".into(),
+                            ..Default::default()
+                        },
+                        1 => Span {
+                            status: Some(Status {
+                                code: 2,
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        _ => Span {
+                            attributes: vec![kv("tier", string_value("late"))],
+                            ..Default::default()
+                        },
+                    };
+                    bytes.extend(extra.encode_to_vec());
+                }
+                _ => bytes.truncate(rng.below(bytes.len() as u64 + 1) as usize),
+            }
+            let mut fast = vec![None; keys.len()];
+            let mut slow: Vec<Option<AnyRef<'_>>> = vec![None; keys.len()];
+            let a = SpanView::read(&bytes, &keys, &mut fast);
+            let b = SpanView::read_any_order(&bytes, &keys, &mut slow);
+            assert_eq!((a, &fast), (b, &slow), "round {round}: {bytes:?}");
+            let mut probe = vec![None; keys.len()];
+            if SpanView::read_in_order(&bytes, &keys, &mut probe).is_some() {
+                in_order += 1;
+            } else {
+                general += 1;
+            }
+        }
+        // Both paths were taken, the fast one for every span as written.
+        assert!(in_order >= 1400 && general >= 300, "{in_order} {general}");
     }
 
     #[test]
