@@ -5,8 +5,12 @@
 //! - `connectors/gateway/spanmetrics_then_tail_sampling/100k_spans`: the same with
 //!   `spanmetrics` (four dimensions) counting every span beside `forward`, its metrics
 //!   into a nop metrics pipeline; the shape of `docs/examples/dashboards.yaml`;
-//! - `connectors/spanmetrics/{bytes,decoded}/10k_spans`: the connector alone, on a request
-//!   still in its bytes and on a decoded one.
+//! - `connectors/gateway/dashboards/100k_spans`: `spanmetrics` and `servicegraph` beside
+//!   `forward`, as `docs/examples/dashboards.yaml` has them;
+//! - `connectors/{spanmetrics,servicegraph}/{bytes,decoded}/10k_spans`: each connector
+//!   alone, on a request still in its bytes and on a decoded one. The `servicegraph`
+//!   request pairs half of each trace's spans as clients with the other half as their
+//!   servers, so every call completes an edge.
 //!
 //! The gateway pair reports the process's CPU time (every thread's, from
 //! `/proc/self/task/*/schedstat`), not wall time: the goal (issue 29) is in CPU per span,
@@ -21,9 +25,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput};
+use otel_pipeline::boxed::BoxExporter;
 use otel_pipeline::connector::{Connect, Downstream};
 use otel_pipeline::exporters::NopExporter;
-use otel_pipeline::processors::connectors::{Forward, SpanMetrics, SpanMetricsConfig};
+use otel_pipeline::processors::connectors::{
+    Forward, ServiceGraph, ServiceGraphConfig, SpanMetrics, SpanMetricsConfig,
+};
 use otel_pipeline::processors::tail_sampling::TailSampler;
 use otel_pipeline::{Batch, BoxConsumer, Children, ComponentId, Consumer, DirectReceiver};
 use otel_pipeline::{Metrics, Pipeline, Signal, Telemetry, Traces};
@@ -55,7 +62,22 @@ fn spanmetrics() -> SpanMetrics {
     SpanMetrics::new(c).expect("valid")
 }
 
-async fn gateway_once(requests: &[bytes::Bytes], with_spanmetrics: bool) -> Duration {
+fn servicegraph() -> ServiceGraph {
+    let c: ServiceGraphConfig =
+        otel_pipeline::processors::from_yaml("servicegraph", "metrics_flush_interval: 1h\n")
+            .expect("config");
+    ServiceGraph::new(c).expect("valid")
+}
+
+/// What runs beside `forward` in front of the tail sampler.
+#[derive(Clone, Copy)]
+enum Front {
+    Nothing,
+    SpanMetrics,
+    Dashboards,
+}
+
+async fn gateway_once(requests: &[bytes::Bytes], front: Front) -> Duration {
     let sampled = Pipeline::traces()
         .named("traces/sampled")
         .processor(TailSampler::new(config(1)))
@@ -76,29 +98,28 @@ async fn gateway_once(requests: &[bytes::Bytes], with_spanmetrics: bool) -> Dura
         Forward::new(),
         Downstream::single("traces/sampled", sampled_head),
     );
-    let front = if with_spanmetrics {
-        Pipeline::traces()
-            .receiver(receiver)
-            .exporter(Connect::new(
-                spanmetrics(),
-                Downstream::single("metrics", metrics_head),
-            ))
-            .exporter(forward)
-            .build()
-            .expect("builds")
-            .start()
-            .await
-            .expect("starts")
-    } else {
-        Pipeline::traces()
-            .receiver(receiver)
-            .exporter(forward)
-            .build()
-            .expect("builds")
-            .start()
-            .await
-            .expect("starts")
-    };
+    // Exporters chosen at run time: the same boxed set for every variant.
+    let mut exporters: Vec<BoxExporter<Traces>> = vec![Box::new(forward)];
+    if !matches!(front, Front::Nothing) {
+        exporters.push(Box::new(Connect::new(
+            spanmetrics(),
+            Downstream::single("metrics", metrics_head.clone()),
+        )));
+    }
+    if matches!(front, Front::Dashboards) {
+        exporters.push(Box::new(Connect::new(
+            servicegraph(),
+            Downstream::single("metrics", metrics_head),
+        )));
+    }
+    let front = Pipeline::traces()
+        .receiver(receiver)
+        .exporters(exporters)
+        .build()
+        .expect("builds")
+        .start()
+        .await
+        .expect("starts");
     let start = cpu_time();
     for r in requests {
         sender
@@ -135,8 +156,12 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     for (name, with) in [
-        ("gateway/tail_sampling_only/100k_spans", false),
-        ("gateway/spanmetrics_then_tail_sampling/100k_spans", true),
+        ("gateway/tail_sampling_only/100k_spans", Front::Nothing),
+        (
+            "gateway/spanmetrics_then_tail_sampling/100k_spans",
+            Front::SpanMetrics,
+        ),
+        ("gateway/dashboards/100k_spans", Front::Dashboards),
     ] {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -151,8 +176,8 @@ fn bench(c: &mut Criterion) {
     // turns, and the median of the turns' ratios is printed.
     let mut ratios: Vec<f64> = (0..15)
         .map(|_| {
-            let without = runtime.block_on(gateway_once(&requests, false));
-            let with = runtime.block_on(gateway_once(&requests, true));
+            let without = runtime.block_on(gateway_once(&requests, Front::Nothing));
+            let with = runtime.block_on(gateway_once(&requests, Front::SpanMetrics));
             with.as_secs_f64() / without.as_secs_f64().max(1e-9)
         })
         .collect();
@@ -192,6 +217,49 @@ fn bench(c: &mut Criterion) {
         )
     });
     g.bench_function("spanmetrics/decoded/10k_spans", |b| {
+        b.iter_batched(
+            || Batch::<Traces>::new(request.clone()),
+            |batch| runtime.block_on(consumer.consumer().consume(batch)),
+            BatchSize::LargeInput,
+        )
+    });
+
+    // `servicegraph` alone, on spans that pair up: in each trace of 20, spans 1-9 are
+    // clients of the root and spans 10-18 the servers they called.
+    let mut request = traces(500, 7);
+    for chunk in request.resource_spans[0].scope_spans[0]
+        .spans
+        .chunks_mut(20)
+    {
+        for i in 10..19 {
+            chunk[i].kind = 2; // SERVER
+            chunk[i].parent_span_id = chunk[i - 9].span_id.clone();
+        }
+    }
+    let bytes: bytes::Bytes = request.encode_to_vec().into();
+    let consumer = runtime.block_on(async {
+        let children = Children::detached(Telemetry::new(), "traces", ComponentId::new("bench"));
+        let metrics = Pipeline::metrics()
+            .exporter(NopExporter::new())
+            .build()
+            .expect("builds");
+        let head = BoxConsumer::<Metrics>::new(metrics.consumer());
+        children
+            .exporter::<Traces, _>(Connect::new(
+                servicegraph(),
+                Downstream::single("metrics", head),
+            ))
+            .expect("builds")
+    });
+    let received = Batch::<Traces>::from_encoded(bytes).expect("valid");
+    g.bench_function("servicegraph/bytes/10k_spans", |b| {
+        b.iter_batched(
+            || received.clone(),
+            |batch| runtime.block_on(consumer.consumer().consume(batch)),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("servicegraph/decoded/10k_spans", |b| {
         b.iter_batched(
             || Batch::<Traces>::new(request.clone()),
             |batch| runtime.block_on(consumer.consumer().consume(batch)),

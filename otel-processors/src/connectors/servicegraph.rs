@@ -23,13 +23,14 @@ use std::time::Duration;
 
 use otel_pipeline_core::connector::{Connector, Downstream};
 use otel_pipeline_core::proto::collector::metrics::v1::ExportMetricsServiceRequest;
-use otel_pipeline_core::proto::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+use otel_pipeline_core::proto::collector::trace::v1::ExportTraceServiceRequest;
+use otel_pipeline_core::proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use otel_pipeline_core::proto::metrics::v1::{
     AggregationTemporality, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
     ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
 };
 use otel_pipeline_core::proto::resource::v1::Resource;
-use otel_pipeline_core::proto::trace::v1::{Span, span::SpanKind, status::StatusCode};
+use otel_pipeline_core::proto::trace::v1::{span::SpanKind, status::StatusCode};
 use otel_pipeline_core::telemetry::{Counter, Gauge, Instrument};
 use otel_pipeline_core::{
     Batch, BuildError, ComponentContext, ComponentId, ComponentTelemetry, ConsumeError, Consumer,
@@ -39,8 +40,9 @@ use parking_lot::Mutex;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::spanmetrics::{DEFAULT_BUCKETS_MS, kv, lookup, now_nanos, string_value};
+use super::spanmetrics::{DEFAULT_BUCKETS_MS, SpanView, first, kv, now_nanos, string_value};
 use crate::config::ConfigError;
+use crate::tail_sampling::wire::{AnyRef, decode_span};
 
 const EDGES: Instrument = Instrument::gauge(
     "otelcol_connector_servicegraph_edges",
@@ -257,41 +259,72 @@ struct Inner {
     expired_unpaired: Counter,
 }
 
+/// A span attribute's value as read from bytes (`None` for an array or a map, which only
+/// decoding reads right).
+fn owned(v: AnyRef<'_>) -> Option<AnyValue> {
+    let value = match v {
+        AnyRef::Str(s) => any_value::Value::StringValue(s.to_string()),
+        AnyRef::Bool(b) => any_value::Value::BoolValue(b),
+        AnyRef::Int(i) => any_value::Value::IntValue(i),
+        AnyRef::Double(d) => any_value::Value::DoubleValue(d),
+        AnyRef::Other => return None,
+    };
+    Some(AnyValue { value: Some(value) })
+}
+
+/// A resource's service name: its last `service.name`, as text ("" when absent).
+fn service_of(resource: &[KeyValue]) -> String {
+    resource
+        .iter()
+        .rev()
+        .find(|kv| kv.key == "service.name")
+        .and_then(|kv| kv.value.as_ref())
+        .map(as_text)
+        .unwrap_or_default()
+}
+
 impl Inner {
-    fn half(&self, span: &Span, resource: &[KeyValue], client: bool) -> Half {
+    /// The span attributes a half reads, in the order `attr` indexes them: the
+    /// dimensions, the peer attributes, the database attribute.
+    fn keys(&self) -> Vec<&str> {
         let s = &self.settings;
-        let service = resource
+        s.dimensions
             .iter()
-            .rev()
-            .find(|kv| kv.key == "service.name")
-            .and_then(|kv| kv.value.as_ref())
-            .map(as_text)
-            .unwrap_or_default();
+            .chain(&s.peer_attributes)
+            .chain(std::iter::once(&s.db_attribute))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// One half of a request: `attr(i)` is the span's attribute named `keys()[i]`.
+    fn half(
+        &self,
+        view: &SpanView<'_>,
+        service: &str,
+        resource: &[KeyValue],
+        client: bool,
+        attr: &dyn Fn(usize) -> Option<AnyValue>,
+    ) -> Half {
+        let s = &self.settings;
+        let (nd, np) = (s.dimensions.len(), s.peer_attributes.len());
         let dims = s
             .dimensions
             .iter()
-            .filter_map(|d| lookup(d, &span.attributes, resource).map(|v| (d.clone(), v.clone())))
+            .enumerate()
+            .filter_map(|(i, d)| {
+                attr(i)
+                    .or_else(|| first(resource, d).cloned())
+                    .map(|v| (d.clone(), v))
+            })
             .collect();
         let peer = client
-            .then(|| {
-                s.peer_attributes
-                    .iter()
-                    .find_map(|a| lookup(a, &span.attributes, &[]).map(as_text))
-            })
+            .then(|| (nd..nd + np).find_map(|i| attr(i).map(|v| as_text(&v))))
             .flatten();
-        let database = client
-            .then(|| lookup(&s.db_attribute, &span.attributes, &[]).map(as_text))
-            .flatten();
+        let database = client.then(|| attr(nd + np).map(|v| as_text(&v))).flatten();
         Half {
-            service,
-            seconds: span
-                .end_time_unix_nano
-                .saturating_sub(span.start_time_unix_nano) as f64
-                / 1e9,
-            failed: span
-                .status
-                .as_ref()
-                .is_some_and(|st| st.code == StatusCode::Error as i32),
+            service: service.to_string(),
+            seconds: view.end.saturating_sub(view.start) as f64 / 1e9,
+            failed: view.status == StatusCode::Error as i32,
             dims,
             peer,
             database,
@@ -301,60 +334,133 @@ impl Inner {
     fn record(&self, batch: &Batch<Traces>) {
         let now = Instant::now();
         let mut state = self.state.lock();
-        for rs in &batch.data().resource_spans {
-            let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
-            for ss in &rs.scope_spans {
-                for span in &ss.spans {
-                    let (k, client, messaging) = match SpanKind::try_from(span.kind) {
-                        Ok(SpanKind::Client) => (key(&span.trace_id, &span.span_id), true, false),
-                        Ok(SpanKind::Producer) => (key(&span.trace_id, &span.span_id), true, true),
-                        Ok(SpanKind::Server) => {
-                            (key(&span.trace_id, &span.parent_span_id), false, false)
-                        }
-                        Ok(SpanKind::Consumer) => {
-                            (key(&span.trace_id, &span.parent_span_id), false, true)
-                        }
-                        _ => continue,
-                    };
-                    let Some(k) = k else {
-                        // A server span without a parent: a request from outside.
-                        if !client {
-                            let half = self.half(span, resource, false);
-                            self.complete(&mut state, None, Some(&half), messaging, Some("client"));
-                        }
-                        continue;
-                    };
-                    let half = self.half(span, resource, client);
-                    let known = state.pending.contains_key(&k);
-                    if !known && state.pending.len() >= self.settings.max_items {
-                        self.dropped.add(1);
-                        continue;
-                    }
-                    let entry = state.pending.entry(k).or_default();
-                    entry.messaging |= messaging;
-                    if client {
-                        entry.client = Some(half);
-                    } else {
-                        entry.server = Some(half);
-                    }
-                    if entry.client.is_some() && entry.server.is_some() {
-                        let p = state.pending.remove(&k).unwrap_or_default();
-                        self.complete(
-                            &mut state,
-                            p.client.as_ref(),
-                            p.server.as_ref(),
-                            p.messaging,
-                            None,
-                        );
-                    } else if !known {
-                        state.expiry.push_back((k, now + self.settings.ttl));
-                    }
-                }
-            }
+        let read = batch
+            .encoded()
+            .is_some_and(|bytes| self.record_encoded(&mut state, bytes, now));
+        if !read {
+            self.record_decoded(&mut state, batch.data(), now);
         }
         self.expire(&mut state, now);
         self.pending_gauge.set(state.pending.len() as i64);
         self.edges_gauge.set(state.edges.len() as i64);
+    }
+
+    fn record_decoded(&self, state: &mut State, data: &ExportTraceServiceRequest, now: Instant) {
+        let keys = self.keys();
+        for rs in &data.resource_spans {
+            let resource: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| &r.attributes);
+            let service = service_of(resource);
+            for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                let attr = |i: usize| first(&span.attributes, keys[i]).cloned();
+                self.span(state, &SpanView::of(span), &service, resource, &attr, now);
+            }
+        }
+    }
+
+    /// The byte path: each span is read in place, and only its kind, ids, times, status
+    /// and the attributes a half reads are looked at. `false` (nothing counted) if a
+    /// resource does not decode.
+    fn record_encoded(&self, state: &mut State, bytes: &[u8], now: Instant) -> bool {
+        use otel_pipeline_core::wire::{Wire, fields};
+        // Resources first, so that a failure leaves nothing counted.
+        let mut resources = Vec::new();
+        for (f, w) in fields(bytes) {
+            let (1, Wire::Len(rs)) = (f, w) else {
+                continue;
+            };
+            // Repeated resource fields merge, as prost reads them.
+            let mut resource = Resource::default();
+            for (f, w) in fields(rs) {
+                if let (1, Wire::Len(r)) = (f, w)
+                    && prost::Message::merge(&mut resource, r).is_err()
+                {
+                    return false;
+                }
+            }
+            resources.push((rs, resource));
+        }
+        let keys = self.keys();
+        let mut values: Vec<Option<AnyRef<'_>>> = vec![None; keys.len()];
+        for (rs, resource) in &resources {
+            let service = service_of(&resource.attributes);
+            for (f, w) in fields(rs) {
+                let (2, Wire::Len(ss)) = (f, w) else {
+                    continue;
+                };
+                for (f, w) in fields(ss) {
+                    let (2, Wire::Len(span)) = (f, w) else {
+                        continue;
+                    };
+                    values.iter_mut().for_each(|v| *v = None);
+                    let view = SpanView::read(span, &keys, &mut values);
+                    if values.iter().any(|v| matches!(v, Some(AnyRef::Other))) {
+                        // An array or map among the attributes read: decode this span.
+                        let Some(decoded) = decode_span(span) else {
+                            continue;
+                        };
+                        let attr = |i: usize| first(&decoded.attributes, keys[i]).cloned();
+                        let view = SpanView::of(&decoded);
+                        self.span(state, &view, &service, &resource.attributes, &attr, now);
+                        continue;
+                    }
+                    let attr = |i: usize| values[i].and_then(owned);
+                    self.span(state, &view, &service, &resource.attributes, &attr, now);
+                }
+            }
+        }
+        true
+    }
+
+    /// One span: a half stored to wait for its other half, or an edge completed.
+    fn span(
+        &self,
+        state: &mut State,
+        view: &SpanView<'_>,
+        service: &str,
+        resource: &[KeyValue],
+        attr: &dyn Fn(usize) -> Option<AnyValue>,
+        now: Instant,
+    ) {
+        let (k, client, messaging) = match SpanKind::try_from(view.kind) {
+            Ok(SpanKind::Client) => (key(view.trace_id, view.span_id), true, false),
+            Ok(SpanKind::Producer) => (key(view.trace_id, view.span_id), true, true),
+            Ok(SpanKind::Server) => (key(view.trace_id, view.parent), false, false),
+            Ok(SpanKind::Consumer) => (key(view.trace_id, view.parent), false, true),
+            _ => return,
+        };
+        let Some(k) = k else {
+            // A server span without a parent: a request from outside.
+            if !client {
+                let half = self.half(view, service, resource, false, attr);
+                self.complete(state, None, Some(&half), messaging, Some("client"));
+            }
+            return;
+        };
+        let known = state.pending.contains_key(&k);
+        if !known && state.pending.len() >= self.settings.max_items {
+            self.dropped.add(1);
+            return;
+        }
+        let half = self.half(view, service, resource, client, attr);
+        let entry = state.pending.entry(k).or_default();
+        entry.messaging |= messaging;
+        if client {
+            entry.client = Some(half);
+        } else {
+            entry.server = Some(half);
+        }
+        if entry.client.is_some() && entry.server.is_some() {
+            let p = state.pending.remove(&k).unwrap_or_default();
+            self.complete(
+                state,
+                p.client.as_ref(),
+                p.server.as_ref(),
+                p.messaging,
+                None,
+            );
+        } else if !known {
+            state.expiry.push_back((k, now + self.settings.ttl));
+        }
     }
 
     /// Halves whose wait is over: to a virtual node where one is named, else counted.
@@ -640,5 +746,184 @@ impl Connector<Traces, Metrics> for ServiceGraph {
             )),
         )));
         Ok(ServiceGraphConsumer { inner })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use otel_pipeline_core::proto::resource::v1::Resource;
+    use otel_pipeline_core::proto::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+    use otel_pipeline_core::testing::SplitMix64;
+    use prost::Message;
+
+    fn inner(config: &str) -> Inner {
+        use otel_pipeline_core::{ComponentKind, telemetry::ComponentTelemetry as T};
+        let c: ServiceGraphConfig = crate::from_yaml("servicegraph", config).expect("config");
+        let t = T::detached(
+            ComponentKind::Exporter,
+            ComponentId::new("servicegraph"),
+            "spans",
+        );
+        Inner {
+            edges_gauge: t.gauge(&EDGES, &[]),
+            pending_gauge: t.gauge(&PENDING, &[]),
+            dropped: t.counter(&DROPPED, &[]),
+            expired_virtual: t.counter(&EXPIRED, &[("outcome", "virtual_node")]),
+            expired_unpaired: t.counter(&EXPIRED, &[("outcome", "unpaired")]),
+            settings: c.settings().expect("valid"),
+            state: Mutex::new(State::default()),
+            next: Downstream::new(Vec::<(String, otel_pipeline_core::BoxConsumer<Metrics>)>::new()),
+            telemetry: t,
+        }
+    }
+
+    /// Every data point with its metric's name, without timestamps, sorted.
+    fn points(inner: &Inner) -> Vec<String> {
+        // Halves still waiting expire: virtual nodes and unpaired counts too.
+        {
+            let mut state = inner.state.lock();
+            inner.expire(&mut state, Instant::now() + Duration::from_secs(3600));
+        }
+        let mut out = Vec::new();
+        let r = inner.collect().expect("edges");
+        for m in r
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+        {
+            match &m.data {
+                Some(metric::Data::Sum(s)) => {
+                    for p in &s.data_points {
+                        let mut p = p.clone();
+                        (p.start_time_unix_nano, p.time_unix_nano) = (0, 0);
+                        out.push(format!("{} {p:?}", m.name));
+                    }
+                }
+                Some(metric::Data::Histogram(h)) => {
+                    for p in &h.data_points {
+                        let mut p = p.clone();
+                        (p.start_time_unix_nano, p.time_unix_nano) = (0, 0);
+                        out.push(format!("{} {p:?}", m.name));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn text(k: &str, v: &str) -> KeyValue {
+        kv(k, string_value(v))
+    }
+
+    /// Requests of several services calling each other, databases and peers, with
+    /// attributes the byte path reads and one it leaves to decoding (an array).
+    fn request(rng: &mut SplitMix64) -> ExportTraceServiceRequest {
+        let services = ["front", "orders", "stock"];
+        let mut by_service: Vec<Vec<Span>> = vec![Vec::new(); services.len()];
+        for t in 0..30u64 {
+            let trace_id = [t as u8 + 1; 16].to_vec();
+            let (from, to) = (rng.below(3) as usize, rng.below(3) as usize);
+            let client_id = [1, 2, 3, 4, 5, 6, 7, t as u8].to_vec();
+            let mut client = Span {
+                trace_id: trace_id.clone(),
+                span_id: client_id.clone(),
+                kind: if rng.below(4) == 0 { 4 } else { 3 }, // PRODUCER or CLIENT
+                start_time_unix_nano: 1_000,
+                end_time_unix_nano: 1_000 + rng.below(3_000_000_000),
+                status: (rng.below(5) == 0).then(|| Status {
+                    code: 2,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            match rng.below(5) {
+                0 => client.attributes.push(text("db.name", "pg")),
+                1 => client.attributes.push(text("peer.service", "billing")),
+                2 => client.attributes.push(kv(
+                    "tier",
+                    AnyValue {
+                        value: Some(any_value::Value::ArrayValue(Default::default())),
+                    },
+                )),
+                _ => client.attributes.push(text("tier", "gold")),
+            }
+            client.attributes.push(text("noise", "x"));
+            by_service[from].push(client);
+            // Most calls are answered by a server span; some never are.
+            if rng.below(4) > 0 {
+                let server = Span {
+                    trace_id,
+                    span_id: [9; 8].to_vec(),
+                    parent_span_id: client_id,
+                    kind: 2 + 3 * u8::from(rng.below(4) == 0) as i32, // SERVER or CONSUMER
+                    start_time_unix_nano: 2_000,
+                    end_time_unix_nano: 2_000 + rng.below(2_000_000_000),
+                    attributes: vec![
+                        text("tier", "silver"),
+                        kv(
+                            "code",
+                            AnyValue {
+                                value: Some(any_value::Value::IntValue(7)),
+                            },
+                        ),
+                    ],
+                    ..Default::default()
+                };
+                by_service[to].push(server);
+            }
+            // A root server span and an internal span.
+            by_service[to].push(Span {
+                trace_id: [t as u8 + 100; 16].to_vec(),
+                span_id: [8; 8].to_vec(),
+                kind: 2,
+                ..Default::default()
+            });
+            by_service[to].push(Span {
+                kind: 1,
+                ..Default::default()
+            });
+        }
+        ExportTraceServiceRequest {
+            resource_spans: by_service
+                .into_iter()
+                .zip(services)
+                .map(|(spans, name)| ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![text("service.name", name), text("region", "eu")],
+                        ..Default::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_byte_path_builds_the_same_graph_as_the_decoded_path() {
+        let config = "dimensions: [tier, code, region]\nvirtual_node_extra_label: true\nstore: {max_items: 50}\n";
+        for seed in 0..10u64 {
+            let mut rng = SplitMix64::new(seed);
+            let (decoded, encoded) = (inner(config), inner(config));
+            for _ in 0..3 {
+                let req = request(&mut rng);
+                let bytes = req.encode_to_vec();
+                decoded.record(&Batch::new(req));
+                // The byte path itself (`record` takes it for a received batch).
+                let mut state = encoded.state.lock();
+                assert!(encoded.record_encoded(&mut state, &bytes, Instant::now()));
+            }
+            let (a, b) = (points(&decoded), points(&encoded));
+            assert!(a.len() > 10, "{a:?}");
+            assert_eq!(a, b, "seed {seed}");
+            assert_eq!(decoded.dropped.get(), encoded.dropped.get());
+        }
     }
 }

@@ -581,21 +581,23 @@ fn status_name(code: i32) -> &'static str {
 
 /// What a series key is made of, as read from a decoded span or from its bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct SpanView<'a> {
+pub(super) struct SpanView<'a> {
     /// The name's bytes (checked UTF-8 where the request was received; read as text only
     /// when a series is made).
-    name: &'a [u8],
-    kind: i32,
-    status: i32,
-    start: u64,
-    end: u64,
-    trace_id: &'a [u8],
-    span_id: &'a [u8],
+    pub(super) name: &'a [u8],
+    pub(super) kind: i32,
+    pub(super) status: i32,
+    pub(super) start: u64,
+    pub(super) end: u64,
+    pub(super) trace_id: &'a [u8],
+    pub(super) span_id: &'a [u8],
+    pub(super) parent: &'a [u8],
 }
 
 impl<'a> SpanView<'a> {
-    fn of(span: &'a Span) -> Self {
+    pub(super) fn of(span: &'a Span) -> Self {
         Self {
+            parent: &span.parent_span_id,
             name: span.name.as_bytes(),
             kind: span.kind,
             status: span.status.as_ref().map_or(0, |s| s.code),
@@ -609,7 +611,7 @@ impl<'a> SpanView<'a> {
     /// Read in place, as prost decodes: the last of a repeated scalar wins, and repeated
     /// `status` messages merge (the last `code` given wins). In the same walk, `out[i]`
     /// gets the value of the first attribute named `keys[i]`, as `span_attr` reads it.
-    fn read(
+    pub(super) fn read(
         span: &'a [u8],
         keys: &[&str],
         out: &mut [Option<crate::tail_sampling::wire::AnyRef<'a>>],
@@ -643,7 +645,9 @@ impl<'a> SpanView<'a> {
             v.span_id = t;
         }
         c.len(0x1a)?; // trace_state
-        c.len(0x22)?; // parent_span_id
+        if let Some(p) = c.len(0x22)? {
+            v.parent = p;
+        }
         if let Some(n) = c.len(0x2a)? {
             v.name = n;
         }
@@ -692,6 +696,7 @@ impl<'a> SpanView<'a> {
             match (f, w) {
                 (1, Wire::Len(b)) => v.trace_id = b,
                 (2, Wire::Len(b)) => v.span_id = b,
+                (4, Wire::Len(b)) => v.parent = b,
                 (5, Wire::Len(b)) => v.name = b,
                 (6, Wire::Varint(k)) => v.kind = k as i32,
                 (7, Wire::Fixed64(t)) => v.start = t,
@@ -851,7 +856,7 @@ impl DimVal<'_> {
 const OVERFLOW_KEY: &[u8] = b"\xffoverflow";
 
 /// The first attribute `key` (as the byte reader and the Collector's maps read it).
-fn first<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+pub(super) fn first<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
     attrs
         .iter()
         .find(|kv| kv.key == key)
@@ -900,14 +905,6 @@ fn key_value(out: &mut Vec<u8>, v: Option<&AnyValue>) {
             any.encode_raw(out);
         }
     }
-}
-
-pub(super) fn lookup<'a>(
-    name: &str,
-    span_attrs: &'a [KeyValue],
-    resource: &'a [KeyValue],
-) -> Option<&'a AnyValue> {
-    first(span_attrs, name).or_else(|| first(resource, name))
 }
 
 /// Per resource: its calls points, (unused), and its events points.
