@@ -41,6 +41,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::spanmetrics::{DEFAULT_BUCKETS_MS, SpanView, first, kv, now_nanos, string_value};
+use crate::condition::as_string;
 use crate::config::ConfigError;
 use crate::tail_sampling::wire::{AnyRef, decode_span};
 
@@ -187,7 +188,7 @@ impl ServiceGraphConfig {
 /// One half of a request.
 #[derive(Debug, Clone, Default)]
 struct Half {
-    service: String,
+    service: Arc<str>,
     seconds: f64,
     failed: bool,
     dims: Vec<(String, AnyValue)>,
@@ -201,15 +202,6 @@ struct Pending {
     client: Option<Half>,
     server: Option<Half>,
     messaging: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct EdgeKey {
-    client: String,
-    server: String,
-    connection_type: &'static str,
-    virtual_node: Option<&'static str>,
-    dims: Vec<(String, String)>,
 }
 
 /// Bucket counts, count and sum of one duration histogram.
@@ -229,7 +221,11 @@ struct Edge {
 struct State {
     pending: HashMap<[u8; 24], Pending, ahash::RandomState>,
     expiry: VecDeque<([u8; 24], Instant)>,
-    edges: HashMap<EdgeKey, Edge, ahash::RandomState>,
+    /// By the edge's key: client, server, connection type, virtual node and dimensions,
+    /// each length-prefixed (built in `scratch`, so a request on a known edge allocates
+    /// nothing).
+    edges: HashMap<Box<[u8]>, Edge, ahash::RandomState>,
+    scratch: Vec<u8>,
 }
 
 fn key(trace_id: &[u8], span_id: &[u8]) -> Option<[u8; 24]> {
@@ -243,7 +239,7 @@ fn key(trace_id: &[u8], span_id: &[u8]) -> Option<[u8; 24]> {
 }
 
 fn as_text(v: &AnyValue) -> String {
-    crate::condition::as_string(v).into_owned()
+    as_string(v).into_owned()
 }
 
 #[derive(Debug)]
@@ -273,14 +269,13 @@ fn owned(v: AnyRef<'_>) -> Option<AnyValue> {
 }
 
 /// A resource's service name: its last `service.name`, as text ("" when absent).
-fn service_of(resource: &[KeyValue]) -> String {
+fn service_of(resource: &[KeyValue]) -> Arc<str> {
     resource
         .iter()
         .rev()
         .find(|kv| kv.key == "service.name")
         .and_then(|kv| kv.value.as_ref())
-        .map(as_text)
-        .unwrap_or_default()
+        .map_or_else(|| Arc::from(""), |v| Arc::from(as_string(v)))
 }
 
 impl Inner {
@@ -300,7 +295,7 @@ impl Inner {
     fn half(
         &self,
         view: &SpanView<'_>,
-        service: &str,
+        service: &Arc<str>,
         resource: &[KeyValue],
         client: bool,
         attr: &dyn Fn(usize) -> Option<AnyValue>,
@@ -322,7 +317,7 @@ impl Inner {
             .flatten();
         let database = client.then(|| attr(nd + np).map(|v| as_text(&v))).flatten();
         Half {
-            service: service.to_string(),
+            service: Arc::clone(service),
             seconds: view.end.saturating_sub(view.start) as f64 / 1e9,
             failed: view.status == StatusCode::Error as i32,
             dims,
@@ -416,7 +411,7 @@ impl Inner {
         &self,
         state: &mut State,
         view: &SpanView<'_>,
-        service: &str,
+        service: &Arc<str>,
         resource: &[KeyValue],
         attr: &dyn Fn(usize) -> Option<AnyValue>,
         now: Instant,
@@ -436,30 +431,44 @@ impl Inner {
             }
             return;
         };
-        let known = state.pending.contains_key(&k);
-        if !known && state.pending.len() >= self.settings.max_items {
-            self.dropped.add(1);
-            return;
-        }
-        let half = self.half(view, service, resource, client, attr);
-        let entry = state.pending.entry(k).or_default();
-        entry.messaging |= messaging;
-        if client {
-            entry.client = Some(half);
-        } else {
-            entry.server = Some(half);
-        }
-        if entry.client.is_some() && entry.server.is_some() {
-            let p = state.pending.remove(&k).unwrap_or_default();
-            self.complete(
-                state,
-                p.client.as_ref(),
-                p.server.as_ref(),
-                p.messaging,
-                None,
-            );
-        } else if !known {
-            state.expiry.push_back((k, now + self.settings.ttl));
+        use std::collections::hash_map::Entry;
+        let full = state.pending.len() >= self.settings.max_items;
+        match state.pending.entry(k) {
+            Entry::Vacant(_) if full => self.dropped.add(1),
+            Entry::Vacant(v) => {
+                let half = self.half(view, service, resource, client, attr);
+                let (client, server) = if client {
+                    (Some(half), None)
+                } else {
+                    (None, Some(half))
+                };
+                v.insert(Pending {
+                    client,
+                    server,
+                    messaging,
+                });
+                state.expiry.push_back((k, now + self.settings.ttl));
+            }
+            Entry::Occupied(mut o) => {
+                let half = self.half(view, service, resource, client, attr);
+                let p = o.get_mut();
+                p.messaging |= messaging;
+                if client {
+                    p.client = Some(half);
+                } else {
+                    p.server = Some(half);
+                }
+                if p.client.is_some() && p.server.is_some() {
+                    let p = o.remove();
+                    self.complete(
+                        state,
+                        p.client.as_ref(),
+                        p.server.as_ref(),
+                        p.messaging,
+                        None,
+                    );
+                }
+            }
         }
     }
 
@@ -496,12 +505,10 @@ impl Inner {
         virtual_node: Option<&'static str>,
     ) {
         let s = &self.settings;
-        let client_name = client
-            .as_ref()
-            .map_or_else(|| "user".to_string(), |c| c.service.clone());
+        let client_name = client.map_or("user", |c| &c.service);
         let server_name = match (server, client) {
-            (Some(srv), _) => srv.service.clone(),
-            (None, Some(c)) => c.database.clone().or(c.peer.clone()).unwrap_or_default(),
+            (Some(srv), _) => &srv.service,
+            (None, Some(c)) => c.database.as_deref().or(c.peer.as_deref()).unwrap_or(""),
             (None, None) => return,
         };
         let connection_type = if messaging {
@@ -513,51 +520,63 @@ impl Inner {
         } else {
             ""
         };
-        let mut dims = Vec::new();
-        for (prefix, half) in [("client_", client), ("server_", server)] {
-            if let Some(h) = half {
-                for (k, v) in &h.dims {
-                    dims.push((format!("{prefix}{k}"), as_text(v)));
-                }
+        let virtual_node = virtual_node.filter(|_| s.extra_label);
+        let sides = [("client_", client), ("server_", server)];
+        let mut key = std::mem::take(&mut state.scratch);
+        key.clear();
+        let part = |key: &mut Vec<u8>, b: &str| {
+            key.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            key.extend_from_slice(b.as_bytes());
+        };
+        part(&mut key, client_name);
+        part(&mut key, server_name);
+        part(&mut key, connection_type);
+        key.push(u8::from(virtual_node.is_some()));
+        part(&mut key, virtual_node.unwrap_or(""));
+        for (prefix, half) in sides {
+            for (k, v) in half.iter().flat_map(|h| &h.dims) {
+                key.push(prefix.as_bytes()[0]);
+                part(&mut key, k);
+                part(&mut key, &as_string(v));
             }
         }
-        let key = EdgeKey {
-            client: client_name,
-            server: server_name,
-            connection_type,
-            virtual_node: virtual_node.filter(|_| s.extra_label),
-            dims,
-        };
-        if !state.edges.contains_key(&key) && state.edges.len() >= s.max_edges {
+        if let Some(edge) = state.edges.get_mut(key.as_slice()) {
+            Self::count(edge, &s.bounds, client, server);
+        } else if state.edges.len() >= s.max_edges {
             self.dropped.add(1);
-            return;
-        }
-        let bounds = &s.bounds;
-        let edge = state.edges.entry(key.clone()).or_insert_with(|| {
+        } else {
             let mut attrs = vec![
-                kv("client", string_value(&key.client)),
-                kv("server", string_value(&key.server)),
-                kv("connection_type", string_value(key.connection_type)),
+                kv("client", string_value(client_name)),
+                kv("server", string_value(server_name)),
+                kv("connection_type", string_value(connection_type)),
             ];
-            if let Some(v) = key.virtual_node {
+            if let Some(v) = virtual_node {
                 attrs.push(kv("virtual_node", string_value(v)));
             }
-            for (k, v) in &key.dims {
-                attrs.push(kv(k, string_value(v)));
+            for (prefix, half) in sides {
+                for (k, v) in half.iter().flat_map(|h| &h.dims) {
+                    attrs.push(kv(&format!("{prefix}{k}"), string_value(&as_string(v))));
+                }
             }
-            Edge {
+            let n = s.bounds.len() + 1;
+            let mut edge = Edge {
                 attrs,
                 total: 0,
                 failed: 0,
-                server: (vec![0; bounds.len() + 1], 0, 0.0),
-                client: (vec![0; bounds.len() + 1], 0, 0.0),
+                server: (vec![0; n], 0, 0.0),
+                client: (vec![0; n], 0, 0.0),
                 start: now_nanos(),
-            }
-        });
+            };
+            Self::count(&mut edge, &s.bounds, client, server);
+            state.edges.insert(key.as_slice().into(), edge);
+        }
+        state.scratch = key;
+    }
+
+    /// One request on `edge`.
+    fn count(edge: &mut Edge, bounds: &[f64], client: Option<&Half>, server: Option<&Half>) {
         edge.total += 1;
-        let failed =
-            client.as_ref().is_some_and(|c| c.failed) || server.as_ref().is_some_and(|h| h.failed);
-        if failed {
+        if client.is_some_and(|c| c.failed) || server.is_some_and(|h| h.failed) {
             edge.failed += 1;
         }
         for (half, hist) in [(server, &mut edge.server), (client, &mut edge.client)] {
