@@ -409,7 +409,8 @@ pub(crate) enum AnyRef<'a> {
 }
 
 /// The value an `AnyValue` encoding holds as prost reads it: of its `oneof` fields the last
-/// one given wins (a scalar replaces what came before; arrays and maps are `Other`).
+/// one given wins (a scalar replaces what came before; arrays, maps, bytes and string
+/// indexes into a dictionary, field 8, are `Other`).
 pub(crate) fn any_value(buf: &[u8]) -> AnyRef<'_> {
     let mut out = AnyRef::Other;
     for (f, w) in fields(buf) {
@@ -418,7 +419,7 @@ pub(crate) fn any_value(buf: &[u8]) -> AnyRef<'_> {
             (2, Wire::Varint(b)) => AnyRef::Bool(b != 0),
             (3, Wire::Varint(i)) => AnyRef::Int(i as i64),
             (4, Wire::Fixed64(d)) => AnyRef::Double(f64::from_bits(d)),
-            (5..=7, _) => AnyRef::Other,
+            (5..=8, _) => AnyRef::Other,
             // Unknown fields leave the value as it was.
             _ => continue,
         };
@@ -458,7 +459,7 @@ pub(crate) fn attribute(kv: &[u8]) -> (&[u8], Option<&[u8]>) {
 
 /// Whether an `AnyValue` encoding sets its `oneof` at all.
 fn has_oneof(buf: &[u8]) -> bool {
-    fields(buf).any(|(f, _)| (1..=7).contains(&f))
+    fields(buf).any(|(f, _)| (1..=8).contains(&f))
 }
 
 /// The `trace_state` of an encoded span ("" when absent).
