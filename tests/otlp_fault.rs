@@ -166,6 +166,49 @@ async fn a_small_queue_refuses_and_drops_exactly_what_it_counts() {
     );
 }
 
+/// `sizer: requests` (the Collector's default): the queue holds `queue_size` requests
+/// whatever their size, and refuses the next; requests of 500 spans are not refused
+/// early as they were when the count was read as items.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_sized_in_requests_holds_that_many_requests_of_any_size() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let (agent, sender) = agent_to(
+        dead,
+        SendingQueueConfig {
+            max_requests: Some(4),
+            num_consumers: 1,
+            ..SendingQueueConfig::default()
+        },
+    )
+    .await;
+    let (mut accepted, mut refused) = (0, 0);
+    for seed in 0..10 {
+        match sender.send(generate_traces(25, 20, seed)).await {
+            Ok(()) => accepted += 1,
+            Err(e) => {
+                assert!(e.is_retryable(), "{e}");
+                assert!(e.to_string().contains("full"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((accepted, refused), (4, 6));
+    let telemetry = agent.telemetry().clone();
+    let _ = agent.shutdown(Duration::from_millis(300)).await;
+    let exporter = telemetry
+        .find(ComponentKind::Exporter, "otlp")
+        .expect("exporter");
+    assert_eq!(exporter.enqueue_failed(), 6 * 500);
+    assert_eq!(
+        exporter.dropped("shutdown_deadline") + exporter.send_failed(),
+        4 * 500,
+        "every accepted span is accounted for"
+    );
+}
+
 /// A backend that hangs without answering, or answers with garbage: every attempt ends at
 /// the exporter's timeout or with an error, the queue's workers are never stuck, and once
 /// a real backend answers on the same address, what was retried arrives and the counters

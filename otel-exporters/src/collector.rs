@@ -135,6 +135,12 @@ fn queue_storage(
     let Some(id) = yaml.queue_storage() else {
         return Ok(());
     };
+    if yaml.waits_for_result() {
+        return Err(section.error(
+            "sending_queue.wait_for_result",
+            "`wait_for_result` is not supported with a persistent queue configured with `storage`",
+        ));
+    }
     if !config.queue.enabled {
         return Err(section.error(
             "sending_queue.storage",

@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use otel_pipeline_core::SignalKind;
 use otel_pipeline_core::collector::{
-    AnyConnector, ConnectorFactory, ProcessorFactory, Registry, Reload, Section,
+    AnyConnector, ConnectorFactory, ProcessorFactory, QueueBatch, QueueBatcherFactory, Registry,
+    Reload, Section,
 };
 use otel_pipeline_core::config::ConfigError;
 use otel_pipeline_core::{Logs, Metrics, Processor, Traces};
@@ -70,6 +71,8 @@ struct ResourceYaml {
 /// Add this crate's processors to `registry`.
 pub fn register(registry: &mut Registry) {
     registry
+        // `sending_queue.batch` of any exporter: this crate's batch processor in front.
+        .queue_batcher(ExporterBatcher)
         .processor(EverySignal("memory_limiter", |s| {
             let c: MemoryLimiterConfig = s.deserialize()?;
             Ok(MemoryLimiter::new(c).with_id(s.id().clone()))
@@ -333,6 +336,37 @@ impl ProcessorFactory for TracesOnly {
 }
 
 /// A processor type that serves every signal with one configuration.
+/// The batch processor as an exporter's `sending_queue.batch`: `min_size` is its
+/// `send_batch_size` (0 sends every request at once), `max_size` its
+/// `send_batch_max_size`, `flush_timeout` its `timeout`, `partition.metadata_keys` its
+/// `metadata_keys` (at most 1 000 combinations at once, as the processor's default).
+struct ExporterBatcher;
+
+impl ExporterBatcher {
+    fn processor(batch: &QueueBatch) -> BatchProcessor {
+        BatchProcessor::new(BatchConfig {
+            send_batch_size: batch.min_size.max(1),
+            send_batch_max_size: batch.max_size,
+            timeout: batch.flush_timeout,
+            metadata_keys: batch.metadata_keys.clone(),
+            ..BatchConfig::default()
+        })
+        .with_id(otel_pipeline_core::ComponentId::new("sending_queue_batch"))
+    }
+}
+
+impl QueueBatcherFactory for ExporterBatcher {
+    fn traces(&self, batch: &QueueBatch) -> BoxProcessor<Traces> {
+        Box::new(Self::processor(batch))
+    }
+    fn metrics(&self, batch: &QueueBatch) -> BoxProcessor<Metrics> {
+        Box::new(Self::processor(batch))
+    }
+    fn logs(&self, batch: &QueueBatch) -> BoxProcessor<Logs> {
+        Box::new(Self::processor(batch))
+    }
+}
+
 struct EverySignal<P>(&'static str, fn(&Section<'_>) -> Result<P, ConfigError>);
 
 impl<P> ProcessorFactory for EverySignal<P>

@@ -321,11 +321,14 @@ impl Raw {
         }
         // The Collector wraps the whole router in one queue and retry; here every endpoint
         // has its own, and these settings apply to each where `protocol.otlp` has none.
-        let otlp_raw = self
-            .protocol
-            .and_then(|p| p.otlp)
-            .unwrap_or_default()
-            .with_outer(self.retry_on_failure, self.sending_queue);
+        let inner = self.protocol.and_then(|p| p.otlp).unwrap_or_default();
+        if inner.queue_batches() {
+            return Err(ConfigError::new(
+                at(path, "protocol.otlp.sending_queue.batch"),
+                "batching goes in the loadbalancing exporter's own `sending_queue` (at its top level), which batches before routing",
+            ));
+        }
+        let otlp_raw = inner.with_outer(self.retry_on_failure, self.sending_queue);
         let insecure = otlp_raw.insecure();
         if let Some((key, m)) = otlp_raw.tls_error() {
             return Err(ConfigError::new(

@@ -9,7 +9,7 @@
 //!     headers: { x-api-key: "..." }
 //!     timeout: 5s
 //!     retry_on_failure: { enabled: true, initial_interval: 5s, max_interval: 30s, max_elapsed_time: 300s }
-//!     sending_queue: { enabled: true, num_consumers: 10, queue_size: 100000 }
+//!     sending_queue: { enabled: true, num_consumers: 10, queue_size: 1000 }  # requests, as the Collector counts them
 //! ```
 //!
 //! `protocol` (ours: `grpc`, `http/protobuf`, `http/json`) picks the transport; the
@@ -167,13 +167,23 @@ pub(crate) struct QueueYaml {
     max_bytes: Option<usize>,
     #[serde(default, alias = "blocking")]
     block_on_overflow: Option<bool>,
-    /// What `queue_size` counts: `items` (ours), `requests` (read as items: the bound
-    /// here is on items and bytes), or `bytes` (read as `max_bytes`).
+    /// What `queue_size` counts: `requests` (the Collector's default: requests, however
+    /// many items each holds), `items`, or `bytes` (read as `max_bytes`). Whatever it
+    /// counts, the queue also keeps its memory bounds (100 000 items and 64 MiB unless
+    /// `queue_size` under `items` or `max_bytes` say otherwise).
     #[serde(default)]
     sizer: Option<Sizer>,
     /// The `file_storage` extension that makes the queue persistent.
     #[serde(default)]
     storage: Option<String>,
+    /// Batching in front of the queue: read by the collector's loader, which puts the
+    /// batch processor in front of the exporter.
+    #[serde(default, rename = "batch")]
+    _batch: Option<serde::de::IgnoredAny>,
+    /// The caller waits for the export's result: the queue is then off (each request is
+    /// sent, and retried, on the caller's task).
+    #[serde(default)]
+    wait_for_result: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -185,6 +195,20 @@ enum Sizer {
 }
 
 impl OtlpExporterYaml {
+    /// Whether `sending_queue.batch` is given.
+    pub(crate) fn queue_batches(&self) -> bool {
+        self.sending_queue
+            .as_ref()
+            .is_some_and(|q| q._batch.is_some())
+    }
+
+    /// Whether `sending_queue.wait_for_result` is on.
+    pub(crate) fn waits_for_result(&self) -> bool {
+        self.sending_queue
+            .as_ref()
+            .is_some_and(|q| q.wait_for_result == Some(true))
+    }
+
     /// The storage extension `sending_queue.storage` names.
     pub(crate) fn queue_storage(&self) -> Option<&str> {
         self.sending_queue
@@ -425,11 +449,16 @@ impl OtlpExporterYaml {
         if let Some(q) = &self.sending_queue {
             let d = SendingQueueConfig::default();
             c.queue = SendingQueueConfig {
-                enabled: q.enabled.unwrap_or(d.enabled),
+                // Waiting for the result is sending on the caller's task.
+                enabled: q.enabled.unwrap_or(d.enabled) && q.wait_for_result != Some(true),
                 num_consumers: q.num_consumers.unwrap_or(d.num_consumers),
-                max_items: match q.sizer {
-                    Some(Sizer::Bytes) => d.max_items,
-                    _ => q.queue_size.unwrap_or(d.max_items),
+                max_items: match (q.sizer, q.queue_size) {
+                    (Some(Sizer::Items), Some(n)) => n,
+                    _ => d.max_items,
+                },
+                max_requests: match (q.sizer, q.queue_size) {
+                    (None | Some(Sizer::Requests), Some(n)) => Some(n),
+                    _ => d.max_requests,
                 },
                 // `max_bytes: 0` lifts the byte bound (items only).
                 max_bytes: match (q.max_bytes, q.sizer, q.queue_size) {
@@ -485,7 +514,34 @@ mod tests {
         assert_eq!(c.compression, Compression::None);
         assert_eq!(c.timeout, Duration::from_secs(2));
         assert_eq!(c.retry.max_elapsed, Duration::MAX);
-        assert_eq!(c.queue.max_items, 50);
+        // `queue_size` counts requests unless `sizer` says otherwise, as the Collector's.
+        assert_eq!(c.queue.max_requests, Some(50));
+        assert_eq!(c.queue.max_items, 100_000);
+        let items: OtlpExporterConfig = from_yaml(
+            "e",
+            "endpoint: gw:4317\nsending_queue: {queue_size: 70, sizer: items}",
+        )
+        .unwrap();
+        assert_eq!(
+            (items.queue.max_items, items.queue.max_requests),
+            (70, None)
+        );
+        let bytes: OtlpExporterConfig = from_yaml(
+            "e",
+            "endpoint: gw:4317\nsending_queue: {queue_size: 4096, sizer: bytes}",
+        )
+        .unwrap();
+        assert_eq!(
+            (bytes.queue.max_bytes, bytes.queue.max_requests),
+            (Some(4096), None)
+        );
+        // Waiting for the result: each request is sent on the caller's task.
+        let waits: OtlpExporterConfig = from_yaml(
+            "e",
+            "endpoint: gw:4317\nsending_queue: {wait_for_result: true}",
+        )
+        .unwrap();
+        assert!(!waits.queue.enabled);
         let secure: OtlpExporterConfig = from_yaml("e", "endpoint: gw:4317").unwrap();
         assert_eq!(secure.endpoint, "https://gw:4317");
         let err = from_yaml::<OtlpExporterConfig>(

@@ -138,6 +138,10 @@ pub struct SendingQueueConfig {
     pub num_consumers: usize,
     /// Most items queued (default 100 000).
     pub max_items: usize,
+    /// Most requests queued, however many items each holds (`sending_queue.queue_size`
+    /// under the Collector's default `sizer: requests`); `None` (the default): bounded by
+    /// items and bytes only.
+    pub max_requests: Option<usize>,
     /// Most bytes queued (default 64 MiB: memory stays bounded when the backend is slower
     /// than intake, whatever the batches' sizes; `None` bounds by items only). The queue
     /// holds each request as it will be sent (protobuf, or JSON; compressed for HTTP), so
@@ -170,6 +174,7 @@ impl Default for SendingQueueConfig {
             enabled: true,
             num_consumers: 10,
             max_items: 100_000,
+            max_requests: None,
             max_bytes: Some(DEFAULT_QUEUE_BYTES),
             block_on_overflow: false,
             storage: None,
@@ -680,6 +685,11 @@ impl<S: WireSignal> Exporter<S> for OtlpExporter<S> {
         let consumer = if config.queue.enabled {
             let q = &config.queue;
             if q.max_items == 0 || q.max_items > tokio::sync::Semaphore::MAX_PERMITS {
+                return Err(ctx.invalid("sending_queue.queue_size", "must be at least 1"));
+            }
+            if q.max_requests
+                .is_some_and(|r| r == 0 || r > tokio::sync::Semaphore::MAX_PERMITS)
+            {
                 return Err(ctx.invalid("sending_queue.queue_size", "must be at least 1"));
             }
             if q.max_bytes

@@ -67,8 +67,16 @@ struct Item {
     items: usize,
     /// Headers of this request alone (`headers_setter`).
     extra: Option<Arc<http::HeaderMap>>,
-    _permits: (Option<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>),
+    _permits: Permits,
 }
+
+/// The room one queued request takes: a request (when the queue counts them), its items
+/// and its bytes.
+type Permits = (
+    Option<OwnedSemaphorePermit>,
+    Option<OwnedSemaphorePermit>,
+    Option<OwnedSemaphorePermit>,
+);
 
 /// A persistent queue's log, opened when the queue starts, and its metrics.
 struct Persisted {
@@ -177,6 +185,7 @@ fn parse_record(p: &[u8]) -> Option<(usize, Option<Arc<http::HeaderMap>>, usize)
 struct Shared<S: Signal> {
     sender: Arc<OtlpSender<S>>,
     tx: mpsc::UnboundedSender<Item>,
+    requests: Option<Arc<Semaphore>>,
     items: Arc<Semaphore>,
     bytes: Option<Arc<Semaphore>>,
     /// Items accepted and not yet sent, failed or dropped.
@@ -248,6 +257,7 @@ impl<S: WireSignal> EncodedQueue<S> {
         let shared = Arc::new(Shared {
             sender: Arc::new(sender),
             tx,
+            requests: config.max_requests.map(|r| Arc::new(Semaphore::new(r))),
             items: Arc::new(Semaphore::new(config.max_items)),
             bytes: config.max_bytes.map(|b| Arc::new(Semaphore::new(b))),
             held: AtomicUsize::new(0),
@@ -274,6 +284,13 @@ impl<S: WireSignal> Consumer<S> for EncodedQueue<S> {
             (None, _) => None,
             (Some(_), Some(p)) => Some(p),
             (Some(_), None) => return Err(shared.refuse(batch, items, "storage is not open yet")),
+        };
+        let request_permit = match &shared.requests {
+            Some(sem) => match shared.acquire(sem, 1).await {
+                Ok(p) => Some(p),
+                Err(reason) => return Err(shared.refuse(batch, items, reason)),
+            },
+            None => None,
         };
         let permit = match shared
             .acquire(&shared.items, items.clamp(1, shared.config.max_items))
@@ -337,7 +354,7 @@ impl<S: WireSignal> Consumer<S> for EncodedQueue<S> {
             record,
             items,
             extra,
-            _permits: (Some(permit), byte_permit),
+            _permits: (request_permit, Some(permit), byte_permit),
         };
         if shared.tx.send(item).is_err() {
             shared.release(items);
@@ -392,7 +409,7 @@ impl<S: WireSignal> Workers<S> {
                     record: Some(id),
                     items: n,
                     extra,
-                    _permits: (None, None),
+                    _permits: (None, None, None),
                 };
                 if shared.tx.send(item).is_err() {
                     return Err("sending queue closed while replaying".into());
@@ -444,6 +461,9 @@ impl<S: WireSignal> Lifecycle for Workers<S> {
     fn shutdown(&self, deadline: Instant) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
             self.shared.items.close();
+            if let Some(requests) = &self.shared.requests {
+                requests.close();
+            }
             if let Some(bytes) = &self.shared.bytes {
                 bytes.close();
             }

@@ -265,6 +265,14 @@ pub trait CollectorSignal: Signal {
         factory: &dyn ProcessorFactory,
         section: &Section<'_>,
     ) -> Option<Result<BoxProcessor<Self>, ConfigError>>;
+    /// This signal's batching stage for `sending_queue.batch`.
+    #[doc(hidden)]
+    fn queue_batcher(
+        factory: &dyn super::queue_batch::QueueBatcherFactory,
+        batch: &super::queue_batch::QueueBatch,
+    ) -> BoxProcessor<Self>
+    where
+        Self: Sized;
     /// This signal's exporter from a factory, or `None`.
     fn exporter(
         factory: &dyn ExporterFactory,
@@ -382,6 +390,12 @@ macro_rules! collector_signal {
                 section: &Section<'_>,
             ) -> Option<Result<BoxExporter<Self>, ConfigError>> {
                 factory.$method(section)
+            }
+            fn queue_batcher(
+                factory: &dyn super::queue_batch::QueueBatcherFactory,
+                batch: &super::queue_batch::QueueBatch,
+            ) -> BoxProcessor<Self> {
+                factory.$method(batch)
             }
             fn shared_connector(
                 connector: AnyConnector,

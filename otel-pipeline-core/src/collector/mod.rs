@@ -26,6 +26,7 @@
 
 pub mod auth;
 mod factory;
+mod queue_batch;
 mod registry;
 
 pub use factory::Reload;
@@ -36,6 +37,7 @@ pub use factory::{
 };
 #[doc(hidden)]
 pub use factory::{AnyDownstream, AnyHead, AnyShared};
+pub use queue_batch::{QueueBatch, QueueBatcherFactory};
 pub use registry::Registry;
 
 use factory::{ACCEPTED_EXTENSIONS, ReloadSink, Reloadable};
@@ -1538,10 +1540,12 @@ impl CollectorConfig {
             "exporters",
             &plain,
             |id| {
-                registry
-                    .exporters
-                    .get(id)
-                    .map(|f| move |s: &Section<'_>| S::exporter(&**f, s))
+                registry.exporters.get(id).map(|f| {
+                    move |s: &Section<'_>| {
+                        S::exporter(&**f, s)
+                            .map(|built| built.and_then(|x| queue_batched::<S>(registry, s, x)))
+                    }
+                })
             },
             "does not send",
             &mut errors,
@@ -2177,4 +2181,150 @@ impl RunningCollector {
         failures.extend(stop_extensions(&self.extensions, deadline).await);
         ShutdownError::from_failures(failures)
     }
+}
+
+/// `sending_queue.batch` as the Collector's exporter helper reads it.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueBatchYaml {
+    #[serde(default, deserialize_with = "crate::config::opt_duration")]
+    flush_timeout: Option<Duration>,
+    #[serde(default)]
+    min_size: Option<i64>,
+    #[serde(default)]
+    max_size: Option<i64>,
+    #[serde(default)]
+    sizer: Option<String>,
+    #[serde(default)]
+    partition: Option<PartitionYaml>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartitionYaml {
+    #[serde(default)]
+    metadata_keys: Vec<String>,
+}
+
+/// The settings of an exporter section's `sending_queue.batch`, checked as the Collector
+/// checks them; `None` when it has none.
+fn queue_batch_of(section: &Section<'_>) -> Result<Option<QueueBatch>, ConfigError> {
+    use serde_yaml_ng::Value;
+    let value = section.value();
+    let Some(queue) = value.get("sending_queue") else {
+        return Ok(None);
+    };
+    let Some(batch) = queue.get("batch") else {
+        return Ok(None);
+    };
+    let err = |sub: &str, m: String| section.error(&format!("sending_queue.batch{sub}"), m);
+    // `batch:` with nothing under it takes the defaults, as `batch: {}`.
+    let batch = match batch {
+        Value::Null => Value::Mapping(Default::default()),
+        b => b.clone(),
+    };
+    let y: QueueBatchYaml = serde_path_to_error::deserialize(batch).map_err(|e| {
+        let inner = e.path().to_string();
+        let sub = if inner == "." {
+            String::new()
+        } else {
+            format!(".{inner}")
+        };
+        err(&sub, e.into_inner().to_string())
+    })?;
+    let queue_sizer = queue.get("sizer").and_then(Value::as_str);
+    // Without its own sizer the batch takes the queue's, and `items` when neither says.
+    let sizer = y.sizer.as_deref().or(queue_sizer).unwrap_or("items");
+    match sizer {
+        "items" => {}
+        "bytes" => {
+            return Err(err(
+                ".sizer",
+                "batches are sized in items here; `bytes` is not supported (use `items`)".into(),
+            ));
+        }
+        other => {
+            return Err(err(
+                ".sizer",
+                format!(
+                    "`batch` supports only `items` or `bytes` sizer, found `{other}` (set `batch.sizer: items`)"
+                ),
+            ));
+        }
+    }
+    let d = QueueBatch::default();
+    let flush_timeout = y.flush_timeout.unwrap_or(d.flush_timeout);
+    if flush_timeout.is_zero() {
+        return Err(err(".flush_timeout", "must be positive".into()));
+    }
+    let size = |key: &str, v: Option<i64>, default: usize| match v {
+        None => Ok(default),
+        Some(n) => {
+            usize::try_from(n).map_err(|_| err(key, format!("must be non-negative, found {n}")))
+        }
+    };
+    let min_size = size(".min_size", y.min_size, d.min_size)?;
+    let max_size = size(".max_size", y.max_size, d.max_size)?;
+    if max_size > 0 && max_size < min_size {
+        return Err(err(
+            ".max_size",
+            format!("`max_size` ({max_size}) must be greater or equal to `min_size` ({min_size})"),
+        ));
+    }
+    if queue_sizer == Some("items")
+        && let Some(q) = queue.get("queue_size").and_then(Value::as_u64)
+        && min_size as u64 > q
+    {
+        return Err(err(
+            ".min_size",
+            format!("`min_size` ({min_size}) must be less than or equal to `queue_size` ({q})"),
+        ));
+    }
+    let metadata_keys = y.partition.map(|p| p.metadata_keys).unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    for k in &metadata_keys {
+        if !seen.insert(k.to_ascii_lowercase()) {
+            return Err(err(
+                ".partition.metadata_keys",
+                format!(
+                    "duplicate entry in metadata_keys: {:?} (case-insensitive)",
+                    k.to_ascii_lowercase()
+                ),
+            ));
+        }
+    }
+    if queue.get("wait_for_result").and_then(Value::as_bool) == Some(true) {
+        return Err(section.error(
+            "sending_queue.wait_for_result",
+            "waiting for the export's result is not supported together with `batch` here; drop one of them",
+        ));
+    }
+    Ok(Some(QueueBatch {
+        flush_timeout,
+        min_size,
+        max_size,
+        metadata_keys,
+    }))
+}
+
+/// The exporter built from `section`, with the batching stage of its
+/// `sending_queue.batch` in front when it has one.
+fn queue_batched<S: CollectorSignal>(
+    registry: &Registry,
+    section: &Section<'_>,
+    exporter: BoxExporter<S>,
+) -> Result<BoxExporter<S>, ConfigError> {
+    let Some(batch) = queue_batch_of(section)? else {
+        return Ok(exporter);
+    };
+    let Some(batcher) = &registry.queue_batcher else {
+        return Err(section.error(
+            "sending_queue.batch",
+            "this build has no batcher for exporters (register the processors crate's)",
+        ));
+    };
+    Ok(Box::new(queue_batch::Fronted {
+        front: S::queue_batcher(&**batcher, &batch),
+        exporter,
+    }))
 }

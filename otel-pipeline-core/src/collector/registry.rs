@@ -49,6 +49,7 @@ pub struct Registry {
     pub(crate) connectors: BTreeMap<&'static str, Arc<dyn ConnectorFactory>>,
     pub(crate) metrics_endpoint: Option<Arc<dyn MetricsEndpointFactory>>,
     pub(crate) telemetry_push: Option<Arc<dyn TelemetryPushFactory>>,
+    pub(crate) queue_batcher: Option<Arc<dyn super::queue_batch::QueueBatcherFactory>>,
 }
 
 impl fmt::Debug for Registry {
@@ -91,6 +92,17 @@ impl Registry {
     /// Add (or replace) a processor type.
     pub fn processor(&mut self, factory: impl ProcessorFactory + 'static) -> &mut Self {
         self.processors.insert(factory.kind(), Arc::new(factory));
+        self
+    }
+
+    /// Set what batches in front of an exporter whose `sending_queue.batch` asks for it
+    /// (the processors crate registers its batch processor). Without one, such an
+    /// exporter is refused with the reason.
+    pub fn queue_batcher(
+        &mut self,
+        factory: impl super::queue_batch::QueueBatcherFactory + 'static,
+    ) -> &mut Self {
+        self.queue_batcher = Some(Arc::new(factory));
         self
     }
 
