@@ -222,4 +222,23 @@ fn queue_settings_the_collector_refuses_are_refused_with_the_setting_named() {
             "    sending_queue: {batch: {min_size: 1000}}\n    resolver:",
         );
     load(&top).unwrap_or_else(|e| panic!("{e}"));
+    // An exporter another component sends through (the tail sampler's hand-off) is not in
+    // a pipeline: a batch there would be ignored, so it is refused.
+    let handoff = "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:4317\n\
+                   processors:\n  tail_sampling:\n    handoff: {exporter: loadbalancing/handoff}\n    policies: [{name: all, type: always_sample}]\n\
+                   exporters:\n  nop:\n  loadbalancing/handoff:\n    protocol: {otlp: {tls: {insecure: true}}}\n    sending_queue: {batch: {}}\n    resolver:\n      static: {hostnames: [127.0.0.1:1]}\n\
+                   service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      processors: [tail_sampling]\n      exporters: [nop]\n";
+    let registry = otel_pipeline::default_registry();
+    let err = match load(handoff) {
+        Err(e) => e,
+        Ok(c) => c
+            .build(&registry, Telemetry::new())
+            .err()
+            .map(|e| e.to_string())
+            .expect("refused at build"),
+    };
+    assert!(
+        err.contains("exporters.loadbalancing/handoff.sending_queue.batch"),
+        "{err}"
+    );
 }

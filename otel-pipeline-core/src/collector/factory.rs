@@ -149,6 +149,20 @@ impl<'a> Section<'a> {
                 format!("`{id}`: no exporter type `{}` is known", section.id.kind()),
             )
         })?;
+        if section
+            .value()
+            .get("sending_queue")
+            .and_then(|q| q.get("batch"))
+            .is_some()
+        {
+            return Err(section.error(
+                "sending_queue.batch",
+                format!(
+                    "an exporter named by `{}` sends as it is given; batch where it is in a pipeline",
+                    self.path
+                ),
+            ));
+        }
         match S::exporter(factory.as_ref(), &section) {
             Some(Ok(e)) => Ok(e),
             Some(Err(e)) => Err(section.place(e)),
