@@ -26,12 +26,13 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput};
 use otel_pipeline::boxed::BoxExporter;
-use otel_pipeline::connector::{Connect, Downstream};
+use otel_pipeline::connector::{Connect, Connector, Downstream};
 use otel_pipeline::exporters::NopExporter;
 use otel_pipeline::processors::connectors::{
     Forward, ServiceGraph, ServiceGraphConfig, SpanMetrics, SpanMetricsConfig,
 };
 use otel_pipeline::processors::tail_sampling::TailSampler;
+use otel_pipeline::proto::collector::trace::v1::ExportTraceServiceRequest;
 use otel_pipeline::{Batch, BoxConsumer, Children, ComponentId, Consumer, DirectReceiver};
 use otel_pipeline::{Metrics, Pipeline, Signal, Telemetry, Traces};
 use prost::Message;
@@ -189,44 +190,13 @@ fn bench(c: &mut Criterion) {
         ratios[ratios.len() - 1]
     );
 
-    // The connector alone.
+    // Each connector alone.
     let request = traces(500, 7);
-    let bytes: bytes::Bytes = request.encode_to_vec().into();
     g.throughput(Throughput::Elements(Traces::item_count(&request) as u64));
-    let consumer = runtime.block_on(async {
-        let children = Children::detached(Telemetry::new(), "traces", ComponentId::new("bench"));
-        let metrics = Pipeline::metrics()
-            .exporter(NopExporter::new())
-            .build()
-            .expect("builds");
-        let head = BoxConsumer::<Metrics>::new(metrics.consumer());
-        children
-            .exporter::<Traces, _>(Connect::new(
-                spanmetrics(),
-                Downstream::single("metrics", head),
-            ))
-            .expect("builds")
-    });
-    let received = Batch::<Traces>::from_encoded(bytes).expect("valid");
-    g.bench_function("spanmetrics/bytes/10k_spans", |b| {
-        b.iter_batched(
-            // A clone of a received batch shares its bytes: no check, no copy.
-            || received.clone(),
-            |batch| runtime.block_on(consumer.consumer().consume(batch)),
-            BatchSize::SmallInput,
-        )
-    });
-    g.bench_function("spanmetrics/decoded/10k_spans", |b| {
-        b.iter_batched(
-            || Batch::<Traces>::new(request.clone()),
-            |batch| runtime.block_on(consumer.consumer().consume(batch)),
-            BatchSize::LargeInput,
-        )
-    });
-
-    // `servicegraph` alone, on spans that pair up: in each trace of 20, spans 1-9 are
-    // clients of the root and spans 10-18 the servers they called.
-    let mut request = traces(500, 7);
+    alone(&mut g, &runtime, "spanmetrics", spanmetrics(), &request);
+    // `servicegraph` on spans that pair up: in each trace of 20, spans 1-9 are clients of
+    // the root and spans 10-18 the servers they called.
+    let mut request = request;
     for chunk in request.resource_spans[0].scope_spans[0]
         .spans
         .chunks_mut(20)
@@ -236,7 +206,20 @@ fn bench(c: &mut Criterion) {
             chunk[i].parent_span_id = chunk[i - 9].span_id.clone();
         }
     }
-    let bytes: bytes::Bytes = request.encode_to_vec().into();
+    alone(&mut g, &runtime, "servicegraph", servicegraph(), &request);
+    g.finish();
+}
+
+/// `{name}/bytes/10k_spans` and `{name}/decoded/10k_spans`: `connector` alone on
+/// `request`, as received (still in its bytes) and decoded; its metrics into a nop
+/// pipeline.
+fn alone<C: Connector<Traces, Metrics>>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    connector: C,
+    request: &ExportTraceServiceRequest,
+) {
     let consumer = runtime.block_on(async {
         let children = Children::detached(Telemetry::new(), "traces", ComponentId::new("bench"));
         let metrics = Pipeline::metrics()
@@ -245,28 +228,26 @@ fn bench(c: &mut Criterion) {
             .expect("builds");
         let head = BoxConsumer::<Metrics>::new(metrics.consumer());
         children
-            .exporter::<Traces, _>(Connect::new(
-                servicegraph(),
-                Downstream::single("metrics", head),
-            ))
+            .exporter::<Traces, _>(Connect::new(connector, Downstream::single("metrics", head)))
             .expect("builds")
     });
+    let bytes: bytes::Bytes = request.encode_to_vec().into();
     let received = Batch::<Traces>::from_encoded(bytes).expect("valid");
-    g.bench_function("servicegraph/bytes/10k_spans", |b| {
+    g.bench_function(format!("{name}/bytes/10k_spans"), |b| {
         b.iter_batched(
+            // A clone of a received batch shares its bytes: no check, no copy.
             || received.clone(),
             |batch| runtime.block_on(consumer.consumer().consume(batch)),
             BatchSize::SmallInput,
         )
     });
-    g.bench_function("servicegraph/decoded/10k_spans", |b| {
+    g.bench_function(format!("{name}/decoded/10k_spans"), |b| {
         b.iter_batched(
             || Batch::<Traces>::new(request.clone()),
             |batch| runtime.block_on(consumer.consumer().consume(batch)),
             BatchSize::LargeInput,
         )
     });
-    g.finish();
 }
 
 criterion::criterion_group!(benches, bench);

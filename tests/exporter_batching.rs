@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use otel_pipeline::collector::{CollectorConfig, ConfigFile};
+use otel_pipeline::collector::{CollectorConfig, ConfigFile, RunningCollector};
 use otel_pipeline::receivers::OtlpConfig;
-use otel_pipeline::testing::{eventually, generate_traces};
-use otel_pipeline::{Telemetry, Traces};
+use otel_pipeline::testing::{Exported, eventually, generate_traces};
+use otel_pipeline::{DirectSender, RunningPipeline, Telemetry, Traces};
 
 mod common;
 
@@ -37,113 +37,99 @@ fn load(yaml: &str) -> Result<CollectorConfig, String> {
 }
 
 /// The sizes of the requests the backend got, in order.
-fn sizes(exported: &otel_pipeline::testing::Exported<Traces>) -> Vec<usize> {
+fn sizes(exported: &Exported<Traces>) -> Vec<usize> {
     exported.batches().iter().map(|b| b.item_count()).collect()
+}
+
+/// A backend that keeps what it gets, our collector in front of it with `queue` as its
+/// OTLP exporter's `sending_queue`, and a client sending to the collector.
+struct Setup {
+    backend: RunningPipeline,
+    exported: Exported<Traces>,
+    collector: RunningCollector,
+    client: RunningPipeline,
+    tx: DirectSender<Traces>,
+}
+
+impl Setup {
+    async fn start(queue: &str) -> Self {
+        let (backend, gw_otlp, exported) = common::gateway(OtlpConfig {
+            grpc: Some("127.0.0.1:0".parse().expect("addr")),
+            http: None,
+            ..OtlpConfig::loopback()
+        })
+        .await;
+        let backend_addr = gw_otlp.local_addrs().grpc.expect("grpc");
+        let port = free_port();
+        let yaml = collector_yaml(port, &backend_addr.to_string(), queue);
+        let registry = otel_pipeline::default_registry();
+        let collector = load(&yaml)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .build(&registry, Telemetry::new())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .start()
+            .await
+            .expect("starts");
+        let (client, tx) = common::client::<Traces>(format!("http://127.0.0.1:{port}")).await;
+        Self {
+            backend,
+            exported,
+            collector,
+            client,
+            tx,
+        }
+    }
+
+    /// Stop the client, then the collector (which sends what it holds), then the backend.
+    async fn stop(self) -> Exported<Traces> {
+        let t = Duration::from_secs(5);
+        self.client.shutdown(t).await.expect("client stops");
+        self.collector.shutdown(t).await.expect("drains");
+        self.backend.shutdown(t).await.expect("stops");
+        self.exported
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exporter_batches_are_min_size_split_at_max_size_and_flushed_at_shutdown() {
-    let (backend, gw_otlp, exported) = common::gateway(OtlpConfig {
-        grpc: Some("127.0.0.1:0".parse().expect("addr")),
-        http: None,
-        ..OtlpConfig::loopback()
-    })
-    .await;
-    let backend_addr = gw_otlp.local_addrs().grpc.expect("grpc");
-    let port = free_port();
-    let yaml = collector_yaml(
-        port,
-        &backend_addr.to_string(),
-        "{batch: {min_size: 100, max_size: 150, flush_timeout: 30s}}",
-    );
-    let registry = otel_pipeline::default_registry();
-    let running = load(&yaml)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .build(&registry, Telemetry::new())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .start()
-        .await
-        .expect("starts");
-    let (client, tx) = common::client::<Traces>(format!("http://127.0.0.1:{port}")).await;
+    let s = Setup::start("{batch: {min_size: 100, max_size: 150, flush_timeout: 30s}}").await;
+    let exported = &s.exported;
 
     // Twenty requests of 25 spans: five requests of 100 reach the backend.
     for seed in 0..20 {
-        tx.send(generate_traces(5, 5, seed)).await.expect("sent");
+        s.tx.send(generate_traces(5, 5, seed)).await.expect("sent");
     }
     eventually(Duration::from_secs(10), || exported.item_count() == 500).await;
-    assert_eq!(sizes(&exported), vec![100; 5]);
+    assert_eq!(sizes(exported), vec![100; 5]);
     exported.clear();
 
     // One request of 400: split at 150, and the 100 left is a batch of its own.
-    tx.send(generate_traces(20, 20, 99)).await.expect("sent");
+    s.tx.send(generate_traces(20, 20, 99)).await.expect("sent");
     eventually(Duration::from_secs(10), || exported.item_count() == 400).await;
-    let mut got = sizes(&exported);
+    let mut got = sizes(exported);
     got.sort_unstable();
     assert_eq!(got, vec![100, 150, 150]);
     exported.clear();
 
     // Thirty spans wait (below min_size, flush_timeout far off) until shutdown sends them.
-    tx.send(generate_traces(3, 10, 7)).await.expect("sent");
+    s.tx.send(generate_traces(3, 10, 7)).await.expect("sent");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(exported.item_count(), 0, "held for min_size or the timeout");
-    client
-        .shutdown(Duration::from_secs(5))
-        .await
-        .expect("client stops");
-    running
-        .shutdown(Duration::from_secs(5))
-        .await
-        .expect("drains");
+    let exported = s.stop().await;
     assert_eq!(sizes(&exported), vec![30]);
-    backend
-        .shutdown(Duration::from_secs(5))
-        .await
-        .expect("stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_flush_timeout_sends_what_waits() {
-    let (backend, gw_otlp, exported) = common::gateway(OtlpConfig {
-        grpc: Some("127.0.0.1:0".parse().expect("addr")),
-        http: None,
-        ..OtlpConfig::loopback()
-    })
-    .await;
-    let backend_addr = gw_otlp.local_addrs().grpc.expect("grpc");
-    let port = free_port();
     // Below the default `min_size` (8192): what waits goes when `flush_timeout` passes.
-    let yaml = collector_yaml(
-        port,
-        &backend_addr.to_string(),
-        "\n      batch:\n        flush_timeout: 1s\n",
-    );
-    let registry = otel_pipeline::default_registry();
-    let running = load(&yaml)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .build(&registry, Telemetry::new())
-        .unwrap_or_else(|e| panic!("{e}"))
-        .start()
-        .await
-        .expect("starts");
-    let (client, tx) = common::client::<Traces>(format!("http://127.0.0.1:{port}")).await;
+    let s = Setup::start("\n      batch:\n        flush_timeout: 1s\n").await;
     for seed in 0..4 {
-        tx.send(generate_traces(2, 5, seed)).await.expect("sent");
+        s.tx.send(generate_traces(2, 5, seed)).await.expect("sent");
     }
     // Sent once the second passes (not at shutdown), the four requests joined.
-    eventually(Duration::from_secs(5), || exported.item_count() == 40).await;
-    assert!(sizes(&exported).len() <= 2, "{:?}", sizes(&exported));
-    client
-        .shutdown(Duration::from_secs(5))
-        .await
-        .expect("stops");
-    running
-        .shutdown(Duration::from_secs(5))
-        .await
-        .expect("stops");
-    backend
-        .shutdown(Duration::from_secs(5))
-        .await
-        .expect("stops");
+    eventually(Duration::from_secs(5), || s.exported.item_count() == 40).await;
+    assert!(sizes(&s.exported).len() <= 2, "{:?}", sizes(&s.exported));
+    s.stop().await;
 }
 
 #[test]

@@ -26,6 +26,14 @@ async fn gateway_on(addr: SocketAddr) -> (RunningPipeline, Exported<Traces>, Soc
     (running, exported, otlp.local_addrs().grpc.expect("grpc"))
 }
 
+/// A port with nothing behind it.
+fn dead_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
+
 async fn agent_to(
     addr: SocketAddr,
     queue: SendingQueueConfig,
@@ -117,11 +125,7 @@ async fn a_large_queue_rides_out_a_downstream_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_queue_refuses_and_drops_exactly_what_it_counts() {
-    // A port with nothing behind it.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
+    let dead = dead_port();
     let (agent, sender) = agent_to(
         dead,
         SendingQueueConfig {
@@ -171,10 +175,7 @@ async fn a_small_queue_refuses_and_drops_exactly_what_it_counts() {
 /// early as they were when the count was read as items.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_sized_in_requests_holds_that_many_requests_of_any_size() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
+    let dead = dead_port();
     let (agent, sender) = agent_to(
         dead,
         SendingQueueConfig {
