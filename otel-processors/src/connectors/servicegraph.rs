@@ -191,7 +191,8 @@ struct Half {
     service: Arc<str>,
     seconds: f64,
     failed: bool,
-    dims: Vec<(String, AnyValue)>,
+    /// Each dimension found, by its index in `dimensions`.
+    dims: Vec<(usize, AnyValue)>,
     /// Client half: the virtual peer it names, and whether it is a database.
     peer: Option<String>,
     database: Option<String>,
@@ -309,7 +310,7 @@ impl Inner {
             .filter_map(|(i, d)| {
                 attr(i)
                     .or_else(|| first(resource, d).cloned())
-                    .map(|v| (d.clone(), v))
+                    .map(|v| (i, v))
             })
             .collect();
         let peer = client
@@ -534,9 +535,9 @@ impl Inner {
         key.push(u8::from(virtual_node.is_some()));
         part(&mut key, virtual_node.unwrap_or(""));
         for (prefix, half) in sides {
-            for (k, v) in half.iter().flat_map(|h| &h.dims) {
+            for (i, v) in half.iter().flat_map(|h| &h.dims) {
                 key.push(prefix.as_bytes()[0]);
-                part(&mut key, k);
+                part(&mut key, &s.dimensions[*i]);
                 part(&mut key, &as_string(v));
             }
         }
@@ -554,8 +555,9 @@ impl Inner {
                 attrs.push(kv("virtual_node", string_value(v)));
             }
             for (prefix, half) in sides {
-                for (k, v) in half.iter().flat_map(|h| &h.dims) {
-                    attrs.push(kv(&format!("{prefix}{k}"), string_value(&as_string(v))));
+                for (i, v) in half.iter().flat_map(|h| &h.dims) {
+                    let name = format!("{prefix}{}", s.dimensions[*i]);
+                    attrs.push(kv(&name, string_value(&as_string(v))));
                 }
             }
             let n = s.bounds.len() + 1;
